@@ -1,0 +1,259 @@
+"""The Docker Engine: connect, make sure one answers, label what a run makes and remove it again.
+
+Every container, network, volume and image an experiment creates carries ``labkit.run=<run id>`` and
+``labkit.scope=<scope id>``; :class:`Scope` removes its objects when it exits (also on an exception or
+Ctrl-C) and :func:`cleanup` sweeps a whole run, or every run, afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from labkit import paths
+from labkit.shell import require_program, run, spawn
+
+log = logging.getLogger("labkit.engine")
+
+LABEL_RUN = "labkit.run"
+LABEL_SCOPE = "labkit.scope"
+LABEL_BASE = "labkit.base"
+LABEL_RECIPE = "labkit.recipe"
+
+# The Debian client; /usr/local/bin/docker on some machines is a newer client without buildx.
+DOCKER_CLI_CANDIDATES = ("/usr/bin/docker", "docker")
+APT_PACKAGES = ("docker.io", "debootstrap", "qemu-user-static", "binfmt-support", "busybox-static",
+                "qemu-system-x86")
+START_TIMEOUT_S = 60.0
+
+HOW_TO_START = """\
+No Docker Engine answers at {where}.
+  - On Debian/Ubuntu as root: `make lab` (or `labkit setup`) installs docker.io and starts dockerd.
+  - With Docker Desktop or a systemd host: start it (`systemctl start docker`) and check `docker info`.
+  - With a remote or rootless engine: export DOCKER_HOST=unix:///path/to/docker.sock (or tcp://127.0.0.1:PORT).
+  - In Binder there is no engine: run the notebooks with mode="replay"."""
+
+
+class EngineUnavailable(RuntimeError):
+    """No Docker Engine answers; the message says how to start one."""
+
+
+def engine_address() -> str:
+    """Where the SDK will connect: ``DOCKER_HOST`` or the default socket."""
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+def connect(timeout_s: float = 10.0) -> docker.DockerClient:
+    """Return a client whose engine answered a ping, or raise EngineUnavailable saying what to do."""
+    try:
+        client = docker.from_env(timeout=int(max(timeout_s, 1)))
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(HOW_TO_START.format(where=engine_address()) + f"\n(The SDK said: {exc})") from exc
+    return client
+
+
+def docker_cli() -> str:
+    """Path of the docker CLI to shell out to (the Debian client first)."""
+    for candidate in DOCKER_CLI_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return require_program("docker")
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the engine says about itself."""
+
+    version: str
+    api_version: str
+    storage_driver: str
+    cgroup_version: str
+    cgroup_driver: str
+    security_options: tuple[str, ...]
+    kernel: str
+    os_type: str
+    architecture: str
+
+
+def info(client: docker.DockerClient) -> EngineInfo:
+    version = client.version()
+    details = client.info()
+    return EngineInfo(
+        version=str(version.get("Version", "?")),
+        api_version=str(version.get("ApiVersion", "?")),
+        storage_driver=str(details.get("Driver", "?")),
+        cgroup_version=str(details.get("CgroupVersion", "?")),
+        cgroup_driver=str(details.get("CgroupDriver", "?")),
+        security_options=tuple(str(option) for option in details.get("SecurityOptions") or ()),
+        kernel=str(details.get("KernelVersion", "?")),
+        os_type=str(details.get("OSType", "?")),
+        architecture=str(details.get("Architecture", "?")),
+    )
+
+
+def _can_manage_host() -> bool:
+    """True on a Debian-family host where we are root, so installing and starting dockerd is ours to do."""
+    return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
+
+
+def install_packages(packages: tuple[str, ...] = APT_PACKAGES) -> list[str]:
+    """apt-get install whichever of `packages` are missing; return the ones installed."""
+    missing = [p for p in packages if run(["dpkg-query", "-W", "-f=${Status}", p], 30, check=False)
+               .stdout.strip() != "install ok installed"]
+    if missing:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update", "-q"], 600, env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], 1800, env=env)
+    return missing
+
+
+def start_dockerd() -> Path:
+    """Start dockerd in the background with labkit's own config and log file; return the log path."""
+    state = paths.state_dir() / "dockerd"
+    state.mkdir(parents=True, exist_ok=True)
+    config = state / "daemon.json"
+    # Keep the engine's logs small and never let it reach out for anything labkit did not ask for.
+    config.write_text('{\n  "log-driver": "json-file",\n  "log-opts": {"max-size": "10m", "max-file": "2"}\n}\n')
+    log_path = state / "dockerd.log"
+    with log_path.open("ab") as log_file:
+        spawn([require_program("dockerd"), "--config-file", str(config)],
+              stdout=log_file, stderr=log_file, stdin=open(os.devnull), start_new_session=True)
+    return log_path
+
+
+def ensure(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
+    """Return a client to a running engine, installing and starting one where that is ours to do.
+
+    On Debian as root with no engine answering: apt-get install the packages the labs need and start
+    dockerd in the background (config and log under labkit's state folder). Elsewhere: EngineUnavailable.
+    """
+    try:
+        return connect()
+    except EngineUnavailable:
+        if not _can_manage_host() or "DOCKER_HOST" in os.environ:
+            raise
+    installed = install_packages()
+    if installed:
+        log.warning("installed with apt-get: %s", " ".join(installed))
+    log_path = start_dockerd()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            return connect()
+        except EngineUnavailable:
+            time.sleep(0.5)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+    raise EngineUnavailable(f"dockerd was started but did not answer within {timeout_s:.0f} s. "
+                            f"Its log ({log_path}) ends with:\n{tail}")
+
+
+def new_run_id() -> str:
+    """The run id of this process: LABKIT_RUN_ID when `labkit run` set it, else a fresh one."""
+    return os.environ.get("LABKIT_RUN_ID") or f"r{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class CleanupReport:
+    """Names of what a cleanup removed, per kind."""
+
+    containers: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.containers) + len(self.networks) + len(self.volumes) + len(self.images)
+
+    def __str__(self) -> str:
+        parts = [f"{len(v)} {k}" for k, v in vars(self).items()]
+        return "removed " + ", ".join(parts)
+
+
+def cleanup(client: docker.DockerClient, label: str = LABEL_RUN, value: str | None = None) -> CleanupReport:
+    """Remove every container, network, volume and image carrying `label` (=`value` when given).
+
+    Containers go first (they hold networks, volumes and images). Objects already gone are not errors.
+    """
+    selector = label if value is None else f"{label}={value}"
+    filters = {"label": selector}
+    report = CleanupReport()
+    for container in client.containers.list(all=True, filters=filters):
+        _ignore_gone(lambda c=container: c.remove(force=True, v=True))
+        report.containers.append(container.name)
+    for network in client.networks.list(filters=filters):
+        _ignore_gone(network.remove)
+        report.networks.append(network.name)
+    for volume in client.volumes.list(filters=filters):
+        _ignore_gone(lambda v=volume: v.remove(force=True))
+        report.volumes.append(volume.name)
+    for image in client.images.list(all=True, filters=filters):
+        _ignore_gone(lambda i=image: client.images.remove(i.id, force=True, noprune=False))
+        report.images.append(image.tags[0] if image.tags else image.short_id)
+    return report
+
+
+def _ignore_gone(action: Any) -> None:
+    try:
+        action()
+    except docker.errors.NotFound:
+        pass
+
+
+class Scope:
+    """Labels for the objects one experiment makes; removes them all on exit, whatever happened.
+
+    >>> with Scope(client, run_id) as scope:
+    ...     client.containers.run(image, "true", labels=scope.labels)
+    """
+
+    def __init__(self, client: docker.DockerClient, run_id: str, lab: str = "") -> None:
+        self.client = client
+        self.run_id = run_id
+        self.scope_id = uuid.uuid4().hex[:12]
+        self.labels: dict[str, str] = {LABEL_RUN: run_id, LABEL_SCOPE: self.scope_id}
+        if lab:
+            self.labels["labkit.lab"] = lab
+        self.report = CleanupReport()
+
+    def label_args(self) -> list[str]:
+        """The labels as docker CLI arguments (``--label k=v`` …)."""
+        return [arg for key, value in self.labels.items() for arg in ("--label", f"{key}={value}")]
+
+    def name(self, stem: str) -> str:
+        """A unique object name for this scope, e.g. ``labkit-ns-default-<scope>``."""
+        return f"labkit-{stem}-{self.scope_id}"
+
+    def __enter__(self) -> Scope:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.report = cleanup(self.client, LABEL_SCOPE, self.scope_id)
+
+
+@contextmanager
+def scope(client: docker.DockerClient, run_id: str, lab: str = "") -> Iterator[Scope]:
+    with Scope(client, run_id, lab) as active:
+        yield active
+
+
+def container_pid(client: docker.DockerClient, container_id: str) -> int:
+    """Host PID of a running container's main process."""
+    state: Mapping[str, Any] = client.api.inspect_container(container_id)["State"]
+    pid = int(state.get("Pid", 0))
+    if not state.get("Running") or pid == 0:
+        raise RuntimeError(f"container {container_id[:12]} is not running (status {state.get('Status')})")
+    return pid

@@ -1,0 +1,216 @@
+"""Offline base images made from recipes, cached by recipe hash; never pulled from a registry.
+
+A recipe says how to make a base from what this machine has (Debian packages, debootstrap). Its hash
+covers everything that changes the result, so an image labelled with the same hash is reused and a
+rootfs tarball under the cache folder is never made twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from labkit import paths
+from labkit.engine import LABEL_BASE, LABEL_RECIPE, docker_cli
+from labkit.shell import run
+
+log = logging.getLogger("labkit.images")
+
+RECIPE_VERSION = "1"  # bump when a recipe's steps change in a way its inputs do not show
+DEBIAN_SUITE = "bookworm"
+BUSYBOX_BINARY = Path("/bin/busybox")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one base is made; `inputs` is everything that changes the result."""
+
+    name: str
+    description: str
+    inputs: tuple[tuple[str, str], ...]
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the recipe inputs, 16 hex digits (the cache key and image label)."""
+        text = "\n".join(f"{k}={v}" for k, v in (("recipe", self.name), ("v", RECIPE_VERSION), *self.inputs))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def tag(self) -> str:
+        return f"labkit/{self.name}:{self.digest}"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A base image present in the engine. `made_s` is 0.0 when it was reused."""
+
+    name: str
+    tag: str
+    image_id: str
+    recipe_digest: str
+    size_bytes: int
+    made_s: float
+
+
+def _busybox_recipe() -> Recipe:
+    if not BUSYBOX_BINARY.exists():
+        raise FileNotFoundError(f"{BUSYBOX_BINARY} is missing: `apt-get install busybox-static` (or `make lab`).")
+    return Recipe("busybox", "busybox-static from Debian on FROM scratch (about 2 MB)",
+                  (("busybox_sha256", _sha256(BUSYBOX_BINARY)), ("dockerfile", BUSYBOX_DOCKERFILE)))
+
+
+def _debian_minbase_recipe() -> Recipe:
+    return Recipe("debian-minbase", f"Debian {DEBIAN_SUITE} made with debootstrap --variant=minbase, imported",
+                  (("suite", DEBIAN_SUITE), ("variant", "minbase"), ("arch", "amd64")))
+
+
+RECIPES = {"busybox": _busybox_recipe, "debian-minbase": _debian_minbase_recipe}
+
+BUSYBOX_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+CMD ["/bin/sh"]
+"""
+
+
+def known_bases() -> list[str]:
+    return sorted(RECIPES)
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe for base `name`; ValueError naming the known bases otherwise."""
+    if name not in RECIPES:
+        raise ValueError(f"base={name!r} is not a base labkit can make; choose one of {known_bases()}.")
+    return RECIPES[name]()
+
+
+def find(client: docker.DockerClient, name: str) -> BaseImage | None:
+    """The engine's image for base `name` made from the current recipe, if there is one."""
+    wanted = recipe(name)
+    images = client.images.list(filters={"label": f"{LABEL_RECIPE}={wanted.digest}"})
+    if not images:
+        return None
+    image = images[0]
+    return BaseImage(name, wanted.tag, image.id, wanted.digest, int(image.attrs.get("Size", 0)), 0.0)
+
+
+def ensure_base(client: docker.DockerClient, name: str) -> BaseImage:
+    """Return base `name`, making it offline if the engine does not hold one from the same recipe."""
+    wanted = recipe(name)  # validates the name before anything happens
+    existing = find(client, name)
+    if existing is not None:
+        return existing
+    started = time.perf_counter_ns()
+    if name == "busybox":
+        _build_busybox(wanted)
+    else:
+        _import_rootfs(wanted, rootfs_tarball(name))
+    made_s = (time.perf_counter_ns() - started) / 1e9
+    made = find(client, name)
+    if made is None:
+        raise RuntimeError(f"made {wanted.tag} but the engine does not list it with label {wanted.digest}")
+    log.info("made base %s in %.1f s", wanted.tag, made_s)
+    return BaseImage(made.name, made.tag, made.image_id, made.recipe_digest, made.size_bytes, made_s)
+
+
+def require_base(client: docker.DockerClient, name: str) -> BaseImage:
+    """Return base `name` if it is already made; otherwise say how to make it (never pull)."""
+    found = find(client, name)
+    if found is None:
+        raise LookupError(f"base image {name!r} is not made yet: run `labkit bases` (or `make lab`).")
+    return found
+
+
+def _label_args(wanted: Recipe) -> list[str]:
+    return ["--label", f"{LABEL_BASE}={wanted.name}", "--label", f"{LABEL_RECIPE}={wanted.digest}"]
+
+
+def _build_busybox(wanted: Recipe) -> None:
+    with tempfile.TemporaryDirectory(prefix="labkit-busybox-") as context:
+        shutil.copy2(BUSYBOX_BINARY, Path(context) / "busybox")
+        (Path(context) / "Dockerfile").write_text(BUSYBOX_DOCKERFILE)
+        # BuildKit, and no `# syntax=` line: FROM scratch needs no registry at all.
+        run([docker_cli(), "build", "--pull=false", "--progress=plain", *_label_args(wanted), "-t", wanted.tag,
+             context], 600, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+
+
+def _import_rootfs(wanted: Recipe, tarball: Path) -> None:
+    changes = [f"LABEL {LABEL_BASE}={wanted.name}", f"LABEL {LABEL_RECIPE}={wanted.digest}", 'CMD ["/bin/bash"]']
+    args = [arg for change in changes for arg in ("--change", change)]
+    run([docker_cli(), "import", *args, "--message", wanted.description, str(tarball), wanted.tag], 600)
+
+
+def rootfs_dir(name: str = "debian-minbase") -> Path:
+    """An unpacked root filesystem for base `name`, made once and cached under the recipe's hash.
+
+    `busybox`: the same static binary as the image, with its applet links; `debian-minbase`: debootstrap.
+    """
+    wanted = recipe(name)
+    target = paths.cache_dir() / "rootfs" / f"{name}-{wanted.digest}"
+    if (target / ".labkit-complete").exists():
+        return target
+    staging = target.with_name(target.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    if name == "busybox":
+        _unpack_busybox(staging)
+    else:
+        _debootstrap(staging)
+    (staging / ".labkit-complete").write_text(wanted.digest + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target
+
+
+BUSYBOX_APPLETS = ("sh", "true", "false", "sleep", "cat", "hostname", "uname", "mount", "umount", "ls", "ps", "head")
+
+
+def _unpack_busybox(staging: Path) -> None:
+    for folder in ("bin", "proc", "dev", "sys", "tmp", "etc"):
+        (staging / folder).mkdir(parents=True)
+    shutil.copy2(BUSYBOX_BINARY, staging / "bin" / "busybox")
+    for applet in BUSYBOX_APPLETS:
+        (staging / "bin" / applet).symlink_to("busybox")
+
+
+def _debootstrap(staging: Path) -> None:
+    mirror = os.environ.get("LABKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+    run(["debootstrap", "--variant=minbase", "--arch=amd64", DEBIAN_SUITE, str(staging), mirror], 1800,
+        hint="debootstrap needs Debian's package mirror; set LABKIT_DEBIAN_MIRROR to one you can reach.")
+    # Package caches are not part of the image.
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (staging / cache).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+
+
+def rootfs_tarball(name: str = "debian-minbase") -> Path:
+    """A tar of :func:`rootfs_dir` (numeric owners kept), cached beside it."""
+    folder = rootfs_dir(name)
+    tarball = folder.with_suffix(".tar")
+    if tarball.exists():
+        return tarball
+    partial = tarball.with_suffix(".tar.partial")
+    with tarfile.open(partial, "w") as archive:
+        for entry in sorted(folder.iterdir()):
+            if entry.name != ".labkit-complete":
+                archive.add(entry, arcname=entry.name)
+    partial.rename(tarball)
+    return tarball
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,0 +1,36 @@
+"""Where labkit keeps things: the project checkout, results, caches and its own state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The checkout that holds notebooks/ and data/ (LABKIT_ROOT overrides)."""
+    override = os.environ.get("LABKIT_ROOT")
+    return Path(override).resolve() if override else Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Downloads and rootfs tarballs, keyed by recipe hash (LABKIT_CACHE overrides; ~/.cache/labkit)."""
+    override = os.environ.get("LABKIT_CACHE")
+    base = Path(override) if override else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labkit"
+    return base.resolve()
+
+
+def state_dir() -> Path:
+    """labkit's own daemon config and logs (LABKIT_STATE overrides; ~/.local/state/labkit)."""
+    override = os.environ.get("LABKIT_STATE")
+    default = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "labkit"
+    return (Path(override) if override else default).resolve()
+
+
+def recorded_results_dir() -> Path:
+    """Committed results (data/results/), read back in replay mode."""
+    return project_root() / "data" / "results"
+
+
+def build_dir() -> Path:
+    """Executed notebooks, fresh results and the book (build/)."""
+    return project_root() / "build"

@@ -1,0 +1,134 @@
+"""One way to run an external command: logged, time-limited, with one error type.
+
+Every shell-out in labkit (docker CLI, debootstrap, unshare, qemu, apt-get) goes through :func:`run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger("labkit.shell")
+
+
+class CommandError(RuntimeError):
+    """A command exited non-zero, timed out or could not be started."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        exit_code: int | None,
+        stdout: str,
+        stderr: str,
+        hint: str = "",
+    ) -> None:
+        self.argv = list(argv)
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.hint = hint
+        status = "timed out" if exit_code is None else f"exited {exit_code}"
+        tail = stderr.strip().splitlines()[-5:] or stdout.strip().splitlines()[-5:]
+        message = f"`{shlex.join(self.argv)}` {status}"
+        if tail:
+            message += ":\n  " + "\n  ".join(tail)
+        if hint:
+            message += f"\n{hint}"
+        super().__init__(message)
+
+
+class MissingProgram(CommandError):
+    """The program is not installed; the message says which package provides it."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command printed; `stdout`/`stderr` are text."""
+
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+# Where a missing program comes from on Debian, so the error can say what to install.
+DEBIAN_PACKAGE = {
+    "docker": "docker.io",
+    "dockerd": "docker.io",
+    "debootstrap": "debootstrap",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-aarch64-static": "qemu-user-static",
+    "busybox": "busybox-static",
+    "unshare": "util-linux",
+    "apt-get": "apt",
+    "dpkg": "dpkg",
+}
+
+
+def require_program(name: str) -> str:
+    """Return the absolute path of `name`, or raise MissingProgram naming the package to install."""
+    path = shutil.which(name)
+    if path is None:
+        package = DEBIAN_PACKAGE.get(name, name)
+        raise MissingProgram(
+            [name], None, "", f"{name}: not found on PATH",
+            hint=f"Install it: `apt-get install {package}` (or run `make lab`, which installs what the labs need).",
+        )
+    return path
+
+
+def run(
+    argv: Sequence[str],
+    timeout: float,
+    *,
+    check: bool = True,
+    input_text: str | None = None,
+    env: Mapping[str, str] | None = None,
+    hint: str = "",
+) -> Completed:
+    """Run `argv` (no shell) for at most `timeout` seconds and return what it printed.
+
+    Raises CommandError on a non-zero exit (when `check`), on a timeout, or when the program is missing.
+    `hint` is appended to the error message: say there what the user can do about it.
+    """
+    argv = [str(a) for a in argv]
+    log.info("run: %s", shlex.join(argv))
+    try:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input_text,
+            env=None if env is None else dict(env),
+            check=False,
+        )
+    except FileNotFoundError:
+        require_program(argv[0])
+        raise
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(argv, None, _text(exc.stdout), _text(exc.stderr), hint=hint) from exc
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr, hint=hint)
+    return Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+
+def _text(output: bytes | str | None) -> str:
+    if output is None:
+        return ""
+    return output if isinstance(output, str) else output.decode(errors="replace")
+
+
+def spawn(argv: Sequence[str], **popen_kwargs: object) -> subprocess.Popen[str]:
+    """Start `argv` in the background (for output that must be read while it runs); logged like :func:`run`.
+
+    The caller owns the process and must end it (``terminate``/``kill`` in a ``finally``).
+    """
+    argv = [str(a) for a in argv]
+    log.info("spawn: %s", shlex.join(argv))
+    require_program(argv[0])
+    return subprocess.Popen(argv, text=True, **popen_kwargs)  # type: ignore[call-overload,no-any-return]
