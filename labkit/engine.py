@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ DOCKER_CLI_CANDIDATES = ("/usr/bin/docker", "docker")
 APT_PACKAGES = ("docker.io", "debootstrap", "qemu-user-static", "binfmt-support", "busybox-static",
                 "qemu-system-x86")
 START_TIMEOUT_S = 60.0
+# dockerd refuses a memory limit below 6 MiB ("Minimum memory limit allowed is 6MB").
+MIN_MEMORY_BYTES = 6 * 2**20
 
 HOW_TO_START = """\
 No Docker Engine answers at {where}.
@@ -130,7 +133,7 @@ def start_dockerd() -> Path:
     log_path = state / "dockerd.log"
     with log_path.open("ab") as log_file:
         spawn([require_program("dockerd"), "--config-file", str(config)],
-              stdout=log_file, stderr=log_file, stdin=open(os.devnull), start_new_session=True)
+              stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True)
     return log_path
 
 
@@ -158,6 +161,14 @@ def ensure(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
     raise EngineUnavailable(f"dockerd was started but did not answer within {timeout_s:.0f} s. "
                             f"Its log ({log_path}) ends with:\n{tail}")
+
+
+def validate_memory_limit(memory_limit_mib: int, parameter: str = "memory_limit_mib") -> int:
+    """Return the limit in bytes; ValueError naming `parameter` if the engine would refuse it."""
+    if not isinstance(memory_limit_mib, int) or memory_limit_mib * 2**20 < MIN_MEMORY_BYTES:
+        raise ValueError(f"{parameter}={memory_limit_mib!r}: the engine accepts no memory limit below "
+                         f"{MIN_MEMORY_BYTES // 2**20} MiB; give a whole number of MiB >= {MIN_MEMORY_BYTES // 2**20}.")
+    return memory_limit_mib * 2**20
 
 
 def new_run_id() -> str:
@@ -207,10 +218,8 @@ def cleanup(client: docker.DockerClient, label: str = LABEL_RUN, value: str | No
 
 
 def _ignore_gone(action: Any) -> None:
-    try:
+    with suppress(docker.errors.NotFound):
         action()
-    except docker.errors.NotFound:
-        pass
 
 
 class Scope:

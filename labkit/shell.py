@@ -131,4 +131,4 @@ def spawn(argv: Sequence[str], **popen_kwargs: object) -> subprocess.Popen[str]:
     argv = [str(a) for a in argv]
     log.info("spawn: %s", shlex.join(argv))
     require_program(argv[0])
-    return subprocess.Popen(argv, text=True, **popen_kwargs)  # type: ignore[call-overload,no-any-return]
+    return subprocess.Popen(argv, text=True, **popen_kwargs)  # type: ignore[call-overload]

@@ -1,0 +1,45 @@
+# Container Labs. `make lab` runs the series; `make test` runs the tests. Both work on a fresh Debian 12
+# machine as root (they install what is missing and start dockerd) and where Docker already runs.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+NOTEBOOK_TIMEOUT ?= 1800
+
+.PHONY: lab test lint bench record clean doctor
+
+lab: $(INSTALLED)
+	$(BIN)/labkit setup
+	$(BIN)/labkit run --timeout $(NOTEBOOK_TIMEOUT)
+	$(BIN)/labkit book
+
+test: $(INSTALLED) lint
+	$(BIN)/labkit setup
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check labkit tests
+	$(BIN)/mypy
+
+# Speed is measured here, never asserted in tests: full-mode runs with per-notebook wall time.
+bench: $(INSTALLED)
+	$(BIN)/labkit setup
+	$(BIN)/labkit run --timeout $(NOTEBOOK_TIMEOUT)
+
+# A deliberate refresh of the committed results (commit data/results/ on its own).
+record: $(INSTALLED)
+	$(BIN)/labkit setup
+	$(BIN)/labkit run --record --timeout $(NOTEBOOK_TIMEOUT)
+
+doctor: $(INSTALLED)
+	$(BIN)/labkit doctor
+
+clean: $(INSTALLED)
+	$(BIN)/labkit clean
+
+$(INSTALLED): pyproject.toml tools/bootstrap-python.sh
+	sh tools/bootstrap-python.sh "$(PYTHON)" "$(VENV)"
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@

@@ -1,0 +1,1 @@
+"""One module per notebook: ``run_*`` functions that perform an experiment and return a result."""

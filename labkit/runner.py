@@ -1,0 +1,123 @@
+"""Execute notebooks with papermill in this one process, then sweep whatever the run left behind.
+
+Each notebook runs with the run's id in LABKIT_RUN_ID (the kernel inherits it, so every docker object and
+cgroup it makes carries that id). Whatever happens — success, a failed cell, Ctrl-C — the run ends by
+removing every object and cgroup with that id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from labkit import engine, paths
+
+log = logging.getLogger("labkit.runner")
+
+DEFAULT_TIMEOUT_S = 1800.0  # per notebook; papermill would otherwise wait forever on a hung cell
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """How one notebook's execution went; `failed_cell` is papermill's cell index (0-based) or None."""
+
+    notebook: str
+    status: str  # "ok", "failed" or "interrupted"
+    wall_s: float
+    output: str
+    failed_cell: int | None = None
+    error: str = ""
+
+
+def notebooks_dir() -> Path:
+    return paths.project_root() / "notebooks"
+
+
+def discover(selection: list[str] | None = None) -> list[Path]:
+    """Notebooks to run, in order: all of notebooks/NN-*.ipynb, or those named (`01`, a stem, or a path)."""
+    available = sorted(notebooks_dir().glob("[0-9][0-9]-*.ipynb"))
+    if not selection:
+        return available
+    chosen = []
+    for wanted in selection:
+        as_path = Path(wanted)
+        matches = [nb for nb in available if wanted in (nb.stem, nb.name, nb.stem[:2])
+                   or (as_path.exists() and as_path.resolve() == nb.resolve())]
+        if not matches:
+            names = ", ".join(nb.stem for nb in available)
+            raise ValueError(f"notebook {wanted!r} not found; choose from: {names}")
+        chosen += matches
+    return chosen
+
+
+def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_dir: Path | None = None,
+            results_dir: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[NotebookRun]:
+    """Execute `notebooks` in order; stop at the first failure. Cleans up the run's objects at the end."""
+    import papermill  # slow to import: only when notebooks are run
+
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s={timeout_s}: need a positive number of seconds.")
+    output_dir = output_dir or paths.build_dir() / "notebooks"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run_id = engine.new_run_id()
+    os.environ["LABKIT_RUN_ID"] = run_id
+    if results_dir is not None:
+        os.environ["LABKIT_RESULTS_DIR"] = str(results_dir)
+    runs: list[NotebookRun] = []
+    try:
+        for index, notebook in enumerate(notebooks, 1):
+            output = output_dir / notebook.name
+            print(f"[{index}/{len(notebooks)}] {notebook.stem} (quick={quick}, mode={mode}) …", flush=True)
+            started = time.perf_counter()
+            try:
+                papermill.execute_notebook(
+                    str(notebook), str(output), parameters={"quick": quick, "mode": mode},
+                    cwd=str(notebook.parent), execution_timeout=int(timeout_s), progress_bar=False,
+                    kernel_name="python3")
+            except papermill.PapermillExecutionError as exc:
+                runs.append(NotebookRun(notebook.stem, "failed", time.perf_counter() - started, str(output),
+                                        exc.cell_index, f"{exc.ename}: {exc.evalue}"))
+                break
+            except KeyboardInterrupt:
+                runs.append(NotebookRun(notebook.stem, "interrupted", time.perf_counter() - started, str(output)))
+                raise
+            runs.append(NotebookRun(notebook.stem, "ok", time.perf_counter() - started, str(output)))
+            print(f"    ok in {runs[-1].wall_s:.1f} s → {output}", flush=True)
+    finally:
+        sweep_run(run_id)
+        _write_report(output_dir / "run-report.json", run_id, runs)
+    return runs
+
+
+def sweep_run(run_id: str) -> None:
+    """Remove every docker object and cgroup of `run_id` (whatever the notebooks' own cleanup missed)."""
+    from labkit import cgroups
+
+    try:
+        report = engine.cleanup(engine.connect(), engine.LABEL_RUN, run_id)
+        if report.total:
+            log.warning("swept objects the run left behind: %s", report)
+    except engine.EngineUnavailable:
+        pass  # nothing can have been made in an engine that does not answer
+    try:
+        removed = cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=f"labkit/{run_id}")
+    except cgroups.CgroupUnavailable:
+        removed = []
+    if removed:
+        log.warning("swept cgroups the run left behind: %s", ", ".join(removed))
+
+
+def _write_report(path: Path, run_id: str, runs: list[NotebookRun]) -> None:
+    path.write_text(json.dumps({"run_id": run_id, "notebooks": [asdict(r) for r in runs]}, indent=2) + "\n")
+
+
+def format_report(runs: list[NotebookRun]) -> str:
+    lines = [f"{'notebook':40} {'status':12} {'wall s':>8}  detail"]
+    for r in runs:
+        detail = f"cell {r.failed_cell}: {r.error}" if r.status == "failed" else r.output
+        lines.append(f"{r.notebook:40} {r.status:12} {r.wall_s:8.1f}  {detail}")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""Shared fixtures. Live tests need the engine: in CI (CI=true) a missing engine fails them, never skips."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from labkit import engine
+
+
+def _engine_or_fail() -> docker.DockerClient:
+    try:
+        return engine.connect()
+    except engine.EngineUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a live Docker Engine: {exc}")
+        pytest.skip(f"no Docker Engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    return _engine_or_fail()
+
+
+@pytest.fixture
+def run_scope(docker_client: docker.DockerClient) -> Iterator[engine.Scope]:
+    with engine.Scope(docker_client, engine.new_run_id(), lab="tests") as scope:
+        yield scope
+
+
+@pytest.fixture
+def labkit_dirs(tmp_path, monkeypatch) -> dict[str, object]:
+    """Point results and state at a temporary folder (the caches stay shared: rootfs are slow to make)."""
+    results = tmp_path / "results"
+    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(results))
+    return {"results": results}
+
+
+def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[str, list[str]]:
+    """labkit-labelled containers, networks and volumes still present (of one run, or of any)."""
+    selector = engine.LABEL_RUN if run_id is None else f"{engine.LABEL_RUN}={run_id}"
+    filters = {"label": selector}
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters=filters)],
+        "networks": [n.name for n in client.networks.list(filters=filters)],
+        "volumes": [v.name for v in client.volumes.list(filters=filters)],
+    }

@@ -1,0 +1,143 @@
+"""Every notebook, executed top to bottom in quick mode against the live engine, as `labkit run` does it.
+
+Then the result files are checked for what each lab promises, and the engine and cgroups for leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import pandas as pd
+import pytest
+
+from labkit import cgroups
+from tests.conftest import leftovers
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPIC = "01-what-a-container-is"
+KINDS = ["pid", "net", "mnt", "uts", "ipc"]
+
+pytestmark = [pytest.mark.docker, pytest.mark.notebooks]
+
+
+def _labkit(*args: str, results: Path, **popen: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "LABKIT_RESULTS_DIR": str(results)}
+    return subprocess.Popen([sys.executable, "-m", "labkit", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
+
+
+def _scratch_cgroups() -> list[str]:
+    layout = cgroups.CgroupLayout.from_system()
+    base = layout.memory.path / "labkit"
+    return [str(p) for p in base.rglob("*") if p.is_dir()] if base.exists() else []
+
+
+@pytest.fixture(scope="module")
+def executed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    proc = _labkit("run", "--quick", "--mode", "live", results=results)
+    output, _ = proc.communicate(timeout=1800)
+    print(output)
+    assert proc.returncode == 0, output
+    return results / TOPIC
+
+
+def test_run_report_names_each_notebook_ok(executed: Path) -> None:
+    report = json.loads((ROOT / "build" / "notebooks" / "run-report.json").read_text())
+    assert [(n["notebook"], n["status"]) for n in report["notebooks"]] == [
+        (nb.stem, "ok") for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))]
+
+
+def test_provenance_says_where_and_when(executed: Path) -> None:
+    provenance = json.loads((executed / "provenance.json").read_text())
+    assert provenance["quick"] is True
+    assert provenance["fingerprint"]["engine_version"] and provenance["fingerprint"]["kernel"]
+    assert provenance["started_utc"] < provenance["ended_utc"]
+    assert set(provenance["experiments"]) >= {"namespaces", "capabilities", "startup", "vm_boot"}
+
+
+def test_default_container_gets_new_namespaces_and_each_flag_shares_one(executed: Path) -> None:
+    table = pd.read_csv(executed / "namespaces.csv").set_index(["subject", "kind"])["shared"]
+    assert not table.loc["docker run (default)"].loc[KINDS].any()
+    assert table.loc["host"].all()
+    for flag, kind in [("--pid host", "pid"), ("--network host", "net"), ("--ipc host", "ipc"),
+                       ("--uts host", "uts")]:
+        assert list(table.loc[flag][table.loc[flag]].index.intersection(KINDS)) == [kind]
+
+
+def test_inside_the_default_container(executed: Path) -> None:
+    inside = pd.read_csv(executed / "inside.csv", dtype=str).set_index("check")
+    assert inside.loc["PID inside its namespace", "inside"] == "1"
+    assert inside.loc["network interfaces", "inside"] == "eth0 lo"
+    assert inside.loc["command of its PID 1", "inside"] == "/bin/sleep 300"
+    assert inside.loc["kernel release (uname -r)", "same"] == "True"
+    assert inside.loc["hostname", "same"] == "False"
+
+
+def test_privileges_follow_the_flags(executed: Path) -> None:
+    caps = pd.read_csv(executed / "capabilities.csv")
+    effective = caps[caps["effective"]].groupby("subject")["capability"].apply(set)
+    assert "CAP_SYS_ADMIN" in effective["host"] and "CAP_SYS_ADMIN" not in effective["docker run (default)"]
+    assert "--cap-drop ALL" not in effective.index
+    assert effective["--cap-add NET_ADMIN"] - effective["docker run (default)"] == {"CAP_NET_ADMIN"}
+    seccomp = caps.groupby("subject")["seccomp_mode"].first()
+    assert seccomp["docker run (default)"] == 2 and seccomp["--security-opt seccomp=unconfined"] == 0
+
+
+def test_from_scratch_container_is_isolated_limited_and_cleaned(executed: Path) -> None:
+    namespaces = pd.read_csv(executed / "scratch_namespaces.csv").set_index("kind")
+    assert not namespaces.loc[KINDS, "shared"].any()
+    record = pd.read_csv(executed / "scratch_cgroup.csv").iloc[0]
+    assert record["memory_limit_read_bytes"] == record["memory_limit_bytes"]
+    assert bool(record["pid_in_cgroup"]) and bool(record["cleaned"])
+
+
+def test_startup_has_every_method_at_least_five_times(executed: Path) -> None:
+    startup = pd.read_csv(executed / "startup.csv")
+    counts = startup.groupby("method").size()
+    assert set(counts.index) == {"fork/exec", "from scratch", "docker SDK", "docker CLI"}
+    assert (counts >= 5).all()
+    assert (startup["wall_s"] > 0).all()
+
+
+def test_vm_booted_a_real_kernel(executed: Path) -> None:
+    boots = pd.read_csv(executed / "vm_boot.csv")
+    assert len(boots) >= 1 and boots["marker_seen"].all()
+    assert boots["accelerator"].isin(["kvm", "tcg"]).all()
+
+
+def test_claims_carry_computed_verdicts(executed: Path) -> None:
+    claims = pd.read_csv(executed / "claims.csv")
+    assert len(claims) == 7
+    assert set(claims["verdict"]) <= {"holds", "holds with caveat", "does not hold"}
+    assert claims["measured"].str.contains(r"\d").all()
+
+
+def test_nothing_is_left_behind(executed: Path, docker_client: docker.DockerClient) -> None:
+    assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
+    assert _scratch_cgroups() == []
+
+
+def test_sigint_in_the_middle_of_notebook_01_leaves_nothing(
+        executed: Path, docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    proc = _labkit("run", "--quick", "01", results=tmp_path, start_new_session=True)
+    deadline = time.monotonic() + 300
+    # Wait until the notebook has a container of its own running, then interrupt as Ctrl-C would.
+    while not leftovers(docker_client)["containers"]:
+        assert proc.poll() is None, "the run ended before it made a container"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, output
+    assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}, output
+    assert _scratch_cgroups() == []
+    stray = subprocess.run(["pgrep", "-fx", "/bin/sleep 300"], capture_output=True, text=True).stdout
+    assert stray == ""

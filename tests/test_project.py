@@ -1,0 +1,72 @@
+"""The project's own files: dependencies agree, notebooks are stored clean, the CLI answers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"docker-py": "docker"}  # conda-forge names that differ from PyPI's
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].strip().lower() for r in requirements}
+
+
+def _conda_names(path: Path) -> set[str]:
+    names = set()
+    dependencies = path.read_text().split("\ndependencies:\n", 1)[1]
+    for line in dependencies.splitlines():
+        match = re.match(r"^  - ([A-Za-z0-9_.-]+)", line)
+        if match and match.group(1) not in ("python", "pip"):
+            names.add(CONDA_NAMES.get(match.group(1), match.group(1)).lower())
+    return names
+
+
+def test_environment_yml_lists_the_same_dependencies_as_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _names(project["dependencies"]) | _names(project["optional-dependencies"]["dev"])
+    assert _conda_names(ROOT / "environment.yml") == wanted
+
+
+def test_binder_has_every_runtime_dependency_but_the_book() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = _names(project["dependencies"]) - {"jupyter-book"}
+    assert runtime <= _conda_names(ROOT / "binder" / "environment.yml")
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebooks_are_stored_without_outputs(notebook: Path) -> None:
+    nb = nbformat.read(notebook, as_version=4)
+    dirty = [i for i, cell in enumerate(nb.cells)
+             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+    assert dirty == [], f"{notebook.name}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebooks_have_a_typed_parameters_cell(notebook: Path) -> None:
+    nb = nbformat.read(notebook, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    assert "quick: bool = False" in tagged[0].source and "mode: str" in tagged[0].source
+
+
+def test_python_dash_m_labkit_matches_the_labkit_command() -> None:
+    module = subprocess.run([sys.executable, "-m", "labkit", "--help"], capture_output=True, text=True, check=True)
+    command = subprocess.run([str(Path(sys.executable).with_name("labkit")), "--help"], capture_output=True,
+                             text=True, check=True)
+    assert module.stdout.replace("__main__.py", "labkit") == command.stdout
+    for verb in ("doctor", "run", "book", "clean"):
+        assert verb in module.stdout
+
+
+def test_unknown_notebook_is_refused_naming_the_choices() -> None:
+    done = subprocess.run([sys.executable, "-m", "labkit", "run", "99"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "notebook '99' not found" in done.stderr and "01-what-a-container-is" in done.stderr
