@@ -25,9 +25,6 @@ html:
 sphinx:
   config:
     html_show_sourcelink: false
-    # No MathJax: the series has no equations, and MathJax would load from a CDN.
-    mathjax_path: ""
-  extra_extensions: []
 """
 
 # A script or stylesheet fetched from another host would make the book depend on the network.
