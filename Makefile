@@ -15,6 +15,7 @@ lab: $(INSTALLED)
 	$(BIN)/labkit book
 
 test: $(INSTALLED) lint
+	sh tools/install-test-tools.sh
 	$(BIN)/labkit setup
 	$(BIN)/python -m pytest
 

@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     notebooks = runner.discover(args.notebooks)
     results_dir = paths.recorded_results_dir() if args.record else None
     runs = runner.execute(notebooks, quick=args.quick, mode=args.mode, results_dir=results_dir,
-                          timeout_s=args.timeout)
+                          output_dir=Path(args.output) if args.output else None, timeout_s=args.timeout)
     print(runner.format_report(runs))
     failed = [r for r in runs if r.status != "ok"]
     for r in failed:
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="live (default) needs an engine; replay shows the committed results")
     run.add_argument("--record", action="store_true", help="write results to data/results/ (to commit them)")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per notebook (default 1800)")
+    run.add_argument("--output", help="folder for the executed notebooks (default build/notebooks)")
     run.set_defaults(func=cmd_run)
     book = sub.add_parser("book", help="build the static book; prints the path of index.html last")
     book.add_argument("--executed", help="folder of executed notebooks (default build/notebooks)")

@@ -23,6 +23,7 @@ from tests.conftest import leftovers
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "01-what-a-container-is"
 KINDS = ["pid", "net", "mnt", "uts", "ipc"]
+BROWSER_ITSELF = "not an origin"  # the initiator Chromium's net log gives its own requests
 
 pytestmark = [pytest.mark.docker, pytest.mark.notebooks]
 
@@ -141,3 +142,32 @@ def test_sigint_in_the_middle_of_notebook_01_leaves_nothing(
     assert _scratch_cgroups() == []
     stray = subprocess.run(["pgrep", "-fx", "/bin/sleep 300"], capture_output=True, text=True).stdout
     assert stray == ""
+
+
+def test_book_builds_offline_and_opens_in_a_browser(executed: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "labkit", "book"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    index = Path(done.stdout.strip().splitlines()[-1])
+    assert index.name == "index.html" and index.exists()
+    page = index.with_name(f"{TOPIC}.html")
+    netlog, shot = tmp_path / "net.json", tmp_path / "page.png"
+    # Every name resolves to nothing, so not even Chromium's own background requests leave this machine.
+    browser = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+         "--disable-background-networking", "--disable-component-update", "--disable-quic",
+         "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--log-net-log={netlog}", "--window-size=1280,4000", f"--screenshot={shot}", "--dump-dom",
+         page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert browser.returncode == 0, browser.stderr
+    dom = browser.stdout
+    assert "What a container actually is" in dom and "Live run" in dom
+    assert "does not hold" in dom or "holds" in dom
+    assert dom.count("<img") >= 3, "the heatmaps and the start-up plot are rendered as images"
+    assert shot.stat().st_size > 50_000
+    # A request the page made (not the browser itself) carries the page's origin as its initiator.
+    events = json.loads(netlog.read_text())
+    page_requests = [params["url"] for params in (e.get("params", {}) for e in events["events"])
+                     if params.get("initiator", BROWSER_ITSELF) != BROWSER_ITSELF
+                     and str(params.get("url", "")).startswith(("http:", "https:"))]
+    assert page_requests == []
