@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 
-from labkit import engine, paths
+from labkit import engine, paths, procfs
 
 log = logging.getLogger("labkit.runner")
 
@@ -69,28 +74,71 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
         os.environ["LABKIT_RESULTS_DIR"] = str(results_dir)
     runs: list[NotebookRun] = []
     try:
-        for index, notebook in enumerate(notebooks, 1):
-            output = output_dir / notebook.name
-            print(f"[{index}/{len(notebooks)}] {notebook.stem} (quick={quick}, mode={mode}) …", flush=True)
-            started = time.perf_counter()
-            try:
-                papermill.execute_notebook(
-                    str(notebook), str(output), parameters={"quick": quick, "mode": mode},
-                    cwd=str(notebook.parent), execution_timeout=int(timeout_s), progress_bar=False,
-                    kernel_name="python3")
-            except papermill.PapermillExecutionError as exc:
-                runs.append(NotebookRun(notebook.stem, "failed", time.perf_counter() - started, str(output),
-                                        exc.cell_index, f"{exc.ename}: {exc.evalue}"))
-                break
-            except KeyboardInterrupt:
-                runs.append(NotebookRun(notebook.stem, "interrupted", time.perf_counter() - started, str(output)))
-                raise
-            runs.append(NotebookRun(notebook.stem, "ok", time.perf_counter() - started, str(output)))
-            print(f"    ok in {runs[-1].wall_s:.1f} s → {output}", flush=True)
+        with _interrupts_forwarded_to_kernels() as interrupted:
+            for index, notebook in enumerate(notebooks, 1):
+                output = output_dir / notebook.name
+                print(f"[{index}/{len(notebooks)}] {notebook.stem} (quick={quick}, mode={mode}) …", flush=True)
+                started = time.perf_counter()
+                try:
+                    papermill.execute_notebook(
+                        str(notebook), str(output), parameters={"quick": quick, "mode": mode},
+                        cwd=str(notebook.parent), execution_timeout=int(timeout_s), progress_bar=False,
+                        kernel_name="python3")
+                except papermill.PapermillExecutionError as exc:
+                    status = "interrupted" if interrupted.is_set() else "failed"
+                    runs.append(NotebookRun(notebook.stem, status, time.perf_counter() - started, str(output),
+                                            exc.cell_index, f"{exc.ename}: {exc.evalue}"))
+                    break
+                except KeyboardInterrupt:
+                    runs.append(NotebookRun(notebook.stem, "interrupted", time.perf_counter() - started,
+                                            str(output)))
+                    break
+                runs.append(NotebookRun(notebook.stem, "ok", time.perf_counter() - started, str(output)))
+                print(f"    ok in {runs[-1].wall_s:.1f} s → {output}", flush=True)
     finally:
         sweep_run(run_id)
         _write_report(output_dir / "run-report.json", run_id, runs)
+    if interrupted.is_set():
+        raise KeyboardInterrupt("interrupted; the run's containers and cgroups were removed")
     return runs
+
+
+@contextmanager
+def _interrupts_forwarded_to_kernels() -> Iterator[threading.Event]:
+    """While notebooks run, Ctrl-C (SIGINT) interrupts the kernel's cell, so the lab's own cleanup runs.
+
+    Jupyter kernels run in a session of their own, out of reach of the terminal's Ctrl-C: the first SIGINT
+    is passed on to them and the notebook then fails with KeyboardInterrupt; a second one stops this
+    process at once. Either way the run ends with :func:`sweep_run`.
+    """
+    interrupted = threading.Event()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        print("interrupt: stopping the notebook's current cell (Ctrl-C again to stop at once) …", flush=True)
+        for pid in _children(os.getpid()):
+            os.kill(pid, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, forward)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _children(parent: int) -> list[int]:
+    """PIDs of the direct children of `parent` (the kernels papermill started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if procfs.read_status(int(entry.name)).ppid == parent:
+                    found.append(int(entry.name))
+            except (procfs.ProcessGone, OSError):
+                continue
+    return found
 
 
 def sweep_run(run_id: str) -> None:
