@@ -362,13 +362,18 @@ def run_startup(lab: LabSession, repeats: int = 20, warmup: int = 2, memory_limi
 
 @dataclass(frozen=True)
 class VmBootResult:
-    """`boots`: repeat, wall_s (until init printed the marker), marker_seen, accelerator, kernel_release."""
+    """`boots`: repeat, wall_s (until init printed the marker), marker_seen, accelerator, kernel_release,
+    kvm_probe (why KVM was or was not used)."""
 
     boots: pd.DataFrame
 
     @property
     def accelerator(self) -> str:
         return str(self.boots["accelerator"].iloc[0])
+
+    @property
+    def kvm_probe(self) -> str:
+        return str(self.boots["kvm_probe"].iloc[0])
 
     @property
     def kernel_release(self) -> str:
@@ -386,11 +391,13 @@ def run_vm_boot(lab: LabSession, repeats: int = 3, memory_mib: int = 256) -> VmB
     def experiment() -> pd.DataFrame:
         assets = vm.prepare_vm_assets(cache_dir() / "vm")
         accel = vm.accelerator()
+        probe = vm.probe_kvm().detail
         rows = []
         for i in range(repeats):
             boot = vm.boot_once(assets, accel, memory_mib=memory_mib)
             rows.append({"repeat": i, "wall_s": boot.wall_s, "marker_seen": boot.marker_seen,
-                         "accelerator": boot.accelerator, "kernel_release": boot.kernel_release})
+                         "accelerator": boot.accelerator, "kernel_release": boot.kernel_release,
+                         "kvm_probe": probe})
         return pd.DataFrame(rows)
 
     result = VmBootResult(lab.measure("vm_boot", experiment, repeats=repeats, memory_mib=memory_mib))
