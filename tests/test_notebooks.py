@@ -128,7 +128,7 @@ def test_nothing_is_left_behind(executed: Path, docker_client: docker.DockerClie
 
 def test_sigint_in_the_middle_of_notebook_01_leaves_nothing(
         executed: Path, docker_client: docker.DockerClient, tmp_path: Path) -> None:
-    proc = _labkit("run", "--quick", "01", results=tmp_path, start_new_session=True)
+    proc = _labkit("run", "--quick", "01", "--output", str(tmp_path), results=tmp_path, start_new_session=True)
     deadline = time.monotonic() + 300
     # Wait until the notebook has a container of its own running, then interrupt as Ctrl-C would.
     while not leftovers(docker_client)["containers"]:

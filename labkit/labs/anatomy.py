@@ -427,8 +427,8 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
     new = ns.new_kinds(DEFAULT)
     shared = ns.shared_kinds(DEFAULT)
     all_isolated = set(ISOLATED_KINDS) <= set(new)
-    ledger.check("A container gets its own namespaces", f"new: {', '.join(new)}; shared with the host: "
-                 f"{', '.join(shared) or 'none'}",
+    ledger.check("A container gets its own namespaces", f"{len(new)} new ({', '.join(new)}); {len(shared)} shared "
+                 f"with the host ({', '.join(shared) or 'none'})",
                  (Verdict.CAVEAT if shared else Verdict.HOLDS) if all_isolated else Verdict.FAILS,
                  caveat=f"the {', '.join(shared)} namespace{'s are' if len(shared) > 1 else ' is'} the host's"
                  if shared else "")
