@@ -41,6 +41,5 @@ clean: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml tools/bootstrap-python.sh
 	sh tools/bootstrap-python.sh "$(PYTHON)" "$(VENV)"
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@

@@ -65,7 +65,7 @@ class BaseImage:
 def _busybox_recipe() -> Recipe:
     if not BUSYBOX_BINARY.exists():
         raise FileNotFoundError(f"{BUSYBOX_BINARY} is missing: `apt-get install busybox-static` (or `make lab`).")
-    return Recipe("busybox", "busybox-static from Debian on FROM scratch (about 2 MB)",
+    return Recipe("busybox", "busybox-static from Debian on FROM scratch",
                   (("busybox_sha256", _sha256(BUSYBOX_BINARY)), ("dockerfile", BUSYBOX_DOCKERFILE)))
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -48,3 +51,23 @@ def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[st
         "networks": [n.name for n in client.networks.list(filters=filters)],
         "volumes": [v.name for v in client.volumes.list(filters=filters)],
     }
+
+
+SESSION_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say in the log which engine the notebooks ran against, and how each execution went."""
+    report = Path(__file__).resolve().parent.parent / "build" / "notebooks" / "run-report.json"
+    if not report.exists() or report.stat().st_mtime < SESSION_STARTED:
+        return
+    terminalreporter.section("notebooks executed in this session")
+    try:
+        details = engine.info(engine.connect())
+        terminalreporter.write_line(f"engine: Docker {details.version} (API {details.api_version}, "
+                                    f"{details.storage_driver}, cgroup {details.cgroup_version}) "
+                                    f"at {engine.engine_address()}")
+    except engine.EngineUnavailable as exc:
+        terminalreporter.write_line(f"engine: unavailable ({exc})")
+    for run in json.loads(report.read_text())["notebooks"]:
+        terminalreporter.write_line(f"{run['notebook']}: {run['status']} in {run['wall_s']:.1f} s → {run['output']}")
