@@ -88,10 +88,15 @@ def known_bases() -> list[str]:
     return sorted(RECIPES)
 
 
-def recipe(name: str) -> Recipe:
-    """The recipe for base `name`; ValueError naming the known bases otherwise."""
+def validate_base(name: str) -> None:
+    """ValueError naming the known bases unless labkit can make base `name` (needs nothing installed)."""
     if name not in RECIPES:
         raise ValueError(f"base={name!r} is not a base labkit can make; choose one of {known_bases()}.")
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe for base `name` (reads its inputs, e.g. the host's busybox binary)."""
+    validate_base(name)
     return RECIPES[name]()
 
 

@@ -412,7 +412,8 @@ def accelerator() -> str:
     return "kvm" if probe.cpu_model is not None and probe.fast else "tcg"
 
 
-def _validate(accel: str, memory_mib: int, timeout_s: float) -> None:
+def validate_boot(accel: str, memory_mib: int, timeout_s: float) -> None:
+    """ValueError naming the parameter when a boot could not start with these settings."""
     if accel not in ACCELERATORS:
         raise ValueError(f"accel must be one of {', '.join(repr(a) for a in ACCELERATORS)}, got {accel!r}")
     if memory_mib < MIN_MEMORY_MIB:
@@ -535,7 +536,7 @@ def boot_once(assets: VmAssets, accel: str, memory_mib: int = 256, timeout_s: fl
     not an error. QEMU failing to start (exit status not 0, e.g. KVM unusable) raises CommandError.
     QEMU never outlives the call: it is killed in a ``finally``, also on KeyboardInterrupt.
     """
-    _validate(accel, memory_mib, timeout_s)
+    validate_boot(accel, memory_mib, timeout_s)
     for path in (assets.kernel, assets.initramfs):
         if not path.is_file():
             raise VmAssetError(f"{path} is missing: call prepare_vm_assets() first")

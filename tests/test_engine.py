@@ -31,7 +31,7 @@ def test_memory_limits_below_the_engine_minimum_are_refused(limit: int) -> None:
 
 def test_unknown_base_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"base='alpine'.*busybox.*debian-minbase"):
-        images.recipe("alpine")
+        images.validate_base("alpine")
 
 
 def test_recipe_digest_is_stable_and_input_sensitive() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import pandas as pd
 
-from labkit import images, measure, procfs, scratch, vm
+from labkit import cgroups, images, measure, procfs, scratch, vm
 from labkit.claims import ClaimLedger, Verdict
 from labkit.engine import Scope, container_pid, docker_cli, validate_memory_limit
 from labkit.paths import cache_dir
@@ -55,10 +55,6 @@ NANO_CPUS = 500_000_000  # half a core
 SLEEP_ARGV = ["/bin/sleep", "300"]
 
 
-def validate_repeats(repeats: int, warmup: int = 0) -> None:
-    measure.validate_repeats(repeats, warmup)
-
-
 # ---------------------------------------------------------------- namespaces
 
 
@@ -76,7 +72,7 @@ class NamespaceResult:
         """subject × kind table of 'shared' / 'new'."""
         labels = self.namespaces.assign(verdict=self.namespaces["shared"].map({True: "shared", False: "new"}))
         table = labels.pivot(index="subject", columns="kind", values="verdict")
-        order = [s for s in dict.fromkeys(self.namespaces["subject"])]
+        order = list(dict.fromkeys(self.namespaces["subject"]))
         return table.loc[order, [k for k in procfs.NAMESPACE_KINDS if k in table.columns]]
 
     def new_kinds(self, subject: str) -> list[str]:
@@ -103,8 +99,8 @@ def _namespace_rows(subject: str, pid: int | str, host: dict[str, int]) -> list[
 def _inside_rows(subject: str, pid: int, inside_argv: Callable[[list[str]], str]) -> list[dict[str, Any]]:
     """What the process `pid` sees, read from the host's /proc and by running commands in its namespaces."""
     status = procfs.read_status(pid)
-    host_mounts = procfs.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
-    mounts = procfs.parse_mountinfo(Path(f"/proc/{pid}/mountinfo").read_text())
+    host_mounts = procfs.read_mountinfo("self")
+    mounts = procfs.read_mountinfo(pid)
     root_fs = next(m.fs_type for m in reversed(mounts) if m.mount_point == "/")
     host_root_fs = next(m.fs_type for m in reversed(host_mounts) if m.mount_point == "/")
     checks = [
@@ -140,7 +136,7 @@ def run_namespaces(lab: LabSession, base: str = "busybox", memory_limit_mib: int
 
     Each container runs under `memory_limit_mib` MiB, 32 pids and half a core.
     """
-    images.recipe(base)
+    images.validate_base(base)
     memory_bytes = validate_memory_limit(memory_limit_mib)
 
     def experiment() -> pd.DataFrame:
@@ -202,7 +198,7 @@ class PrivilegeResult:
 
 def run_privileges(lab: LabSession, base: str = "busybox", memory_limit_mib: int = 64) -> PrivilegeResult:
     """Effective capabilities and seccomp mode of host root and of containers with privilege flags."""
-    images.recipe(base)
+    images.validate_base(base)
     memory_bytes = validate_memory_limit(memory_limit_mib)
 
     def experiment() -> pd.DataFrame:
@@ -269,7 +265,8 @@ def _nsenter(pid: int) -> Callable[[list[str]], str]:
 def run_from_scratch(lab: LabSession, memory_limit_mib: int = 64) -> ScratchResult:
     """A process in new pid/mnt/uts/net/ipc namespaces, pivot_root'ed into the Debian minbase rootfs,
     under a memory cgroup limit of `memory_limit_mib` MiB — made by labkit with unshare, no Docker."""
-    limit_bytes = validate_memory_limit(memory_limit_mib)
+    limit_bytes = memory_limit_mib * 2**20
+    cgroups.validate_limits(limit_bytes, None)
     captured: dict[str, pd.DataFrame] = {}
 
     def experiment() -> pd.DataFrame:
@@ -326,7 +323,7 @@ class StartupResult:
 def run_startup(lab: LabSession, repeats: int = 20, warmup: int = 2, memory_limit_mib: int = 64) -> StartupResult:
     """Wall time (s) to start and finish `/bin/busybox true`: fork/exec on the host, in a from-scratch
     container, with `docker run --rm` through the SDK and through the CLI. The same static binary each time."""
-    validate_repeats(repeats, warmup)
+    measure.validate_repeats(repeats, warmup)
     memory_bytes = validate_memory_limit(memory_limit_mib)
 
     def experiment() -> pd.DataFrame:
@@ -334,11 +331,16 @@ def run_startup(lab: LabSession, repeats: int = 20, warmup: int = 2, memory_limi
         image = images.require_base(client, "busybox").tag
         rootfs = images.rootfs_dir("busybox")
         argv = ["/bin/busybox", "true"]
+
+        def from_scratch() -> None:
+            exit_code = scratch.run_scratch_once(rootfs, argv, run_id=lab.run_id, name="startup", timeout_s=30)
+            if exit_code != 0:
+                raise RuntimeError(f"`busybox true` in the from-scratch container exited {exit_code}")
+
         with lab.scope() as scope:
             starters: dict[str, Callable[[], object]] = {
                 "fork/exec": lambda: run([str(images.BUSYBOX_BINARY), "true"], 30),
-                "from scratch": lambda: scratch.run_scratch_once(rootfs, argv, run_id=lab.run_id, name="startup",
-                                                                 timeout_s=30),
+                "from scratch": from_scratch,
                 "docker SDK": lambda: client.containers.run(image, argv, remove=True, labels=scope.labels,
                                                             dns=["127.0.0.1"], pids_limit=PIDS_LIMIT,
                                                             mem_limit=memory_bytes, nano_cpus=NANO_CPUS),
@@ -384,9 +386,13 @@ class VmBootResult:
         return float(self.boots.loc[self.boots["marker_seen"], "wall_s"].median())
 
 
-def run_vm_boot(lab: LabSession, repeats: int = 3, memory_mib: int = 256) -> VmBootResult:
-    """Boot Debian's kernel with a busybox initramfs under qemu until init prints a marker; wall time (s)."""
-    validate_repeats(repeats)
+def run_vm_boot(lab: LabSession, repeats: int = 3, memory_mib: int = 256, timeout_s: float = 300) -> VmBootResult:
+    """Boot Debian's kernel with a busybox initramfs under qemu until init prints a marker; wall time (s).
+
+    Each VM gets `memory_mib` MiB and waits at most `timeout_s` seconds for the marker.
+    """
+    measure.validate_repeats(repeats)
+    vm.validate_boot("tcg", memory_mib, timeout_s)
 
     def experiment() -> pd.DataFrame:
         assets = vm.prepare_vm_assets(cache_dir() / "vm")
@@ -394,13 +400,14 @@ def run_vm_boot(lab: LabSession, repeats: int = 3, memory_mib: int = 256) -> VmB
         probe = vm.probe_kvm().detail
         rows = []
         for i in range(repeats):
-            boot = vm.boot_once(assets, accel, memory_mib=memory_mib)
+            boot = vm.boot_once(assets, accel, memory_mib=memory_mib, timeout_s=timeout_s)
             rows.append({"repeat": i, "wall_s": boot.wall_s, "marker_seen": boot.marker_seen,
                          "accelerator": boot.accelerator, "kernel_release": boot.kernel_release,
                          "kvm_probe": probe})
         return pd.DataFrame(rows)
 
-    result = VmBootResult(lab.measure("vm_boot", experiment, repeats=repeats, memory_mib=memory_mib))
+    result = VmBootResult(lab.measure("vm_boot", experiment, repeats=repeats, memory_mib=memory_mib,
+                                      timeout_s=timeout_s))
     if not result.boots["marker_seen"].any():
         raise RuntimeError(f"no VM boot reached init (accelerator {result.accelerator}); the boots are recorded "
                            "in vm_boot.csv. Check `labkit doctor` (qemu-system-x86_64, /dev/kvm).")
