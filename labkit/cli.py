@@ -11,6 +11,10 @@ from pathlib import Path
 
 from labkit import engine, paths
 
+# What the labs use besides the engine: debootstrap and busybox-static for the bases, qemu-system-x86 for the
+# VM comparison, qemu-user-static and binfmt-support for arm64 emulation.
+LAB_PACKAGES = ("debootstrap", "busybox-static", "qemu-system-x86", "qemu-user-static", "binfmt-support")
+
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
@@ -28,6 +32,9 @@ def cmd_setup(args: argparse.Namespace) -> int:
     """Make sure an engine answers and make the bases and the VM kernel the notebooks use."""
     from labkit import images, vm
 
+    if engine.can_manage_host():
+        installed = engine.install_packages(LAB_PACKAGES)
+        print(f"installed with apt-get: {' '.join(installed)}" if installed else "lab packages: all present")
     client = engine.ensure()
     print(f"engine: {engine.info(client).version} at {engine.engine_address()}")
     for name in images.known_bases():

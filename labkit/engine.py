@@ -34,8 +34,7 @@ LABEL_RECIPE = "labkit.recipe"
 
 # The Debian client; /usr/local/bin/docker on some machines is a newer client without buildx.
 DOCKER_CLI_CANDIDATES = ("/usr/bin/docker", "docker")
-APT_PACKAGES = ("docker.io", "debootstrap", "qemu-user-static", "binfmt-support", "busybox-static",
-                "qemu-system-x86")
+ENGINE_PACKAGES = ("docker.io",)
 START_TIMEOUT_S = 60.0
 # dockerd refuses a memory limit below 6 MiB ("Minimum memory limit allowed is 6MB").
 MIN_MEMORY_BYTES = 6 * 2**20
@@ -107,12 +106,12 @@ def info(client: docker.DockerClient) -> EngineInfo:
     )
 
 
-def _can_manage_host() -> bool:
+def can_manage_host() -> bool:
     """True on a Debian-family host where we are root, so installing and starting dockerd is ours to do."""
     return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
 
 
-def install_packages(packages: tuple[str, ...] = APT_PACKAGES) -> list[str]:
+def install_packages(packages: tuple[str, ...]) -> list[str]:
     """apt-get install whichever of `packages` are missing; return the ones installed."""
     missing = [p for p in packages if run(["dpkg-query", "-W", "-f=${Status}", p], 30, check=False)
                .stdout.strip() != "install ok installed"]
@@ -140,15 +139,15 @@ def start_dockerd() -> Path:
 def ensure(timeout_s: float = START_TIMEOUT_S) -> docker.DockerClient:
     """Return a client to a running engine, installing and starting one where that is ours to do.
 
-    On Debian as root with no engine answering: apt-get install the packages the labs need and start
+    On Debian as root with no engine answering: apt-get install docker.io if it is missing and start
     dockerd in the background (config and log under labkit's state folder). Elsewhere: EngineUnavailable.
     """
     try:
         return connect()
     except EngineUnavailable:
-        if not _can_manage_host() or "DOCKER_HOST" in os.environ:
+        if not can_manage_host() or "DOCKER_HOST" in os.environ:
             raise
-    installed = install_packages()
+    installed = install_packages(ENGINE_PACKAGES)
     if installed:
         log.warning("installed with apt-get: %s", " ".join(installed))
     log_path = start_dockerd()
