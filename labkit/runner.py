@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -82,7 +83,8 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
                 try:
                     papermill.execute_notebook(
                         str(notebook), str(output), parameters={"quick": quick, "mode": mode},
-                        cwd=str(notebook.parent), execution_timeout=int(timeout_s), progress_bar=False,
+                        cwd=str(notebook.parent), execution_timeout=int(timeout_s),
+                        progress_bar=sys.stderr.isatty(),  # a per-cell bar in a terminal, quiet in logs
                         kernel_name="python3")
                 except papermill.PapermillExecutionError as exc:
                     status = "interrupted" if interrupted.is_set() else "failed"

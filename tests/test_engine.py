@@ -71,3 +71,24 @@ def test_busybox_base_runs_the_hosts_static_binary(docker_client: docker.DockerC
     output = docker_client.containers.run(base.tag, ["sh", "-c", "echo $((6*7))"], remove=True,
                                           network_mode="none", mem_limit="16m")
     assert output == b"42\n"
+
+
+@pytest.mark.docker
+def test_labkit_clean_removes_every_run_object_and_says_what(docker_client: docker.DockerClient) -> None:
+    import subprocess
+    import sys
+
+    busybox = images.ensure_base(docker_client, "busybox")
+    labels = {engine.LABEL_RUN: "r-clean-test", engine.LABEL_SCOPE: "s-clean-test"}
+    container = docker_client.containers.create(busybox.tag, ["true"], labels=labels, name="labkit-clean-test",
+                                                network_mode="none")
+    docker_client.networks.create("labkit-clean-test-net", labels=labels, internal=True)
+    docker_client.volumes.create("labkit-clean-test-vol", labels=labels)
+    done = subprocess.run([sys.executable, "-m", "labkit", "clean"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for name in ("labkit-clean-test", "labkit-clean-test-net", "labkit-clean-test-vol"):
+        assert name in done.stdout
+    assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(container.id)
+    assert images.find(docker_client, "busybox") is not None, "bases are kept unless --bases is given"
