@@ -385,6 +385,11 @@ class VmBootResult:
     def median_s(self) -> float:
         return float(self.boots.loc[self.boots["marker_seen"], "wall_s"].median())
 
+    def beside(self, startup: StartupResult) -> pd.DataFrame:
+        """method, wall_s: the start-up samples with the VM boots that reached init as one more method."""
+        boots = self.boots.loc[self.boots["marker_seen"], ["wall_s"]].assign(method=f"VM boot ({self.accelerator})")
+        return pd.concat([startup.samples[["method", "wall_s"]], boots], ignore_index=True)
+
 
 def run_vm_boot(lab: LabSession, repeats: int = 3, memory_mib: int = 256, timeout_s: float = 300) -> VmBootResult:
     """Boot Debian's kernel with a busybox initramfs under qemu until init prints a marker; wall time (s).
