@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labkit import engine, paths
+from labkit.cgroups import CgroupError
+from labkit.shell import CommandError
 
 # What the labs use besides the engine: debootstrap and busybox-static for the bases, qemu-system-x86 for the
 # VM comparison, qemu-user-static and binfmt-support for arm64 emulation.
@@ -129,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the run's containers and cgroups were removed", file=sys.stderr)
         return 130
-    except (engine.EngineUnavailable, ValueError, LookupError) as exc:
+    except (engine.EngineUnavailable, CommandError, CgroupError, ValueError, LookupError, FileNotFoundError) as exc:
+        # Errors a user can act on: the message says what to do; a traceback would only hide it.
         print(f"labkit {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -62,7 +62,11 @@ def connect(timeout_s: float = 10.0) -> docker.DockerClient:
         client = docker.from_env(timeout=int(max(timeout_s, 1)))
         client.ping()
     except docker.errors.DockerException as exc:
-        raise EngineUnavailable(HOW_TO_START.format(where=engine_address()) + f"\n(The SDK said: {exc})") from exc
+        advice = HOW_TO_START.format(where=engine_address())
+        if "DOCKER_HOST" in os.environ:
+            advice += ("\n  - DOCKER_HOST is set, so labkit will not start a dockerd of its own: start the engine "
+                       "it names, or unset DOCKER_HOST to use the default socket.")
+        raise EngineUnavailable(f"{advice}\n(The SDK said: {exc})") from exc
     return client
 
 
@@ -127,7 +131,7 @@ def start_dockerd() -> Path:
     state = paths.state_dir() / "dockerd"
     state.mkdir(parents=True, exist_ok=True)
     config = state / "daemon.json"
-    # Keep the engine's logs small and never let it reach out for anything labkit did not ask for.
+    # Keep the containers' logs bounded: the labs start hundreds of them.
     config.write_text('{\n  "log-driver": "json-file",\n  "log-opts": {"max-size": "10m", "max-file": "2"}\n}\n')
     log_path = state / "dockerd.log"
     with log_path.open("ab") as log_file:
