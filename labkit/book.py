@@ -54,6 +54,9 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None) -> Path
     chapters = sorted(executed_dir.glob("[0-9][0-9]-*.ipynb"))
     if not chapters:
         raise FileNotFoundError(f"no executed notebooks in {executed_dir}: run `labkit run` first.")
+    failed = [f"{chapter.name} (cell {cell})" for chapter in chapters for cell in failed_cells(chapter)]
+    if failed:
+        raise ValueError(f"a failed execution is not published: {', '.join(failed)}; fix it and `labkit run` again.")
     if out_dir.exists():
         shutil.rmtree(out_dir)
     source = out_dir / "source"
@@ -72,6 +75,13 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None) -> Path
     if external:
         raise RuntimeError("the book would load assets from the network:\n" + "\n".join(external[:10]))
     return index
+
+
+def failed_cells(notebook: Path) -> list[int]:
+    """Indexes of the cells whose execution raised, in an executed notebook."""
+    nb = nbformat.read(notebook, as_version=4)
+    return [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            and any(output.output_type == "error" for output in cell.get("outputs", []))]
 
 
 def external_assets(html_dir: Path) -> list[str]:
