@@ -98,6 +98,7 @@ def test_from_scratch_container_is_isolated_limited_and_cleaned(executed: Path) 
     record = pd.read_csv(executed / "scratch_cgroup.csv").iloc[0]
     assert record["memory_limit_read_bytes"] == record["memory_limit_bytes"]
     assert bool(record["pid_in_cgroup"]) and bool(record["cleaned"])
+    assert record["hog_exit_code"] == 137 and record["hog_oom_kills"] >= 1
 
 
 def test_startup_has_every_method_at_least_five_times(executed: Path) -> None:

@@ -53,6 +53,8 @@ STARTUP_METHODS = ("fork/exec", "from scratch", "docker SDK", "docker CLI")
 PIDS_LIMIT = 32
 NANO_CPUS = 500_000_000  # half a core
 SLEEP_ARGV = ["/bin/sleep", "300"]
+# A string that doubles until the memory limit stops it: the OOM killer ends the shell (exit 128 + SIGKILL).
+MEMORY_HOG_ARGV = ["/bin/sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"]
 
 
 # ---------------------------------------------------------------- namespaces
@@ -232,8 +234,9 @@ def run_privileges(lab: LabSession, base: str = "busybox", memory_limit_mib: int
 class ScratchResult:
     """`namespaces`/`inside` as in :class:`NamespaceResult`, for the unshare container.
 
-    `cgroup`: one row — memory_limit_bytes requested and read back, the cgroup path, and whether its
-    processes and cgroup were gone after the container stopped (`cleaned`).
+    `cgroup`: one row — memory_limit_bytes requested and read back, the cgroup path, whether its
+    processes and cgroup were gone after the container stopped (`cleaned`), and what happened to a memory
+    hog under the same limit (`hog_exit_code`, `hog_oom_kills` from the cgroup's memory events).
     """
 
     namespaces: pd.DataFrame
@@ -281,9 +284,14 @@ def run_from_scratch(lab: LabSession, memory_limit_mib: int = 64) -> ScratchResu
             limit_read = group.memory_max_bytes()
             in_cgroup = pid in group.pids()
         cleaned = not Path(f"/proc/{pid}").exists() and not group.exists()
+        with scratch.ScratchContainer(rootfs, MEMORY_HOG_ARGV, run_id=lab.run_id, name="anatomy-hog",
+                                      hostname="from-scratch", memory_max_bytes=limit_bytes) as hog:
+            hog_exit_code = hog.wait(timeout_s=120)
+            hog_oom_kills = hog.cgroup.memory_events().get("oom_kill", 0)
         return pd.DataFrame([{"memory_limit_bytes": limit_bytes, "memory_limit_read_bytes": limit_read,
                               "cgroup": group.relpath, "pid_in_cgroup": in_cgroup, "cleaned": cleaned,
-                              "cgroup_version": group.layout.version}])
+                              "cgroup_version": group.layout.version, "hog_exit_code": hog_exit_code,
+                              "hog_oom_kills": hog_oom_kills}])
 
     cgroup = lab.measure("scratch_cgroup", experiment, memory_limit_mib=memory_limit_mib)
     namespaces = lab.measure("scratch_namespaces", lambda: captured["namespaces"])
@@ -447,10 +455,11 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
 
     scratch_new = set(scratch_run.namespaces.loc[~scratch_run.namespaces["shared"], "kind"])
     ledger.check("Docker is not magic: unshare + pivot_root + a cgroup make the same isolation",
-                 f"from-scratch process: new {', '.join(sorted(scratch_new))}; memory limit read back "
-                 f"{scratch_run.record['memory_limit_read_bytes'] / 2**20:.0f} MiB",
+                 f"from-scratch process: new {', '.join(sorted(scratch_new))}; a memory hog under its "
+                 f"{scratch_run.record['memory_limit_read_bytes'] / 2**20:.0f} MiB limit exited "
+                 f"{scratch_run.record['hog_exit_code']} after {scratch_run.record['hog_oom_kills']} OOM kill(s)",
                  Verdict.HOLDS if set(ISOLATED_KINDS) <= scratch_new and bool(scratch_run.record["pid_in_cgroup"])
-                 else Verdict.FAILS)
+                 and scratch_run.record["hog_oom_kills"] >= 1 else Verdict.FAILS)
 
     default_caps = privileges.effective(DEFAULT)
     host_caps = privileges.effective(HOST)
