@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the run's containers and cgroups were removed", file=sys.stderr)
         return 130
-    except (engine.EngineUnavailable, CommandError, CgroupError, ValueError, LookupError, FileNotFoundError) as exc:
+    except (engine.EngineUnavailable, CommandError, CgroupError, ValueError, LookupError, OSError) as exc:
         # Errors a user can act on: the message says what to do; a traceback would only hide it.
         print(f"labkit {args.command}: {exc}", file=sys.stderr)
         return 2

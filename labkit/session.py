@@ -60,6 +60,12 @@ class LabSession:
             raise RuntimeError("this session replays recorded results: there is no engine to use.")
         return self.client
 
+    def require_root(self, why: str) -> None:
+        """PermissionError saying what needs root, before a live experiment starts (replay needs nothing)."""
+        if self.live and os.geteuid() != 0:
+            raise PermissionError(f"{why} needs root (uid 0; this is uid {os.geteuid()}): run it as root, "
+                                  "e.g. `sudo make lab`, or replay the recorded results with mode='replay'.")
+
     def scope(self) -> Scope:
         """Labels for one experiment's docker objects, removed when the `with` block ends."""
         return Scope(self.engine, self.run_id, lab=self.topic)

@@ -35,3 +35,11 @@ def test_finish_publishes_tables_claims_and_end_time(tmp_path: Path) -> None:
     provenance = json.loads((folder / "provenance.json").read_text())
     assert provenance["started_utc"] <= provenance["ended_utc"]
     assert provenance["fingerprint"]["kernel"]
+
+
+def test_live_experiments_that_need_root_say_so_before_starting(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = LabSession("99-topic", "live", quick=True, results_root=tmp_path, client=None, replay=None)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(PermissionError, match=r"from-scratch container needs root.*sudo make lab.*replay"):
+        lab.require_root("the from-scratch container")

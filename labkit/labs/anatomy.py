@@ -140,6 +140,7 @@ def run_namespaces(lab: LabSession, base: str = "busybox", memory_limit_mib: int
     """
     images.validate_base(base)
     memory_bytes = validate_memory_limit(memory_limit_mib)
+    lab.require_root("reading a container's /proc/<pid>/ns links")
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
@@ -270,6 +271,7 @@ def run_from_scratch(lab: LabSession, memory_limit_mib: int = 64) -> ScratchResu
     under a memory cgroup limit of `memory_limit_mib` MiB — made by labkit with unshare, no Docker."""
     limit_bytes = memory_limit_mib * 2**20
     cgroups.validate_limits(limit_bytes, None)
+    lab.require_root("the from-scratch container (unshare, pivot_root, cgroup writes)")
     captured: dict[str, pd.DataFrame] = {}
 
     def experiment() -> pd.DataFrame:
@@ -333,6 +335,7 @@ def run_startup(lab: LabSession, repeats: int = 20, warmup: int = 2, memory_limi
     container, with `docker run --rm` through the SDK and through the CLI. The same static binary each time."""
     measure.validate_repeats(repeats, warmup)
     memory_bytes = validate_memory_limit(memory_limit_mib)
+    lab.require_root("timing the from-scratch container")
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
