@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
+from labkit import procfs
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -166,15 +168,16 @@ def detect(mountinfo_text: str, root: Path = Path("/")) -> CgroupLayout:
     """
     v1: dict[str, Path] = {}
     v2_mounts: list[Path] = []
-    for line in mountinfo_text.splitlines():
-        if not line.strip():
-            continue
-        mount_point, fstype, super_options = _parse_mountinfo_line(line)
-        path = root / mount_point.lstrip("/")
-        if fstype == "cgroup":
-            for option in super_options.split(","):
+    try:
+        mounts = procfs.parse_mountinfo(mountinfo_text)
+    except ValueError as exc:
+        raise ValueError(f"not a /proc/self/mountinfo line: {exc}") from exc
+    for mount in mounts:
+        path = root / mount.mount_point.lstrip("/")
+        if mount.fs_type == "cgroup":
+            for option in mount.super_options:
                 v1.setdefault(option, path)
-        elif fstype == "cgroup2":
+        elif mount.fs_type == "cgroup2":
             v2_mounts.append(path)
 
     v2_available: list[tuple[Path, set[str]]] = []
@@ -212,23 +215,6 @@ def detect(mountinfo_text: str, root: Path = Path("/")) -> CgroupLayout:
             "container was given a delegated cgroup."
         )
     return CgroupLayout(memory=memory, pids=find("pids"), root=root)
-
-
-def _parse_mountinfo_line(line: str) -> tuple[str, str, str]:
-    """(mount point, fs type, super options) of one mountinfo line; see proc(5)."""
-    fields = line.split()
-    try:
-        separator = fields.index("-", 6)
-        mount_point = fields[4]
-        fstype, super_options = fields[separator + 1], fields[separator + 3]
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"not a /proc/self/mountinfo line: {line!r}") from exc
-    return _unescape(mount_point), fstype, super_options
-
-
-def _unescape(text: str) -> str:
-    """Undo mountinfo's octal escapes (``\\040`` is a space)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
 @dataclass
