@@ -14,7 +14,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import docker
@@ -102,18 +102,21 @@ def recipe(name: str) -> Recipe:
 
 def find(client: docker.DockerClient, name: str) -> BaseImage | None:
     """The engine's image for base `name` made from the current recipe, if there is one."""
-    wanted = recipe(name)
+    return _find(client, recipe(name))
+
+
+def _find(client: docker.DockerClient, wanted: Recipe) -> BaseImage | None:
     images = client.images.list(filters={"label": f"{LABEL_RECIPE}={wanted.digest}"})
     if not images:
         return None
     image = images[0]
-    return BaseImage(name, wanted.tag, image.id, wanted.digest, int(image.attrs.get("Size", 0)), 0.0)
+    return BaseImage(wanted.name, wanted.tag, image.id, wanted.digest, int(image.attrs.get("Size", 0)), 0.0)
 
 
 def ensure_base(client: docker.DockerClient, name: str) -> BaseImage:
     """Return base `name`, making it offline if the engine does not hold one from the same recipe."""
     wanted = recipe(name)  # validates the name before anything happens
-    existing = find(client, name)
+    existing = _find(client, wanted)
     if existing is not None:
         return existing
     started = time.perf_counter_ns()
@@ -122,18 +125,18 @@ def ensure_base(client: docker.DockerClient, name: str) -> BaseImage:
     else:
         _import_rootfs(wanted, rootfs_tarball(name))
     made_s = (time.perf_counter_ns() - started) / 1e9
-    made = find(client, name)
+    made = _find(client, wanted)
     if made is None:
         raise RuntimeError(f"made {wanted.tag} but the engine does not list it with label {wanted.digest}")
     log.info("made base %s in %.1f s", wanted.tag, made_s)
-    return BaseImage(made.name, made.tag, made.image_id, made.recipe_digest, made.size_bytes, made_s)
+    return replace(made, made_s=made_s)
 
 
 def require_base(client: docker.DockerClient, name: str) -> BaseImage:
     """Return base `name` if it is already made; otherwise say how to make it (never pull)."""
     found = find(client, name)
     if found is None:
-        raise LookupError(f"base image {name!r} is not made yet: run `labkit bases` (or `make lab`).")
+        raise LookupError(f"base image {name!r} is not made yet: run `labkit setup` (or `make lab`).")
     return found
 
 
