@@ -27,12 +27,11 @@ MODES = ("auto", "live", "replay")
 
 
 class LabSession:
-    """State shared by the experiments of one notebook execution."""
+    """State shared by the experiments of one notebook execution: live, or replaying `replay` when given."""
 
-    def __init__(self, topic: str, mode: str, quick: bool, results_root: Path,
+    def __init__(self, topic: str, quick: bool, results_root: Path,
                  client: docker.DockerClient | None, replay: ResultStore | None) -> None:
         self.topic = topic
-        self.mode = mode
         self.quick = quick
         self.results_root = results_root
         self.client = client
@@ -122,15 +121,15 @@ def open_session(topic: str, mode: str = "auto", quick: bool = False) -> LabSess
     recorded = ResultStore(paths.recorded_results_dir() / topic)
     if mode == "replay":
         recorded.read_provenance()  # a clear error when nothing was recorded
-        return LabSession(topic, "replay", quick, recorded.folder.parent, None, recorded)
+        return LabSession(topic, quick, recorded.folder.parent, None, recorded)
     try:
         client = engine.connect()
     except engine.EngineUnavailable:
         if mode == "live" or not (recorded.folder / "provenance.json").exists():
             raise
         log.warning("no engine answers: replaying %s", recorded.folder)
-        return LabSession(topic, "replay", quick, recorded.folder.parent, None, recorded)
-    return LabSession(topic, "live", quick, results_root(), client, None)
+        return LabSession(topic, quick, recorded.folder.parent, None, recorded)
+    return LabSession(topic, quick, results_root(), client, None)
 
 
 def _git_commit() -> str:

@@ -10,7 +10,7 @@ from labkit.session import LabSession
 
 
 def test_what_was_measured_survives_a_later_failure(tmp_path: Path) -> None:
-    lab = LabSession("99-topic", "live", quick=True, results_root=tmp_path, client=None, replay=None)
+    lab = LabSession("99-topic", quick=True, results_root=tmp_path, client=None, replay=None)
     lab.measure("first", lambda: pd.DataFrame({"wall_s": [0.25]}), repeats=1)
 
     def broken() -> pd.DataFrame:
@@ -27,7 +27,7 @@ def test_what_was_measured_survives_a_later_failure(tmp_path: Path) -> None:
 
 
 def test_finish_publishes_tables_claims_and_end_time(tmp_path: Path) -> None:
-    lab = LabSession("99-topic", "live", quick=False, results_root=tmp_path, client=None, replay=None)
+    lab = LabSession("99-topic", quick=False, results_root=tmp_path, client=None, replay=None)
     lab.measure("only", lambda: pd.DataFrame({"x": [1, 2]}))
     folder = lab.finish()
     assert folder == tmp_path / "99-topic"
@@ -39,7 +39,7 @@ def test_finish_publishes_tables_claims_and_end_time(tmp_path: Path) -> None:
 
 def test_live_experiments_that_need_root_say_so_before_starting(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    lab = LabSession("99-topic", "live", quick=True, results_root=tmp_path, client=None, replay=None)
+    lab = LabSession("99-topic", quick=True, results_root=tmp_path, client=None, replay=None)
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     with pytest.raises(PermissionError, match=r"from-scratch container needs root.*sudo make lab.*replay"):
         lab.require_root("the from-scratch container")
