@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import engine, paths
+from labkit.shell import DEBIAN_PACKAGE
 
 MIN_FREE_DISK_BYTES = 5 * 2**30
 
@@ -55,9 +56,10 @@ def _cgroups() -> list[Check]:
     return [Check("memory cgroup", True, f"cgroup {layout.version}; memory controller at {layout.memory.path}")]
 
 
-def _program(name: str, package: str, purpose: str, required: bool = True) -> Check:
+def _program(name: str, purpose: str, required: bool = True) -> Check:
     found = shutil.which(name)
-    return Check(name, found is not None, found or f"missing ({purpose})", f"apt-get install {package}", required)
+    return Check(name, found is not None, found or f"missing ({purpose})",
+                 f"apt-get install {DEBIAN_PACKAGE.get(name, name)}", required)
 
 
 def _binfmt() -> Check:
@@ -116,12 +118,12 @@ CHECKS: tuple[Callable[[], list[Check]], ...] = (
     _host,
     _engine,
     _cgroups,
-    lambda: [_program("unshare", "util-linux", "from-scratch container"),
-             _program("nsenter", "util-linux", "reading inside namespaces"),
-             _program("debootstrap", "debootstrap", "Debian minbase rootfs"),
-             _program("busybox", "busybox-static", "busybox base image and initramfs"),
-             _program("qemu-system-x86_64", "qemu-system-x86", "VM boot comparison"),
-             _program("qemu-aarch64-static", "qemu-user-static", "arm64 emulation", required=False)],
+    lambda: [_program("unshare", "from-scratch container"),
+             _program("nsenter", "reading inside namespaces"),
+             _program("debootstrap", "Debian minbase rootfs"),
+             _program("busybox", "busybox base image and initramfs"),
+             _program("qemu-system-x86_64", "VM boot comparison"),
+             _program("qemu-aarch64-static", "arm64 emulation", required=False)],
     lambda: [_binfmt(), _kvm(), _disk(), _loopback_bind()],
 )
 

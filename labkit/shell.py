@@ -64,6 +64,7 @@ DEBIAN_PACKAGE = {
     "qemu-aarch64-static": "qemu-user-static",
     "busybox": "busybox-static",
     "unshare": "util-linux",
+    "nsenter": "util-linux",
     "apt-get": "apt",
     "dpkg": "dpkg",
 }
