@@ -13,8 +13,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,12 +254,6 @@ class Scope:
 
     def __exit__(self, *exc: object) -> None:
         self.report = cleanup(self.client, LABEL_SCOPE, self.scope_id)
-
-
-@contextmanager
-def scope(client: docker.DockerClient, run_id: str, lab: str = "") -> Iterator[Scope]:
-    with Scope(client, run_id, lab) as active:
-        yield active
 
 
 def container_pid(client: docker.DockerClient, container_id: str) -> int:

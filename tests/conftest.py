@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -26,20 +25,6 @@ def _engine_or_fail() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     return _engine_or_fail()
-
-
-@pytest.fixture
-def run_scope(docker_client: docker.DockerClient) -> Iterator[engine.Scope]:
-    with engine.Scope(docker_client, engine.new_run_id(), lab="tests") as scope:
-        yield scope
-
-
-@pytest.fixture
-def labkit_dirs(tmp_path, monkeypatch) -> dict[str, object]:
-    """Point results and state at a temporary folder (the caches stay shared: rootfs are slow to make)."""
-    results = tmp_path / "results"
-    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(results))
-    return {"results": results}
 
 
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[str, list[str]]:
