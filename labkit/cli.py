@@ -74,22 +74,18 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from labkit import cgroups
+    from labkit import runner
 
-    try:
-        client = engine.connect()
-    except engine.EngineUnavailable:
+    report, removed = runner.sweep()
+    if report is None:
         print("no engine answers: no docker objects to remove")
     else:
-        report = engine.cleanup(client, engine.LABEL_RUN)
         print(f"run objects: {report}")
         for kind, names in vars(report).items():
             for name in names:
                 print(f"  {kind[:-1]} {name}")
         if args.bases:
-            bases = engine.cleanup(client, engine.LABEL_BASE)
-            print(f"base images: {bases}")
-    removed = cgroups.sweep(cgroups.CgroupLayout.from_system())
+            print(f"base images: {engine.cleanup(engine.connect(), engine.LABEL_BASE)}")
     print(f"cgroups: removed {len(removed)}" + "".join(f"\n  {path}" for path in removed))
     return 0
 

@@ -143,20 +143,31 @@ def _children(parent: int) -> list[int]:
     return found
 
 
-def sweep_run(run_id: str) -> None:
-    """Remove every docker object and cgroup of `run_id` (whatever the notebooks' own cleanup missed)."""
+def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[str]]:
+    """Remove the docker objects and cgroups of run `run_id`, or of every run when None.
+
+    Returns what went: the engine's report (None when no engine answers, so nothing can be in it) and the
+    cgroup paths removed.
+    """
     from labkit import cgroups
 
     try:
-        report = engine.cleanup(engine.connect(), engine.LABEL_RUN, run_id)
-        if report.total:
-            log.warning("swept objects the run left behind: %s", report)
+        report: engine.CleanupReport | None = engine.cleanup(engine.connect(), engine.LABEL_RUN, run_id)
     except engine.EngineUnavailable:
-        pass  # nothing can have been made in an engine that does not answer
+        report = None
     try:
-        removed = cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=f"labkit/{run_id}")
+        prefix = "labkit" if run_id is None else f"labkit/{run_id}"
+        removed = cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=prefix)
     except cgroups.CgroupUnavailable:
         removed = []
+    return report, removed
+
+
+def sweep_run(run_id: str) -> None:
+    """Sweep what the notebooks' own cleanup missed in run `run_id`, and say so in the log."""
+    report, removed = sweep(run_id)
+    if report is not None and report.total:
+        log.warning("swept objects the run left behind: %s", report)
     if removed:
         log.warning("swept cgroups the run left behind: %s", ", ".join(removed))
 
