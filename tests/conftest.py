@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from labkit import engine
+from labkit.instruments import engine
 
 
 def _engine_or_fail() -> docker.DockerClient:

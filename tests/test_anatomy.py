@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from labkit.claims import ClaimLedger
+from labkit.app.claims import ClaimLedger
+from labkit.app.session import LabSession, open_session
 from labkit.labs import anatomy
-from labkit.session import LabSession, open_session
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cgroups
-from labkit.cgroups import MIB, CgroupLayout, CgroupUnavailable, Hierarchy, MemorySampler, detect, sweep
+from labkit.instruments import cgroups
+from labkit.instruments.cgroups import MIB, CgroupLayout, CgroupUnavailable, Hierarchy, MemorySampler, detect, sweep
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
 HYBRID_TEXT = (FIXTURES / "mountinfo-hybrid.txt").read_text()

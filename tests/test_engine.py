@@ -3,7 +3,7 @@ from __future__ import annotations
 import docker
 import pytest
 
-from labkit import engine, images
+from labkit.instruments import engine, images
 from tests.conftest import leftovers
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit import measure
+from labkit.instruments import measure
 
 
 def test_summary_of_known_samples() -> None:

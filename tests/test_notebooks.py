@@ -17,7 +17,7 @@ import docker
 import pandas as pd
 import pytest
 
-from labkit import cgroups
+from labkit.instruments import cgroups
 from tests.conftest import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent

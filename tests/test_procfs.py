@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit import procfs
-from labkit.procfs import (
+from labkit.instruments import procfs
+from labkit.instruments.procfs import (
     CAPABILITY_NAMES,
     NAMESPACE_KINDS,
     CgroupEntry,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labkit.claims import ClaimLedger, Verdict
-from labkit.results import ResultStore
+from labkit.app.claims import ClaimLedger, Verdict
+from labkit.app.results import ResultStore
 
 
 def test_tables_and_provenance_round_trip(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import shell
-from labkit.cgroups import MIB, CgroupLayout
-from labkit.scratch import ScratchContainer, ScratchSetupError, run_scratch_once
+from labkit.instruments import shell
+from labkit.instruments.cgroups import MIB, CgroupLayout
+from labkit.instruments.scratch import ScratchContainer, ScratchSetupError, run_scratch_once
 
 NAMESPACES = ("pid", "net", "mnt", "uts", "ipc")
 APPLETS = ("sh", "sleep", "mount", "umount", "hostname", "cat", "true", "false", "tail", "rmdir", "ls")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labkit.session import LabSession
+from labkit.app.session import LabSession
 
 
 def test_what_was_measured_survives_a_later_failure(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.shell import CommandError, MissingProgram, run
+from labkit.instruments.shell import CommandError, MissingProgram, run
 
 
 def test_run_returns_output() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import shell, vm
+from labkit.instruments import shell, vm
 
 VM_CACHE = Path(os.environ.get("LABKIT_VM_CACHE", "/tmp/labkit-test-vm"))
 

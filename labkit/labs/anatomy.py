@@ -19,12 +19,12 @@ from typing import Any
 import docker
 import pandas as pd
 
-from labkit import cgroups, images, measure, procfs, scratch, vm
-from labkit.claims import ClaimLedger, Verdict
-from labkit.engine import Scope, container_pid, docker_cli, validate_memory_limit
+from labkit.app.claims import ClaimLedger, Verdict
+from labkit.app.session import LabSession
+from labkit.instruments import cgroups, images, measure, procfs, scratch, vm
+from labkit.instruments.engine import Scope, container_pid, docker_cli, validate_memory_limit
+from labkit.instruments.shell import run
 from labkit.paths import cache_dir
-from labkit.session import LabSession
-from labkit.shell import run
 
 TOPIC = "01-what-a-container-is"
 ISOLATED_KINDS = ("pid", "net", "mnt", "uts", "ipc")

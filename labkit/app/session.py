@@ -15,11 +15,12 @@ from typing import Any
 import docker
 import pandas as pd
 
-from labkit import engine, measure, paths
-from labkit.claims import ClaimLedger
-from labkit.engine import Scope
-from labkit.results import ResultStore, utc_now
-from labkit.shell import CommandError, run
+from labkit import paths
+from labkit.app.claims import ClaimLedger
+from labkit.app.results import ResultStore, utc_now
+from labkit.instruments import engine, measure
+from labkit.instruments.engine import Scope
+from labkit.instruments.shell import CommandError, run
 
 log = logging.getLogger("labkit.session")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
-from labkit import procfs
+from labkit.instruments import procfs
 
 if TYPE_CHECKING:
     import pandas as pd

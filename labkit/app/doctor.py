@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import engine, paths
-from labkit.shell import DEBIAN_PACKAGE
+from labkit import paths
+from labkit.instruments import engine
+from labkit.instruments.shell import DEBIAN_PACKAGE
 
 MIN_FREE_DISK_BYTES = 5 * 2**30
 
@@ -47,7 +48,7 @@ def _engine() -> list[Check]:
 
 
 def _cgroups() -> list[Check]:
-    from labkit import cgroups
+    from labkit.instruments import cgroups
 
     try:
         layout = cgroups.CgroupLayout.from_system()
@@ -76,7 +77,7 @@ def _binfmt() -> Check:
 
 
 def _kvm() -> Check:
-    from labkit import vm
+    from labkit.instruments import vm
 
     accel = vm.accelerator()
     return Check("/dev/kvm", accel == "kvm", "usable: VMs boot with KVM" if accel == "kvm"

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.shell import CommandError, require_program, run, spawn
+from labkit.instruments.shell import CommandError, require_program, run, spawn
 
 MARKER = "LABKIT-VM-READY"
 """The line /init prints once user space runs; it is followed by ``release=<uname -r>``."""

@@ -23,7 +23,7 @@ import docker
 import docker.errors
 
 from labkit import paths
-from labkit.shell import require_program, run, spawn
+from labkit.instruments.shell import require_program, run, spawn
 
 log = logging.getLogger("labkit.engine")
 

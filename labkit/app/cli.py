@@ -9,9 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from labkit import engine, paths
-from labkit.cgroups import CgroupError
-from labkit.shell import CommandError
+from labkit import paths
+from labkit.instruments import engine
+from labkit.instruments.cgroups import CgroupError
+from labkit.instruments.shell import CommandError
 
 # What the labs use besides the engine: debootstrap and busybox-static for the bases, qemu-system-x86 for the
 # VM comparison, qemu-user-static and binfmt-support for arm64 emulation.
@@ -23,7 +24,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from labkit import doctor
+    from labkit.app import doctor
 
     checks = doctor.diagnose()
     print(doctor.format_checks(checks))
@@ -32,7 +33,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     """Make sure an engine answers and make the bases and the VM kernel the notebooks use."""
-    from labkit import images, vm
+    from labkit.instruments import images, vm
 
     if engine.can_manage_host():
         installed = engine.install_packages(LAB_PACKAGES)
@@ -51,7 +52,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from labkit import runner
+    from labkit.app import runner
 
     notebooks = runner.discover(args.notebooks)
     results_dir = paths.recorded_results_dir() if args.record else None
@@ -66,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_book(args: argparse.Namespace) -> int:
-    from labkit import book
+    from labkit.app import book
 
     index = book.build(Path(args.executed) if args.executed else None)
     print(index)
@@ -74,7 +75,7 @@ def cmd_book(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from labkit import runner
+    from labkit.app import runner
 
     report, removed = runner.sweep()
     if report is None:

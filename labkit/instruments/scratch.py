@@ -39,8 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from labkit import shell
-from labkit.cgroups import MIB, Cgroup, CgroupLayout, validate_limits
+from labkit.instruments import shell
+from labkit.instruments.cgroups import MIB, Cgroup, CgroupLayout, validate_limits
 
 log = logging.getLogger("labkit.scratch")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 
 from labkit import paths
-from labkit.shell import run
+from labkit.instruments.shell import run
 
 BOOK_CONFIG = """\
 title: Container Labs

@@ -21,8 +21,8 @@ import docker
 import docker.errors
 
 from labkit import paths
-from labkit.engine import LABEL_BASE, LABEL_RECIPE, docker_cli
-from labkit.shell import run
+from labkit.instruments.engine import LABEL_BASE, LABEL_RECIPE, docker_cli
+from labkit.instruments.shell import run
 
 log = logging.getLogger("labkit.images")
 

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
-from labkit import engine, paths, procfs
+from labkit import paths
+from labkit.instruments import engine, procfs
 
 log = logging.getLogger("labkit.runner")
 
@@ -149,7 +150,7 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
     Returns what went: the engine's report (None when no engine answers, so nothing can be in it) and the
     cgroup paths removed.
     """
-    from labkit import cgroups
+    from labkit.instruments import cgroups
 
     try:
         report: engine.CleanupReport | None = engine.cleanup(engine.connect(), engine.LABEL_RUN, run_id)

@@ -76,7 +76,7 @@ def summary_row(samples: Sequence[float], **keys: Any) -> dict[str, Any]:
 
 def fingerprint(client: Any | None = None) -> dict[str, Any]:
     """Where a number was measured: kernel, arch, cores, memory, cgroup version and (if given) the engine."""
-    from labkit import cgroups  # local: cgroups reads /proc, not needed for pure summaries
+    from labkit.instruments import cgroups  # local: cgroups reads /proc, not needed for pure summaries
 
     try:
         cgroup_version: str = cgroups.CgroupLayout.from_system().version
@@ -94,7 +94,7 @@ def fingerprint(client: Any | None = None) -> dict[str, Any]:
         "labkit": labkit.__version__,
     }
     if client is not None:
-        from labkit import engine
+        from labkit.instruments import engine
 
         details = engine.info(client)
         found.update(engine_version=details.version, api_version=details.api_version,
