@@ -23,6 +23,7 @@ import docker
 import docker.errors
 
 from labkit import paths
+from labkit.errors import EngineUnavailable
 from labkit.instruments.shell import require_program, run, spawn
 
 log = logging.getLogger("labkit.engine")
@@ -45,10 +46,6 @@ No Docker Engine answers at {where}.
   - With Docker Desktop or a systemd host: start it (`systemctl start docker`) and check `docker info`.
   - With a remote or rootless engine: export DOCKER_HOST=unix:///path/to/docker.sock (or tcp://127.0.0.1:PORT).
   - In Binder there is no engine: run the notebooks with mode="replay"."""
-
-
-class EngineUnavailable(RuntimeError):
-    """No Docker Engine answers; the message says how to start one."""
 
 
 def engine_address() -> str:

@@ -12,10 +12,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from labkit.errors import LabkitError
+
 log = logging.getLogger("labkit.shell")
 
 
-class CommandError(RuntimeError):
+class CommandError(LabkitError, RuntimeError):
     """A command exited non-zero, timed out or could not be started."""
 
     def __init__(
@@ -36,9 +38,7 @@ class CommandError(RuntimeError):
         message = f"`{shlex.join(self.argv)}` {status}"
         if tail:
             message += ":\n  " + "\n  ".join(tail)
-        if hint:
-            message += f"\n{hint}"
-        super().__init__(message)
+        super().__init__(message, hint)
 
 
 class MissingProgram(CommandError):
