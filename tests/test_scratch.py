@@ -1,9 +1,15 @@
-"""labkit.scratch: a container from scratch (unshare + pivot_root), live on this kernel, busybox rootfs."""
+"""labkit.instruments.scratch: a container from scratch (unshare + pivot_root), live on this kernel, busybox rootfs.
+
+Live tests need root: skipped outside CI, a failure in CI (CI=true).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,13 +17,45 @@ from pathlib import Path
 
 import pytest
 
+from labkit.errors import BadParameter
 from labkit.instruments import shell
-from labkit.instruments.cgroups import MIB, CgroupLayout
-from labkit.instruments.scratch import ScratchContainer, ScratchSetupError, run_scratch_once
+from labkit.instruments.cgroups import CgroupLayout, CpuMax
+from labkit.instruments.limits import MIB, Limits
+from labkit.instruments.scratch import (
+    DEFAULT_LIMITS,
+    ExitStatus,
+    ScratchContainer,
+    ScratchSetupError,
+    ScratchSpec,
+    run_scratch_once,
+)
+from labkit.instruments.scratch.argv import SETUP_NAME
+from labkit.instruments.scratch.pid1 import find_pid1
 
 NAMESPACES = ("pid", "net", "mnt", "uts", "ipc")
 APPLETS = ("sh", "sleep", "mount", "umount", "hostname", "cat", "true", "false", "tail", "rmdir", "ls")
-live = pytest.mark.skipif(os.geteuid() != 0, reason="namespaces, mounts and cgroups need root")
+PROC_FIXTURES = Path(__file__).parent / "fixtures" / "proc"
+SIGKILLED_RAW = "unshare exited 1: sigprocmask unblock failed: Invalid argument"
+
+
+@pytest.fixture
+def as_root() -> None:
+    """Namespaces, mounts and cgroups need uid 0: skipped outside CI, a failure in CI (CI=true)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs the live scratch-container tests as root")
+        pytest.skip("namespaces, mounts and cgroups need root")
+
+
+live = pytest.mark.usefixtures("as_root")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_labkit_cgroup_left() -> Iterator[None]:
+    yield
+    if os.geteuid() == 0:
+        left = sorted(glob.glob("/sys/fs/cgroup/*/labkit") + glob.glob("/sys/fs/cgroup/labkit"))
+        assert left == [], "labkit cgroups left behind"
 
 
 def make_busybox_rootfs(root: Path) -> Path:
@@ -42,8 +80,8 @@ def run_id() -> Iterator[str]:
     run = f"test-{uuid.uuid4().hex[:8]}"
     yield run
     if os.geteuid() == 0:
-        layout = CgroupLayout.from_system()
-        left = [h.path / "labkit" / run for h in layout.hierarchies() if (h.path / "labkit" / run).exists()]
+        hierarchies = CgroupLayout.from_system().hierarchies()
+        left = [h.path / "labkit" / run for h in hierarchies if (h.path / "labkit" / run).exists()]
         assert left == [], f"cgroups left behind: {left}"
 
 
@@ -74,9 +112,8 @@ def _assert_gone(pid: int, cgroup_dirs: list[Path], rootfs: Path) -> None:
 def test_scratch_container_is_isolated_limited_and_leaves_nothing(rootfs: Path, run_id: str) -> None:
     (rootfs / "tmp/h").unlink(missing_ok=True)
     argv = ["sh", "-c", "hostname > /tmp/h; exec sleep 30"]
-    with ScratchContainer(
-        rootfs, argv, run_id=run_id, name="iso", hostname="labkit-box", memory_max_bytes=64 * MIB, pids_max=16
-    ) as box:
+    limits = Limits(memory_bytes=64 * MIB, pids=16, cpus=0.5)
+    with ScratchContainer(rootfs, argv, run_id=run_id, name="iso", hostname="labkit-box", limits=limits) as box:
         pid = box.host_pid
         for kind in NAMESPACES:
             assert os.readlink(f"/proc/{pid}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}"), kind
@@ -89,6 +126,8 @@ def test_scratch_container_is_isolated_limited_and_leaves_nothing(rootfs: Path, 
         assert [m.split()[4] for m in mounts] == ["/", "/proc"]
         assert box.cgroup.memory_max_bytes() == 64 * MIB
         assert box.cgroup.pids_max() == 16
+        assert box.cgroup.cpu_max() == CpuMax(50000, 100000)
+        assert len(box.cgroup.dirs()) == len(CgroupLayout.from_system().hierarchies(box.cgroup.paths))
         assert pid in box.cgroup.pids()
         assert box.cgroup.memory_current_bytes() > 0
         dirs = box.cgroup.dirs()
@@ -118,12 +157,33 @@ def test_run_scratch_once_returns_the_exit_code(
 
 
 @live
+def test_raw_exit_of_a_normal_exit(rootfs: Path, run_id: str) -> None:
+    with ScratchContainer(rootfs, ["sh", "-c", "exit 7"], run_id=run_id, name="seven") as box:
+        with pytest.raises(RuntimeError, match="wait"):
+            _ = box.raw_exit
+        assert box.wait(timeout_s=30) == 7
+        assert box.raw_exit == "exited 7"
+    assert box.raw_exit == "exited 7"  # kept after the block
+
+
+@live
+def test_pid1_killed_from_the_host_is_137_and_raw_says_what_unshare_did(rootfs: Path, run_id: str) -> None:
+    with ScratchContainer(rootfs, ["sleep", "30"], run_id=run_id, name="killed") as box:
+        os.kill(box.host_pid, signal.SIGKILL)
+        assert box.wait(timeout_s=30) == 137
+        assert box.raw_exit == SIGKILLED_RAW
+
+
+@live
 def test_the_memory_limit_is_enforced(rootfs: Path, run_id: str) -> None:
     # a string that doubles forever: at 8 MiB the OOM killer ends the shell (exit 128 + SIGKILL)
     hog = ["sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"]
-    with ScratchContainer(rootfs, hog, run_id=run_id, name="oom", memory_max_bytes=8 * MIB) as box:
+    limits = Limits(memory_bytes=8 * MIB, pids=16, cpus=1.0)
+    with ScratchContainer(rootfs, hog, run_id=run_id, name="oom", limits=limits) as box:
         assert box.wait(timeout_s=60) == 137
+        assert box.raw_exit == SIGKILLED_RAW
         assert box.cgroup.memory_events()["oom_kill"] >= 1
+        assert box.cgroup.memory_peak_bytes() == 8 * MIB
 
 
 @live
@@ -168,18 +228,21 @@ def _no_side_effects(rootfs: Path, **overrides: object) -> None:
     ("overrides", "param"),
     [
         ({"argv": []}, "argv"),
-        ({"memory_max_bytes": 1024}, "memory_max_bytes"),
-        ({"pids_max": 0}, "pids_max"),
+        ({"argv": "true"}, "argv"),
+        ({"argv": [""]}, "argv"),
+        ({"limits": (64 * MIB, 16, 0.5)}, "limits"),
+        ({"limits": None}, "limits"),
         ({"run_id": "../etc"}, "run_id"),
         ({"name": ""}, "name"),
         ({"hostname": "not a hostname"}, "hostname"),
         ({"start_timeout_s": 0}, "start_timeout_s"),
+        ({"start_timeout_s": float("nan")}, "start_timeout_s"),
     ],
 )
 def test_parameters_are_validated_before_anything_starts(
     rootfs: Path, overrides: dict[str, object], param: str
 ) -> None:
-    with pytest.raises(ValueError, match=rf"^{param}"):
+    with pytest.raises(BadParameter, match=rf"^{param}="):
         _no_side_effects(rootfs, **overrides)
     assert [p.name for p in rootfs.iterdir() if p.name.startswith(".labkit-oldroot")] == []
 
@@ -191,7 +254,51 @@ def test_the_rootfs_is_checked(tmp_path: Path, remove: str, message: str) -> Non
     root = make_busybox_rootfs(tmp_path / "rootfs")
     target = root / remove
     target.rmdir() if target.is_dir() and not target.is_symlink() else target.unlink()
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(BadParameter, match=rf"^rootfs=.*{message}"):
         _no_side_effects(root)
-    with pytest.raises(ValueError, match="existing directory"):
+    with pytest.raises(BadParameter, match="no such directory"):
         _no_side_effects(tmp_path / "absent")
+    with pytest.raises(BadParameter, match="host's root"):
+        _no_side_effects(Path("/"))
+
+
+def test_a_spec_is_frozen_and_normalised(rootfs: Path) -> None:
+    spec = ScratchSpec(rootfs / "bin" / "..", ["sh", "-c", Path("x")], run_id="r1", name="box")  # type: ignore[list-item]
+    assert spec.rootfs == rootfs.resolve() and spec.argv == ("sh", "-c", "x")
+    assert spec.limits == DEFAULT_LIMITS and spec.relpath == "labkit/r1/box"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "other"  # type: ignore[misc]
+    box = ScratchContainer.from_spec(spec)
+    assert box.spec == spec and box.limits == DEFAULT_LIMITS
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stderr", "code", "raw"),
+    [
+        (0, "", 0, "exited 0"),
+        (7, "some output\n", 7, "exited 7"),
+        (-15, "", 143, "killed by signal 15"),
+        (1, "hog starting\nunshare: sigprocmask unblock failed: Invalid argument\n", 137, SIGKILLED_RAW),
+        (1, "unshare: sigprocmask unblock failed: Invalid argument\nbut the command printed more\n", 1, "exited 1"),
+    ],
+)
+def test_exit_status_keeps_the_raw_status_beside_the_shell_code(
+    returncode: int, stderr: str, code: int, raw: str
+) -> None:
+    status = ExitStatus.of(returncode, stderr)
+    assert (status.code, status.raw) == (code, raw)
+
+
+def test_pid1_is_found_by_nspid_in_a_recorded_proc() -> None:
+    # docker-default/6244: NSpid 6244 1, cmdline "sleep 60" (a container's PID 1 seen from the host)
+    proc = PROC_FIXTURES / "docker-default"
+    assert find_pid1([999999, 6244], "/usr/bin/unshare", depth=2, proc_root=proc) == 6244
+    assert find_pid1([6244], "/usr/bin/unshare", depth=3, proc_root=proc) is None
+    assert find_pid1([6244], "sleep", depth=2, proc_root=proc) is None  # still a copy of "unshare"
+
+
+def test_pid1_in_the_setup_shell_is_not_taken_for_the_command(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    shutil.copytree(PROC_FIXTURES / "docker-default/6244", proc / "6244")
+    (proc / "6244/cmdline").write_bytes(f"/bin/sh\0-c\0script\0{SETUP_NAME}\0".encode())
+    assert find_pid1([6244], "/usr/bin/unshare", depth=2, proc_root=proc) is None
