@@ -12,6 +12,7 @@ NOTEBOOK_TIMEOUT ?= 1800
 lab: $(INSTALLED)
 	$(BIN)/labkit setup
 	$(BIN)/labkit run --timeout $(NOTEBOOK_TIMEOUT)
+	$(BIN)/labkit claims --results build/results
 	$(BIN)/labkit book
 
 test: $(INSTALLED) lint
@@ -20,7 +21,7 @@ test: $(INSTALLED) lint
 	$(BIN)/python -m pytest
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check labkit tests
+	$(BIN)/ruff check labkit tests notebooks
 	$(BIN)/mypy
 
 # Speed is measured here, never asserted in tests: full-mode runs with per-notebook wall time.
@@ -32,6 +33,7 @@ bench: $(INSTALLED)
 record: $(INSTALLED)
 	$(BIN)/labkit setup
 	$(BIN)/labkit run --record --timeout $(NOTEBOOK_TIMEOUT)
+	$(BIN)/labkit claims
 
 doctor: $(INSTALLED)
 	$(BIN)/labkit doctor

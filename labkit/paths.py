@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -34,3 +35,21 @@ def recorded_results_dir() -> Path:
 def build_dir() -> Path:
     """Executed notebooks, fresh results and the book (build/)."""
     return project_root() / "build"
+
+
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write `content` to `path` so a reader sees the old file or the new one, never half of one.
+
+    The text goes to a temporary file in the same folder, is flushed to disk and renamed over `path`.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content.encode() if isinstance(content, str) else content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

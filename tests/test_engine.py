@@ -22,15 +22,8 @@ def test_ensure_does_not_start_a_daemon_for_a_foreign_docker_host(monkeypatch: p
         engine.ensure(timeout_s=1)
 
 
-@pytest.mark.parametrize("limit", [0, -5, 5])
-def test_memory_limits_below_the_engine_minimum_are_refused(limit: int) -> None:
-    with pytest.raises(ValueError, match=r"memory_limit_mib.*6 MiB"):
-        engine.validate_memory_limit(limit)
-    assert engine.validate_memory_limit(6) == 6 * 2**20
-
-
 def test_unknown_base_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"base='alpine'.*busybox.*debian-minbase"):
+    with pytest.raises(ValueError, match=r"(?s)base='alpine'.*busybox.*debian-minbase"):
         images.validate_base("alpine")
 
 

@@ -1,49 +1,69 @@
+"""Timing and summaries against known answers: order-statistic intervals from the binomial tables, and the
+interleaved order of a comparison read back from a call log."""
+
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
+from labkit.errors import BadParameter
 from labkit.instruments import measure
+
+
+def test_median_interval_at_n5_is_min_to_max_with_its_true_coverage() -> None:
+    low, high, coverage = measure.median_interval([3.0, 1.0, 100.0, 2.0, 4.0])
+    assert (low, high) == (1.0, 100.0)
+    assert coverage == pytest.approx(1 - 2 / 32)  # 93.75 %: below 95 %, and said so
+
+
+def test_median_interval_at_n30_uses_the_10th_and_21st_values() -> None:
+    # The classic table: for n = 30 the 95 % distribution-free interval of the median is [x(10), x(21)].
+    low, high, coverage = measure.median_interval([float(i) for i in range(1, 31)])
+    assert (low, high) == (10.0, 21.0)
+    assert coverage == pytest.approx(0.9572, abs=1e-4)
 
 
 def test_summary_of_known_samples() -> None:
     summary = measure.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
-    assert summary.n == 5
-    assert summary.median == 3.0
-    assert (summary.q1, summary.q3) == (2.0, 4.0)
-    assert summary.iqr == 2.0
-    assert summary.ci_low <= summary.median <= summary.ci_high
-    assert summary.ci_high <= 100.0
+    assert (summary.n, summary.median, summary.q1, summary.q3, summary.iqr) == (5, 3.0, 2.0, 4.0, 2.0)
 
 
-def test_bootstrap_is_reproducible_and_narrows_with_more_samples() -> None:
-    few = measure.summarize([1.0, 1.2, 0.8, 1.1, 0.9])
-    many = measure.summarize([1.0, 1.2, 0.8, 1.1, 0.9] * 20)
-    assert few == measure.summarize([1.0, 1.2, 0.8, 1.1, 0.9])
-    assert many.ci_high - many.ci_low < few.ci_high - few.ci_low
+def test_compare_interleaves_and_rotates_the_order() -> None:
+    calls: list[str] = []
+    methods = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    samples = measure.compare(methods, repeats=3, warmup=1)
+    # warm-up round (a b c), then rounds rotated by one place each: a b c, b c a, c a b
+    assert calls == ["a", "b", "c", "a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert list(samples["method"]) == calls[3:]
+    assert samples.groupby("method")["position"].apply(sorted).tolist() == [[0, 1, 2]] * 3
 
 
-def test_time_calls_counts_warmup_separately() -> None:
-    calls = []
-    samples = measure.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
-    assert len(samples) == 3 and len(calls) == 5
-    assert all(s >= 0 for s in samples)
+def test_summary_table_gives_ratios_to_the_floor() -> None:
+    samples = pd.DataFrame({"method": ["fast"] * 3 + ["slow"] * 3, "wall_s": [1.0, 1.0, 1.0, 4.0, 5.0, 6.0]})
+    table = measure.summary_table(samples, floor="fast")
+    assert table.loc["slow", "ratio_to_floor"] == 5.0
+    with pytest.raises(BadParameter, match="floor='none'"):
+        measure.summary_table(samples, floor="none")
 
 
-@pytest.mark.parametrize("repeats", [0, -1, 2.5])
+@pytest.mark.parametrize("repeats", [0, -1, 2.5, True])
 def test_bad_repeats_are_refused_before_any_call(repeats: object) -> None:
-    calls = []
-    with pytest.raises(ValueError, match="repeats"):
-        measure.time_calls(lambda: calls.append(1), repeats=repeats, warmup=0)  # type: ignore[arg-type]
+    calls: list[int] = []
+    with pytest.raises(BadParameter, match="repeats"):
+        measure.compare({"x": lambda: calls.append(1)}, repeats=repeats, warmup=0)  # type: ignore[arg-type]
     assert calls == []
 
 
 def test_empty_samples_are_refused() -> None:
-    with pytest.raises(ValueError, match="empty"):
-        measure.summarize([])
+    with pytest.raises(BadParameter, match="empty"):
+        measure.median_interval([])
 
 
-def test_fingerprint_names_the_machine() -> None:
+def test_fingerprint_names_the_machine_and_says_whether_it_is_virtualised() -> None:
     found = measure.fingerprint()
-    assert found["arch"] and found["kernel"] and found["cores"] >= 1
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    assert found["host"]["virtualised"] == (" hypervisor" in cpuinfo)
+    assert found["cores"] == len([line for line in cpuinfo.splitlines() if line.startswith("processor")])
     assert found["cgroup_version"] in ("v1", "v2")
-    assert found["memory_bytes"] > 2**28

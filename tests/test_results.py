@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labkit.app.claims import ClaimLedger, Verdict
 from labkit.app.results import ResultStore
+from labkit.errors import NotPrepared
 
 
 def test_tables_and_provenance_round_trip(tmp_path: Path) -> None:
@@ -36,16 +36,5 @@ def test_publish_replaces_the_previous_results_whole(tmp_path: Path) -> None:
 
 
 def test_missing_table_says_how_to_record_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="labkit run --record"):
+    with pytest.raises(NotPrepared, match="labkit run --record"):
         ResultStore(tmp_path).read_table("nothing")
-
-
-def test_claims_need_a_caveat_for_a_caveat_verdict() -> None:
-    ledger = ClaimLedger()
-    ledger.check("fast", "3 ms", Verdict.HOLDS)
-    with pytest.raises(ValueError, match="caveat"):
-        ledger.check("slow", "3 s", Verdict.CAVEAT)
-    ledger.check("slow", "3 s", Verdict.CAVEAT, caveat="on this machine")
-    frame = ledger.frame()
-    assert list(frame["verdict"]) == ["holds", "holds with caveat"]
-    assert list(frame.columns) == ["claim", "measured", "verdict", "caveat"]

@@ -1,11 +1,12 @@
 #!/bin/sh
-# What the tests need beyond the labs: Chromium, to open the built book in a real browser.
+# What the tests need beyond the labs: Chromium, to open the built book in a real browser, and cpio, to read
+# the VM's initramfs back with an independent tool.
 set -eu
-command -v chromium >/dev/null 2>&1 && exit 0
+command -v chromium >/dev/null 2>&1 && command -v cpio >/dev/null 2>&1 && exit 0
 if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
-        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium cpio \
+        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium cpio; }
 else
-    echo "The book test needs Chromium: install the chromium package (Debian/Ubuntu: apt-get install chromium)." >&2
+    echo "The tests need Chromium and cpio: install them (Debian/Ubuntu: apt-get install chromium cpio)." >&2
     exit 1
 fi

@@ -1,46 +1,140 @@
-"""The chapter's claims, checked against this execution's measurements."""
+"""The chapter's claims, checked against measurements: one ledger per notebook, merged into one for the book.
+
+Each claim has a stable id (``startup.milliseconds``), the chapter section it comes from, the notebook that
+checks it, the measured value with its unit, the criterion the verdict follows from (in words and numbers,
+shown to the reader beside the verdict) and the tables it rests on. A verdict is computed by the lab from its
+data, so every claim could have come out the other way.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import pandas as pd
+
+from labkit.errors import BadParameter
+from labkit.paths import atomic_write
+
+CLAIMS_TABLE = "claims"
+COLUMNS = ["id", "section", "notebook", "claim", "value", "unit", "measured", "criterion", "verdict", "caveat",
+           "tables"]
+_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 
 
 class Verdict(StrEnum):
     HOLDS = "holds"
     CAVEAT = "holds with caveat"
     FAILS = "does not hold"
+    INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim: what the chapter says, what we measured, and the verdict those numbers give."""
+    """One claim: what the chapter says, what we measured (`value` in `unit`), the criterion and the verdict.
 
+    `tables` names the recorded tables the value comes from (``;``-joined in CSV).
+    """
+
+    id: str
+    section: str
+    notebook: str
     claim: str
+    value: float
+    unit: str
     measured: str
+    criterion: str
     verdict: Verdict
-    caveat: str = ""
+    caveat: str
+    tables: tuple[str, ...]
+
+    def row(self) -> dict[str, object]:
+        return {**asdict(self), "verdict": self.verdict.value, "tables": ";".join(self.tables)}
 
 
 class ClaimLedger:
     """The claims one notebook checks, in the order it checks them."""
 
-    def __init__(self) -> None:
+    def __init__(self, notebook: str) -> None:
+        self.notebook = notebook
         self._claims: list[Claim] = []
 
-    def check(self, claim: str, measured: str, verdict: Verdict, caveat: str = "") -> Claim:
-        """Record a claim; a caveat is required for HOLDS-with-caveat so the reader knows which."""
-        if verdict is Verdict.CAVEAT and not caveat:
-            raise ValueError(f"claim {claim!r}: a 'holds with caveat' verdict needs the caveat.")
-        entry = Claim(claim, measured, verdict, caveat)
+    def check(self, claim_id: str, *, section: str, claim: str, value: float, unit: str, measured: str,
+              criterion: str, verdict: Verdict, caveat: str = "", tables: Sequence[str] = ()) -> Claim:
+        """Record a claim. Refused: a malformed or repeated id, an empty criterion, a 'holds with caveat' or
+        'inconclusive' verdict without the caveat that says which or why."""
+        if not _ID.match(claim_id):
+            raise BadParameter(f"claim id {claim_id!r} is not stable-id shaped.",
+                               "Use dotted lowercase words, e.g. 'startup.milliseconds'.")
+        if any(c.id == claim_id for c in self._claims):
+            raise BadParameter(f"claim id {claim_id!r} is checked twice in {self.notebook}.",
+                               "Give each claim its own id.")
+        if not criterion.strip():
+            raise BadParameter(f"claim {claim_id!r} has no criterion.",
+                               "Say in words and numbers what would make it hold or not.")
+        if verdict in (Verdict.CAVEAT, Verdict.INCONCLUSIVE) and not caveat:
+            raise BadParameter(f"claim {claim_id!r}: a {verdict.value!r} verdict needs its caveat.",
+                               "Say which caveat, or why the data cannot decide.")
+        entry = Claim(claim_id, section, self.notebook, claim, float(value), unit, measured, criterion, verdict,
+                      caveat, tuple(tables))
         self._claims.append(entry)
         return entry
 
     def __len__(self) -> int:
         return len(self._claims)
 
+    def __iter__(self) -> Iterator[Claim]:
+        return iter(self._claims)
+
+    def verdict(self, claim_id: str) -> Verdict:
+        return next(c.verdict for c in self._claims if c.id == claim_id)
+
     def frame(self) -> pd.DataFrame:
-        rows = [{**asdict(c), "verdict": c.verdict.value} for c in self._claims]
-        return pd.DataFrame(rows, columns=["claim", "measured", "verdict", "caveat"])
+        return pd.DataFrame([c.row() for c in self._claims], columns=COLUMNS)
+
+    def summary_markdown(self) -> str:
+        """The notebook's summary, written from its claims: a count per verdict, then each claim in one line."""
+        counts = pd.Series([c.verdict.value for c in self._claims]).value_counts()
+        lines = [f"Of {len(self._claims)} claims checked here, " + ", ".join(
+            f"{n} {verdict}" for verdict, n in counts.items()) + ":", ""]
+        for c in self._claims:
+            caveat = f" — {c.caveat}" if c.caveat else ""
+            lines.append(f"- **{c.claim}**: {c.verdict.value} ({c.measured}){caveat}.")
+        return "\n".join(lines)
+
+
+def validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """`frame` if it is a well-formed ledger; BadParameter naming a repeated id or a verdict without criterion."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise BadParameter(f"{where}: the claims table lacks columns {missing}.",
+                           "Re-record it with the current labkit (`make record`).")
+    repeated = sorted(frame.loc[frame["id"].duplicated(), "id"])
+    if repeated:
+        raise BadParameter(f"{where}: claim ids repeated: {repeated}.", "Every claim needs its own id.")
+    blank = frame.loc[frame["criterion"].fillna("").str.strip() == "", "id"].tolist()
+    if blank:
+        raise BadParameter(f"{where}: verdicts without a shown criterion: {blank}.",
+                           "Every verdict needs the criterion it follows from.")
+    unknown = sorted(set(frame["verdict"]) - {v.value for v in Verdict})
+    if unknown:
+        raise BadParameter(f"{where}: unknown verdicts {unknown}.", f"Use one of {[v.value for v in Verdict]}.")
+    return frame
+
+
+def merge(results_root: Path) -> pd.DataFrame:
+    """Every notebook's ledger under `results_root` (``<stem>/claims.csv``) as one validated table."""
+    frames = [pd.read_csv(path, keep_default_na=False) for path in sorted(results_root.glob("*/claims.csv"))]
+    if not frames:
+        raise BadParameter(f"no claims under {results_root}.", "Run the notebooks first (`labkit run`).")
+    return validate(pd.concat(frames, ignore_index=True)[COLUMNS], str(results_root))
+
+
+def write_merged(results_root: Path) -> Path:
+    """Write the merged ledger to ``<results_root>/claims.csv``; return its path."""
+    target = results_root / "claims.csv"
+    atomic_write(target, merge(results_root).to_csv(index=False))
+    return target

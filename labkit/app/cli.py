@@ -1,4 +1,4 @@
-"""The `labkit` command (also `python -m labkit`): doctor, setup, run, book, clean."""
+"""The `labkit` command (also `python -m labkit`): doctor, setup, run, claims, book, clean."""
 
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labkit import paths
+from labkit.app import protocol
+from labkit.errors import LabkitError
 from labkit.instruments import engine
-from labkit.instruments.cgroups import CgroupError
-from labkit.instruments.shell import CommandError
-
-# What the labs use besides the engine: debootstrap and busybox-static for the bases, qemu-system-x86 for the
-# VM comparison, qemu-user-static and binfmt-support for arm64 emulation.
-LAB_PACKAGES = ("debootstrap", "busybox-static", "qemu-system-x86", "qemu-user-static", "binfmt-support")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -26,28 +22,36 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from labkit.app import doctor
 
-    checks = doctor.diagnose()
-    print(doctor.format_checks(checks))
-    return 1 if any(c.required and not c.ok for c in checks) else 0
+    labs = protocol.select(args.notebooks)
+    report = doctor.diagnose(labs)
+    print(doctor.format_report(report))
+    return 0 if report.all_runnable else 1
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    """Make sure an engine answers and make the bases and the VM kernel the notebooks use."""
-    from labkit.instruments import images, vm
+    """Install what the chosen labs need (Debian as root), make sure an engine answers, make their bases and
+    assets."""
+    from labkit.instruments import images
 
+    labs = protocol.select(args.notebooks)
     if engine.can_manage_host():
-        installed = engine.install_packages(LAB_PACKAGES)
+        packages = tuple(dict.fromkeys(p for lab in labs for p in lab.packages))
+        installed = engine.install_packages(packages)
         print(f"installed with apt-get: {' '.join(installed)}" if installed else "lab packages: all present")
-    client = engine.ensure()
-    print(f"engine: {engine.info(client).version} at {engine.engine_address()}")
-    for name in images.known_bases():
-        base = images.ensure_base(client, name)
-        how = f"made in {base.made_s:.1f} s" if base.made_s else "reused"
-        print(f"base {name}: {base.tag} ({base.size_bytes / 1e6:.1f} MB, {how})")
-    print(f"rootfs busybox: {images.rootfs_dir('busybox')}")
-    print(f"rootfs debian-minbase: {images.rootfs_dir('debian-minbase')}")
-    assets = vm.prepare_vm_assets(paths.cache_dir() / "vm")
-    print(f"vm kernel: {assets.kernel_release} ({assets.kernel})")
+    client = engine.ensure() if any(lab.needs_engine for lab in labs) else None
+    if client is not None:
+        print(f"engine: {engine.info(client).version} at {engine.engine_address()}")
+    for lab in labs:
+        print(f"{lab.stem}:")
+        for name in lab.bases:
+            if client is None:
+                raise LabkitError(f"{lab.stem} uses base {name!r} but declares no engine requirement.",
+                                  "Add protocol.ENGINE to its LAB.requirements.")
+            base = images.ensure_base(client, name)
+            how = f"made in {base.made_s:.1f} s" if base.made_s else "reused"
+            print(f"  base {name}: {base.tag} ({base.size_bytes / 1e6:.1f} MB, {how})")
+        for line in lab.prepare(client):
+            print(f"  {line}")
     return 0
 
 
@@ -66,16 +70,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed or len(runs) < len(notebooks) else 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from labkit.app import claims
+
+    root = Path(args.results) if args.results else paths.recorded_results_dir()
+    target = claims.write_merged(root)
+    merged = claims.merge(root)
+    print(merged.groupby("verdict").size().to_string())
+    print(f"{len(merged)} claims from {merged['notebook'].nunique()} notebook(s) → {target}")
+    return 0
+
+
 def cmd_book(args: argparse.Namespace) -> int:
     from labkit.app import book
 
-    index = book.build(Path(args.executed) if args.executed else None)
+    index = book.build(Path(args.executed) if args.executed else None,
+                       results_dir=Path(args.results) if args.results else None)
     print(index)
     return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from labkit.app import runner
+    from labkit.app import results, runner
 
     report, removed = runner.sweep()
     if report is None:
@@ -88,6 +104,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
         if args.bases:
             print(f"base images: {engine.cleanup(engine.connect(), engine.LABEL_BASE)}")
     print(f"cgroups: removed {len(removed)}" + "".join(f"\n  {path}" for path in removed))
+    partials = results.prune_partials(paths.build_dir() / "results", keep=0)
+    print(f"unfinished runs' results: removed {len(partials)}" + "".join(f"\n  {p}" for p in partials))
     return 0
 
 
@@ -95,9 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every shell-out")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("doctor", help="what the labs need and what this host has").set_defaults(func=cmd_doctor)
-    sub.add_parser("setup", help="start an engine if none answers; make the base images and VM kernel") \
-        .set_defaults(func=cmd_setup)
+    doctor = sub.add_parser("doctor", help="what each notebook needs, what this host has, and the fixes")
+    doctor.add_argument("notebooks", nargs="*", help="01 or a notebook stem (default: all)")
+    doctor.set_defaults(func=cmd_doctor)
+    setup = sub.add_parser("setup", help="install what the labs need, start an engine, make bases and assets")
+    setup.add_argument("notebooks", nargs="*", help="01 or a notebook stem (default: all)")
+    setup.set_defaults(func=cmd_setup)
     run = sub.add_parser("run", help="execute notebooks with papermill into build/notebooks")
     run.add_argument("notebooks", nargs="*", help="01, a notebook stem or path (default: all)")
     run.add_argument("--quick", action="store_true", help="fewer repeats: about a minute per notebook")
@@ -107,10 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per notebook (default 1800)")
     run.add_argument("--output", help="folder for the executed notebooks (default build/notebooks)")
     run.set_defaults(func=cmd_run)
+    claims = sub.add_parser("claims", help="merge every notebook's claims into one ledger (claims.csv)")
+    claims.add_argument("--results", help="results folder to merge (default data/results)")
+    claims.set_defaults(func=cmd_claims)
     book = sub.add_parser("book", help="build the static book; prints the path of index.html last")
     book.add_argument("--executed", help="folder of executed notebooks (default build/notebooks)")
+    book.add_argument("--results", help="results behind them, for the claims page (default build/results)")
     book.set_defaults(func=cmd_book)
-    clean = sub.add_parser("clean", help="remove every object and cgroup labkit runs made")
+    clean = sub.add_parser("clean", help="remove every object, cgroup and unfinished result folder labkit made")
     clean.add_argument("--bases", action="store_true", help="also remove the base images")
     clean.set_defaults(func=cmd_clean)
     return parser
@@ -128,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the run's containers and cgroups were removed", file=sys.stderr)
         return 130
-    except (engine.EngineUnavailable, CommandError, CgroupError, ValueError, LookupError, OSError) as exc:
-        # Errors a user can act on: the message says what to do; a traceback would only hide it.
+    except LabkitError as exc:
+        # An error a user can act on: its message and hint say what to do; a traceback would only hide it.
+        # Anything else is a bug and shows its traceback.
         print(f"labkit {args.command}: {exc}", file=sys.stderr)
         return 2

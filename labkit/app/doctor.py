@@ -1,4 +1,8 @@
-"""`labkit doctor`: what the labs need, what this host has, and the command that fixes each gap."""
+"""`labkit doctor`: what each notebook needs, what this host has, and the command that fixes each gap.
+
+Host-wide checks (the machine, disk, loopback) come first; then one check per requirement any lab declares
+(:mod:`labkit.app.protocol`), and per notebook whether this host can run it live, or why not and the fix.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,13 @@ import os
 import platform
 import shutil
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import paths
+from labkit.app.protocol import Lab, Requirement
+from labkit.errors import EngineUnavailable, HostUnsupported
 from labkit.instruments import engine
-from labkit.instruments.shell import DEBIAN_PACKAGE
 
 MIN_FREE_DISK_BYTES = 5 * 2**30
 
@@ -28,61 +32,80 @@ class Check:
     required: bool = True
 
 
-def _engine() -> list[Check]:
+@dataclass(frozen=True)
+class Report:
+    """Host-wide checks, one check per requirement, and per notebook the requirements it lacks."""
+
+    host: list[Check]
+    requirements: dict[Requirement, Check]
+    notebooks: dict[str, list[Check]]
+
+    @property
+    def all_runnable(self) -> bool:
+        return all(c.ok or not c.required for c in self.host) and not any(self.notebooks.values())
+
+
+def _engine(requirement: Requirement) -> Check:
     try:
         client = engine.connect(timeout_s=5)
-    except engine.EngineUnavailable as exc:
-        return [Check("Docker Engine", False, f"nothing answers at {engine.engine_address()}",
-                      "make lab   (Debian as root: installs docker.io and starts dockerd); see: "
-                      + str(exc).splitlines()[1].strip(" -"))]
+    except EngineUnavailable as exc:
+        return Check("Docker Engine", False, f"nothing answers at {engine.engine_address()}",
+                     "make lab   (Debian as root: installs docker.io and starts dockerd); see: "
+                     + str(exc).splitlines()[1].strip(" -"))
     details = engine.info(client)
-    return [
-        Check("Docker Engine", True, f"{details.version} (API {details.api_version}) at {engine.engine_address()}"),
-        Check("storage driver", details.storage_driver in ("overlay2", "overlayfs"), details.storage_driver,
-              "configure dockerd with \"storage-driver\": \"overlay2\" (notebook 02 reads overlayfs layers)",
-              required=False),
-        Check("seccomp in the engine", any("seccomp" in o for o in details.security_options),
-              ", ".join(details.security_options) or "none", "a dockerd built with seccomp (Debian's docker.io is)",
-              required=False),
-    ]
+    seccomp = any("seccomp" in o for o in details.security_options)
+    return Check("Docker Engine", True, f"{details.version} (API {details.api_version}) at "
+                 f"{engine.engine_address()}; storage {details.storage_driver}; seccomp {'on' if seccomp else 'off'}")
 
 
-def _cgroups() -> list[Check]:
+def _root(requirement: Requirement) -> Check:
+    uid = os.geteuid()
+    return Check("root", uid == 0, f"uid {uid}", f"run as root (sudo): {requirement.purpose}")
+
+
+def _cgroup(requirement: Requirement) -> Check:
     from labkit.instruments import cgroups
 
     try:
         layout = cgroups.CgroupLayout.from_system()
-    except cgroups.CgroupUnavailable as exc:
-        return [Check("memory cgroup", False, str(exc).splitlines()[0], str(exc).splitlines()[-1])]
-    return [Check("memory cgroup", True, f"cgroup {layout.version}; memory controller at {layout.memory.path}")]
+        where = layout.hierarchy(requirement.name)
+    except HostUnsupported as exc:
+        return Check(f"cgroup {requirement.name}", False, exc.message, exc.hint or "enable the controller")
+    return Check(f"cgroup {requirement.name}", True, f"cgroup {where.version} at {where.path}")
 
 
-def _program(name: str, purpose: str, required: bool = True) -> Check:
-    found = shutil.which(name)
-    return Check(name, found is not None, found or f"missing ({purpose})",
-                 f"apt-get install {DEBIAN_PACKAGE.get(name, name)}", required)
+def _program(requirement: Requirement) -> Check:
+    found = shutil.which(requirement.name)
+    return Check(requirement.name, found is not None, found or f"missing ({requirement.purpose})",
+                 f"apt-get install {' '.join(requirement.packages)}", requirement.required)
 
 
-def _binfmt() -> Check:
-    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-    if entry.exists():
-        state = entry.read_text().splitlines()[0]
-        return Check("binfmt qemu-aarch64", state == "enabled", state,
-                     "echo 1 > /proc/sys/fs/binfmt_misc/qemu-aarch64", required=False)
-    mounted = Path("/proc/sys/fs/binfmt_misc/status").exists()
-    return Check("binfmt qemu-aarch64", False, "not registered" if mounted else "binfmt_misc not mounted",
-                 "apt-get install qemu-user-static binfmt-support && mount -t binfmt_misc binfmt_misc "
-                 "/proc/sys/fs/binfmt_misc && update-binfmts --enable qemu-aarch64   (arm64 notebook)",
-                 required=False)
+def _binfmt(requirement: Requirement) -> Check:
+    from labkit.instruments import procfs
+
+    state = procfs.binfmt_state(requirement.name)
+    fix = (f"apt-get install qemu-user-static binfmt-support && mount -t binfmt_misc binfmt_misc "
+           f"/proc/sys/fs/binfmt_misc && update-binfmts --enable {requirement.name}")
+    return Check(f"binfmt {requirement.name}", state == "enabled", state, fix, requirement.required)
 
 
-def _kvm() -> Check:
+def _kvm(requirement: Requirement) -> Check:
     from labkit.instruments import vm
 
     accel = vm.accelerator()
     return Check("/dev/kvm", accel == "kvm", "usable: VMs boot with KVM" if accel == "kvm"
-                 else "not usable: VMs boot under software emulation (slower, still measured)",
-                 "give this user rw access to /dev/kvm, or enable nested virtualisation", required=False)
+                 else "not usable at hardware speed: VMs boot under software emulation (slower, still measured)",
+                 "give this user rw access to /dev/kvm, or enable nested virtualisation", requirement.required)
+
+
+def _registry(requirement: Requirement) -> Check:
+    found = shutil.which("docker-registry")
+    return Check("local registry", found is not None, found or "docker-registry is not installed",
+                 "apt-get install docker-registry", requirement.required)
+
+
+CHECKERS = {"engine": _engine, "root": _root, "cgroup": _cgroup, "program": _program, "binfmt": _binfmt,
+            "kvm": _kvm, "registry": _registry}
 
 
 def _disk() -> Check:
@@ -103,44 +126,41 @@ def _loopback_bind() -> Check:
     return Check("bind 127.0.0.1", True, f"bound port {port} and released it")
 
 
-def _host() -> list[Check]:
+def _machine() -> Check:
+    from labkit.instruments import host
+
     cores = os.cpu_count() or 0
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    root = os.geteuid() == 0
-    return [
-        Check("host", True, f"{platform.system()} {platform.release()} {platform.machine()}, {cores} cores, "
-              f"{memory / 2**30:.1f} GiB"),
-        Check("root", root, "uid 0" if root else f"uid {os.geteuid()}",
-              "run as root: the from-scratch container needs unshare, pivot_root and cgroup writes"),
-    ]
+    return Check("host", True, f"{platform.system()} {platform.release()} {platform.machine()}, {cores} cores, "
+                 f"{memory / 2**30:.1f} GiB; {host.facts().describe()}")
 
 
-CHECKS: tuple[Callable[[], list[Check]], ...] = (
-    _host,
-    _engine,
-    _cgroups,
-    lambda: [_program("unshare", "from-scratch container"),
-             _program("nsenter", "reading inside namespaces"),
-             _program("debootstrap", "Debian minbase rootfs"),
-             _program("busybox", "busybox base image and initramfs"),
-             _program("qemu-system-x86_64", "VM boot comparison"),
-             _program("qemu-aarch64-static", "arm64 emulation", required=False)],
-    lambda: [_binfmt(), _kvm(), _disk(), _loopback_bind()],
-)
+def diagnose(labs: list[Lab]) -> Report:
+    """Check the host, every requirement the `labs` declare (each once), and which labs can run live."""
+    requirements = list(dict.fromkeys(r for lab in labs for r in lab.requirements))
+    checks = {r: CHECKERS[r.kind](r) for r in requirements}
+    lacking = {lab.stem: [checks[r] for r in lab.requirements if r.required and not checks[r].ok] for lab in labs}
+    return Report([_machine(), _disk(), _loopback_bind()], checks, lacking)
 
 
-def diagnose() -> list[Check]:
-    return [check for group in CHECKS for check in group()]
+def _line(c: Check) -> list[str]:
+    mark = "ok  " if c.ok else ("MISS" if c.required else "warn")
+    lines = [f"[{mark}] {c.name:22} {c.detail}"]
+    if not c.ok:
+        lines.append(f"       fix: {c.fix}")
+    return lines
 
 
-def format_checks(checks: list[Check]) -> str:
-    lines = []
-    for c in checks:
-        mark = "ok  " if c.ok else ("MISS" if c.required else "warn")
-        lines.append(f"[{mark}] {c.name:22} {c.detail}")
-        if not c.ok:
-            lines.append(f"       fix: {c.fix}")
-    missing = [c.name for c in checks if c.required and not c.ok]
-    lines.append("all required items present" if not missing else f"missing (required): {', '.join(missing)}")
+def format_report(report: Report) -> str:
+    lines = [line for c in report.host for line in _line(c)]
+    lines += [line for c in report.requirements.values() for line in _line(c)]
+    lines.append("")
+    for stem, missing in report.notebooks.items():
+        if missing:
+            lines.append(f"{stem}: cannot run live — missing {', '.join(c.name for c in missing)} "
+                         "(it replays the recorded results instead)")
+        else:
+            lines.append(f"{stem}: can run live")
+    missing_all = sorted({c.name for cs in report.notebooks.values() for c in cs})
+    lines.append("all required items present" if not missing_all else f"missing (required): {', '.join(missing_all)}")
     return "\n".join(lines)
-

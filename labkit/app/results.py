@@ -8,14 +8,15 @@ in one rename. Replay mode reads a published folder back.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from labkit.errors import NotPrepared
+from labkit.paths import atomic_write
 
 PROVENANCE = "provenance.json"
 
@@ -23,20 +24,6 @@ PROVENANCE = "provenance.json"
 def utc_now() -> str:
     """Current UTC time, ISO 8601 with seconds."""
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class ResultStore:
@@ -51,26 +38,27 @@ class ResultStore:
 
     def write_table(self, name: str, frame: pd.DataFrame) -> Path:
         path = self.folder / f"{name}.csv"
-        _atomic_write(path, frame.to_csv(index=False))
+        atomic_write(path, frame.to_csv(index=False))
         return path
 
     def read_table(self, name: str) -> pd.DataFrame:
         path = self.folder / f"{name}.csv"
         if not path.exists():
-            raise FileNotFoundError(f"no recorded table {name!r} in {self.folder}: record it with a live run "
-                                    "(`labkit run --record`).")
+            raise NotPrepared(f"no recorded table {name!r} in {self.folder}.",
+                              "Record it with a live run (`labkit run --record`).")
         return pd.read_csv(path)
 
     def tables(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("*.csv"))
 
     def write_provenance(self, provenance: dict[str, Any]) -> None:
-        _atomic_write(self.folder / PROVENANCE, json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write(self.folder / PROVENANCE, json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
 
     def read_provenance(self) -> dict[str, Any]:
         path = self.folder / PROVENANCE
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: these results say nothing of where they were measured.")
+            raise NotPrepared(f"{path} is missing: these results say nothing of where they were measured.",
+                              "Record them with a live run (`labkit run --record`), or run live.")
         data: dict[str, Any] = json.loads(path.read_text())
         return data
 
@@ -87,3 +75,17 @@ class ResultStore:
             shutil.rmtree(retired)
         self.folder = target
         return self
+
+
+def prune_partials(root: Path, keep: int) -> list[Path]:
+    """Remove the result folders of unfinished runs (``<stem>.partial-<run id>``) under `root`, keeping the
+    newest `keep` per notebook; return what was removed."""
+    by_stem: dict[str, list[Path]] = {}
+    for folder in root.glob("*.partial-*"):
+        by_stem.setdefault(folder.name.split(".partial-", 1)[0], []).append(folder)
+    removed = []
+    for folders in by_stem.values():
+        for folder in sorted(folders, key=lambda f: f.stat().st_mtime, reverse=True)[keep:]:
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed

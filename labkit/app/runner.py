@@ -21,11 +21,14 @@ from pathlib import Path
 from types import FrameType
 
 from labkit import paths
+from labkit.app.results import prune_partials
+from labkit.errors import BadParameter
 from labkit.instruments import engine, procfs
 
 log = logging.getLogger("labkit.runner")
 
 DEFAULT_TIMEOUT_S = 1800.0  # per notebook; papermill would otherwise wait forever on a hung cell
+KEEP_PARTIAL_RUNS = 3  # unfinished runs' result folders kept per notebook, newest first, for a look after a failure
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def discover(selection: list[str] | None = None) -> list[Path]:
                    or (as_path.exists() and as_path.resolve() == nb.resolve())]
         if not matches:
             names = ", ".join(nb.stem for nb in available)
-            raise ValueError(f"notebook {wanted!r} not found; choose from: {names}")
+            raise BadParameter(f"notebook {wanted!r} not found.", f"Choose from: {names}.")
         chosen += matches
     return chosen
 
@@ -67,16 +70,13 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
     import papermill  # slow to import: only when notebooks are run
 
     if timeout_s <= 0:
-        raise ValueError(f"timeout_s={timeout_s}: need a positive number of seconds.")
+        raise BadParameter(f"timeout={timeout_s}: need a positive number of seconds.", "E.g. --timeout 1800.")
     output_dir = output_dir or paths.build_dir() / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)
     run_id = engine.new_run_id()
-    os.environ["LABKIT_RUN_ID"] = run_id
-    if results_dir is not None:
-        os.environ["LABKIT_RESULTS_DIR"] = str(results_dir)
     runs: list[NotebookRun] = []
     try:
-        with _interrupts_forwarded_to_kernels() as interrupted:
+        with _run_environment(run_id, results_dir), _interrupts_forwarded_to_kernels() as interrupted:
             for index, notebook in enumerate(notebooks, 1):
                 output = output_dir / notebook.name
                 print(f"[{index}/{len(notebooks)}] {notebook.stem} (quick={quick}, mode={mode}) …", flush=True)
@@ -100,10 +100,27 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
                 print(f"    ok in {runs[-1].wall_s:.1f} s → {output}", flush=True)
     finally:
         sweep_run(run_id)
+        prune_partials(results_dir or paths.build_dir() / "results", keep=KEEP_PARTIAL_RUNS)
         _write_report(output_dir / "run-report.json", run_id, runs)
     if interrupted.is_set():
         raise KeyboardInterrupt("interrupted; the run's containers and cgroups were removed")
     return runs
+
+
+@contextmanager
+def _run_environment(run_id: str, results_dir: Path | None) -> Iterator[None]:
+    """LABKIT_RUN_ID (and LABKIT_RESULTS_DIR when given) for the kernels of this run; restored afterwards."""
+    wanted = {"LABKIT_RUN_ID": run_id, **({"LABKIT_RESULTS_DIR": str(results_dir)} if results_dir else {})}
+    before = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

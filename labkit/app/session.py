@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,12 @@ import docker
 import pandas as pd
 
 from labkit import paths
-from labkit.app.claims import ClaimLedger
+from labkit.app.claims import CLAIMS_TABLE, ClaimLedger
 from labkit.app.results import ResultStore, utc_now
+from labkit.errors import BadParameter, EngineLost, NeedsRoot, NotPrepared
 from labkit.instruments import engine, measure
 from labkit.instruments.engine import Scope
+from labkit.instruments.host import HostFacts
 from labkit.instruments.shell import CommandError, run
 
 log = logging.getLogger("labkit.session")
@@ -30,18 +32,18 @@ MODES = ("auto", "live", "replay")
 class LabSession:
     """State shared by the experiments of one notebook execution: live, or replaying `replay` when given."""
 
-    def __init__(self, topic: str, quick: bool, results_root: Path,
+    def __init__(self, stem: str, quick: bool, results_root: Path,
                  client: docker.DockerClient | None, replay: ResultStore | None) -> None:
-        self.topic = topic
+        self.stem = stem
         self.quick = quick
         self.results_root = results_root
         self.client = client
         self.run_id = engine.new_run_id()
-        self.claims = ClaimLedger()
+        self.claims = ClaimLedger(stem)
         self.replay = replay
-        self.store = None if replay else ResultStore.partial(results_root, topic, self.run_id)
+        self.store = None if replay else ResultStore.partial(results_root, stem, self.run_id)
         self.provenance: dict[str, Any] = replay.read_provenance() if replay else {
-            "topic": topic,
+            "topic": stem,
             "run_id": self.run_id,
             "quick": quick,
             "started_utc": utc_now(),
@@ -57,56 +59,82 @@ class LabSession:
     @property
     def engine(self) -> docker.DockerClient:
         if self.client is None:
-            raise RuntimeError("this session replays recorded results: there is no engine to use.")
+            raise NotPrepared("this session replays recorded results: there is no engine to use.",
+                              "Open the session with mode='live' on a host with a Docker Engine.")
         return self.client
 
     def require_root(self, why: str) -> None:
-        """PermissionError saying what needs root, before a live experiment starts (replay needs nothing)."""
+        """NeedsRoot saying what needs root, before a live experiment starts (replay needs nothing)."""
         if self.live and os.geteuid() != 0:
-            raise PermissionError(f"{why} needs root (uid 0; this is uid {os.geteuid()}): run it as root, "
-                                  "e.g. `sudo make lab`, or replay the recorded results with mode='replay'.")
+            raise NeedsRoot(f"{why} needs root (uid 0; this is uid {os.geteuid()}).",
+                            "Run it as root, e.g. `sudo make lab`, or replay the recorded results with "
+                            "mode='replay'.")
 
     def scope(self) -> Scope:
         """Labels for one experiment's docker objects, removed when the `with` block ends."""
-        return Scope(self.engine, self.run_id, lab=self.topic)
+        return Scope(self.engine, self.run_id, lab=self.stem)
 
     def measure(self, name: str, experiment: Callable[[], pd.DataFrame], **parameters: Any) -> pd.DataFrame:
-        """Run `experiment` and save its table now (live), or read the recorded table (replay)."""
+        """Run an experiment that makes one table `name`; see :meth:`record`."""
+        return self.record(name, (name,), lambda: {name: experiment()}, **parameters)[name]
+
+    def record(self, experiment: str, tables: Sequence[str], run: Callable[[], Mapping[str, pd.DataFrame]],
+               **parameters: Any) -> dict[str, pd.DataFrame]:
+        """Run `experiment` (live), which returns the tables named in `tables`, and save each at once with the
+        experiment's name, `parameters` and start and end time in the provenance; or read them back (replay).
+
+        If the engine stops answering while it runs, :class:`~labkit.errors.EngineLost` says so and names the
+        folder that keeps what the earlier experiments measured.
+        """
         if self.replay is not None:
-            return self.replay.read_table(name)
+            return {name: self.replay.read_table(name) for name in tables}
         assert self.store is not None
         started = utc_now()
-        frame = experiment()
-        self.store.write_table(name, frame)
-        self.provenance["experiments"][name] = {
-            "parameters": parameters, "started_utc": started, "ended_utc": utc_now(), "rows": len(frame)}
+        try:
+            frames = dict(run())
+        except Exception as exc:
+            if self.client is not None and not engine.answers(self.client):
+                raise EngineLost(f"The Docker Engine stopped answering during the experiment {experiment!r}.",
+                                 f"What the earlier experiments measured is kept in {self.store.folder}. Start "
+                                 "the engine again (`labkit setup`) and re-run the notebook.") from exc
+            raise
+        if sorted(frames) != sorted(tables):
+            raise RuntimeError(f"experiment {experiment!r} made tables {sorted(frames)}, not {sorted(tables)}")
+        ended = utc_now()
+        for name in tables:
+            self.store.write_table(name, frames[name])
+            self.provenance["experiments"][name] = {"experiment": experiment, "parameters": parameters,
+                                                    "started_utc": started, "ended_utc": ended,
+                                                    "rows": len(frames[name])}
         self.store.write_provenance(self.provenance)
-        return frame
+        return {name: frames[name] for name in tables}
 
     def finish(self) -> Path:
         """Save the claims, stamp the end time and publish the results folder; return where it is."""
         if self.replay is not None:
             return self.replay.folder
         assert self.store is not None
-        self.store.write_table("claims", self.claims.frame())
+        self.store.write_table(CLAIMS_TABLE, self.claims.frame())
         self.provenance["ended_utc"] = utc_now()
         self.store.write_provenance(self.provenance)
-        return self.store.publish(self.results_root, self.topic).folder
+        return self.store.publish(self.results_root, self.stem).folder
 
     def banner(self) -> str:
-        """Markdown that says where the numbers below come from."""
+        """Markdown that says where the numbers below come from, and what kind of machine that was."""
         p = self.provenance
         fp = p.get("fingerprint", {})
         where = (f"{fp.get('os', '?')}, kernel {fp.get('kernel', '?')}, {fp.get('arch', '?')}, "
                  f"{fp.get('cores', '?')} cores, cgroup {fp.get('cgroup_version', '?')}, "
                  f"Docker Engine {fp.get('engine_version', '?')} ({fp.get('storage_driver', '?')})")
+        machine = f" The host is {HostFacts(**fp['host']).describe()}." if "host" in fp else ""
         if self.replay is None:
             return (f"**Live run** `{self.run_id}` — every number below is measured now, on {where}"
-                    f"{' (quick mode: fewer repeats)' if self.quick else ''}.")
+                    f"{' (quick mode: fewer repeats)' if self.quick else ''}.{machine}")
         return (f"> ⚠️ **REPLAYED RESULTS — nothing below was measured in this execution.** No Docker Engine "
                 f"answers here, so the tables and plots come from `{self.replay.folder.name}/` in "
                 f"`data/results/`, measured on {where}, from {p.get('started_utc')} to {p.get('ended_utc')} "
-                f"(run `{p.get('run_id')}`, quick={p.get('quick')}, commit `{str(p.get('git_commit'))[:12]}`).")
+                f"(run `{p.get('run_id')}`, quick={p.get('quick')}, commit `{str(p.get('git_commit'))[:12]}`)."
+                f"{machine}")
 
 
 def results_root() -> Path:
@@ -115,22 +143,22 @@ def results_root() -> Path:
     return Path(override).resolve() if override else paths.build_dir() / "results"
 
 
-def open_session(topic: str, mode: str = "auto", quick: bool = False) -> LabSession:
+def open_session(stem: str, mode: str = "auto", quick: bool = False) -> LabSession:
     """Open a session: `live` needs an engine, `replay` needs recorded results, `auto` prefers live."""
     if mode not in MODES:
-        raise ValueError(f"mode={mode!r}: choose one of {list(MODES)}.")
-    recorded = ResultStore(paths.recorded_results_dir() / topic)
+        raise BadParameter(f"mode={mode!r} is not a session mode.", f"Choose one of {list(MODES)}.")
+    recorded = ResultStore(paths.recorded_results_dir() / stem)
     if mode == "replay":
         recorded.read_provenance()  # a clear error when nothing was recorded
-        return LabSession(topic, quick, recorded.folder.parent, None, recorded)
+        return LabSession(stem, quick, recorded.folder.parent, None, recorded)
     try:
         client = engine.connect()
     except engine.EngineUnavailable:
         if mode == "live" or not (recorded.folder / "provenance.json").exists():
             raise
         log.warning("no engine answers: replaying %s", recorded.folder)
-        return LabSession(topic, quick, recorded.folder.parent, None, recorded)
-    return LabSession(topic, quick, results_root(), client, None)
+        return LabSession(stem, quick, recorded.folder.parent, None, recorded)
+    return LabSession(stem, quick, results_root(), client, None)
 
 
 def _git_commit() -> str:

@@ -21,6 +21,7 @@ import docker
 import docker.errors
 
 from labkit import paths
+from labkit.errors import BadParameter, HostUnsupported, NotPrepared
 from labkit.instruments.engine import LABEL_BASE, LABEL_RECIPE, docker_cli
 from labkit.instruments.shell import run
 
@@ -64,7 +65,7 @@ class BaseImage:
 
 def _busybox_recipe() -> Recipe:
     if not BUSYBOX_BINARY.exists():
-        raise FileNotFoundError(f"{BUSYBOX_BINARY} is missing: `apt-get install busybox-static` (or `make lab`).")
+        raise HostUnsupported(f"{BUSYBOX_BINARY} is missing.", "`apt-get install busybox-static` (or `make lab`).")
     return Recipe("busybox", "busybox-static from Debian on FROM scratch",
                   (("busybox_sha256", _sha256(BUSYBOX_BINARY)), ("dockerfile", BUSYBOX_DOCKERFILE)))
 
@@ -89,9 +90,9 @@ def known_bases() -> list[str]:
 
 
 def validate_base(name: str) -> None:
-    """ValueError naming the known bases unless labkit can make base `name` (needs nothing installed)."""
+    """BadParameter naming the known bases unless labkit can make base `name` (needs nothing installed)."""
     if name not in RECIPES:
-        raise ValueError(f"base={name!r} is not a base labkit can make; choose one of {known_bases()}.")
+        raise BadParameter(f"base={name!r} is not a base labkit can make.", f"Choose one of {known_bases()}.")
 
 
 def recipe(name: str) -> Recipe:
@@ -136,7 +137,7 @@ def require_base(client: docker.DockerClient, name: str) -> BaseImage:
     """Return base `name` if it is already made; otherwise say how to make it (never pull)."""
     found = find(client, name)
     if found is None:
-        raise LookupError(f"base image {name!r} is not made yet: run `labkit setup` (or `make lab`).")
+        raise NotPrepared(f"base image {name!r} is not made yet.", "Run `labkit setup` (or `make lab`).")
     return found
 
 

@@ -21,11 +21,14 @@ __all__ = [
     "CAPABILITY_NAMES",
     "NAMESPACE_KINDS",
     "SECCOMP_MODES",
+    "Ancestor",
     "CgroupEntry",
     "Mount",
     "NetDevice",
     "ProcessGone",
     "ProcessStatus",
+    "ancestry",
+    "boot_id",
     "cgroup_path",
     "cmdline",
     "decode_capabilities",
@@ -33,6 +36,7 @@ __all__ = [
     "namespaces",
     "parse_cgroup",
     "parse_cmdline",
+    "parse_cpu_flags",
     "parse_mountinfo",
     "parse_net_dev",
     "parse_ns_link",
@@ -544,3 +548,67 @@ def parse_cmdline(data: bytes) -> list[str]:
 def cmdline(pid: Pid = "self", proc_root: Path = PROC) -> list[str]:
     """The argument vector of ``pid`` from ``<proc_root>/<pid>/cmdline``."""
     return parse_cmdline(_read_bytes(pid, proc_root, "cmdline"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The parent chain of a process
+
+
+@dataclass(frozen=True)
+class Ancestor:
+    """One process on the way from a process up to the root of this /proc's PID namespace."""
+
+    pid: int
+    name: str
+    command: str
+
+
+def ancestry(pid: Pid, proc_root: Path = PROC, limit: int = 64) -> list[Ancestor]:
+    """``pid`` and its parents, nearest first, up to PID 1 or the first parent this /proc cannot read.
+
+    A container's main process seen from the host reads e.g. ``sleep ← containerd-shim-runc-v2 ← …``: its
+    parent is the shim, not the engine and not a VM. Stops after `limit` steps (a cycle would be a kernel bug).
+    """
+    chain: list[Ancestor] = []
+    current: Pid = pid
+    for _ in range(limit):
+        try:
+            status = read_status(current, proc_root)
+            command = " ".join(cmdline(current, proc_root))
+        except (ProcessGone, PermissionError):
+            break
+        chain.append(Ancestor(status.pid, status.name, command))
+        if status.ppid <= 1 or status.pid == 1:
+            break
+        current = status.ppid
+    return chain
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host-wide files: boot id, CPU flags
+
+
+def boot_id(proc_root: Path = PROC) -> str:
+    """``/proc/sys/kernel/random/boot_id``: a UUID the kernel draws once per boot, the same for every process
+    on that kernel, containers included (reading it in a container and on the host tells one kernel from two)."""
+    return (proc_root / "sys/kernel/random/boot_id").read_text().strip()
+
+
+def parse_cpu_flags(cpuinfo_text: str) -> frozenset[str]:
+    """The ``flags`` of the first processor in the text of /proc/cpuinfo (x86; empty where there are none)."""
+    for line in cpuinfo_text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+
+def binfmt_state(entry: str, proc_root: Path = PROC) -> str:
+    """The state of binfmt_misc entry `entry` (e.g. ``qemu-aarch64``): ``enabled``, ``disabled``,
+    ``not registered``, or ``binfmt_misc not mounted``."""
+    folder = proc_root / "sys/fs/binfmt_misc"
+    try:
+        return (folder / entry).read_text().splitlines()[0].strip()
+    except FileNotFoundError:
+        return "not registered" if (folder / "status").exists() else "binfmt_misc not mounted"

@@ -1,0 +1,123 @@
+"""The lab protocol: what each notebook needs and makes, declared once in its lab module.
+
+Every ``labkit/labs/<topic>.py`` defines ``LAB = Lab(...)``: the notebook stem, its host requirements, the base
+images it uses, the tables it records (with their columns) and a ``prepare(client)`` that makes its other assets.
+``labkit setup``, ``labkit doctor`` and the tests loop over :func:`all_labs`; nothing else names a notebook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from labkit.errors import BadParameter
+from labkit.instruments.shell import DEBIAN_PACKAGE
+
+# The Debian packages behind the requirements that are not a single program.
+_PACKAGES_OF_KIND = {
+    "engine": ("docker.io",),
+    "binfmt": ("qemu-user-static", "binfmt-support"),
+    "registry": ("docker-registry",),
+    "cgroup": (),
+    "root": (),
+    "kvm": (),
+}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One thing a live run needs from the host.
+
+    `kind`: engine, root, cgroup (`name` = a controller), program (`name` = the executable), binfmt (`name` = the
+    interpreter entry, e.g. qemu-aarch64), registry or kvm. `purpose` says what for; an unmet optional
+    requirement (`required=False`) makes the run slower or poorer, not impossible.
+    """
+
+    kind: str
+    name: str = ""
+    purpose: str = ""
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in {*_PACKAGES_OF_KIND, "program"}:
+            raise BadParameter(f"Requirement kind={self.kind!r} is unknown.",
+                               f"Use one of {sorted({*_PACKAGES_OF_KIND, 'program'})}.")
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Debian packages that provide it (installed by `labkit setup` on Debian as root)."""
+        if self.kind == "program":
+            return (DEBIAN_PACKAGE.get(self.name, self.name),)
+        return _PACKAGES_OF_KIND[self.kind]
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}".strip()
+
+
+ENGINE = Requirement("engine", purpose="every docker experiment")
+ROOT = Requirement("root", purpose="reading other processes' /proc, cgroup writes, unshare")
+
+
+def _nothing_to_prepare(client: Any) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Lab:
+    """What one notebook needs and makes.
+
+    `stem`: the notebook's file stem (``01-what-a-container-is``), also its results folder; `topic`: its title;
+    `requirements`: what a live run needs from the host; `bases`: labkit base images it uses (made by setup);
+    `tables`: each recorded table's name and the columns it must carry; `prepare(client)`: makes the other
+    assets (rootfs trees, kernels…) and returns one line per asset for the setup log.
+    """
+
+    stem: str
+    topic: str
+    requirements: tuple[Requirement, ...]
+    bases: tuple[str, ...]
+    tables: Mapping[str, tuple[str, ...]]
+    prepare: Callable[[Any], list[str]] = field(default=_nothing_to_prepare)
+
+    @property
+    def number(self) -> str:
+        return self.stem[:2]
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p for r in self.requirements for p in r.packages))
+
+    @property
+    def needs_engine(self) -> bool:
+        return any(r.kind == "engine" for r in self.requirements)
+
+
+def all_labs() -> list[Lab]:
+    """Every lab module's ``LAB``, in notebook order."""
+    import labkit.labs
+
+    found = []
+    for module in pkgutil.iter_modules(labkit.labs.__path__):
+        lab = getattr(importlib.import_module(f"labkit.labs.{module.name}"), "LAB", None)
+        if isinstance(lab, Lab):
+            found.append(lab)
+    return sorted(found, key=lambda lab: lab.stem)
+
+
+def select(names: list[str] | None) -> list[Lab]:
+    """The labs named by number (``01``) or stem; all of them when `names` is empty."""
+    labs = all_labs()
+    if not names:
+        return labs
+    chosen = []
+    for wanted in names:
+        matches = [lab for lab in labs if wanted in (lab.stem, lab.number)]
+        if not matches:
+            raise BadParameter(f"notebook {wanted!r} not found.",
+                               f"Choose from: {', '.join(lab.stem for lab in labs)}.")
+        chosen += matches
+    return chosen

@@ -1,0 +1,72 @@
+"""The claims ledger: stable ids, a criterion beside every verdict, one merged table for the book."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from labkit.app import claims
+from labkit.app.claims import ClaimLedger, Verdict
+from labkit.errors import BadParameter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _check(ledger: ClaimLedger, claim_id: str, verdict: Verdict = Verdict.HOLDS, **overrides: object) -> None:
+    fields: dict[str, object] = {"section": "s", "claim": "c", "value": 1.0, "unit": "ms", "measured": "1 ms",
+                                 "criterion": "below 100 ms", "verdict": verdict, **overrides}
+    ledger.check(claim_id, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("claim_id", "overrides", "message"), [
+    ("Startup", {}, "stable-id"),
+    ("startup", {}, "stable-id"),
+    ("startup.ms", {"criterion": " "}, "no criterion"),
+    ("startup.ms", {"verdict": Verdict.CAVEAT}, "needs its caveat"),
+    ("startup.ms", {"verdict": Verdict.INCONCLUSIVE}, "needs its caveat"),
+])
+def test_malformed_claims_are_refused(claim_id: str, overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(BadParameter, match=message):
+        _check(ClaimLedger("99-x"), claim_id, **overrides)  # type: ignore[arg-type]
+
+
+def test_a_repeated_id_is_refused() -> None:
+    ledger = ClaimLedger("99-x")
+    _check(ledger, "startup.ms")
+    with pytest.raises(BadParameter, match="checked twice"):
+        _check(ledger, "startup.ms")
+
+
+def test_merge_joins_notebooks_and_refuses_a_repeated_id(tmp_path: Path) -> None:
+    for stem, claim_id in (("01-a", "one.x"), ("02-b", "two.x")):
+        ledger = ClaimLedger(stem)
+        _check(ledger, claim_id, tables=("t",))
+        (tmp_path / stem).mkdir()
+        ledger.frame().to_csv(tmp_path / stem / "claims.csv", index=False)
+    merged = claims.merge(tmp_path)
+    assert list(merged["id"]) == ["one.x", "two.x"] and list(merged["notebook"]) == ["01-a", "02-b"]
+    ledger = ClaimLedger("03-c")
+    _check(ledger, "one.x")
+    (tmp_path / "03-c").mkdir()
+    ledger.frame().to_csv(tmp_path / "03-c" / "claims.csv", index=False)
+    with pytest.raises(BadParameter, match=r"repeated: \['one.x'\]"):
+        claims.merge(tmp_path)
+
+
+def test_a_verdict_without_criterion_is_refused_in_a_recorded_table(tmp_path: Path) -> None:
+    ledger = ClaimLedger("01-a")
+    _check(ledger, "one.x")
+    frame = ledger.frame().assign(criterion="")
+    (tmp_path / "01-a").mkdir()
+    frame.to_csv(tmp_path / "01-a" / "claims.csv", index=False)
+    with pytest.raises(BadParameter, match="without a shown criterion"):
+        claims.merge(tmp_path)
+
+
+def test_the_committed_ledger_is_the_merge_of_the_committed_notebooks() -> None:
+    recorded = ROOT / "data" / "results"
+    committed = pd.read_csv(recorded / "claims.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(committed, claims.merge(recorded), check_dtype=False)
+    assert set(committed["verdict"]) <= {v.value for v in Verdict}

@@ -1,0 +1,81 @@
+"""The map from notebooks to labs to recorded results, and the layering of the package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from labkit.app import protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+LABS = {lab.stem: lab for lab in protocol.all_labs()}
+
+
+def test_every_notebook_has_exactly_one_lab_and_one_results_folder() -> None:
+    assert sorted(LABS) == NOTEBOOKS
+    stems = [lab.stem for lab in protocol.all_labs()]
+    assert len(stems) == len(set(stems))
+    folders = sorted(p.name for p in (ROOT / "data" / "results").iterdir() if p.is_dir())
+    assert folders == NOTEBOOKS
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_recorded_tables_carry_the_columns_the_lab_declares(stem: str) -> None:
+    lab = LABS[stem]
+    folder = ROOT / "data" / "results" / stem
+    assert sorted(p.stem for p in folder.glob("*.csv")) == sorted(lab.tables)
+    for table, columns in lab.tables.items():
+        assert list(pd.read_csv(folder / f"{table}.csv", nrows=0).columns) == list(columns), table
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_the_notebook_uses_its_own_lab(stem: str) -> None:
+    module = next(p.stem for p in (ROOT / "labkit" / "labs").glob("*.py")
+                  if f'STEM = "{stem}"' in p.read_text())
+    assert f"from labkit.labs import {module}" in (ROOT / "notebooks" / f"{stem}.ipynb").read_text()
+
+
+def test_selecting_labs_by_number_and_refusing_unknown_ones() -> None:
+    assert [lab.stem for lab in protocol.select(["01"])] == ["01-what-a-container-is"]
+    with pytest.raises(ValueError, match="notebook '99' not found"):
+        protocol.select(["99"])
+
+
+def test_requirements_name_the_debian_package_that_provides_them() -> None:
+    assert protocol.Requirement("program", "qemu-system-x86_64").packages == ("qemu-system-x86",)
+    assert protocol.ENGINE.packages == ("docker.io",)
+    with pytest.raises(ValueError, match="kind='gpu'"):
+        protocol.Requirement("gpu")
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted((ROOT / "labkit" / "instruments").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT / "labkit")))
+def test_instruments_never_import_the_labs_or_the_application(module: Path) -> None:
+    forbidden = {name for name in _imports(module) if name.startswith(("labkit.labs", "labkit.app"))}
+    assert forbidden == set()
+
+
+def test_proc_is_parsed_in_procfs_only() -> None:
+    """No module but procfs reads a file under /proc itself (existence checks are fine)."""
+    readers = []
+    for path in (ROOT / "labkit").rglob("*.py"):
+        if path.name == "procfs.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "/proc" in line and any(call in line for call in (".read_text(", ".read_bytes(", "open(")):
+                readers.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert readers == []
