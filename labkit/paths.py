@@ -40,12 +40,14 @@ def build_dir() -> Path:
 def atomic_write(path: Path, content: str | bytes) -> None:
     """Write `content` to `path` so a reader sees the old file or the new one, never half of one.
 
-    The text goes to a temporary file in the same folder, is flushed to disk and renamed over `path`.
+    The text goes to a temporary file in the same folder, is flushed to disk and renamed over `path`; the file
+    is readable by all (mode 0644), like one written the ordinary way.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)
             handle.write(content.encode() if isinstance(content, str) else content)
             handle.flush()
             os.fsync(handle.fileno())

@@ -101,3 +101,13 @@ def test_unfinished_runs_are_pruned_to_the_newest_few(tmp_path: Path) -> None:
     assert sorted(p.name for p in removed) == ["01-x.partial-r1", "01-x.partial-r2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "01-x", "01-x.partial-r3", "01-x.partial-r4", "01-x.partial-r5", "02-y.partial-r9"]
+
+
+def test_a_table_the_lab_did_not_declare_is_refused(tmp_path: Path) -> None:
+    lab = LabSession("99-topic", quick=True, results_root=tmp_path, client=None, replay=None,
+                     tables={"starts": ("method", "wall_s")})
+    lab.measure("starts", lambda: pd.DataFrame({"method": ["a"], "wall_s": [0.1]}))
+    with pytest.raises(RuntimeError, match=r"'starts' with columns \['wall_s', 'method'\]"):
+        lab.measure("starts", lambda: pd.DataFrame({"wall_s": [0.1], "method": ["a"]}))
+    with pytest.raises(RuntimeError, match="no such table"):
+        lab.measure("other", lambda: pd.DataFrame({"x": [1]}))

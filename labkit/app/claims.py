@@ -32,6 +32,14 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+def verdict(met: bool, caveat: bool = False) -> Verdict:
+    """The verdict of a criterion: does not hold when it is not `met`; holds with caveat when it is met but a
+    `caveat` applies; holds otherwise."""
+    if not met:
+        return Verdict.FAILS
+    return Verdict.CAVEAT if caveat else Verdict.HOLDS
+
+
 @dataclass(frozen=True)
 class Claim:
     """One claim: what the chapter says, what we measured (`value` in `unit`), the criterion and the verdict.

@@ -33,8 +33,10 @@ class LabSession:
     """State shared by the experiments of one notebook execution: live, or replaying `replay` when given."""
 
     def __init__(self, stem: str, quick: bool, results_root: Path,
-                 client: docker.DockerClient | None, replay: ResultStore | None) -> None:
+                 client: docker.DockerClient | None, replay: ResultStore | None,
+                 tables: Mapping[str, Sequence[str]] | None = None) -> None:
         self.stem = stem
+        self.tables = tables  # the lab's declared tables and columns, enforced on every table it records
         self.quick = quick
         self.results_root = results_root
         self.client = client
@@ -102,6 +104,7 @@ class LabSession:
             raise RuntimeError(f"experiment {experiment!r} made tables {sorted(frames)}, not {sorted(tables)}")
         ended = utc_now()
         for name in tables:
+            self._check_declared(name, frames[name])
             self.store.write_table(name, frames[name])
             self.provenance["experiments"][name] = {"experiment": experiment, "parameters": parameters,
                                                     "started_utc": started, "ended_utc": ended,
@@ -109,12 +112,22 @@ class LabSession:
         self.store.write_provenance(self.provenance)
         return {name: frames[name] for name in tables}
 
+    def _check_declared(self, name: str, frame: pd.DataFrame) -> None:
+        """A table the lab did not declare, or with other columns, is a bug in the lab: refuse to record it."""
+        if self.tables is None:
+            return
+        if list(self.tables.get(name, ())) != list(frame.columns):
+            raise RuntimeError(f"{self.stem} records table {name!r} with columns {list(frame.columns)}; its LAB "
+                               f"declares {list(self.tables.get(name, ('(no such table)',)))}")
+
     def finish(self) -> Path:
         """Save the claims, stamp the end time and publish the results folder; return where it is."""
         if self.replay is not None:
             return self.replay.folder
         assert self.store is not None
-        self.store.write_table(CLAIMS_TABLE, self.claims.frame())
+        claims = self.claims.frame()
+        self._check_declared(CLAIMS_TABLE, claims)
+        self.store.write_table(CLAIMS_TABLE, claims)
         self.provenance["ended_utc"] = utc_now()
         self.store.write_provenance(self.provenance)
         return self.store.publish(self.results_root, self.stem).folder
@@ -158,7 +171,13 @@ def open_session(stem: str, mode: str = "auto", quick: bool = False) -> LabSessi
             raise
         log.warning("no engine answers: replaying %s", recorded.folder)
         return LabSession(stem, quick, recorded.folder.parent, None, recorded)
-    return LabSession(stem, quick, results_root(), client, None)
+    return LabSession(stem, quick, results_root(), client, None, tables=_declared_tables(stem))
+
+
+def _declared_tables(stem: str) -> Mapping[str, Sequence[str]] | None:
+    from labkit.app import protocol
+
+    return next((dict(lab.tables) for lab in protocol.all_labs() if lab.stem == stem), None)
 
 
 def _git_commit() -> str:

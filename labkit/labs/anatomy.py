@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import pandas as pd
 
-from labkit.app.claims import ClaimLedger, Verdict
+from labkit.app.claims import ClaimLedger, Verdict, verdict
 from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
 from labkit.app.session import LabSession
 from labkit.instruments import containers, elf, images, measure, procfs, scratch, vm
@@ -105,7 +105,7 @@ LAB = Lab(
         "inside": ("subject", "check", "inside", "host", "same"),
         "ancestry": ("subject", "depth", "pid", "name", "command"),
         "capabilities": ("subject", "capability", "effective", "host_effective", "seccomp_mode", "bounding"),
-        "scratch_cgroup": ("memory_limit_bytes", "memory_limit_read_bytes", "pids_limit", "cpus", "cgroup",
+        "scratch_cgroup": ("memory_limit_bytes", "pids_limit", "cpus", "memory_limit_read_bytes", "cgroup",
                            "pid_in_cgroup", "cleaned", "cgroup_version", "effective_capabilities", "seccomp_mode",
                            "hog_exit_code", "hog_raw_exit", "hog_oom_kills"),
         "scratch_namespaces": ("subject", "kind", "inode", "host_inode", "shared"),
@@ -209,7 +209,7 @@ class NamespaceResult:
         pid, pid1 = self.fact("its PID"), self.fact("command of its PID 1")
         nics, mounts = self.fact("network interfaces"), self.fact("mounts in its table")
         kernel, boot = self.fact("kernel release (uname -r)"), self.fact("kernel boot id")
-        verdict = "one kernel, shared." if self.same_kernel else "two kernels — this would not be a container."
+        kernels = "one kernel, shared." if self.same_kernel else "two kernels — this would not be a container."
         return (f"The container's main process is host PID {pid['host']}, but inside its namespace it is PID "
                 f"**{pid['inside']}** and PID 1 runs `{pid1['inside']}`. From the host it is an ordinary process "
                 f"whose parent chain reads **{self.parent_chain}**: a child of the container runtime's shim, not of "
@@ -217,7 +217,7 @@ class NamespaceResult:
                 f"own hostname `{self.fact('hostname')['inside']}`, {mounts['inside']} mounts against the host's "
                 f"{mounts['host']}, on a `{self.fact('filesystem at /')['inside']}` root. But `uname -r` says "
                 f"**{kernel['inside']}** inside and **{kernel['host']}** outside, and the kernel's boot id reads "
-                f"`{boot['inside']}` inside and `{boot['host']}` outside: {verdict}")
+                f"`{boot['inside']}` inside and `{boot['host']}` outside: {kernels}")
 
 
 def _namespace_rows(subject: str, pid: int | str, host: dict[str, int]) -> list[dict[str, Any]]:
@@ -660,7 +660,7 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
                  f"{ns.parent_chain}",
         criterion="PID 1 inside its pid namespace, another PID on the host, and its parent on the host is the "
                   "container runtime's shim (not a VM monitor)",
-        verdict=Verdict.HOLDS if ordinary else Verdict.FAILS, tables=("inside", "ancestry"))
+        verdict=verdict(ordinary), tables=("inside", "ancestry"))
 
     boot_id = ns.fact("kernel boot id")
     ledger.check(
@@ -670,24 +670,23 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
                  f"{ns.fact('kernel release (uname -r)')['inside']} both",
         criterion="the same /proc/sys/kernel/random/boot_id (drawn once per boot) and the same uname -r inside "
                   "and outside",
-        verdict=Verdict.HOLDS if ns.same_kernel else Verdict.FAILS, tables=("inside",))
+        verdict=verdict(ns.same_kernel), tables=("inside",))
 
     new, shared = ns.new_kinds(DEFAULT), ns.shared_kinds(DEFAULT)
     isolated = set(ISOLATED_KINDS) <= set(new)
-    namespaces_verdict = Verdict.FAILS if not isolated else Verdict.CAVEAT if shared else Verdict.HOLDS
     ledger.check(
         "namespaces.own", section=SECTION_WHAT, claim="A container gets its own namespaces",
         value=len(new), unit="new namespaces",
         measured=f"{len(new)} new ({', '.join(new)}); {len(shared)} shared with the host ({_join(shared)})",
         criterion=f"all of {', '.join(ISOLATED_KINDS)} new; any kind still shared is a caveat",
-        verdict=namespaces_verdict, caveat=f"shared with the host: {_join(shared)}" if shared else "",
+        verdict=verdict(isolated, caveat=bool(shared)),
+        caveat=f"shared with the host: {_join(shared)}" if shared else "",
         tables=("namespaces",))
 
     scratch_caps = int(from_scratch.record["effective_capabilities"])
     scratch_seccomp = int(from_scratch.record["seccomp_mode"])
     same_isolation = set(ISOLATED_KINDS) <= set(from_scratch.new_kinds) and from_scratch.limit_enforced
     keeps_privileges = scratch_caps > len(privileges.effective(DEFAULT)) or scratch_seccomp != 2
-    scratch_verdict = Verdict.FAILS if not same_isolation else Verdict.CAVEAT if keeps_privileges else Verdict.HOLDS
     ledger.check(
         "scratch.same_isolation", section=SECTION_WHAT,
         claim="Docker is not magic: unshare + pivot_root + a cgroup make the same namespaces and resource limit",
@@ -697,7 +696,7 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
                  f"{from_scratch.record['hog_raw_exit']} after {from_scratch.record['hog_oom_kills']} OOM kill(s)",
         criterion=f"new {', '.join(ISOLATED_KINDS)} namespaces, its PID 1 in the cgroup, and ≥ 1 OOM kill of a hog "
                   "under the limit; privileges kept beyond a default container's are a caveat",
-        verdict=scratch_verdict,
+        verdict=verdict(same_isolation, caveat=keeps_privileges),
         caveat=f"its PID 1 keeps {scratch_caps} capabilities and seccomp mode {scratch_seccomp}: Docker also drops "
                "capabilities and applies a seccomp filter, which this box does not" if keeps_privileges else "",
         tables=("scratch_namespaces", "scratch_cgroup"))
@@ -711,7 +710,7 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
         measured=f"{len(default_caps)} effective capabilities against {len(host_caps)} for host root, lacking "
                  f"{_short(privileges.dangerous_lacking)}; seccomp mode {privileges.seccomp_mode(DEFAULT)}",
         criterion="the container's effective set is a strict subset of host root's, and seccomp is in filter mode (2)",
-        verdict=Verdict.HOLDS if weaker else Verdict.FAILS, tables=("capabilities",))
+        verdict=verdict(weaker), tables=("capabilities",))
 
     docker_ms = startup.ms(DOCKER_SDK)
     fast, bearable = docker_ms < 100, docker_ms < 1000
@@ -721,7 +720,7 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
         measured=f"docker run median {docker_ms:.0f} ms ({startup.ratio(DOCKER_SDK):.0f}× fork/exec); from "
                  f"scratch {startup.ms(SCRATCH_START):.1f} ms",
         criterion="holds below 100 ms; holds with caveat below 1000 ms; does not hold above",
-        verdict=Verdict.HOLDS if fast else Verdict.CAVEAT if bearable else Verdict.FAILS,
+        verdict=verdict(bearable, caveat=not fast),
         caveat="hundreds of milliseconds through the engine; the kernel's part (from scratch) costs "
                f"{startup.ms(SCRATCH_START):.0f} ms" if bearable and not fast else "",
         tables=("startup",))
@@ -734,7 +733,7 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
                  f"{startup.ms(DOCKER_SDK):.0f} ms for docker run",
         criterion="the VM's lower-bound boot is ≥ 10× docker run's median; booted under emulation it is a caveat "
                   "(KVM would narrow the gap)",
-        verdict=Verdict.FAILS if ratio < 10 else Verdict.CAVEAT if boot.emulated else Verdict.HOLDS,
+        verdict=verdict(ratio >= 10, caveat=boot.emulated),
         caveat="booted under software emulation (TCG): with KVM the VM would start faster" if boot.emulated
         and ratio >= 10 else "", tables=("vm_boot", "startup"))
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from labkit.errors import NotPrepared
 from labkit.instruments.shell import require_program, run
+from labkit.paths import atomic_write
 
 KERNEL_METAPACKAGE = "linux-image-amd64"
 """The Debian package whose `Depends:` names the current versioned kernel package."""
@@ -46,22 +47,10 @@ class VmAssets:
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
-    """Write `data` to `path` unless it already holds exactly these bytes.
-
-    The bytes go to a temporary file in the same folder that then replaces `path` (``os.replace``), so a reader
-    sees the old file or the new one, never a part of one; the file is readable by all (mode 0644).
-    """
+    """Write `data` to `path` (atomically, :func:`labkit.paths.atomic_write`) unless it already holds these bytes."""
     if path.is_file() and path.read_bytes() == data:
         return
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            os.fchmod(tmp.fileno(), 0o644)
-            tmp.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 def kernel_package_from_depends(apt_cache_depends: str) -> str:
