@@ -53,10 +53,6 @@ class Requirement:
             return (DEBIAN_PACKAGE.get(self.name, self.name),)
         return _PACKAGES_OF_KIND[self.kind]
 
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.name}".strip()
-
 
 ENGINE = Requirement("engine", purpose="every docker experiment")
 ROOT = Requirement("root", purpose="reading other processes' /proc, cgroup writes, unshare")
