@@ -1,7 +1,8 @@
 """A notebook's session: live against the engine, or replaying committed results where none answers.
 
-The notebook opens one session; each lab experiment goes through :meth:`LabSession.measure`, which runs it
-(live) and saves its table at once, or reads the recorded table back (replay).
+The notebook opens one session; each lab experiment goes through :meth:`LabSession.record` (several tables) or
+:meth:`LabSession.measure` (one), which runs it live and saves its tables at once, each with its parameters and
+times, or reads the recorded tables back (replay). Live tables must carry the columns their lab declares.
 """
 
 from __future__ import annotations
