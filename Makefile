@@ -12,7 +12,6 @@ NOTEBOOK_TIMEOUT ?= 1800
 lab: $(INSTALLED)
 	$(BIN)/labkit setup
 	$(BIN)/labkit run --timeout $(NOTEBOOK_TIMEOUT)
-	$(BIN)/labkit claims --results build/results
 	$(BIN)/labkit book
 
 test: $(INSTALLED) lint

@@ -13,18 +13,27 @@ import pytest
 from labkit.instruments import engine
 
 
-def _engine_or_fail() -> docker.DockerClient:
-    try:
-        return engine.connect()
-    except engine.EngineUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs a live Docker Engine: {exc}")
-        pytest.skip(f"no Docker Engine: {exc}")
+def missing(what: str) -> None:
+    """A live test cannot run here: a failure in CI (CI=true), where everything must be present; a skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs {what}")
+    pytest.skip(f"needs {what}")
 
 
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
-    return _engine_or_fail()
+    try:
+        return engine.connect()
+    except engine.EngineUnavailable as exc:
+        missing(f"a live Docker Engine: {exc}")
+        raise
+
+
+@pytest.fixture
+def as_root() -> None:
+    """Live kernel tests (cgroups, namespaces, mounts) need uid 0."""
+    if os.geteuid() != 0:
+        missing("root: the live tests create cgroups, namespaces and mounts on the real kernel")
 
 
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[str, list[str]]:

@@ -48,8 +48,6 @@ def executed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPa
     output, _ = proc.communicate(timeout=1800)
     print(output)
     assert proc.returncode == 0, output
-    merged = subprocess.run([sys.executable, "-m", "labkit", "claims", "--results", str(results)], cwd=ROOT)
-    assert merged.returncode == 0
     return results / TOPIC
 
 

@@ -38,15 +38,6 @@ PROC_FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 SIGKILLED_RAW = "unshare exited 1: sigprocmask unblock failed: Invalid argument"
 
 
-@pytest.fixture
-def as_root() -> None:
-    """Namespaces, mounts and cgroups need uid 0: skipped outside CI, a failure in CI (CI=true)."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs the live scratch-container tests as root")
-        pytest.skip("namespaces, mounts and cgroups need root")
-
-
 live = pytest.mark.usefixtures("as_root")
 
 

@@ -73,7 +73,7 @@ def _intro(chapters: list[Path]) -> str:
 
 def build(executed_dir: Path | None = None, out_dir: Path | None = None, results_dir: Path | None = None) -> Path:
     """Build the book from executed notebooks and the claims in `results_dir` (their results; default
-    build/results); return the path of its index.html."""
+    build/results), merged there into claims.csv for the ledger page; return the path of its index.html."""
     executed_dir = executed_dir or paths.build_dir() / "notebooks"
     out_dir = out_dir or paths.build_dir() / "book"
     results_dir = results_dir or paths.build_dir() / "results"
@@ -84,7 +84,7 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
     if failed:
         raise LabkitError(f"a failed execution is not published: {', '.join(failed)}.",
                           "Fix it and `labkit run` again.")
-    ledger = claims.merge(results_dir)
+    _, ledger = claims.write_merged(results_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     source = out_dir / "source"

@@ -141,8 +141,9 @@ def merge(results_root: Path) -> pd.DataFrame:
     return validate(pd.concat(frames, ignore_index=True)[COLUMNS], str(results_root))
 
 
-def write_merged(results_root: Path) -> Path:
-    """Write the merged ledger to ``<results_root>/claims.csv``; return its path."""
+def write_merged(results_root: Path) -> tuple[Path, pd.DataFrame]:
+    """Write the merged ledger to ``<results_root>/claims.csv``; return its path and the ledger."""
     target = results_root / "claims.csv"
-    atomic_write(target, merge(results_root).to_csv(index=False))
-    return target
+    ledger = merge(results_root)
+    atomic_write(target, ledger.to_csv(index=False))
+    return target, ledger

@@ -74,8 +74,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from labkit.app import claims
 
     root = Path(args.results) if args.results else paths.recorded_results_dir()
-    target = claims.write_merged(root)
-    merged = claims.merge(root)
+    target, merged = claims.write_merged(root)
     print(merged.groupby("verdict").size().to_string())
     print(f"{len(merged)} claims from {merged['notebook'].nunique()} notebook(s) → {target}")
     return 0

@@ -496,12 +496,8 @@ class Cgroup:
         None on v2 kernels before 5.19, which have no memory.peak."""
         if self.version("memory") == "v1":
             return int(self._read("memory", "memory.max_usage_in_bytes"))
-        try:
-            return int(self._read("memory", "memory.peak"))
-        except FileNotFoundError:
-            if not self.dir("memory").is_dir():
-                raise
-            return None
+        peak = self._read_if_present("memory", "memory.peak")
+        return None if peak is None else int(peak)
 
     def memory_events(self) -> dict[str, int]:
         """Counts of memory events. v2: memory.events as is (``low``, ``high``, ``max``: times usage hit the
@@ -522,12 +518,8 @@ class Cgroup:
         if self.version("memory") == "v1":
             fields = self.memory_stat().fields
             return fields.get("total_swap", fields.get("swap"))
-        try:
-            return int(self._read("memory", "memory.swap.current"))
-        except FileNotFoundError:
-            if not self.dir("memory").is_dir():
-                raise
-            return None
+        swap = self._read_if_present("memory", "memory.swap.current")
+        return None if swap is None else int(swap)
 
     def memory_stat(self) -> MemoryStat:
         """Anonymous memory vs page cache (bytes) from memory.stat: see :class:`MemoryStat`."""
@@ -641,6 +633,15 @@ class Cgroup:
 
     def _read(self, controller: str, name: str) -> str:
         return _read(self.dir(controller) / name)
+
+    def _read_if_present(self, controller: str, name: str) -> str | None:
+        """The file's text, or None when this kernel does not have the file (the group itself must exist)."""
+        try:
+            return self._read(controller, name)
+        except FileNotFoundError:
+            if not self.dir(controller).is_dir():
+                raise
+            return None
 
     def _refuse_root(self, action: str) -> None:
         if any(not p for p in self.paths.values()):

@@ -495,7 +495,8 @@ class StartupResult:
         return float(self.summary["coverage"].min())
 
     @property
-    def limits(self) -> pd.Series:
+    def conditions(self) -> pd.Series:
+        """What every start ran under: memory_limit_bytes, pids_limit, cpus, and whether the binary is static."""
         return self.samples[["memory_limit_bytes", "pids_limit", "cpus", "static_binary"]].iloc[0]
 
     def summary_ms(self) -> pd.DataFrame:
@@ -506,7 +507,7 @@ class StartupResult:
         return table.rename(columns={c: f"{c}_ms" for c in times}).round(3)
 
     def conclusion(self) -> str:
-        lim = self.limits
+        lim = self.conditions
         binary = "a static binary" if bool(lim["static_binary"]) else "a DYNAMIC binary (not what we meant to time)"
         return (f"**What we measured** (n = {self.n} per method, interleaved; median with an order-statistic "
                 f"interval that holds the true median with probability {self.coverage:.1%}; {binary}; both "
