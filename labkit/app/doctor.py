@@ -81,12 +81,14 @@ def _program(requirement: Requirement) -> Check:
 
 
 def _binfmt(requirement: Requirement) -> Check:
-    from labkit.instruments import procfs
+    from labkit.instruments import arch
 
-    state = procfs.binfmt_state(requirement.name)
-    fix = (f"apt-get install qemu-user-static binfmt-support && mount -t binfmt_misc binfmt_misc "
-           f"/proc/sys/fs/binfmt_misc && update-binfmts --enable {requirement.name}")
-    return Check(f"binfmt {requirement.name}", state == "enabled", state, fix, requirement.required)
+    platform = next(p for p, entry in arch.ENTRY_OF_PLATFORM.items() if entry == requirement.name)
+    try:
+        check = arch.check_emulation(platform)
+    except HostUnsupported as exc:
+        return Check(f"binfmt {requirement.name}", False, exc.message, exc.hint, requirement.required)
+    return Check(f"binfmt {requirement.name}", check.ok, check.detail, check.fix, requirement.required)
 
 
 def _kvm(requirement: Requirement) -> Check:

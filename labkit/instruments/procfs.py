@@ -601,14 +601,3 @@ def parse_cpu_flags(cpuinfo_text: str) -> frozenset[str]:
         if sep and key.strip() == "flags":
             return frozenset(value.split())
     return frozenset()
-
-
-
-def binfmt_state(entry: str, proc_root: Path = PROC) -> str:
-    """The state of binfmt_misc entry `entry` (e.g. ``qemu-aarch64``): ``enabled``, ``disabled``,
-    ``not registered``, or ``binfmt_misc not mounted``."""
-    folder = proc_root / "sys/fs/binfmt_misc"
-    try:
-        return (folder / entry).read_text().splitlines()[0].strip()
-    except FileNotFoundError:
-        return "not registered" if (folder / "status").exists() else "binfmt_misc not mounted"
