@@ -1,0 +1,172 @@
+"""A real image registry on this machine: Debian's ``docker-registry`` (the distribution registry) on 127.0.0.1.
+
+:func:`running` starts one with its own config and storage folder on a free loopback port (or the port asked
+for, refused with the fix when something already listens there), waits until it answers, and on exit — also
+on an exception or Ctrl-C — stops it and removes its storage. The registry process also dies with the Python
+process that started it (``PR_SET_PDEATHSIG``), so even a killed notebook kernel leaves no registry running.
+
+The engine treats ``127.0.0.0/8`` as an insecure registry by default, so pushing to and pulling from
+``127.0.0.1:<port>`` needs no daemon change. Used by notebooks 05, 06 and 11. Nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labkit.errors import BadParameter, HostUnsupported
+from labkit.instruments.shell import require_program, spawn
+
+log = logging.getLogger("labkit.registry")
+
+HOST = "127.0.0.1"
+PROGRAM = "docker-registry"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1
+# What a client accepts when it asks for a manifest: a manifest list (index) or a single image's manifest.
+MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.list.v2+json",
+                  "application/vnd.oci.image.index.v1+json",
+                  "application/vnd.docker.distribution.manifest.v2+json",
+                  "application/vnd.oci.image.manifest.v1+json")
+
+CONFIG = """\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: {host}:{port}
+"""
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A running local registry: `address` is ``127.0.0.1:<port>``; its blobs live under `storage`."""
+
+    port: int
+    storage: Path
+    pid: int
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def reference(self, repository: str, tag: str) -> str:
+        """The image reference of `repository`:`tag` in this registry, e.g. ``127.0.0.1:41234/lab/app:1.0``."""
+        return f"{self.address}/{repository}:{tag}"
+
+    def get(self, path: str, accept: tuple[str, ...] = ()) -> tuple[dict[str, str], Any]:
+        """GET ``/v2/<path>`` and return (headers, parsed JSON body)."""
+        request = urllib.request.Request(f"http://{self.address}/v2/{path}", headers={"Accept": ", ".join(accept)})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(response.headers), json.loads(response.read() or b"{}")
+
+    def manifest(self, repository: str, reference: str) -> dict[str, Any]:
+        """The manifest (or manifest list) that `reference` (a tag or ``sha256:`` digest) names, with its
+        ``mediaType`` as the registry served it."""
+        headers, body = self.get(f"{repository}/manifests/{reference}", MANIFEST_TYPES)
+        return {**body, "mediaType": body.get("mediaType", headers.get("Content-Type", ""))}
+
+    def tags(self, repository: str) -> list[str]:
+        return list(self.get(f"{repository}/tags/list")[1].get("tags") or [])
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:`port` (a connection to it is accepted)."""
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((HOST, port)) == 0
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (the kernel's choice)."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def validate_port(port: int | None) -> None:
+    """BadParameter for a port outside 1024–65535 or one already in use, with the fix."""
+    if port is None:
+        return
+    if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
+        raise BadParameter(f"port={port!r}: need a whole number from 1024 to 65535.",
+                           "Pass port=None to let labkit pick a free one.")
+    if port_in_use(port):
+        raise BadParameter(f"port={port}: something already listens on {HOST}:{port}.",
+                           f"Pass port=None to let labkit pick a free one, or stop what listens there "
+                           f"(`ss -ltnp 'sport = :{port}'` names it).")
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: the kernel sends it SIGTERM when our process dies, however it dies.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/v2/", timeout=2) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@contextmanager
+def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S) -> Iterator[Registry]:
+    """A registry on 127.0.0.1:`port` (a free port when None) with a fresh storage folder; stopped and its
+    storage removed when the block ends, whatever ends it."""
+    validate_port(port)
+    program = require_program(PROGRAM)
+    chosen = port if port is not None else free_port()
+    storage = Path(tempfile.mkdtemp(prefix="labkit-registry-"))
+    process: subprocess.Popen[str] | None = None
+    config, log_path = storage / "config.yml", storage / "registry.log"
+    (storage / "blobs").mkdir()
+    config.write_text(CONFIG.format(storage=storage / "blobs", host=HOST, port=chosen))
+    log_file = log_path.open("w")
+    try:
+        process = spawn([program, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout_s
+        while not _answers(chosen):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                raise HostUnsupported(f"docker-registry on {HOST}:{chosen} did not answer within {timeout_s:.0f} s "
+                                      f"(exit {process.poll()}): {' / '.join(tail)}",
+                                      "Check that the port is free and `docker-registry --version` works "
+                                      "(`apt-get install docker-registry`).")
+            time.sleep(0.05)  # polling for the server to come up, not standing in for work
+        log.info("registry %s:%d up (pid %d, storage %s)", HOST, chosen, process.pid, storage)
+        yield Registry(chosen, storage, process.pid)
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log_file.close()
+        shutil.rmtree(storage, ignore_errors=True)
+        log.info("registry %s:%d stopped, storage removed", HOST, chosen)
