@@ -200,9 +200,25 @@ def cleanup(client: docker.DockerClient, label: str = LABEL_RUN, value: str | No
     for volume in client.volumes.list(filters=filters):
         _ignore_gone(lambda v=volume: v.remove(force=True))
         report.volumes.append(volume.name)
-    for image in client.images.list(all=True, filters=filters):
-        _ignore_gone(lambda i=image: client.images.remove(i.id, force=True, noprune=False))
-        report.images.append(image.tags[0] if image.tags else image.short_id)
+    # An image another one was built on (a FROM, the legacy builder's layer chain) can only go after it: remove
+    # what can be removed, then try the rest again; a pass that removes nothing ends with the engine's error.
+    pending = client.images.list(all=True, filters=filters)
+    while pending:
+        held: list[Any] = []
+        conflict: docker.errors.APIError | None = None
+        for image in pending:
+            try:
+                _ignore_gone(lambda i=image: client.images.remove(i.id, force=True, noprune=False))
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                held.append(image)
+                conflict = exc
+                continue
+            report.images.append(image.tags[0] if image.tags else image.short_id)
+        if conflict is not None and len(held) == len(pending):
+            raise conflict
+        pending = held
     return report
 
 

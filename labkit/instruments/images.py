@@ -14,7 +14,9 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import docker
@@ -70,12 +72,42 @@ def _busybox_recipe() -> Recipe:
                   (("busybox_sha256", _sha256(BUSYBOX_BINARY)), ("dockerfile", BUSYBOX_DOCKERFILE)))
 
 
-def _debian_minbase_recipe() -> Recipe:
-    return Recipe("debian-minbase", f"Debian {DEBIAN_SUITE} made with debootstrap --variant=minbase, imported",
-                  (("suite", DEBIAN_SUITE), ("variant", "minbase"), ("arch", "amd64")))
+@dataclass(frozen=True)
+class DebianBase:
+    """A base made with ``debootstrap --variant=minbase`` plus `packages`, imported as one layer.
+
+    `stands_in_for` names the registry image it replaces here (made offline, not the same bytes); `command` is the
+    image's CMD.
+    """
+
+    packages: tuple[str, ...]
+    stands_in_for: str
+    command: str = "/bin/bash"
+
+    def recipe(self, name: str) -> Recipe:
+        inputs: tuple[tuple[str, str], ...] = (("suite", DEBIAN_SUITE), ("variant", "minbase"), ("arch", "amd64"))
+        if self.packages:  # debian-minbase keeps the digest it had before packages existed
+            inputs += (("packages", ",".join(self.packages)), ("command", self.command))
+        extra = f" + {', '.join(self.packages)}" if self.packages else ""
+        return Recipe(name, f"Debian {DEBIAN_SUITE} made with debootstrap --variant=minbase{extra}, imported "
+                            f"(stands in for {self.stands_in_for})", inputs)
 
 
-RECIPES = {"busybox": _busybox_recipe, "debian-minbase": _debian_minbase_recipe}
+# Every base made with debootstrap, by name. Add a base by adding a line; `labkit setup` makes what a lab declares.
+DEBIAN_BASES = {
+    "debian-minbase": DebianBase((), "debian:bookworm-slim"),
+    "python-runtime": DebianBase(("python3", "python3-venv"), "python:3.11-slim", command="/usr/bin/python3"),
+    "c-builder": DebianBase(("build-essential",), "gcc:12"),
+    "go-builder": DebianBase(("golang-go",), "golang:1.19"),
+}
+
+
+def _debian_recipe(name: str) -> Recipe:
+    return DEBIAN_BASES[name].recipe(name)
+
+
+RECIPES: dict[str, Callable[[], Recipe]] = {"busybox": _busybox_recipe,
+                                            **{name: partial(_debian_recipe, name) for name in DEBIAN_BASES}}
 
 BUSYBOX_DOCKERFILE = """\
 FROM scratch
@@ -155,7 +187,8 @@ def _build_busybox(wanted: Recipe) -> None:
 
 
 def _import_rootfs(wanted: Recipe, tarball: Path) -> None:
-    changes = [f"LABEL {LABEL_BASE}={wanted.name}", f"LABEL {LABEL_RECIPE}={wanted.digest}", 'CMD ["/bin/bash"]']
+    command = DEBIAN_BASES[wanted.name].command
+    changes = [f"LABEL {LABEL_BASE}={wanted.name}", f"LABEL {LABEL_RECIPE}={wanted.digest}", f'CMD ["{command}"]']
     args = [arg for change in changes for arg in ("--change", change)]
     run([docker_cli(), "import", *args, "--message", wanted.description, str(tarball), wanted.tag], 600)
 
@@ -163,7 +196,7 @@ def _import_rootfs(wanted: Recipe, tarball: Path) -> None:
 def rootfs_dir(name: str = "debian-minbase") -> Path:
     """An unpacked root filesystem for base `name`, made once and cached under the recipe's hash.
 
-    `busybox`: the same static binary as the image, with its applet links; `debian-minbase`: debootstrap.
+    `busybox`: the same static binary as the image, with its applet links; the others: debootstrap.
     """
     wanted = recipe(name)
     target = paths.cache_dir() / "rootfs" / f"{name}-{wanted.digest}"
@@ -176,7 +209,7 @@ def rootfs_dir(name: str = "debian-minbase") -> Path:
     if name == "busybox":
         _unpack_busybox(staging)
     else:
-        _debootstrap(staging)
+        _debootstrap(staging, DEBIAN_BASES[name].packages)
     (staging / ".labkit-complete").write_text(wanted.digest + "\n")
     if target.exists():
         shutil.rmtree(target)
@@ -195,9 +228,10 @@ def _unpack_busybox(staging: Path) -> None:
         (staging / "bin" / applet).symlink_to("busybox")
 
 
-def _debootstrap(staging: Path) -> None:
+def _debootstrap(staging: Path, packages: tuple[str, ...]) -> None:
     mirror = os.environ.get("LABKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-    run(["debootstrap", "--variant=minbase", "--arch=amd64", DEBIAN_SUITE, str(staging), mirror], 1800,
+    include = [f"--include={','.join(packages)}"] if packages else []
+    run(["debootstrap", "--variant=minbase", "--arch=amd64", *include, DEBIAN_SUITE, str(staging), mirror], 1800,
         hint="debootstrap needs Debian's package mirror; set LABKIT_DEBIAN_MIRROR to one you can reach.")
     # Package caches are not part of the image.
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):

@@ -1,0 +1,180 @@
+"""An image's layers read from its ``docker save`` tarball: per-layer size, files, whiteouts, and where a file is.
+
+:func:`read_saved` is a pure reader, tested on a recorded tarball (``tests/fixtures/layers/``); :func:`save`
+asks the engine for one. A saved image (the format of Docker 20.10's ``docker save``) holds ``manifest.json``,
+the image config (whose ``history`` has one entry per Dockerfile instruction, ``empty_layer`` for those that
+only change the config) and one ``layer.tar`` per layer, oldest first.
+
+A layer's size is counted two ways, because the engine itself counts two ways: ``docker history`` of a layer made
+by a build is the sum of its regular files' sizes (hard links once; directories, symlinks, whiteouts nothing),
+while for a layer applied from a tar (``docker import``) it also adds each symlink's target length.
+:attr:`Layer.content_bytes` is the first, :attr:`Layer.symlink_bytes` the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+import pandas as pd
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"  # "everything below this directory in lower layers is hidden"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of a layer tar: `path` without a leading ``./``; `kind` is file, dir, symlink, hardlink,
+    whiteout, opaque or other; `size_bytes` is a regular file's size, a symlink's target length, else 0."""
+
+    path: str
+    kind: str
+    size_bytes: int
+
+    @property
+    def hidden_path(self) -> str:
+        """For a whiteout, the lower-layer path it deletes; for an opaque marker, the directory it empties."""
+        folder, name = posixpath.split(self.path)
+        if self.kind == "opaque":
+            return folder
+        return posixpath.join(folder, name.removeprefix(WHITEOUT_PREFIX))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Layer `index` (0 = the lowest) with its diff id, the instruction that made it and its entries."""
+
+    index: int
+    diff_id: str
+    created_by: str
+    tar_bytes: int
+    entries: tuple[Entry, ...]
+
+    @property
+    def content_bytes(self) -> int:
+        """Bytes of the regular files it holds (bytes)."""
+        return sum(e.size_bytes for e in self.entries if e.kind == "file")
+
+    @property
+    def symlink_bytes(self) -> int:
+        """Bytes of its symlinks' targets."""
+        return sum(e.size_bytes for e in self.entries if e.kind == "symlink")
+
+    @property
+    def files(self) -> int:
+        return sum(1 for e in self.entries if e.kind == "file")
+
+    @property
+    def whiteouts(self) -> tuple[Entry, ...]:
+        return tuple(e for e in self.entries if e.kind in ("whiteout", "opaque"))
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    """An image as ``docker save`` wrote it: its config's history and its layers, oldest first."""
+
+    repo_tags: tuple[str, ...]
+    history: tuple[dict[str, Any], ...]
+    layers: tuple[Layer, ...]
+
+    def frame(self) -> pd.DataFrame:
+        """One row per history entry (Dockerfile instruction, oldest first): step, created_by, empty_layer,
+        layer (index or -1), tar_bytes, content_bytes, symlink_bytes, files, whiteouts (counts and bytes)."""
+        rows, layer_index = [], 0
+        for step, entry in enumerate(self.history):
+            empty = bool(entry.get("empty_layer", False))
+            layer = None if empty else self.layers[layer_index]
+            layer_index += 0 if empty else 1
+            rows.append({"step": step, "created_by": entry.get("created_by", ""), "empty_layer": empty,
+                         "layer": layer.index if layer else -1, "tar_bytes": layer.tar_bytes if layer else 0,
+                         "content_bytes": layer.content_bytes if layer else 0,
+                         "symlink_bytes": layer.symlink_bytes if layer else 0, "files": layer.files if layer else 0,
+                         "whiteouts": len(layer.whiteouts) if layer else 0})
+        return pd.DataFrame(rows)
+
+    def find(self, name: str) -> pd.DataFrame:
+        """Every layer entry whose path is `name` or ends in ``/name``: layer, path, kind, size_bytes."""
+        rows = [{"layer": layer.index, "path": e.path, "kind": e.kind, "size_bytes": e.size_bytes}
+                for layer in self.layers for e in layer.entries
+                if e.path == name or e.path.endswith("/" + name)]
+        return pd.DataFrame(rows, columns=["layer", "path", "kind", "size_bytes"])
+
+    def hidden_bytes(self, layer: Layer) -> int:
+        """Bytes in lower layers that `layer`'s whiteouts hide: still shipped with the image, no longer visible."""
+        hidden = [w.hidden_path for w in layer.whiteouts]
+        return sum(e.size_bytes for lower in self.layers[:layer.index] for e in lower.entries
+                   if e.kind == "file" and any(e.path == h or e.path.startswith(h + "/") for h in hidden))
+
+    @cached_property
+    def paths(self) -> frozenset[str]:
+        """Every path any layer holds (before whiteouts are applied)."""
+        return frozenset(e.path for layer in self.layers for e in layer.entries)
+
+
+def _entry(member: tarfile.TarInfo) -> Entry:
+    path = member.name.removeprefix("./").rstrip("/")
+    name = posixpath.basename(path)
+    if name == OPAQUE_MARKER:
+        return Entry(path, "opaque", 0)
+    if name.startswith(WHITEOUT_PREFIX):
+        return Entry(path, "whiteout", 0)
+    if member.isdir():
+        return Entry(path, "dir", 0)
+    if member.issym():
+        return Entry(path, "symlink", len(member.linkname.encode()))
+    if member.islnk():
+        return Entry(path, "hardlink", 0)
+    if member.isfile():
+        return Entry(path, "file", member.size)
+    return Entry(path, "other", 0)
+
+
+def _read_layer(stream: IO[bytes]) -> tuple[Entry, ...]:
+    with tarfile.open(fileobj=stream, mode="r|") as layer:
+        return tuple(_entry(member) for member in layer)
+
+
+def read_saved(path: Path) -> SavedImage:
+    """Read a ``docker save`` tarball (plain or gzip-compressed) of one image."""
+    with tarfile.open(path, mode="r:*") as archive:
+        members = {m.name: m for m in archive.getmembers()}
+
+        def read(name: str) -> IO[bytes]:
+            stream = archive.extractfile(members[name])
+            if stream is None:
+                raise ValueError(f"{path}: {name} is not a regular file")
+            return stream
+
+        manifest = json.load(read("manifest.json"))
+        if len(manifest) != 1:
+            raise ValueError(f"{path} holds {len(manifest)} images; save one image at a time")
+        config = json.load(read(manifest[0]["Config"]))
+        history = tuple(config.get("history", ()))
+        made_by = [h.get("created_by", "") for h in history if not h.get("empty_layer", False)]
+        diff_ids = config["rootfs"]["diff_ids"]
+        layers = tuple(
+            Layer(index, diff_ids[index], made_by[index] if index < len(made_by) else "",
+                  members[name].size, _read_layer(read(name)))
+            for index, name in enumerate(manifest[0]["Layers"]))
+    return SavedImage(tuple(manifest[0].get("RepoTags") or ()), history, layers)
+
+
+def save(client: docker.DockerClient, image: str, target: Path) -> Path:
+    """Write ``docker save <image>`` to `target` and return it."""
+    with target.open("wb") as out:
+        for chunk in client.images.get(image).save(named=True):
+            out.write(chunk)
+    return target
+
+
+def engine_history(client: docker.DockerClient, image: str) -> pd.DataFrame:
+    """``docker history`` as the engine reports it, oldest first: step, created_by, size_bytes."""
+    entries = list(reversed(client.api.history(image)))
+    return pd.DataFrame([{"step": step, "created_by": e.get("CreatedBy", ""), "size_bytes": int(e.get("Size", 0))}
+                         for step, e in enumerate(entries)])
