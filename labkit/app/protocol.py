@@ -50,7 +50,7 @@ class Requirement:
     def packages(self) -> tuple[str, ...]:
         """Debian packages that provide it (installed by `labkit setup` on Debian as root)."""
         if self.kind == "program":
-            return (DEBIAN_PACKAGE.get(self.name, self.name),)
+            return tuple(DEBIAN_PACKAGE.get(self.name, self.name).split())
         return _PACKAGES_OF_KIND[self.kind]
 
 

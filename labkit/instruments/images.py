@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -24,6 +25,7 @@ import docker.errors
 
 from labkit import paths
 from labkit.errors import BadParameter, HostUnsupported, NotPrepared
+from labkit.instruments import arch
 from labkit.instruments.engine import LABEL_BASE, LABEL_RECIPE, docker_cli
 from labkit.instruments.shell import run
 
@@ -83,9 +85,14 @@ class DebianBase:
     packages: tuple[str, ...]
     stands_in_for: str
     command: str = "/bin/bash"
+    arch: str = "amd64"  # Debian's name; another than the host's is made with --foreign and finished under qemu
+
+    @property
+    def platform(self) -> str:
+        return _platform_of_debian_arch(self.arch)
 
     def recipe(self, name: str) -> Recipe:
-        inputs: tuple[tuple[str, str], ...] = (("suite", DEBIAN_SUITE), ("variant", "minbase"), ("arch", "amd64"))
+        inputs: tuple[tuple[str, str], ...] = (("suite", DEBIAN_SUITE), ("variant", "minbase"), ("arch", self.arch))
         if self.packages:  # debian-minbase keeps the digest it had before packages existed
             inputs += (("packages", ",".join(self.packages)), ("command", self.command))
         extra = f" + {', '.join(self.packages)}" if self.packages else ""
@@ -99,7 +106,44 @@ DEBIAN_BASES = {
     "python-runtime": DebianBase(("python3", "python3-venv"), "python:3.11-slim", command="/usr/bin/python3"),
     "c-builder": DebianBase(("build-essential",), "gcc:12"),
     "go-builder": DebianBase(("golang-go",), "golang:1.19"),
+    "c-builder-arm64": DebianBase(("build-essential",), "gcc:12 for linux/arm64", arch="arm64"),
 }
+
+
+@dataclass(frozen=True)
+class DebianPackageBase:
+    """A base holding one static Debian package for `arch`, taken from its .deb (no emulation needed to make it)."""
+
+    package: str
+    arch: str
+    binary: str  # the static executable inside the package, e.g. bin/busybox
+    stands_in_for: str
+
+    @property
+    def platform(self) -> str:
+        return _platform_of_debian_arch(self.arch)
+
+    def recipe(self, name: str) -> Recipe:
+        return Recipe(name, f"Debian {DEBIAN_SUITE}'s {self.package} for {self.arch} on FROM scratch (stands in for "
+                            f"{self.stands_in_for})",
+                      (("suite", DEBIAN_SUITE), ("package", self.package), ("arch", self.arch),
+                       ("dockerfile", ROOTFS_DOCKERFILE)))
+
+
+# Bases made from one Debian package of another architecture than the host's may need (notebook 11).
+DEBIAN_PACKAGE_BASES = {
+    "busybox-arm64": DebianPackageBase("busybox-static", "arm64", "bin/busybox", "busybox for linux/arm64"),
+    "busybox-amd64": DebianPackageBase("busybox-static", "amd64", "bin/busybox", "busybox for linux/amd64"),
+}
+
+
+def _platform_of_debian_arch(debian_arch: str) -> str:
+    return next(p for p, a in arch.DEBIAN_ARCH.items() if a == debian_arch)
+
+
+def _foreign(debian_arch: str) -> bool:
+    """Whether `debian_arch` is not this host's own (its executables run here only under emulation)."""
+    return arch.DEBIAN_ARCH[arch.host_platform()] != debian_arch
 
 
 def _debian_recipe(name: str) -> Recipe:
@@ -107,13 +151,23 @@ def _debian_recipe(name: str) -> Recipe:
 
 
 RECIPES: dict[str, Callable[[], Recipe]] = {"busybox": _busybox_recipe,
-                                            **{name: partial(_debian_recipe, name) for name in DEBIAN_BASES}}
+                                            **{name: partial(_debian_recipe, name) for name in DEBIAN_BASES},
+                                            **{name: partial(DEBIAN_PACKAGE_BASES[name].recipe, name)
+                                               for name in DEBIAN_PACKAGE_BASES}}
 
 BUSYBOX_DOCKERFILE = """\
 FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 CMD ["/bin/sh"]
+"""
+
+# A root filesystem tree (the build context's rootfs/) or tarball as an image for one platform: BuildKit records
+# the platform passed with --platform, where `docker import --platform` records the host's on engine 20.10.
+ROOTFS_DOCKERFILE = """\
+FROM scratch
+ADD {source} /
+CMD ["{command}"]
 """
 
 
@@ -155,6 +209,11 @@ def ensure_base(client: docker.DockerClient, name: str) -> BaseImage:
     started = time.perf_counter_ns()
     if name == "busybox":
         _build_busybox(wanted)
+    elif name in DEBIAN_PACKAGE_BASES:
+        _build_rootfs_image(wanted, rootfs_dir(name), DEBIAN_PACKAGE_BASES[name].platform, "/bin/sh")
+    elif _foreign(DEBIAN_BASES[name].arch):
+        base = DEBIAN_BASES[name]
+        _build_rootfs_image(wanted, rootfs_tarball(name), base.platform, base.command)
     else:
         _import_rootfs(wanted, rootfs_tarball(name))
     made_s = (time.perf_counter_ns() - started) / 1e9
@@ -186,6 +245,20 @@ def _build_busybox(wanted: Recipe) -> None:
              context], 600, env={**os.environ, "DOCKER_BUILDKIT": "1"})
 
 
+def _build_rootfs_image(wanted: Recipe, source: Path, platform: str, command: str) -> None:
+    """Build `source` (a rootfs folder or tarball) into an image for `platform` with BuildKit, no RUN steps."""
+    with tempfile.TemporaryDirectory(prefix="labkit-rootfs-image-") as context:
+        name = "rootfs.tar" if source.is_file() else "rootfs/"
+        target = Path(context) / name.rstrip("/")
+        if source.is_file():
+            shutil.copy2(source, target)
+        else:
+            shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(".labkit-complete"))
+        (Path(context) / "Dockerfile").write_text(ROOTFS_DOCKERFILE.format(source=name, command=command))
+        run([docker_cli(), "build", "--pull=false", "--progress=plain", "--platform", platform, *_label_args(wanted),
+             "-t", wanted.tag, context], 1800, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+
+
 def _import_rootfs(wanted: Recipe, tarball: Path) -> None:
     command = DEBIAN_BASES[wanted.name].command
     changes = [f"LABEL {LABEL_BASE}={wanted.name}", f"LABEL {LABEL_RECIPE}={wanted.digest}", f'CMD ["{command}"]']
@@ -208,8 +281,10 @@ def rootfs_dir(name: str = "debian-minbase") -> Path:
     staging.parent.mkdir(parents=True, exist_ok=True)
     if name == "busybox":
         _unpack_busybox(staging)
+    elif name in DEBIAN_PACKAGE_BASES:
+        _unpack_debian_package(staging, DEBIAN_PACKAGE_BASES[name])
     else:
-        _debootstrap(staging, DEBIAN_BASES[name].packages)
+        _debootstrap(staging, DEBIAN_BASES[name].packages, DEBIAN_BASES[name].arch)
     (staging / ".labkit-complete").write_text(wanted.digest + "\n")
     if target.exists():
         shutil.rmtree(target)
@@ -228,16 +303,68 @@ def _unpack_busybox(staging: Path) -> None:
         (staging / "bin" / applet).symlink_to("busybox")
 
 
-def _debootstrap(staging: Path, packages: tuple[str, ...]) -> None:
-    mirror = os.environ.get("LABKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+def _mirror() -> str:
+    return os.environ.get("LABKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+
+MIRROR_HINT = "debootstrap and apt need Debian's package mirror; set LABKIT_DEBIAN_MIRROR to one you can reach."
+
+
+def _debootstrap(staging: Path, packages: tuple[str, ...], debian_arch: str = "amd64") -> None:
     include = [f"--include={','.join(packages)}"] if packages else []
-    run(["debootstrap", "--variant=minbase", "--arch=amd64", *include, DEBIAN_SUITE, str(staging), mirror], 1800,
-        hint="debootstrap needs Debian's package mirror; set LABKIT_DEBIAN_MIRROR to one you can reach.")
+    foreign = _foreign(debian_arch)
+    run(["debootstrap", "--variant=minbase", f"--arch={debian_arch}", *(["--foreign"] if foreign else []), *include,
+         DEBIAN_SUITE, str(staging), _mirror()], 1800, hint=MIRROR_HINT)
+    if foreign:
+        # The second stage runs the target's own dpkg and maintainer scripts: under qemu, through binfmt_misc.
+        arch.enable_emulation(_platform_of_debian_arch(debian_arch))
+        run(["chroot", str(staging), "/debootstrap/debootstrap", "--second-stage"], 3600,
+            hint="The second stage runs under qemu-user: `labkit doctor 11` checks binfmt_misc.")
     # Package caches are not part of the image.
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for entry in (staging / cache).glob("*"):
             if entry.is_file():
                 entry.unlink()
+
+
+def debian_package_file(package: str, debian_arch: str, folder: Path) -> Path:
+    """Download Debian `package` for `debian_arch` into `folder` and check its SHA256; return the .deb.
+
+    apt-get resolves it with a private state folder under the cache (the host's apt sources, architectures and
+    status stay as they are); the file comes from the same mirror and is checked against the index's hash."""
+    state = paths.cache_dir() / "apt" / f"{DEBIAN_SUITE}-{debian_arch}"
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    (state / "status").touch()
+    (state / "sources.list").write_text(f"deb {_mirror()} {DEBIAN_SUITE} main\n")
+    options = [f"-oAPT::Architecture={debian_arch}", f"-oAPT::Architectures={debian_arch}", f"-oDir::State={state}",
+               f"-oDir::State::status={state / 'status'}", f"-oDir::Cache={state / 'cache'}",
+               f"-oDir::Etc::SourceList={state / 'sources.list'}", "-oDir::Etc::SourceParts=-"]
+    run(["apt-get", *options, "update", "-q"], 600, hint=MIRROR_HINT)
+    printed = run(["apt-get", *options, "download", "--print-uris", package], 60).stdout.split()
+    uri, file_name, checksum = printed[0].strip("'"), printed[1], printed[3]
+    target = folder / file_name
+    urllib.request.urlretrieve(uri, target)
+    algorithm, _, expected = checksum.partition(":")
+    if algorithm != "SHA256" or _sha256(target) != expected:
+        raise RuntimeError(f"{file_name}: its SHA256 is not the {expected} that the index names")
+    return target
+
+
+def _unpack_debian_package(staging: Path, base: DebianPackageBase) -> None:
+    """The package's files (dpkg-deb -x) with an applet link per command the binary lists for itself."""
+    with tempfile.TemporaryDirectory(prefix="labkit-deb-") as folder:
+        deb = debian_package_file(base.package, base.arch, Path(folder))
+        run(["dpkg-deb", "-x", str(deb), str(staging)], 120)
+    binary = staging / base.binary
+    if _foreign(base.arch):
+        arch.enable_emulation(base.platform)
+    for folder_name in ("bin", "proc", "dev", "sys", "tmp", "etc"):
+        (staging / folder_name).mkdir(exist_ok=True)
+    for applet in run([str(binary), "--list"], 60).stdout.split():
+        link = staging / "bin" / applet
+        if not link.exists():
+            link.symlink_to(binary.name)
 
 
 def rootfs_tarball(name: str = "debian-minbase") -> Path:

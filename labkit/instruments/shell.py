@@ -55,7 +55,7 @@ class Completed:
     stderr: str
 
 
-# Where a missing program comes from on Debian, so the error can say what to install.
+# Where a missing program comes from on Debian (space-separated packages), so the error can say what to install.
 DEBIAN_PACKAGE = {
     "docker": "docker.io",
     "dockerd": "docker.io",
@@ -65,8 +65,13 @@ DEBIAN_PACKAGE = {
     "busybox": "busybox-static",
     "unshare": "util-linux",
     "nsenter": "util-linux",
+    "dmesg": "util-linux",
     "apt-get": "apt",
     "dpkg": "dpkg",
+    "dpkg-deb": "dpkg",
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",  # cross gcc and its static libc
+    "x86_64-linux-gnu-gcc": "gcc-x86-64-linux-gnu libc6-dev-amd64-cross",
+    "gcc": "gcc libc6-dev",  # libc6-dev has the static libc that `gcc -static` links
 }
 
 
