@@ -1,0 +1,643 @@
+"""Notebook 11, arm64 against amd64: exec format error, the cost of emulation, cross-building, one tag for two.
+
+Every ``run_*`` takes the notebook's :class:`~labkit.app.session.LabSession`, measures live (or replays the
+recorded tables) and returns a frozen result holding tidy DataFrames; the numbers and sentences the notebook
+quotes are properties and methods of those results. "Native" is this host's platform and "foreign" the other
+one (arm64 on an amd64 host, amd64 on an arm64 host), so the notebook runs in both directions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import docker
+import pandas as pd
+
+from labkit.app.claims import ClaimLedger, verdict
+from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
+from labkit.app.session import LabSession
+from labkit.errors import BadParameter
+from labkit.instruments import arch, containers, images, measure, registry
+from labkit.instruments.engine import Scope, docker_cli
+from labkit.instruments.limits import Limits
+from labkit.instruments.shell import Completed, run
+
+STEM = "11-arm64-vs-amd64"
+SECTION_FORMAT = "Why architecture matters"
+SECTION_COST = "The cost of emulation"
+SECTION_BUILD = "Building for another architecture"
+SECTION_MANIFEST = "One tag, several architectures"
+
+EXEC_FORMAT_ERROR = "exec format error"
+UNAME = ["uname", "-m"]
+LIMITS = Limits.of(memory_mib=256, pids=64, cpus=1.0)  # every container of this notebook runs under these
+
+# The emulation workloads: what each runs (busybox applets, the same binary for both platforms) and what its
+# size parameter counts.
+LOOP, HASH, GZIP, START = "interpreter loop", "sha256 of a buffer", "gzip of a buffer", "process start-up"
+WORKLOADS = (LOOP, HASH, GZIP, START)
+CPU_BOUND = (LOOP, HASH, GZIP)
+SIZE_UNIT = {LOOP: "iterations", HASH: "bytes", GZIP: "bytes", START: "processes"}
+
+NATIVE_BUILD, EMULATED_BUILD, CROSS_BUILD = "native build", "emulated build", "cross build"
+BUILD_METHODS = (NATIVE_BUILD, EMULATED_BUILD, CROSS_BUILD)
+DEFAULT_PLATFORM = "(none)"
+
+
+def _foreign_base(kind: str) -> str:
+    return f"{kind}-{arch.DEBIAN_ARCH[arch.foreign_platform(_known_machine())]}"
+
+
+def _known_machine() -> str:
+    # An unknown machine is reported by doctor and refused by every run_*; the declaration itself must not fail.
+    machine = os.uname().machine
+    return machine if machine in arch.PLATFORM_OF_MACHINE else "x86_64"
+
+
+def busybox_base(platform: str) -> str:
+    """The labkit base holding Debian's busybox-static for `platform` (the same version for both)."""
+    return f"busybox-{arch.DEBIAN_ARCH[arch.validate_platform(platform)]}"
+
+
+def builder_base(platform: str) -> str:
+    """The labkit base with Debian's build-essential for `platform`."""
+    return "c-builder" if arch.validate_platform(platform) == arch.AMD64 else "c-builder-arm64"
+
+
+def cross_compiler(target: str) -> str:
+    """Debian's cross gcc that runs natively here and emits `target` code, e.g. ``aarch64-linux-gnu-gcc``."""
+    return f"{arch.UNAME_MACHINE[arch.validate_platform(target)]}-linux-gnu-gcc"
+
+
+def prepare(client: docker.DockerClient) -> list[str]:
+    """Emulation for the foreign platform (binfmt_misc mounted, its qemu entry enabled) and the busybox trees."""
+    foreign = arch.foreign_platform()
+    check = arch.enable_emulation(foreign)
+    return [f"binfmt {arch.emulator_entry()}: {check.detail}",
+            *(f"rootfs {name}: {images.rootfs_dir(name)}" for name in (busybox_base(p) for p in arch.PLATFORMS))]
+
+
+LAB = Lab(
+    stem=STEM,
+    topic="arm64 vs amd64",
+    requirements=(
+        ENGINE, ROOT,
+        Requirement("binfmt", arch.emulator_entry(), "running the other architecture's binaries under qemu"),
+        Requirement("program", cross_compiler(arch.foreign_platform(_known_machine())),
+                    "cross-compiling for the other architecture"),
+        Requirement("program", "debootstrap", "the Debian build-essential bases"),
+        Requirement("program", "dpkg-deb", "unpacking busybox-static for both architectures"),
+        Requirement("registry", purpose="the manifest list (one tag, two architectures)"),
+    ),
+    bases=("busybox-amd64", "busybox-arm64", "c-builder", "c-builder-arm64"),
+    tables={
+        "exec_format": ("entry_state", "platform", "native", "image", "command", "exit_code", "output",
+                        "exec_format_error"),
+        "emulation": ("workload", "size", "unit", "platform", "emulated", "repeat", "position", "wall_s",
+                      "output_sha256"),
+        "builds": ("method", "platform", "repeat", "wall_s", "compile_s", "image_architecture", "output",
+                   "functions"),
+        "default_platform": ("platform_flag", "binary_platform", "image_architecture"),
+        "manifest": ("platform", "manifest_digest", "list_media_type", "pulled_architecture", "same_image",
+                     "uname_m"),
+        "claims": ("id", "section", "notebook", "claim", "value", "unit", "measured", "criterion", "verdict",
+                   "caveat", "tables"),
+    },
+    prepare=prepare,
+)
+
+
+def _platforms() -> tuple[str, str]:
+    """(native, foreign) for this host."""
+    return arch.host_platform(), arch.foreign_platform()
+
+
+def _docker_run(scope: Scope, image: str, platform: str, argv: list[str]) -> Completed:
+    """``docker run --rm --platform`` through the CLI, never pulling; a failure is data, not an exception."""
+    command = containers.cli_run_argv(scope, image, argv, limits=LIMITS)
+    return run([command[0], command[1], "--platform", platform, *command[2:]], 120, check=False)
+
+
+def _said(done: Completed) -> str:
+    """What the container printed when it ran; when it did not, the CLI's error without its warnings (the CLI
+    warns about ``--dns 127.0.0.1`` on every run)."""
+    if done.exit_code == 0:
+        return done.stdout.strip()
+    return "\n".join(line for line in done.stderr.strip().splitlines() if not line.startswith("WARNING:"))
+
+
+# ---------------------------------------------------------------- 1. exec format error
+
+
+@dataclass(frozen=True)
+class ExecFormatResult:
+    """`runs`: entry_state (the emulator's binfmt entry disabled / enabled), platform, native, image, command,
+    exit_code, output (stdout and stderr as the CLI printed them), exec_format_error."""
+
+    runs: pd.DataFrame
+
+    def row(self, entry_state: str, native: bool) -> pd.Series:
+        rows = self.runs[(self.runs["entry_state"] == entry_state) & (self.runs["native"] == native)]
+        return rows.iloc[0]
+
+    @property
+    def failed_without_emulator(self) -> bool:
+        r = self.row("disabled", native=False)
+        return int(r["exit_code"]) != 0 and bool(r["exec_format_error"])
+
+    @property
+    def recovered(self) -> bool:
+        """With the entry enabled again the foreign image ran and `uname -m` named the foreign machine."""
+        r = self.row("enabled", native=False)
+        return int(r["exit_code"]) == 0 and str(r["output"]) == arch.UNAME_MACHINE[str(r["platform"])]
+
+    def conclusion(self) -> str:
+        off, on = self.row("disabled", native=False), self.row("enabled", native=False)
+        native = self.row("disabled", native=True)
+        return (f"**What we measured.** With the emulator's entry disabled, `docker run --platform {off['platform']}` "
+                f"exited **{off['exit_code']}** and said: `{off['output']}`. The native image ran meanwhile and "
+                f"printed `{native['output']}`: only the foreign binary failed, at `execve`, before any of its code "
+                f"ran. With the entry enabled again the same image exited {on['exit_code']} and `uname -m` printed "
+                f"**{on['output']}**: the kernel handed the binary to qemu, which reports the machine it emulates.")
+
+
+def run_exec_format(lab: LabSession) -> ExecFormatResult:
+    """`uname -m` in the native and the foreign busybox image, with the foreign platform's binfmt entry disabled
+    (restored afterwards, whatever happens) and enabled."""
+    lab.require_root("disabling a binfmt_misc entry")
+
+    def experiment() -> pd.DataFrame:
+        native, foreign = _platforms()
+        entry = arch.emulator_entry()
+        rows = []
+        with lab.scope() as scope:
+            def attempt(state: str) -> None:
+                for platform in (native, foreign):
+                    image = images.require_base(lab.engine, busybox_base(platform)).tag
+                    done = _docker_run(scope, image, platform, UNAME)
+                    rows.append({"entry_state": state, "platform": platform, "native": platform == native,
+                                 "image": image, "command": " ".join(UNAME), "exit_code": done.exit_code,
+                                 "output": _said(done), "exec_format_error": EXEC_FORMAT_ERROR in _said(done)})
+
+            with arch.entry_disabled(entry):
+                attempt("disabled")
+            attempt("enabled")
+        return pd.DataFrame(rows)
+
+    return ExecFormatResult(lab.measure("exec_format", experiment))
+
+
+# ---------------------------------------------------------------- 2. the cost of emulation
+
+
+def validate_sizes(sizes: dict[str, int]) -> dict[str, int]:
+    """`sizes` if every workload is known and its size a whole number ≥ 1; BadParameter with the fix otherwise."""
+    unknown = sorted(set(sizes) - set(WORKLOADS))
+    if unknown:
+        raise BadParameter(f"sizes names unknown workloads {unknown}.", f"Use {list(WORKLOADS)}.")
+    for workload, size in sizes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise BadParameter(f"sizes[{workload!r}]={size!r}: a workload needs a size ≥ 1 "
+                               f"({SIZE_UNIT[workload]}).", f"E.g. {workload!r}: {QUICK_SIZES[workload]}.")
+    return sizes
+
+
+QUICK_SIZES = {LOOP: 100_000, HASH: 4 * 2**20, GZIP: 2 * 2**20, START: 1}
+FULL_SIZES = {LOOP: 300_000, HASH: 16 * 2**20, GZIP: 8 * 2**20, START: 1}
+
+
+def _compressible(size: int) -> bytes:
+    """`size` bytes of text-like data (seeded words: compresses about 3:1, like source code)."""
+    rng = random.Random(11)
+    words = ["".join(rng.choice("etaoinshrdlucmfwyp") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    text = bytearray()
+    while len(text) < size:
+        text += (" ".join(rng.choices(words, k=64)) + "\n").encode()
+    return bytes(text[:size])
+
+
+def _workload_argv(busybox: Path, workload: str, size: int, folder: Path) -> list[str]:
+    """The command line of `workload` with this `busybox` binary: every process in it is that binary."""
+    if workload == LOOP:
+        return [str(busybox), "awk", f"BEGIN {{ s = 0; for (i = 0; i < {size}; i++) s += i % 7; print s }}"]
+    if workload == HASH:
+        return [str(busybox), "sha256sum", str(folder / "buffer.bin")]
+    if workload == GZIP:
+        return [str(busybox), "sh", "-c", f"{busybox} gzip -c -6 {folder / 'text.txt'} | {busybox} wc -c"]
+    return [str(busybox), "true"]
+
+
+@dataclass(frozen=True)
+class EmulationResult:
+    """`samples`: workload, size, unit, platform, emulated, repeat, position, wall_s (s, one run of busybox with
+    the workload, started from this process), output_sha256 (of what it printed).
+
+    Native and emulated runs of one workload alternate round by round, so each round gives one paired ratio."""
+
+    samples: pd.DataFrame
+
+    @cached_property
+    def ratios(self) -> pd.DataFrame:
+        """workload, repeat, slowdown: emulated wall time over native wall time in the same round."""
+        wide = self.samples.pivot_table(index=["workload", "repeat"], columns="emulated", values="wall_s")
+        return (wide[True] / wide[False]).rename("slowdown").reset_index()
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        """Per workload: native and emulated medians (s), the median paired slowdown with its order-statistic
+        interval (`ci_low`, `ci_high`) and that interval's coverage, n, and whether both printed the same."""
+        rows = {}
+        for workload in dict.fromkeys(self.samples["workload"]):
+            runs = self.samples[self.samples["workload"] == workload]
+            ratio = measure.summarize(self.ratios.loc[self.ratios["workload"] == workload, "slowdown"].tolist())
+            rows[workload] = {
+                "native_s": runs.loc[~runs["emulated"], "wall_s"].median(),
+                "emulated_s": runs.loc[runs["emulated"], "wall_s"].median(),
+                "slowdown": ratio.median, "ci_low": ratio.ci_low, "ci_high": ratio.ci_high,
+                "coverage": ratio.coverage, "n": ratio.n, "same_output": runs["output_sha256"].nunique() == 1}
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = "workload"
+        return table
+
+    def slowdown(self, workload: str) -> float:
+        return float(self.summary.loc[workload, "slowdown"])
+
+    @property
+    def cpu_bound_least(self) -> str:
+        """The CPU-bound workload with the smallest slowdown."""
+        return str(self.summary.loc[list(CPU_BOUND), "slowdown"].idxmin())
+
+    @property
+    def emulated_platform(self) -> str:
+        return str(self.samples.loc[self.samples["emulated"], "platform"].iloc[0])
+
+    def conclusion(self) -> str:
+        s = self.summary
+        parts = "; ".join(f"{w}: **{r.slowdown:.1f}×** [{r.ci_low:.1f}, {r.ci_high:.1f}]" for w, r in s.iterrows())
+        same = "every workload printed the same output on both" if s["same_output"].all() else \
+            "SOME OUTPUTS DIFFERED between the two"
+        return (f"**What we measured** (n = {int(s['n'].min())} paired rounds per workload; median slowdown of "
+                f"{self.emulated_platform} under qemu against native, with an order-statistic interval of "
+                f"coverage {s['coverage'].min():.1%}): {parts}. {same.capitalize()}. The {s['slowdown'].idxmax()} "
+                f"suffered most and the {s['slowdown'].idxmin()} least. qemu translates each block of guest "
+                "instructions into host instructions once and caches it: short, branchy code such as an "
+                "interpreter's dispatch loop pays most per useful instruction, and every new process pays for "
+                "starting qemu itself.")
+
+
+def run_emulation_cost(lab: LabSession, sizes: dict[str, int] | None = None, repeats: int = 5,
+                       warmup: int = 1) -> EmulationResult:
+    """Wall time (s) of each workload with the native and the foreign busybox-static (the same Debian version),
+    interleaved per round; the foreign binary runs under qemu through binfmt_misc, as in a container."""
+    sizes = validate_sizes(dict(sizes or FULL_SIZES))
+    measure.validate_repeats(repeats, warmup)
+
+    def experiment() -> pd.DataFrame:
+        native, foreign = _platforms()
+        binaries = {p: images.rootfs_dir(busybox_base(p)) / "bin" / "busybox" for p in (native, foreign)}
+        frames = []
+        with tempfile.TemporaryDirectory(prefix="labkit-emulation-") as folder:
+            (Path(folder) / "buffer.bin").write_bytes(random.Random(7).randbytes(sizes.get(HASH, 1)))
+            (Path(folder) / "text.txt").write_bytes(_compressible(sizes.get(GZIP, 1)))
+            outputs: dict[tuple[str, str], str] = {}
+
+            def runner(workload: str, platform: str) -> Callable[[], None]:
+                argv = _workload_argv(binaries[platform], workload, sizes[workload], Path(folder))
+
+                def once() -> None:
+                    printed = run(argv, 600).stdout.split()[:1]  # the result, without the file name sha256sum adds
+                    outputs[workload, platform] = hashlib.sha256(" ".join(printed).encode()).hexdigest()
+
+                return once
+
+            for workload, size in sizes.items():
+                samples = measure.compare({p: runner(workload, p) for p in (native, foreign)}, repeats, warmup)
+                frames.append(samples.rename(columns={"method": "platform"}).assign(
+                    workload=workload, size=size, unit=SIZE_UNIT[workload],
+                    emulated=lambda f: f["platform"] == foreign,
+                    output_sha256=lambda f, w=workload: [outputs[w, p] for p in f["platform"]]))
+        columns = list(LAB.tables["emulation"])
+        return pd.concat(frames, ignore_index=True)[columns]
+
+    return EmulationResult(lab.measure("emulation", experiment, sizes=sizes, repeats=repeats, warmup=warmup))
+
+
+# ---------------------------------------------------------------- 3. building for the other architecture
+
+
+BUILD_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+COPY program.c /src/program.c
+RUN gcc -O2 -static -o /usr/local/bin/program /src/program.c
+CMD ["/usr/local/bin/program"]
+"""
+
+CROSS_DOCKERFILE = """\
+FROM scratch
+COPY program /usr/local/bin/program
+CMD ["/usr/local/bin/program"]
+"""
+
+
+def program_source(functions: int) -> str:
+    """A C program of `functions` small functions (compile time grows with it); it prints one checksum that is
+    the same on every architecture."""
+    if not isinstance(functions, int) or isinstance(functions, bool) or functions < 1:
+        raise BadParameter(f"functions={functions!r}: the program needs at least one function.",
+                           "E.g. functions=150 (quick) or 1000 (full).")
+    bodies = "\n".join(
+        f"static unsigned long f{i}(unsigned long x) {{ for (int k = 0; k < {i % 13 + 3}; k++) "
+        f"x = x * {2 * i + 3}UL + (x >> {i % 7 + 1}) + {i}UL; return x ^ {i * 2654435761 % 2**32}UL; }}"
+        for i in range(functions))
+    calls = "\n".join(f"    x = f{i}(x);" for i in range(functions))
+    return (f"#include <stdio.h>\n{bodies}\nint main(void) {{\n    unsigned long x = 11;\n{calls}\n"
+            f'    printf("checksum %lu\\n", x);\n    return 0;\n}}\n')
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """`builds`: method (native / emulated / cross build), platform, repeat, wall_s (the whole build, s),
+    compile_s (the cross compiler alone, s; NaN for builds in the builder image), image_architecture (what the
+    engine recorded), output (what the built program printed, run as that platform), functions.
+
+    `default_platform`: platform_flag (``(none)`` or the value passed), binary_platform (what the binary inside
+    is built for), image_architecture — what `docker build` records with and without ``--platform``."""
+
+    builds: pd.DataFrame
+    default_platform: pd.DataFrame
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        """Per method: platform, n, median wall time (s), its ratio to the native build, image architecture."""
+        grouped = self.builds.groupby("method", sort=False)
+        table = grouped.agg(platform=("platform", "first"), n=("wall_s", "size"), median_s=("wall_s", "median"),
+                            image_architecture=("image_architecture", "first"), output=("output", "first"))
+        table["ratio_to_native"] = table["median_s"] / table.loc[NATIVE_BUILD, "median_s"]
+        return table
+
+    def median_s(self, method: str) -> float:
+        return float(self.summary.loc[method, "median_s"])
+
+    @property
+    def same_output(self) -> bool:
+        return self.builds["output"].nunique() == 1
+
+    @property
+    def emulated_over_cross(self) -> float:
+        return self.median_s(EMULATED_BUILD) / self.median_s(CROSS_BUILD)
+
+    def _cross_versus_emulated(self) -> str:
+        ratio = self.emulated_over_cross
+        return (f"{ratio:.1f}× faster than emulating the compiler" if ratio >= 1 else
+                f"{1 / ratio:.1f}× SLOWER than emulating the compiler")
+
+    def recorded(self, flag: str) -> str:
+        return str(self.default_platform.set_index("platform_flag").loc[flag, "image_architecture"])
+
+    def binary_platform(self, flag: str) -> str:
+        return str(self.default_platform.set_index("platform_flag").loc[flag, "binary_platform"])
+
+    def conclusion(self) -> str:
+        s = self.summary
+        return (f"**What we measured** (median of {int(s['n'].min())} build(s) each, no cache). The same Dockerfile "
+                f"took **{self.median_s(NATIVE_BUILD):.1f} s** for {s.loc[NATIVE_BUILD, 'platform']} and "
+                f"**{self.median_s(EMULATED_BUILD):.1f} s** for {s.loc[EMULATED_BUILD, 'platform']} with its `RUN "
+                f"gcc` under qemu ({s.loc[EMULATED_BUILD, 'ratio_to_native']:.1f}× native). Cross-compiling the "
+                f"same program with Debian's cross gcc and copying it into a `FROM scratch` image took "
+                f"**{self.median_s(CROSS_BUILD):.1f} s**: {self._cross_versus_emulated()}. The engine recorded the "
+                f"architectures {', '.join(s['image_architecture'])}, and the three "
+                f"programs printed {'the same line' if self.same_output else 'DIFFERENT lines'}: "
+                f"`{s['output'].iloc[0]}`.")
+
+    def default_conclusion(self) -> str:
+        return (f"Without `--platform` the engine recorded **{self.recorded(DEFAULT_PLATFORM)}** for an image whose "
+                f"only binary is built for {self.binary_platform(DEFAULT_PLATFORM)}: `docker build` labels an image "
+                f"with the builder's platform, not with what is inside it. With `--platform "
+                f"{self.binary_platform(DEFAULT_PLATFORM)}` it recorded "
+                f"**{self.recorded(self.binary_platform(DEFAULT_PLATFORM))}**.")
+
+
+def _build(context: Path, tag: str, scope: Scope, platform: str | None, build_args: dict[str, str]) -> float:
+    """`docker build` (BuildKit, no cache, never pulling) of `context`; wall time in seconds."""
+    argv = [docker_cli(), "build", "--pull=false", "--no-cache", "--progress=plain", *scope.label_args(),
+            *(["--platform", platform] if platform else []),
+            *(arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")), "-t", tag,
+            str(context)]
+    started = measure.time_calls(lambda: run(argv, 3600, env=_buildkit_env()), repeats=1, warmup=0)
+    return started[0]
+
+
+def _buildkit_env() -> dict[str, str]:
+    return {**os.environ, "DOCKER_BUILDKIT": "1"}
+
+
+def run_builds(lab: LabSession, functions: int = 1000, repeats: int = 3) -> BuildResult:
+    """Build the same program three ways, `repeats` times each, without cache: the Dockerfile with `RUN gcc` for
+    the native platform and for the foreign one (RUN under qemu), and a cross build (the cross gcc on this host,
+    then a FROM scratch image for the foreign platform). Then the cross-built binary's image again without
+    ``--platform``, to see what the engine records by default."""
+    source = program_source(functions)
+    measure.validate_repeats(repeats)
+
+    def experiment() -> dict[str, pd.DataFrame]:
+        native, foreign = _platforms()
+        client = lab.engine
+        bases = {p: images.require_base(client, builder_base(p)).tag for p in (native, foreign)}
+        rows, defaults = [], []
+        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-builds-") as folder:
+            in_image, cross = Path(folder) / "in-image", Path(folder) / "cross"
+            for context, dockerfile in ((in_image, BUILD_DOCKERFILE), (cross, CROSS_DOCKERFILE)):
+                context.mkdir()
+                (context / "Dockerfile").write_text(dockerfile)
+            (in_image / "program.c").write_text(source)
+            (cross / "program.c").write_text(source)
+            compiler = cross_compiler(foreign)
+            for repeat in range(repeats):
+                for method, platform in ((NATIVE_BUILD, native), (EMULATED_BUILD, foreign), (CROSS_BUILD, foreign)):
+                    tag = f"{scope.name(method.split()[0])}:{repeat}"
+                    compile_s = float("nan")
+                    if method == CROSS_BUILD:
+                        compile_s = measure.time_calls(lambda: run(
+                            [compiler, "-O2", "-static", "-o", str(cross / "program"), str(cross / "program.c")],
+                            600), repeats=1, warmup=0)[0]
+                        wall_s = compile_s + _build(cross, tag, scope, platform, {})
+                    else:
+                        wall_s = _build(in_image, tag, scope, platform, {"BASE": bases[platform]})
+                    image = client.images.get(tag)
+                    output = _said(_docker_run(scope, tag, platform, ["/usr/local/bin/program"]))
+                    rows.append({"method": method, "platform": platform, "repeat": repeat, "wall_s": wall_s,
+                                 "compile_s": compile_s, "image_architecture": image.attrs["Architecture"],
+                                 "output": output, "functions": functions})
+            for flag in (None, foreign):
+                tag = f"{scope.name('default')}:{'none' if flag is None else 'explicit'}"
+                _build(cross, tag, scope, flag, {})
+                defaults.append({"platform_flag": flag or DEFAULT_PLATFORM, "binary_platform": foreign,
+                                 "image_architecture": client.images.get(tag).attrs["Architecture"]})
+        return {"builds": pd.DataFrame(rows), "default_platform": pd.DataFrame(defaults)}
+
+    tables = lab.record("builds", ("builds", "default_platform"), experiment, functions=functions, repeats=repeats)
+    return BuildResult(tables["builds"], tables["default_platform"])
+
+
+# ---------------------------------------------------------------- 4. one tag, two architectures
+
+
+@contextmanager
+def _references(created: list[str]) -> Iterator[list[str]]:
+    """Image references (tags) this experiment adds to existing images; untagged afterwards, whatever happens."""
+    try:
+        yield created
+    finally:
+        for reference in created:
+            run([docker_cli(), "rmi", reference], 60, check=False)
+
+
+@dataclass(frozen=True)
+class ManifestResult:
+    """`pulls`: platform, manifest_digest (the per-platform entry in the list), list_media_type, pulled_architecture
+    (what the engine recorded for `pull --platform`), same_image (its id is the base's pushed for that
+    platform), uname_m (printed by the pulled image, run as that platform)."""
+
+    pulls: pd.DataFrame
+
+    @property
+    def resolves(self) -> bool:
+        """Every platform's pull gave that platform's image, which ran as that machine."""
+        p = self.pulls
+        return bool((p["pulled_architecture"] == p["platform"].str.split("/").str[1]).all()
+                    and p["same_image"].all()
+                    and (p["uname_m"] == p["platform"].map(arch.UNAME_MACHINE)).all())
+
+    def conclusion(self) -> str:
+        picks = "; ".join(f"`pull --platform {r.platform}` gave a **{r.pulled_architecture}** image "
+                          f"({r.manifest_digest[:19]}…) whose `uname -m` printed {r.uname_m}"
+                          for r in self.pulls.itertuples())
+        verdict_text = "Each pull picked the image for its platform." if self.resolves else \
+            "A PULL PICKED THE WRONG IMAGE."
+        return (f"**What we measured.** The registry served one tag as a `{self.pulls['list_media_type'].iloc[0]}`. "
+                f"{picks}. {verdict_text}")
+
+
+def run_manifest_list(lab: LabSession, port: int | None = None) -> ManifestResult:
+    """Push the amd64 and arm64 busybox images to a local registry (127.0.0.1, `port` or a free one), join them
+    under one tag with a manifest list, then pull that tag once per platform and read what came back."""
+    registry.validate_port(port)
+
+    def experiment() -> pd.DataFrame:
+        client = lab.engine
+        sources = {p: images.require_base(client, busybox_base(p)) for p in arch.PLATFORMS}
+        rows = []
+        with registry.running(port) as reg, lab.scope() as scope, _references([]) as created:
+            repository = f"labkit/{scope.scope_id}/busybox"
+            one_tag = reg.reference(repository, "1.0")
+            parts = []
+            created.append(one_tag)
+            for platform, base in sources.items():
+                reference = reg.reference(repository, f"1.0-{arch.DEBIAN_ARCH[platform]}")
+                run([docker_cli(), "tag", base.tag, reference], 30)
+                created.append(reference)
+                run([docker_cli(), "push", reference], 300)
+                parts.append(reference)
+            run([docker_cli(), "manifest", "create", "--insecure", one_tag, *parts], 60)
+            run([docker_cli(), "manifest", "push", "--insecure", "--purge", one_tag], 120)
+            listing = reg.manifest(repository, "1.0")
+            by_platform = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+                           for m in listing["manifests"]}
+            for platform, base in sources.items():
+                run([docker_cli(), "rmi", one_tag], 60, check=False)
+                run([docker_cli(), "pull", "--platform", platform, one_tag], 300)
+                pulled = client.images.get(one_tag)
+                rows.append({"platform": platform, "manifest_digest": by_platform.get(platform, ""),
+                             "list_media_type": listing["mediaType"],
+                             "pulled_architecture": pulled.attrs["Architecture"],
+                             "same_image": pulled.id == base.image_id,
+                             "uname_m": _said(_docker_run(scope, one_tag, platform, UNAME))})
+        return pd.DataFrame(rows)
+
+    return ManifestResult(lab.measure("manifest", experiment, port=port))
+
+
+# ---------------------------------------------------------------- claims
+
+
+def check_claims(ledger: ClaimLedger, exec_format: ExecFormatResult, cost: EmulationResult, builds: BuildResult,
+                 manifest: ManifestResult) -> None:
+    """The chapter's claims, each with a criterion and a verdict computed from this notebook's measurements."""
+    native_arch = builds.summary.loc[NATIVE_BUILD, "image_architecture"]
+    default_arch = builds.recorded(DEFAULT_PLATFORM)
+    ledger.check(
+        "build.host_architecture_by_default", section=SECTION_BUILD,
+        claim="docker build builds for the host's architecture by default",
+        value=float(default_arch == native_arch), unit="1 = host architecture recorded",
+        measured=f"without --platform the engine recorded {default_arch} (host: {native_arch}) for an image whose "
+                 f"binary is {builds.binary_platform(DEFAULT_PLATFORM)}",
+        criterion="an image built without --platform is recorded with the host's architecture",
+        verdict=verdict(default_arch == native_arch), tables=("default_platform", "builds"))
+
+    off = exec_format.row("disabled", native=False)
+    ledger.check(
+        "run.exec_format_error", section=SECTION_FORMAT,
+        claim="An image for the wrong architecture fails with exec format error",
+        value=float(off["exit_code"]), unit="exit code (no emulator registered)",
+        measured=f"exit {off['exit_code']}: {off['output']}; with qemu registered it ran and printed "
+                 f"{exec_format.row('enabled', native=False)['output']}",
+        criterion="without an emulator entry the foreign image exits non-zero with 'exec format error'; that it "
+                  "runs once qemu is registered in binfmt_misc is a caveat",
+        verdict=verdict(exec_format.failed_without_emulator, caveat=exec_format.recovered),
+        caveat="only where no emulator is registered: with qemu-user in binfmt_misc (Docker Desktop, this host "
+               "after `labkit setup`) it runs, emulated" if exec_format.recovered else "",
+        tables=("exec_format",))
+
+    requested = builds.binary_platform(DEFAULT_PLATFORM)
+    explicit_ok = builds.recorded(requested) == requested.split("/")[1] and default_arch != requested.split("/")[1]
+    ledger.check(
+        "build.explicit_platform", section=SECTION_BUILD, claim="Build with an explicit platform in CI",
+        value=float(explicit_ok), unit="1 = only the explicit flag recorded the binary's platform",
+        measured=f"the same {requested} binary was recorded as {default_arch} without --platform and as "
+                 f"{builds.recorded(requested)} with --platform {requested}",
+        criterion="with --platform the recorded architecture is the requested one, and without it the host's "
+                  "(so a default build on another CI runner would record something else)",
+        verdict=verdict(explicit_ok), tables=("default_platform",))
+
+    least = cost.cpu_bound_least
+    row = cost.summary.loc[least]
+    slower = float(row["ci_low"]) > 1.0
+    ledger.check(
+        "emulation.slower", section=SECTION_COST, claim="Running another architecture under emulation is much slower",
+        value=float(row["slowdown"]), unit="× native (median, least-affected CPU-bound workload)",
+        measured="; ".join(f"{w} {r.slowdown:.1f}× [{r.ci_low:.1f}, {r.ci_high:.1f}]"
+                           for w, r in cost.summary.iterrows()),
+        criterion="every CPU-bound workload's slowdown interval lies above 1×; a least slowdown below 2× is a caveat",
+        verdict=verdict(bool((cost.summary.loc[list(CPU_BOUND), "ci_low"] > 1.0).all()) and slower,
+                        caveat=float(row["slowdown"]) < 2),
+        caveat=f"{least} is only {row['slowdown']:.1f}× slower" if float(row["slowdown"]) < 2 else "",
+        tables=("emulation",))
+
+    ledger.check(
+        "build.cross_faster_than_emulated", section=SECTION_BUILD,
+        claim="Cross-compiling beats building under emulation",
+        value=builds.emulated_over_cross, unit="× (emulated build time / cross build time)",
+        measured=f"emulated build {builds.median_s(EMULATED_BUILD):.1f} s, cross build "
+                 f"{builds.median_s(CROSS_BUILD):.1f} s, native build {builds.median_s(NATIVE_BUILD):.1f} s; "
+                 f"outputs {'identical' if builds.same_output else 'DIFFERENT'}",
+        criterion="the cross build is faster than the emulated one and its binary prints the same output",
+        verdict=verdict(builds.emulated_over_cross > 1 and builds.same_output), tables=("builds",))
+
+    ledger.check(
+        "manifest.one_tag_two_architectures", section=SECTION_MANIFEST,
+        claim="One tag can name an image per architecture, and each pull gets its own",
+        value=float(manifest.resolves), unit="1 = every pull resolved to its platform",
+        measured="; ".join(f"{r.platform} → {r.pulled_architecture} ({r.uname_m})"
+                           for r in manifest.pulls.itertuples()),
+        criterion="for every platform, pull --platform of the one tag gives that platform's image (same id as the "
+                  "one pushed), recorded with its architecture, and uname -m in it prints that machine",
+        verdict=verdict(manifest.resolves), tables=("manifest",))
