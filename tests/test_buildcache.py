@@ -1,0 +1,138 @@
+"""Notebook 03's lab: edit histories and parameters refused before any build; results replay into the same claims;
+live, A's source edit executes fewer steps than B's and the secret is found only without .dockerignore."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pandas as pd
+import pytest
+
+from labkit.app.claims import ClaimLedger
+from labkit.app.session import LabSession, open_session
+from labkit.errors import BadParameter
+from labkit.instruments import engine
+from labkit.labs import buildcache
+from labkit.labs.buildcache import Edit
+from tests.conftest import leftovers
+
+
+@pytest.fixture(scope="module")
+def replay() -> LabSession:
+    # A replay session would hand back the recorded tables: only validation can stop these calls.
+    return open_session(buildcache.STEM, mode="replay")
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda lab: buildcache.run_rebuilds(lab, history=[Edit("typo", "source", "app/missing.py", "a", "b")]),
+     r"(?s)'app/missing.py', which the app does not have.*app/greeting.py"),
+    (lambda lab: buildcache.run_rebuilds(lab, history=[Edit("x", "source", "README.md", "no such text", "b")]),
+     r"(?s)occurs 0 times in 'README.md'.*exactly once"),
+    (lambda lab: buildcache.run_rebuilds(lab, history=[Edit("x", "refactor")]), r"kind='refactor'"),
+    (lambda lab: buildcache.run_rebuilds(lab, history=[]), r"history is empty"),
+    (lambda lab: buildcache.run_rebuilds(lab, builders=["kaniko"]), r"(?s)builder='kaniko'.*buildkit"),
+    (lambda lab: buildcache.run_context(lab, repeats=0), r"repeats=0"),
+    (lambda lab: buildcache.run_context(lab, repeats=-2), r"repeats=-2"),
+    (lambda lab: buildcache.run_context(lab, local_data_mib=0), r"local_data_mib=0"),
+])
+def test_bad_input_is_refused_before_any_build(replay: LabSession, call: Callable[[LabSession], object],
+                                               message: str) -> None:
+    with pytest.raises(BadParameter, match=message):
+        call(replay)
+
+
+def test_an_edit_is_checked_against_the_state_the_edits_before_it_left() -> None:
+    snapshots = buildcache.validate_history(buildcache.HISTORY[:1])
+    assert 'GREETING = "Hello there"' in snapshots[1]["app/greeting.py"]
+    # The first edit replaced the text this one looks for.
+    again = Edit("again", "source", "app/greeting.py", 'GREETING = "Hello"', 'GREETING = "Hi"')
+    with pytest.raises(BadParameter, match=r"edit 2 \('again'\).*occurs 0 times"):
+        buildcache.validate_history([buildcache.HISTORY[0], again])
+    doubled = Edit("doubled", "source", "app/greeting.py", "\n\ndef", "\n# Hello there\n\ndef")
+    ambiguous = Edit("ambiguous", "source", "app/greeting.py", "Hello there", "Hi")
+    with pytest.raises(BadParameter, match=r"edit 3 \('ambiguous'\).*occurs 2 times"):
+        buildcache.validate_history([buildcache.HISTORY[0], doubled, ambiguous])
+
+
+def test_the_full_history_applies_and_covers_every_kind_of_edit() -> None:
+    snapshots = buildcache.validate_history(buildcache.HISTORY)
+    assert len(buildcache.HISTORY) >= 10 and len(snapshots) == len(buildcache.HISTORY) + 1
+    assert {e.kind for e in buildcache.HISTORY} == set(buildcache.EDIT_KINDS)
+    # The first four (quick mode) hold one of each kind.
+    assert [e.kind for e in buildcache.HISTORY[:4]] == ["source", "dependency", "docs", "no change"]
+    assert snapshots[4] == snapshots[3]
+
+
+def test_rebuild_arithmetic_on_known_rows() -> None:
+    rows = pd.DataFrame([
+        {"builder": "buildkit", "dockerfile": d, "edit_index": i, "edit": "e", "kind": k, "wall_s": w,
+         "cached": 0, "executed": x, "install_ran": r, "first_executed": "", "context_bytes": 1, "image_bytes": 1}
+        for d, i, k, w, x, r in [("A", 0, "cold", 9.0, 6, True), ("B", 0, "cold", 8.0, 4, True),
+                                 ("A", 1, "source", 1.0, 2, False), ("B", 1, "source", 6.0, 3, True),
+                                 ("A", 2, "no change", 0.2, 0, False), ("B", 2, "no change", 0.2, 0, False)]])
+    result = buildcache.RebuildResult(rows, pd.DataFrame())
+    assert result.total_s("buildkit", "A") == pytest.approx(1.2)  # the cold build is not a rebuild
+    assert result.ratio("buildkit") == pytest.approx(6.2 / 1.2)
+    assert result.install_reran("buildkit", "B") == (1, 1)
+    assert result.executed("buildkit", "A", "source") == [2]
+    assert result.cold_s("buildkit", "B") == 8.0
+    assert list(result.per_edit("buildkit").index) == ["1 source", "2 no change"]
+
+
+def test_recorded_results_replay_into_the_same_claims(replay: LabSession) -> None:
+    rebuilds = buildcache.run_rebuilds(replay)
+    context = buildcache.run_context(replay)
+    ledger = ClaimLedger(buildcache.STEM)
+    buildcache.check_claims(ledger, rebuilds, context)
+    assert replay.replay is not None
+    recorded = replay.replay.read_table("claims")
+    pd.testing.assert_frame_equal(ledger.frame()[["id", "verdict"]], recorded[["id", "verdict"]])
+
+
+def test_recorded_rebuilds_keep_the_promised_properties(replay: LabSession) -> None:
+    rebuilds = buildcache.run_rebuilds(replay)
+    for builder in rebuilds.builders:
+        a, b = (rebuilds.executed(builder, d, "source") for d in "AB")
+        assert all(x < y for x, y in zip(a, b, strict=True)), builder
+        reran, edits = rebuilds.install_reran(builder, "B")
+        assert reran == edits > 0
+    steps = pd.read_csv(replay.results_root / buildcache.STEM / "steps.csv")
+    executed = steps[steps["status"] == "executed"].groupby(["builder", "dockerfile", "edit_index"]).size()
+    table = rebuilds.rebuilds.set_index(["builder", "dockerfile", "edit_index"])["executed"]
+    assert executed.reindex(table.index, fill_value=0).tolist() == table.tolist()
+
+
+# ---------------------------------------------------------------- live
+
+
+@pytest.fixture
+def live(docker_client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LabSession:
+    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path))
+    return open_session(buildcache.STEM, mode="live", quick=True)
+
+
+def _labelled_images(client: docker.DockerClient, run_id: str) -> list[str]:
+    return [i.short_id for i in client.images.list(all=True, filters={"label": f"{engine.LABEL_RUN}={run_id}"})]
+
+
+@pytest.mark.docker
+def test_live_a_source_edit_runs_fewer_steps_with_dependencies_first(
+        live: LabSession, docker_client: docker.DockerClient) -> None:
+    result = buildcache.run_rebuilds(live, history=buildcache.HISTORY[:1], builders=["buildkit"])
+    a, b = result.executed("buildkit", "A", "source"), result.executed("buildkit", "B", "source")
+    assert a[0] < b[0]
+    assert result.install_reran("buildkit", "B") == (1, 1) and result.install_reran("buildkit", "A") == (0, 1)
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
+    assert _labelled_images(docker_client, live.run_id) == []
+
+
+@pytest.mark.docker
+def test_live_the_secret_is_in_a_layer_only_without_dockerignore(
+        live: LabSession, docker_client: docker.DockerClient) -> None:
+    result = buildcache.run_context(live, local_data_mib=1, repeats=1, builders=["legacy"])
+    assert result.secret_found(False) and not result.secret_found(True)
+    assert result.median("context_bytes", "legacy", True) < result.median("context_bytes", "legacy", False)
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
+    assert _labelled_images(docker_client, live.run_id) == []
