@@ -117,6 +117,9 @@ def test_detect_hybrid_host_finds_each_v1_controller_in_its_own_hierarchy(v1_roo
     assert layout.memory == layout.controllers["memory"] and layout.pids == layout.controllers["pids"]
     assert layout.controllers["hugetlb"] == Hierarchy(v1_root / "sys/fs/cgroup/unified", "v2")  # unified's only one
     assert "name=systemd" not in layout.controllers and "rw" not in layout.controllers
+    # a hierarchy without controllers is still one runc makes container groups in: kept apart, for removal
+    assert layout.named == {"name=systemd": Hierarchy(v1_root / "sys/fs/cgroup/systemd", "v1")}
+    assert layout.everywhere("labkit/r/x").dir("name=systemd") == v1_root / "sys/fs/cgroup/systemd/labkit/r/x"
     assert layout.hierarchies(["memory", "pids", "cpu", "cpuacct"]) == [
         Hierarchy(_v1(v1_root, c), "v1") for c in ("memory", "pids", "cpu", "cpuacct")
     ]
@@ -297,6 +300,21 @@ def test_v1_swap_is_none_without_swap_accounting(v1_root: Path) -> None:
     lines = stat_file.read_text().splitlines()
     stat_file.write_text("".join(f"{line}\n" for line in lines if not line.split()[0].endswith("swap")))
     assert busy.swap_current_bytes() is None
+
+
+def test_swap_limit_on_both_versions(v1_root: Path, v2_root: Path) -> None:
+    busy = detect(HYBRID_TEXT, root=v1_root).open("fixture/busy")
+    assert busy.swap_max_bytes() is None  # recorded: memsw unlimited (9223372036854771712)
+    (busy.dir("memory") / "memory.memsw.limit_in_bytes").write_text("100663296\n")  # as --memory-swap 96m would
+    assert busy.swap_max_bytes() == 32 * 2**20  # memory + swap 96 MiB over a 64 MiB memory limit
+    (busy.dir("memory") / "memory.memsw.limit_in_bytes").unlink()
+    with pytest.raises(CgroupUnavailable, match="does not account swap") as refused:
+        busy.swap_max_bytes()
+    assert "swapaccount=1" in refused.value.hint
+    v2_busy = detect(V2_TEXT, root=v2_root).open("fixture/busy")
+    assert v2_busy.swap_max_bytes() == 33554432  # v2 limits swap alone
+    (v2_busy.dir("memory") / "memory.swap.max").write_text("max\n")
+    assert v2_busy.swap_max_bytes() is None
 
 
 def test_v1_pids_is_the_union_over_hierarchies(v1_root: Path) -> None:
@@ -597,8 +615,50 @@ def test_sampler_returns_a_frame_of_memory_samples_at_about_the_asked_rate(v2_ro
     assert set(frame["memory_bytes"]) == {348160, 1048576}
     assert frame["memory_bytes"].iloc[0] == 348160 and frame["memory_bytes"].iloc[-1] == 1048576
     assert sampler.achieved_hz is not None and 0 < sampler.achieved_hz <= 1 / 0.005 * 1.2
-    assert frame.attrs == {"interval_s": 0.005, "achieved_hz": sampler.achieved_hz}
+    assert frame.attrs == {"interval_s": 0.005, "achieved_hz": sampler.achieved_hz,
+                           "sample_cost_s": sampler.sample_cost_s, "cpu_s": sampler.cpu_s}
+    assert 0 < sampler.sample_cost_s < 0.005 / 4
+    assert sampler.cpu_s is not None and 0 < sampler.cpu_s < 0.1  # the thread's own CPU time for 0.1 s of sampling
     assert not sampler.group_gone
+
+
+def test_sampler_puts_both_clocks_on_its_axis(v2_root: Path) -> None:
+    group = detect(V2_TEXT, root=v2_root).open("fixture/idle")
+    with CgroupSampler(group, interval_s=0.005) as sampler:
+        time.sleep(0.02)
+        mono, wall = time.perf_counter_ns(), time.time_ns()
+    assert sampler.at(sampler.started_ns) == 0.0 and sampler.at(sampler.started_unix_ns, "wall") == 0.0
+    assert sampler.at(mono) == pytest.approx(sampler.at(wall, "wall"), abs=0.002)
+    assert 0.02 <= sampler.at(mono) < 1.0
+    with pytest.raises(BadParameter, match="clock="):
+        sampler.at(mono, "utc")
+
+
+def test_sampler_reads_memory_split_events_and_pids_on_both_versions(v1_root: Path, v2_root: Path) -> None:
+    readings = ("memory_split", "memory_events", "pids")
+    expected = {  # from the fixture README: busy's memory.stat, oom's failcnt/memory.events, busy's pids.current
+        ("v1", "busy"): (4395008, 8613888, 0, 0, 2), ("v1", "oom"): (None, None, 36, 1, None),
+        ("v2", "busy"): (4395008, 8613888, None, None, 2), ("v2", "oom"): (None, None, 77, 1, None),
+    }
+    layouts = {"v1": detect(HYBRID_TEXT, root=v1_root), "v2": detect(V2_TEXT, root=v2_root)}
+    for (version, name), values in expected.items():
+        with CgroupSampler(layouts[version].open(f"fixture/{name}"), interval_s=0.005, readings=readings) as sampler:
+            time.sleep(0.01)
+        first = sampler.frame().iloc[0]
+        assert list(first.index) == ["t_s", "anon_bytes", "file_bytes", "limit_hits", "oom_kills", "pids"]
+        got = tuple(first[["anon_bytes", "file_bytes", "limit_hits", "oom_kills", "pids"]])
+        assert all(want is None or have == want for have, want in zip(got, values, strict=True)), (version, name)
+
+
+def test_sampler_refuses_a_rate_this_machine_cannot_reach(v2_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    group = detect(V2_TEXT, root=v2_root).open("fixture/idle")
+    with pytest.raises(BadParameter, match="more than the 1000 Hz"):
+        CgroupSampler(group, interval_s=0.0005)
+    monkeypatch.setattr(CgroupSampler, "_probe", lambda self: 0.01)  # as if one sample took 10 ms
+    with pytest.raises(BadParameter, match=r"takes 10.00 ms here") as refused:
+        CgroupSampler(group, interval_s=0.02)
+    assert "at most 25 Hz" in refused.value.hint
+    assert CgroupSampler(group, interval_s=0.04).sample_cost_s == 0.01
 
 
 def test_sampler_reads_cpu_and_throttling(v2_root: Path) -> None:

@@ -102,6 +102,9 @@ class CgroupLayout:
 
     controllers: Mapping[str, Hierarchy]
     root: Path = Path("/")
+    # v1 hierarchies with no controller (``name=systemd``): runc makes a container's group there too, so a
+    # group made for containers is removed from them as well (:meth:`everywhere`, :func:`sweep`).
+    named: Mapping[str, Hierarchy] = field(default_factory=dict)
 
     @property
     def version(self) -> Version:
@@ -117,9 +120,10 @@ class CgroupLayout:
         return self.controllers.get("pids")
 
     def hierarchy(self, controller: str) -> Hierarchy:
-        """The hierarchy ``controller`` is mounted in; CgroupUnavailable when it is not mounted."""
+        """The hierarchy ``controller`` (or a named hierarchy such as ``name=systemd``) is mounted in;
+        CgroupUnavailable when it is not mounted."""
         try:
-            return self.controllers[controller]
+            return self.controllers[controller] if controller in self.controllers else self.named[controller]
         except KeyError:
             raise CgroupUnavailable(f"No {controller} controller is mounted (mounted: "
                                     f"{', '.join(self.controllers) or 'none'}).", _ENABLE_HINT) from None
@@ -131,8 +135,9 @@ class CgroupLayout:
         return _layout_from_mounts(mounts, root)
 
     def hierarchies(self, controllers: Iterable[str] | None = None) -> list[Hierarchy]:
-        """The distinct hierarchies of ``controllers`` (default: every mounted one), memory's first."""
-        names = list(self.controllers) if controllers is None else list(controllers)
+        """The distinct hierarchies of ``controllers`` (default: every mounted one, named ones last), memory's
+        first."""
+        names = [*self.controllers, *self.named] if controllers is None else list(controllers)
         out: list[Hierarchy] = []
         for name in names:
             hierarchy = self.hierarchy(name)
@@ -193,6 +198,12 @@ class CgroupLayout:
         _split_relpath(relpath)
         chosen = self._choose(controllers, None)
         return Cgroup(self, relpath, {c: relpath for c in chosen})
+
+    def everywhere(self, relpath: str) -> Cgroup:
+        """The group at ``relpath`` in every mounted hierarchy, named ones included: what to remove after
+        containers ran below it (``docker run --cgroup-parent``), since runc makes their groups in all of them."""
+        _split_relpath(relpath)
+        return Cgroup(self, relpath, {c: relpath for c in [*self.controllers, *self.named]})
 
     def of_process(self, pid: int | str, controllers: Iterable[str] | None = None) -> Cgroup:
         """The group process ``pid`` is in (e.g. a container's main process), per controller, from
@@ -269,6 +280,7 @@ def detect(mountinfo_text: str, root: Path = Path("/")) -> CgroupLayout:
 
 def _layout_from_mounts(mounts: Iterable[procfs.Mount], root: Path) -> CgroupLayout:
     v1: dict[str, Hierarchy] = {}
+    named: dict[str, Hierarchy] = {}
     v2_mounts: list[tuple[Path, str]] = []
     for mount in mounts:
         path = root / mount.mount_point.lstrip("/")
@@ -276,6 +288,8 @@ def _layout_from_mounts(mounts: Iterable[procfs.Mount], root: Path) -> CgroupLay
             for option in mount.super_options:
                 if option in _V1_CONTROLLERS:
                     v1.setdefault(option, Hierarchy(path, "v1", mount.root))
+                elif option.startswith("name="):
+                    named.setdefault(option, Hierarchy(path, "v1", mount.root))
         elif mount.fs_type == "cgroup2":
             v2_mounts.append((path, mount.root))
 
@@ -309,7 +323,7 @@ def _layout_from_mounts(mounts: Iterable[procfs.Mount], root: Path) -> CgroupLay
             "(`echo +memory > /sys/fs/cgroup/cgroup.subtree_control`) and, inside a container, that the "
             "container was given a delegated cgroup.")
     order = [c for c in GROUP_CONTROLLERS if c in found] + sorted(c for c in found if c not in GROUP_CONTROLLERS)
-    return CgroupLayout(controllers={c: found[c] for c in order}, root=root)
+    return CgroupLayout(controllers={c: found[c] for c in order}, root=root, named=named)
 
 
 # --- what the kernel files say ------------------------------------------------------------------------------
@@ -441,7 +455,7 @@ class Cgroup:
             raise CgroupUnavailable(f"cgroup {self.relpath!r} has no {controller} controller "
                                     f"(it has {', '.join(self.paths) or 'none'}).",
                                     f"Make or open it with controllers including {controller!r}.")
-        return self.layout.controllers[controller].path / self.paths[controller]
+        return self.layout.hierarchy(controller).path / self.paths[controller]
 
     def version(self, controller: str) -> Version:
         return self.layout.hierarchy(controller).version
@@ -501,12 +515,14 @@ class Cgroup:
 
     def memory_events(self) -> dict[str, int]:
         """Counts of memory events. v2: memory.events as is (``low``, ``high``, ``max``: times usage hit the
-        limit, ``oom``, ``oom_kill``, ``oom_group_kill``). v1 has fewer: ``max`` is memory.failcnt (times usage
-        hit the limit) and ``oom_kill`` comes from memory.oom_control (kernels >= 4.13); v1 counts no ``oom``
-        or ``high``."""
+        limit, ``oom``, ``oom_kill``, ``oom_group_kill``). v1 has fewer: ``max`` is memory.failcnt plus, where
+        swap is accounted, memory.memsw.failcnt (times a charge hit the memory or the memory + swap limit: with
+        ``--memory-swap`` equal to ``--memory`` it is the second that counts), and ``oom_kill`` comes from
+        memory.oom_control (kernels >= 4.13); v1 counts no ``oom`` or ``high``."""
         if self.version("memory") == "v2":
             return parse_flat_keyed(self._read("memory", "memory.events"))
-        events = {"max": int(self._read("memory", "memory.failcnt"))}
+        memsw_hits = self._read_if_present("memory", "memory.memsw.failcnt")
+        events = {"max": int(self._read("memory", "memory.failcnt")) + int(memsw_hits or 0)}
         oom_control = parse_flat_keyed(self._read("memory", "memory.oom_control"))
         if "oom_kill" in oom_control:
             events["oom_kill"] = oom_control["oom_kill"]
@@ -520,6 +536,20 @@ class Cgroup:
             return fields.get("total_swap", fields.get("swap"))
         swap = self._read_if_present("memory", "memory.swap.current")
         return None if swap is None else int(swap)
+
+    def swap_max_bytes(self) -> int | None:
+        """The swap the group may use on top of its memory limit, bytes; None when unlimited. v1 limits memory +
+        swap together (memory.memsw.limit_in_bytes, minus memory.limit_in_bytes); v2 swap alone
+        (memory.swap.max). CgroupUnavailable where swap is not accounted (v1 without memsw files)."""
+        version = self.version("memory")
+        if version == "v2":
+            return parse_limit(self._read("memory", "memory.swap.max"), version)
+        combined = self._read_if_present("memory", "memory.memsw.limit_in_bytes")
+        if combined is None:
+            raise CgroupUnavailable("this kernel does not account swap per cgroup (no memory.memsw.* files).",
+                                    "Boot with `swapaccount=1` (cgroup v1) to limit memory + swap.")
+        memsw, memory = parse_limit(combined, version), self.memory_max_bytes()
+        return None if memsw is None or memory is None else memsw - memory
 
     def memory_stat(self) -> MemoryStat:
         """Anonymous memory vs page cache (bytes) from memory.stat: see :class:`MemoryStat`."""
@@ -667,7 +697,7 @@ def sweep(layout: CgroupLayout, prefix: str = "labkit", timeout_s: float = 5.0) 
                 found.add((Path(dirpath) / name).relative_to(hierarchy.path).as_posix())
     removed = []
     for relpath in sorted(found, key=lambda p: (-p.count("/"), p)):
-        group = layout.open(relpath, controllers=list(layout.controllers))
+        group = layout.everywhere(relpath)
         group.kill_all(timeout_s)
         group.remove(prune_parents=False)
         removed.append(relpath)

@@ -25,9 +25,10 @@ def running(client: docker.DockerClient, scope: Scope, image: str, argv: Sequenc
             limits: Limits, **options: Any) -> Iterator[Any]:
     """A detached container running `argv` under `limits`, named ``labkit-<stem>-<scope>``; removed (with its
     anonymous volumes) when the block ends, also on an exception or Ctrl-C. `options` are SDK keyword arguments
-    (``pid_mode="host"``, ``cap_drop=["ALL"]`` …)."""
+    (``pid_mode="host"``, ``cap_drop=["ALL"]`` …); they override `limits`' own (``mem_limit=0``: no memory limit of
+    its own, for a container bounded by the group its ``cgroup_parent`` names)."""
     container = client.containers.run(image, list(argv), detach=True, labels=scope.labels, name=scope.name(stem),
-                                      dns=[NO_DNS], **limits.sdk_kwargs(), **options)
+                                      dns=[NO_DNS], **{**limits.sdk_kwargs(), **options})
     try:
         yield container
     finally:

@@ -37,11 +37,14 @@ __all__ = [
     "parse_cgroup",
     "parse_cmdline",
     "parse_cpu_flags",
+    "parse_meminfo",
     "parse_mountinfo",
     "parse_net_dev",
     "parse_ns_link",
     "parse_status",
+    "process_count",
     "read_cgroup",
+    "read_meminfo",
     "read_mountinfo",
     "read_net_dev",
     "read_status",
@@ -601,3 +604,29 @@ def parse_cpu_flags(cpuinfo_text: str) -> frozenset[str]:
         if sep and key.strip() == "flags":
             return frozenset(value.split())
     return frozenset()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Host-wide memory and process count (notebook 07: the host before, during and after a stress container)
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """The text of /proc/meminfo → field → bytes (``MemAvailable``, ``SwapTotal`` …); the ``kB`` the kernel
+    prints is 1024 bytes; a count without a unit (``HugePages_Total``) is kept as is."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        tokens = rest.split()
+        if sep and tokens and tokens[0].isdigit():
+            out[key.strip()] = int(tokens[0]) * (1024 if tokens[1:] == ["kB"] else 1)
+    return out
+
+
+def read_meminfo(proc_root: Path = PROC) -> dict[str, int]:
+    """This host's /proc/meminfo (:func:`parse_meminfo`)."""
+    return parse_meminfo((proc_root / "meminfo").read_text())
+
+
+def process_count(proc_root: Path = PROC) -> int:
+    """Processes on the host now: the numeric entries of /proc (threads are not counted)."""
+    return sum(1 for entry in proc_root.iterdir() if entry.name.isdigit())

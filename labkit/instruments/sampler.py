@@ -2,9 +2,13 @@
 
 ``with CgroupSampler(group, interval_s=0.01, readings=("memory", "cpu")) as sampler: ...`` then
 ``sampler.frame()``. Samples are scheduled on a fixed grid (``t = k × interval_s``, a late sample skips the
-missed slots instead of bunching up) and time-stamped with ``perf_counter_ns``; ``achieved_hz`` says how many
-samples per second were really taken. Sampling ends by itself when the group disappears (the experiment's
-container was removed); any other read error is raised when the ``with`` block ends.
+missed slots instead of bunching up) and time-stamped with ``perf_counter_ns`` (CLOCK_MONOTONIC on Linux);
+``achieved_hz`` says how many samples per second were really taken and ``cpu_s`` how much CPU time the sampling
+thread itself used. Sampling ends by itself when the group disappears (the experiment's container exited and
+its runtime removed the group); any other read error is raised when the ``with`` block ends.
+
+A rate the machine cannot reach is refused up front: the constructor times a few reads of the group and refuses
+an interval shorter than :data:`HEADROOM` times one sample's cost.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from labkit.instruments.cgroups import Cgroup
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["READINGS", "CgroupSampler"]
+__all__ = ["HEADROOM", "MAX_HZ", "READINGS", "CgroupSampler"]
+
+MAX_HZ = 1000.0
+"""The fastest rate asked for at all (samples per second): the kernel's counters move in ~ms steps anyway."""
+HEADROOM = 4.0
+"""An interval must leave the sampling thread idle most of the time: at least this many times one sample's cost."""
+_PROBE_READS = 9
 
 
 def _memory(group: Cgroup) -> tuple[float, ...]:
@@ -38,15 +48,34 @@ def _throttling(group: Cgroup) -> tuple[float, ...]:
     return (stat.nr_periods, stat.nr_throttled, stat.throttled_s)
 
 
+def _memory_split(group: Cgroup) -> tuple[float, ...]:
+    stat = group.memory_stat()
+    return (stat.anon_bytes, stat.file_bytes)
+
+
+def _memory_events(group: Cgroup) -> tuple[float, ...]:
+    events = group.memory_events()
+    return (events.get("max", 0), events.get("oom_kill", 0))
+
+
+def _pids(group: Cgroup) -> tuple[float, ...]:
+    return (group.pids_current(),)
+
+
 # reading name → (columns it adds, the controller it reads, how to read it)
 READINGS: dict[str, tuple[tuple[str, ...], str, Callable[[Cgroup], tuple[float, ...]]]] = {
     "memory": (("memory_bytes",), "memory", _memory),
     "cpu": (("cpu_s",), "cpuacct", _cpu),
     "throttling": (("nr_periods", "nr_throttled", "throttled_s"), "cpu", _throttling),
+    "memory_split": (("anon_bytes", "file_bytes"), "memory", _memory_split),
+    "memory_events": (("limit_hits", "oom_kills"), "memory", _memory_events),
+    "pids": (("pids",), "pids", _pids),
 }
 """What :class:`CgroupSampler` can read. Columns: ``memory_bytes`` (memory charged now, bytes), ``cpu_s`` (CPU
-time used since the group was made, seconds), ``nr_periods``/``nr_throttled`` (CFS periods run/throttled so far)
-and ``throttled_s`` (time spent throttled so far, seconds)."""
+time used since the group was made, seconds), ``nr_periods``/``nr_throttled`` (CFS periods run/throttled so far),
+``throttled_s`` (time spent throttled so far, seconds), ``anon_bytes``/``file_bytes`` (anonymous memory and page
+cache from memory.stat, bytes), ``limit_hits`` (times usage hit the limit: v1 memory.failcnt, v2 memory.events
+``max``), ``oom_kills`` (processes the OOM killer killed in the group) and ``pids`` (tasks in the group)."""
 
 
 class CgroupSampler:
@@ -54,7 +83,10 @@ class CgroupSampler:
 
     :meth:`frame` has one row per sample: ``t_s`` (seconds since the sampler started, increasing) and the
     columns of each reading (:data:`READINGS`). ``achieved_hz`` is the rate really reached (samples per
-    second); ``group_gone`` says whether sampling ended because the group disappeared.
+    second); ``group_gone`` says whether sampling ended because the group disappeared; ``sample_cost_s`` is
+    the median time one sample took when probed (seconds); ``cpu_s`` the CPU time of the sampling thread
+    (seconds, CLOCK_THREAD_CPUTIME_ID). :meth:`at` puts a CLOCK_MONOTONIC (``perf_counter_ns``) or a
+    wall-clock (``time_ns``) instant on the ``t_s`` axis.
     """
 
     def __init__(self, cgroup: Cgroup, interval_s: float = 0.01, readings: Iterable[str] = ("memory",)) -> None:
@@ -66,12 +98,27 @@ class CgroupSampler:
         if not chosen or unknown:
             raise BadParameter(f"readings={chosen!r}: {'unknown ' + ', '.join(unknown) if unknown else 'empty'}.",
                                f"Choose one or more of {', '.join(READINGS)}.")
+        if 1 / interval_s > MAX_HZ:
+            raise BadParameter(f"interval_s={interval_s!r}: {1 / interval_s:.0f} samples per second is more than "
+                               f"the {MAX_HZ:.0f} Hz this sampler is built for.",
+                               f"Choose interval_s ≥ {1 / MAX_HZ} s.")
         for reading in chosen:
             cgroup.dir(READINGS[reading][1])  # CgroupUnavailable now, not in the thread
         self.cgroup = cgroup
         self.interval_s = float(interval_s)
         self.readings = tuple(chosen)
         self.columns = ("t_s", *(c for r in self.readings for c in READINGS[r][0]))
+        self.sample_cost_s = self._probe()
+        if self.interval_s < HEADROOM * self.sample_cost_s:
+            fastest = HEADROOM * self.sample_cost_s
+            raise BadParameter(
+                f"interval_s={interval_s!r}: one sample of {', '.join(self.readings)} takes "
+                f"{self.sample_cost_s * 1e3:.2f} ms here, so {1 / interval_s:.0f} Hz would keep a core busy "
+                "sampling.",
+                f"Choose interval_s ≥ {fastest:.4f} s (at most {1 / fastest:.0f} Hz here), or fewer readings.")
+        self.started_ns = 0
+        self.started_unix_ns = 0
+        self.cpu_s: float | None = None
         self.group_gone = False
         self._rows: list[tuple[float, ...]] = []
         self._stop = threading.Event()
@@ -94,10 +141,38 @@ class CgroupSampler:
         if self._error is not None and exc_type is None:
             raise self._error
 
+    def _probe(self) -> float:
+        """Median seconds one sample takes on this group (read :data:`_PROBE_READS` times)."""
+        readers = [READINGS[r][2] for r in self.readings]
+        costs = []
+        for _ in range(_PROBE_READS):
+            start = time.perf_counter_ns()
+            for read in readers:
+                read(self.cgroup)
+            costs.append((time.perf_counter_ns() - start) / 1e9)
+        return sorted(costs)[len(costs) // 2]
+
+    def at(self, instant_ns: int, clock: str = "monotonic") -> float:
+        """Seconds on this sampler's ``t_s`` axis of an instant read from ``clock``: "monotonic"
+        (``time.perf_counter_ns``, CLOCK_MONOTONIC, also what a program in a container reads) or "wall"
+        (``time.time_ns``, e.g. an engine event's ``timeNano``)."""
+        if clock not in ("monotonic", "wall"):
+            raise BadParameter(f"clock={clock!r}: unknown.", "Use 'monotonic' or 'wall'.")
+        origin = self.started_ns if clock == "monotonic" else self.started_unix_ns
+        return (instant_ns - origin) / 1e9
+
     def _run(self) -> None:
+        cpu_start = time.thread_time_ns()
+        try:
+            self._sample()
+        finally:
+            self.cpu_s = (time.thread_time_ns() - cpu_start) / 1e9
+
+    def _sample(self) -> None:
         readers = [READINGS[r][2] for r in self.readings]
         interval_ns = round(self.interval_s * 1e9)
-        start = time.perf_counter_ns()
+        start = self.started_ns = time.perf_counter_ns()
+        self.started_unix_ns = time.time_ns()
         slot = 0
         while True:
             now = time.perf_counter_ns()
@@ -132,9 +207,11 @@ class CgroupSampler:
         return (len(rows) - 1) / (rows[-1][0] - rows[0][0])
 
     def frame(self) -> pd.DataFrame:
-        """The samples so far, one row each; ``attrs`` carry ``interval_s`` (asked) and ``achieved_hz``."""
+        """The samples so far, one row each; ``attrs`` carry ``interval_s`` (asked), ``achieved_hz``,
+        ``sample_cost_s`` and ``cpu_s`` (the sampling thread's CPU time, once it ended)."""
         import pandas as pd
 
         frame = pd.DataFrame(list(self._rows), columns=list(self.columns))
-        frame.attrs.update(interval_s=self.interval_s, achieved_hz=self.achieved_hz)
+        frame.attrs.update(interval_s=self.interval_s, achieved_hz=self.achieved_hz,
+                           sample_cost_s=self.sample_cost_s, cpu_s=self.cpu_s)
         return frame
