@@ -167,6 +167,7 @@ def test_nothing_is_left_behind(executed: Path, docker_client: docker.DockerClie
     assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
     assert not [i for i in docker_client.images.list() if any("127.0.0.1:" in t for t in i.tags)]
     assert not list(Path("/tmp").glob("labkit-registry-*"))
+    assert not list((Path.home() / ".docker" / "manifests").glob("127.0.0.1*"))  # no local manifest list kept
 
 
 def test_the_arm64_and_amd64_recipes_differ_only_in_their_architecture() -> None:

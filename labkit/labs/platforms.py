@@ -547,8 +547,11 @@ def run_manifest_list(lab: LabSession, port: int | None = None) -> ManifestResul
                 created.append(reference)
                 run([docker_cli(), "push", reference], 300)
                 parts.append(reference)
-            run([docker_cli(), "manifest", "create", "--insecure", one_tag, *parts], 60)
-            run([docker_cli(), "manifest", "push", "--insecure", "--purge", one_tag], 120)
+            try:
+                run([docker_cli(), "manifest", "create", "--insecure", one_tag, *parts], 60)
+                run([docker_cli(), "manifest", "push", "--insecure", "--purge", one_tag], 120)
+            finally:  # the CLI keeps a created list under ~/.docker/manifests until it is pushed with --purge
+                run([docker_cli(), "manifest", "rm", one_tag], 30, check=False)
             listing = reg.manifest(repository, "1.0")
             by_platform = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
                            for m in listing["manifests"]}
