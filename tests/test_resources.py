@@ -136,6 +136,17 @@ def test_an_engine_with_the_systemd_driver_is_refused_with_what_to_do(monkeypatc
     assert "replay" in refused.value.hint
 
 
+def test_doctor_names_the_cgroup_driver_07_needs_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labkit.app import doctor
+
+    monkeypatch.setattr(doctor.engine, "connect", lambda timeout_s: object())
+    for driver, ok in (("cgroupfs", True), ("systemd", False)):
+        monkeypatch.setattr(doctor.engine, "info", lambda client, d=driver: type("Info", (), {"cgroup_driver": d})())
+        check = doctor.CHECKERS["engine"](resources.CGROUPFS)
+        assert check.ok is ok and check.detail.startswith(driver)
+        assert "native.cgroupdriver=cgroupfs" in check.fix
+
+
 def test_recorded_results_replay_into_claims_that_match_the_recorded_ledger() -> None:
     lab = open_session(resources.STEM, mode="replay")
     ramp = resources.run_memory_ramp(lab)

@@ -69,6 +69,9 @@ def _memory_tables(prefix: str) -> dict[str, tuple[str, ...]]:
             f"{prefix}_events": EVENT_COLUMNS, f"{prefix}_outcome": OUTCOME_COLUMNS}
 
 
+CGROUPFS = Requirement("engine", "cgroupfs", "containers below labkit-made cgroups (--cgroup-parent=/labkit/…)")
+
+
 def prepare(client: docker.DockerClient) -> list[str]:
     """The static stress program (the busybox base is made by setup)."""
     return [f"stress program: {stress.build()}"]
@@ -78,7 +81,7 @@ LAB = Lab(
     stem=STEM,
     topic="Kernel resources: memory, CPU and pids limits",
     requirements=(
-        ENGINE, ROOT,
+        ENGINE, ROOT, CGROUPFS,
         Requirement("cgroup", "memory", "memory limits, the sampler, the fences"),
         Requirement("cgroup", "cpu", "CPU quotas and shares"),
         Requirement("cgroup", "cpuacct", "CPU time per container"),
@@ -202,10 +205,10 @@ class _Rig:
 def _rig(lab: LabSession) -> Iterator[_Rig]:
     lab.require_root("making cgroups and reading containers' cgroups")
     driver = info(lab.engine).cgroup_driver
-    if driver != "cgroupfs":
+    if driver != CGROUPFS.name:
         raise HostUnsupported(
             f"this engine uses the {driver!r} cgroup driver; notebook 07 puts its containers below labkit-made "
-            "cgroups with --cgroup-parent=/labkit/…, which needs the cgroupfs driver.",
+            f"cgroups with --cgroup-parent=/labkit/…, which needs the {CGROUPFS.name} driver.",
             "Replay the recorded results (mode='replay'), or run dockerd with "
             "`--exec-opt native.cgroupdriver=cgroupfs` on a test machine.")
     layout = cgroups.CgroupLayout.from_system()
