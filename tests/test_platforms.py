@@ -18,7 +18,7 @@ import pytest
 
 from labkit.app.claims import ClaimLedger
 from labkit.app.session import LabSession, open_session
-from labkit.errors import BadParameter
+from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import arch
 from labkit.instruments.shell import run
 from labkit.labs import platforms
@@ -66,6 +66,12 @@ def test_an_unknown_platform_is_refused_with_the_choices() -> None:
     assert platforms.busybox_base(arch.ARM64) == "busybox-arm64"
     assert platforms.cross_compiler(arch.ARM64) == "aarch64-linux-gnu-gcc"
     assert platforms.cross_compiler(arch.AMD64) == "x86_64-linux-gnu-gcc"
+
+
+def test_binfmt_misc_unavailable_is_refused_with_the_fix() -> None:
+    not_mounted = ROOT / "tests" / "fixtures" / "arch" / "not-mounted" / "binfmt_misc"
+    with pytest.raises(HostUnsupported, match=r"(?s)binfmt_misc is not mounted.*Fix: mount -t binfmt_misc"):
+        platforms.require_emulation(not_mounted)
 
 
 def test_slowdown_is_the_median_of_ratios_paired_within_a_round() -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 from labkit.app.claims import ClaimLedger, verdict
 from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
 from labkit.app.session import LabSession
-from labkit.errors import BadParameter
+from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import arch, containers, images, measure, registry
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
@@ -120,6 +120,13 @@ def _platforms() -> tuple[str, str]:
     return arch.host_platform(), arch.foreign_platform()
 
 
+def require_emulation(root: Path = arch.BINFMT_MISC) -> None:
+    """HostUnsupported with the fix unless the foreign platform's binaries run here (binfmt_misc under `root`)."""
+    check = arch.check_emulation(arch.foreign_platform(), root)
+    if not check.ok:
+        raise HostUnsupported(f"{check.platform} binaries cannot run here: {check.detail}.", f"Fix: {check.fix}")
+
+
 def _docker_run(scope: Scope, image: str, platform: str, argv: list[str]) -> Completed:
     """``docker run --rm --platform`` through the CLI, never pulling; a failure is data, not an exception."""
     command = containers.cli_run_argv(scope, image, argv, limits=LIMITS)
@@ -175,6 +182,7 @@ def run_exec_format(lab: LabSession) -> ExecFormatResult:
     lab.require_root("disabling a binfmt_misc entry")
 
     def experiment() -> pd.DataFrame:
+        require_emulation()  # enabled before, so that the run after the restore can show the recovery
         native, foreign = _platforms()
         entry = arch.emulator_entry()
         rows = []
@@ -301,6 +309,7 @@ def run_emulation_cost(lab: LabSession, sizes: dict[str, int] | None = None, rep
     measure.validate_repeats(repeats, warmup)
 
     def experiment() -> pd.DataFrame:
+        require_emulation()
         native, foreign = _platforms()
         binaries = {p: images.rootfs_dir(busybox_base(p)) / "bin" / "busybox" for p in (native, foreign)}
         frames = []
@@ -449,6 +458,7 @@ def run_builds(lab: LabSession, functions: int = 1000, repeats: int = 3) -> Buil
     measure.validate_repeats(repeats)
 
     def experiment() -> dict[str, pd.DataFrame]:
+        require_emulation()
         native, foreign = _platforms()
         client = lab.engine
         bases = {p: images.require_base(client, builder_base(p)).tag for p in (native, foreign)}
@@ -533,6 +543,7 @@ def run_manifest_list(lab: LabSession, port: int | None = None) -> ManifestResul
     registry.validate_port(port)
 
     def experiment() -> pd.DataFrame:
+        require_emulation()
         client = lab.engine
         sources = {p: images.require_base(client, busybox_base(p)) for p in arch.PLATFORMS}
         rows = []
