@@ -362,7 +362,7 @@ def program_source(functions: int) -> str:
     the same on every architecture."""
     if not isinstance(functions, int) or isinstance(functions, bool) or functions < 1:
         raise BadParameter(f"functions={functions!r}: the program needs at least one function.",
-                           "E.g. functions=150 (quick) or 1000 (full).")
+                           "E.g. functions=150 (quick) or 500 (full).")
     bodies = "\n".join(
         f"static unsigned long f{i}(unsigned long x) {{ for (int k = 0; k < {i % 13 + 3}; k++) "
         f"x = x * {2 * i + 3}UL + (x >> {i % 7 + 1}) + {i}UL; return x ^ {i * 2654435761 % 2**32}UL; }}"
@@ -449,7 +449,7 @@ def _buildkit_env() -> dict[str, str]:
     return {**os.environ, "DOCKER_BUILDKIT": "1"}
 
 
-def run_builds(lab: LabSession, functions: int = 1000, repeats: int = 3) -> BuildResult:
+def run_builds(lab: LabSession, functions: int = 500, repeats: int = 3) -> BuildResult:
     """Build the same program three ways, `repeats` times each, without cache: the Dockerfile with `RUN gcc` for
     the native platform and for the foreign one (RUN under qemu), and a cross build (the cross gcc on this host,
     then a FROM scratch image for the foreign platform). Then the cross-built binary's image again without
