@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 NOTEBOOK_TIMEOUT ?= 1800
 
-.PHONY: lab test lint bench record clean doctor
+.PHONY: lab ui test lint bench record clean doctor
 
 lab: $(INSTALLED)
 	$(BIN)/labkit setup
@@ -33,6 +33,10 @@ record: $(INSTALLED)
 	$(BIN)/labkit setup
 	$(BIN)/labkit run --record --timeout $(NOTEBOOK_TIMEOUT)
 	$(BIN)/labkit claims
+
+# JupyterLab on 127.0.0.1 over your copies of the notebooks (build/lab/); prints its URL, Ctrl-C stops it.
+ui: $(INSTALLED)
+	$(BIN)/labkit lab
 
 doctor: $(INSTALLED)
 	$(BIN)/labkit doctor

@@ -1,4 +1,4 @@
-"""The `labkit` command (also `python -m labkit`): doctor, setup, run, claims, book, clean."""
+"""The `labkit` command (also `python -m labkit`): doctor, setup, run, claims, book, lab, clean."""
 
 from __future__ import annotations
 
@@ -89,6 +89,12 @@ def cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from labkit.app import jupyter
+
+    return jupyter.serve(args.port, Path(args.dir) if args.dir else None)
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from labkit.app import results, runner
 
@@ -134,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--executed", help="folder of executed notebooks (default build/notebooks)")
     book.add_argument("--results", help="results behind them, for the claims page (default build/results)")
     book.set_defaults(func=cmd_book)
+    lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 over your copies of the notebooks (build/lab)")
+    lab.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888; 0: any free one)")
+    lab.add_argument("--dir", help="folder of your notebook copies (default build/lab)")
+    lab.set_defaults(func=cmd_lab)
     clean = sub.add_parser("clean", help="remove every object, cgroup and unfinished result folder labkit made")
     clean.add_argument("--bases", action="store_true", help="also remove the base images")
     clean.set_defaults(func=cmd_clean)

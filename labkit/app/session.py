@@ -161,6 +161,9 @@ def open_session(stem: str, mode: str = "auto", quick: bool = False) -> LabSessi
     """Open a session: `live` needs an engine, `replay` needs recorded results, `auto` prefers live."""
     if mode not in MODES:
         raise BadParameter(f"mode={mode!r} is not a session mode.", f"Choose one of {list(MODES)}.")
+    # The notebook's tables are shown whole: pandas would cut a claim's wording or caveat at 50 characters
+    # ("…") and hide middle columns of a wide matrix, in JupyterLab and in the book alike.
+    pd.set_option("display.max_colwidth", None, "display.max_columns", None)
     recorded = ResultStore(paths.recorded_results_dir() / stem)
     if mode == "replay":
         recorded.read_provenance()  # a clear error when nothing was recorded
