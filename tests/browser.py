@@ -59,3 +59,52 @@ def chromium(profile: Path, width: int = 1400, height: int = 1000) -> Iterator[B
             yield browser
         finally:
             context.close()
+
+
+@dataclass
+class PageReport:
+    """What one page of a static site showed: its status, images (natural width × height), links and ids."""
+
+    status: int
+    images: dict[str, int]
+    links: list[str]  # absolute URLs on the same origin
+    ids: set[str]
+    text: str
+
+
+@contextmanager
+def served(folder: Path) -> Iterator[str]:
+    """`folder` over HTTP on 127.0.0.1 (any free port), as a reader's web server would; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # one line per request would drown the test log
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def visit(page: Any, url: str) -> PageReport:
+    """Open `url`, wait until it and its images have loaded, and read what it shows."""
+    response = page.goto(url, wait_until="load")
+    # Images below the fold load too: scroll through the page once.
+    page.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight; y += 800) {"
+                  " window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); } }")
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
+    found = page.evaluate("""() => ({
+      images: Object.fromEntries([...document.images].map(i => [i.src, i.naturalWidth * i.naturalHeight])),
+      links: [...document.querySelectorAll('a[href]')].map(a => a.href).filter(h => h.startsWith(location.origin)),
+      ids: [...document.querySelectorAll('[id]')].map(e => e.id),
+      text: document.body.innerText,
+    })""")
+    return PageReport(response.status if response else 0, found["images"], found["links"], set(found["ids"]),
+                      found["text"])

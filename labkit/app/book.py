@@ -1,19 +1,32 @@
-"""The static book: Jupyter Book 1 over the executed notebooks, offline, nothing loaded from a CDN."""
+"""The static book: Jupyter Book 1 over the executed notebooks, offline, nothing loaded from a CDN.
+
+Its pages: a landing page (what the series is, how to run it, each notebook's headline measurement); one page
+per executed notebook, ending with the tables behind it as CSV downloads; the claims ledger, each claim linked
+to the notebook section that measured it; the environment (the machine's fingerprint, each notebook's wall
+time, live or replayed, the newest `make bench`). Everything on them comes from the notebooks and their results.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pandas as pd
+from myst_parser.mdit_to_docutils.base import default_slugify
 
 from labkit import paths
 from labkit.app import claims
+from labkit.app.results import PROVENANCE, ResultStore
 from labkit.errors import LabkitError, NotPrepared
 from labkit.instruments.shell import run
+from labkit.paths import atomic_write
 
 BOOK_CONFIG = """\
 title: Container Labs
@@ -28,6 +41,7 @@ html:
 sphinx:
   config:
     html_show_sourcelink: false
+    myst_heading_anchors: 3
 """
 
 # A script or stylesheet fetched from another host would make the book depend on the network.
@@ -37,7 +51,7 @@ EXTERNAL_ASSET = re.compile(r"""<(?:script|link)[^>]+(?:src|href)=["'](?:https?:
 def _toc(chapters: list[str]) -> str:
     lines = ["format: jb-book", "root: intro", "chapters:"]
     lines += [f"- file: {stem}" for stem in chapters]
-    lines.append("- file: claims")
+    lines += ["- file: claims", "- file: environment"]
     return "\n".join(lines) + "\n"
 
 
@@ -45,56 +59,252 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def claims_page(ledger: pd.DataFrame) -> str:
-    """The book's ledger: every claim with its id, section, notebook (linked), value, criterion and verdict."""
+# The banner a live session shows first (labkit.app.session.LabSession.banner), with its run id.
+LIVE_BANNER = re.compile(r"\*\*Live run\*\* `([^`]+)`")
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One executed notebook in the book: its title, papermill's record of the execution, and the results its
+    numbers came from (`live`: measured during that execution; otherwise replayed from data/results/)."""
+
+    path: Path
+    title: str
+    execution: dict[str, Any]
+    live: bool
+    results: Path
+    provenance: dict[str, Any]
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def wall_s(self) -> float | None:
+        duration = self.execution.get("duration")
+        return float(duration) if duration is not None else None
+
+    @property
+    def label(self) -> str:
+        return f"{self.stem[:2]} · {self.title}"
+
+    def provenance_text(self) -> str:
+        how = "measured live in this run" if self.live else "replayed from data/results/"
+        return (f"{how}: {self.provenance.get('started_utc')} → {self.provenance.get('ended_utc')}, "
+                f"quick={self.provenance.get('quick')}, run `{self.provenance.get('run_id')}`")
+
+
+def read_chapter(path: Path, results_dir: Path) -> Chapter:
+    """`path` (an executed notebook) with the results behind it: those of its live run in `results_dir/<stem>`,
+    or the recorded ones it replayed (what its banner says)."""
+    notebook = nbformat.read(path, as_version=4)
+    heading = next((line for cell in notebook.cells if cell.cell_type == "markdown"
+                    for line in cell.source.splitlines() if line.startswith("# ")), f"# {path.stem}")
+    title = heading.lstrip("# ").split("·", 1)[-1].strip()
+    execution = dict(notebook.metadata.get("papermill", {}))
+    run_id = live_run_id(notebook)
+    folder = results_dir / path.stem if run_id else paths.recorded_results_dir() / path.stem
+    provenance = ResultStore(folder).read_provenance()
+    if run_id and provenance.get("run_id") != run_id:
+        raise NotPrepared(f"{path.name} ran live as run {run_id}, but {folder} holds run {provenance.get('run_id')}.",
+                          "Pass the results of that run (`labkit book --results DIR`), or run the notebooks "
+                          "again (`labkit run`).")
+    return Chapter(path, title, execution, run_id is not None, folder, provenance)
+
+
+def live_run_id(notebook: nbformat.NotebookNode) -> str | None:
+    """The run id in the notebook's live banner (LabSession.banner), or None when it replayed recorded results."""
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            match = LIVE_BANNER.search(str(output.get("data", {}).get("text/markdown", "")))
+            if match:
+                return match.group(1)
+    return None
+
+
+def section_anchors(chapter: Chapter) -> dict[str, tuple[str, str]]:
+    """Recorded table → (heading, anchor) of the notebook section whose cell measured it.
+
+    Found by time: the cell whose execution (papermill) overlaps most with the experiment's (provenance, whole
+    seconds); the section is the last heading above that cell. Replayed chapters were measured elsewhere: none.
+    """
+    if not chapter.live:
+        return {}
+    cells: list[tuple[str, datetime, datetime]] = []
+    heading = ""
+    for cell in nbformat.read(chapter.path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if re.match(r"^#{2,3} ", line)]
+            heading = headings[-1] if headings else heading
+        elif heading and cell.metadata.get("papermill", {}).get("start_time"):
+            timing = cell.metadata["papermill"]
+            cells.append((heading, _instant(timing["start_time"]), _instant(timing["end_time"])))
+    anchors = {}
+    for table, experiment in chapter.provenance.get("experiments", {}).items():
+        started = _instant(experiment["started_utc"])
+        ended = _instant(experiment["ended_utc"]) + timedelta(seconds=1)  # the end of its last whole second
+        overlaps = [((min(end, ended) - max(start, started)).total_seconds(), h) for h, start, end in cells]
+        seconds, found = max(overlaps, default=(0.0, ""))
+        if seconds > 0:
+            anchors[table] = (found, default_slugify(found))
+    return anchors
+
+
+def claims_page(ledger: pd.DataFrame, chapters: list[Chapter]) -> str:
+    """The book's ledger: every claim with its id, chapter section, notebook, value, criterion and verdict, and a
+    link to the notebook section that measured it."""
     counts = ledger.groupby("verdict").size()
+    anchors = {chapter.stem: section_anchors(chapter) for chapter in chapters}
     lines = ["# The claims ledger", "",
              "Every claim of the chapter that a notebook checks, with the value measured in the run this book "
              "was built from, the criterion its verdict follows from, and the verdict. "
-             + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + ".", "",
-             "| id | section | notebook | claim | measured | criterion | verdict | caveat |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + ". "
+             "The ledger as CSV: {download}`claims.csv <data/claims.csv>`.", "",
+             "| id | section | measured in | claim | value | measured | criterion | verdict | caveat |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in ledger.itertuples():
-        lines.append(f"| `{row.id}` | {_cell(row.section)} | [{row.notebook[:2]}]({row.notebook}.ipynb) | "
-                     f"{_cell(row.claim)} | {_cell(row.measured)} | {_cell(row.criterion)} | **{row.verdict}** | "
-                     f"{_cell(row.caveat)} |")
+        tables = [t for t in str(row.tables).split(";") if t]
+        where = next((anchors.get(row.notebook, {})[t] for t in tables if t in anchors.get(row.notebook, {})), None)
+        link = (f"[{row.notebook[:2]} § {_cell(where[0])}]({row.notebook}.ipynb#{where[1]})" if where
+                else f"[{row.notebook[:2]}]({row.notebook}.ipynb)")
+        lines.append(f"| `{row.id}` | {_cell(row.section)} | {link} | {_cell(row.claim)} | "
+                     f"{row.value:g} {_cell(row.unit)} | {_cell(row.measured)} | {_cell(row.criterion)} | "
+                     f"**{row.verdict}** | {_cell(row.caveat)} |")
     return "\n".join(lines) + "\n"
 
 
-def _intro(chapters: list[Path]) -> str:
-    titles = []
-    for chapter in chapters:
-        first = nbformat.read(chapter, as_version=4).cells[0].source.splitlines()[0]
-        titles.append(f"- [{first.lstrip('# ')}]({chapter.stem}.ipynb)")
+def _two_commands() -> str:
+    """The README's code block under "The two commands"."""
     readme = (paths.project_root() / "README.md").read_text()
-    overview = readme.split("\n## ", 1)[0]
-    return overview + "\n\n## Chapters\n\n" + "\n".join(titles) + "\n"
+    section = readme.split("\n## The two commands", 1)[-1]
+    match = re.search(r"```sh\n.*?```", section, re.DOTALL)
+    return match.group(0) if match else ""
+
+
+def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[str, str]) -> str:
+    """What the series is (the README's opening), how to run it, and each notebook's headline measurement.
+
+    `headlines` maps a notebook stem to the claim id its landing row quotes (default: its first claim).
+    """
+    readme = (paths.project_root() / "README.md").read_text()
+    opening = readme.split("\n## ", 1)[0].split("\n|", 1)[0].rstrip()
+    lines = [opening, "", "## How to run it", "",
+             "On Debian 12 as root (it installs what is missing) or where Docker already runs:", "",
+             _two_commands(), "",
+             "`make ui` then opens the notebooks in JupyterLab. Without an engine the notebooks replay the "
+             "recorded results under a banner that says where and when they were measured.", "",
+             "## The notebooks", "",
+             "Each notebook's headline measurement in the run this book was built from, with its verdict. "
+             "All claims are in {doc}`the claims ledger <claims>`; the machine and the wall times in "
+             "{doc}`the environment <environment>`.", "",
+             "| notebook | headline | verdict | claims checked | numbers |",
+             "| --- | --- | --- | --- | --- |"]
+    for chapter in chapters:
+        own = ledger[ledger["notebook"] == chapter.stem]
+        chosen = own[own["id"] == headlines.get(chapter.stem, "")]
+        headline = (chosen if len(chosen) else own.head(1))
+        quote = (f"{_cell(headline['claim'].iloc[0])}: {_cell(headline['measured'].iloc[0])}" if len(headline)
+                 else "(no claims)")
+        verdict = f"**{headline['verdict'].iloc[0]}**" if len(headline) else ""
+        counts = ", ".join(f"{n} {v}" for v, n in own.groupby("verdict").size().items())
+        numbers = "live" if chapter.live else "replayed"
+        if chapter.provenance.get("quick"):
+            numbers += ", quick"
+        lines.append(f"| [{_cell(chapter.label)}]({chapter.stem}.ipynb) | {quote} | {verdict} | {counts} | "
+                     f"{numbers} |")
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def environment_page(chapters: list[Chapter], bench: str) -> str:
+    """The machines the numbers come from (their fingerprints), each notebook's wall time and whether it ran live
+    or replayed, and `bench` (markdown for the newest `make bench`, or "")."""
+    lines = ["# The environment", "",
+             "Where and how the numbers in this book were measured.", "", "## Each notebook", "",
+             "| notebook | wall time (s) | numbers | quick | measured (UTC) | run |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for chapter in chapters:
+        wall = f"{chapter.wall_s:.1f}" if chapter.wall_s is not None else "—"
+        p = chapter.provenance
+        lines.append(f"| [{_cell(chapter.label)}]({chapter.stem}.ipynb) | {wall} | "
+                     f"{'live' if chapter.live else 'replayed from data/results/'} | {p.get('quick')} | "
+                     f"{p.get('started_utc')} → {p.get('ended_utc')} | `{p.get('run_id')}` |")
+    by_machine: dict[str, list[Chapter]] = {}
+    for chapter in chapters:
+        fingerprint = chapter.provenance.get("fingerprint", {})
+        by_machine.setdefault(json.dumps(fingerprint, sort_keys=True, default=str), []).append(chapter)
+    for index, (fingerprint, members) in enumerate(by_machine.items(), 1):
+        title = "The machine" if len(by_machine) == 1 else f"Machine {index}"
+        lines += ["", f"## {title}", "",
+                  "Fingerprint of " + ", ".join(c.stem[:2] for c in members) + "'s run"
+                  + ("s" if len(members) > 1 else "") + ":", "", "| | |", "| --- | --- |"]
+        lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in _flatten(json.loads(fingerprint)).items()]
+    if bench:
+        lines += ["", bench]
+    return "\n".join(lines) + "\n"
+
+
+def _downloads(chapter: Chapter, data_dir: Path) -> str:
+    """Markdown for the end of a chapter's page: every table behind it as a CSV download, with its provenance."""
+    target = data_dir / chapter.stem
+    shutil.copytree(chapter.results, target)
+    lines = ["## The data behind this page", "",
+             f"Every table this page's numbers come from ({chapter.provenance_text()}), as CSV:", ""]
+    for table in sorted(target.glob("*.csv")):
+        rows = sum(1 for _ in table.open()) - 1
+        lines.append(f"- {{download}}`{table.name} <data/{chapter.stem}/{table.name}>` ({rows} rows)")
+    lines.append(f"- {{download}}`{PROVENANCE} <data/{chapter.stem}/{PROVENANCE}>` (where, when, with what)")
+    return "\n".join(lines) + "\n"
 
 
 def build(executed_dir: Path | None = None, out_dir: Path | None = None, results_dir: Path | None = None) -> Path:
-    """Build the book from executed notebooks and the claims in `results_dir` (their results; default
-    build/results), merged there into claims.csv for the ledger page; return the path of its index.html."""
+    """Build the book from executed notebooks and the results behind them (`results_dir`, default
+    build/results, where the ledger is also merged into claims.csv); return the path of its index.html."""
+    from labkit.app import bench, protocol
+
     executed_dir = executed_dir or paths.build_dir() / "notebooks"
     out_dir = out_dir or paths.build_dir() / "book"
     results_dir = results_dir or paths.build_dir() / "results"
-    chapters = sorted(executed_dir.glob("[0-9][0-9]-*.ipynb"))
-    if not chapters:
+    notebooks = sorted(executed_dir.glob("[0-9][0-9]-*.ipynb"))
+    if not notebooks:
         raise NotPrepared(f"no executed notebooks in {executed_dir}.", "Run `labkit run` first.")
-    failed = [f"{chapter.name} (cell {cell})" for chapter in chapters for cell in failed_cells(chapter)]
+    failed = [f"{notebook.name} (cell {cell})" for notebook in notebooks for cell in failed_cells(notebook)]
     if failed:
         raise LabkitError(f"a failed execution is not published: {', '.join(failed)}.",
                           "Fix it and `labkit run` again.")
-    _, ledger = claims.write_merged(results_dir)
+    chapters = [read_chapter(notebook, results_dir) for notebook in notebooks]
+    ledger = claims.validate(pd.concat([pd.read_csv(c.results / "claims.csv", keep_default_na=False)
+                                        for c in chapters], ignore_index=True)[claims.COLUMNS], str(results_dir))
+    atomic_write(results_dir / "claims.csv", ledger.to_csv(index=False))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     source = out_dir / "source"
-    source.mkdir(parents=True)
+    data = source / "data"
+    data.mkdir(parents=True)
     for chapter in chapters:
-        shutil.copy2(chapter, source / chapter.name)
+        notebook = nbformat.read(chapter.path, as_version=4)
+        notebook.cells.append(nbformat.v4.new_markdown_cell(_downloads(chapter, data)))
+        nbformat.write(notebook, source / chapter.path.name)
+    shutil.copy2(results_dir / "claims.csv", data / "claims.csv")
+    headlines = {lab.stem: lab.headline for lab in protocol.all_labs() if lab.headline}
     (source / "_config.yml").write_text(BOOK_CONFIG)
     (source / "_toc.yml").write_text(_toc([c.stem for c in chapters]))
-    (source / "intro.md").write_text(_intro(chapters))
-    (source / "claims.md").write_text(claims_page(ledger))
+    (source / "intro.md").write_text(landing_page(chapters, ledger, headlines))
+    (source / "claims.md").write_text(claims_page(ledger, chapters))
+    (source / "environment.md").write_text(environment_page(chapters, bench.book_section(source)))
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     run([str(jupyter_book), "build", str(source), "--path-output", str(out_dir), "--builder", "html",
          "-W", "-n", "--keep-going"], 900,

@@ -69,7 +69,8 @@ class Lab:
     `stem`: the notebook's file stem (``01-what-a-container-is``), also its results folder; `topic`: its title;
     `requirements`: what a live run needs from the host; `bases`: labkit base images it uses (made by setup);
     `tables`: each recorded table's name and the columns it must carry; `prepare(client)`: makes the other
-    assets (rootfs trees, kernels…) and returns one line per asset for the setup log.
+    assets (rootfs trees, kernels…) and returns one line per asset for the setup log; `headline`: the id of the
+    claim whose measurement the book's landing page shows for this notebook.
     """
 
     stem: str
@@ -78,6 +79,7 @@ class Lab:
     bases: tuple[str, ...]
     tables: Mapping[str, tuple[str, ...]]
     prepare: Callable[[Any], list[str]] = field(default=_nothing_to_prepare)
+    headline: str = ""  # the claim id the book's landing page quotes for this notebook (default: its first claim)
 
     @property
     def number(self) -> str:

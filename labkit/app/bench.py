@@ -1,0 +1,221 @@
+"""`make bench` (`labkit bench`): how long the reader's commands take here, measured, written to data/bench/.
+
+One table, ``data/bench/bench.csv`` (group, item, condition, value, unit, note), and ``provenance.json`` (where,
+when, with what). Measured: the README commands split by phase (Python env, engine, bases and assets,
+notebooks, book) — warm, and cold where that needs nothing shared removed (a fresh virtual environment); each
+notebook's quick and full wall time; labkit's container start against the raw `docker run` CLI and the SDK
+(one interleaved run, ratios to the CLI); and the memory sampler's rate and CPU cost from the newest results
+that record them. Speed is reported here and on the book's environment page, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from labkit import paths
+from labkit.app.results import utc_now
+from labkit.paths import atomic_write
+
+COLUMNS = ["group", "item", "condition", "value", "unit", "note"]
+START_REPEATS = 5  # interleaved rounds of each container-start method (one run, so no interval is claimed)
+
+
+def bench_dir() -> Path:
+    return paths.project_root() / "data" / "bench"
+
+
+def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter_ns()
+    result = action()
+    return (time.perf_counter_ns() - started) / 1e9, result
+
+
+class Bench:
+    """Rows of the bench table, added as each measurement finishes."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, group: str, item: str, condition: str, value: float, unit: str = "s", note: str = "") -> None:
+        self.rows.append(dict(zip(COLUMNS, (group, item, condition, value, unit, note), strict=True)))
+        print(f"  {group} · {item} ({condition}): {value:.3g} {unit}{'  ' + note if note else ''}", flush=True)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+
+def python_env(bench: Bench, cold: bool) -> None:
+    """`make lab`'s first phase: the virtual environment with labkit installed (warm: the project's own .venv,
+    as a second `make lab` finds it; cold: a fresh one in a temporary folder)."""
+    root = paths.project_root()
+    install = ["-m", "pip", "install", "--quiet", "-e", f"{root}[dev]"]
+    seconds, _ = _timed(lambda: subprocess.run([sys.executable, *install], check=True, cwd=root))
+    bench.add("make lab", "Python env", "warm", seconds, note="pip install -e .[dev] into the existing .venv")
+    if cold:
+        with tempfile.TemporaryDirectory(prefix="labkit-bench-venv-") as folder:
+            def fresh() -> None:
+                subprocess.run(["sh", "tools/bootstrap-python.sh", "python3", folder], check=True, cwd=root)
+                subprocess.run([f"{folder}/bin/python", *install], check=True, cwd=root)
+            seconds, _ = _timed(fresh)
+        bench.add("make lab", "Python env", "cold", seconds, note="a fresh venv, packages from pip's cache")
+
+
+def setup_phases(bench: Bench, labs: list[Any]) -> Any:
+    """`labkit setup`, warm: the engine answering, then each lab's bases and assets. Returns the engine client."""
+    from labkit.instruments import engine, images
+
+    seconds, client = _timed(engine.ensure)
+    bench.add("make lab", "engine", "warm", seconds, note="engine.ensure() with dockerd already running")
+    bases = tuple(dict.fromkeys(name for lab in labs for name in lab.bases))
+    seconds, _ = _timed(lambda: [images.ensure_base(client, name) for name in bases])
+    bench.add("make lab", "bases", "warm", seconds, note=f"{len(bases)} bases, each found by its recipe hash")
+    seconds, _ = _timed(lambda: [lab.prepare(client) for lab in labs])
+    bench.add("make lab", "assets", "warm", seconds, note="every lab's prepare()")
+    for phase in ("engine", "bases"):
+        bench.add("make lab", phase, "cold", float("nan"),
+                  note="not measured: it would remove the engine's state or the shared base images")
+    return client
+
+
+def notebooks(bench: Bench, work: Path, full: bool) -> Path:
+    """Each notebook quick (and full when `full`), one `labkit run` per mode; returns the full (else quick)
+    executed folder and its results, for the book phase."""
+    from labkit.app import runner
+
+    chosen = runner.discover()
+    last = work
+    for quick in (True, False) if full else (True,):
+        condition = "quick" if quick else "full"
+        out = work / condition
+        runs = runner.execute(chosen, quick=quick, mode="live", output_dir=out / "notebooks",
+                              results_dir=out / "results")
+        for run in runs:
+            bench.add("notebook", run.notebook, condition, run.wall_s, note=run.status)
+        if any(run.status != "ok" for run in runs) or len(runs) < len(chosen):
+            raise RuntimeError(f"a notebook failed in {condition} mode: {runner.format_report(runs)}")
+        bench.add("make lab", "notebooks", condition, sum(run.wall_s for run in runs),
+                  note=f"{len(runs)} notebooks in one labkit run")
+        last = out
+    return last
+
+
+def book_phase(bench: Bench, executed: Path) -> None:
+    from labkit.app import book
+
+    seconds, _ = _timed(lambda: book.build(executed / "notebooks", executed / "book", executed / "results"))
+    bench.add("make lab", "book", "warm", seconds, note="jupyter-book build -W -n")
+
+
+def container_start(bench: Bench, client: Any) -> None:
+    """labkit's `run_once` against the raw `docker run` CLI and the bare SDK, interleaved, one run of
+    START_REPEATS rounds; medians and ratios to the CLI."""
+    from labkit.instruments import containers, engine, images, measure
+    from labkit.instruments.limits import Limits
+    from labkit.instruments.shell import run
+
+    image = images.require_base(client, "busybox").tag
+    limits = Limits(memory_bytes=64 * 2**20, pids=32, cpus=0.5)
+    with engine.Scope(client, engine.new_run_id(), lab="bench") as scope:
+        methods = {
+            "labkit run_once": lambda: containers.run_once(client, scope, image, ["true"], limits=limits),
+            "docker run (CLI)": lambda: run([engine.docker_cli(), "run", "--rm", "--pull=never",
+                                             *scope.label_args(), image, "true"], 60),
+            "SDK containers.run": lambda: client.containers.run(image, ["true"], remove=True,
+                                                                labels=scope.labels),
+        }
+        samples = measure.compare(methods, repeats=START_REPEATS, warmup=1)
+    medians = samples.groupby("method")["wall_s"].median()
+    for method, median in medians.items():
+        bench.add("container start", str(method), f"median of {START_REPEATS}", float(median))
+        bench.add("container start", str(method), "ratio to the CLI",
+                  float(median / medians["docker run (CLI)"]), unit="×", note="one run")
+
+
+def sampler(bench: Bench) -> None:
+    """The memory sampler's achieved rate and CPU cost, from the newest results of every notebook that records
+    them (columns sampler_hz and sampler_cpu_s beside wall_s)."""
+    for root in (paths.build_dir() / "results", paths.recorded_results_dir()):
+        for table in sorted(root.glob("[0-9][0-9]-*/*.csv")):
+            frame = pd.read_csv(table)
+            if not {"sampler_hz", "sampler_cpu_s", "wall_s"} <= set(frame.columns):
+                continue
+            origin = "build/results" if root == paths.build_dir() / "results" else "data/results"
+            for row in frame.itertuples():
+                item = f"{table.parent.name[:2]} {table.stem} row {row.Index}"
+                bench.add("memory sampler", item, "rate", float(row.sampler_hz), unit="Hz", note=origin)
+                bench.add("memory sampler", item, "CPU cost", float(row.sampler_cpu_s) / float(row.wall_s),
+                          unit="CPU s per s", note=origin)
+            return
+
+
+def measure_all(*, cold: bool, full: bool) -> Path:
+    """Run every measurement and write data/bench/bench.csv and provenance.json; return the CSV's path."""
+    from labkit.app import protocol
+    from labkit.app.session import _git_commit
+    from labkit.instruments import measure
+
+    started = utc_now()
+    bench = Bench()
+    labs = protocol.all_labs()
+    python_env(bench, cold)
+    client = setup_phases(bench, labs)
+    with tempfile.TemporaryDirectory(prefix="labkit-bench-") as work:
+        book_phase(bench, notebooks(bench, Path(work), full))
+    container_start(bench, client)
+    sampler(bench)
+    target = bench_dir() / "bench.csv"
+    atomic_write(target, bench.frame().to_csv(index=False))
+    atomic_write(bench_dir() / "provenance.json", json.dumps({
+        "started_utc": started, "ended_utc": utc_now(), "fingerprint": measure.fingerprint(client),
+        "git_commit": _git_commit(), "cold": cold, "full": full,
+        "notebooks": [lab.stem for lab in labs]}, indent=2, sort_keys=True, default=str) + "\n")
+    return target
+
+
+def book_section(source: Path) -> str:
+    """Markdown for the book's environment page: the newest bench as a figure, a table and a CSV download (files
+    written into the book's `source`); "" when no bench was recorded."""
+    table = bench_dir() / "bench.csv"
+    if not table.exists():
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from labkit.instruments import plots
+
+    frame = pd.read_csv(table, keep_default_na=False, na_values=[""])
+    provenance = json.loads((bench_dir() / "provenance.json").read_text())
+    (source / "data" / "bench").mkdir(parents=True, exist_ok=True)
+    for name in ("bench.csv", "provenance.json"):
+        (source / "data" / "bench" / name).write_bytes((bench_dir() / name).read_bytes())
+    seconds = frame[(frame["unit"] == "s") & frame["value"].notna()]
+    plots.use_style()
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(seconds) + 1))
+    labels = [f"{r.group} · {r.item} ({r.condition})" for r in seconds.itertuples()]
+    ax.barh(labels, seconds["value"])
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time (s)")
+    ax.set_title(f"make bench, {provenance['started_utc']}")
+    fig.savefig(source / "bench.png", bbox_inches="tight")
+    plt.close(fig)
+    rows = ["| group | item | condition | value | unit | note |", "| --- | --- | --- | --- | --- | --- |"]
+    rows += [f"| {r.group} | {r.item} | {r.condition} | {'—' if pd.isna(r.value) else f'{r.value:.3g}'} | "
+             f"{r.unit} | {r.note if isinstance(r.note, str) else ''} |" for r in frame.itertuples()]
+    return "\n".join([
+        "## The newest bench", "",
+        f"`make bench` from {provenance['started_utc']} to {provenance['ended_utc']} (commit "
+        f"`{str(provenance.get('git_commit'))[:12]}`): the README's commands by phase, each notebook's wall time, "
+        "and container start-up three ways. As CSV: {download}`bench.csv <data/bench/bench.csv>`, with "
+        "{download}`provenance.json <data/bench/provenance.json>`.", "",
+        "![Wall time of each measured phase and notebook](bench.png)", "", *rows])
