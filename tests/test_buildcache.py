@@ -84,6 +84,9 @@ def test_rebuild_arithmetic_on_known_rows() -> None:
 def test_recorded_results_replay_into_the_same_claims(replay: LabSession) -> None:
     rebuilds = buildcache.run_rebuilds(replay)
     context = buildcache.run_context(replay)
+    for sentence in (rebuilds.conclusion(), context.conclusion()):
+        assert sentence.startswith("**What we measured.**")
+    assert len(rebuilds.per_edit("legacy")) == len(buildcache.HISTORY) and not context.summary().empty
     ledger = ClaimLedger(buildcache.STEM)
     buildcache.check_claims(ledger, rebuilds, context)
     assert replay.replay is not None

@@ -31,11 +31,13 @@ OPAQUE_MARKER = ".wh..wh..opq"  # "everything below this directory in lower laye
 @dataclass(frozen=True)
 class Entry:
     """One member of a layer tar: `path` without a leading ``./``; `kind` is file, dir, symlink, hardlink,
-    whiteout, opaque or other; `size_bytes` is a regular file's size, a symlink's target length, else 0."""
+    whiteout, opaque or other; `size_bytes` is a regular file's size, a symlink's target length, else 0; `mtime`
+    is the modification time the tar records (s since the epoch)."""
 
     path: str
     kind: str
     size_bytes: int
+    mtime: int = 0
 
     @property
     def hidden_path(self) -> str:
@@ -120,19 +122,20 @@ class SavedImage:
 def _entry(member: tarfile.TarInfo) -> Entry:
     path = member.name.removeprefix("./").rstrip("/")
     name = posixpath.basename(path)
+    mtime = int(member.mtime)
     if name == OPAQUE_MARKER:
-        return Entry(path, "opaque", 0)
+        return Entry(path, "opaque", 0, mtime)
     if name.startswith(WHITEOUT_PREFIX):
-        return Entry(path, "whiteout", 0)
+        return Entry(path, "whiteout", 0, mtime)
     if member.isdir():
-        return Entry(path, "dir", 0)
+        return Entry(path, "dir", 0, mtime)
     if member.issym():
-        return Entry(path, "symlink", len(member.linkname.encode()))
+        return Entry(path, "symlink", len(member.linkname.encode()), mtime)
     if member.islnk():
-        return Entry(path, "hardlink", 0)
+        return Entry(path, "hardlink", 0, mtime)
     if member.isfile():
-        return Entry(path, "file", member.size)
-    return Entry(path, "other", 0)
+        return Entry(path, "file", member.size, mtime)
+    return Entry(path, "other", 0, mtime)
 
 
 def _read_layer(stream: IO[bytes]) -> tuple[Entry, ...]:
