@@ -23,10 +23,10 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check labkit tests notebooks
 	$(BIN)/mypy
 
-# Speed is measured here, never asserted in tests: full-mode runs with per-notebook wall time.
+# Speed is measured here, never asserted in tests: data/bench/ (CSV + provenance), shown in the book.
 bench: $(INSTALLED)
 	$(BIN)/labkit setup
-	$(BIN)/labkit run --timeout $(NOTEBOOK_TIMEOUT)
+	$(BIN)/labkit bench
 
 # A deliberate refresh of the committed results (commit data/results/ on its own).
 record: $(INSTALLED)

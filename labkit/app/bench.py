@@ -86,25 +86,26 @@ def setup_phases(bench: Bench, labs: list[Any]) -> Any:
     return client
 
 
-def notebooks(bench: Bench, work: Path, full: bool) -> Path:
-    """Each notebook quick (and full when `full`), one `labkit run` per mode; returns the full (else quick)
-    executed folder and its results, for the book phase."""
+def notebooks(bench: Bench, chosen: list[Path], work: Path, full: bool) -> Path | None:
+    """Each notebook quick (and full when `full`), each in a run of its own so that one failure does not hide
+    the others' times; returns the folder of the last mode's executed notebooks and results for the book
+    phase, or None when one failed (the book refuses a failed execution)."""
     from labkit.app import runner
 
-    chosen = runner.discover()
-    last = work
+    last: Path | None = None
     for quick in (True, False) if full else (True,):
         condition = "quick" if quick else "full"
         out = work / condition
-        runs = runner.execute(chosen, quick=quick, mode="live", output_dir=out / "notebooks",
-                              results_dir=out / "results")
+        runs = [run for notebook in chosen
+                for run in runner.execute([notebook], quick=quick, mode="live", output_dir=out / "notebooks",
+                                          results_dir=out / "results")]
         for run in runs:
-            bench.add("notebook", run.notebook, condition, run.wall_s, note=run.status)
-        if any(run.status != "ok" for run in runs) or len(runs) < len(chosen):
-            raise RuntimeError(f"a notebook failed in {condition} mode: {runner.format_report(runs)}")
+            bench.add("notebook", run.notebook, condition, run.wall_s,
+                      note=run.status if run.status == "ok" else f"{run.status}: {run.error}")
+        failed = [run.notebook for run in runs if run.status != "ok"]
         bench.add("make lab", "notebooks", condition, sum(run.wall_s for run in runs),
-                  note=f"{len(runs)} notebooks in one labkit run")
-        last = out
+                  note=f"{len(runs)} notebooks" + (f"; failed: {', '.join(failed)}" if failed else ""))
+        last = None if failed else out
     return last
 
 
@@ -140,15 +141,14 @@ def container_start(bench: Bench, client: Any) -> None:
                   float(median / medians["docker run (CLI)"]), unit="×", note="one run")
 
 
-def sampler(bench: Bench) -> None:
-    """The memory sampler's achieved rate and CPU cost, from the newest results of every notebook that records
-    them (columns sampler_hz and sampler_cpu_s beside wall_s)."""
-    for root in (paths.build_dir() / "results", paths.recorded_results_dir()):
+def sampler(bench: Bench, roots: dict[str, Path]) -> None:
+    """The memory sampler's achieved rate and CPU cost, from the first of `roots` (name → results folder) with
+    a notebook table that records them (columns sampler_hz and sampler_cpu_s beside wall_s)."""
+    for origin, root in roots.items():
         for table in sorted(root.glob("[0-9][0-9]-*/*.csv")):
             frame = pd.read_csv(table)
             if not {"sampler_hz", "sampler_cpu_s", "wall_s"} <= set(frame.columns):
                 continue
-            origin = "build/results" if root == paths.build_dir() / "results" else "data/results"
             for row in frame.itertuples():
                 item = f"{table.parent.name[:2]} {table.stem} row {row.Index}"
                 bench.add("memory sampler", item, "rate", float(row.sampler_hz), unit="Hz", note=origin)
@@ -157,27 +157,35 @@ def sampler(bench: Bench) -> None:
             return
 
 
-def measure_all(*, cold: bool, full: bool) -> Path:
-    """Run every measurement and write data/bench/bench.csv and provenance.json; return the CSV's path."""
-    from labkit.app import protocol
+def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -> Path:
+    """Run every measurement for the notebooks in `selection` (default: all) and write data/bench/bench.csv and
+    provenance.json; return the CSV's path."""
+    from labkit.app import protocol, runner
     from labkit.app.session import _git_commit
     from labkit.instruments import measure
 
     started = utc_now()
     bench = Bench()
-    labs = protocol.all_labs()
+    chosen = runner.discover(selection)
+    labs = [lab for lab in protocol.all_labs() if lab.stem in {nb.stem for nb in chosen}]
     python_env(bench, cold)
     client = setup_phases(bench, labs)
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as work:
-        book_phase(bench, notebooks(bench, Path(work), full))
+        executed = notebooks(bench, chosen, Path(work), full)
+        if executed is not None:
+            book_phase(bench, executed)
+        else:
+            bench.add("make lab", "book", "warm", float("nan"), note="not built: a notebook failed")
+        sampler(bench, {"this bench, full": Path(work) / "full" / "results",
+                        "this bench, quick": Path(work) / "quick" / "results",
+                        "build/results": paths.build_dir() / "results", "data/results": paths.recorded_results_dir()})
     container_start(bench, client)
-    sampler(bench)
     target = bench_dir() / "bench.csv"
     atomic_write(target, bench.frame().to_csv(index=False))
     atomic_write(bench_dir() / "provenance.json", json.dumps({
         "started_utc": started, "ended_utc": utc_now(), "fingerprint": measure.fingerprint(client),
         "git_commit": _git_commit(), "cold": cold, "full": full,
-        "notebooks": [lab.stem for lab in labs]}, indent=2, sort_keys=True, default=str) + "\n")
+        "notebooks": [nb.stem for nb in chosen]}, indent=2, sort_keys=True, default=str) + "\n")
     return target
 
 

@@ -1,4 +1,4 @@
-"""The `labkit` command (also `python -m labkit`): doctor, setup, run, claims, book, lab, clean."""
+"""The `labkit` command (also `python -m labkit`): doctor, setup, run, claims, book, bench, lab, clean."""
 
 from __future__ import annotations
 
@@ -89,6 +89,13 @@ def cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from labkit.app import bench
+
+    print(bench.measure_all(args.notebooks, cold=not args.warm_only, full=not args.quick_only))
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from labkit.app import jupyter
 
@@ -140,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--executed", help="folder of executed notebooks (default build/notebooks)")
     book.add_argument("--results", help="results behind them, for the claims page (default build/results)")
     book.set_defaults(func=cmd_book)
+    bench = sub.add_parser("bench", help="time the README's commands by phase, each notebook, container start; "
+                                         "writes data/bench/")
+    bench.add_argument("notebooks", nargs="*", help="01 or a notebook stem (default: all)")
+    bench.add_argument("--warm-only", action="store_true", help="skip the cold Python environment (a fresh venv)")
+    bench.add_argument("--quick-only", action="store_true", help="notebooks in quick mode only, not full")
+    bench.set_defaults(func=cmd_bench)
     lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 over your copies of the notebooks (build/lab)")
     lab.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888; 0: any free one)")
     lab.add_argument("--dir", help="folder of your notebook copies (default build/lab)")
