@@ -59,6 +59,14 @@ def test_the_secret_is_found_in_the_layer_that_copied_it(saved: layers.SavedImag
     assert "bin/busybox" in saved.paths
 
 
+def test_the_merged_view_applies_whiteouts_and_opaque_directories(saved: layers.SavedImage) -> None:
+    view = saved.merged()
+    assert "data/payload.bin" not in view and "app/cache/entry" not in view
+    assert view["app/cache/fresh"] == "file" and view["app/.env"] == "file" and view["bin/busybox"] == "file"
+    assert view["bin/sh"] == "symlink" and view["app/cache"] == "dir"
+    assert not any(".wh." in path for path in view)
+
+
 def _saved_tar(tmp_path: Path, manifests: list[dict[str, object]]) -> Path:
     target = tmp_path / "two.tar"
     with tarfile.open(target, "w") as archive:

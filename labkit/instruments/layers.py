@@ -113,6 +113,21 @@ class SavedImage:
         return sum(e.size_bytes for lower in self.layers[:layer.index] for e in lower.entries
                    if e.kind == "file" and any(e.path == h or e.path.startswith(h + "/") for h in hidden))
 
+    def merged(self) -> dict[str, str]:
+        """The file system a container of this image starts with: path → kind, the layers applied oldest first,
+        each whiteout removing its path (and what is below it), each opaque marker emptying its directory."""
+        view: dict[str, str] = {}
+        for layer in self.layers:
+            for entry in layer.entries:
+                if entry.kind in ("whiteout", "opaque"):
+                    hidden = entry.hidden_path
+                    for path in [p for p in view if p.startswith(hidden + "/") or
+                                 (entry.kind == "whiteout" and p == hidden)]:
+                        del view[path]
+                else:
+                    view[entry.path] = entry.kind
+        return view
+
     @cached_property
     def paths(self) -> frozenset[str]:
         """Every path any layer holds (before whiteouts are applied)."""

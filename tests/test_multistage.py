@@ -1,0 +1,69 @@
+"""Notebook 04's lab: unknown services refused before any build; claims computed from known rows; recorded results
+replay into the same claims and keep what the notebook promises (each multi-stage image smaller than its twin)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from labkit.app.claims import ClaimLedger
+from labkit.app.session import LabSession, open_session
+from labkit.errors import BadParameter
+from labkit.labs import multistage
+
+MB = 10**6
+
+
+@pytest.fixture(scope="module")
+def replay() -> LabSession:
+    return open_session(multistage.STEM, mode="replay")
+
+
+@pytest.mark.parametrize("services", [["rust"], [], ["go", "java"]])
+def test_unknown_services_are_refused_before_any_build(replay: LabSession, services: list[str]) -> None:
+    with pytest.raises(BadParameter, match=r"(?s)services=.*Choose from \['go', 'c', 'python'\]"):
+        multistage.run_images(replay, services=services)
+
+
+def _row(service: str, variant: str, size_mb: float, packages: int, tools: bool) -> dict[str, object]:
+    return {"service": service, "variant": variant, "base": f"{service}-builder", "image_bytes": int(size_mb * MB),
+            "files": 10_000 if tools else 5, "has_shell": tools, "has_package_manager": tools,
+            "sbom_packages": packages, "sbom_tool": "syft", "cold_s": 10.0, "warm_s": 9.0, "layers": 3}
+
+
+def test_claims_follow_the_sizes_and_the_tools_left_behind() -> None:
+    rows = [_row("go", multistage.SINGLE, 640, 135, True), _row("go", multistage.MULTI, 6.5, 2, False),
+            _row("c", multistage.SINGLE, 437, 144, True), _row("c", multistage.MULTI, 0.8, 0, False),
+            _row("python", multistage.SINGLE, 198, 120, True), _row("python", multistage.MULTI, 190, 120, True)]
+    result = multistage.MultiStageResult(pd.DataFrame(rows, columns=list(multistage.COLUMNS)))
+    ledger = ClaimLedger(multistage.STEM)
+    multistage.check_claims(ledger, result)
+    verdicts = {c.id: c.verdict.value for c in ledger}
+    assert verdicts == {"multistage.go_700mb_to_10mb": "holds", "multistage.smaller": "holds with caveat",
+                        "multistage.attack_surface": "holds"}
+    assert result.ratio("go") == pytest.approx(640 / 6.5)
+    # A Go builder of 200 MB would not be "~700 MB": the order of magnitude is the claim.
+    rows[0] = _row("go", multistage.SINGLE, 200, 135, True)
+    small = ClaimLedger(multistage.STEM)
+    multistage.check_claims(small, multistage.MultiStageResult(pd.DataFrame(rows, columns=list(multistage.COLUMNS))))
+    assert small.verdict("multistage.go_700mb_to_10mb").value == "does not hold"
+
+
+def test_recorded_results_replay_into_the_same_claims(replay: LabSession) -> None:
+    result = multistage.run_images(replay)
+    assert result.conclusion().startswith("**What we measured.**")
+    ledger = ClaimLedger(multistage.STEM)
+    multistage.check_claims(ledger, result)
+    assert replay.replay is not None
+    recorded = replay.replay.read_table("claims")
+    pd.testing.assert_frame_equal(ledger.frame()[["id", "verdict"]], recorded[["id", "verdict"]])
+
+
+def test_recorded_multi_stage_images_are_smaller_and_the_scratch_ones_hold_no_tools(replay: LabSession) -> None:
+    result = multistage.run_images(replay)
+    assert set(result.services) == set(multistage.SERVICES)
+    for service in result.services:
+        assert result.ratio(service) > 1, service
+    for service in ("go", "c"):
+        multi = result.row(service, multistage.MULTI)
+        assert not multi["has_shell"] and not multi["has_package_manager"] and multi["files"] < 10
