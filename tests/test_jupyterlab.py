@@ -107,6 +107,7 @@ def test_notebook_01_runs_in_jupyterlab_through_the_launcher(docker_client: dock
             cells = page.evaluate("() => [...document.querySelectorAll('.jp-OutputArea-output table td')]"
                                   ".map(td => td.textContent.trim())")
             dialogs = page.locator(".jp-Dialog").count()
+            toasts = page.locator(".Toastify__toast").all_inner_texts()  # the news prompt would be one
             outside = list(browser.outside)
     finally:
         os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C, as a reader stops it
@@ -118,7 +119,7 @@ def test_notebook_01_runs_in_jupyterlab_through_the_launcher(docker_client: dock
 
     assert "Live run" in text and "quick mode" in text, text[:2000]
     assert len(images) == 4 and all(area > 0 for area in images), images
-    assert dialogs == 0, "no pop-up (news, kernel choice, …) stands in the reader's way"
+    assert dialogs == 0 and toasts == [], "no pop-up (news, kernel choice, …) stands in the reader's way"
     assert outside == []
     # The saved copy is the ground truth of what ran: every code cell executed, none failed.
     saved = nbformat.read(tmp_path / "copies" / NOTEBOOK, as_version=4)
