@@ -176,3 +176,26 @@ def test_inputs_hidden_in_the_book_are_collapsed_in_jupyterlab(notebook: Path) -
     hidden = [i for i, c in enumerate(cells) if "hide-input" in c.metadata.get("tags", [])]
     collapsed = [i for i, c in enumerate(cells) if c.metadata.get("jupyter", {}).get("source_hidden")]
     assert hidden == collapsed, "tag a cell hide-input (the book) and set jupyter.source_hidden (JupyterLab) together"
+
+
+def test_a_papermill_kernel_talks_over_unix_sockets_that_leave_no_file_behind(
+        tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    import papermill
+
+    from labkit.app import jupyter
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime_dir))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; print(os.getcwd())")],
+                                        metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                 "display_name": "Python 3"}})
+    nbformat.write(notebook, tmp_path / "in.ipynb")
+    folder = tmp_path / "cwd"
+    folder.mkdir()
+    config = jupyter.kernel_config()
+    assert config.KernelManager.transport == "ipc"
+    assert Path(config.KernelManager.connection_file).parent == runtime_dir
+    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                               cwd=str(folder), execution_timeout=60, progress_bar=False, config=config)
+    assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0].text.strip() == str(folder)
+    assert list(folder.iterdir()) == [] and list(runtime_dir.iterdir()) == []
+    assert "without encryption" not in capfd.readouterr().err

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+from traitlets.config import Config
 
 from labkit import paths
 from labkit.errors import LabkitError
@@ -35,6 +36,13 @@ START_TIMEOUT_S = 60.0  # JupyterLab takes a few seconds to start; more means it
 STOP_TIMEOUT_S = 30.0  # after SIGTERM the server shuts its kernels down; then it is killed
 
 
+def runtime_dir() -> Path:
+    """Jupyter's private runtime folder (JUPYTER_RUNTIME_DIR or ~/.local/share/jupyter/runtime)."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return Path(os.environ.get("JUPYTER_RUNTIME_DIR") or jupyter_runtime_dir())
+
+
 def kernel_transport() -> str:
     """"ipc" (Unix sockets in Jupyter's private runtime folder) where the socket paths fit, else "tcp".
 
@@ -42,15 +50,28 @@ def kernel_transport() -> str:
     are guarded by the folder's permissions. Their paths are limited to 107 bytes (sockaddr_un), which a deep
     JUPYTER_RUNTIME_DIR can exceed: then the kernels use TCP on 127.0.0.1, and the log says why.
     """
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    runtime = os.environ.get("JUPYTER_RUNTIME_DIR") or jupyter_runtime_dir()
-    longest = f"{runtime}/kernel-{uuid.UUID(int=0)}-ipc-5"  # the kernel's five sockets, named by its id
+    # Each kernel's sockets are named after its connection file, kernel-<uuid>.json: kernel-<uuid>-ipc-1 … -5.
+    longest = f"{runtime_dir()}/kernel-{uuid.UUID(int=0)}-ipc-5"
     if len(os.fsencode(longest)) <= IPC_PATH_MAX:
         return "ipc"
-    log.warning("kernels use TCP on 127.0.0.1: their Unix socket paths in %s would exceed %d bytes", runtime,
+    log.warning("kernels use TCP on 127.0.0.1: their Unix socket paths in %s would exceed %d bytes", runtime_dir(),
                 IPC_PATH_MAX)
     return "tcp"
+
+
+def kernel_config() -> Config:
+    """Settings for the kernel of one papermill execution (see :func:`kernel_transport`).
+
+    Over IPC the kernel's connection file is named here, in the runtime folder: the sockets are named after it.
+    Left unnamed, jupyter_client calls them ``kernel-ipc-N`` relative to the kernel's working folder — the
+    notebooks' folder — where they would litter the checkout and collide between kernels running at once.
+    """
+    transport = kernel_transport()
+    if transport == "tcp":
+        return Config({"KernelManager": {"transport": "tcp"}})
+    runtime_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
+    connection = runtime_dir() / f"kernel-{uuid.uuid4()}.json"
+    return Config({"KernelManager": {"transport": "ipc", "connection_file": str(connection)}})
 
 
 def settings_dir() -> Path:

@@ -20,10 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
-from traitlets.config import Config
-
 from labkit import paths
-from labkit.app.jupyter import kernel_transport
+from labkit.app.jupyter import kernel_config
 from labkit.app.results import prune_partials
 from labkit.errors import BadParameter
 from labkit.instruments import engine, procfs
@@ -89,7 +87,7 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
                         str(notebook), str(output), parameters={"quick": quick, "mode": mode},
                         cwd=str(notebook.parent), execution_timeout=int(timeout_s),
                         progress_bar=sys.stderr.isatty(),  # a per-cell bar in a terminal, quiet in logs
-                        kernel_name="python3", config=Config({"KernelManager": {"transport": kernel_transport()}}))
+                        kernel_name="python3", config=kernel_config())
                 except papermill.PapermillExecutionError as exc:
                     status = "interrupted" if interrupted.is_set() else "failed"
                     runs.append(NotebookRun(notebook.stem, status, time.perf_counter() - started, str(output),
