@@ -91,6 +91,7 @@ def test_notebook_01_runs_in_jupyterlab_through_the_launcher(docker_client: dock
             parameters = page.locator(".jp-Notebook .jp-CodeCell").first.locator(".cm-content")
             parameters.get_by_text("quick: bool = False").wait_for(timeout=30_000)
             assert page.locator(".jp-Dialog").all_inner_texts() == []
+            assert page.locator(".jp-mod-dirty").count() == 0, "the notebook is marked unsaved before any edit"
             parameters.click()
             page.keyboard.press("Control+a")
             page.keyboard.insert_text('quick: bool = True\nmode: str = "live"\n')

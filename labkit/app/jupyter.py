@@ -105,10 +105,24 @@ def reader_copies(source_dir: Path, target_dir: Path) -> tuple[list[Path], list[
                 stale.append(target)
             continue
         notebook = nbformat.read(source, as_version=4)
+        notebook.metadata.update(_kernel_metadata(notebook.metadata.get("kernelspec", {}).get("name", "python3")))
         notebook.metadata[SOURCE_KEY] = digest
         nbformat.write(notebook, target)
         made.append(target)
     return made, stale
+
+
+def _kernel_metadata(kernel_name: str) -> dict[str, object]:
+    """The kernelspec and language_info JupyterLab writes into a notebook when its kernel starts.
+
+    A copy that already carries them opens unmodified; one without them is marked unsaved before any edit.
+    """
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    return {"kernelspec": {"name": kernel_name, "display_name": spec.display_name, "language": spec.language},
+            "language_info": dict(IPythonKernel.language_info)}
 
 
 @dataclass(frozen=True)
