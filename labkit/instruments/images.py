@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
 import shutil
 import tarfile
 import tempfile
@@ -18,7 +19,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import docker
 import docker.errors
@@ -86,18 +87,31 @@ class DebianBase:
     stands_in_for: str
     command: str = "/bin/bash"
     arch: str = "amd64"  # Debian's name; another than the host's is made with --foreign and finished under qemu
+    variant: str = "minbase"  # debootstrap's --variant; "default" is its default set (required + important)
+    slim: bool = False  # without docs, man pages, locales and apt lists, as debian:bookworm-slim is made
 
     @property
     def platform(self) -> str:
         return _platform_of_debian_arch(self.arch)
 
     def recipe(self, name: str) -> Recipe:
-        inputs: tuple[tuple[str, str], ...] = (("suite", DEBIAN_SUITE), ("variant", "minbase"), ("arch", self.arch))
-        if self.packages:  # debian-minbase keeps the digest it had before packages existed
+        inputs: tuple[tuple[str, str], ...] = (("suite", DEBIAN_SUITE), ("variant", self.variant), ("arch", self.arch))
+        if self.packages or self.variant != "minbase":  # debian-minbase keeps the digest it had before packages
             inputs += (("packages", ",".join(self.packages)), ("command", self.command))
+        if self.slim:
+            inputs += (("slim", ",".join(SLIM_EXCLUDED)),)
         extra = f" + {', '.join(self.packages)}" if self.packages else ""
-        return Recipe(name, f"Debian {DEBIAN_SUITE} made with debootstrap --variant=minbase{extra}, imported "
+        how = "debootstrap's default variant" if self.variant == "default" else f"debootstrap --variant={self.variant}"
+        slim = f", without {', '.join(SLIM_EXCLUDED)}" if self.slim else ""
+        return Recipe(name, f"Debian {DEBIAN_SUITE} made with {how}{extra}{slim}, imported "
                             f"(stands in for {self.stands_in_for})", inputs)
+
+
+# What debian:bookworm-slim leaves out (its dpkg path-excludes; copyright files stay), and apt's package lists.
+SLIM_EXCLUDED = ("usr/share/doc", "usr/share/man", "usr/share/groff", "usr/share/info", "usr/share/lintian",
+                 "usr/share/linda", "usr/share/locale", "var/cache/man", "var/lib/apt/lists")
+SLIM_DPKG_CONFIG = "".join(f"path-exclude /{folder}/*\n" for folder in SLIM_EXCLUDED[:-1]) + \
+    "path-include /usr/share/doc/*/copyright\n"
 
 
 # Every base made with debootstrap, by name. Add a base by adding a line; `labkit setup` makes what a lab declares.
@@ -107,6 +121,15 @@ DEBIAN_BASES = {
     "c-builder": DebianBase(("build-essential",), "gcc:12"),
     "go-builder": DebianBase(("golang-go",), "golang:1.19"),
     "c-builder-arm64": DebianBase(("build-essential",), "gcc:12 for linux/arm64", arch="arm64"),
+    # Notebook 05's bases: the chapter's node family and its neighbours, each made offline.
+    "debian-full": DebianBase((), "a full Debian userland: debian:bookworm plus its 'important' packages, the "
+                                  "start of buildpack-deps:bookworm that node:20 builds on", variant="default"),
+    "debian-slim": DebianBase((), "debian:bookworm-slim", slim=True),
+    "python-slim": DebianBase(("python3",), "python:3.11-slim", command="/usr/bin/python3", slim=True),
+    "node-full": DebianBase(("nodejs",), "node:20 (Debian's nodejs 18, without npm and buildpack-deps' compilers)",
+                            command="/usr/bin/node", variant="default"),
+    "node-slim": DebianBase(("nodejs",), "node:20-slim (Debian's nodejs 18, without npm)", command="/usr/bin/node",
+                            slim=True),
 }
 
 
@@ -137,6 +160,65 @@ DEBIAN_PACKAGE_BASES = {
 }
 
 
+@dataclass(frozen=True)
+class DistrolessBase:
+    """A runtime and nothing else on FROM scratch, taken from the rootfs of Debian base `source`: `programs`,
+    whole `trees` (a language's library folders), the ``ldd`` closure of every ELF file among them, an
+    ``/etc/passwd`` with root and `user`, and ``USER <user>:<user>``: no shell, no package manager."""
+
+    source: str
+    programs: tuple[str, ...]
+    trees: tuple[str, ...]
+    stands_in_for: str
+    user: int = 65532  # distroless's "nonroot"
+
+    @property
+    def command(self) -> str:
+        return "/" + self.programs[0]
+
+    def recipe(self, name: str) -> Recipe:
+        return Recipe(name, f"{', '.join('/' + p for p in self.programs)} with "
+                            f"{', '.join('/' + t for t in self.trees) or 'no library folder'} and their ldd closure "
+                            f"from {self.source}, numeric USER {self.user}, on FROM scratch (stands in for "
+                            f"{self.stands_in_for})",
+                      (("source", recipe(self.source).digest), ("programs", ",".join(self.programs)),
+                       ("trees", ",".join(self.trees)), ("user", str(self.user)), ("made_by", "docker import")))
+
+
+DISTROLESS_BASES = {
+    "python-distroless": DistrolessBase("python-slim", ("usr/bin/python3",), ("usr/lib/python3.11", "etc/python3.11"),
+                                        "gcr.io/distroless/python3-debian12"),
+    # Debian's node loads some of its built-in modules (acorn, cjs-module-lexer, undici) from /usr/share/nodejs.
+    "node-distroless": DistrolessBase("node-slim", ("usr/bin/node",), ("usr/share/nodejs",),
+                                      "gcr.io/distroless/nodejs20-debian12"),
+}
+
+
+@dataclass(frozen=True)
+class StaticBinaryBase:
+    """One statically linked program built in the labkit base `builder` and copied onto FROM scratch."""
+
+    builder: str
+    source_name: str
+    source: str
+    build_command: str  # run in the builder with the source in its working folder /src; writes /src/app
+    stands_in_for: str
+
+    def recipe(self, name: str) -> Recipe:
+        return Recipe(name, f"a static binary built from {self.source_name} in {self.builder}, alone on FROM scratch "
+                            f"(stands in for {self.stands_in_for})",
+                      (("builder", recipe(self.builder).digest), ("source", self.source),
+                       ("build", self.build_command), ("made_by", "docker run, docker import")))
+
+
+HELLO_GO = 'package main\n\nimport "fmt"\n\nfunc main() {\n\tfmt.Println("hello")\n}\n'
+STATIC_BASES = {
+    "scratch-static": StaticBinaryBase("go-builder", "hello.go", HELLO_GO,
+                                       "CGO_ENABLED=0 go build -trimpath -ldflags=-s -o app hello.go",
+                                       "FROM scratch + a static Go binary"),
+}
+
+
 def _platform_of_debian_arch(debian_arch: str) -> str:
     return next(p for p, a in arch.DEBIAN_ARCH.items() if a == debian_arch)
 
@@ -153,7 +235,10 @@ def _debian_recipe(name: str) -> Recipe:
 RECIPES: dict[str, Callable[[], Recipe]] = {"busybox": _busybox_recipe,
                                             **{name: partial(_debian_recipe, name) for name in DEBIAN_BASES},
                                             **{name: partial(DEBIAN_PACKAGE_BASES[name].recipe, name)
-                                               for name in DEBIAN_PACKAGE_BASES}}
+                                               for name in DEBIAN_PACKAGE_BASES},
+                                            **{name: partial(DISTROLESS_BASES[name].recipe, name)
+                                               for name in DISTROLESS_BASES},
+                                            **{name: partial(STATIC_BASES[name].recipe, name) for name in STATIC_BASES}}
 
 BUSYBOX_DOCKERFILE = """\
 FROM scratch
@@ -169,6 +254,9 @@ FROM scratch
 ADD {source} /
 CMD ["{command}"]
 """
+
+# Distroless-style and static bases are imported from a tarball rather than built: a layer BuildKit made stays in
+# its build cache after the image is removed, so a later pull of it would not fetch it (notebook 05 times cold pulls).
 
 
 def known_bases() -> list[str]:
@@ -209,6 +297,10 @@ def ensure_base(client: docker.DockerClient, name: str) -> BaseImage:
     started = time.perf_counter_ns()
     if name == "busybox":
         _build_busybox(wanted)
+    elif name in DISTROLESS_BASES:
+        _build_distroless(wanted, DISTROLESS_BASES[name])
+    elif name in STATIC_BASES:
+        _build_static(client, wanted, STATIC_BASES[name])
     elif name in DEBIAN_PACKAGE_BASES:
         _build_rootfs_image(wanted, rootfs_dir(name), DEBIAN_PACKAGE_BASES[name].platform, "/bin/sh")
     elif _foreign(DEBIAN_BASES[name].arch):
@@ -259,11 +351,26 @@ def _build_rootfs_image(wanted: Recipe, source: Path, platform: str, command: st
              "-t", wanted.tag, context], 1800, env={**os.environ, "DOCKER_BUILDKIT": "1"})
 
 
-def _import_rootfs(wanted: Recipe, tarball: Path) -> None:
-    command = DEBIAN_BASES[wanted.name].command
-    changes = [f"LABEL {LABEL_BASE}={wanted.name}", f"LABEL {LABEL_RECIPE}={wanted.digest}", f'CMD ["{command}"]']
+def _import_rootfs(wanted: Recipe, tarball: Path, command: str = "", extra_changes: tuple[str, ...] = ()) -> None:
+    command = command or DEBIAN_BASES[wanted.name].command
+    changes = [f"LABEL {LABEL_BASE}={wanted.name}", f"LABEL {LABEL_RECIPE}={wanted.digest}", *extra_changes,
+               f'CMD ["{command}"]']
     args = [arg for change in changes for arg in ("--change", change)]
     run([docker_cli(), "import", *args, "--message", wanted.description, str(tarball), wanted.tag], 600)
+
+
+def _tar_tree(root: Path, tarball: Path) -> Path:
+    """A tar of everything under `root` (modes and symlinks kept, owned by root)."""
+    with tarfile.open(tarball, "w") as archive:
+        for entry in sorted(root.iterdir()):
+            archive.add(entry, arcname=entry.name, filter=_owned_by_root)
+    return tarball
+
+
+def _owned_by_root(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    member.uid = member.gid = 0
+    member.uname = member.gname = "root"
+    return member
 
 
 def rootfs_dir(name: str = "debian-minbase") -> Path:
@@ -283,8 +390,11 @@ def rootfs_dir(name: str = "debian-minbase") -> Path:
         _unpack_busybox(staging)
     elif name in DEBIAN_PACKAGE_BASES:
         _unpack_debian_package(staging, DEBIAN_PACKAGE_BASES[name])
+    elif name in DEBIAN_BASES:
+        _debootstrap(staging, DEBIAN_BASES[name])
     else:
-        _debootstrap(staging, DEBIAN_BASES[name].packages, DEBIAN_BASES[name].arch)
+        raise BadParameter(f"base {name!r} is built into an image directly: it has no root filesystem tree.",
+                           f"Ask for one of {sorted(['busybox', *DEBIAN_BASES, *DEBIAN_PACKAGE_BASES])}.")
     (staging / ".labkit-complete").write_text(wanted.digest + "\n")
     if target.exists():
         shutil.rmtree(target)
@@ -310,10 +420,12 @@ def _mirror() -> str:
 MIRROR_HINT = "debootstrap and apt need Debian's package mirror; set LABKIT_DEBIAN_MIRROR to one you can reach."
 
 
-def _debootstrap(staging: Path, packages: tuple[str, ...], debian_arch: str = "amd64") -> None:
-    include = [f"--include={','.join(packages)}"] if packages else []
+def _debootstrap(staging: Path, base: DebianBase) -> None:
+    include = [f"--include={','.join(base.packages)}"] if base.packages else []
+    debian_arch = base.arch
     foreign = _foreign(debian_arch)
-    run(["debootstrap", "--variant=minbase", f"--arch={debian_arch}", *(["--foreign"] if foreign else []), *include,
+    variant = [] if base.variant == "default" else [f"--variant={base.variant}"]
+    run(["debootstrap", *variant, f"--arch={debian_arch}", *(["--foreign"] if foreign else []), *include,
          DEBIAN_SUITE, str(staging), _mirror()], 1800, hint=MIRROR_HINT)
     if foreign:
         # The second stage runs the target's own dpkg and maintainer scripts: under qemu, through binfmt_misc.
@@ -325,6 +437,114 @@ def _debootstrap(staging: Path, packages: tuple[str, ...], debian_arch: str = "a
         for entry in (staging / cache).glob("*"):
             if entry.is_file():
                 entry.unlink()
+    if base.slim:
+        _slim(staging)
+
+
+def _slim(root: Path) -> None:
+    """Remove what debian:bookworm-slim leaves out (copyright files stay) and tell dpkg to leave it out of
+    packages installed later, as the slim image does."""
+    for folder in SLIM_EXCLUDED:
+        for entry in (root / folder).glob("*"):
+            if folder == "usr/share/doc" and entry.is_dir() and (entry / "copyright").exists():
+                for inner in entry.iterdir():
+                    if inner.name != "copyright":
+                        shutil.rmtree(inner) if inner.is_dir() and not inner.is_symlink() else inner.unlink()
+            elif entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    config = root / "etc" / "dpkg" / "dpkg.cfg.d" / "labkit-slim"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(SLIM_DPKG_CONFIG)
+
+
+def _build_distroless(wanted: Recipe, base: DistrolessBase) -> None:
+    """Copy the runtime, its trees and their ldd closure out of the source rootfs and import them as an image."""
+    source = rootfs_dir(base.source)
+    with tempfile.TemporaryDirectory(prefix="labkit-distroless-") as context:
+        root = Path(context) / "rootfs"
+        root.mkdir()
+        wanted_paths = ["/" + p for p in (*base.programs, *base.trees)]
+        for path in wanted_paths:
+            _place(source, root, path)
+        elf_files = [f for f in root.rglob("*") if f.is_file() and not f.is_symlink() and _is_elf(f)]
+        for library in sorted({lib for f in elf_files for lib in _ldd(source, "/" + str(f.relative_to(root)))}):
+            _place(source, root, library)
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc" / "passwd").write_text(f"root:x:0:0:root:/root:/sbin/nologin\n"
+                                             f"nonroot:x:{base.user}:{base.user}:nonroot:/home/nonroot:/sbin/nologin\n")
+        (root / "etc" / "group").write_text(f"root:x:0:\nnonroot:x:{base.user}:\n")
+        for folder in ("tmp", "home/nonroot"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / "tmp").chmod(0o1777)
+        _import_rootfs(wanted, _tar_tree(root, Path(context) / "rootfs.tar"), base.command,
+                       (f"USER {base.user}:{base.user}",))
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as head:
+        return head.read(4) == b"\x7fELF"
+
+
+def _ldd(root: Path, path: str) -> list[str]:
+    """The shared objects `path` loads, as paths inside `root` (``ldd`` run in a chroot of it)."""
+    done = run(["chroot", str(root), "/usr/bin/ldd", path], 60, check=False)
+    if "not a dynamic executable" in done.stdout + done.stderr:
+        return []
+    if done.exit_code != 0:
+        raise RuntimeError(f"ldd {path} in {root} exited {done.exit_code}: {done.stderr.strip()}")
+    found = []
+    for line in done.stdout.splitlines():
+        words = line.split()
+        if "=>" in words and len(words) > words.index("=>") + 1 and words[words.index("=>") + 1].startswith("/"):
+            found.append(words[words.index("=>") + 1])
+        elif words and words[0].startswith("/"):
+            found.append(words[0])  # the dynamic loader, named by its own path
+        elif "not found" in line:
+            raise RuntimeError(f"ldd {path} in {root}: {line.strip()}")
+    return found
+
+
+def _place(source: Path, target: Path, path: str, hops: int = 0) -> None:
+    """Copy `path` (absolute inside `source`) to the same place under `target`, recreating every symlink on
+    the way (merged /usr: /lib → usr/lib) and copying the file or folder it ends in, symlinks kept."""
+    if hops > 40:
+        raise RuntimeError(f"too many symlinks resolving {path} in {source}")
+    parts = PurePosixPath(posixpath.normpath(path)).parts[1:]
+    for index in range(len(parts)):
+        relative = PurePosixPath(*parts[:index + 1])
+        here = source / relative
+        if here.is_symlink():
+            link = target / relative
+            if not link.is_symlink():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(os.readlink(here))
+            pointed = os.readlink(here)
+            base = "/" if pointed.startswith("/") else "/" + str(relative.parent)
+            _place(source, target, posixpath.join(base, pointed, *parts[index + 1:]), hops + 1)
+            return
+    relative = PurePosixPath(*parts)
+    origin, copy = source / relative, target / relative
+    if origin.is_dir():
+        shutil.copytree(origin, copy, symlinks=True, dirs_exist_ok=True)
+    elif not copy.exists():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(origin, copy)
+
+
+def _build_static(client: docker.DockerClient, wanted: Recipe, base: StaticBinaryBase) -> None:
+    """Build the program in a container of the builder base (no network), then import it alone as an image."""
+    builder = ensure_base(client, base.builder)
+    with tempfile.TemporaryDirectory(prefix="labkit-static-") as folder:
+        source, root = Path(folder) / "src", Path(folder) / "rootfs"
+        source.mkdir()
+        root.mkdir()
+        (source / base.source_name).write_text(base.source)
+        run([docker_cli(), "run", "--rm", "--pull=never", "--network", "none", "-v", f"{source}:/src", "-w", "/src",
+             builder.tag, "sh", "-c", base.build_command], 1800)
+        shutil.copy2(source / "app", root / "app")
+        _import_rootfs(wanted, _tar_tree(root, Path(folder) / "rootfs.tar"), "/app")
 
 
 def debian_package_file(package: str, debian_arch: str, folder: Path) -> Path:
