@@ -42,6 +42,9 @@ def test_claims_follow_the_sizes_and_the_tools_left_behind() -> None:
     assert verdicts == {"multistage.go_700mb_to_10mb": "holds", "multistage.smaller": "holds with caveat",
                         "multistage.attack_surface": "holds"}
     assert result.ratio("go") == pytest.approx(640 / 6.5)
+    assert "rebuilt after a one-line edit in 9.0 s" in result.conclusion()
+    cold_only = multistage.MultiStageResult(result.images.assign(warm_s=float("nan")))
+    assert "rebuilt" not in cold_only.conclusion()  # quick mode measures no warm rebuild
     # A Go builder of 200 MB would not be "~700 MB": the order of magnitude is the claim.
     rows[0] = _row("go", multistage.SINGLE, 200, 135, True)
     small = ClaimLedger(multistage.STEM)

@@ -187,7 +187,8 @@ def _context(folder: Path, service: Service, dockerfile: str) -> None:
 class MultiStageResult:
     """`images`: one row per service and variant: builder base, image size (bytes), regular files in the file
     system a container starts with (the layers merged), whether a shell and a package manager are in it, SBOM
-    packages (syft), cold build (--no-cache) and warm rebuild after a one-line source edit (s), and layers."""
+    packages (syft), cold build (--no-cache) and warm rebuild after a one-line source edit (s; NaN when not
+    measured), and layers."""
 
     images: pd.DataFrame
 
@@ -217,14 +218,16 @@ class MultiStageResult:
                 f"{int(single['sbom_packages'])} → {int(multi['sbom_packages'])} packages in the SBOM; a shell "
                 f"{'stays' if multi['has_shell'] else 'is gone'}, a package manager "
                 f"{'stays' if multi['has_package_manager'] else 'is gone'}; built cold in {single['cold_s']:.1f} s "
-                f"against {multi['cold_s']:.1f} s, rebuilt after a one-line edit in {single['warm_s']:.1f} s "
-                f"against {multi['warm_s']:.1f} s")
+                f"against {multi['cold_s']:.1f} s" + ("" if pd.isna(single["warm_s"]) else
+                                                      f", rebuilt after a one-line edit in {single['warm_s']:.1f} s "
+                                                      f"against {multi['warm_s']:.1f} s"))
         return "**What we measured.** " + "; ".join(parts) + "."
 
 
-def run_images(lab: LabSession, services: list[str] | tuple[str, ...] = tuple(SERVICES)) -> MultiStageResult:
-    """Build each service single-stage and multi-stage (BuildKit): cold with --no-cache, then warm after appending a
-    comment line to its source; measure each image."""
+def run_images(lab: LabSession, services: list[str] | tuple[str, ...] = tuple(SERVICES),
+               warm: bool = True) -> MultiStageResult:
+    """Build each service single-stage and multi-stage (BuildKit): cold with --no-cache, then (when `warm`) again
+    after appending a comment line to its source; measure each image."""
     validate_services(services)
 
     def experiment() -> pd.DataFrame:
@@ -244,7 +247,7 @@ def run_images(lab: LabSession, services: list[str] | tuple[str, ...] = tuple(SE
                     # A comment naming this experiment: an edit no earlier run made, so no cached layer matches it.
                     comment = "#" if name == "python" else "//"
                     edited.write_text(edited.read_text() + f"{comment} edited in {scope.scope_id}\n")
-                    warm = builds.build(folder, tag + "-warm", scope)
+                    warm_s = builds.build(folder, tag + "-warm", scope).wall_s if warm else float("nan")
                     saved_path = layers.save(client, cold.image_id, Path(scratch) / "image.tar")
                     saved = layers.read_saved(saved_path)
                     view = saved.merged()
@@ -254,11 +257,12 @@ def run_images(lab: LabSession, services: list[str] | tuple[str, ...] = tuple(SE
                                  "has_shell": any(p in view for p in SHELLS),
                                  "has_package_manager": any(p in view for p in PACKAGE_MANAGERS),
                                  "sbom_packages": sbom_packages(saved_path), "sbom_tool": f"syft {SYFT_VERSION}",
-                                 "cold_s": cold.wall_s, "warm_s": warm.wall_s, "layers": len(saved.layers)})
+                                 "cold_s": cold.wall_s, "warm_s": warm_s, "layers": len(saved.layers)})
                     saved_path.unlink()
         return pd.DataFrame(rows, columns=list(COLUMNS))
 
-    return MultiStageResult(lab.measure("images", experiment, services=list(services), builder="buildkit"))
+    return MultiStageResult(lab.measure("images", experiment, services=list(services), warm=warm,
+                                        builder="buildkit"))
 
 
 # ---------------------------------------------------------------- claims
