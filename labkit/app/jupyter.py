@@ -131,7 +131,6 @@ class LabServer:
 
     process: subprocess.Popen[bytes]
     url: str
-    token: str
     log: Path
 
     def notebook_url(self, name: str) -> str:
@@ -155,13 +154,13 @@ def server_argv(root: Path, port: int, token: str) -> list[str]:
             "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
             f"--LabApp.app_settings_dir={settings_dir()}", "--LabApp.extension_manager=readonly",
             f"--KernelManager.transport={kernel_transport()}",
-            # The readers' copies are the reader's own files: JupyterLab may open them without asking.
+            # The series runs as root (the labs need it), and JupyterLab refuses root without this flag.
             *(["--allow-root"] if os.geteuid() == 0 else [])]
 
 
 def start(port: int = 8888, root: Path | None = None, env: dict[str, str] | None = None) -> LabServer:
-    """Start JupyterLab over `root` (default: readers' copies, refreshed from notebooks/) and wait until it
-    answers; its log goes to ``build/lab-server.log``."""
+    """Start JupyterLab over `root` (default: the readers' copies folder) and wait until it has written where it
+    listens; its log goes to ``build/lab-server.log``."""
     root = root or readers_dir()
     token = secrets.token_hex(24)
     log_file = paths.build_dir() / "lab-server.log"
@@ -171,14 +170,12 @@ def start(port: int = 8888, root: Path | None = None, env: dict[str, str] | None
                                    stdin=subprocess.DEVNULL, start_new_session=True,
                                    env={**os.environ, **(env or {})})
     info = _server_info(process, log_file)
-    return LabServer(process, f"http://127.0.0.1:{info['port']}/lab?token={token}", token, log_file)
+    return LabServer(process, f"http://127.0.0.1:{info['port']}/lab?token={token}", log_file)
 
 
 def _server_info(process: subprocess.Popen[bytes], log_file: Path) -> dict[str, object]:
     """The server's own record of where it listens (jpserver-<pid>.json in Jupyter's runtime folder)."""
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    record = Path(os.environ.get("JUPYTER_RUNTIME_DIR") or jupyter_runtime_dir()) / f"jpserver-{process.pid}.json"
+    record = runtime_dir() / f"jpserver-{process.pid}.json"
     deadline = time.monotonic() + START_TIMEOUT_S
     while not record.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -207,13 +204,13 @@ def serve(port: int, copies: Path | None = None) -> int:
               "(delete it to get the new version).")
     run_id = engine.new_run_id()
     server = start(port, copies, env={"LABKIT_RUN_ID": run_id})
-    first = sorted(copies.glob("[0-9][0-9]-*.ipynb"))
-    print(f"JupyterLab on {server.url}")
-    if first:
-        print(f"  first notebook: {server.notebook_url(first[0].name)}")
-    print(f"  notebooks: {copies} (your copies; notebooks/ in git is not touched)\n"
-          f"  log: {server.log}\nCtrl-C stops it.", flush=True)
-    try:
+    try:  # from here on, whatever happens (even a closed stdout) stops the server
+        first = sorted(copies.glob("[0-9][0-9]-*.ipynb"))
+        print(f"JupyterLab on {server.url}")
+        if first:
+            print(f"  first notebook: {server.notebook_url(first[0].name)}")
+        print(f"  notebooks: {copies} (your copies; notebooks/ in git is not touched)\n"
+              f"  log: {server.log}\nCtrl-C stops it.", flush=True)
         server.process.wait()
         print(f"JupyterLab ended by itself (exit {server.process.returncode}); see {server.log}", file=sys.stderr)
         return 1
