@@ -200,3 +200,17 @@ def test_a_papermill_kernel_talks_over_unix_sockets_that_leave_no_file_behind(
     assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0].text.strip() == str(folder)
     assert list(folder.iterdir()) == [] and list(runtime_dir.iterdir()) == []
     assert "without encryption" not in capfd.readouterr().err
+
+
+def test_a_taken_port_is_refused_with_what_to_do(tmp_path: Path, runtime_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "labkit", "lab", "--port", str(port), "--dir",
+                               str(tmp_path / "copies")], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime_dir)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "JupyterLab did not start" in done.stderr and "--port N" in done.stderr
