@@ -118,6 +118,7 @@ LAB = Lab(
                    "caveat", "tables"),
     },
     prepare=prepare,
+    headline="startup.milliseconds",
 )
 
 

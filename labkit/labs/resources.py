@@ -109,6 +109,7 @@ LAB = Lab(
                    "caveat", "tables"),
     },
     prepare=prepare,
+    headline="oom.exit_137",
 )
 
 
