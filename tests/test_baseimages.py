@@ -1,0 +1,275 @@
+"""Notebook 05's lab and its bases: bad input refused before anything runs; the filesystem inventory, the chapter's
+table and the pull fit on known answers; a distroless tree copied with its symlinks; and a live quick run whose
+tables order scratch < distroless-style < slim for the same app, with the registry gone afterwards."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import pandas as pd
+import pytest
+
+from labkit.app.claims import ClaimLedger, Verdict
+from labkit.app.session import LabSession, open_session
+from labkit.errors import BadParameter, NotPrepared
+from labkit.instruments import images, inventory
+from labkit.labs import baseimages
+from tests.conftest import leftovers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def replay() -> LabSession:
+    # A replay session hands back the recorded tables: only validation can stop these calls.
+    return open_session(baseimages.STEM, mode="replay")
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda lab: baseimages.run_bases(lab, bases=["alpine"]), r"(?s)\['alpine'\].*Choose from .*node-slim"),
+    (lambda lab: baseimages.run_bases(lab, bases=[]), r"bases=\[\]: need a non-empty list"),
+    (lambda lab: baseimages.run_bases(lab, bases="busybox"), r"bases='busybox'"),
+    (lambda lab: baseimages.run_bases(lab, bases=["busybox", "busybox"]), r"names a base twice"),
+    (lambda lab: baseimages.run_bases(lab, pull_repeats=0), r"pull_repeats=0"),
+    (lambda lab: baseimages.run_bases(lab, port=80), r"port=80.*1024 to 65535"),
+    (lambda lab: baseimages.run_bases(lab, extra_images=["node:20"]), r"(?s)extra_images needs extra_argv"),
+    (lambda lab: baseimages.run_startup(lab, repeats=0), r"repeats=0"),
+    (lambda lab: baseimages.run_startup(lab, bases=["debian"]), r"\['debian'\]"),
+])
+def test_bad_parameters_are_refused_naming_the_parameter(
+        replay: LabSession, call: Callable[[LabSession], object], message: str) -> None:
+    with pytest.raises(BadParameter, match=message):
+        call(replay)
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(replay: LabSession) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BadParameter, match=rf"port={port}: something already listens"):
+            baseimages.run_bases(replay, port=port)
+
+
+@pytest.mark.docker
+def test_an_image_not_in_the_engine_is_refused_with_the_pull_command(docker_client: docker.DockerClient) -> None:
+    with pytest.raises(NotPrepared, match=r"(?s)'labkit-test/absent:1' is not in the engine.*docker pull"):
+        baseimages.validate_extra_images(docker_client, ["labkit-test/absent:1"])
+
+
+@pytest.mark.parametrize(("name", "stands_in_for"), [
+    ("debian-full", "buildpack-deps:bookworm"), ("debian-slim", "debian:bookworm-slim"),
+    ("python-slim", "python:3.11-slim"), ("python-distroless", "gcr.io/distroless/python3-debian12"),
+    ("node-full", "node:20"), ("node-slim", "node:20-slim"), ("node-distroless", "gcr.io/distroless/nodejs20"),
+    ("scratch-static", "FROM scratch + a static Go binary")])
+def test_every_base_of_05_is_a_recipe_that_says_what_it_stands_in_for(name: str, stands_in_for: str) -> None:
+    recipe = images.recipe(name)
+    assert "stands in for" in recipe.description and stands_in_for in recipe.description
+    assert name in baseimages.LAB.bases
+
+
+def test_recipes_built_on_another_base_change_with_it() -> None:
+    distroless = images.DISTROLESS_BASES["python-distroless"]
+    assert dict(distroless.recipe("python-distroless").inputs)["source"] == images.recipe("python-slim").digest
+    static = images.STATIC_BASES["scratch-static"]
+    assert dict(static.recipe("scratch-static").inputs)["builder"] == images.recipe("go-builder").digest
+    with pytest.raises(BadParameter, match="has no root filesystem tree"):
+        images.rootfs_dir("node-distroless")
+
+
+def _tar(entries: list[tuple[str, str, Any]]) -> io.BytesIO:
+    """A tar of (name, kind, detail): file → (content, mode), dir, symlink → target."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, kind, detail in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                content, mode = detail
+                data = content.encode()
+                info.size, info.mode = len(data), mode
+                archive.addfile(info, io.BytesIO(data))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.type, info.linkname = tarfile.SYMTYPE, str(detail)
+                archive.addfile(info)
+    buffer.seek(0)
+    return buffer
+
+
+STATUS = ("Package: bash\nStatus: install ok installed\n\nPackage: gone\nStatus: deinstall ok config-files\n\n"
+          "Package: dash\nStatus: install ok installed\n")
+
+
+def test_the_inventory_follows_merged_usr_links_and_counts_setuid_and_packages() -> None:
+    found = inventory.read_filesystem(_tar([
+        ("bin", "symlink", "usr/bin"), ("usr", "dir", None), ("usr/bin", "dir", None),
+        ("usr/bin/dash", "file", ("ELF", 0o755)), ("usr/bin/sh", "symlink", "dash"),
+        ("usr/bin/su", "file", ("ELF", 0o4755)), ("usr/bin/wall", "file", ("ELF", 0o2755)),
+        ("usr/bin/apt-get", "file", ("ELF", 0o755)), ("var/lib/dpkg/status", "file", (STATUS, 0o644)),
+        (".dockerenv", "file", ("", 0o755)), ("etc/hosts", "file", ("", 0o644))]))
+    assert found.shells == ("bin/sh", "bin/dash")
+    assert found.setuid == ("usr/bin/su", "usr/bin/wall")
+    assert found.package_managers == ("apt",)
+    assert found.packages == 2
+    assert found.files == 5  # .dockerenv and /etc/hosts are the engine's, not the image's
+
+
+def test_the_inventory_of_a_lone_static_binary_has_nothing_else() -> None:
+    found = inventory.read_filesystem(_tar([("app", "file", ("ELF", 0o755)),
+                                            ("bin/sh", "symlink", "/nowhere/busybox")]))
+    assert (found.files, found.shells, found.package_managers, found.packages, found.setuid) == (1, (), (), 0, ())
+
+
+def test_a_distroless_tree_keeps_the_symlinks_on_the_way(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    (source / "usr" / "lib" / "x86_64-linux-gnu").mkdir(parents=True)
+    (source / "usr" / "bin").mkdir()
+    (source / "lib").symlink_to("usr/lib")
+    (source / "usr" / "lib" / "x86_64-linux-gnu" / "libc.so.6").write_text("libc")
+    (source / "usr" / "bin" / "python3.11").write_text("python")
+    (source / "usr" / "bin" / "python3").symlink_to("python3.11")
+    (source / "lib64").symlink_to("/usr/lib/x86_64-linux-gnu")  # an absolute link resolves inside the tree
+    images._place(source, target, "/usr/bin/python3")
+    images._place(source, target, "/lib64/libc.so.6")
+    assert os.readlink(target / "usr" / "bin" / "python3") == "python3.11"
+    assert (target / "usr" / "bin" / "python3.11").read_text() == "python"
+    assert os.readlink(target / "lib64") == "/usr/lib/x86_64-linux-gnu"
+    assert (target / "usr" / "lib" / "x86_64-linux-gnu" / "libc.so.6").read_text() == "libc"
+    assert not (target / "lib").exists()  # nothing asked for went through it
+
+
+def _table(sizes_mb: dict[str, float], pulls: dict[str, list[float]]) -> baseimages.BaseTable:
+    bases = pd.DataFrame([{"base": b, "image": b, "stands_in_for": b, "size_bytes": mb * 1e6,
+                           "compressed_bytes": mb * 1e6 / 2.5, "layers": 1, "files": 1, "file_bytes": 1,
+                           "setuid_files": 0, "setuid_paths": "", "shells": "", "package_managers": "",
+                           "packages": 0, "user": "", "app": "", "app_output": "hello"} for b, mb in sizes_mb.items()])
+    transfers = pd.DataFrame([{"base": b, "action": "pull", "repeat": i, "wall_s": s,
+                               "compressed_bytes": sizes_mb[b] * 1e6 / 2.5, "size_bytes": sizes_mb[b] * 1e6,
+                               "same_image": True, "layers_reused": 0}
+                              for b, series in pulls.items() for i, s in enumerate(series)],
+                             columns=list(baseimages.LAB.tables["transfers"]))
+    return baseimages.BaseTable(bases, transfers)
+
+
+def test_the_chapter_table_judges_order_and_ratio_per_row() -> None:
+    table = _table({"node-full": 800, "node-slim": 200, "node-distroless": 90, "scratch-static": 1.5}, {})
+    chapter = table.chapter.set_index("image")
+    assert chapter.loc["node:20", "verdict"] == Verdict.HOLDS.value  # 0.8× the chapter's ~1 GB
+    assert chapter.loc["node:20-slim", "verdict"] == Verdict.HOLDS.value  # 25 % of the largest, as in the chapter
+    assert chapter.loc["gcr.io/distroless/nodejs20", "verdict"] == Verdict.HOLDS.value  # 11 % against 12 %
+    assert chapter.loc["scratch + a static binary", "verdict"] == Verdict.HOLDS.value  # < 1 % of the largest
+    assert chapter.loc["node:20-alpine", "verdict"] == Verdict.INCONCLUSIVE.value  # no offline stand-in
+    assert table.node_family_ordered
+    small = _table({"node-full": 400, "node-slim": 100, "scratch-static": 1.5}, {}).chapter.set_index("image")
+    assert small.loc["node:20", "verdict"] == Verdict.CAVEAT.value  # 0.4× the chapter's size: off by over 2×
+    swapped = _table({"node-full": 800, "node-slim": 80, "node-distroless": 90, "scratch-static": 1.5}, {})
+    rows = swapped.chapter.set_index("image")
+    assert rows.loc["node:20-slim", "verdict"] == Verdict.FAILS.value and not swapped.node_family_ordered
+    wide = _table({"node-full": 800, "node-slim": 600, "scratch-static": 1.5}, {}).chapter.set_index("image")
+    assert wide.loc["node:20-slim", "verdict"] == Verdict.CAVEAT.value  # 75 % against 25 %: 3× off
+
+
+def test_the_pull_fit_recovers_a_known_line_and_its_fixed_cost() -> None:
+    sizes = {"scratch-static": 1.0, "node-distroless": 40.0, "node-slim": 100.0, "node-full": 300.0}
+    # pull = 0.5 s + 10 ms per compressed MB (compressed = size / 2.5), exactly
+    table = _table(sizes, {b: [0.5 + 0.010 * mb / 2.5] * 2 for b, mb in sizes.items()})
+    fit = baseimages.fit_pulls(table)
+    assert fit.intercept_s == pytest.approx(0.5) and fit.slope_s_per_mb == pytest.approx(0.010)
+    assert fit.r_squared == pytest.approx(1.0) and fit.rank_correlation == pytest.approx(1.0)
+    assert fit.per_base.index[0] == "scratch-static"
+    assert fit.per_base["residual_s"].abs().max() < 1e-9
+    assert fit.fixed_cost_s == pytest.approx(0.504) and fit.smallest == "scratch-static"
+    assert fit.per_base.loc["node-full", "fixed_share"] == pytest.approx(0.504 / 1.7)
+    with pytest.raises(BadParameter, match="at least two images"):
+        baseimages.fit_pulls(_table({"busybox": 2.0}, {"busybox": [0.3, 0.4]}))
+
+
+def test_a_pull_that_found_its_layers_is_left_out_of_the_fit() -> None:
+    sizes = {"scratch-static": 1.0, "node-slim": 100.0, "node-full": 300.0}
+    table = _table(sizes, {b: [0.5 + 0.010 * mb / 2.5] for b, mb in sizes.items()})
+    warm = table.transfers.assign(layers_reused=(table.transfers["base"] == "scratch-static").astype(int),
+                                  wall_s=table.transfers["wall_s"].where(table.transfers["base"] != "scratch-static",
+                                                                         0.01))
+    fit = baseimages.fit_pulls(baseimages.BaseTable(table.bases, warm))
+    assert fit.left_out == ("scratch-static",) and fit.intercept_s == pytest.approx(0.5)
+    assert "scratch-static" not in fit.per_base.index
+
+
+def test_recorded_results_replay_into_the_same_claims(replay: LabSession) -> None:
+    table = baseimages.run_bases(replay, bases=baseimages.BASES, pull_repeats=3)
+    start = baseimages.run_startup(replay, bases=baseimages.BASES)
+    ledger = ClaimLedger(baseimages.STEM)
+    baseimages.check_claims(ledger, table, baseimages.fit_pulls(table), start)
+    assert replay.replay is not None
+    recorded = replay.replay.read_table("claims")
+    pd.testing.assert_frame_equal(ledger.frame()[["id", "verdict"]], recorded[["id", "verdict"]])
+
+
+def test_the_recorded_full_run_orders_the_node_family_by_size(replay: LabSession) -> None:
+    sizes = baseimages.run_bases(replay, bases=baseimages.BASES, pull_repeats=3).sizes["size_mb"]
+    assert sizes["scratch-static"] < sizes["node-distroless"] < sizes["node-slim"] < sizes["node-full"]
+    assert sizes["python-distroless"] < sizes["python-slim"] < sizes["debian-full"]
+
+
+# ---------------------------------------------------------------- live: notebook 05 in quick mode
+
+
+@pytest.fixture(scope="module")
+def executed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    output = tmp_path_factory.mktemp("notebooks")
+    env = {**os.environ, "LABKIT_RESULTS_DIR": str(results)}
+    done = subprocess.run([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", "--output",
+                           str(output), "05"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=1800,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return results / baseimages.STEM
+
+
+@pytest.mark.docker
+def test_scratch_is_smaller_than_distroless_than_slim_for_the_same_app(executed: Path) -> None:
+    bases = pd.read_csv(executed / "bases.csv").set_index("base")
+    size = bases["size_bytes"]
+    assert size["scratch-static"] < size["node-distroless"] < size["node-slim"]
+    assert (bases["app_output"] == baseimages.GREETING).all()
+    assert (bases["compressed_bytes"] < bases["size_bytes"]).all()
+    assert bases.loc["node-distroless", "shells"] != bases.loc["node-distroless", "shells"]  # NaN: no shell
+    assert bases.loc["node-slim", "shells"].startswith("bin/sh") and bases.loc["node-slim", "packages"] > 50
+    assert bases.loc["node-distroless", "user"] == "65532:65532"
+
+
+@pytest.mark.docker
+def test_every_cold_pull_gave_back_the_pushed_image(executed: Path) -> None:
+    transfers = pd.read_csv(executed / "transfers.csv")
+    assert set(transfers["action"]) == {"push", "pull"} and transfers["same_image"].all()
+    assert (transfers["wall_s"] > 0).all()
+
+
+@pytest.mark.docker
+def test_the_registry_and_the_run_leave_nothing_behind(executed: Path, docker_client: docker.DockerClient) -> None:
+    assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
+    assert not [i for i in docker_client.images.list() if any("127.0.0.1:" in t for t in i.tags)]
+    assert not list(Path("/tmp").glob("labkit-registry-*"))
+    for name in baseimages.QUICK_BASES:  # every base is back under its own tag after its cold pulls
+        assert images.find(docker_client, name) is not None
+
+
+def test_start_times_are_grouped_by_the_runtime_that_prints() -> None:
+    samples = pd.DataFrame([{"method": base, "repeat": r, "position": 0, "wall_s": wall}
+                            for base, wall in (("node-slim", 0.5), ("node-full", 0.52), ("busybox", 0.38),
+                                               ("scratch-static", 0.39)) for r in range(5)])
+    start = baseimages.StartResult(samples)
+    assert start.by_runtime_ms() == pytest.approx({"sh": 380.0, "a static binary": 390.0, "node": 510.0})
+    assert list(start.by_runtime_ms()) == ["sh", "a static binary", "node"]
+    assert start.node_family() == ["node-full", "node-slim"] and start.size_decides is True
