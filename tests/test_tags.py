@@ -1,0 +1,145 @@
+"""Notebook 06's lab: bad input refused before anything runs; hadolint's findings on known Dockerfiles; the
+verdicts on known tables; recorded results replay into the same claims; and a live quick run in which the moved tag
+and the pinned digest run different images, latest stays put, the manifest list resolves per platform, and the
+registry is gone afterwards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pandas as pd
+import pytest
+
+from labkit.app.claims import ClaimLedger
+from labkit.app.session import LabSession, open_session
+from labkit.errors import BadParameter
+from labkit.labs import platforms, tags
+from tests.conftest import leftovers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def replay() -> LabSession:
+    return open_session(tags.STEM, mode="replay")
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda lab: tags.run_moved_tag(lab, port=80), r"port=80.*1024 to 65535"),
+    (lambda lab: tags.run_latest(lab, port=70000), r"port=70000"),
+    (lambda lab: tags.run_manifest_list(lab, port=True), r"port=True"),
+])
+def test_bad_ports_are_refused(replay: LabSession, call: Callable[[LabSession], object], message: str) -> None:
+    with pytest.raises(BadParameter, match=message):
+        call(replay)
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(replay: LabSession) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for call in (tags.run_moved_tag, tags.run_latest):
+            with pytest.raises(BadParameter, match=rf"port={port}: something already listens"):
+                call(replay, port=port)
+
+
+def test_hadolint_finds_what_it_should_in_known_dockerfiles() -> None:
+    findings = tags.lint({
+        "untagged apt": "FROM debian\nRUN apt-get update && apt-get install -y curl\n",
+        "clean": 'FROM debian:12.5\nUSER 65532\nCMD ["true"]\n',
+        "add": "FROM busybox:1.36\nADD app.txt /app.txt\n"})
+    codes = {(r.dockerfile, r.code) for r in findings.itertuples()}
+    assert {("untagged apt", "DL3006"), ("untagged apt", "DL3008"), ("add", "DL3020")} <= codes
+    assert "clean" not in set(findings["dockerfile"])
+    assert list(findings.columns) == list(tags.LAB.tables["lint"])
+    with pytest.raises(BadParameter, match="nothing to lint"):
+        tags.lint({})
+
+
+def test_every_series_dockerfile_has_its_placeholders_filled() -> None:
+    dockerfiles = tags.series_dockerfiles()
+    assert all("{" not in text.replace("${", "") for text in dockerfiles.values())
+    assert all(text.lstrip().startswith(("FROM", "ARG")) for text in dockerfiles.values())
+
+
+def _moved(outputs: tuple[str, str, str, str], digests: tuple[str, str]) -> tags.MovedTagResult:
+    steps = ["push 1.0 (first build)", "push 1.0 (rebuilt)", "pull 1.0 by tag", "pull by the old digest"]
+    kinds = ["push", "push", "pull by tag", "pull by digest"]
+    return tags.MovedTagResult(pd.DataFrame({
+        "step": steps, "reference": ["r"] * 4, "kind": kinds, "digest": [*digests, digests[1], digests[0]],
+        "image_id": ["a", "b", "b", "a"], "output": list(outputs)}))
+
+
+def test_every_planted_mistake_is_caught_by_its_rule() -> None:
+    findings = tags.lint({name: text for name, (text, _) in tags.PLANTED_MISTAKES.items()})
+    result = tags.LintResult(findings, 0)
+    assert all(result.caught.values()) and result.own.empty
+    missing_rule = tags.LintResult(findings[findings["code"] != "DL3020"], 0)
+    assert not missing_rule.caught[f"{tags.MISTAKE}ADD for a local file"]
+
+
+def test_the_verdicts_follow_the_outputs() -> None:
+    good = _moved(("one", "two", "two", "one"), ("sha256:1", "sha256:2"))
+    assert good.tag_moved and good.digest_pinned
+    stuck = _moved(("one", "two", "two", "two"), ("sha256:1", "sha256:2"))
+    assert stuck.tag_moved and not stuck.digest_pinned
+    unmoved = _moved(("one", "one", "one", "one"), ("sha256:1", "sha256:1"))
+    assert not unmoved.tag_moved and not unmoved.digest_pinned
+    assert "registry.example.com/app@sha256:2" in good.online_commands()
+
+
+def test_recorded_results_replay_into_the_same_claims(replay: LabSession) -> None:
+    moved, latest = tags.run_moved_tag(replay), tags.run_latest(replay)
+    manifest, linted = tags.run_manifest_list(replay), tags.run_lint(replay)
+    ledger = ClaimLedger(tags.STEM)
+    tags.check_claims(ledger, moved, latest, manifest, linted)
+    assert replay.replay is not None
+    recorded = replay.replay.read_table("claims")
+    pd.testing.assert_frame_equal(ledger.frame()[["id", "verdict"]], recorded[["id", "verdict"]])
+
+
+# ---------------------------------------------------------------- live: notebook 06 in quick mode
+
+
+@pytest.fixture(scope="module")
+def executed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = tmp_path_factory.mktemp("results")
+    output = tmp_path_factory.mktemp("notebooks")
+    env = {**os.environ, "LABKIT_RESULTS_DIR": str(results)}
+    done = subprocess.run([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", "--output",
+                           str(output), "06"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=1800,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return results / tags.STEM
+
+
+@pytest.mark.docker
+def test_the_moved_tag_and_the_pinned_digest_run_different_images(executed: Path) -> None:
+    moved = tags.MovedTagResult(pd.read_csv(executed / "moved_tag.csv"))
+    assert moved.tag_moved and moved.digest_pinned
+    assert moved.step("pull by the old digest")["output"] == "app 1.0, first build"
+    assert moved.step("pull 1.0 by tag")["output"] == "app 1.0, rebuilt with a change"
+
+
+@pytest.mark.docker
+def test_latest_stays_until_it_is_pushed(executed: Path) -> None:
+    assert tags.LatestResult(pd.read_csv(executed / "latest.csv")).stayed
+
+
+@pytest.mark.docker
+def test_the_manifest_list_resolves_per_platform(executed: Path) -> None:
+    assert platforms.ManifestResult(pd.read_csv(executed / "manifest.csv")).resolves
+
+
+@pytest.mark.docker
+def test_nothing_is_left_behind(executed: Path, docker_client: docker.DockerClient) -> None:
+    assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
+    assert not [i for i in docker_client.images.list() if any("127.0.0.1:" in t for t in i.tags)]
+    assert not list(Path("/tmp").glob("labkit-registry-*"))
