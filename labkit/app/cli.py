@@ -47,6 +47,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
             if client is None:
                 raise LabkitError(f"{lab.stem} uses base {name!r} but declares no engine requirement.",
                                   "Add protocol.ENGINE to its LAB.requirements.")
+            if images.find(client, name) is None:  # making one takes minutes: say so before it starts
+                print(f"  base {name}: making it — {images.recipe(name).description} …", flush=True)
             base = images.ensure_base(client, name)
             how = f"made in {base.made_s:.1f} s" if base.made_s else "reused"
             print(f"  base {name}: {base.tag} ({base.size_bytes / 1e6:.1f} MB, {how})")
