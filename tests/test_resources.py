@@ -193,7 +193,9 @@ def test_live_ramp_is_killed_at_its_limit_and_every_witness_sees_it(live: LabSes
     assert ramp.witnesses_agree
     assert r["sampled_peak_bytes"] <= 32 * MIB
     assert int(r["allocated_mib_last"]) < 32 <= int(r["allocated_mib_last"]) + 4  # the step that crossed 32 MiB
-    assert 0 < ramp.time_to_kill_ms < 50  # the kill came during that step, before the program's next pause
+    # the kill came during that step: the next would start 50 ms later (the kernel log's clock may differ from
+    # CLOCK_MONOTONIC by a few ms, so the sign is not asserted)
+    assert abs(ramp.time_to_kill_ms) < 50
     assert r["sampler_hz"] > 50  # asked 100 Hz; at least half of it
 
 

@@ -226,7 +226,8 @@ def _kernel_kills(since_monotonic_s: float) -> tuple[int, int]:
 
 
 def _kernel_kill_time(since_monotonic_s: float, sampler: CgroupSampler) -> float:
-    """When the kernel logged the first OOM kill since an instant, on the sampler's axis (NaN: none)."""
+    """When the kernel logged the first OOM kill since an instant, on the sampler's axis (NaN: none). The log's
+    time stamps come from sched_clock, which tracks CLOCK_MONOTONIC only to within a few ms."""
     kills = [k for k in kernel_log.parse_oom_kills(kernel_log.read()) if k.at_s >= since_monotonic_s]
     return sampler.at(round(kills[0].at_s * 1e9)) if kills else float("nan")
 
@@ -265,7 +266,8 @@ class MemoryRun:
     def time_to_kill_ms(self) -> float:
         """From the moment the program began touching its last step (the one that crossed the limit, by its own
         clock) to the kernel's kill (the kernel log's time stamp), ms: an upper bound on the time from reaching
-        the limit to the kill."""
+        the limit to the kill, give or take the few ms by which the kernel log's clock (sched_clock) and
+        CLOCK_MONOTONIC differ."""
         return float(self.record["kill_t_s"] - self.record["last_step_t_s"]) * 1e3
 
     @property
@@ -311,8 +313,12 @@ class MemoryRun:
         return float(self.record["host_available_after_bytes"] - self.record["host_available_before_bytes"]) / MIB
 
     def _kill_timing(self) -> str:
-        return (f"{self.time_to_kill_ms:.1f} ms after the program began touching the step that crossed the "
-                f"limit — faster than the sampler, whose samples are {self.interval_ms:.0f} ms apart, can show")
+        ttk = self.time_to_kill_ms
+        when = (f"{ttk:.1f} ms after the program began touching the step that crossed the limit" if ttk >= 0 else
+                f"{-ttk:.1f} ms before the program's own time stamp for the step that crossed the limit — the kernel "
+                "log's clock (sched_clock) and CLOCK_MONOTONIC differ by a few ms, which is as fine as these two "
+                "clocks can resolve it")
+        return f"{when}; the sampler, whose samples are {self.interval_ms:.0f} ms apart, cannot show it"
 
     def _host_line(self) -> str:
         r = self.record
