@@ -270,11 +270,6 @@ class MemoryRun:
         CLOCK_MONOTONIC differ."""
         return float(self.record["kill_t_s"] - self.record["last_step_t_s"]) * 1e3
 
-    @property
-    def peak_fraction(self) -> float:
-        """The highest charge the kernel recorded (max_usage) over the limit."""
-        return float(self.record["peak_bytes"]) / self.limit_bytes
-
     def witnesses(self) -> pd.DataFrame:
         """Each witness of the OOM kill, what it says and whether it saw one."""
         r = self.record
