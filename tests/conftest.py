@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import docker
 import pytest
 
 from labkit.instruments import engine
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def missing(what: str) -> None:
@@ -34,6 +38,21 @@ def as_root() -> None:
     """Live kernel tests (cgroups, namespaces, mounts) need uid 0."""
     if os.geteuid() != 0:
         missing("root: the live tests create cgroups, namespaces and mounts on the real kernel")
+
+
+@pytest.fixture(scope="session")
+def quick_series(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every notebook executed once, in quick mode against the live engine, as `labkit run` does it; the results
+    root (one folder per notebook). Shared by the tests that check what each notebook recorded."""
+    results = tmp_path_factory.mktemp("results")
+    done = subprocess.run([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live"], cwd=ROOT,
+                          env={**os.environ, "LABKIT_RESULTS_DIR": str(results)}, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=3600, check=False)
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout
+    # Nothing a reader cannot act on: kernels run over Unix sockets, so ipykernel has no TCP warning to print.
+    assert "without encryption" not in done.stdout
+    return results
 
 
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[str, list[str]]:

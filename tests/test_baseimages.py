@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import os
 import socket
-import subprocess
-import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +22,6 @@ from labkit.errors import BadParameter, NotPrepared
 from labkit.instruments import images, inventory
 from labkit.labs import baseimages
 from tests.conftest import leftovers
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -226,15 +222,8 @@ def test_the_recorded_full_run_orders_the_node_family_by_size(replay: LabSession
 
 
 @pytest.fixture(scope="module")
-def executed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    results = tmp_path_factory.mktemp("results")
-    output = tmp_path_factory.mktemp("notebooks")
-    env = {**os.environ, "LABKIT_RESULTS_DIR": str(results)}
-    done = subprocess.run([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", "--output",
-                           str(output), "05"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=1800,
-                          check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return results / baseimages.STEM
+def executed(quick_series: Path) -> Path:
+    return quick_series / baseimages.STEM
 
 
 @pytest.mark.docker

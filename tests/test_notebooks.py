@@ -44,15 +44,8 @@ def _scratch_cgroups() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def executed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    results = tmp_path_factory.mktemp("results")
-    proc = _labkit("run", "--quick", "--mode", "live", results=results)
-    output, _ = proc.communicate(timeout=1800)
-    print(output)
-    assert proc.returncode == 0, output
-    # Nothing a reader cannot act on: kernels run over Unix sockets, so ipykernel has no TCP warning to print.
-    assert "without encryption" not in output
-    return results / TOPIC
+def executed(quick_series: Path) -> Path:
+    return quick_series / TOPIC
 
 
 def test_run_report_names_each_notebook_ok(executed: Path) -> None:

@@ -5,10 +5,7 @@ registry is gone afterwards."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +18,6 @@ from labkit.app.session import LabSession, open_session
 from labkit.errors import BadParameter
 from labkit.labs import platforms, tags
 from tests.conftest import leftovers
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +104,8 @@ def test_recorded_results_replay_into_the_same_claims(replay: LabSession) -> Non
 
 
 @pytest.fixture(scope="module")
-def executed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    results = tmp_path_factory.mktemp("results")
-    output = tmp_path_factory.mktemp("notebooks")
-    env = {**os.environ, "LABKIT_RESULTS_DIR": str(results)}
-    done = subprocess.run([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", "--output",
-                           str(output), "06"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=1800,
-                          check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return results / tags.STEM
+def executed(quick_series: Path) -> Path:
+    return quick_series / tags.STEM
 
 
 @pytest.mark.docker
