@@ -12,7 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from labkit.instruments import engine
+from labkit.instruments import engine, undo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +67,13 @@ def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[st
 
 
 SESSION_STARTED = time.time()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Undo host-wide changes a killed labkit process left (a disabled binfmt entry, a throttled engine) before
+    any test reads the host: one test's SIGKILL must not break the rest of the run."""
+    for line in undo.undo_orphans():
+        print(f"\nhost: {line}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import arch
+from labkit.instruments import arch, undo
 from tests.conftest import missing
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "arch"
@@ -125,25 +125,68 @@ def test_entry_is_restored_after_a_failure_in_the_middle(live_entry: str) -> Non
 
 CHILD = """
 import sys, time
-from labkit.instruments import arch
+from labkit.instruments import arch, undo
 with arch.entry_disabled(sys.argv[1]):
     print("disabled", flush=True)
     time.sleep(60)
 """
 
 
+def _default_sigint() -> None:
+    # A background job of a non-interactive shell (`nohup make test &`) starts with SIGINT ignored, and a child
+    # inherits that: Python would then install no KeyboardInterrupt handler. The child must get the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _disabled_child(name: str) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, name], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, preexec_fn=_default_sigint)
+    assert child.stdout is not None and child.stdout.readline().strip() == "disabled"
+    assert not _enabled(name)
+    return child
+
+
+def _restore_host(name: str, child: subprocess.Popen[str]) -> None:
+    """Whatever the test saw, the host's entry is enabled again before it asserts (no later test pays)."""
+    if child.poll() is None:
+        child.kill()
+        child.wait(timeout=30)
+    undo.undo_orphans()
+    if not _enabled(name):
+        arch.enable_emulation(arch.foreign_platform())
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_entry_is_restored_after_a_signal(live_entry: str, signum: signal.Signals) -> None:
-    child = subprocess.Popen([sys.executable, "-c", CHILD, live_entry], cwd=ROOT, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = _disabled_child(live_entry)
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "disabled"
-        assert not _enabled(live_entry)
         os.kill(child.pid, signum)
         _, stderr = child.communicate(timeout=30)
+        restored_by_the_child = _enabled(live_entry)
+        journal_left = [c for c in undo.pending() if c.pid == child.pid]
     finally:
-        if child.poll() is None:
-            child.kill()
-    assert _enabled(live_entry), stderr
+        _restore_host(live_entry, child)
+    assert restored_by_the_child, stderr
+    assert journal_left == []  # the child's own restore also removed its journal record
     # The signal still ends the process as that signal would: KeyboardInterrupt, or death by SIGTERM.
     assert ("KeyboardInterrupt" in stderr) if signum == signal.SIGINT else child.returncode == -signal.SIGTERM
+
+
+def test_entry_disabled_by_a_killed_process_is_restored_by_the_next_labkit_command(live_entry: str) -> None:
+    child = _disabled_child(live_entry)
+    try:
+        child.kill()  # SIGKILL: no finally runs in the child
+        child.wait(timeout=30)
+        left_disabled = not _enabled(live_entry)
+        doctor = subprocess.run([sys.executable, "-m", "labkit", "doctor", "11"], cwd=ROOT, text=True,
+                                capture_output=True, timeout=120)
+        clean = subprocess.run([sys.executable, "-m", "labkit", "clean"], cwd=ROOT, text=True, capture_output=True,
+                               timeout=300)
+        restored = _enabled(live_entry)
+    finally:
+        _restore_host(live_entry, child)
+    assert left_disabled
+    assert f"labkit left it so (pid {child.pid}" in doctor.stdout and "fix: labkit clean" in doctor.stdout, \
+        doctor.stdout
+    assert f"binfmt_misc entry {live_entry} disabled (left by pid {child.pid}): undone" in clean.stderr, clean.stderr
+    assert restored

@@ -16,7 +16,7 @@ from pathlib import Path
 from labkit import paths
 from labkit.app.protocol import Lab, Requirement
 from labkit.errors import EngineUnavailable, HostUnsupported
-from labkit.instruments import engine
+from labkit.instruments import engine, undo
 
 MIN_FREE_DISK_BYTES = 5 * 2**30
 
@@ -93,6 +93,10 @@ def _binfmt(requirement: Requirement) -> Check:
         check = arch.check_emulation(platform)
     except HostUnsupported as exc:
         return Check(f"binfmt {requirement.name}", False, exc.message, exc.hint, requirement.required)
+    left = [c for c in undo.orphans() if c.undo.endswith(":restore_entry") and c.detail["name"] == requirement.name]
+    if left and not check.ok:
+        return Check(f"binfmt {requirement.name}", False, f"{check.detail}: labkit left it so (pid {left[0].pid} "
+                     "disabled it and was killed before restoring it)", UNDO_FIX, requirement.required)
     return Check(f"binfmt {requirement.name}", check.ok, check.detail, check.fix, requirement.required)
 
 
@@ -123,6 +127,16 @@ def _disk() -> Check:
                  f"free at least {MIN_FREE_DISK_BYTES / 2**30:.0f} GiB (or set LABKIT_CACHE elsewhere)")
 
 
+UNDO_FIX = "labkit clean   (or any labkit run or setup) undoes it"
+
+
+def _left_behind() -> Check:
+    """Host-wide changes (binfmt entries, throttled processes) whose labkit process died before undoing them."""
+    left = undo.orphans()
+    detail = "; ".join(f"{c.what} by pid {c.pid}" for c in left)
+    return Check("host changes undone", not left, detail or "none left behind by a killed labkit process", UNDO_FIX)
+
+
 def _loopback_bind() -> Check:
     try:
         with socket.socket() as sock:
@@ -147,7 +161,7 @@ def diagnose(labs: list[Lab]) -> Report:
     requirements = list(dict.fromkeys(r for lab in labs for r in lab.requirements))
     checks = {r: CHECKERS[r.kind](r) for r in requirements}
     lacking = {lab.stem: [checks[r] for r in lab.requirements if r.required and not checks[r].ok] for lab in labs}
-    return Report([_machine(), _disk(), _loopback_bind()], checks, lacking)
+    return Report([_machine(), _disk(), _loopback_bind(), _left_behind()], checks, lacking)
 
 
 def _line(c: Check) -> list[str]:

@@ -20,8 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from labkit.errors import BadParameter, HostUnsupported, NeedsRoot
+from labkit.instruments import undo
 from labkit.instruments.shell import run
 
 log = logging.getLogger("labkit.arch")
@@ -228,13 +230,25 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(f"signal {signum}")
 
 
+def restore_entry(detail: dict[str, Any]) -> None:
+    """Put binfmt_misc entry ``detail["name"]`` under ``detail["root"]`` back to ``detail["enabled"]`` (the undo
+    journal's call for an :func:`entry_disabled` whose process died); nothing to do when it is not registered."""
+    root = Path(detail["root"])
+    entry = read_binfmt(root).entry(detail["name"])
+    if entry is not None and entry.enabled != detail["enabled"]:
+        _write_entry(root, detail["name"], enabled=bool(detail["enabled"]))
+        log.warning("binfmt entry %s restored (%s) after its process died", detail["name"],
+                    "enabled" if detail["enabled"] else "disabled")
+
+
 @contextmanager
 def entry_disabled(name: str, root: Path = BINFMT_MISC) -> Iterator[BinfmtEntry]:
     """Disable binfmt_misc entry `name` for the block and restore its previous state afterwards, whatever happens.
 
     The restore runs on normal exit, on an exception, on Ctrl-C (KeyboardInterrupt) and on SIGTERM (turned into
     :class:`Terminated` for the duration, when called from the main thread; the previous handler comes back after).
-    Only SIGKILL can skip it: then `labkit setup 11` (or `update-binfmts --enable`) enables the entry again.
+    SIGKILL skips it, so the change is journalled first (:mod:`labkit.instruments.undo`): the next labkit command,
+    or pytest's next session, enables the entry again.
     """
     state = read_binfmt(root)
     entry = state.entry(name)
@@ -246,17 +260,21 @@ def entry_disabled(name: str, root: Path = BINFMT_MISC) -> Iterator[BinfmtEntry]
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
     pending: list[int] = []  # a SIGTERM to deliver again, to the previous handler, once the entry is restored
     try:
-        _write_entry(root, name, enabled=False)
-        log.info("binfmt entry %s disabled", name)
-        yield entry
-    except Terminated:
-        pending.append(signal.SIGTERM)
-        raise
+        with undo.recorded(f"binfmt_misc entry {name} disabled", restore_entry,
+                           {"root": str(root), "name": name, "enabled": entry.enabled}):
+            try:
+                _write_entry(root, name, enabled=False)
+                log.info("binfmt entry %s disabled", name)
+                yield entry
+            except Terminated:
+                pending.append(signal.SIGTERM)
+                raise
+            finally:
+                if main:  # a SIGTERM during the restore itself waits until the entry is written
+                    signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
+                _write_entry(root, name, enabled=entry.enabled)
+                log.info("binfmt entry %s restored (%s)", name, "enabled" if entry.enabled else "disabled")
     finally:
-        if main:  # a SIGTERM during the restore itself waits until the entry is written
-            signal.signal(signal.SIGTERM, lambda signum, frame: pending.append(signum))
-        _write_entry(root, name, enabled=entry.enabled)
-        log.info("binfmt entry %s restored (%s)", name, "enabled" if entry.enabled else "disabled")
         if main:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
             if pending:

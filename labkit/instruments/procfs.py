@@ -587,6 +587,20 @@ def ancestry(pid: Pid, proc_root: Path = PROC, limit: int = 64) -> list[Ancestor
     return chain
 
 
+def parse_start_ticks(stat_text: str) -> int:
+    """Field 22 of ``/proc/<pid>/stat``: when the process started, in clock ticks since boot. The command name
+    (field 2) is in parentheses and may hold spaces and parentheses itself, so fields are counted after its last
+    ``)``."""
+    after_name = stat_text[stat_text.rindex(")") + 2:].split()
+    return int(after_name[19])  # fields 3.. follow the name: field 22 is the 20th of them
+
+
+def start_ticks(pid: Pid = "self", proc_root: Path = PROC) -> int:
+    """When process `pid` started (clock ticks since boot): with the pid, it names one process even after the
+    pid is reused. Raises :class:`ProcessGone` when there is no such process."""
+    return parse_start_ticks(_read_text(pid, proc_root, "stat"))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Host-wide files: boot id, CPU flags
 
