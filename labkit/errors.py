@@ -39,3 +39,12 @@ class EngineUnavailable(LabkitError, RuntimeError):
 
 class EngineLost(EngineUnavailable):
     """The engine stopped answering in the middle of a run; the message names where the partial results are."""
+
+
+class EngineTimeout(LabkitError, TimeoutError):
+    """The engine answers, but sent nothing for longer than labkit waits (LABKIT_ENGINE_TIMEOUT)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that its cleanup runs as after Ctrl-C; the process then ends as
+    terminated by SIGTERM (exit status 143), which is what CI runners and systemd expect."""

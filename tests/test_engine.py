@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import docker
+import pandas as pd
 import pytest
 
-from labkit.instruments import engine, images
+from labkit.app.session import LabSession
+from labkit.errors import BadParameter, EngineTimeout
+from labkit.instruments import engine, images, layers, throttle, undo
 from tests.conftest import leftovers
 
 
@@ -85,3 +88,49 @@ def test_labkit_clean_removes_every_run_object_and_says_what(docker_client: dock
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container.id)
     assert images.find(docker_client, "busybox") is not None, "bases are kept unless --bases is given"
+
+
+def test_the_ping_is_short_and_every_later_call_waits_as_long_as_the_setting_says(
+        monkeypatch: pytest.MonkeyPatch, docker_client: docker.DockerClient) -> None:
+    monkeypatch.delenv(engine.ENGINE_TIMEOUT_ENV, raising=False)
+    assert engine.connect().api.timeout == engine.DEFAULT_ENGINE_TIMEOUT_S == 900
+    monkeypatch.setenv(engine.ENGINE_TIMEOUT_ENV, "1800")
+    assert engine.connect().api.timeout == 1800
+
+
+@pytest.mark.parametrize("setting", ["0", "-5", "soon", "inf"])
+def test_a_bad_engine_timeout_is_refused_before_the_engine_is_asked(monkeypatch: pytest.MonkeyPatch,
+                                                                     setting: str) -> None:
+    monkeypatch.setenv(engine.ENGINE_TIMEOUT_ENV, setting)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")  # an engine it must not even try
+    with pytest.raises(BadParameter, match=rf"(?s)LABKIT_ENGINE_TIMEOUT='{setting}'.*export LABKIT_ENGINE_TIMEOUT="):
+        engine.connect()
+
+
+# The engine's daemons held to a fifth of a core: on this machine `docker save` of the ~600 MB go-builder image
+# then sends its first byte after about 40 s (5 s unheld) — more than the 10 s every call used to inherit from
+# the ping. Readers' machines and busy engines are slower than ours.
+THROTTLE_CPUS = 0.2
+OLD_INHERITED_TIMEOUT_S = "10"
+
+
+@pytest.mark.docker
+def test_a_large_docker_save_succeeds_on_a_throttled_engine_and_a_short_wait_names_the_setting(
+        as_root: None, docker_client: docker.DockerClient, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = images.require_base(docker_client, "go-builder")  # notebook 04's single-stage Go image stands on it
+    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path / "results"))
+    with throttle.engine_throttled(THROTTLE_CPUS) as held:
+        assert held.pids and all(held.group.dir("cpu").joinpath("cgroup.procs").read_text().split().count(str(pid))
+                                 for pid in held.pids)
+        saved = layers.read_saved(layers.save(engine.connect(), image.tag, tmp_path / "go-builder.tar"))
+        assert saved.layers and (tmp_path / "go-builder.tar").stat().st_size > 400e6
+
+        monkeypatch.setenv(engine.ENGINE_TIMEOUT_ENV, OLD_INHERITED_TIMEOUT_S)
+        lab = LabSession("00-slow-engine", True, tmp_path / "results", engine.connect(), None)
+        with pytest.raises(EngineTimeout) as caught:
+            lab.measure("save", lambda: pd.DataFrame(
+                [{"bytes": layers.save(lab.engine, image.tag, tmp_path / "again.tar").stat().st_size}]))
+    message = str(caught.value)
+    assert "sent nothing for 10 s during the experiment 'save' (GET /" in message and "/images/" in message
+    assert "export LABKIT_ENGINE_TIMEOUT=60" in message and "kept in" in message
+    assert throttle.daemon_pids() and not undo.pending()  # the daemons were let go and nothing is left to undo

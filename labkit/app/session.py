@@ -96,6 +96,9 @@ class LabSession:
         try:
             frames = dict(run())
         except Exception as exc:
+            if engine.timed_out(exc):
+                raise engine.timeout_error(exc, f"the experiment {experiment!r}", f" What the earlier experiments "
+                                           f"measured is kept in {self.store.folder}.") from exc
             if self.client is not None and not engine.answers(self.client):
                 raise EngineLost(f"The Docker Engine stopped answering during the experiment {experiment!r}.",
                                  f"What the earlier experiments measured is kept in {self.store.folder}. Start "

@@ -647,11 +647,16 @@ class Cgroup:
         else:
             self._set("memory", "memory.max", str(limits.memory_bytes))
         self._set("pids", "pids.max", str(limits.pids))
+        self.limit_cpu_quota(limits.cpu_quota_us)
+
+    def limit_cpu_quota(self, quota_us: int) -> None:
+        """Let the group run `quota_us` µs per 100 ms CFS period (``--cpus`` × 100000): v1 cpu.cfs_quota_us,
+        v2 cpu.max."""
         if self.version("cpu") == "v1":
             self._set("cpu", "cpu.cfs_period_us", str(CPU_PERIOD_US))
-            self._set("cpu", "cpu.cfs_quota_us", str(limits.cpu_quota_us))
+            self._set("cpu", "cpu.cfs_quota_us", str(quota_us))
         else:
-            self._set("cpu", "cpu.max", f"{limits.cpu_quota_us} {CPU_PERIOD_US}")
+            self._set("cpu", "cpu.max", f"{quota_us} {CPU_PERIOD_US}")
 
     def _set(self, controller: str, name: str, value: str) -> None:
         path = self.dir(controller) / name

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.parse
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
+import urllib3
 
 from labkit import paths
-from labkit.errors import EngineUnavailable
+from labkit.errors import BadParameter, EngineTimeout, EngineUnavailable
 from labkit.instruments.shell import require_program, run, spawn
 
 log = logging.getLogger("labkit.engine")
@@ -36,6 +39,11 @@ LABEL_RECIPE = "labkit.recipe"
 DOCKER_CLI_CANDIDATES = ("/usr/bin/docker", "docker")
 ENGINE_PACKAGES = ("docker.io",)
 START_TIMEOUT_S = 60.0
+PING_TIMEOUT_S = 10.0  # an engine that does not answer a ping in 10 s is not there
+# Every other call waits up to this long for the engine's next byte: a `docker save` of a 600 MB image, a build
+# or a pull on a busy or slow engine can take well over a minute to start sending. The reader can raise it.
+ENGINE_TIMEOUT_ENV = "LABKIT_ENGINE_TIMEOUT"
+DEFAULT_ENGINE_TIMEOUT_S = 900.0
 
 HOW_TO_START = """\
 No Docker Engine answers at {where}.
@@ -50,8 +58,26 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
-def connect(timeout_s: float = 10.0) -> docker.DockerClient:
-    """Return a client whose engine answered a ping, or raise EngineUnavailable saying what to do."""
+def engine_timeout_s() -> float:
+    """How long (s) a call may wait for the engine's next byte: LABKIT_ENGINE_TIMEOUT, else 900 s."""
+    raw = os.environ.get(ENGINE_TIMEOUT_ENV, "")
+    if not raw:
+        return DEFAULT_ENGINE_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise BadParameter(f"{ENGINE_TIMEOUT_ENV}={raw!r} is not a number of seconds.",
+                           f"Set it to a positive number, e.g. export {ENGINE_TIMEOUT_ENV}=1800, or unset it "
+                           f"for the default ({DEFAULT_ENGINE_TIMEOUT_S:.0f} s).")
+    return value
+
+
+def connect(timeout_s: float = PING_TIMEOUT_S) -> docker.DockerClient:
+    """Return a client whose engine answered a ping within `timeout_s`, or raise EngineUnavailable saying what
+    to do. The client's later calls wait up to :func:`engine_timeout_s` for the engine, not the ping's timeout."""
+    call_timeout_s = engine_timeout_s()  # a bad setting is refused before anything is asked of the engine
     try:
         client = docker.from_env(timeout=int(max(timeout_s, 1)))
         client.ping()
@@ -61,7 +87,33 @@ def connect(timeout_s: float = 10.0) -> docker.DockerClient:
             advice += ("\n  - DOCKER_HOST is set, so labkit will not start a dockerd of its own: start the engine "
                        "it names, or unset DOCKER_HOST to use the default socket.")
         raise EngineUnavailable(f"{advice}\n(The SDK said: {exc})") from exc
+    client.api.timeout = call_timeout_s
     return client
+
+
+def timed_out(exc: BaseException) -> BaseException | None:
+    """The SDK's timeout behind `exc` (itself or its cause), or None: no first byte from a slow engine (requests'
+    Timeout) or a stream that stalled (requests wraps urllib3's ReadTimeoutError in a ConnectionError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.Timeout) or (
+                isinstance(seen, requests.exceptions.ConnectionError)
+                and any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in seen.args)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def timeout_error(exc: BaseException, operation: str, kept: str = "") -> EngineTimeout:
+    """The error a reader sees when the engine was too slow for `operation`: what, how long, the setting, and
+    (`kept`) what was saved before it."""
+    request = getattr(timed_out(exc) or exc, "request", None)
+    call = f" ({request.method} {urllib.parse.urlsplit(request.url).path})" if request is not None else ""
+    waited = engine_timeout_s()
+    return EngineTimeout(
+        f"The Docker Engine sent nothing for {waited:.0f} s during {operation}{call}: it is busy or slow.{kept}",
+        f"Give it longer: export {ENGINE_TIMEOUT_ENV}={max(2 * waited, 60):.0f} (seconds; now {waited:.0f}) and run "
+        "again. `docker info` answering slowly, or a full disk, would also explain it.")
 
 
 def docker_cli() -> str:
