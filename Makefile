@@ -9,10 +9,13 @@ NOTEBOOK_TIMEOUT ?= 1800
 
 .PHONY: lab ui test lint bench record clean doctor
 
+# A failed notebook costs only its own chapter: the book is built from what ran (a failure page for the rest)
+# and make still fails. An interrupt (Ctrl-C, SIGTERM: a status above 128) stops at once, with no book.
 lab: $(INSTALLED)
 	$(BIN)/labkit setup
-	$(BIN)/labkit run --timeout $(NOTEBOOK_TIMEOUT)
-	$(BIN)/labkit book
+	status=0; $(BIN)/labkit run --timeout $(NOTEBOOK_TIMEOUT) || status=$$?; \
+	if [ $$status -gt 128 ]; then exit $$status; fi; \
+	$(BIN)/labkit book || status=$$?; exit $$status
 
 test: $(INSTALLED) lint
 	sh tools/install-test-tools.sh

@@ -1,16 +1,22 @@
 """The book's pages from executed notebooks and results, without building it: live or replayed, section links,
-the landing page's headlines. (The built book is opened in Chromium by tests/test_notebooks.py.)"""
+the landing page's headlines, the page of a chapter that failed and its claims not measured; then one book built
+from a replayed chapter and a failed one. (The built book is opened in Chromium by tests/test_notebooks.py.)"""
 
 from __future__ import annotations
 
+import argparse
+import html
 import json
+import re
+import shutil
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
 
-from labkit.app import book, protocol
+from labkit import paths
+from labkit.app import book, claims, cli, protocol, runner
 from labkit.errors import NotPrepared
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +92,121 @@ def test_every_declared_headline_names_a_recorded_claim() -> None:
     recorded = {stem: set(pd.read_csv(ROOT / "data" / "results" / stem / "claims.csv", keep_default_na=False)["id"])
                 for stem in declared}
     assert {stem: claim for stem, claim in declared.items() if claim not in recorded[stem]} == {}
+
+
+def _failed(folder: Path) -> Path:
+    """An executed notebook as papermill leaves one whose cell raised: its error banner first, an anchor before the
+    failing cell, the error output in IPython's colours."""
+    marker = {"tags": [runner.PAPERMILL_ERROR_MARKER]}
+    failing = nbformat.v4.new_code_cell("startup = run(repeats=0)")
+    failing.outputs = [nbformat.v4.new_output(
+        "error", ename="ValueError", evalue="repeats=0: need at least one",
+        traceback=["\x1b[0;31m----------\x1b[0m", "Cell \x1b[0;32mIn[3], line 1\x1b[0m",
+                   "\x1b[0;31mValueError\x1b[0m: repeats=0: need at least one"])]
+    cells = [nbformat.v4.new_markdown_cell("An Exception was encountered", metadata=marker),
+             nbformat.v4.new_markdown_cell("# 01 · An example\n\n## What you need"),
+             nbformat.v4.new_code_cell("lab = open_session()"),
+             nbformat.v4.new_markdown_cell("## 2 · Start-up cost"),
+             nbformat.v4.new_markdown_cell("Execution using papermill encountered an exception here", metadata=marker),
+             failing, nbformat.v4.new_code_cell("startup.plot()")]
+    path = folder / f"{STEM}.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"papermill": {"duration": 3.0}}), path)
+    return path
+
+
+def _recorded_claims(root: Path) -> None:
+    """The ledger recorded for STEM in data/results/ (what a failed run can still name, but not measure)."""
+    ledger = claims.ClaimLedger(STEM)
+    for claim_id, claim in (("a.first", "First"), ("b.second", "Second")):
+        ledger.check(claim_id, section="Start-up", claim=claim, value=42.0, unit="ms", measured="42 ms",
+                     criterion="under 100 ms", verdict=claims.verdict(True), tables=("startup",))
+    folder = root / "data" / "results" / STEM
+    folder.mkdir(parents=True)
+    ledger.frame().to_csv(folder / "claims.csv", index=False)
+
+
+def test_a_failed_chapter_gets_a_page_with_the_cell_the_error_and_the_command_and_its_claims_are_not_measured(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    _recorded_claims(tmp_path)
+    failure = book.read_failure(_failed(tmp_path))
+    assert failure is not None
+    # papermill's index: its banner cells are not counted.
+    assert (failure.status, failure.cell_index, failure.section) == ("failed", 3, "2 · Start-up cost")
+
+    page = book.failure_page(failure)
+    assert page.startswith("# 01 · An example (failed in this run)\n")
+    assert "**This chapter failed in this run**, at cell 3 (in “2 · Start-up cost”)" in page
+    assert "```text\nstartup = run(repeats=0)\n```" in page
+    assert "```text\nValueError: repeats=0: need at least one\n```" in page
+    assert "Cell In[3], line 1\nValueError: repeats=0: need at least one" in page and "\x1b" not in page
+    assert "```sh\n.venv/bin/labkit run 01\n.venv/bin/labkit book\n```" in page
+
+    ledger = book.not_measured([failure])
+    assert ledger[["id", "verdict"]].values.tolist() == [["a.first", book.NOT_MEASURED],
+                                                         ["b.second", book.NOT_MEASURED]]
+    assert ledger["value"].isna().all() and (ledger[["unit", "measured", "caveat"]] == "").all().all()
+    ledger_page = book.claims_page(ledger, [], [failure])
+    assert f"| `a.first` | Start-up | [01]({STEM}.md) | First | — |  | under 100 ms | **not measured in this run** |" \
+        in ledger_page
+    landing = book.landing_page([], ledger, {}, [failure])
+    assert (f"| [01 · An example]({STEM}.md) | failed in this run at cell 3 (in “2 · Start-up cost”): "
+            "`ValueError: repeats=0: need at least one` | **failed in this run** | 2 not measured in this run |") \
+        in landing
+    environment = book.environment_page([], "", [failure])
+    assert f"| [01 · An example]({STEM}.md) | 3.0 | none: **failed in this run** at cell 3" in environment
+
+
+def test_a_chapter_the_runner_never_finished_failed_in_the_last_cell_it_started(tmp_path: Path) -> None:
+    path = _executed(tmp_path, "**Live run** `r1` — every number below is measured now")
+    assert book.read_failure(path) is None  # it ran to its end: a chapter like any other
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata["papermill"]["duration"] = None  # papermill records the duration only at the end
+    notebook.cells[-1].metadata["papermill"] = {"start_time": None}  # the last section never started
+    nbformat.write(notebook, path)
+    failure = book.read_failure(path)
+    assert failure is not None and (failure.cell_index, failure.section) == (3, "1 · Namespaces, read from /proc")
+    assert failure.error == "the execution stopped in this cell and never finished" and failure.wall_s is None
+    # The run report knows more (the runner saw the kernel die): its words and wall time win.
+    reported = runner.NotebookRun(STEM, "failed", 12.5, str(path), 3, "DeadKernelError: Kernel died")
+    failure = book.read_failure(path, reported)
+    assert failure is not None and (failure.error, failure.wall_s) == ("DeadKernelError: Kernel died", 12.5)
+
+
+def _text(page: Path) -> str:
+    """A built page's text, without its tags (a highlighted command is split into spans)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+
+
+def test_the_book_publishes_the_chapter_that_ran_and_a_failure_page_for_the_one_that_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # No engine answers (02 fails live at its first engine call) and none is asked: the sweep is left out.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setattr(runner, "sweep_run", lambda run_id: None)
+    monkeypatch.setattr(paths, "build_dir", lambda: tmp_path / "build")  # the book goes there, not to the checkout
+    executed, results = tmp_path / "build" / "notebooks", tmp_path / "build" / "results"
+    replayed, failing = runner.discover(["01", "02"])
+    runner.execute([replayed], quick=True, mode="replay", output_dir=executed, results_dir=results)
+    runner.execute([failing], quick=True, mode="live", output_dir=executed, results_dir=results)
+
+    status = cli.cmd_book(argparse.Namespace(executed=str(executed), results=str(results)))
+    out, err = capsys.readouterr()
+    assert status == 1
+    index = Path(out.strip().splitlines()[-1])
+    assert index == tmp_path / "build" / "book" / "_build" / "html" / "index.html" and index.exists()
+    assert f"FAILED: {failing.stem} failed in this run at cell" in err and ".venv/bin/labkit run 02" in err
+
+    pages = index.parent
+    assert "REPLAYED RESULTS" in _text(pages / f"{replayed.stem}.html")
+    failure = _text(pages / f"{failing.stem}.html")
+    assert "This chapter failed in this run" in failure and "open_session(" in failure
+    assert "EngineUnavailable: No Docker Engine answers" in failure and ".venv/bin/labkit run 02" in failure
+    recorded = pd.read_csv(ROOT / "data" / "results" / failing.stem / "claims.csv", keep_default_na=False)
+    ledger = pd.read_csv(results / "claims.csv", keep_default_na=False)
+    assert set(ledger.loc[ledger["notebook"] == failing.stem, "verdict"]) == {book.NOT_MEASURED}
+    assert list(ledger.loc[ledger["notebook"] == failing.stem, "id"]) == list(recorded["id"])
+    ledger_page = _text(pages / "claims.html")
+    assert all(claim in ledger_page for claim in recorded["id"]) and book.NOT_MEASURED in ledger_page
+    assert "failed in this run" in _text(pages / "intro.html") and "failed in this run" in _text(
+        pages / "environment.html")

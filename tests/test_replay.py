@@ -61,14 +61,3 @@ def test_doctor_exits_non_zero_and_names_the_fix_when_the_engine_is_missing(no_e
     assert "[MISS] Docker Engine" in done.stdout
     assert "fix: make lab" in done.stdout
     assert "missing (required): Docker Engine" in done.stdout
-
-
-def test_book_refuses_a_failed_execution(no_engine: dict[str, str], tmp_path: Path) -> None:
-    failed = tmp_path / "executed"
-    run = subprocess.run([sys.executable, "-m", "labkit", "run", "01", "--mode", "live", "--output", str(failed)],
-                         cwd=ROOT, env=no_engine, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 1
-    book = subprocess.run([sys.executable, "-m", "labkit", "book", "--executed", str(failed)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert book.returncode == 2
-    assert "a failed execution is not published: 01-what-a-container-is.ipynb (cell" in book.stderr

@@ -89,7 +89,7 @@ def setup_phases(bench: Bench, labs: list[Any]) -> Any:
 def notebooks(bench: Bench, chosen: list[Path], work: Path, full: bool) -> Path | None:
     """Each notebook quick (and full when `full`), each in a run of its own so that one failure does not hide
     the others' times; returns the folder of the last mode's executed notebooks and results for the book
-    phase, or None when one failed (the book refuses a failed execution)."""
+    phase, or None when one failed (a book with failure pages is not the one to time)."""
     from labkit.app import runner
 
     last: Path | None = None

@@ -4,6 +4,9 @@ Its pages: a landing page (what the series is, how to run it, each notebook's he
 per executed notebook, ending with the tables behind it as CSV downloads; the claims ledger, each claim linked
 to the notebook section that measured it; the environment (the machine's fingerprint, each notebook's wall
 time, live or replayed, the newest `make bench`). Everything on them comes from the notebooks and their results.
+
+A chapter that failed in this run costs only itself: it gets a failure page (where it stopped, the error, the
+command to run it again), its claims are "not measured in this run", and the chapters that ran are published.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pandas as pd
 from myst_parser.mdit_to_docutils.base import default_slugify
 
 from labkit import paths
-from labkit.app import claims
+from labkit.app import claims, runner
 from labkit.app.results import PROVENANCE, ResultStore
 from labkit.errors import LabkitError, NotPrepared
 from labkit.instruments.shell import run
@@ -46,6 +49,9 @@ sphinx:
 
 # A script or stylesheet fetched from another host would make the book depend on the network.
 EXTERNAL_ASSET = re.compile(r"""<(?:script|link)[^>]+(?:src|href)=["'](?:https?:)?//""", re.IGNORECASE)
+# Terminal colour codes (CSI sequences) in IPython's tracebacks.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+NOT_MEASURED = "not measured in this run"  # the ledger's verdict for the claims of a failed chapter
 
 
 def _toc(chapters: list[str]) -> str:
@@ -92,6 +98,10 @@ class Chapter:
     def label(self) -> str:
         return f"{self.stem[:2]} · {self.title}"
 
+    @property
+    def page(self) -> str:
+        return self.path.name
+
     def provenance_text(self) -> str:
         how = "measured live in this run" if self.live else "replayed from data/results/"
         return (f"{how}: {self.provenance.get('started_utc')} → {self.provenance.get('ended_utc')}, "
@@ -102,9 +112,7 @@ def read_chapter(path: Path, results_dir: Path) -> Chapter:
     """`path` (an executed notebook) with the results behind it: those of its live run in `results_dir/<stem>`,
     or the recorded ones it replayed (what its banner says)."""
     notebook = nbformat.read(path, as_version=4)
-    heading = next((line for cell in notebook.cells if cell.cell_type == "markdown"
-                    for line in cell.source.splitlines() if line.startswith("# ")), f"# {path.stem}")
-    title = heading.lstrip("# ").split("·", 1)[-1].strip()
+    title = _title(notebook, path.stem)
     execution = dict(notebook.metadata.get("papermill", {}))
     run_id = live_run_id(notebook)
     folder = results_dir / path.stem if run_id else paths.recorded_results_dir() / path.stem
@@ -116,6 +124,13 @@ def read_chapter(path: Path, results_dir: Path) -> Chapter:
     return Chapter(path, title, execution, run_id is not None, folder, provenance)
 
 
+def _title(notebook: nbformat.NotebookNode, stem: str) -> str:
+    """The notebook's title: its first level-1 heading without the number (`# 01 · What …` → `What …`)."""
+    heading = next((line for cell in notebook.cells if cell.cell_type == "markdown"
+                    for line in cell.source.splitlines() if line.startswith("# ")), f"# {stem}")
+    return heading.lstrip("# ").split("·", 1)[-1].strip()
+
+
 def live_run_id(notebook: nbformat.NotebookNode) -> str | None:
     """The run id in the notebook's live banner (LabSession.banner), or None when it replayed recorded results."""
     for cell in notebook.cells:
@@ -124,6 +139,14 @@ def live_run_id(notebook: nbformat.NotebookNode) -> str | None:
             if match:
                 return match.group(1)
     return None
+
+
+def _section_heading(cell: nbformat.NotebookNode) -> str | None:
+    """The last section heading (``##`` or ``###``) in a markdown cell, without its hashes; None when it has none."""
+    if cell.cell_type != "markdown":
+        return None
+    headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if re.match(r"^#{2,3} ", line)]
+    return headings[-1] if headings else None
 
 
 def section_anchors(chapter: Chapter) -> dict[str, tuple[str, str]]:
@@ -138,8 +161,7 @@ def section_anchors(chapter: Chapter) -> dict[str, tuple[str, str]]:
     heading = ""
     for cell in nbformat.read(chapter.path, as_version=4).cells:
         if cell.cell_type == "markdown":
-            headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if re.match(r"^#{2,3} ", line)]
-            heading = headings[-1] if headings else heading
+            heading = _section_heading(cell) or heading
         elif heading and cell.metadata.get("papermill", {}).get("start_time"):
             timing = cell.metadata["papermill"]
             cells.append((heading, _instant(timing["start_time"]), _instant(timing["end_time"])))
@@ -154,26 +176,162 @@ def section_anchors(chapter: Chapter) -> dict[str, tuple[str, str]]:
     return anchors
 
 
-def claims_page(ledger: pd.DataFrame, chapters: list[Chapter]) -> str:
+@dataclass(frozen=True)
+class FailedChapter:
+    """An executed notebook that did not run to its end in this run: no results, only where and why it stopped.
+
+    `cell_index` is papermill's (as in the run report and `labkit run`'s output), None when no cell was reached;
+    `error` is ``ename: evalue`` (or the run report's words when the cell recorded no error); `traceback` has its
+    colour codes stripped; `wall_s` is how long it ran, in seconds, when known.
+    """
+
+    path: Path
+    title: str
+    status: str  # "failed" or "interrupted"
+    cell_index: int | None
+    cell_source: str
+    section: str
+    error: str
+    traceback: str
+    wall_s: float | None
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    @property
+    def label(self) -> str:
+        return f"{self.stem[:2]} · {self.title}"
+
+    @property
+    def page(self) -> str:
+        return f"{self.stem}.md"
+
+    @property
+    def rerun(self) -> str:
+        return runner.rerun_command(self.stem)
+
+    def where(self) -> str:
+        """Where it stopped, in words: ``cell 7 (in “2 · Start-up cost”)``."""
+        if self.cell_index is None:
+            return "before its first cell"
+        return f"cell {self.cell_index}" + (f" (in “{self.section}”)" if self.section else "")
+
+
+def read_failure(path: Path, reported: runner.NotebookRun | None = None) -> FailedChapter | None:
+    """`path` (an executed notebook) as a failed chapter, or None when it ran to its end.
+
+    Failed: the run report (`reported`) says failed or interrupted, a cell holds an error, or papermill never
+    recorded the end of the execution (a timeout, a dead kernel, a killed run).
+    """
+    notebook = nbformat.read(path, as_version=4)
+    cells = runner.executed_cells(notebook)
+    errors = [(index, output) for index, cell in enumerate(cells) if cell.cell_type == "code"
+              for output in cell.get("outputs", []) if output.output_type == "error"]
+    duration = notebook.metadata.get("papermill", {}).get("duration")
+    failure = reported if reported is not None and reported.status in ("failed", "interrupted") else None
+    if failure is None and not errors and duration is not None:
+        return None
+    if failure is not None and failure.failed_cell is not None:
+        index: int | None = failure.failed_cell
+    else:
+        index = errors[0][0] if errors else runner.last_started_cell(path)
+    output = next((output for i, output in errors if i == index), None)
+    traceback = "\n".join(output.traceback) if output is not None else ""
+    # The runner's words first: after a timeout the cell shows only the KeyboardInterrupt that stopped it.
+    if failure is not None and failure.error:
+        error = failure.error
+    else:
+        error = (f"{output.ename}: {output.evalue}" if output is not None
+                 else "the execution stopped in this cell and never finished")
+    section = ""
+    for cell in cells[:index] if index is not None else []:
+        section = _section_heading(cell) or section
+    return FailedChapter(path, _title(notebook, path.stem), failure.status if failure else "failed", index,
+                         cells[index].source if index is not None else "", section, ANSI_ESCAPE.sub("", error),
+                         ANSI_ESCAPE.sub("", traceback), failure.wall_s if failure else duration)
+
+
+def _code_block(text: str, language: str = "text") -> str:
+    """`text` as a fenced block whose fence no run of backticks inside it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{text}\n{fence}"
+
+
+def _code(text: str) -> str:
+    """`text` as inline code (literal: no role, math or substitution is read in it), whatever backticks it holds."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    return f"{ticks} {text} {ticks}" if longest else f"{ticks}{text}{ticks}"
+
+
+def failure_page(chapter: FailedChapter) -> str:
+    """The page that stands in for a failed chapter: that it failed in this run, the cell it stopped in (index and
+    source), the error with its traceback, and the commands that run it again and rebuild the book.
+
+    A markdown page written here, not the executed notebook: the book is built with warnings as errors, and what a
+    failed execution holds (papermill's HTML banner, half-made outputs, a cell that is not even valid Python) is
+    not ours to vouch for. Code and errors go in plain-text blocks, which Sphinx never tries to highlight.
+    """
+    shown = (chapter.path.relative_to(paths.project_root()) if chapter.path.is_relative_to(paths.project_root())
+             else chapter.path)
+    lines = [f"# {chapter.label} ({chapter.status} in this run)", "",
+             f"**This chapter {chapter.status} in this run**, at {chapter.where()}: nothing on this page was "
+             f"measured, and its claims are marked *{NOT_MEASURED}* in {{doc}}`the claims ledger <claims>`. The "
+             f"chapters that ran are published as usual.", "",
+             "## Where it stopped", ""]
+    if chapter.cell_index is not None:
+        lines += [f"Cell {chapter.cell_index} (papermill's index, from 0) of the executed copy "
+                  f"{_code(str(shown))}:", "", _code_block(chapter.cell_source), ""]
+    else:
+        lines += [f"No cell ran; the executed copy is {_code(str(shown))}.", ""]
+    lines += ["## The error", "", _code_block(chapter.error), ""]
+    if chapter.traceback:
+        lines += ["The traceback:", "", _code_block(chapter.traceback), ""]
+    lines += ["## Run it again", "",
+              f"Once the cause is fixed ({_code(f'.venv/bin/labkit doctor {chapter.stem[:2]}')} says what this "
+              "host lacks), run the chapter again and rebuild the book:", "",
+              _code_block(f"{chapter.rerun}\n.venv/bin/labkit book", "sh")]
+    return "\n".join(lines) + "\n"
+
+
+def not_measured(failed: list[FailedChapter]) -> pd.DataFrame:
+    """The claims of each failed chapter as recorded in data/results/<stem>/claims.csv, each with the verdict
+    "not measured in this run" and no value, unit, measurement or caveat (none for a chapter never recorded)."""
+    recorded = [paths.recorded_results_dir() / chapter.stem / "claims.csv" for chapter in failed]
+    frames = [pd.read_csv(path, keep_default_na=False)[claims.COLUMNS] for path in recorded if path.exists()]
+    if not frames:
+        return pd.DataFrame(columns=claims.COLUMNS)
+    return pd.concat(frames, ignore_index=True).assign(value=float("nan"), unit="", measured="",
+                                                        verdict=NOT_MEASURED, caveat="")
+
+
+def claims_page(ledger: pd.DataFrame, chapters: list[Chapter], failed: list[FailedChapter] | None = None) -> str:
     """The book's ledger: every claim with its id, chapter section, notebook, value, criterion and verdict, and a
-    link to the notebook section that measured it."""
+    link to the notebook section that measured it (to the failure page of a chapter that `failed`)."""
+    failed = failed or []
     counts = ledger.groupby("verdict").size()
     anchors = {chapter.stem: section_anchors(chapter) for chapter in chapters}
+    pages = {chapter.stem: chapter.page for chapter in chapters} | {chapter.stem: chapter.page for chapter in failed}
     lines = ["# The claims ledger", "",
              "Every claim of the chapter that a notebook checks, with the value measured in the run this book "
              "was built from, the criterion its verdict follows from, and the verdict. "
              + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + ". "
-             "The ledger as CSV: {download}`claims.csv <data/claims.csv>`.", "",
+             + (f"The claims of a chapter that failed in this run ({', '.join(c.stem[:2] for c in failed)}) are "
+                f"*{NOT_MEASURED}*, as recorded with no value. " if failed else "")
+             + "The ledger as CSV: {download}`claims.csv <data/claims.csv>`.", "",
              "| id | section | measured in | claim | value | measured | criterion | verdict | caveat |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in ledger.itertuples():
         tables = [t for t in str(row.tables).split(";") if t]
         where = next((anchors.get(row.notebook, {})[t] for t in tables if t in anchors.get(row.notebook, {})), None)
-        link = (f"[{row.notebook[:2]} § {_cell(where[0])}]({row.notebook}.ipynb#{where[1]})" if where
-                else f"[{row.notebook[:2]}]({row.notebook}.ipynb)")
-        lines.append(f"| `{row.id}` | {_cell(row.section)} | {link} | {_cell(row.claim)} | "
-                     f"{row.value:g} {_cell(row.unit)} | {_cell(row.measured)} | {_cell(row.criterion)} | "
-                     f"**{row.verdict}** | {_cell(row.caveat)} |")
+        page = pages.get(row.notebook, f"{row.notebook}.ipynb")
+        link = (f"[{row.notebook[:2]} § {_cell(where[0])}]({page}#{where[1]})" if where
+                else f"[{row.notebook[:2]}]({page})")
+        value = "—" if pd.isna(row.value) else f"{row.value:g} {_cell(row.unit)}"
+        lines.append(f"| `{row.id}` | {_cell(row.section)} | {link} | {_cell(row.claim)} | {value} | "
+                     f"{_cell(row.measured)} | {_cell(row.criterion)} | **{row.verdict}** | {_cell(row.caveat)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -185,8 +343,10 @@ def _two_commands() -> str:
     return match.group(0) if match else ""
 
 
-def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[str, str]) -> str:
-    """What the series is (the README's opening), how to run it, and each notebook's headline measurement.
+def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[str, str],
+                 failed: list[FailedChapter] | None = None) -> str:
+    """What the series is (the README's opening), how to run it, and each notebook's headline measurement; a
+    chapter that `failed` in this run says so in its row instead.
 
     `headlines` maps a notebook stem to the claim id its landing row quotes (default: its first claim).
     """
@@ -203,6 +363,7 @@ def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[
              "{doc}`the environment <environment>`.", "",
              "| notebook | headline | verdict | claims checked | numbers |",
              "| --- | --- | --- | --- | --- |"]
+    rows = {}
     for chapter in chapters:
         own = ledger[ledger["notebook"] == chapter.stem]
         chosen = own[own["id"] == headlines.get(chapter.stem, "")]
@@ -214,8 +375,14 @@ def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[
         numbers = "live" if chapter.live else "replayed"
         if chapter.provenance.get("quick"):
             numbers += ", quick"
-        lines.append(f"| [{_cell(chapter.label)}]({chapter.stem}.ipynb) | {quote} | {verdict} | {counts} | "
-                     f"{numbers} |")
+        rows[chapter.stem] = (f"| [{_cell(chapter.label)}]({chapter.page}) | {quote} | {verdict} | {counts} | "
+                              f"{numbers} |")
+    for failure in failed or []:
+        unmeasured = len(ledger[ledger["notebook"] == failure.stem])
+        rows[failure.stem] = (f"| [{_cell(failure.label)}]({failure.page}) | {failure.status} in this run at "
+                              f"{_cell(failure.where())}: {_cell(_code(failure.error.splitlines()[0]))} | "
+                              f"**{failure.status} in this run** | {unmeasured} {NOT_MEASURED} | none |")
+    lines += [rows[stem] for stem in sorted(rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -229,19 +396,28 @@ def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def environment_page(chapters: list[Chapter], bench: str) -> str:
+def _seconds(wall_s: float | None) -> str:
+    return f"{wall_s:.1f}" if wall_s is not None else "—"
+
+
+def environment_page(chapters: list[Chapter], bench: str, failed: list[FailedChapter] | None = None) -> str:
     """The machines the numbers come from (their fingerprints), each notebook's wall time and whether it ran live
-    or replayed, and `bench` (markdown for the newest `make bench`, or "")."""
+    or replayed (or `failed` in this run, with no numbers), and `bench` (markdown for the newest `make bench`, or
+    "")."""
     lines = ["# The environment", "",
              "Where and how the numbers in this book were measured.", "", "## Each notebook", "",
              "| notebook | wall time (s) | numbers | quick | measured (UTC) | run |",
              "| --- | --- | --- | --- | --- | --- |"]
+    rows = {}
     for chapter in chapters:
-        wall = f"{chapter.wall_s:.1f}" if chapter.wall_s is not None else "—"
         p = chapter.provenance
-        lines.append(f"| [{_cell(chapter.label)}]({chapter.stem}.ipynb) | {wall} | "
-                     f"{'live' if chapter.live else 'replayed from data/results/'} | {p.get('quick')} | "
-                     f"{p.get('started_utc')} → {p.get('ended_utc')} | `{p.get('run_id')}` |")
+        rows[chapter.stem] = (f"| [{_cell(chapter.label)}]({chapter.page}) | {_seconds(chapter.wall_s)} | "
+                              f"{'live' if chapter.live else 'replayed from data/results/'} | {p.get('quick')} | "
+                              f"{p.get('started_utc')} → {p.get('ended_utc')} | `{p.get('run_id')}` |")
+    for failure in failed or []:
+        rows[failure.stem] = (f"| [{_cell(failure.label)}]({failure.page}) | {_seconds(failure.wall_s)} | "
+                              f"none: **{failure.status} in this run** at {_cell(failure.where())} | — | — | — |")
+    lines += [rows[stem] for stem in sorted(rows)]
     by_machine: dict[str, list[Chapter]] = {}
     for chapter in chapters:
         fingerprint = chapter.provenance.get("fingerprint", {})
@@ -270,9 +446,21 @@ def _downloads(chapter: Chapter, data_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(executed_dir: Path | None = None, out_dir: Path | None = None, results_dir: Path | None = None) -> Path:
+@dataclass(frozen=True)
+class Book:
+    """A built book: the path of its index.html, and the chapters that failed in this run (a page each in it)."""
+
+    index: Path
+    failed: tuple[FailedChapter, ...]
+
+
+def build(executed_dir: Path | None = None, out_dir: Path | None = None, results_dir: Path | None = None) -> Book:
     """Build the book from executed notebooks and the results behind them (`results_dir`, default
-    build/results, where the ledger is also merged into claims.csv); return the path of its index.html."""
+    build/results, where the ledger is also merged into claims.csv).
+
+    A chapter that failed in this run (see :func:`read_failure`; the run report is read from `executed_dir`) gets
+    a failure page instead of its notebook, and its recorded claims are "not measured in this run".
+    """
     from labkit.app import bench, protocol
 
     executed_dir = executed_dir or paths.build_dir() / "notebooks"
@@ -281,13 +469,21 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
     notebooks = sorted(executed_dir.glob("[0-9][0-9]-*.ipynb"))
     if not notebooks:
         raise NotPrepared(f"no executed notebooks in {executed_dir}.", "Run `labkit run` first.")
-    failed = [f"{notebook.name} (cell {cell})" for notebook in notebooks for cell in failed_cells(notebook)]
-    if failed:
-        raise LabkitError(f"a failed execution is not published: {', '.join(failed)}.",
-                          "Fix it and `labkit run` again.")
-    chapters = [read_chapter(notebook, results_dir) for notebook in notebooks]
-    ledger = claims.validate(pd.concat([pd.read_csv(c.results / "claims.csv", keep_default_na=False)
-                                        for c in chapters], ignore_index=True)[claims.COLUMNS], str(results_dir))
+    reported = runner.read_report(executed_dir)
+    chapters: list[Chapter] = []
+    failed: list[FailedChapter] = []
+    for path in notebooks:
+        failure = read_failure(path, reported.get(path.stem))
+        if failure is None:
+            chapters.append(read_chapter(path, results_dir))
+        else:
+            failed.append(failure)
+    measured = [pd.read_csv(c.results / "claims.csv", keep_default_na=False)[claims.COLUMNS] for c in chapters]
+    ledger = claims.validate(pd.concat(measured, ignore_index=True) if measured else
+                             pd.DataFrame(columns=claims.COLUMNS), str(results_dir))
+    unmeasured = not_measured(failed)
+    if len(unmeasured):
+        ledger = pd.concat([ledger, unmeasured], ignore_index=True).sort_values("notebook", kind="stable")
     atomic_write(results_dir / "claims.csv", ledger.to_csv(index=False))
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -298,13 +494,15 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
         notebook = nbformat.read(chapter.path, as_version=4)
         notebook.cells.append(nbformat.v4.new_markdown_cell(_downloads(chapter, data)))
         nbformat.write(notebook, source / chapter.path.name)
+    for failure in failed:
+        (source / failure.page).write_text(failure_page(failure))
     shutil.copy2(results_dir / "claims.csv", data / "claims.csv")
     headlines = {lab.stem: lab.headline for lab in protocol.all_labs() if lab.headline}
     (source / "_config.yml").write_text(BOOK_CONFIG)
-    (source / "_toc.yml").write_text(_toc([c.stem for c in chapters]))
-    (source / "intro.md").write_text(landing_page(chapters, ledger, headlines))
-    (source / "claims.md").write_text(claims_page(ledger, chapters))
-    (source / "environment.md").write_text(environment_page(chapters, bench.book_section(source)))
+    (source / "_toc.yml").write_text(_toc([path.stem for path in notebooks]))
+    (source / "intro.md").write_text(landing_page(chapters, ledger, headlines, failed))
+    (source / "claims.md").write_text(claims_page(ledger, chapters, failed))
+    (source / "environment.md").write_text(environment_page(chapters, bench.book_section(source), failed))
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     run([str(jupyter_book), "build", str(source), "--path-output", str(out_dir), "--builder", "html",
          "-W", "-n", "--keep-going"], 900,
@@ -314,14 +512,7 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
     if external:
         raise LabkitError("the book would load assets from the network:\n" + "\n".join(external[:10]),
                           "Serve the asset from the book itself (Sphinx's html_static_path).")
-    return index
-
-
-def failed_cells(notebook: Path) -> list[int]:
-    """Indexes of the cells whose execution raised, in an executed notebook."""
-    nb = nbformat.read(notebook, as_version=4)
-    return [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-            and any(output.output_type == "error" for output in cell.get("outputs", []))]
+    return Book(index, tuple(failed))
 
 
 def external_assets(html_dir: Path) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -11,12 +12,16 @@ from pathlib import Path
 
 from labkit import paths
 from labkit.app import protocol
-from labkit.errors import LabkitError
-from labkit.instruments import engine
+from labkit.errors import LabkitError, Terminated
+from labkit.instruments import engine, undo
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+# Commands that start work: each first undoes the host-wide changes that a killed labkit process left behind.
+UNDOES_ORPHANS = ("run", "setup", "clean", "bench")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -65,11 +70,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = runner.execute(notebooks, quick=args.quick, mode=args.mode, results_dir=results_dir,
                           output_dir=Path(args.output) if args.output else None, timeout_s=args.timeout)
     print(runner.format_report(runs))
+    # Every notebook ran (an interrupt raises instead): the failures come last, each with its way back.
     failed = [r for r in runs if r.status != "ok"]
     for r in failed:
         print(f"FAILED: {r.notebook} at cell {r.failed_cell}: {r.error}\n  executed copy with the traceback: "
-              f"{r.output}", file=sys.stderr)
-    return 1 if failed or len(runs) < len(notebooks) else 0
+              f"{r.output}\n  run it again: {runner.rerun_command(r.notebook)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
@@ -85,10 +91,15 @@ def cmd_claims(args: argparse.Namespace) -> int:
 def cmd_book(args: argparse.Namespace) -> int:
     from labkit.app import book
 
-    index = book.build(Path(args.executed) if args.executed else None,
+    built = book.build(Path(args.executed) if args.executed else None,
                        results_dir=Path(args.results) if args.results else None)
-    print(index)
-    return 0
+    # The book publishes what ran; a failed chapter is a page in it, and still a failure of this command.
+    for chapter in built.failed:
+        print(f"FAILED: {chapter.stem} {chapter.status} in this run at {chapter.where()}: "
+              f"{chapter.error.splitlines()[0]}\n  its page in the book shows the cell and the error; run it again: "
+              f"{chapter.rerun}", file=sys.stderr)
+    print(built.index)
+    return 1 if built.failed else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -169,13 +180,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    # Ctrl-C and SIGTERM both end in KeyboardInterrupt, even where the caller left SIGINT ignored.
+    # Ctrl-C and SIGTERM both end in KeyboardInterrupt, even where the caller left SIGINT ignored (a background
+    # job of a non-interactive shell, `nohup … &`, starts with SIGINT ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
+        if args.command in UNDOES_ORPHANS:
+            for line in undo.undo_orphans():
+                print(f"host: {line}", file=sys.stderr)
         return int(args.func(args))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: the run's containers and cgroups were removed", file=sys.stderr)
+        if isinstance(exc, Terminated) or isinstance(exc.__context__, Terminated):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         return 130
     except LabkitError as exc:
         # An error a user can act on: its message and hint say what to do; a traceback would only hide it.

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,24 +19,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 
+import nbformat
+
 from labkit import paths
 from labkit.app.jupyter import kernel_config
 from labkit.app.results import prune_partials
-from labkit.errors import BadParameter
-from labkit.instruments import engine, procfs
+from labkit.errors import BadParameter, Terminated
+from labkit.instruments import engine, procfs, undo
 
 log = logging.getLogger("labkit.runner")
 
 DEFAULT_TIMEOUT_S = 1800.0  # per notebook; papermill would otherwise wait forever on a hung cell
 KEEP_PARTIAL_RUNS = 3  # unfinished runs' result folders kept per notebook, newest first, for a look after a failure
+REPORT = "run-report.json"  # beside the executed notebooks: how each one went
+PAPERMILL_ERROR_MARKER = "papermill-error-cell-tag"  # papermill.execute.ERROR_MARKER_TAG, without its slow import
 
 
 @dataclass(frozen=True)
 class NotebookRun:
-    """How one notebook's execution went; `failed_cell` is papermill's cell index (0-based) or None."""
+    """How one notebook's execution went; `failed_cell` is papermill's cell index (0-based, in the executed copy
+    without papermill's error banner) or None."""
 
     notebook: str
-    status: str  # "ok", "failed" or "interrupted"
+    status: str  # "ok", "failed", "interrupted" or "not run" (an interrupt stopped the run before it)
     wall_s: float
     output: str
     failed_cell: int | None = None
@@ -67,8 +71,14 @@ def discover(selection: list[str] | None = None) -> list[Path]:
 
 def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_dir: Path | None = None,
             results_dir: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[NotebookRun]:
-    """Execute `notebooks` in order; stop at the first failure. Cleans up the run's objects at the end."""
+    """Execute `notebooks` in order and return how each went, one entry per notebook.
+
+    A failed notebook (a cell that raised or timed out, a kernel that died) costs only itself: the run goes on
+    with the next. An interrupt stops the run at once (KeyboardInterrupt; the report lists the notebooks it kept
+    from starting as "not run"). Whatever happens, the run's objects are cleaned up and the report is written.
+    """
     import papermill  # slow to import: only when notebooks are run
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     if timeout_s <= 0:
         raise BadParameter(f"timeout={timeout_s}: need a positive number of seconds.", "E.g. --timeout 1800.")
@@ -89,23 +99,75 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
                         progress_bar=sys.stderr.isatty(),  # a per-cell bar in a terminal, quiet in logs
                         kernel_name="python3", config=kernel_config())
                 except papermill.PapermillExecutionError as exc:
-                    status = "interrupted" if interrupted.is_set() else "failed"
-                    runs.append(NotebookRun(notebook.stem, status, time.perf_counter() - started, str(output),
-                                            exc.cell_index, f"{exc.ename}: {exc.evalue}"))
-                    break
-                except KeyboardInterrupt:
+                    cell, error = exc.cell_index, f"{exc.ename}: {exc.evalue}"
+                except (CellTimeoutError, DeadKernelError) as exc:
+                    # Raised past papermill, which then records no error: the cell is the last one it started.
+                    cell, error = last_started_cell(output), f"{type(exc).__name__}: {_first_line(str(exc))}"
+                except Exception as exc:  # e.g. a kernel that died while starting (a Ctrl-C at that moment)
+                    cell, error = last_started_cell(output), f"{type(exc).__name__}: {_first_line(str(exc))}"
+                except KeyboardInterrupt:  # a second Ctrl-C, or SIGTERM: stop now (its copy may be half-written)
                     runs.append(NotebookRun(notebook.stem, "interrupted", time.perf_counter() - started,
                                             str(output)))
+                    raise
+                else:
+                    runs.append(NotebookRun(notebook.stem, "ok", time.perf_counter() - started, str(output)))
+                    print(f"    ok in {runs[-1].wall_s:.1f} s → {output}", flush=True)
+                    if interrupted.is_set():  # the signal came before the kernel could take it
+                        break
+                    continue
+                # The first Ctrl-C makes the cell it interrupts fail: that notebook was interrupted, not failed.
+                status = "interrupted" if interrupted.is_set() else "failed"
+                runs.append(NotebookRun(notebook.stem, status, time.perf_counter() - started, str(output), cell,
+                                        error))
+                if interrupted.is_set():
                     break
-                runs.append(NotebookRun(notebook.stem, "ok", time.perf_counter() - started, str(output)))
-                print(f"    ok in {runs[-1].wall_s:.1f} s → {output}", flush=True)
+                print(f"    failed at cell {cell}: {_first_line(error)} → {output}; going on with the next notebook",
+                      flush=True)
     finally:
         sweep_run(run_id)
+        for line in undo.undo_orphans():  # what a kernel that was shut down mid-cell left on the host
+            log.warning("host: %s", line)
         prune_partials(results_dir or paths.build_dir() / "results", keep=KEEP_PARTIAL_RUNS)
-        _write_report(output_dir / "run-report.json", run_id, runs)
+        runs += [NotebookRun(notebook.stem, "not run", 0.0, "", error="the run was interrupted before it")
+                 for notebook in notebooks[len(runs):]]
+        _write_report(output_dir / REPORT, run_id, runs)
     if interrupted.is_set():
-        raise KeyboardInterrupt("interrupted; the run's containers and cgroups were removed")
+        raise interrupted.error()
     return runs
+
+
+def executed_cells(executed: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """The cells of an executed notebook as papermill ran them: without the error banner it inserts after a
+    failure, so that an index in this list is papermill's cell index."""
+    return [cell for cell in executed.cells if PAPERMILL_ERROR_MARKER not in cell.metadata.get("tags", [])]
+
+
+def last_started_cell(executed: Path) -> int | None:
+    """Index of the last cell papermill started in the executed copy at `executed` (the cell a timeout or a dead
+    kernel stopped in), or None when it started none or there is no copy."""
+    if not executed.exists():
+        return None
+    cells = executed_cells(nbformat.read(executed, as_version=4))
+    started = [i for i, cell in enumerate(cells) if cell.metadata.get("papermill", {}).get("start_time")]
+    return started[-1] if started else None
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def rerun_command(stem: str) -> str:
+    """The command that runs notebook `stem` again, by its number."""
+    return f".venv/bin/labkit run {stem[:2]}"
+
+
+def read_report(folder: Path) -> dict[str, NotebookRun]:
+    """How each notebook of the last run into `folder` went, by stem (empty when no run wrote a report there)."""
+    path = folder / REPORT
+    if not path.exists():
+        return {}
+    return {entry["notebook"]: NotebookRun(**entry) for entry in json.loads(path.read_text())["notebooks"]}
 
 
 @contextmanager
@@ -124,29 +186,46 @@ def _run_environment(run_id: str, results_dir: Path | None) -> Iterator[None]:
                 os.environ[name] = value
 
 
-@contextmanager
-def _interrupts_forwarded_to_kernels() -> Iterator[threading.Event]:
-    """While notebooks run, Ctrl-C (SIGINT) interrupts the kernel's cell, so the lab's own cleanup runs.
+@dataclass
+class Interrupt:
+    """Whether the run was interrupted, and by which signal (SIGINT or SIGTERM)."""
 
-    Jupyter kernels run in a session of their own, out of reach of the terminal's Ctrl-C: the first SIGINT
-    is passed on to them and the notebook then fails with KeyboardInterrupt; a second one stops this
-    process at once. Either way the run ends with :func:`sweep_run`.
+    signum: int = 0
+
+    def is_set(self) -> bool:
+        return self.signum != 0
+
+    def error(self) -> KeyboardInterrupt:
+        """What the run raises once it has cleaned up: SIGTERM's own kind, so the process can end as killed by it."""
+        message = "interrupted; the run's containers and cgroups were removed"
+        return Terminated(message) if self.signum == signal.SIGTERM else KeyboardInterrupt(message)
+
+
+@contextmanager
+def _interrupts_forwarded_to_kernels() -> Iterator[Interrupt]:
+    """While notebooks run, Ctrl-C (SIGINT) or SIGTERM interrupts the kernel's cell, so the lab's own cleanup runs.
+
+    Jupyter kernels run in a session of their own, out of reach of the terminal's Ctrl-C and of a SIGTERM sent
+    to this process: the first signal is passed on to them as SIGINT and the notebook then fails with
+    KeyboardInterrupt; a second one stops this process at once. Either way the run ends with :func:`sweep_run`.
     """
-    interrupted = threading.Event()
+    interrupt = Interrupt()
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        print("interrupt: stopping the notebook's current cell (Ctrl-C again to stop at once) …", flush=True)
+        if interrupt.is_set():
+            raise interrupt.error()
+        interrupt.signum = signum
+        print(f"{signal.Signals(signum).name}: stopping the notebook's current cell (Ctrl-C again to stop at "
+              "once) …", flush=True)
         for pid in _children(os.getpid()):
             os.kill(pid, signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield interrupted
+        yield interrupt
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _children(parent: int) -> list[int]:
@@ -196,8 +275,11 @@ def _write_report(path: Path, run_id: str, runs: list[NotebookRun]) -> None:
 
 
 def format_report(runs: list[NotebookRun]) -> str:
+    """One line per notebook: its status, wall time, and where it failed or where its executed copy is."""
     lines = [f"{'notebook':40} {'status':12} {'wall s':>8}  detail"]
     for r in runs:
-        detail = f"cell {r.failed_cell}: {r.error}" if r.status == "failed" else r.output
+        where = f"cell {r.failed_cell}" if r.failed_cell is not None else ""
+        error = _first_line(r.error)  # the whole error (an engine's hint: several lines) is in the report
+        detail = r.output if r.status == "ok" else ": ".join(part for part in (where, error) if part) or r.output
         lines.append(f"{r.notebook:40} {r.status:12} {r.wall_s:8.1f}  {detail}")
     return "\n".join(lines)
