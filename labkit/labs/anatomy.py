@@ -21,7 +21,7 @@ import pandas as pd
 from labkit.app.claims import ClaimLedger, Verdict, verdict
 from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
 from labkit.app.session import LabSession
-from labkit.instruments import containers, elf, images, measure, procfs, scratch, vm
+from labkit.instruments import containers, elf, images, measure, procfs, scratch, space, vm
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import run
 from labkit.paths import cache_dir
@@ -122,9 +122,14 @@ LAB = Lab(
 )
 
 
-def limits_for(memory_limit_mib: int) -> Limits:
-    """The budget every container of this notebook runs under: `memory_limit_mib` MiB, 32 pids, half a core."""
-    return Limits.of(memory_mib=memory_limit_mib, pids=PIDS_LIMIT, cpus=CPUS, names=LIMIT_NAMES)
+def limits_for(lab: LabSession, memory_limit_mib: int) -> Limits:
+    """The budget every container of this notebook runs under: `memory_limit_mib` MiB, 32 pids, half a core.
+    Live, a limit more than the host's free memory can give is refused too: a container may fill its limit (the
+    from-scratch memory hog does)."""
+    limits = Limits.of(memory_mib=memory_limit_mib, pids=PIDS_LIMIT, cpus=CPUS, names=LIMIT_NAMES)
+    if lab.live:
+        space.require_memory({space.Size(LIMIT_NAMES[0], memory_limit_mib): 1})
+    return limits
 
 
 def _join(names: list[str] | set[str]) -> str:
@@ -262,7 +267,7 @@ def run_namespaces(lab: LabSession, base: str = "busybox", memory_limit_mib: int
     default container sees inside; its parent chain on the host. Each container runs under
     `memory_limit_mib` MiB, 32 pids and half a core."""
     images.validate_base(base)
-    limits = limits_for(memory_limit_mib)
+    limits = limits_for(lab, memory_limit_mib)
     lab.require_root("reading a container's /proc/<pid>/ns links")
 
     def experiment() -> dict[str, pd.DataFrame]:
@@ -335,7 +340,7 @@ class PrivilegeResult:
 def run_privileges(lab: LabSession, base: str = "busybox", memory_limit_mib: int = 64) -> PrivilegeResult:
     """Effective capabilities and seccomp mode of this lab's root process and of containers with privilege flags."""
     images.validate_base(base)
-    limits = limits_for(memory_limit_mib)
+    limits = limits_for(lab, memory_limit_mib)
     lab.require_root("reading a container's /proc/<pid>/status")
 
     def experiment() -> pd.DataFrame:
@@ -430,7 +435,7 @@ def run_from_scratch(lab: LabSession, memory_limit_mib: int = 64) -> ScratchResu
     """A process in new pid/mnt/uts/net/ipc namespaces, pivot_root'ed into the Debian minbase rootfs, in a
     cgroup limited to `memory_limit_mib` MiB, 32 pids and half a core — made by labkit with unshare, no Docker.
     Then a memory hog under the same limits."""
-    limits = limits_for(memory_limit_mib)
+    limits = limits_for(lab, memory_limit_mib)
     lab.require_root("the from-scratch container (unshare, pivot_root, cgroup writes)")
 
     def experiment() -> dict[str, pd.DataFrame]:
@@ -529,7 +534,7 @@ def run_startup(lab: LabSession, repeats: int = 20, warmup: int = 2, memory_limi
     container, with `docker run --rm` through the SDK and through the CLI — the same static binary each time,
     both containers under the same limits, the methods interleaved round by round."""
     measure.validate_repeats(repeats, warmup)
-    limits = limits_for(memory_limit_mib)
+    limits = limits_for(lab, memory_limit_mib)
     lab.require_root("timing the from-scratch container")
 
     def experiment() -> pd.DataFrame:
@@ -630,6 +635,8 @@ def run_vm_boot(lab: LabSession, repeats: int = 3, memory_mib: int = 256, timeou
     Each VM gets `memory_mib` MiB and waits at most `timeout_s` seconds for the marker."""
     measure.validate_repeats(repeats)
     vm.validate_boot("tcg", memory_mib, timeout_s)
+    if lab.live:  # one VM at a time; its guest may touch all of its memory
+        space.require_memory({space.Size("memory_mib", memory_mib): 1})
 
     def experiment() -> pd.DataFrame:
         assets = vm.prepare_vm_assets(cache_dir() / "vm")

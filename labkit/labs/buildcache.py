@@ -26,8 +26,8 @@ from labkit.app.claims import ClaimLedger, verdict
 from labkit.app.protocol import ENGINE, Lab, Requirement
 from labkit.app.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, images, layers, measure
-from labkit.instruments.buildlog import BUILDERS, LEGACY
+from labkit.instruments import builds, images, layers, measure, space
+from labkit.instruments.buildlog import BUILDERS, BUILDKIT, LEGACY
 from labkit.instruments.engine import Scope
 from labkit.instruments.shell import run
 from labkit.paths import cache_dir
@@ -401,6 +401,16 @@ class ContextResult:
                 + ("absent from every layer." if not self.secret_found(True) else "**still found**."))
 
 
+def _local_data_copies_in_engine(repeats: int, builders: Sequence[str]) -> int:
+    """The most copies of the local data the engine holds at once in :func:`run_context`: every build without a
+    .dockerignore keeps one in its image until the scope ends and, with BuildKit, one more in BuildKit's cache of
+    the context it received (each build's folder is new, so none is reused); on top of those, while a legacy
+    build's ``COPY`` is committed, the context the daemon unpacked and the step container's layer (2), else the
+    copy ``docker save`` stages (1)."""
+    kept = repeats * sum(2 if builder == BUILDKIT else 1 for builder in builders)
+    return kept + (2 if LEGACY in builders else 1)
+
+
 def run_context(lab: LabSession, local_data_mib: int = 32, repeats: int = 3,
                 builders: Sequence[str] = BUILDERS) -> ContextResult:
     """Build the app's context with `local_data_mib` MiB of incompressible local data and a fake `.env` in it, with
@@ -413,6 +423,12 @@ def run_context(lab: LabSession, local_data_mib: int = 32, repeats: int = 3,
     if not isinstance(local_data_mib, int) or local_data_mib < 1:
         raise BadParameter(f"local_data_mib={local_data_mib!r}: need a whole number of MiB >= 1.",
                            "E.g. 8 (quick) or 32 (full).")
+    if lab.live:
+        data = space.Size("local_data_mib", local_data_mib)
+        space.require_memory({data: 1})  # made once, held while the builds run
+        # in our temp folder: the context's copy and the `docker save` tarball (each build's replace the last's)
+        space.require_disk((space.engine_storage(lab.engine), {data: _local_data_copies_in_engine(repeats, builders)}),
+                           (Path(tempfile.gettempdir()), {data: 2}))
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

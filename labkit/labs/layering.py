@@ -24,7 +24,7 @@ from labkit.app.claims import ClaimLedger, verdict
 from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
 from labkit.app.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, containers, images, layers, measure
+from labkit.instruments import builds, containers, images, layers, measure, space
 from labkit.instruments.engine import Scope
 from labkit.instruments.limits import Limits
 
@@ -84,6 +84,13 @@ def _positive_mib(value: object, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise BadParameter(f"{name}={value!r}: need a whole number of MiB >= 1.", f"E.g. {name}=16.")
     return value
+
+
+def _require_big_file_space(lab: LabSession, big_mib: int) -> None:
+    """Refuse, in a live session, a `big_mib` the engine's disk cannot hold twice: the file's layer, and the copy of
+    it that a container's first write puts in its upper directory (one container at a time)."""
+    if lab.live:
+        space.require_disk((space.engine_storage(lab.engine), {space.Size("big_mib", big_mib): 2}))
 
 
 def prepare(client: docker.DockerClient) -> list[str]:
@@ -205,6 +212,13 @@ def run_layers(lab: LabSession, blob_mib: int = 32, big_mib: int = 64) -> LayerR
     images.validate_base(BASE)
     _positive_mib(blob_mib, "blob_mib")
     _positive_mib(big_mib, "big_mib")
+    if lab.live:
+        blob, big = space.Size("blob_mib", blob_mib), space.Size("big_mib", big_mib)
+        # In the engine at once, at most: each file's layer (the one-RUN variant shares big.bin's through the cache)
+        # and one more of each, either the one-RUN variant's blob before its `rm` or the copy `docker save` stages in
+        # the engine's temp folder; and the saved tarball in ours.
+        space.require_disk((space.engine_storage(lab.engine), {blob: 2, big: 2}),
+                           (Path(tempfile.gettempdir()), {blob: 1, big: 1}))
 
     def experiment() -> dict[str, pd.DataFrame]:
         client = lab.engine
@@ -275,6 +289,7 @@ def run_overlay(lab: LabSession, big_mib: int = 64) -> OverlayResult:
     then read the container's overlayfs directories (from `docker inspect`) on the host."""
     _positive_mib(big_mib, "big_mib")
     lab.require_root("reading the engine's overlayfs directories")
+    _require_big_file_space(lab, big_mib)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
@@ -344,6 +359,7 @@ def run_copy_up(lab: LabSession, repeats: int = 10, big_mib: int = 64) -> CopyUp
     MiB file and to a small file, both from a lower layer."""
     measure.validate_repeats(repeats)
     _positive_mib(big_mib, "big_mib")
+    _require_big_file_space(lab, big_mib)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

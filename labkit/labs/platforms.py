@@ -25,7 +25,7 @@ from labkit.app.claims import ClaimLedger, verdict
 from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
 from labkit.app.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import arch, containers, images, measure, registry
+from labkit.instruments import arch, containers, images, measure, registry, space
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import Completed, run
@@ -218,6 +218,21 @@ def validate_sizes(sizes: dict[str, int]) -> dict[str, int]:
     return sizes
 
 
+# How many copies of its buffer each workload holds in this process at once while the experiment makes it: the hash
+# buffer is drawn as one big integer, then turned into bytes (2); the text grows in a bytearray, which is sliced,
+# then made bytes (3). The two are made one after the other, then written side by side in one temp folder.
+BUFFER_COPIES_IN_MEMORY = {HASH: 2, GZIP: 3}
+
+
+def _require_space(sizes: dict[str, int]) -> None:
+    """BadParameter when the buffers of `sizes` (bytes) do not fit in this host's free memory or temp folder."""
+    buffers = {space.Size(f"sizes[{workload!r}]", sizes[workload], "bytes"): copies
+               for workload, copies in BUFFER_COPIES_IN_MEMORY.items() if workload in sizes}
+    for buffer, copies in buffers.items():
+        space.require_memory({buffer: copies})
+    space.require_disk((Path(tempfile.gettempdir()), dict.fromkeys(buffers, 1)))
+
+
 QUICK_SIZES = {LOOP: 100_000, HASH: 4 * 2**20, GZIP: 2 * 2**20, START: 1}
 FULL_SIZES = {LOOP: 300_000, HASH: 16 * 2**20, GZIP: 8 * 2**20, START: 1}
 
@@ -307,6 +322,8 @@ def run_emulation_cost(lab: LabSession, sizes: dict[str, int] | None = None, rep
     interleaved per round; the foreign binary runs under qemu through binfmt_misc, as in a container."""
     sizes = validate_sizes(dict(sizes or FULL_SIZES))
     measure.validate_repeats(repeats, warmup)
+    if lab.live:
+        _require_space(sizes)
 
     def experiment() -> pd.DataFrame:
         require_emulation()

@@ -31,7 +31,7 @@ from labkit.app.claims import ClaimLedger, verdict
 from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
 from labkit.app.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import cgroups, containers, images, kernel_log, procfs, stress
+from labkit.instruments import cgroups, containers, images, kernel_log, procfs, space, stress
 from labkit.instruments.engine import Scope, info
 from labkit.instruments.limits import MIB, Limits, check_cpus, check_memory_mib, check_pids
 from labkit.instruments.sampler import MAX_HZ, CgroupSampler
@@ -430,6 +430,13 @@ def _memory_experiment(rig: _Rig, variant: str, *, own_limit: Limits | None, mem
             "outcome": pd.DataFrame([outcome], columns=list(OUTCOME_COLUMNS))}
 
 
+def _require_host_memory(lab: LabSession, limit_bytes: int, limit_name: str) -> None:
+    """In a live session, refuse a limit the host's free memory cannot give: the container may fill it (swap, where
+    an experiment allows it, comes from the host's swap space, which bounds it)."""
+    if lab.live:
+        space.require_memory({space.Size(limit_name, limit_bytes // MIB): 1})
+
+
 def _validate_ramp(limit_mib: object, step_mib: object, step_interval_ms: object, sample_hz: object,
                    limit_name: str = "memory_limit_mib") -> tuple[int, int, int, float]:
     """The limit (bytes), step (MiB), interval (ms) and rate (Hz) of a ramp, or BadParameter naming the culprit."""
@@ -452,6 +459,7 @@ def run_memory_ramp(lab: LabSession, memory_limit_mib: int = 64, step_mib: int =
     """A container with ``--memory <memory_limit_mib>m --memory-swap`` the same (no swap) touches `step_mib`
     MiB more every `step_interval_ms` ms until the kernel kills it; sampled at `sample_hz` samples per second."""
     limit, step, interval, hz = _validate_ramp(memory_limit_mib, step_mib, step_interval_ms, sample_hz)
+    _require_host_memory(lab, limit, "memory_limit_mib")
 
     def experiment() -> dict[str, pd.DataFrame]:
         with _rig(lab) as rig:
@@ -468,6 +476,7 @@ def run_memory_swap(lab: LabSession, memory_limit_mib: int = 64, swap_mib: int =
     """The same ramp with ``--memory-swap`` = memory + `swap_mib` MiB: what it allows on this host."""
     limit, step, interval, hz = _validate_ramp(memory_limit_mib, step_mib, step_interval_ms, sample_hz)
     swap = _check_positive(swap_mib, "swap_mib", "MiB", 64) * MIB
+    _require_host_memory(lab, limit, "memory_limit_mib")
 
     def experiment() -> dict[str, pd.DataFrame]:
         with _rig(lab) as rig:
@@ -484,6 +493,7 @@ def run_memory_unlimited(lab: LabSession, fence_mib: int = 128, step_mib: int = 
     """A container with no ``--memory`` of its own ramps inside a labkit cgroup limited to `fence_mib` MiB — the
     stand-in for a host — so "it takes all the memory there is" is shown without risking the real host."""
     limit, step, interval, hz = _validate_ramp(fence_mib, step_mib, step_interval_ms, sample_hz, "fence_mib")
+    _require_host_memory(lab, limit, "fence_mib")
 
     def experiment() -> dict[str, pd.DataFrame]:
         with _rig(lab) as rig:
@@ -549,10 +559,14 @@ class PageCacheResult:
         return ax
 
 
+def _cold_file_folder() -> Path:
+    return state_dir() / "07"
+
+
 def _cold_file(size_bytes: int) -> Path:
     """A file of `size_bytes` zero bytes in labkit's state folder, written out and dropped from the page cache
     (so the container's reads fault it in and are charged to the container)."""
-    path = state_dir() / "07" / f"page-cache-{os.getpid()}.bin"
+    path = _cold_file_folder() / f"page-cache-{os.getpid()}.bin"
     path.parent.mkdir(parents=True, exist_ok=True)
     chunk = bytes(MIB)
     with open(path, "wb") as f:
@@ -572,6 +586,9 @@ def run_page_cache(lab: LabSession, memory_limit_mib: int = 64, file_mib: int = 
     size = _check_positive(file_mib, "file_mib", "MiB", 256) * MIB
     passes = _check_positive(passes, "passes", "passes", 2)
     hz = _check_hz(sample_hz)
+    _require_host_memory(lab, limit, "memory_limit_mib")
+    if lab.live:  # the file is written once, in the folder _cold_file writes it to, and bind-mounted from there
+        space.require_disk((_cold_file_folder(), {space.Size("file_mib", size // MIB): 1}))
 
     def experiment() -> dict[str, pd.DataFrame]:
         limits = Limits(limit, PIDS_LIMIT, CPUS)
@@ -642,6 +659,7 @@ def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4
     """PID 1 forks a child that ramps past ``--memory <memory_limit_mib>m``; PID 1 reports how the child ended
     and exits 0 itself. What do the exit code and the engine's OOMKilled say then?"""
     limit, step, interval, hz = _validate_ramp(memory_limit_mib, step_mib, step_interval_ms, sample_hz)
+    _require_host_memory(lab, limit, "memory_limit_mib")
 
     def experiment() -> pd.DataFrame:
         limits = Limits(limit, PIDS_LIMIT, CPUS)
