@@ -5,11 +5,14 @@ Every shell-out in labkit (docker CLI, debootstrap, unshare, qemu, apt-get) goes
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import shlex
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from labkit.errors import LabkitError
@@ -87,6 +90,25 @@ def require_program(name: str) -> str:
     return path
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child is SIGKILLed when `parent` (this process) dies, however it dies.
+
+    A `docker build` or `docker run` left running after a timeout, SIGTERM or SIGKILL of the Python process would
+    go on in the engine; killed with it, the CLI drops its connection and the engine cancels the build.
+    """
+
+    def arm() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
 def run(
     argv: Sequence[str],
     timeout: float,
@@ -98,8 +120,9 @@ def run(
 ) -> Completed:
     """Run `argv` (no shell) for at most `timeout` seconds and return what it printed.
 
-    Raises CommandError on a non-zero exit (when `check`), on a timeout, or when the program is missing.
-    `hint` is appended to the error message: say there what the user can do about it.
+    The command dies with this process (a timeout kills it too). Raises CommandError on a non-zero exit (when
+    `check`), on a timeout, or when the program is missing. `hint` is appended to the error message: say there
+    what the user can do about it.
     """
     argv = [str(a) for a in argv]
     log.info("run: %s", shlex.join(argv))
@@ -112,6 +135,7 @@ def run(
             input=input_text,
             env=None if env is None else dict(env),
             check=False,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
     except FileNotFoundError:
         require_program(argv[0])

@@ -1,0 +1,79 @@
+"""labkit.instruments.builds: a build ends with the Python process that started it, however that process ends —
+a `docker build` left running would go on holding the engine, the disk and the CPU after a timeout, a SIGTERM
+or a SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pytest
+
+from labkit.instruments import images, procfs
+from labkit.instruments.buildlog import BUILDERS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A build whose RUN step sleeps for a marker number of seconds: its `sleep` is found on the host by that number.
+CHILD = """
+import sys
+from pathlib import Path
+from labkit.instruments import builds, engine, images
+client = engine.connect()
+base = images.require_base(client, "busybox").tag
+context = Path(sys.argv[2])
+(context / "Dockerfile").write_text(f"FROM {base}\\nRUN sleep {sys.argv[3]}\\n")
+with engine.Scope(client, engine.new_run_id(), lab="tests") as scope:
+    builds.build(context, "labkit-test/orphan-build", scope, builder=sys.argv[1], no_cache=True)
+"""
+
+
+def _sleepers(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if procfs.cmdline(int(entry.name)) == ["sleep", marker]:
+                    found.append(int(entry.name))
+            except (procfs.ProcessGone, OSError):
+                continue
+    return found
+
+
+def _poll(condition: Callable[[], object], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("builder", BUILDERS)
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_build_ends_with_the_process_that_started_it(docker_client: docker.DockerClient, as_root: None,
+                                                      builder: str, how: signal.Signals, tmp_path: Path) -> None:
+    images.ensure_base(docker_client, "busybox")
+    marker = str(3000 + os.getpid() % 1000 + len(builder) + how)  # unique enough on this host for one test
+    child = subprocess.Popen([sys.executable, "-c", CHILD, builder, str(tmp_path), marker], cwd=ROOT)
+    try:
+        assert _poll(lambda: _sleepers(marker), 120), "the build's RUN step never started"
+        child.send_signal(how)
+        child.wait(timeout=60)
+        ended = _poll(lambda: not _sleepers(marker), 60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        for pid in _sleepers(marker):  # leave nothing behind, whatever the verdict
+            os.kill(pid, signal.SIGKILL)
+    assert ended, f"the RUN step of a {builder} build outlived the Python process that started it ({how.name})"
+    leftover = docker_client.containers.list(all=True, filters={"ancestor": images.require_base(docker_client,
+                                                                                                "busybox").tag})
+    assert not [c for c in leftover if f"sleep {marker}" in " ".join(c.attrs["Config"]["Cmd"] or [])]
