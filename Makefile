@@ -31,7 +31,8 @@ bench: $(INSTALLED)
 	$(BIN)/labkit setup
 	$(BIN)/labkit bench
 
-# A deliberate refresh of the committed results (commit data/results/ on its own).
+# A deliberate refresh of the committed results (commit data/results/ on its own), from a committed tree only:
+# `labkit run --record` refuses changed or untracked code (labkit/, notebooks/, tests/) before any notebook runs.
 record: $(INSTALLED)
 	$(BIN)/labkit setup
 	$(BIN)/labkit run --record --timeout $(NOTEBOOK_TIMEOUT)

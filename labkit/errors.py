@@ -41,6 +41,11 @@ class EngineLost(EngineUnavailable):
     """The engine stopped answering in the middle of a run; the message names where the partial results are."""
 
 
+class EngineError(LabkitError, RuntimeError):
+    """The engine refused or failed a request (the docker SDK's APIError, a failed build, a container that
+    failed): the message carries the engine's own explanation, the hint what to try."""
+
+
 class EngineTimeout(LabkitError, TimeoutError):
     """The engine answers, but sent nothing for longer than labkit waits (LABKIT_ENGINE_TIMEOUT)."""
 

@@ -32,6 +32,16 @@ def recorded_results_dir() -> Path:
     return project_root() / "data" / "results"
 
 
+def notebooks_dir() -> Path:
+    """The tracked notebooks (notebooks/NN-*.ipynb), stored without outputs."""
+    return project_root() / "notebooks"
+
+
+def bench_dir() -> Path:
+    """The newest `make bench` (data/bench/bench.csv and its provenance.json)."""
+    return project_root() / "data" / "bench"
+
+
 def build_dir() -> Path:
     """Executed notebooks, fresh results and the book (build/)."""
     return project_root() / "build"

@@ -12,6 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from labkit.core.session import LabSession, open_session
 from labkit.instruments import engine, undo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +34,10 @@ def docker_client() -> docker.DockerClient:
         raise
 
 
-@pytest.fixture
-def as_root() -> None:
-    """Live kernel tests (cgroups, namespaces, mounts) need uid 0."""
-    if os.geteuid() != 0:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `root` (live kernel tests: cgroups, namespaces, mounts) needs uid 0, before any fixture."""
+    if item.get_closest_marker("root") and os.geteuid() != 0:
         missing("root: the live tests create cgroups, namespaces and mounts on the real kernel")
 
 
@@ -53,6 +54,13 @@ def quick_series(docker_client: docker.DockerClient, tmp_path_factory: pytest.Te
     # Nothing a reader cannot act on: kernels run over Unix sockets, so ipykernel has no TCP warning to print.
     assert "without encryption" not in done.stdout
     return results
+
+
+@pytest.fixture(scope="module")
+def replay(request: pytest.FixtureRequest) -> LabSession:
+    """The test module's lab (its module-level ``LAB``) on its recorded results. A replay session hands back the
+    recorded tables, so a call fails only where the lab validates its parameters first."""
+    return open_session(request.module.LAB, mode="replay")
 
 
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[str, list[str]]:

@@ -103,7 +103,7 @@ def test_disabling_an_unregistered_entry_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def live_entry(as_root: None) -> str:
+def live_entry() -> str:
     """The real foreign-platform entry, enabled before the test (these tests toggle it: hold the engine lock)."""
     name = arch.emulator_entry()
     if not arch.read_binfmt().runs(name):
@@ -116,6 +116,7 @@ def _enabled(name: str) -> bool:
     return entry is not None and entry.enabled
 
 
+@pytest.mark.root
 def test_entry_is_restored_after_a_failure_in_the_middle(live_entry: str) -> None:
     with pytest.raises(RuntimeError, match="failed in the middle"), arch.entry_disabled(live_entry):
         assert not _enabled(live_entry)
@@ -156,6 +157,7 @@ def _restore_host(name: str, child: subprocess.Popen[str]) -> None:
         arch.enable_emulation(arch.foreign_platform())
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_entry_is_restored_after_a_signal(live_entry: str, signum: signal.Signals) -> None:
     child = _disabled_child(live_entry)
@@ -172,6 +174,7 @@ def test_entry_is_restored_after_a_signal(live_entry: str, signum: signal.Signal
     assert ("KeyboardInterrupt" in stderr) if signum == signal.SIGINT else child.returncode == -signal.SIGTERM
 
 
+@pytest.mark.root
 def test_entry_disabled_by_a_killed_process_is_restored_by_the_next_labkit_command(live_entry: str) -> None:
     child = _disabled_child(live_entry)
     try:

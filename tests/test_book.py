@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from labkit import paths
-from labkit.app import book, claims, cli, protocol, runner
+from labkit.app import book, cli, runner
+from labkit.core import claims
 from labkit.errors import NotPrepared
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,21 +78,16 @@ def test_a_replayed_chapter_reads_the_recorded_results_and_links_no_section(
     assert book.section_anchors(chapter) == {}
 
 
-def test_the_landing_page_quotes_the_declared_headline_else_the_first_claim(tmp_path: Path) -> None:
+def test_the_landing_page_quotes_the_declared_headline_else_the_first_claim_of_the_chapter(tmp_path: Path) -> None:
     path = _executed(tmp_path, "**Live run** `r1` — every number below is measured now")
     chapter = book.read_chapter(path, _results(tmp_path / "results", "r1"))
-    ledger = pd.DataFrame([{"notebook": STEM, "id": "a.first", "claim": "First", "measured": "1 s", "verdict": "holds"},
-                           {"notebook": STEM, "id": "b.second", "claim": "Second", "measured": "2 ms",
-                            "verdict": "does not hold"}])
+    rows = [("a.found", "finding", "Found", "3 s", "holds"), ("b.first", "chapter", "First", "1 s", "holds"),
+            ("c.second", "chapter", "Second", "2 ms", "does not hold")]
+    ledger = pd.DataFrame([{"notebook": STEM, "id": claim_id, "source": source, "claim": claim, "measured": measured,
+                            "verdict": verdict} for claim_id, source, claim, measured, verdict in rows])
     assert "| First: 1 s | **holds** |" in book.landing_page([chapter], ledger, {})
-    assert "| Second: 2 ms | **does not hold** |" in book.landing_page([chapter], ledger, {STEM: "b.second"})
-
-
-def test_every_declared_headline_names_a_recorded_claim() -> None:
-    declared = {lab.stem: lab.headline for lab in protocol.all_labs() if lab.headline}
-    recorded = {stem: set(pd.read_csv(ROOT / "data" / "results" / stem / "claims.csv", keep_default_na=False)["id"])
-                for stem in declared}
-    assert {stem: claim for stem, claim in declared.items() if claim not in recorded[stem]} == {}
+    assert "| Second: 2 ms | **does not hold** |" in book.landing_page([chapter], ledger, {STEM: "c.second"})
+    assert "| Found: 3 s | **holds** |" in book.landing_page([chapter], ledger[ledger["source"] == "finding"], {})
 
 
 def _failed(folder: Path) -> Path:
@@ -115,10 +111,13 @@ def _failed(folder: Path) -> Path:
 
 
 def _recorded_claims(root: Path) -> None:
-    """The ledger recorded for STEM in data/results/ (what a failed run can still name, but not measure)."""
+    """The ledger recorded for STEM in data/results/ (what a failed run can still name, but not measure): a claim of
+    the chapter and a finding of ours."""
     ledger = claims.ClaimLedger(STEM)
-    for claim_id, claim in (("a.first", "First"), ("b.second", "Second")):
-        ledger.check(claim_id, section="Start-up", claim=claim, value=42.0, unit="ms", measured="42 ms",
+    for claim_id, source, section, claim in (
+            ("a.first", claims.Source.CHAPTER, "What a Container Actually Is", "First"),
+            ("b.second", claims.Source.FINDING, "Start-up", "Second")):
+        ledger.check(claim_id, source=source, section=section, claim=claim, value=42.0, unit="ms", measured="42 ms",
                      criterion="under 100 ms", verdict=claims.verdict(True), tables=("startup",))
     folder = root / "data" / "results" / STEM
     folder.mkdir(parents=True)
@@ -148,8 +147,12 @@ def test_a_failed_chapter_gets_a_page_with_the_cell_the_error_and_the_command_an
                                                          ["b.second", book.NOT_MEASURED]]
     assert ledger["value"].isna().all() and (ledger[["unit", "measured", "caveat"]] == "").all().all()
     ledger_page = book.claims_page(ledger, [], [failure])
-    assert f"| `a.first` | Start-up | [01]({STEM}.md) | First | — |  | under 100 ms | **not measured in this run** |" \
-        in ledger_page
+    chapter_table, found_table = ledger_page.split("## What we found beyond the chapter")
+    assert "## The chapter's claims" in chapter_table and "| id | chapter section |" in chapter_table
+    assert (f"| `a.first` | What a Container Actually Is | [01]({STEM}.md) | First | — |  | under 100 ms | "
+            "**not measured in this run** |") in chapter_table
+    assert "| id | notebook section |" in found_table and "b.second" not in chapter_table
+    assert f"| `b.second` | Start-up | [01]({STEM}.md) | Second | — |" in found_table
     landing = book.landing_page([], ledger, {}, [failure])
     assert (f"| [01 · An example]({STEM}.md) | failed in this run at cell 3 (in “2 · Start-up cost”): "
             "`ValueError: repeats=0: need at least one` | **failed in this run** | 2 not measured in this run |") \

@@ -56,10 +56,11 @@ def _poll(condition: Callable[[], object], timeout_s: float) -> bool:
 
 
 @pytest.mark.docker
+@pytest.mark.root
 @pytest.mark.parametrize("builder", BUILDERS)
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_a_build_ends_with_the_process_that_started_it(docker_client: docker.DockerClient, as_root: None,
-                                                      builder: str, how: signal.Signals, tmp_path: Path) -> None:
+def test_a_build_ends_with_the_process_that_started_it(docker_client: docker.DockerClient, builder: str,
+                                                       how: signal.Signals, tmp_path: Path) -> None:
     images.ensure_base(docker_client, "busybox")
     marker = str(3000 + os.getpid() % 1000 + len(builder) + how)  # unique enough on this host for one test
     child = subprocess.Popen([sys.executable, "-c", CHILD, builder, str(tmp_path), marker], cwd=ROOT)

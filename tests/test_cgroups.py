@@ -48,9 +48,6 @@ LIMITS = Limits(memory_bytes=32 * MIB, pids=32, cpus=0.5)
 DOCKER_ID = "b36187beb55edb702ea20e9d7b697dfec7c7d3e65d6df33dad4813b86c84d6e3"
 
 
-live = pytest.mark.usefixtures("as_root")
-
-
 def live_labkit_groups() -> list[str]:
     """labkit's top-level groups on this host, looked for with a glob (v1: per controller; v2: unified)."""
     return sorted(glob.glob("/sys/fs/cgroup/*/labkit") + glob.glob("/sys/fs/cgroup/labkit"))
@@ -601,7 +598,7 @@ def test_kill_all_uses_cgroup_kill_on_v2(v2_root: Path) -> None:
 # --- CgroupSampler --------------------------------------------------------------------------------------
 
 
-def test_sampler_returns_a_frame_of_memory_samples_at_about_the_asked_rate(v2_root: Path) -> None:
+def test_sampler_returns_a_frame_of_memory_samples_with_its_own_costs(v2_root: Path) -> None:
     group = detect(V2_TEXT, root=v2_root).open("fixture/idle")
     current = group.dir("memory") / "memory.current"
     with CgroupSampler(group, interval_s=0.005) as sampler:
@@ -614,11 +611,11 @@ def test_sampler_returns_a_frame_of_memory_samples_at_about_the_asked_rate(v2_ro
     assert frame["t_s"].is_monotonic_increasing and frame["t_s"].iloc[0] >= 0
     assert set(frame["memory_bytes"]) == {348160, 1048576}
     assert frame["memory_bytes"].iloc[0] == 348160 and frame["memory_bytes"].iloc[-1] == 1048576
-    assert sampler.achieved_hz is not None and 0 < sampler.achieved_hz <= 1 / 0.005 * 1.2
+    # Its rate, the cost of a sample and its CPU time are speed: `make bench` measures them, no test asserts them.
+    assert sampler.achieved_hz is not None and sampler.achieved_hz > 0
     assert frame.attrs == {"interval_s": 0.005, "achieved_hz": sampler.achieved_hz,
                            "sample_cost_s": sampler.sample_cost_s, "cpu_s": sampler.cpu_s}
-    assert 0 < sampler.sample_cost_s < 0.005 / 4
-    assert sampler.cpu_s is not None and 0 < sampler.cpu_s < 0.1  # the thread's own CPU time for 0.1 s of sampling
+    assert sampler.sample_cost_s > 0 and sampler.cpu_s is not None and sampler.cpu_s > 0
     assert not sampler.group_gone
 
 
@@ -677,7 +674,9 @@ def test_sampler_stops_by_itself_when_the_group_goes_away(v2_root: Path) -> None
     with CgroupSampler(group, interval_s=0.005) as sampler:
         time.sleep(0.03)
         shutil.rmtree(group.dir("memory"))
-        time.sleep(0.03)
+        deadline = time.monotonic() + 30  # a busy machine may take a while to schedule the sampler's thread
+        while not sampler.group_gone and time.monotonic() < deadline:
+            time.sleep(0.005)
         count = len(sampler.frame())
         time.sleep(0.03)
         assert len(sampler.frame()) == count
@@ -753,7 +752,7 @@ def live_group() -> Iterator[cgroups.Cgroup]:
             group.remove()
 
 
-@live
+@pytest.mark.root
 def test_live_limits_read_back_from_the_kernel(live_group: cgroups.Cgroup) -> None:
     rel = live_group.relpath
     assert _kernel_file("memory", rel, "memory.limit_in_bytes", "memory.max") == str(64 * MIB)
@@ -767,30 +766,28 @@ def test_live_limits_read_back_from_the_kernel(live_group: cgroups.Cgroup) -> No
     assert live_group.cpu_max() == CpuMax(50000, 100000)
 
 
-@live
+@pytest.mark.root
 def test_live_cpu_quota_throttles_a_busy_loop_and_the_sampler_sees_it(live_group: cgroups.Cgroup) -> None:
-    started = time.perf_counter()
     child = _start_in(live_group, "while :; do :; done")
     try:
         with CgroupSampler(live_group, interval_s=0.005, readings=("memory", "cpu", "throttling")) as sampler:
             time.sleep(1.0)
         used_s = live_group.cpu_usage_s()
-        wall_s = time.perf_counter() - started
         stat = live_group.cpu_stat()
         assert live_group.pids() == [child.pid]
         assert live_group.layout.of_process(child.pid).dirs() == live_group.dirs()
     finally:
         child.kill()
         child.wait()
-    assert stat.nr_throttled > 0 and stat.throttled_s > 0
-    assert 0.2 < used_s <= 0.5 * wall_s + 0.15, (used_s, wall_s)
+    # That the kernel throttled it is the property; how much CPU it got per second is notebook 07's measurement.
+    assert stat.nr_throttled > 0 and stat.throttled_s > 0 and used_s > 0
     frame = sampler.frame()
     # The sampler's rate is measured in `make bench`, never asserted; here: what it saw agrees with the kernel.
     assert len(frame) > 1 and frame["t_s"].is_monotonic_increasing and frame["cpu_s"].is_monotonic_increasing
     assert 0 < frame["nr_throttled"].iloc[-1] <= stat.nr_throttled
 
 
-@live
+@pytest.mark.root
 def test_live_group_counts_kills_and_removes(live_group: cgroups.Cgroup) -> None:
     layout = live_group.layout
     child = _start_in(live_group, "exec sleep 30")
@@ -818,7 +815,7 @@ def test_live_group_counts_kills_and_removes(live_group: cgroups.Cgroup) -> None
         child.wait()
 
 
-@live
+@pytest.mark.root
 def test_live_of_process_finds_our_own_groups() -> None:
     group = CgroupLayout.from_system().of_process(os.getpid())
     for directory in group.dirs():

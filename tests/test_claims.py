@@ -1,4 +1,5 @@
-"""The claims ledger: stable ids, a criterion beside every verdict, one merged table for the book."""
+"""The claims ledger: stable ids, a source for every claim (a chapter claim under one of the chapter's headings),
+a criterion beside every verdict, one merged table for the book."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labkit.app import claims
-from labkit.app.claims import ClaimLedger, Verdict
+from labkit.core import claims
+from labkit.core.claims import ClaimLedger, Source, Verdict
 from labkit.errors import BadParameter
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _check(ledger: ClaimLedger, claim_id: str, verdict: Verdict = Verdict.HOLDS, **overrides: object) -> None:
-    fields: dict[str, object] = {"section": "s", "claim": "c", "value": 1.0, "unit": "ms", "measured": "1 ms",
-                                 "criterion": "below 100 ms", "verdict": verdict, **overrides}
+    fields: dict[str, object] = {"source": Source.CHAPTER, "section": "Container Pitfalls", "claim": "c",
+                                 "value": 1.0, "unit": "ms", "measured": "1 ms", "criterion": "below 100 ms",
+                                 "verdict": verdict, **overrides}
     ledger.check(claim_id, **fields)  # type: ignore[arg-type]
 
 
@@ -26,10 +28,20 @@ def _check(ledger: ClaimLedger, claim_id: str, verdict: Verdict = Verdict.HOLDS,
     ("startup.ms", {"criterion": " "}, "no criterion"),
     ("startup.ms", {"verdict": Verdict.CAVEAT}, "needs its caveat"),
     ("startup.ms", {"verdict": Verdict.INCONCLUSIVE}, "needs its caveat"),
+    ("startup.ms", {"source": "blog"}, "source 'blog' is neither 'chapter' nor 'finding'"),
+    # A chapter claim names the chapter's heading as the chapter spells it, not a notebook's words for it.
+    ("startup.ms", {"section": "Pitfalls: resource limits"}, "not one of the chapter's headings"),
+    ("startup.ms", {"section": "container pitfalls"}, "not one of the chapter's headings"),
 ])
 def test_malformed_claims_are_refused(claim_id: str, overrides: dict[str, object], message: str) -> None:
     with pytest.raises(BadParameter, match=message):
         _check(ClaimLedger("99-x"), claim_id, **overrides)  # type: ignore[arg-type]
+
+
+def test_a_finding_names_the_notebook_s_own_section() -> None:
+    ledger = ClaimLedger("99-x")
+    _check(ledger, "start.size", source=Source.FINDING, section="Start time")
+    assert ledger.frame()[["source", "section"]].values.tolist() == [["finding", "Start time"]]
 
 
 def test_a_repeated_id_is_refused() -> None:
@@ -62,6 +74,20 @@ def test_a_verdict_without_criterion_is_refused_in_a_recorded_table(tmp_path: Pa
     (tmp_path / "01-a").mkdir()
     frame.to_csv(tmp_path / "01-a" / "claims.csv", index=False)
     with pytest.raises(BadParameter, match="without a shown criterion"):
+        claims.merge(tmp_path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"source": ""}, r"one\.x \(source '' is neither"),
+    ({"section": "Images are layers"}, r"one\.x \(section 'Images are layers' is not one of the chapter's headings"),
+])
+def test_a_recorded_claim_without_a_valid_source_is_refused(tmp_path: Path, change: dict[str, str],
+                                                           message: str) -> None:
+    ledger = ClaimLedger("01-a")
+    _check(ledger, "one.x")
+    (tmp_path / "01-a").mkdir()
+    ledger.frame().assign(**change).to_csv(tmp_path / "01-a" / "claims.csv", index=False)
+    with pytest.raises(BadParameter, match=message):
         claims.merge(tmp_path)
 
 

@@ -4,7 +4,7 @@ import docker
 import pandas as pd
 import pytest
 
-from labkit.app.session import LabSession
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter, EngineTimeout
 from labkit.instruments import engine, images, layers, throttle, undo
 from tests.conftest import leftovers
@@ -115,8 +115,9 @@ OLD_INHERITED_TIMEOUT_S = "10"
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_a_large_docker_save_succeeds_on_a_throttled_engine_and_a_short_wait_names_the_setting(
-        as_root: None, docker_client: docker.DockerClient, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+        docker_client: docker.DockerClient, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     image = images.require_base(docker_client, "go-builder")  # notebook 04's single-stage Go image stands on it
     monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path / "results"))
     with throttle.engine_throttled(THROTTLE_CPUS) as held:

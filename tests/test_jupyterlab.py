@@ -163,12 +163,12 @@ def test_reader_copies_are_made_once_and_then_left_to_the_reader(tmp_path: Path)
 
 
 def test_kernels_use_unix_sockets_unless_their_paths_would_be_too_long(monkeypatch: pytest.MonkeyPatch) -> None:
-    from labkit.app import jupyter
+    from labkit.app import kernels
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", "/run/user/0/jupyter")
-    assert jupyter.kernel_transport() == "ipc"
+    assert kernels.kernel_transport() == "ipc"
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", "/tmp/" + "deep/" * 16)
-    assert jupyter.kernel_transport() == "tcp"
+    assert kernels.kernel_transport() == "tcp"
 
 
 @pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")), ids=lambda p: p.stem)
@@ -183,7 +183,7 @@ def test_a_papermill_kernel_talks_over_unix_sockets_that_leave_no_file_behind(
         tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     import papermill
 
-    from labkit.app import jupyter
+    from labkit.app import kernels
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime_dir))
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os; print(os.getcwd())")],
@@ -192,7 +192,7 @@ def test_a_papermill_kernel_talks_over_unix_sockets_that_leave_no_file_behind(
     nbformat.write(notebook, tmp_path / "in.ipynb")
     folder = tmp_path / "cwd"
     folder.mkdir()
-    config = jupyter.kernel_config()
+    config = kernels.kernel_config()
     assert config.KernelManager.transport == "ipc"
     assert Path(config.KernelManager.connection_file).parent == runtime_dir
     papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",

@@ -6,17 +6,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from labkit.app.claims import ClaimLedger
-from labkit.app.session import LabSession, open_session
+from labkit.core.claims import ClaimLedger
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.labs import multistage
 
 MB = 10**6
 
 
-@pytest.fixture(scope="module")
-def replay() -> LabSession:
-    return open_session(multistage.STEM, mode="replay")
+LAB = multistage.LAB  # what the `replay` fixture (conftest.py) replays
 
 
 @pytest.mark.parametrize("services", [["rust"], [], ["go", "java"]])
@@ -39,8 +37,10 @@ def test_claims_follow_the_sizes_and_the_tools_left_behind() -> None:
     ledger = ClaimLedger(multistage.STEM)
     multistage.check_claims(ledger, result)
     verdicts = {c.id: c.verdict.value for c in ledger}
+    # Both compiled services' final images are one binary on FROM scratch: small and bare by construction.
     assert verdicts == {"multistage.go_700mb_to_10mb": "holds", "multistage.smaller": "holds with caveat",
-                        "multistage.attack_surface": "holds"}
+                        "multistage.attack_surface": "holds with caveat"}
+    assert all("by construction" in c.caveat for c in ledger if c.id != "multistage.go_700mb_to_10mb")
     assert result.ratio("go") == pytest.approx(640 / 6.5)
     assert "rebuilt after a one-line edit in 9.0 s" in result.conclusion()
     cold_only = multistage.MultiStageResult(result.images.assign(warm_s=float("nan")))
@@ -50,16 +50,15 @@ def test_claims_follow_the_sizes_and_the_tools_left_behind() -> None:
     small = ClaimLedger(multistage.STEM)
     multistage.check_claims(small, multistage.MultiStageResult(pd.DataFrame(rows, columns=list(multistage.COLUMNS))))
     assert small.verdict("multistage.go_700mb_to_10mb").value == "does not hold"
+    # A compiled service whose final image is less than 10× smaller (here C's, 437 MB → 50 MB) fails "far smaller".
+    rows[3] = _row("c", multistage.MULTI, 50, 0, False)
+    heavy = ClaimLedger(multistage.STEM)
+    multistage.check_claims(heavy, multistage.MultiStageResult(pd.DataFrame(rows, columns=list(multistage.COLUMNS))))
+    assert heavy.verdict("multistage.smaller").value == "does not hold"
 
 
-def test_recorded_results_replay_into_the_same_claims(replay: LabSession) -> None:
-    result = multistage.run_images(replay)
-    assert result.conclusion().startswith("**What we measured.**")
-    ledger = ClaimLedger(multistage.STEM)
-    multistage.check_claims(ledger, result)
-    assert replay.replay is not None
-    recorded = replay.replay.read_table("claims")
-    pd.testing.assert_frame_equal(ledger.frame()[["id", "verdict"]], recorded[["id", "verdict"]])
+def test_recorded_results_replay_into_what_the_notebook_shows(replay: LabSession) -> None:
+    assert multistage.run_images(replay).conclusion().startswith("**What we measured.**")
 
 
 def test_recorded_multi_stage_images_are_smaller_and_the_scratch_ones_hold_no_tools(replay: LabSession) -> None:

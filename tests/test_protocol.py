@@ -1,23 +1,23 @@
-"""The map from notebooks to labs to recorded results, and the layering of the package."""
+"""The map from notebooks to labs to recorded results (the package's layering: test_structure.py)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from labkit.app import protocol
+from labkit.app import catalog
+from labkit.core.lab import ENGINE, Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
-LABS = {lab.stem: lab for lab in protocol.all_labs()}
+LABS = {lab.stem: lab for lab in catalog.all_labs()}
 
 
 def test_every_notebook_has_exactly_one_lab_and_one_results_folder() -> None:
     assert sorted(LABS) == NOTEBOOKS
-    stems = [lab.stem for lab in protocol.all_labs()]
+    stems = [lab.stem for lab in catalog.all_labs()]
     assert len(stems) == len(set(stems))
     folders = sorted(p.name for p in (ROOT / "data" / "results").iterdir() if p.is_dir())
     assert folders == NOTEBOOKS
@@ -40,42 +40,13 @@ def test_the_notebook_uses_its_own_lab(stem: str) -> None:
 
 
 def test_selecting_labs_by_number_and_refusing_unknown_ones() -> None:
-    assert [lab.stem for lab in protocol.select(["01"])] == ["01-what-a-container-is"]
+    assert [lab.stem for lab in catalog.select(["01"])] == ["01-what-a-container-is"]
     with pytest.raises(ValueError, match="notebook 'nothing' not found"):
-        protocol.select(["nothing"])
+        catalog.select(["nothing"])
 
 
 def test_requirements_name_the_debian_package_that_provides_them() -> None:
-    assert protocol.Requirement("program", "qemu-system-x86_64").packages == ("qemu-system-x86",)
-    assert protocol.ENGINE.packages == ("docker.io",)
+    assert Requirement("program", "qemu-system-x86_64").packages == ("qemu-system-x86",)
+    assert ENGINE.packages == ("docker.io",)
     with pytest.raises(ValueError, match="kind='gpu'"):
-        protocol.Requirement("gpu")
-
-
-def _imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return found
-
-
-@pytest.mark.parametrize("module", sorted((ROOT / "labkit" / "instruments").rglob("*.py")),
-                         ids=lambda p: str(p.relative_to(ROOT / "labkit")))
-def test_instruments_never_import_the_labs_or_the_application(module: Path) -> None:
-    forbidden = {name for name in _imports(module) if name.startswith(("labkit.labs", "labkit.app"))}
-    assert forbidden == set()
-
-
-def test_proc_is_parsed_in_procfs_only() -> None:
-    """No module but procfs reads a file under /proc itself (existence checks are fine)."""
-    readers = []
-    for path in (ROOT / "labkit").rglob("*.py"):
-        if path.name == "procfs.py":
-            continue
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if "/proc" in line and any(call in line for call in (".read_text(", ".read_bytes(", "open(")):
-                readers.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-    assert readers == []
+        Requirement("gpu")

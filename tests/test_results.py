@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labkit.app.results import ResultStore
+from labkit.core.results import ResultStore
 from labkit.errors import NotPrepared
 
 

@@ -38,9 +38,6 @@ PROC_FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 SIGKILLED_RAW = "unshare exited 1: sigprocmask unblock failed: Invalid argument"
 
 
-live = pytest.mark.usefixtures("as_root")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def no_labkit_cgroup_left() -> Iterator[None]:
     yield
@@ -99,7 +96,7 @@ def _assert_gone(pid: int, cgroup_dirs: list[Path], rootfs: Path) -> None:
     assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
 
 
-@live
+@pytest.mark.root
 def test_scratch_container_is_isolated_limited_and_leaves_nothing(rootfs: Path, run_id: str) -> None:
     (rootfs / "tmp/h").unlink(missing_ok=True)
     argv = ["sh", "-c", "hostname > /tmp/h; exec sleep 30"]
@@ -126,7 +123,7 @@ def test_scratch_container_is_isolated_limited_and_leaves_nothing(rootfs: Path, 
     _assert_gone(pid, dirs, rootfs)
 
 
-@live
+@pytest.mark.root
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_an_exception_inside_the_block_still_cleans_up(
     rootfs: Path, run_id: str, error: type[BaseException]
@@ -139,7 +136,7 @@ def test_an_exception_inside_the_block_still_cleans_up(
     _assert_gone(pid, dirs, rootfs)
 
 
-@live
+@pytest.mark.root
 @pytest.mark.parametrize(("argv", "code"), [(["true"], 0), (["false"], 1), (["sh", "-c", "exit 7"], 7)])
 def test_run_scratch_once_returns_the_exit_code(
     rootfs: Path, run_id: str, argv: list[str], code: int
@@ -147,7 +144,7 @@ def test_run_scratch_once_returns_the_exit_code(
     assert run_scratch_once(rootfs, argv, run_id=run_id, name="once", timeout_s=30) == code
 
 
-@live
+@pytest.mark.root
 def test_raw_exit_of_a_normal_exit(rootfs: Path, run_id: str) -> None:
     with ScratchContainer(rootfs, ["sh", "-c", "exit 7"], run_id=run_id, name="seven") as box:
         with pytest.raises(RuntimeError, match="wait"):
@@ -157,7 +154,7 @@ def test_raw_exit_of_a_normal_exit(rootfs: Path, run_id: str) -> None:
     assert box.raw_exit == "exited 7"  # kept after the block
 
 
-@live
+@pytest.mark.root
 def test_pid1_killed_from_the_host_is_137_and_raw_says_what_unshare_did(rootfs: Path, run_id: str) -> None:
     with ScratchContainer(rootfs, ["sleep", "30"], run_id=run_id, name="killed") as box:
         os.kill(box.host_pid, signal.SIGKILL)
@@ -165,7 +162,7 @@ def test_pid1_killed_from_the_host_is_137_and_raw_says_what_unshare_did(rootfs: 
         assert box.raw_exit == SIGKILLED_RAW
 
 
-@live
+@pytest.mark.root
 def test_the_memory_limit_is_enforced(rootfs: Path, run_id: str) -> None:
     # a string that doubles forever: at 8 MiB the OOM killer ends the shell (exit 128 + SIGKILL)
     hog = ["sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"]
@@ -177,14 +174,14 @@ def test_the_memory_limit_is_enforced(rootfs: Path, run_id: str) -> None:
         assert box.cgroup.memory_peak_bytes() == 8 * MIB
 
 
-@live
+@pytest.mark.root
 def test_run_scratch_once_past_its_timeout_raises_and_cleans_up(rootfs: Path, run_id: str) -> None:
     with pytest.raises(shell.CommandError, match=r"longer than 0\.5 s") as info:
         run_scratch_once(rootfs, ["sleep", "30"], run_id=run_id, name="slow", timeout_s=0.5)
     assert info.value.exit_code is None
 
 
-@live
+@pytest.mark.root
 def test_a_failing_setup_step_is_reported_and_cleaned_up(tmp_path: Path, run_id: str) -> None:
     broken = make_busybox_rootfs(tmp_path / "broken")
     (broken / "bin/umount").unlink()
@@ -194,7 +191,7 @@ def test_a_failing_setup_step_is_reported_and_cleaned_up(tmp_path: Path, run_id:
     assert [p.name for p in broken.iterdir() if p.name.startswith(".labkit-oldroot")] == []
 
 
-@live
+@pytest.mark.root
 def test_host_pid_of_a_command_that_already_ended_says_so(rootfs: Path, run_id: str) -> None:
     with ScratchContainer(rootfs, ["true"], run_id=run_id, name="short") as box:
         assert box.wait(timeout_s=30) == 0
@@ -202,7 +199,7 @@ def test_host_pid_of_a_command_that_already_ended_says_so(rootfs: Path, run_id: 
             _ = box.host_pid
 
 
-@live
+@pytest.mark.root
 def test_output_is_kept_after_the_block(rootfs: Path, run_id: str) -> None:
     with ScratchContainer(rootfs, ["sh", "-c", "echo out; echo err >&2"], run_id=run_id, name="out") as box:
         assert box.wait(timeout_s=30) == 0

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,11 @@ import pandas as pd
 import pytest
 
 from labkit.app import runner
-from labkit.app.results import prune_partials
-from labkit.app.session import LabSession
-from labkit.errors import EngineLost, NeedsRoot
+from labkit.core import session
+from labkit.core.results import prune_partials
+from labkit.core.session import LabSession
+from labkit.errors import EngineLost, NeedsRoot, NotPrepared
+from labkit.instruments import shell
 
 
 def test_what_was_measured_survives_a_later_failure(tmp_path: Path) -> None:
@@ -111,3 +114,42 @@ def test_a_table_the_lab_did_not_declare_is_refused(tmp_path: Path) -> None:
         lab.measure("starts", lambda: pd.DataFrame({"wall_s": [0.1], "method": ["a"]}))
     with pytest.raises(RuntimeError, match="no such table"):
         lab.measure("other", lambda: pd.DataFrame({"x": [1]}))
+
+
+def _git(repo: Path, *argv: str) -> None:
+    shell.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *argv], 30)
+
+
+@pytest.fixture
+def committed(tmp_path: Path) -> Path:
+    """A checkout with one commit: a lab module, a notebook, a recorded result and the README."""
+    for name in ("labkit/labs/a.py", "notebooks/01-a.ipynb", "data/results/01-a/t.csv", "README.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    return tmp_path
+
+
+def test_a_committed_tree_records_and_its_results_folder_may_change(committed: Path) -> None:
+    (committed / "data" / "results" / "01-a" / "t.csv").write_text("2\n")  # what a recording writes
+    (committed / "data" / "results" / "02-b").mkdir()
+    (committed / "data" / "results" / "02-b" / "t.csv").write_text("new\n")
+    (committed / "scratch.txt").write_text("a note beside the code\n")
+    assert session.uncommitted(committed) == []
+    assert re.fullmatch(r"[0-9a-f]{40}", session.git_commit(committed))
+    session.require_committed(committed)
+
+
+@pytest.mark.parametrize("change", ["labkit/labs/b.py", "notebooks/02-b.ipynb", "tests/test_b.py", "README.md",
+                                    "labkit/labs/a.py"])
+def test_an_untracked_file_where_code_lives_or_any_changed_file_makes_the_tree_dirty(committed: Path,
+                                                                                  change: str) -> None:
+    # `git describe --dirty` says nothing of an untracked lab: a recording from it named a commit without its code.
+    (committed / change).parent.mkdir(parents=True, exist_ok=True)
+    (committed / change).write_text("changed\n")
+    assert session.uncommitted(committed) == [change]
+    assert session.git_commit(committed).endswith("-dirty")
+    with pytest.raises(NotPrepared, match=rf"(?s)only from a committed tree; not committed: {change}\..*Commit first"):
+        session.require_committed(committed)

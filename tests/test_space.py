@@ -12,7 +12,7 @@ from typing import Any, NoReturn, cast
 
 import pytest
 
-from labkit.app.session import LabSession
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import space
 from labkit.instruments.limits import MIB

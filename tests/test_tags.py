@@ -5,7 +5,6 @@ registry is gone afterwards."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,16 +12,12 @@ import docker
 import pandas as pd
 import pytest
 
-from labkit.app.claims import ClaimLedger
-from labkit.app.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.labs import platforms, tags
 from tests.conftest import leftovers
 
-
-@pytest.fixture(scope="module")
-def replay() -> LabSession:
-    return open_session(tags.STEM, mode="replay")
+LAB = tags.LAB  # what the `replay` fixture (conftest.py) replays
 
 
 @pytest.mark.parametrize(("call", "message"), [
@@ -33,16 +28,6 @@ def replay() -> LabSession:
 def test_bad_ports_are_refused(replay: LabSession, call: Callable[[LabSession], object], message: str) -> None:
     with pytest.raises(BadParameter, match=message):
         call(replay)
-
-
-def test_a_port_in_use_is_refused_before_anything_starts(replay: LabSession) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        for call in (tags.run_moved_tag, tags.run_latest):
-            with pytest.raises(BadParameter, match=rf"port={port}: something already listens"):
-                call(replay, port=port)
 
 
 def test_hadolint_finds_what_it_should_in_known_dockerfiles() -> None:
@@ -88,16 +73,6 @@ def test_the_verdicts_follow_the_outputs() -> None:
     unmoved = _moved(("one", "one", "one", "one"), ("sha256:1", "sha256:1"))
     assert not unmoved.tag_moved and not unmoved.digest_pinned
     assert "registry.example.com/app@sha256:2" in good.online_commands()
-
-
-def test_recorded_results_replay_into_the_same_claims(replay: LabSession) -> None:
-    moved, latest = tags.run_moved_tag(replay), tags.run_latest(replay)
-    manifest, linted = tags.run_manifest_list(replay), tags.run_lint(replay)
-    ledger = ClaimLedger(tags.STEM)
-    tags.check_claims(ledger, moved, latest, manifest, linted)
-    assert replay.replay is not None
-    recorded = replay.replay.read_table("claims")
-    pd.testing.assert_frame_equal(ledger.frame()[["id", "verdict"]], recorded[["id", "verdict"]])
 
 
 # ---------------------------------------------------------------- live: notebook 06 in quick mode

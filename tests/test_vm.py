@@ -410,7 +410,7 @@ def test_boot_once_times_to_the_marker_and_reads_the_guest_release(
     assert result.marker_seen is True and result.timed_out is False
     assert result.accelerator == "tcg"
     assert result.kernel_release == "6.1.0-77-amd64"  # what the guest said, not the asset's name
-    assert 0.2 <= result.wall_s < 30
+    assert result.wall_s >= 0.2  # a floor the fake guest's sleep sets: the clock runs to the marker
     assert result.console_tail.splitlines() == [
         "SeaBIOS", "[    0.0] Linux version 6.1", f"{vm.MARKER} release=6.1.0-77-amd64", "reboot: Power down",
     ]  # fmt: skip
@@ -424,7 +424,7 @@ def test_a_boot_that_times_out_is_data_and_qemu_is_killed(
     result = vm.boot_once(fake_assets, "tcg", timeout_s=0.5)
     assert result.marker_seen is False and result.timed_out is True
     assert result.kernel_release == fake_assets.kernel_release
-    assert 0.5 <= result.wall_s < 30
+    assert result.wall_s >= 0.5  # a floor: it waited for its timeout before it killed QEMU
     assert "Booting from ROM..." in result.console_tail
     assert started[0].returncode == -9
 

@@ -11,7 +11,6 @@ that record them. Speed is reported here and on the book's environment page, nev
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,15 +21,15 @@ from typing import Any
 import pandas as pd
 
 from labkit import paths
-from labkit.app.results import utc_now
+from labkit.app import book, catalog, runner
+from labkit.core.results import utc_now
+from labkit.core.session import git_commit
+from labkit.instruments import measure, shell
 from labkit.paths import atomic_write
 
 COLUMNS = ["group", "item", "condition", "value", "unit", "note"]
 START_REPEATS = 5  # interleaved rounds of each container-start method (one run, so no interval is claimed)
-
-
-def bench_dir() -> Path:
-    return paths.project_root() / "data" / "bench"
+PIP_TIMEOUT_S = 1800  # a fresh virtual environment from pip's cache takes about 2 minutes; a cold cache far longer
 
 
 def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
@@ -58,13 +57,13 @@ def python_env(bench: Bench, cold: bool) -> None:
     as a second `make lab` finds it; cold: a fresh one in a temporary folder)."""
     root = paths.project_root()
     install = ["-m", "pip", "install", "--quiet", "-e", f"{root}[dev]"]
-    seconds, _ = _timed(lambda: subprocess.run([sys.executable, *install], check=True, cwd=root))
+    seconds, _ = _timed(lambda: shell.run([sys.executable, *install], PIP_TIMEOUT_S, cwd=root))
     bench.add("make lab", "Python env", "warm", seconds, note="pip install -e .[dev] into the existing .venv")
     if cold:
         with tempfile.TemporaryDirectory(prefix="labkit-bench-venv-") as folder:
             def fresh() -> None:
-                subprocess.run(["sh", "tools/bootstrap-python.sh", "python3", folder], check=True, cwd=root)
-                subprocess.run([f"{folder}/bin/python", *install], check=True, cwd=root)
+                shell.run(["sh", "tools/bootstrap-python.sh", "python3", folder], PIP_TIMEOUT_S, cwd=root)
+                shell.run([f"{folder}/bin/python", *install], PIP_TIMEOUT_S, cwd=root)
             seconds, _ = _timed(fresh)
         bench.add("make lab", "Python env", "cold", seconds, note="a fresh venv, packages from pip's cache")
 
@@ -90,8 +89,6 @@ def notebooks(bench: Bench, chosen: list[Path], work: Path, full: bool) -> Path 
     """Each notebook quick (and full when `full`), each in a run of its own so that one failure does not hide
     the others' times; returns the folder of the last mode's executed notebooks and results for the book
     phase, or None when one failed (a book with failure pages is not the one to time)."""
-    from labkit.app import runner
-
     last: Path | None = None
     for quick in (True, False) if full else (True,):
         condition = "quick" if quick else "full"
@@ -110,8 +107,6 @@ def notebooks(bench: Bench, chosen: list[Path], work: Path, full: bool) -> Path 
 
 
 def book_phase(bench: Bench, executed: Path) -> None:
-    from labkit.app import book
-
     seconds, _ = _timed(lambda: book.build(executed / "notebooks", executed / "book", executed / "results"))
     bench.add("make lab", "book", "warm", seconds, note="jupyter-book build -W -n")
 
@@ -119,16 +114,15 @@ def book_phase(bench: Bench, executed: Path) -> None:
 def container_start(bench: Bench, client: Any) -> None:
     """labkit's `run_once` against the raw `docker run` CLI and the bare SDK, interleaved, one run of
     START_REPEATS rounds; medians and ratios to the CLI."""
-    from labkit.instruments import containers, engine, images, measure
+    from labkit.instruments import containers, engine, images
     from labkit.instruments.limits import Limits
-    from labkit.instruments.shell import run
 
     image = images.require_base(client, "busybox").tag
     limits = Limits(memory_bytes=64 * 2**20, pids=32, cpus=0.5)
     with engine.Scope(client, engine.new_run_id(), lab="bench") as scope:
         methods = {
             "labkit run_once": lambda: containers.run_once(client, scope, image, ["true"], limits=limits),
-            "docker run (CLI)": lambda: run([engine.docker_cli(), "run", "--rm", "--pull=never",
+            "docker run (CLI)": lambda: shell.run([engine.docker_cli(), "run", "--rm", "--pull=never",
                                              *scope.label_args(), image, "true"], 60),
             "SDK containers.run": lambda: client.containers.run(image, ["true"], remove=True,
                                                                 labels=scope.labels),
@@ -160,14 +154,10 @@ def sampler(bench: Bench, roots: dict[str, Path]) -> None:
 def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -> Path:
     """Run every measurement for the notebooks in `selection` (default: all) and write data/bench/bench.csv and
     provenance.json; return the CSV's path."""
-    from labkit.app import protocol, runner
-    from labkit.app.session import _git_commit
-    from labkit.instruments import measure
-
     started = utc_now()
     bench = Bench()
     chosen = runner.discover(selection)
-    labs = [lab for lab in protocol.all_labs() if lab.stem in {nb.stem for nb in chosen}]
+    labs = [lab for lab in catalog.all_labs() if lab.stem in {nb.stem for nb in chosen}]
     python_env(bench, cold)
     client = setup_phases(bench, labs)
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as work:
@@ -180,50 +170,10 @@ def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -
                         "this bench, quick": Path(work) / "quick" / "results",
                         "build/results": paths.build_dir() / "results", "data/results": paths.recorded_results_dir()})
     container_start(bench, client)
-    target = bench_dir() / "bench.csv"
+    target = paths.bench_dir() / "bench.csv"
     atomic_write(target, bench.frame().to_csv(index=False))
-    atomic_write(bench_dir() / "provenance.json", json.dumps({
+    atomic_write(paths.bench_dir() / "provenance.json", json.dumps({
         "started_utc": started, "ended_utc": utc_now(), "fingerprint": measure.fingerprint(client),
-        "git_commit": _git_commit(), "cold": cold, "full": full,
+        "git_commit": git_commit(), "cold": cold, "full": full,
         "notebooks": [nb.stem for nb in chosen]}, indent=2, sort_keys=True, default=str) + "\n")
     return target
-
-
-def book_section(source: Path) -> str:
-    """Markdown for the book's environment page: the newest bench as a figure, a table and a CSV download (files
-    written into the book's `source`); "" when no bench was recorded."""
-    table = bench_dir() / "bench.csv"
-    if not table.exists():
-        return ""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from labkit.instruments import plots
-
-    frame = pd.read_csv(table, keep_default_na=False, na_values=[""])
-    provenance = json.loads((bench_dir() / "provenance.json").read_text())
-    (source / "data" / "bench").mkdir(parents=True, exist_ok=True)
-    for name in ("bench.csv", "provenance.json"):
-        (source / "data" / "bench" / name).write_bytes((bench_dir() / name).read_bytes())
-    seconds = frame[(frame["unit"] == "s") & frame["value"].notna()]
-    plots.use_style()
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(seconds) + 1))
-    labels = [f"{r.group} · {r.item} ({r.condition})" for r in seconds.itertuples()]
-    ax.barh(labels, seconds["value"])
-    ax.invert_yaxis()
-    ax.set_xlabel("wall time (s)")
-    ax.set_title(f"make bench, {provenance['started_utc']}")
-    fig.savefig(source / "bench.png", bbox_inches="tight")
-    plt.close(fig)
-    rows = ["| group | item | condition | value | unit | note |", "| --- | --- | --- | --- | --- | --- |"]
-    rows += [f"| {r.group} | {r.item} | {r.condition} | {'—' if pd.isna(r.value) else f'{r.value:.3g}'} | "
-             f"{r.unit} | {r.note if isinstance(r.note, str) else ''} |" for r in frame.itertuples()]
-    return "\n".join([
-        "## The newest bench", "",
-        f"`make bench` from {provenance['started_utc']} to {provenance['ended_utc']} (commit "
-        f"`{str(provenance.get('git_commit'))[:12]}`): the README's commands by phase, each notebook's wall time, "
-        "and container start-up three ways. As CSV: {download}`bench.csv <data/bench/bench.csv>`, with "
-        "{download}`provenance.json <data/bench/provenance.json>`.", "",
-        "![Wall time of each measured phase and notebook](bench.png)", "", *rows])

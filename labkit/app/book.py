@@ -25,8 +25,9 @@ import pandas as pd
 from myst_parser.mdit_to_docutils.base import default_slugify
 
 from labkit import paths
-from labkit.app import claims, runner
-from labkit.app.results import PROVENANCE, ResultStore
+from labkit.app import catalog, runner
+from labkit.core import claims
+from labkit.core.results import PROVENANCE, ResultStore
 from labkit.errors import LabkitError, NotPrepared
 from labkit.instruments.shell import run
 from labkit.paths import atomic_write
@@ -65,7 +66,7 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-# The banner a live session shows first (labkit.app.session.LabSession.banner), with its run id.
+# The banner a live session shows first (labkit.core.session.LabSession.banner), with its run id.
 LIVE_BANNER = re.compile(r"\*\*Live run\*\* `([^`]+)`")
 
 
@@ -300,38 +301,50 @@ def not_measured(failed: list[FailedChapter]) -> pd.DataFrame:
     """The claims of each failed chapter as recorded in data/results/<stem>/claims.csv, each with the verdict
     "not measured in this run" and no value, unit, measurement or caveat (none for a chapter never recorded)."""
     recorded = [paths.recorded_results_dir() / chapter.stem / "claims.csv" for chapter in failed]
-    frames = [pd.read_csv(path, keep_default_na=False)[claims.COLUMNS] for path in recorded if path.exists()]
+    frames = [claims.read(path) for path in recorded if path.exists()]
     if not frames:
         return pd.DataFrame(columns=claims.COLUMNS)
     return pd.concat(frames, ignore_index=True).assign(value=float("nan"), unit="", measured="",
                                                         verdict=NOT_MEASURED, caveat="")
 
 
+# The ledger page's section column: the chapter's heading for its claims, the notebook's section for our findings.
+SECTION_HEADERS = {claims.Source.CHAPTER: "chapter section", claims.Source.FINDING: "notebook section"}
+
+
 def claims_page(ledger: pd.DataFrame, chapters: list[Chapter], failed: list[FailedChapter] | None = None) -> str:
-    """The book's ledger: every claim with its id, chapter section, notebook, value, criterion and verdict, and a
-    link to the notebook section that measured it (to the failure page of a chapter that `failed`)."""
+    """The book's ledger in two tables, the chapter's claims and what we found beyond the chapter: every claim
+    with its id, section, notebook, value, criterion and verdict, and a link to the notebook section that measured
+    it (to the failure page of a chapter that `failed`)."""
     failed = failed or []
     counts = ledger.groupby("verdict").size()
     anchors = {chapter.stem: section_anchors(chapter) for chapter in chapters}
     pages = {chapter.stem: chapter.page for chapter in chapters} | {chapter.stem: chapter.page for chapter in failed}
     lines = ["# The claims ledger", "",
-             "Every claim of the chapter that a notebook checks, with the value measured in the run this book "
-             "was built from, the criterion its verdict follows from, and the verdict. "
+             "What the notebooks check: the chapter's own claims, each put in our words under the chapter's section "
+             "it comes from, and what we found beyond the chapter. Each with the value measured in the run this "
+             "book was built from, the criterion its verdict follows from, and the verdict. "
              + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + ". "
              + (f"The claims of a chapter that failed in this run ({', '.join(c.stem[:2] for c in failed)}) are "
                 f"*{NOT_MEASURED}*, as recorded with no value. " if failed else "")
-             + "The ledger as CSV: {download}`claims.csv <data/claims.csv>`.", "",
-             "| id | section | measured in | claim | value | measured | criterion | verdict | caveat |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in ledger.itertuples():
-        tables = [t for t in str(row.tables).split(";") if t]
-        where = next((anchors.get(row.notebook, {})[t] for t in tables if t in anchors.get(row.notebook, {})), None)
-        page = pages.get(row.notebook, f"{row.notebook}.ipynb")
-        link = (f"[{row.notebook[:2]} § {_cell(where[0])}]({page}#{where[1]})" if where
-                else f"[{row.notebook[:2]}]({page})")
-        value = "—" if pd.isna(row.value) else f"{row.value:g} {_cell(row.unit)}"
-        lines.append(f"| `{row.id}` | {_cell(row.section)} | {link} | {_cell(row.claim)} | {value} | "
-                     f"{_cell(row.measured)} | {_cell(row.criterion)} | **{row.verdict}** | {_cell(row.caveat)} |")
+             + "The ledger as CSV: {download}`claims.csv <data/claims.csv>`."]
+    for source, title in claims.SOURCE_TITLES.items():
+        rows = ledger[ledger["source"] == source.value]
+        lines += ["", f"## {title}", "",
+                  f"| id | {SECTION_HEADERS[source]} | measured in | claim | value | measured | criterion | verdict "
+                  "| caveat |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for row in rows.itertuples():
+            tables = [t for t in str(row.tables).split(";") if t]
+            found = anchors.get(row.notebook, {})
+            where = next((found[t] for t in tables if t in found), None)
+            page = pages.get(row.notebook, f"{row.notebook}.ipynb")
+            link = (f"[{row.notebook[:2]} § {_cell(where[0])}]({page}#{where[1]})" if where
+                    else f"[{row.notebook[:2]}]({page})")
+            value = "—" if pd.isna(row.value) else f"{row.value:g} {_cell(row.unit)}"
+            lines.append(f"| `{row.id}` | {_cell(row.section)} | {link} | {_cell(row.claim)} | {value} | "
+                         f"{_cell(row.measured)} | {_cell(row.criterion)} | **{row.verdict}** | "
+                         f"{_cell(row.caveat)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -348,7 +361,8 @@ def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[
     """What the series is (the README's opening), how to run it, and each notebook's headline measurement; a
     chapter that `failed` in this run says so in its row instead.
 
-    `headlines` maps a notebook stem to the claim id its landing row quotes (default: its first claim).
+    `headlines` maps a notebook stem to the claim id its landing row quotes (default: its first claim of the
+    chapter, else its first claim).
     """
     readme = (paths.project_root() / "README.md").read_text()
     opening = readme.split("\n## ", 1)[0].split("\n|", 1)[0].rstrip()
@@ -358,7 +372,8 @@ def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[
              "`make ui` then opens the notebooks in JupyterLab. Without an engine the notebooks replay the "
              "recorded results under a banner that says where and when they were measured.", "",
              "## The notebooks", "",
-             "Each notebook's headline measurement in the run this book was built from, with its verdict. "
+             "Each notebook's headline: a claim of the chapter, what the run this book was built from measured of "
+             "it, and its verdict. "
              "All claims are in {doc}`the claims ledger <claims>`; the machine and the wall times in "
              "{doc}`the environment <environment>`.", "",
              "| notebook | headline | verdict | claims checked | numbers |",
@@ -367,7 +382,8 @@ def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[
     for chapter in chapters:
         own = ledger[ledger["notebook"] == chapter.stem]
         chosen = own[own["id"] == headlines.get(chapter.stem, "")]
-        headline = (chosen if len(chosen) else own.head(1))
+        of_chapter = own[own["source"] == claims.Source.CHAPTER.value]
+        headline = chosen if len(chosen) else of_chapter.head(1) if len(of_chapter) else own.head(1)
         quote = (f"{_cell(headline['claim'].iloc[0])}: {_cell(headline['measured'].iloc[0])}" if len(headline)
                  else "(no claims)")
         verdict = f"**{headline['verdict'].iloc[0]}**" if len(headline) else ""
@@ -433,6 +449,46 @@ def environment_page(chapters: list[Chapter], bench: str, failed: list[FailedCha
     return "\n".join(lines) + "\n"
 
 
+def bench_section(source: Path) -> str:
+    """Markdown for the book's environment page: the newest bench as a figure, a table and a CSV download (files
+    written into the book's `source`); "" when no bench was recorded."""
+    table = paths.bench_dir() / "bench.csv"
+    if not table.exists():
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from labkit.instruments import plots
+
+    frame = pd.read_csv(table, keep_default_na=False, na_values=[""])
+    provenance = json.loads((paths.bench_dir() / "provenance.json").read_text())
+    (source / "data" / "bench").mkdir(parents=True, exist_ok=True)
+    for name in ("bench.csv", "provenance.json"):
+        (source / "data" / "bench" / name).write_bytes((paths.bench_dir() / name).read_bytes())
+    seconds = frame[(frame["unit"] == "s") & frame["value"].notna()]
+    plots.use_style()
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(seconds) + 1))
+    labels = [f"{r.group} · {r.item} ({r.condition})" for r in seconds.itertuples()]
+    ax.barh(labels, seconds["value"])
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time (s)")
+    ax.set_title(f"make bench, {provenance['started_utc']}")
+    fig.savefig(source / "bench.png", bbox_inches="tight")
+    plt.close(fig)
+    rows = ["| group | item | condition | value | unit | note |", "| --- | --- | --- | --- | --- | --- |"]
+    rows += [f"| {r.group} | {r.item} | {r.condition} | {'—' if pd.isna(r.value) else f'{r.value:.3g}'} | "
+             f"{r.unit} | {r.note if isinstance(r.note, str) else ''} |" for r in frame.itertuples()]
+    return "\n".join([
+        "## The newest bench", "",
+        f"`make bench` from {provenance['started_utc']} to {provenance['ended_utc']} (commit "
+        f"`{str(provenance.get('git_commit'))[:12]}`): the README's commands by phase, each notebook's wall time, "
+        "and container start-up three ways. As CSV: {download}`bench.csv <data/bench/bench.csv>`, with "
+        "{download}`provenance.json <data/bench/provenance.json>`.", "",
+        "![Wall time of each measured phase and notebook](bench.png)", "", *rows])
+
+
 def _downloads(chapter: Chapter, data_dir: Path) -> str:
     """Markdown for the end of a chapter's page: every table behind it as a CSV download, with its provenance."""
     target = data_dir / chapter.stem
@@ -461,8 +517,6 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
     A chapter that failed in this run (see :func:`read_failure`; the run report is read from `executed_dir`) gets
     a failure page instead of its notebook, and its recorded claims are "not measured in this run".
     """
-    from labkit.app import bench, protocol
-
     executed_dir = executed_dir or paths.build_dir() / "notebooks"
     out_dir = out_dir or paths.build_dir() / "book"
     results_dir = results_dir or paths.build_dir() / "results"
@@ -478,7 +532,7 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
             chapters.append(read_chapter(path, results_dir))
         else:
             failed.append(failure)
-    measured = [pd.read_csv(c.results / "claims.csv", keep_default_na=False)[claims.COLUMNS] for c in chapters]
+    measured = [claims.read(c.results / "claims.csv") for c in chapters]
     ledger = claims.validate(pd.concat(measured, ignore_index=True) if measured else
                              pd.DataFrame(columns=claims.COLUMNS), str(results_dir))
     unmeasured = not_measured(failed)
@@ -497,12 +551,12 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
     for failure in failed:
         (source / failure.page).write_text(failure_page(failure))
     shutil.copy2(results_dir / "claims.csv", data / "claims.csv")
-    headlines = {lab.stem: lab.headline for lab in protocol.all_labs() if lab.headline}
+    headlines = {lab.stem: lab.headline for lab in catalog.all_labs() if lab.headline}
     (source / "_config.yml").write_text(BOOK_CONFIG)
     (source / "_toc.yml").write_text(_toc([path.stem for path in notebooks]))
     (source / "intro.md").write_text(landing_page(chapters, ledger, headlines, failed))
     (source / "claims.md").write_text(claims_page(ledger, chapters, failed))
-    (source / "environment.md").write_text(environment_page(chapters, bench.book_section(source), failed))
+    (source / "environment.md").write_text(environment_page(chapters, bench_section(source), failed))
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     run([str(jupyter_book), "build", str(source), "--path-output", str(out_dir), "--builder", "html",
          "-W", "-n", "--keep-going"], 900,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labkit import paths
-from labkit.app import protocol
+from labkit.app import catalog
 from labkit.errors import LabkitError, Terminated
 from labkit.instruments import engine, undo
 
@@ -27,7 +27,7 @@ UNDOES_ORPHANS = ("run", "setup", "clean", "bench")
 def cmd_doctor(args: argparse.Namespace) -> int:
     from labkit.app import doctor
 
-    labs = protocol.select(args.notebooks)
+    labs = catalog.select(args.notebooks)
     report = doctor.diagnose(labs)
     print(doctor.format_report(report))
     return 0 if report.all_runnable else 1
@@ -38,7 +38,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     assets."""
     from labkit.instruments import images
 
-    labs = protocol.select(args.notebooks)
+    labs = catalog.select(args.notebooks)
     if engine.can_manage_host():
         packages = tuple(dict.fromkeys(p for lab in labs for p in lab.packages))
         installed = engine.install_packages(packages)
@@ -51,7 +51,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
         for name in lab.bases:
             if client is None:
                 raise LabkitError(f"{lab.stem} uses base {name!r} but declares no engine requirement.",
-                                  "Add protocol.ENGINE to its LAB.requirements.")
+                                  "Add labkit.core.lab.ENGINE to its LAB.requirements.")
             if images.find(client, name) is None:  # making one takes minutes: say so before it starts
                 print(f"  base {name}: making it — {images.recipe(name).description} …", flush=True)
             base = images.ensure_base(client, name)
@@ -64,7 +64,10 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from labkit.app import runner
+    from labkit.core import session
 
+    if args.record:  # before anything runs: a recording's provenance names a commit, which must hold its code
+        session.require_committed()
     notebooks = runner.discover(args.notebooks)
     results_dir = paths.recorded_results_dir() if args.record else None
     runs = runner.execute(notebooks, quick=args.quick, mode=args.mode, results_dir=results_dir,
@@ -79,11 +82,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from labkit.app import claims
+    from labkit.core import claims
 
     root = Path(args.results) if args.results else paths.recorded_results_dir()
     target, merged = claims.write_merged(root)
-    print(merged.groupby("verdict").size().to_string())
+    print(merged.groupby(["source", "verdict"]).size().to_string())
     print(f"{len(merged)} claims from {merged['notebook'].nunique()} notebook(s) → {target}")
     return 0
 
@@ -116,7 +119,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from labkit.app import results, runner
+    from labkit.app import runner
+    from labkit.core import results
 
     report, removed = runner.sweep()
     if report is None:
@@ -149,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="fewer repeats: about a minute per notebook")
     run.add_argument("--mode", choices=["live", "replay", "auto"], default="live",
                      help="live (default) needs an engine; replay shows the committed results")
-    run.add_argument("--record", action="store_true", help="write results to data/results/ (to commit them)")
+    run.add_argument("--record", action="store_true",
+                     help="write results to data/results/ (to commit them); only from a committed tree")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per notebook (default 1800)")
     run.add_argument("--output", help="folder for the executed notebooks (default build/notebooks)")
     run.set_defaults(func=cmd_run)
@@ -199,4 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # An error a user can act on: its message and hint say what to do; a traceback would only hide it.
         # Anything else is a bug and shows its traceback.
         print(f"labkit {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except engine.SDK_ERRORS as exc:
+        # The docker SDK's own errors (and requests' below it) reach the user as LabkitErrors, never raw.
+        translated = engine.engine_error(exc, f"labkit {args.command}")
+        if translated is None:
+            raise
+        print(f"labkit {args.command}: {translated}", file=sys.stderr)
         return 2

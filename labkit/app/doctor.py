@@ -1,7 +1,7 @@
 """`labkit doctor`: what each notebook needs, what this host has, and the command that fixes each gap.
 
 Host-wide checks (the machine, disk, loopback) come first; then one check per requirement any lab declares
-(:mod:`labkit.app.protocol`), and per notebook whether this host can run it live, or why not and the fix.
+(:mod:`labkit.core.lab`), and per notebook whether this host can run it live, or why not and the fix.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import paths
-from labkit.app.protocol import Lab, Requirement
+from labkit.core.lab import Lab, Requirement
 from labkit.errors import EngineUnavailable, HostUnsupported
 from labkit.instruments import engine, undo
 

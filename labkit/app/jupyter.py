@@ -15,63 +15,24 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-from traitlets.config import Config
 
 from labkit import paths
+from labkit.app import runner
+from labkit.app.kernels import kernel_transport, runtime_dir
 from labkit.errors import LabkitError
+from labkit.instruments import shell
 
 log = logging.getLogger("labkit.jupyter")
 
-IPC_PATH_MAX = 107  # bytes in a Unix socket path (sizeof sockaddr_un.sun_path, less its terminating NUL)
 SOURCE_KEY = "labkit_source_sha256"  # notebook metadata: the tracked notebook a copy was made from
 START_TIMEOUT_S = 60.0  # JupyterLab takes a few seconds to start; more means it failed
 STOP_TIMEOUT_S = 30.0  # after SIGTERM the server shuts its kernels down; then it is killed
-
-
-def runtime_dir() -> Path:
-    """Jupyter's private runtime folder (JUPYTER_RUNTIME_DIR or ~/.local/share/jupyter/runtime)."""
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    return Path(os.environ.get("JUPYTER_RUNTIME_DIR") or jupyter_runtime_dir())
-
-
-def kernel_transport() -> str:
-    """"ipc" (Unix sockets in Jupyter's private runtime folder) where the socket paths fit, else "tcp".
-
-    Over TCP any local user can reach a kernel's ports, and ipykernel warns about it on every start; Unix sockets
-    are guarded by the folder's permissions. Their paths are limited to 107 bytes (sockaddr_un), which a deep
-    JUPYTER_RUNTIME_DIR can exceed: then the kernels use TCP on 127.0.0.1, and the log says why.
-    """
-    # Each kernel's sockets are named after its connection file, kernel-<uuid>.json: kernel-<uuid>-ipc-1 … -5.
-    longest = f"{runtime_dir()}/kernel-{uuid.UUID(int=0)}-ipc-5"
-    if len(os.fsencode(longest)) <= IPC_PATH_MAX:
-        return "ipc"
-    log.warning("kernels use TCP on 127.0.0.1: their Unix socket paths in %s would exceed %d bytes", runtime_dir(),
-                IPC_PATH_MAX)
-    return "tcp"
-
-
-def kernel_config() -> Config:
-    """Settings for the kernel of one papermill execution (see :func:`kernel_transport`).
-
-    Over IPC the kernel's connection file is named here, in the runtime folder: the sockets are named after it.
-    Left unnamed, jupyter_client calls them ``kernel-ipc-N`` relative to the kernel's working folder — the
-    notebooks' folder — where they would litter the checkout and collide between kernels running at once.
-    """
-    transport = kernel_transport()
-    if transport == "tcp":
-        return Config({"KernelManager": {"transport": "tcp"}})
-    runtime_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
-    connection = runtime_dir() / f"kernel-{uuid.uuid4()}.json"
-    return Config({"KernelManager": {"transport": "ipc", "connection_file": str(connection)}})
 
 
 def settings_dir() -> Path:
@@ -129,7 +90,7 @@ def _kernel_metadata(kernel_name: str) -> dict[str, object]:
 class LabServer:
     """A running JupyterLab: its process, the URL of its root (with the token) and its log file."""
 
-    process: subprocess.Popen[bytes]
+    process: shell.Process[str]
     url: str
     log: Path
 
@@ -142,7 +103,7 @@ class LabServer:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            except shell.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         return self.process.returncode
@@ -166,14 +127,13 @@ def start(port: int = 8888, root: Path | None = None, env: dict[str, str] | None
     log_file = paths.build_dir() / "lab-server.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("wb") as sink:
-        process = subprocess.Popen(server_argv(root, port, token), stdout=sink, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                   env={**os.environ, **(env or {})})
+        process = shell.spawn(server_argv(root, port, token), stdout=sink, stderr=shell.STDOUT, stdin=shell.DEVNULL,
+                              start_new_session=True, env={**os.environ, **(env or {})})
     info = _server_info(process, log_file)
     return LabServer(process, f"http://127.0.0.1:{info['port']}/lab?token={token}", log_file)
 
 
-def _server_info(process: subprocess.Popen[bytes], log_file: Path) -> dict[str, object]:
+def _server_info(process: shell.Process[str], log_file: Path) -> dict[str, object]:
     """The server's own record of where it listens (jpserver-<pid>.json in Jupyter's runtime folder)."""
     record = runtime_dir() / f"jpserver-{process.pid}.json"
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -192,11 +152,10 @@ def _server_info(process: subprocess.Popen[bytes], log_file: Path) -> dict[str, 
 def serve(port: int, copies: Path | None = None) -> int:
     """`labkit lab`: make the readers' copies (in `copies`, default build/lab), start JupyterLab over them,
     print its URL, and stop it on Ctrl-C."""
-    from labkit.app import runner
     from labkit.instruments import engine
 
     copies = copies or readers_dir()
-    made, stale = reader_copies(runner.notebooks_dir(), copies)
+    made, stale = reader_copies(paths.notebooks_dir(), copies)
     for copy in made:
         print(f"copied {copy.name} → {copy}")
     for copy in stale:

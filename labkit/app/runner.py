@@ -22,8 +22,8 @@ from types import FrameType
 import nbformat
 
 from labkit import paths
-from labkit.app.jupyter import kernel_config
-from labkit.app.results import prune_partials
+from labkit.app.kernels import kernel_config
+from labkit.core.results import prune_partials
 from labkit.errors import BadParameter, Terminated
 from labkit.instruments import engine, procfs, undo
 
@@ -48,13 +48,9 @@ class NotebookRun:
     error: str = ""
 
 
-def notebooks_dir() -> Path:
-    return paths.project_root() / "notebooks"
-
-
 def discover(selection: list[str] | None = None) -> list[Path]:
     """Notebooks to run, in order: all of notebooks/NN-*.ipynb, or those named (`01`, a stem, or a path)."""
-    available = sorted(notebooks_dir().glob("[0-9][0-9]-*.ipynb"))
+    available = sorted(paths.notebooks_dir().glob("[0-9][0-9]-*.ipynb"))
     if not selection:
         return available
     chosen = []

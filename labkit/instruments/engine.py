@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import time
 import urllib.parse
 import uuid
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,16 @@ import requests
 import urllib3
 
 from labkit import paths
-from labkit.errors import BadParameter, EngineTimeout, EngineUnavailable
+from labkit.errors import (
+    BadParameter,
+    EngineError,
+    EngineLost,
+    EngineTimeout,
+    EngineUnavailable,
+    LabkitError,
+    NotPrepared,
+)
+from labkit.instruments import shell
 from labkit.instruments.shell import require_program, run, spawn
 
 log = logging.getLogger("labkit.engine")
@@ -116,6 +125,69 @@ def timeout_error(exc: BaseException, operation: str, kept: str = "") -> EngineT
         "again. `docker info` answering slowly, or a full disk, would also explain it.")
 
 
+# What the docker SDK raises: its own errors and those of requests (and urllib3) below it.
+SDK_ERRORS: tuple[type[BaseException], ...] = (docker.errors.DockerException, requests.exceptions.RequestException,
+                                               urllib3.exceptions.HTTPError)
+
+
+def engine_error(exc: BaseException, operation: str, kept: str = "") -> LabkitError | None:
+    """The LabkitError a reader sees for the SDK's `exc` during `operation` (None when `exc` is not the SDK's):
+    what the engine said, and what to do about it; `kept` says what was saved before it.
+
+    A timeout becomes :func:`timeout_error`; a missing image NotPrepared (`labkit setup` makes it); any other
+    refusal EngineError with the engine's explanation; a broken connection EngineLost.
+    """
+    if timed_out(exc) is not None:
+        return timeout_error(exc, operation, kept)
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return NotPrepared(f"The Docker Engine has no such image during {operation}: {_explanation(exc)}.{kept}",
+                           "Make the bases and assets this notebook uses: `labkit setup` (or `make lab`), then run "
+                           "it again.")
+    if isinstance(exc, docker.errors.NotFound):
+        return EngineError(f"The Docker Engine no longer has an object that {operation} uses: {_explanation(exc)}."
+                           f"{kept}", "Something removed it while labkit ran (`labkit clean`, `docker rm`, "
+                           "`docker system prune` in another shell?): run it again.")
+    if isinstance(exc, docker.errors.APIError):
+        status = exc.status_code
+        hint = ("Another object holds that name or uses it (a container of an image, an image built on it): "
+                "`labkit clean` removes what labkit left behind, `docker ps -a` and `docker images` show the rest."
+                if status == 409 else
+                "The engine's own log says more (`journalctl -u docker`, or labkit's dockerd log under "
+                f"{paths.state_dir() / 'dockerd'}); a full disk is a common cause (`docker system df`)."
+                if status is not None and status >= 500 else
+                "The request was refused as labkit made it: please report it with the message above.")
+        return EngineError(f"The Docker Engine refused {operation} (HTTP {status}): {_explanation(exc)}.{kept}",
+                           hint)
+    if isinstance(exc, docker.errors.ContainerError):
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr or "")
+        return EngineError(f"A container of {operation} ({exc.image}) exited {exc.exit_status}: {stderr.strip()}"
+                           f"{kept}", "Its command failed inside the container; the lines above are its stderr.")
+    if isinstance(exc, docker.errors.BuildError):
+        tail = [str(line.get("stream", line.get("error", ""))).rstrip() for line in exc.build_log][-5:]
+        return EngineError(f"A build of {operation} failed: {exc.msg}" + "".join(f"\n  {t}" for t in tail if t)
+                           + kept, "The build's last lines are above; the Dockerfile and context are the lab's.")
+    if isinstance(exc, requests.exceptions.ConnectionError | urllib3.exceptions.HTTPError):
+        return EngineLost(f"The connection to the Docker Engine at {engine_address()} broke during {operation}: "
+                          f"{exc}.{kept}", HOW_TO_START.format(where=engine_address()))
+    if isinstance(exc, SDK_ERRORS):
+        return EngineError(f"The Docker SDK failed during {operation}: {exc}.{kept}",
+                           "`docker info` shows whether the engine answers; `labkit doctor` checks the rest.")
+    return None
+
+
+def _explanation(exc: docker.errors.APIError) -> str:
+    return str(exc.explanation or exc).strip().rstrip(".")
+
+
+@contextmanager
+def sdk_errors(operation: str) -> Iterator[None]:
+    """Raise the SDK's errors inside the block as :func:`engine_error` does, chained to the original."""
+    try:
+        yield
+    except SDK_ERRORS as exc:
+        raise (engine_error(exc, operation) or exc) from exc
+
+
 def docker_cli() -> str:
     """Path of the docker CLI to shell out to (the Debian client first)."""
     for candidate in DOCKER_CLI_CANDIDATES:
@@ -141,8 +213,9 @@ class EngineInfo:
 
 
 def info(client: docker.DockerClient) -> EngineInfo:
-    version = client.version()
-    details = client.info()
+    with sdk_errors("asking the engine about itself (docker version, docker info)"):
+        version = client.version()
+        details = client.info()
     return EngineInfo(
         version=str(version.get("Version", "?")),
         api_version=str(version.get("ApiVersion", "?")),
@@ -182,7 +255,7 @@ def start_dockerd() -> Path:
     log_path = state / "dockerd.log"
     with log_path.open("ab") as log_file:
         spawn([require_program("dockerd"), "--config-file", str(config)],
-              stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL, start_new_session=True)
+              stdout=log_file, stderr=log_file, stdin=shell.DEVNULL, start_new_session=True)
     return log_path
 
 
@@ -241,7 +314,11 @@ def cleanup(client: docker.DockerClient, label: str = LABEL_RUN, value: str | No
     Containers go first (they hold networks, volumes and images). Objects already gone are not errors.
     """
     selector = label if value is None else f"{label}={value}"
-    filters = {"label": selector}
+    with sdk_errors(f"the removal of the objects labelled {selector}"):
+        return _cleanup(client, {"label": selector})
+
+
+def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupReport:
     report = CleanupReport()
     for container in client.containers.list(all=True, filters=filters):
         _ignore_gone(lambda c=container: c.remove(force=True, v=True))

@@ -25,9 +25,9 @@ import docker
 import docker.errors
 
 from labkit import paths
-from labkit.errors import BadParameter, HostUnsupported, NotPrepared
+from labkit.errors import BadParameter, HostUnsupported, LabkitError, NotPrepared
 from labkit.instruments import arch
-from labkit.instruments.engine import LABEL_BASE, LABEL_RECIPE, docker_cli
+from labkit.instruments.engine import LABEL_BASE, LABEL_RECIPE, docker_cli, sdk_errors
 from labkit.instruments.shell import run
 
 log = logging.getLogger("labkit.images")
@@ -281,7 +281,8 @@ def find(client: docker.DockerClient, name: str) -> BaseImage | None:
 
 
 def _find(client: docker.DockerClient, wanted: Recipe) -> BaseImage | None:
-    images = client.images.list(filters={"label": f"{LABEL_RECIPE}={wanted.digest}"})
+    with sdk_errors(f"looking up base {wanted.name!r} (docker images)"):
+        images = client.images.list(filters={"label": f"{LABEL_RECIPE}={wanted.digest}"})
     if not images:
         return None
     image = images[0]
@@ -564,10 +565,15 @@ def debian_package_file(package: str, debian_arch: str, folder: Path) -> Path:
     printed = run(["apt-get", *options, "download", "--print-uris", package], 60).stdout.split()
     uri, file_name, checksum = printed[0].strip("'"), printed[1], printed[3]
     target = folder / file_name
-    urllib.request.urlretrieve(uri, target)
+    try:
+        urllib.request.urlretrieve(uri, target)
+    except OSError as exc:  # urllib's URLError and HTTPError are OSErrors
+        raise LabkitError(f"downloading {uri} failed: {exc}", MIRROR_HINT) from exc
     algorithm, _, expected = checksum.partition(":")
     if algorithm != "SHA256" or _sha256(target) != expected:
-        raise RuntimeError(f"{file_name}: its SHA256 is not the {expected} that the index names")
+        raise LabkitError(f"{file_name}: its SHA256 is not the {expected} that the index names.",
+                          f"The mirror served another file than its index names: run `labkit setup` again. "
+                          f"{MIRROR_HINT}")
     return target
 
 

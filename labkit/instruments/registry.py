@@ -17,7 +17,6 @@ import logging
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import BadParameter, HostUnsupported
+from labkit.instruments import shell
 from labkit.instruments.shell import require_program, spawn
 
 log = logging.getLogger("labkit.registry")
@@ -140,14 +140,14 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S) -> Iter
     program = require_program(PROGRAM)
     chosen = port if port is not None else free_port()
     storage = Path(tempfile.mkdtemp(prefix="labkit-registry-"))
-    process: subprocess.Popen[str] | None = None
+    process: shell.Process[str] | None = None
     config, log_path = storage / "config.yml", storage / "registry.log"
     (storage / "blobs").mkdir()
     config.write_text(CONFIG.format(storage=storage / "blobs", host=HOST, port=chosen))
     log_file = log_path.open("w")
     try:
-        process = spawn([program, "serve", str(config)], stdout=log_file, stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        process = spawn([program, "serve", str(config)], stdout=log_file, stderr=shell.STDOUT,
+                        stdin=shell.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
         while not _answers(chosen):
             if process.poll() is not None or time.monotonic() > deadline:
@@ -164,7 +164,7 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S) -> Iter
             process.terminate()
             try:
                 process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            except shell.TimeoutExpired:
                 process.kill()
                 process.wait()
         log_file.close()

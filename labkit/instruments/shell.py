@@ -1,6 +1,8 @@
 """One way to run an external command: logged, time-limited, with one error type.
 
-Every shell-out in labkit (docker CLI, debootstrap, unshare, qemu, apt-get) goes through :func:`run`.
+Every shell-out in labkit (docker CLI, debootstrap, unshare, qemu, apt-get, pip, JupyterLab) goes through
+:func:`run`, or :func:`spawn` for a process that runs beside labkit; this is the only module that imports
+``subprocess`` (a test checks), and it names what their callers need of it (:data:`Process`, :data:`DEVNULL`, …).
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from dataclasses import dataclass
 from labkit.errors import LabkitError
 
 log = logging.getLogger("labkit.shell")
+
+# What the callers of spawn() handle: the process, its standard streams, and the timeout of Process.wait().
+Process = subprocess.Popen
+DEVNULL, PIPE, STDOUT = subprocess.DEVNULL, subprocess.PIPE, subprocess.STDOUT
+TimeoutExpired = subprocess.TimeoutExpired
 
 
 class CommandError(LabkitError, RuntimeError):
@@ -116,6 +123,7 @@ def run(
     check: bool = True,
     input_text: str | None = None,
     env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
     hint: str = "",
 ) -> Completed:
     """Run `argv` (no shell) for at most `timeout` seconds and return what it printed.
@@ -134,6 +142,7 @@ def run(
             timeout=timeout,
             input=input_text,
             env=None if env is None else dict(env),
+            cwd=cwd,
             check=False,
             preexec_fn=_die_with_parent(os.getpid()),
         )

@@ -21,6 +21,7 @@ import docker
 
 from labkit.errors import BadParameter
 from labkit.instruments import procfs
+from labkit.instruments.engine import sdk_errors
 from labkit.instruments.limits import MIB
 
 UNITS = {"MiB": MIB, "bytes": 1}
@@ -120,7 +121,8 @@ def engine_storage(client: docker.DockerClient) -> Path:
     (e.g. /var/lib/docker) when that folder exists on this host. An engine in another machine or VM (a remote
     DOCKER_HOST, Docker Desktop) keeps its disk out of reach: then this is the temp folder, the nearest disk this
     host can check, which may not be the one the engine fills."""
-    root = Path(str(client.info().get("DockerRootDir", "")))
+    with sdk_errors("asking the engine where it keeps its data (docker info)"):
+        root = Path(str(client.info().get("DockerRootDir", "")))
     return root if root.is_absolute() and root.is_dir() else Path(tempfile.gettempdir())
 
 

@@ -1,6 +1,6 @@
 """Notebook 01, what a container actually is: namespaces, privileges, a container from scratch, start-up cost.
 
-Every ``run_*`` takes the notebook's :class:`~labkit.app.session.LabSession`, measures live (or replays the
+Every ``run_*`` takes the notebook's :class:`~labkit.core.session.LabSession`, measures live (or replays the
 recorded tables) and returns a frozen result holding tidy DataFrames; the numbers and sentences the notebook
 quotes are properties and methods of those results, computed from the frames.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import docker
 import pandas as pd
 
-from labkit.app.claims import ClaimLedger, Verdict, verdict
-from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
-from labkit.app.session import LabSession
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE, ClaimLedger, Source, Verdict, verdict
+from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.session import LabSession
 from labkit.instruments import containers, elf, images, measure, procfs, scratch, space, vm
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import run
@@ -28,8 +28,10 @@ from labkit.paths import cache_dir
 
 STEM = "01-what-a-container-is"
 ISOLATED_KINDS = ("pid", "net", "mnt", "uts", "ipc")
+CHAPTER_KINDS = (*ISOLATED_KINDS, "user")  # the six kinds of namespace the chapter names
 HOST = "host"
 DEFAULT = "docker run (default)"
+HOST_NETWORK = "--network host"
 FROM_SCRATCH = "from scratch (unshare)"
 CAP_DROP_ALL = "--cap-drop ALL"
 CAP_ADD = "--cap-add NET_ADMIN"
@@ -39,7 +41,7 @@ UNCONFINED = "--security-opt seccomp=unconfined"
 SHARED_NAMESPACE_VARIANTS: dict[str, dict[str, str]] = {
     DEFAULT: {},
     "--pid host": {"pid_mode": "host"},
-    "--network host": {"network_mode": "host"},
+    HOST_NETWORK: {"network_mode": "host"},
     "--ipc host": {"ipc_mode": "host"},
     "--uts host": {"uts_mode": "host"},
 }
@@ -56,6 +58,7 @@ PRIVILEGE_VARIANTS: dict[str, dict[str, Any]] = {
 # the kernel's admin interface, raw devices, tracing other processes, the network stack, the clock, reboot).
 DANGEROUS_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_PTRACE", "CAP_NET_ADMIN",
                           "CAP_SYS_TIME", "CAP_SYS_BOOT", "CAP_DAC_READ_SEARCH", "CAP_BPF", "CAP_MAC_ADMIN")
+NET_RAW = "CAP_NET_RAW"  # raw sockets (ping): the chapter's example of a capability a container need not get
 
 FORK_EXEC = "fork/exec"
 SCRATCH_START = "from scratch"
@@ -71,9 +74,9 @@ BUSYBOX_TRUE = ["/bin/busybox", "true"]
 MEMORY_HOG_ARGV = ["/bin/sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"]
 MINUTE_S = 60.0
 
-SECTION_WHAT = "What a container is"
-SECTION_VM = "Containers are not VMs"
-SECTION_SECURITY = "Root in a container"
+# The chapter's sections these claims come from, as it spells them.
+SECTION_WHAT = "What a Container Actually Is"
+SECTION_NETWORKING = "Networking — How Containers Talk"
 
 
 def prepare(client: docker.DockerClient) -> list[str]:
@@ -114,8 +117,7 @@ LAB = Lab(
                     "static_binary"),
         "vm_boot": ("repeat", "wall_s", "marker_seen", "timed_out", "timeout_s", "accelerator", "kernel_release",
                     "kvm_probe"),
-        "claims": ("id", "section", "notebook", "claim", "value", "unit", "measured", "criterion", "verdict",
-                   "caveat", "tables"),
+        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
     headline="startup.milliseconds",
@@ -659,11 +661,13 @@ def run_vm_boot(lab: LabSession, repeats: int = 3, memory_mib: int = 256, timeou
 
 def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: PrivilegeResult, from_scratch: ScratchResult,
                  startup: StartupResult, boot: VmBootResult) -> None:
-    """The chapter's claims, each with a criterion and a verdict computed from this notebook's measurements."""
+    """The chapter's claims about what a container is, each with a criterion and a verdict computed from this
+    notebook's measurements."""
     pid = ns.fact("its PID")
     ordinary = str(pid["inside"]) == "1" and str(pid["host"]) != "1" and "shim" in ns.parent_name
     ledger.check(
-        "process.ordinary", section=SECTION_WHAT, claim="A container is an ordinary process on the host",
+        "process.ordinary", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="A container is an ordinary process on the host",
         value=float(pid["host"]), unit="host PID",
         measured=f"host PID {pid['host']}, PID {pid['inside']} in its own pid namespace; parent chain "
                  f"{ns.parent_chain}",
@@ -673,7 +677,8 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
 
     boot_id = ns.fact("kernel boot id")
     ledger.check(
-        "kernel.shared", section=SECTION_WHAT, claim="Containers share the host's kernel",
+        "kernel.shared", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="Every container runs on the host's own kernel",
         value=float(ns.same_kernel), unit="1 = same kernel",
         measured=f"boot id {boot_id['inside']} inside and {boot_id['host']} on the host; uname -r "
                  f"{ns.fact('kernel release (uname -r)')['inside']} both",
@@ -682,23 +687,49 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
         verdict=verdict(ns.same_kernel), tables=("inside",))
 
     new, shared = ns.new_kinds(DEFAULT), ns.shared_kinds(DEFAULT)
-    isolated = set(ISOLATED_KINDS) <= set(new)
     ledger.check(
-        "namespaces.own", section=SECTION_WHAT, claim="A container gets its own namespaces",
-        value=len(new), unit="new namespaces",
-        measured=f"{len(new)} new ({', '.join(new)}); {len(shared)} shared with the host ({_join(shared)})",
-        criterion=f"all of {', '.join(ISOLATED_KINDS)} new; any kind still shared is a caveat",
-        verdict=verdict(isolated, caveat=bool(shared)),
-        caveat=f"shared with the host: {_join(shared)}" if shared else "",
-        tables=("namespaces",))
+        "namespaces.own", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="A container sees its own processes, network, mounts, hostname and IPC objects",
+        value=len(set(ISOLATED_KINDS) & set(new)), unit=f"of {len(ISOLATED_KINDS)} namespaces new",
+        measured=f"new: {_join(new)}; shared with the host: {_join(shared)}",
+        criterion=f"a default container's {', '.join(ISOLATED_KINDS)} namespaces are all new (not the host's)",
+        verdict=verdict(set(ISOLATED_KINDS) <= set(new)), tables=("namespaces",))
+
+    own_kinds = [k for k in CHAPTER_KINDS if k in new]
+    hosts_kinds = [k for k in CHAPTER_KINDS if k not in new]
+    ledger.check(
+        "namespaces.six_kinds", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="Six kinds of namespace isolate a container, its user ids among them",
+        value=len(own_kinds), unit=f"of the {len(CHAPTER_KINDS)} kinds new in a default container",
+        measured=f"its own: {_join(own_kinds)}; the host's: {_join(hosts_kinds)}",
+        criterion=f"a default container has a namespace of its own of each kind: {', '.join(CHAPTER_KINDS)}; one "
+                  "it shares with the host fails it",
+        verdict=verdict(not hosts_kinds),
+        caveat=f"the host's {_join(hosts_kinds)} namespace: uid 0 inside is uid 0 on the host; Docker makes a user "
+               "namespace only when its daemon runs with userns-remap (not measured)" if "user" in hosts_kinds
+        else "", tables=("namespaces",))
+
+    beyond_default = sorted(set(ns.shared_kinds(HOST_NETWORK)) - set(shared))
+    kept_own = ns.new_kinds(HOST_NETWORK)
+    ledger.check(
+        "namespaces.host_network", source=Source.CHAPTER, section=SECTION_NETWORKING,
+        claim="A container on the host's network (--network host) is left out of namespaces altogether",
+        value=len(kept_own), unit="namespaces of its own",
+        measured=f"{HOST_NETWORK} shares {_join(beyond_default)} with the host beyond what a default container "
+                 f"shares ({_join(shared)}); its own: {_join(kept_own)}",
+        criterion=f"a container run with {HOST_NETWORK} shares every namespace with the host",
+        verdict=verdict(not kept_own),
+        caveat=f"only the network is the host's: the flag leaves it its own {_join(kept_own)}" if kept_own
+        and beyond_default == ["net"] else "", tables=("namespaces",))
 
     scratch_caps = int(from_scratch.record["effective_capabilities"])
     scratch_seccomp = int(from_scratch.record["seccomp_mode"])
     same_isolation = set(ISOLATED_KINDS) <= set(from_scratch.new_kinds) and from_scratch.limit_enforced
     keeps_privileges = scratch_caps > len(privileges.effective(DEFAULT)) or scratch_seccomp != 2
     ledger.check(
-        "scratch.same_isolation", section=SECTION_WHAT,
-        claim="Docker is not magic: unshare + pivot_root + a cgroup make the same namespaces and resource limit",
+        "scratch.same_isolation", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="Docker adds no magic: unshare, pivot_root and a cgroup set up by hand isolate and limit a process "
+              "the same way",
         value=len(from_scratch.new_kinds), unit="new namespaces",
         measured=f"new {_join(from_scratch.new_kinds)}; a memory hog under its "
                  f"{from_scratch.record['memory_limit_read_bytes'] / 2**20:.0f} MiB limit ended "
@@ -713,18 +744,33 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
     default_caps, host_caps = privileges.effective(DEFAULT), privileges.effective(HOST)
     weaker = default_caps < host_caps and privileges.seccomp_mode(DEFAULT) == 2
     ledger.check(
-        "privileges.less_than_host_root", section=SECTION_SECURITY,
-        claim="Root in a container is less powerful than root on the host",
+        "privileges.less_than_host_root", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="Root in a container holds fewer privileges than root on the host",
         value=len(default_caps), unit="effective capabilities",
         measured=f"{len(default_caps)} effective capabilities against {len(host_caps)} for host root, lacking "
                  f"{_short(privileges.dangerous_lacking)}; seccomp mode {privileges.seccomp_mode(DEFAULT)}",
         criterion="the container's effective set is a strict subset of host root's, and seccomp is in filter mode (2)",
         verdict=verdict(weaker), tables=("capabilities",))
 
+    keeps_net_raw = NET_RAW in default_caps
+    ledger.check(
+        "capabilities.net_raw", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="A container is not given capabilities it does not need, CAP_NET_RAW for one",
+        value=float(keeps_net_raw), unit="1 = a default container holds CAP_NET_RAW",
+        measured=f"a default container running `{' '.join(SLEEP_ARGV)}` (no raw sockets) holds "
+                 f"{'CAP_NET_RAW' if keeps_net_raw else 'no CAP_NET_RAW'}; with {CAP_DROP_ALL} it holds "
+                 f"{'CAP_NET_RAW' if NET_RAW in privileges.effective(CAP_DROP_ALL) else 'none'}",
+        criterion="a default container whose program opens no raw socket lacks CAP_NET_RAW in its effective set",
+        verdict=verdict(not keeps_net_raw),
+        caveat="Docker's default set keeps CAP_NET_RAW whatever the program needs (ping uses it); it goes only "
+               "when the run drops it (--cap-drop NET_RAW or ALL)" if keeps_net_raw else "",
+        tables=("capabilities",))
+
     docker_ms = startup.ms(DOCKER_SDK)
     fast, bearable = docker_ms < 100, docker_ms < 1000
     ledger.check(
-        "startup.milliseconds", section=SECTION_VM, claim="Containers start in milliseconds",
+        "startup.milliseconds", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="Starting a container takes milliseconds, not seconds",
         value=docker_ms, unit="ms (median, docker run through the SDK)",
         measured=f"docker run median {docker_ms:.0f} ms ({startup.ratio(DOCKER_SDK):.0f}× fork/exec); from "
                  f"scratch {startup.ms(SCRATCH_START):.1f} ms",
@@ -736,7 +782,8 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
 
     ratio = boot.median_s / startup.median_s(DOCKER_SDK)
     ledger.check(
-        "vm.slower_than_container", section=SECTION_VM, claim="A VM takes far longer to start than a container",
+        "vm.slower_than_container", source=Source.CHAPTER, section=SECTION_WHAT,
+        claim="A VM takes far longer to start than a container",
         value=ratio, unit="× docker run (lower bound)",
         measured=f"a VM reached /init in at least {boot.median_s:.1f} s ({boot.accelerator}) against "
                  f"{startup.ms(DOCKER_SDK):.0f} ms for docker run",
@@ -756,7 +803,7 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
         vm_caveat = ("a minimal kernel + initramfs, no init system: a full distribution adds its services' start-up "
                      "(not measured)")
     ledger.check(
-        "vm.minutes", section=SECTION_VM, claim="A VM boots in minutes",
+        "vm.minutes", source=Source.CHAPTER, section=SECTION_WHAT, claim="A VM takes minutes to boot",
         value=boot.median_s, unit="s (median, lower bound)",
         measured=f"{boot.reached} of {boot.tried} boot(s) reached /init; median at least {boot.median_s:.1f} s "
                  f"with {boot.accelerator}",

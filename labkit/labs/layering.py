@@ -20,9 +20,9 @@ from typing import Any
 import docker
 import pandas as pd
 
-from labkit.app.claims import ClaimLedger, verdict
-from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
-from labkit.app.session import LabSession
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE, ClaimLedger, Source, demonstration, verdict
+from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import builds, containers, images, layers, measure, space
 from labkit.instruments.engine import Scope
@@ -30,8 +30,12 @@ from labkit.instruments.limits import Limits
 
 STEM = "02-image-layers"
 BASE = "debian-minbase"
-SECTION_LAYERS = "Images are layers"
-SECTION_REPRO = "Reproducible builds"
+# The chapter's sections these claims come from, as it spells them, and the notebook's sections of our findings.
+SECTION_IMAGE = "The Image — Layered, Cacheable, Reproducible"
+SECTION_CONTAINER = "What a Container Actually Is"
+SECTION_COPY_UP = "Copy-up"
+SECTION_DELETE = "Deleting in a later layer"
+SECTION_REPRO = "Reproducibility"
 MIB = 2**20
 LIMITS = Limits.of(memory_mib=256, pids=64, cpus=1.0)
 SLEEP_ARGV = ["sleep", "300"]
@@ -110,8 +114,7 @@ LAB = Lab(
         "copy_up": ("repeat", "file", "file_bytes", "write", "seconds"),
         "reproducible": ("variant", "build", "step", "created_by", "diff_id", "image_id", "other_mtimes",
                          "example_paths"),
-        "claims": ("id", "section", "notebook", "claim", "value", "unit", "measured", "criterion", "verdict",
-                   "caveat", "tables"),
+        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
 )
@@ -196,8 +199,10 @@ class LayerResult:
     def conclusion(self) -> str:
         kept = self.image_bytes("deleted in a later layer") - self.image_bytes("deleted in the same RUN")
         whiteout = self.layers[self.layers["whiteouts"] > 0].iloc[0]
+        config_only = ", ".join(f"`{c}`" for c in self.layers.loc[self.layers["empty_layer"], "created_by"]) or "none"
         return (f"**What we measured.** {int((~self.layers['empty_layer']).sum())} of the {len(self.layers)} "
-                f"instructions made a layer; the others only changed the image's config. The history and the "
+                f"history entries (the imported base and each instruction) made a layer; only {config_only} changed "
+                f"the image's config alone. The history and the "
                 f"layer tars {'agree on every layer' if self.all_agree else 'do **not** agree'} (largest gap "
                 f"{self.largest_gap_bytes:,} bytes: the symlinks of the imported base, which the engine counts "
                 f"there and nowhere else). The `rm` layer holds {int(whiteout['whiteouts'])} whiteout(s) and "
@@ -486,30 +491,35 @@ def run_reproducible(lab: LabSession) -> ReproducibleResult:
 
 def check_claims(ledger: ClaimLedger, layered: LayerResult, overlay: OverlayResult, copy_up: CopyUpResult,
                  repro: ReproducibleResult) -> None:
-    """The chapter's claims, each with a criterion and a verdict computed from this notebook's measurements."""
+    """The chapter's claims about layers and our findings beyond them, each with a criterion and a verdict computed
+    from this notebook's measurements."""
     made = int((~layered.layers["empty_layer"]).sum())
+    config_only = ", ".join(layered.layers.loc[layered.layers["empty_layer"], "created_by"].fillna("")) or "none"
     ledger.check(
-        "layers.per_instruction", section=SECTION_LAYERS,
-        claim="An image is a stack of layers, one per filesystem-changing instruction",
+        "layers.per_instruction", source=Source.CHAPTER, section=SECTION_IMAGE,
+        claim="An image is a stack of read-only layers, each made by one Dockerfile instruction",
         value=made, unit="layers",
-        measured=f"{made} layers for {len(layered.layers)} instructions; history and layer tars agree on "
+        measured=f"{made} layers for {len(layered.layers)} history entries (the imported base and each "
+                 f"instruction); no layer for {config_only}; history and layer contents agree on "
                  f"{int(layered.layers['agree'].sum())} of {len(layered.layers)} (largest gap "
                  f"{layered.largest_gap_bytes:,} bytes)",
-        criterion=f"each RUN/COPY has a layer, each ENV/WORKDIR/CMD none, and the engine's history size matches "
-                  f"the layer tar's within {SIZE_TOLERANCE:.1%} for every layer",
+        criterion=f"every layer tar of docker save belongs to one instruction of the engine's history: its "
+                  f"instruction's history size matches the bytes of the files in the tar within "
+                  f"{SIZE_TOLERANCE:.1%}",
         verdict=verdict(layered.all_agree), tables=("layers",))
 
     written, read = overlay.row("written inside"), overlay.row("only read")
     union = bool(written["in_upper"] and not written["in_lower"] and written["in_merged"]
                  and read["in_lower"] and not read["in_upper"] and read["in_merged"])
     ledger.check(
-        "overlay.union", section=SECTION_LAYERS,
+        "overlay.union", source=Source.CHAPTER, section=SECTION_CONTAINER,
         claim="A container adds a thin writable layer over the image's read-only layers",
         value=float(union), unit="1 = as described",
-        measured=f"written inside: upper {bool(written['in_upper'])}, lower {bool(written['in_lower'])}; only read: "
-                 f"upper {bool(read['in_upper'])}, lower {bool(read['in_lower'])}; both in the merged view",
-        criterion="a file written inside appears in UpperDir only, a file only read stays in a LowerDir only, and "
-                  "the merged directory shows both",
+        measured=f"written inside: upper {bool(written['in_upper'])}, lower {bool(written['in_lower'])}, merged "
+                 f"{bool(written['in_merged'])}; only read: upper {bool(read['in_upper'])}, lower "
+                 f"{bool(read['in_lower'])}, merged {bool(read['in_merged'])}",
+        criterion=demonstration("how overlayfs stacks directories", "a file written inside appears in UpperDir "
+                                "only, a file only read stays in a LowerDir only, and the merged directory shows both"),
         verdict=verdict(union), tables=("overlay",))
 
     first, second = copy_up.median_ms("big", "first"), copy_up.median_ms("big", "second")
@@ -518,8 +528,8 @@ def check_claims(ledger: ClaimLedger, layered: LayerResult, overlay: OverlayResu
     full_copy = int(appended["upper_bytes"]) == int(appended["lower_bytes"]) + 1
     costly = first > 2 * second and first > 2 * small_first
     ledger.check(
-        "overlay.copy_up", section=SECTION_LAYERS,
-        claim="The first write to a file from the image copies the whole file up",
+        "overlay.copy_up", source=Source.FINDING, section=SECTION_COPY_UP,
+        claim="The first write to a file from the image copies the whole file into the container's layer",
         value=first / second, unit="× (first write over second, median)",
         measured=f"after a one-byte append UpperDir holds {int(appended['upper_bytes']):,} bytes of a "
                  f"{int(appended['lower_bytes']):,}-byte file; first append {first:.1f} ms, second {second:.2f} ms, "
@@ -530,24 +540,26 @@ def check_claims(ledger: ClaimLedger, layered: LayerResult, overlay: OverlayResu
 
     kept = layered.image_bytes("deleted in a later layer") - layered.image_bytes("deleted in the same RUN")
     ledger.check(
-        "layers.delete_does_not_shrink", section=SECTION_LAYERS,
+        "layers.delete_does_not_shrink", source=Source.FINDING, section=SECTION_DELETE,
         claim="Deleting a file in a later layer does not make the image smaller",
         value=kept / MIB, unit="MiB kept",
         measured=f"the image is {kept / MIB:.1f} MiB larger than the one-RUN variant; the whiteout hides "
                  f"{layered.wasted_bytes / MIB:.1f} MiB of a {layered.blob_bytes / MIB:.0f} MiB blob",
-        criterion="the image with the later-layer delete is larger than the one-RUN variant by ≥ 90 % of the blob",
+        criterion=demonstration("read-only layers: a later layer can only hide a file", "the image with the "
+                                "later-layer delete is larger than the one-RUN variant by ≥ 90 % of the blob"),
         verdict=verdict(kept >= 0.9 * layered.blob_bytes), tables=("images", "layers"))
 
     as_is, normalised = repro.differing("as is"), repro.differing("normalised")
     ledger.check(
-        "repro.timestamps", section=SECTION_REPRO,
-        claim="The same Dockerfile built twice does not give the same layers unless timestamps are pinned",
-        value=len(as_is), unit="layers that differed (as is)",
-        measured=f"as is: {len(as_is)} of {repro.layers_made('as is')} layers differed; with SOURCE_DATE_EPOCH and "
-                 f"mtimes pinned: {len(normalised)} of {repro.layers_made('normalised')}; image ids "
+        "repro.timestamps", source=Source.FINDING, section=SECTION_REPRO,
+        claim="The same Dockerfile built twice gives the same layers only once its timestamps are pinned",
+        value=len(normalised), unit="layers that differed (normalised)",
+        measured=f"as is: {len(as_is)} of {repro.layers_made('as is')} layers differed; with SOURCE_DATE_EPOCH, "
+                 f"mtimes pinned, the source as a stamped tar and an /etc/hosts of its own: {len(normalised)} of "
+                 f"{repro.layers_made('normalised')}; image ids "
                  f"{'equal' if repro.same_image('normalised') else 'still differ'}",
-        criterion="at least one layer differs as is and none differs once the clock is replaced by SOURCE_DATE_EPOCH "
-                  "and mtimes are pinned; different image ids are a caveat",
+        criterion="the as-is builds differ in a layer (certain by construction: they write the build's date into "
+                  "one) and the normalised builds in none; different image ids are a caveat",
         verdict=verdict(bool(as_is) and not normalised, caveat=not repro.same_image("normalised")),
-        caveat="layers match but the image ids do not: the config's creation times still differ"
-        if not repro.same_image("normalised") else "", tables=("reproducible",))
+        caveat="the layers match but the image ids do not; the image configs, which hold creation times, were not "
+               "compared" if not repro.same_image("normalised") else "", tables=("reproducible",))

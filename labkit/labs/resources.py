@@ -7,7 +7,7 @@ experiment takes a container's own limit away, and it outlives the container, so
 the container's own group is gone. A :class:`~labkit.instruments.sampler.CgroupSampler` reads the container's
 own group (found from its PID, never guessed) until the group disappears.
 
-Every ``run_*`` takes the notebook's :class:`~labkit.app.session.LabSession`, measures live (or replays the
+Every ``run_*`` takes the notebook's :class:`~labkit.core.session.LabSession`, measures live (or replays the
 recorded tables) and returns a frozen result whose properties and ``conclusion()`` are computed from the tables.
 """
 
@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from labkit.app.claims import ClaimLedger, verdict
-from labkit.app.protocol import ENGINE, ROOT, Lab, Requirement
-from labkit.app.session import LabSession
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE, ClaimLedger, Source, verdict
+from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import cgroups, containers, images, kernel_log, procfs, space, stress
 from labkit.instruments.engine import Scope, info
@@ -39,7 +39,10 @@ from labkit.paths import state_dir
 
 STEM = "07-cgroups-and-limits"
 BASE = "busybox"
-SECTION = "Pitfalls: resource limits"
+SECTION = "Container Pitfalls"  # the chapter's section these claims come from ("Resource limits unset")
+SECTION_OOM = "Memory climbs to the limit"  # the notebook's sections of our findings
+SECTION_NEIGHBOUR = "A noisy neighbour"
+SECTION_PIDS = "pids: a fork loop"
 PIDS_LIMIT = 64  # every stress container's pids limit unless the experiment is about pids
 CPUS = 1.0  # every memory experiment's CPU limit: one core
 EXIT_SIGKILL = 128 + 9  # what a shell and the engine report for a process ended by SIGKILL
@@ -105,11 +108,10 @@ LAB = Lab(
         "neighbour_work": ("condition", "neighbour_threads", "t_s", "work_units"),
         "pids": ("pids_limit", "attempts", "forked", "eagain", "other", "pids_current", "pids_limit_hits",
                  "host_processes_before", "host_processes_during", "host_processes_after", "stop_s", "exit_code"),
-        "claims": ("id", "section", "notebook", "claim", "value", "unit", "measured", "criterion", "verdict",
-                   "caveat", "tables"),
+        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
-    headline="oom.exit_137",
+    headline="limits.memory",
 )
 
 
@@ -1073,15 +1075,17 @@ def run_pids(lab: LabSession, pids_limit: int = 32, attempts: int = 100) -> Pids
     return PidsResult(lab.measure("pids", experiment, pids_limit=pids_limit, attempts=attempts))
 
 
-# ---------------------------------------------------------------- the chapter's claims
+# ---------------------------------------------------------------- claims
 
 
 def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu: CpuQuotaResult,
                  neighbour: NeighbourResult, pids: PidsResult) -> None:
-    """The chapter's claims about limits, each with a criterion and a verdict computed from the measurements."""
+    """The chapter's claims about limits and our findings beyond them, each with a criterion and a verdict computed
+    from the measurements."""
     r = ramp.record
     ledger.check(
-        "oom.exit_137", section=SECTION, claim="A container killed for using too much memory exits with code 137",
+        "oom.exit_137", source=Source.FINDING, section=SECTION_OOM,
+        claim="A container the kernel kills for its memory exits with code 137 (128 + SIGKILL)",
         value=float(r["exit_code"]), unit="exit code",
         measured=f"exit {int(r['exit_code'])}; OOMKilled {bool(r['oom_killed'])}; {int(r['oom_events'])} engine oom "
                  f"event(s); cgroup oom_kill {int(r['group_oom_kills'])}; kernel log {int(r['kernel_memcg_kills'])} "
@@ -1094,7 +1098,8 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
     within = r["sampled_peak_bytes"] <= ramp.limit_bytes
     contained = int(r["kernel_memcg_kills"]) >= 1 and int(r["kernel_global_kills"]) == 0
     ledger.check(
-        "limits.memory", section=SECTION, claim="Set --memory: the kernel holds a container to it",
+        "limits.memory", source=Source.CHAPTER, section=SECTION,
+        claim="With --memory set, the kernel holds a container to its limit",
         value=float(r["sampled_peak_bytes"]) / ramp.limit_bytes, unit="× the limit (highest sampled charge)",
         measured=f"charged at most {r['sampled_peak_bytes'] / MIB:.2f} MiB against {ramp.limit_bytes / MIB:.0f} MiB; "
                  f"{int(r['kernel_memcg_kills'])} cgroup OOM kill(s), {int(r['kernel_global_kills'])} host-wide",
@@ -1103,7 +1108,8 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
         verdict=verdict(bool(within and contained)), tables=("ramp_samples", "ramp_outcome"))
 
     ledger.check(
-        "limits.cpus", section=SECTION, claim="Set --cpus: the kernel holds a container to its share of CPU",
+        "limits.cpus", source=Source.CHAPTER, section=SECTION,
+        claim="With --cpus set, the kernel holds a container to that much CPU",
         value=cpu.worst_deviation, unit="largest |measured/quota − 1|",
         measured="; ".join(f"{q.condition}: {q.cpu_cores:.3f} cores" for q in cpu.summary.itertuples()),
         criterion=f"every quota met within {CPU_TOLERANCE:.0%} by a program that could use more",
@@ -1112,8 +1118,8 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
     u = unlimited.record
     took = float(u["sampled_peak_bytes"]) / unlimited.limit_bytes
     ledger.check(
-        "limits.no_memory_limit", section=SECTION,
-        claim="A container without a memory limit can take the host's memory",
+        "limits.no_memory_limit", source=Source.CHAPTER, section=SECTION,
+        claim="A container without a memory limit can use up the host's memory",
         value=took, unit="× the parent group's limit",
         measured=f"grew to {u['sampled_peak_bytes'] / MIB:.0f} MiB of the {unlimited.limit_bytes / MIB:.0f} MiB its "
                  f"parent group allowed, then exit {int(u['exit_code'])}",
@@ -1122,24 +1128,27 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
         caveat=f"shown inside a {unlimited.limit_bytes / MIB:.0f} MiB labkit cgroup standing in for the host, never "
                "against the host itself", tables=("unlimited_samples", "unlimited_outcome"))
 
-    kept = neighbour.kept(BESIDE_UNLIMITED)
+    kept, limited = neighbour.kept(BESIDE_UNLIMITED), neighbour.kept(neighbour.limited_condition)
     ledger.check(
-        "limits.noisy_neighbour", section=SECTION,
-        claim="Without limits a noisy neighbour can starve the box",
+        "limits.noisy_neighbour", source=Source.FINDING, section=SECTION_NEIGHBOUR,
+        claim="A busy neighbour without --cpus does not starve a one-thread container: the kernel shares CPU "
+              "between containers, not between their threads",
         value=kept, unit="victim's work rate beside it / alone",
         measured=f"a one-thread victim kept {kept:.0%} beside a {int(neighbour.work['neighbour_threads'].max())}-"
-                 f"thread neighbour without --cpus, {neighbour.kept(neighbour.limited_condition):.0%} beside it "
-                 "limited",
-        criterion=f"holds below {STARVED_BELOW:.0%} (starved); between {STARVED_BELOW:.0%} and {RESTORED_FROM:.0%} "
-                  "holds with a caveat (slowed, not starved); does not hold from "
-                  f"{RESTORED_FROM:.0%} (CPU, containers against containers)",
-        verdict=verdict(kept < RESTORED_FROM, caveat=kept >= STARVED_BELOW),
-        caveat="slowed, not starved: each container's cgroup has the same CPU weight" if
-        STARVED_BELOW <= kept < RESTORED_FROM else "", tables=("neighbour_work",))
+                 f"thread neighbour without --cpus, {limited:.0%} beside it limited",
+        criterion=f"the victim keeps at least {STARVED_BELOW:.0%} of its rate alone beside the neighbour without "
+                  f"--cpus (below, it is starved: does not hold); the design is a caveat, and so is a rate below "
+                  f"{RESTORED_FROM:.0%} (slowed)",
+        verdict=verdict(kept >= STARVED_BELOW, caveat=True),
+        caveat=("slowed, not starved; " if kept < RESTORED_FROM else "")
+        + "near-certain by design: the victim asks for one core, its fair share of the host's CPUs beside one "
+          "neighbour; asking for more, or pinned to the neighbour's CPU, it would get less (not measured); limiting "
+          f"the neighbour changed its rate from {kept:.0%} to {limited:.0%}", tables=("neighbour_work",))
 
     p = pids.record
     ledger.check(
-        "limits.pids", section=SECTION, claim="--pids-limit stops a fork bomb at the limit",
+        "limits.pids", source=Source.FINDING, section=SECTION_PIDS,
+        claim="--pids-limit caps the processes a container can make: forks past the limit fail",
         value=float(p["forked"]), unit="children forked",
         measured=f"{int(p['forked'])} forked, {int(p['eagain'])} EAGAIN of {int(p['attempts'])} attempts under "
                  f"--pids-limit {int(p['pids_limit'])}",

@@ -3,7 +3,7 @@ for two architectures, and the series' own Dockerfiles linted.
 
 Everything is pushed to and pulled from Debian's docker-registry on 127.0.0.1 for the run only; no outside
 registry is contacted. What needs online databases or keys (vulnerability scanning, signing) is shown as the
-exact commands, never simulated. Every ``run_*`` takes the notebook's :class:`~labkit.app.session.LabSession`
+exact commands, never simulated. Every ``run_*`` takes the notebook's :class:`~labkit.core.session.LabSession`
 and returns a frozen result whose numbers and sentences are computed from its tables.
 """
 
@@ -21,21 +21,23 @@ import docker
 import docker.errors
 import pandas as pd
 
-from labkit.app.claims import ClaimLedger, verdict
-from labkit.app.protocol import ENGINE, Lab, Requirement
-from labkit.app.session import LabSession
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE, ClaimLedger, Source, demonstration, verdict
+from labkit.core.lab import ENGINE, Lab, Requirement
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import arch, builds, containers, images, registry
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
-from labkit.instruments.shell import run
+from labkit.instruments.shell import CommandError, run
 from labkit.labs import buildcache, platforms
 
 STEM = "06-tags-digests-and-registries"
-SECTION_TAGS = "Tags move, digests do not"
-SECTION_LATEST = "latest is just a tag"
-SECTION_PLATFORMS = "One tag, several platforms"
+# The chapter's sections these claims come from, as it spells them, and the notebook's section of our finding.
+SECTION_TAGS = "Image Tags — Don't Use latest in Production"
+SECTION_REGISTRIES = "Registries — Where Images Live Between Build and Run"
 SECTION_LINT = "Lint, scan, sign"
+# What fixes the outcome of each demonstration here.
+REGISTRY_RULES = "how a registry stores manifests: by digest, with tags as names that point at one"
 
 BASE = "busybox"
 LIMITS = Limits.of(memory_mib=64, pids=32, cpus=0.5)
@@ -71,8 +73,7 @@ LAB = Lab(
         "latest": ("step", "tag", "digest", "names"),
         "manifest": platforms.LAB.tables["manifest"],
         "lint": ("dockerfile", "line", "code", "level", "message"),
-        "claims": ("id", "section", "notebook", "claim", "value", "unit", "measured", "criterion", "verdict",
-                   "caveat", "tables"),
+        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
 )
@@ -318,7 +319,8 @@ def lint(dockerfiles: Mapping[str, str]) -> pd.DataFrame:
     for name, text in dockerfiles.items():
         done = run([program, "--no-color", "-f", "json", "-"], 60, check=False, input_text=text)
         if done.exit_code not in (0, 1):  # 1: findings at or above the failure threshold
-            raise RuntimeError(f"hadolint on {name!r} exited {done.exit_code}: {done.stderr.strip()}")
+            raise CommandError(done.argv, done.exit_code, done.stdout, done.stderr,
+                               hint=f"hadolint failed on {name!r} by itself: reinstall it (`labkit setup 06`).")
         for finding in json.loads(done.stdout or "[]"):
             rows.append({"dockerfile": name, "line": int(finding["line"]), "code": finding["code"],
                          "level": finding["level"], "message": finding["message"]})
@@ -383,50 +385,55 @@ def run_lint(lab: LabSession) -> LintResult:
 
 def check_claims(ledger: ClaimLedger, moved: MovedTagResult, latest: LatestResult,
                  manifest: platforms.ManifestResult, linted: LintResult) -> None:
-    """The chapter's claims, each with a criterion and a verdict computed from this notebook's measurements."""
+    """The chapter's claims about tags and registries and our finding beyond them, each with a criterion and a
+    verdict computed from this notebook's measurements."""
     first, second = moved.step("push 1.0 (first build)"), moved.step("push 1.0 (rebuilt)")
     ledger.check(
-        "tags.mutable", section=SECTION_TAGS, claim="A tag is a movable name: the same tag can name another image",
+        "tags.mutable", source=Source.CHAPTER, section=SECTION_TAGS,
+        claim="A tag can be moved: the same tag can come to name another image",
         value=float(moved.tag_moved), unit="1 = the tag named a new digest",
         measured=f"app:1.0 named {first['digest'][:19]}… then {second['digest'][:19]}…; pulled by tag it printed "
                  f"{moved.step('pull 1.0 by tag')['output']!r}",
-        criterion="after a rebuild and a second push of the same tag, the registry names a different digest for it "
-                  "and a pull of the tag runs the rebuilt image",
+        criterion=demonstration(REGISTRY_RULES, "after a rebuild and a second push of the same tag, the registry "
+                                "names a different digest for it and a pull of the tag runs the rebuilt image"),
         verdict=verdict(moved.tag_moved and str(moved.step("pull 1.0 by tag")["output"]) == str(second["output"])),
         tables=("moved_tag",))
     ledger.check(
-        "digests.pin", section=SECTION_TAGS, claim="Pin images by digest: a digest always names the same image",
+        "digests.pin", source=Source.CHAPTER, section=SECTION_TAGS,
+        claim="Pinning by digest runs the exact image that was tested: a digest cannot be reused",
         value=float(moved.digest_pinned), unit="1 = the old digest ran the old image",
         measured=f"pulled by the old digest after the tag moved, it printed "
                  f"{moved.step('pull by the old digest')['output']!r} (first build: {first['output']!r})",
-        criterion="with both images removed from the engine, pulling the first push's digest runs the first build "
-                  "while the tag runs the rebuild",
+        criterion=demonstration(REGISTRY_RULES, "with both images removed from the engine, pulling the first "
+                                "push's digest runs the first build while the tag runs the rebuild"),
         verdict=verdict(moved.digest_pinned), tables=("moved_tag",))
     ledger.check(
-        "tags.latest_is_just_a_tag", section=SECTION_LATEST,
-        claim="latest is just a tag: it does not follow the newest push",
+        "tags.latest_is_just_a_tag", source=Source.CHAPTER, section=SECTION_TAGS,
+        claim="latest names whatever was last pushed as latest, not the newest version",
         value=float(latest.stayed), unit="1 = latest stayed until pushed itself",
         measured=f"after :2 was pushed, latest named {latest.names(PUSHED_2)}; after pushing latest itself, "
                  f"{latest.names(MOVED)}",
-        criterion="pushing a newer version under another tag leaves latest on the older one; it moves only when "
-                  "latest itself is pushed",
+        criterion=demonstration(REGISTRY_RULES, "pushing a newer version under another tag leaves latest on the "
+                                "older one; it moves only when latest itself is pushed"),
         verdict=verdict(latest.stayed), tables=("latest",))
     ledger.check(
-        "tags.one_tag_per_platform", section=SECTION_PLATFORMS,
+        "tags.one_tag_per_platform", source=Source.CHAPTER, section=SECTION_REGISTRIES,
         claim="A manifest list lets one tag serve each platform its own image",
         value=float(manifest.resolves), unit="1 = every pull resolved to its platform",
         measured="; ".join(f"{r.platform} → {r.pulled_architecture} ({r.uname_m})"
                            for r in manifest.pulls.itertuples()),
-        criterion="for every platform, pull --platform of the one tag gives that platform's image, recorded with "
-                  "its architecture, and uname -m in it prints that machine",
+        criterion=demonstration("how a manifest list is resolved", "for every platform, pull --platform of the one "
+                                "tag gives that platform's image, recorded with its architecture, and uname -m in it "
+                                "prints that machine"),
         verdict=verdict(manifest.resolves), tables=("manifest",))
     caught, own = linted.caught, linted.own
     ledger.check(
-        "lint.hadolint_catches_mistakes", section=SECTION_LINT,
-        claim="A Dockerfile linter (hadolint) catches common mistakes before they ship",
+        "lint.hadolint_catches_mistakes", source=Source.FINDING, section=SECTION_LINT,
+        claim="hadolint, run offline, flags common Dockerfile mistakes before a build",
         value=float(sum(caught.values())), unit=f"of {len(caught)} planted mistakes caught",
         measured=f"caught {sum(caught.values())} of {len(caught)} planted mistakes; {len(own)} findings in the "
                  f"series' own {linted.linted} Dockerfiles",
-        criterion="hadolint reports the rule each planted mistake breaks (untagged base, unpinned apt-get, ADD "
-                  "for a local file, cd in RUN, USER root, pip's cache), offline",
+        criterion=demonstration("hadolint's rules: each mistake was planted to break one", "hadolint reports the "
+                                "rule each planted mistake breaks (untagged base, unpinned apt-get, ADD for a local "
+                                "file, cd in RUN, USER root, pip's cache), offline"),
         verdict=verdict(all(caught.values())), tables=("lint",))

@@ -7,7 +7,6 @@ import logging
 import os
 import select
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -59,7 +58,7 @@ class ScratchContainer:
                                 start_timeout_s=start_timeout_s)
         self._layout = layout
         self._cgroup: Cgroup | None = None
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: shell.Process[str] | None = None
         self._old_root: Path | None = None
         self._stdout: IO[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -107,7 +106,7 @@ class ScratchContainer:
             self._launch = launch.build(self.spec, programs, self._cgroup.procs_files, self._old_root.name)
             self._proc = shell.spawn(
                 self._launch.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=shell.DEVNULL,
                 stdout=self._stdout,
                 stderr=self._stderr,
                 env={"PATH": launch.CONTAINER_PATH, "HOME": "/"},
@@ -169,7 +168,7 @@ class ScratchContainer:
         proc = self._running()
         try:
             code = _wait_exactly(proc, timeout_s)
-        except subprocess.TimeoutExpired as exc:
+        except shell.TimeoutExpired as exc:
             stdout, stderr = self.output()
             raise shell.CommandError(
                 self.argv, None, stdout, stderr, hint=f"The scratch container ran longer than {timeout_s} s."
@@ -219,7 +218,7 @@ class ScratchContainer:
     def _shown_argv(self) -> list[str]:
         return list(self._launch.shown) if self._launch is not None else self.argv
 
-    def _running(self) -> subprocess.Popen[str]:
+    def _running(self) -> shell.Process[str]:
         if self._proc is None:
             raise RuntimeError("the container is not running: use it as `with ScratchContainer(...) as c:`")
         return self._proc
@@ -287,7 +286,7 @@ def run_scratch_once(
         return container.wait(timeout_s)
 
 
-def _kill_inside(cgroup: Cgroup, proc: subprocess.Popen[str], timeout_s: float) -> None:
+def _kill_inside(cgroup: Cgroup, proc: shell.Process[str], timeout_s: float) -> None:
     """SIGKILL the container's processes but not ``unshare`` (``proc``), so that ``unshare`` reaps PID 1 and
     exits by itself and we reap ``unshare``: killing both at once would leave PID 1 a zombie for the host's
     init to collect, some time later."""
@@ -304,7 +303,7 @@ def _kill_inside(cgroup: Cgroup, proc: subprocess.Popen[str], timeout_s: float) 
         time.sleep(0.002)
 
 
-def _wait_exactly(proc: subprocess.Popen[str], timeout_s: float) -> int:
+def _wait_exactly(proc: shell.Process[str], timeout_s: float) -> int:
     """Popen.wait(timeout) without its polling: that sleeps up to 50 ms between checks, which would show up
     in start-up timings. A pidfd becomes readable the moment the process ends (Linux >= 5.3)."""
     if proc.poll() is not None:
@@ -318,16 +317,16 @@ def _wait_exactly(proc: subprocess.Popen[str], timeout_s: float) -> int:
     finally:
         os.close(pidfd)
     if not ready:
-        raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        raise shell.TimeoutExpired(proc.args, timeout_s)
     return proc.wait()
 
 
-def _kill_and_reap(proc: subprocess.Popen[str]) -> None:
+def _kill_and_reap(proc: shell.Process[str]) -> None:
     if proc.poll() is None:
         proc.kill()
     try:
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired as exc:
+    except shell.TimeoutExpired as exc:
         raise RuntimeError(f"pid {proc.pid} ({proc.args!r}) survived SIGKILL") from exc
 
 

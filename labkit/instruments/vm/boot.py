@@ -10,12 +10,12 @@ import codecs
 import os
 import re
 import selectors
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from labkit.errors import BadParameter
+from labkit.instruments import shell
 from labkit.instruments.shell import CommandError, spawn
 from labkit.instruments.vm.initramfs import MARKER
 from labkit.instruments.vm.kernel import VmAssetError, VmAssets
@@ -102,7 +102,7 @@ class _Console:
     closed: bool = False  # QEMU closed stdout and stderr (it is exiting)
 
 
-def _watch(proc: subprocess.Popen[str], deadline_ns: int) -> _Console:
+def _watch(proc: shell.Process[str], deadline_ns: int) -> _Console:
     """Read QEMU's stdout (serial console) and stderr until both close or `deadline_ns` (perf_counter_ns).
 
     After the marker line, keep reading for at most the power-off grace period.
@@ -157,13 +157,13 @@ def _take_lines(console: _Console, stderr_parts: list[str], stream: str, lines: 
             console.release = match.group(1) if match else None
 
 
-def _stop(proc: subprocess.Popen[str], exit_wait_s: float) -> bool:
+def _stop(proc: shell.Process[str], exit_wait_s: float) -> bool:
     """Make sure QEMU has exited: wait `exit_wait_s` seconds, then kill it; reap it. True if we killed it."""
     killed = False
     try:
         try:
             proc.wait(timeout=exit_wait_s)
-        except subprocess.TimeoutExpired:
+        except shell.TimeoutExpired:
             proc.kill()
             killed = True
         proc.wait(timeout=30)
@@ -195,7 +195,7 @@ def boot_once(assets: VmAssets, accel: str, memory_mib: int = 256, timeout_s: fl
     kvm_cpu = (probe_kvm().cpu_model or KVM_CPU_MODELS[0]) if accel == "kvm" else ""
     argv = qemu_argv(assets, accel, memory_mib, kvm_cpu)
     started_ns = time.perf_counter_ns()
-    proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = spawn(argv, stdin=shell.DEVNULL, stdout=shell.PIPE, stderr=shell.PIPE)
     console: _Console | None = None
     try:
         console = _watch(proc, started_ns + int(timeout_s * 1e9))

@@ -17,8 +17,9 @@ import docker
 import pandas as pd
 
 from labkit import paths
-from labkit.app.claims import CLAIMS_TABLE, ClaimLedger
-from labkit.app.results import ResultStore, utc_now
+from labkit.core.claims import CLAIMS_TABLE, ClaimLedger
+from labkit.core.lab import Lab
+from labkit.core.results import ResultStore, utc_now
 from labkit.errors import BadParameter, EngineLost, NeedsRoot, NotPrepared
 from labkit.instruments import engine, measure
 from labkit.instruments.engine import Scope
@@ -51,7 +52,7 @@ class LabSession:
             "quick": quick,
             "started_utc": utc_now(),
             "fingerprint": measure.fingerprint(client),
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "experiments": {},
         }
 
@@ -87,7 +88,8 @@ class LabSession:
         experiment's name, `parameters` and start and end time in the provenance; or read them back (replay).
 
         If the engine stops answering while it runs, :class:`~labkit.errors.EngineLost` says so and names the
-        folder that keeps what the earlier experiments measured.
+        folder that keeps what the earlier experiments measured; any other error of the docker SDK reaches the
+        notebook as a LabkitError with a hint (:func:`labkit.instruments.engine.engine_error`), never raw.
         """
         if self.replay is not None:
             return {name: self.replay.read_table(name) for name in tables}
@@ -96,13 +98,14 @@ class LabSession:
         try:
             frames = dict(run())
         except Exception as exc:
-            if engine.timed_out(exc):
-                raise engine.timeout_error(exc, f"the experiment {experiment!r}", f" What the earlier experiments "
-                                           f"measured is kept in {self.store.folder}.") from exc
-            if self.client is not None and not engine.answers(self.client):
+            kept = f" What the earlier experiments measured is kept in {self.store.folder}."
+            if not engine.timed_out(exc) and self.client is not None and not engine.answers(self.client):
                 raise EngineLost(f"The Docker Engine stopped answering during the experiment {experiment!r}.",
                                  f"What the earlier experiments measured is kept in {self.store.folder}. Start "
                                  "the engine again (`labkit setup`) and re-run the notebook.") from exc
+            translated = engine.engine_error(exc, f"the experiment {experiment!r}", kept)
+            if translated is not None:
+                raise translated from exc
             raise
         if sorted(frames) != sorted(tables):
             raise RuntimeError(f"experiment {experiment!r} made tables {sorted(frames)}, not {sorted(tables)}")
@@ -160,38 +163,75 @@ def results_root() -> Path:
     return Path(override).resolve() if override else paths.build_dir() / "results"
 
 
-def open_session(stem: str, mode: str = "auto", quick: bool = False) -> LabSession:
-    """Open a session: `live` needs an engine, `replay` needs recorded results, `auto` prefers live."""
+def open_session(lab: Lab, mode: str = "auto", quick: bool = False) -> LabSession:
+    """Open a session for `lab` (its module's ``LAB``): `live` needs an engine, `replay` needs recorded results,
+    `auto` prefers live. A live session records only the tables `lab` declares, with their columns."""
+    if not isinstance(lab, Lab):
+        raise BadParameter(f"open_session takes a lab's declaration (its module's LAB), not {lab!r}.",
+                           "Pass the lab module's LAB, e.g. open_session(anatomy.LAB, mode=mode, quick=quick).")
     if mode not in MODES:
         raise BadParameter(f"mode={mode!r} is not a session mode.", f"Choose one of {list(MODES)}.")
     # The notebook's tables are shown whole: pandas would cut a claim's wording or caveat at 50 characters
     # ("…") and hide middle columns of a wide matrix, in JupyterLab and in the book alike.
     pd.set_option("display.max_colwidth", None, "display.max_columns", None)
-    recorded = ResultStore(paths.recorded_results_dir() / stem)
+    recorded = ResultStore(paths.recorded_results_dir() / lab.stem)
     if mode == "replay":
         recorded.read_provenance()  # a clear error when nothing was recorded
-        return LabSession(stem, quick, recorded.folder.parent, None, recorded)
+        return LabSession(lab.stem, quick, recorded.folder.parent, None, recorded)
     try:
         client = engine.connect()
     except engine.EngineUnavailable:
         if mode == "live" or not (recorded.folder / "provenance.json").exists():
             raise
         log.warning("no engine answers: replaying %s", recorded.folder)
-        return LabSession(stem, quick, recorded.folder.parent, None, recorded)
-    return LabSession(stem, quick, results_root(), client, None, tables=_declared_tables(stem))
+        return LabSession(lab.stem, quick, recorded.folder.parent, None, recorded)
+    return LabSession(lab.stem, quick, results_root(), client, None, tables=dict(lab.tables))
 
 
-def _declared_tables(stem: str) -> Mapping[str, Sequence[str]] | None:
-    from labkit.app import protocol
+# Folders that hold code a run executes: a file there that git does not track makes the tree dirty (`git describe
+# --dirty` ignores untracked files, so a lab never added to git looked committed).
+CODE_FOLDERS = ("labkit", "notebooks", "tests")
+# What a recording writes: its own changes there do not make the tree it runs from dirty.
+RESULTS_FOLDER = "data/results"
 
-    return next((dict(lab.tables) for lab in protocol.all_labs() if lab.stem == stem), None)
 
-
-def _git_commit() -> str:
-    """The checkout's commit, with `-dirty` when files differ from it; 'unknown' without git or a checkout."""
+def git_commit(root: Path | None = None) -> str:
+    """The commit of the checkout at `root` (default: this project), with `-dirty` when :func:`uncommitted` names
+    a path; 'unknown' without git or a checkout."""
+    root = root or paths.project_root()
     try:
-        result = run(["git", "-C", str(paths.project_root()), "describe", "--always", "--dirty", "--abbrev=40"],
-                     10, check=False)
+        head = run(["git", "-C", str(root), "rev-parse", "HEAD"], 10, check=False)
     except CommandError:
         return "unknown (git is not installed)"
-    return result.stdout.strip() if result.exit_code == 0 else "unknown (not a git checkout)"
+    if head.exit_code != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + ("-dirty" if uncommitted(root) else "")
+
+
+def uncommitted(root: Path | None = None) -> list[str]:
+    """Paths of the checkout at `root` (default: this project) that its commit does not hold as they are: tracked
+    files changed or staged anywhere but under data/results/, and untracked files under labkit/, notebooks/ or
+    tests/."""
+    root = root or paths.project_root()
+    status = run(["git", "-C", str(root), "status", "--porcelain", "-z", "--untracked-files=all", "--", ".",
+                  f":(exclude){RESULTS_FOLDER}"], 30).stdout
+    entries = iter(status.split("\0"))
+    changed = []
+    for entry in entries:
+        code, path = entry[:2], entry[3:]
+        if code[:1] in ("R", "C"):
+            next(entries, None)  # a rename or copy is followed by the path it came from
+        if path and (code != "??" or path.startswith(tuple(f"{folder}/" for folder in CODE_FOLDERS))):
+            changed.append(path)
+    return changed
+
+
+def require_committed(root: Path | None = None) -> None:
+    """Refuse (NotPrepared, naming the paths) to record results from a tree whose code its commit does not hold:
+    the provenance of a recording names a commit, and that commit must be the code that made it."""
+    changed = uncommitted(root)
+    if changed:
+        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        raise NotPrepared(f"results are recorded only from a committed tree; not committed: {shown}.",
+                          "Commit first (`git add` the new files, then `git commit`), then record again "
+                          "(`make record`).")

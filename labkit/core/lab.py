@@ -1,14 +1,13 @@
-"""The lab protocol: what each notebook needs and makes, declared once in its lab module.
+"""A lab's declaration: what each notebook needs and makes, declared once in its lab module.
 
 Every ``labkit/labs/<topic>.py`` defines ``LAB = Lab(...)``: the notebook stem, its host requirements, the base
 images it uses, the tables it records (with their columns) and a ``prepare(client)`` that makes its other assets.
-``labkit setup``, ``labkit doctor`` and the tests loop over :func:`all_labs`; nothing else names a notebook.
+The notebook opens its session with its lab's ``LAB``; only the application (:mod:`labkit.app.catalog`) finds
+every lab.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +69,7 @@ class Lab:
     `requirements`: what a live run needs from the host; `bases`: labkit base images it uses (made by setup);
     `tables`: each recorded table's name and the columns it must carry; `prepare(client)`: makes the other
     assets (rootfs trees, kernels…) and returns one line per asset for the setup log; `headline`: the id of the
-    claim whose measurement the book's landing page shows for this notebook.
+    chapter claim (``source = chapter``) whose measurement the book's landing page shows for this notebook.
     """
 
     stem: str
@@ -79,7 +78,7 @@ class Lab:
     bases: tuple[str, ...]
     tables: Mapping[str, tuple[str, ...]]
     prepare: Callable[[Any], list[str]] = field(default=_nothing_to_prepare)
-    headline: str = ""  # the claim id the book's landing page quotes for this notebook (default: its first claim)
+    headline: str = ""  # the chapter claim the book's landing page quotes (default: its first chapter claim)
 
     @property
     def number(self) -> str:
@@ -92,30 +91,3 @@ class Lab:
     @property
     def needs_engine(self) -> bool:
         return any(r.kind == "engine" for r in self.requirements)
-
-
-def all_labs() -> list[Lab]:
-    """Every lab module's ``LAB``, in notebook order."""
-    import labkit.labs
-
-    found = []
-    for module in pkgutil.iter_modules(labkit.labs.__path__):
-        lab = getattr(importlib.import_module(f"labkit.labs.{module.name}"), "LAB", None)
-        if isinstance(lab, Lab):
-            found.append(lab)
-    return sorted(found, key=lambda lab: lab.stem)
-
-
-def select(names: list[str] | None) -> list[Lab]:
-    """The labs named by number (``01``) or stem; all of them when `names` is empty."""
-    labs = all_labs()
-    if not names:
-        return labs
-    chosen = []
-    for wanted in names:
-        matches = [lab for lab in labs if wanted in (lab.stem, lab.number)]
-        if not matches:
-            raise BadParameter(f"notebook {wanted!r} not found.",
-                               f"Choose from: {', '.join(lab.stem for lab in labs)}.")
-        chosen += matches
-    return chosen

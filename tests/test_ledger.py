@@ -1,0 +1,105 @@
+"""Every lab's claims against the chapter: a `chapter` claim names one of the chapter's section headings (read from
+the chapter's text in ../shared/chapter/), in the recorded ledgers and in the claims recomputed from the recorded
+tables as each notebook computes them (tests/test_replay.py's CHAPTERS); every claim shows its criterion."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from labkit.app import book, catalog
+from labkit.core import claims
+from labkit.core.session import open_session
+from tests.conftest import missing
+from tests.test_replay import CHAPTERS
+
+ROOT = Path(__file__).resolve().parent.parent
+# The chapter sits beside the checkout (a fresh clone in CI too): ../shared/chapter/.
+CHAPTER = ROOT.parent / "shared" / "chapter" / "containers-and-docker.txt"
+LABS = {lab.stem: lab for lab in catalog.all_labs()}
+
+
+@cache
+def recomputed(stem: str) -> pd.DataFrame:
+    """The ledger of notebook `stem` recomputed from its recorded tables."""
+    lab = open_session(LABS[stem], mode="replay")
+    CHAPTERS[stem](lab)
+    return lab.claims.frame()
+
+
+def recorded(stem: str) -> pd.DataFrame:
+    return pd.read_csv(ROOT / "data" / "results" / stem / "claims.csv", keep_default_na=False)
+
+
+def chapter_headings(text: str) -> set[str]:
+    """The chapter's headings: the lines that stand alone between blank lines and read as a title — short, and not
+    ending as a sentence, a list's lead-in or a line of code does."""
+    lines = text.splitlines()
+    return {line for before, line, after in zip(["", *lines[:-1]], lines, [*lines[1:], ""], strict=True)
+            if line.strip() and not before.strip() and not after.strip() and line == line.strip()
+            and len(line) <= 60 and not re.search(r"[.:?;,)\]\"']$", line)}
+
+
+@pytest.fixture(scope="module")
+def headings() -> set[str]:
+    if not CHAPTER.exists():
+        missing(f"the chapter's text at {CHAPTER} (../shared/chapter/ beside the checkout)")
+    return chapter_headings(CHAPTER.read_text())
+
+
+def _misattributed(ledger: pd.DataFrame, headings: set[str]) -> list[str]:
+    """The ids of `ledger`'s rows whose source is neither chapter nor finding, or whose chapter section is not a
+    heading of the chapter."""
+    sources = {s.value for s in claims.Source}
+    return [row.id for row in ledger.itertuples() if row.source not in sources
+            or (row.source == claims.Source.CHAPTER and row.section not in headings)]
+
+
+def test_the_heading_reader_finds_the_chapter_s_sections_and_nothing_that_is_prose_or_code(headings: set[str]) -> None:
+    assert {"What a Container Actually Is", "Container Pitfalls", "docker compose — The Local Stack"} <= headings
+    assert not {h for h in headings if h.startswith(("CMD", "FROM", "#")) or h.endswith("?")}
+
+
+def test_the_sections_labkit_accepts_are_headings_of_the_chapter(headings: set[str]) -> None:
+    assert set(claims.CHAPTER_SECTIONS) - headings == set()
+
+
+@pytest.mark.parametrize("stem", sorted(LABS))
+def test_every_lab_declares_the_claims_table_its_session_writes(stem: str) -> None:
+    # A live run refuses, at its very end, a table with other columns than its lab declares.
+    assert list(LABS[stem].tables[claims.CLAIMS_TABLE]) == claims.COLUMNS
+
+
+@pytest.mark.parametrize("stem", sorted(LABS))
+def test_recomputed_chapter_claims_name_a_heading_of_the_chapter(stem: str, headings: set[str]) -> None:
+    ledger = recomputed(stem)
+    assert list(ledger.columns) == claims.COLUMNS
+    assert _misattributed(ledger, headings) == []
+
+
+@pytest.mark.parametrize("stem", sorted(LABS))
+def test_recorded_chapter_claims_name_a_heading_of_the_chapter(stem: str, headings: set[str]) -> None:
+    ledger = recorded(stem)
+    assert "source" in ledger.columns, f"{stem}: recorded before claims had a source; re-record it (`make record`)"
+    assert _misattributed(ledger, headings) == []
+
+
+@pytest.mark.parametrize("stem", sorted(LABS))
+def test_every_claim_shows_its_criterion_in_the_notebook_and_in_the_book(stem: str) -> None:
+    ledger = recomputed(stem)
+    assert (ledger["criterion"].str.strip() != "").all()
+    page = book.claims_page(ledger, [])
+    for row in ledger.itertuples():
+        assert f"| **{row.verdict}** |" in page and row.criterion.replace("|", "\\|") in page, row.id
+    assert all(f"## {title}" in page for title in claims.SOURCE_TITLES.values())
+
+
+def test_every_declared_headline_is_a_chapter_claim_of_its_lab() -> None:
+    declared = {stem: lab.headline for stem, lab in LABS.items() if lab.headline}
+    sources = {stem: recomputed(stem).set_index("id")["source"].to_dict() for stem in declared}
+    assert {stem: sources[stem].get(claim) for stem, claim in declared.items()} == {
+        stem: claims.Source.CHAPTER.value for stem in declared}
