@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import docker
 import pandas as pd
 import pytest
@@ -134,4 +136,6 @@ def test_a_large_docker_save_succeeds_on_a_throttled_engine_and_a_short_wait_nam
     message = str(caught.value)
     assert "sent nothing for 10 s during the experiment 'save' (GET /" in message and "/images/" in message
     assert "export LABKIT_ENGINE_TIMEOUT=60" in message and "kept in" in message
-    assert throttle.daemon_pids() and not undo.pending()  # the daemons were let go and nothing is left to undo
+    # The daemons were let go and nothing of this test is left to undo (a throttle around the whole test session,
+    # as when make test itself runs under a slowed engine, is another holder's).
+    assert throttle.daemon_pids() and not [change for change in undo.pending() if change.pid == os.getpid()]
