@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from labkit.instruments import cgroups, procfs
-from labkit.labs import anatomy
+from labkit.labs import what_a_container_is
 from tests.browser import chromium, served, visit
 from tests.conftest import leftovers
 
@@ -60,7 +60,7 @@ def test_provenance_says_where_and_when(executed: Path) -> None:
     assert provenance["fingerprint"]["engine_version"] and provenance["fingerprint"]["kernel"] == os.uname().release
     assert provenance["started_utc"] < provenance["ended_utc"]
     experiments = provenance["experiments"]
-    assert set(experiments) == set(anatomy.LAB.tables) - {"claims"}
+    assert set(experiments) == set(what_a_container_is.LAB.tables) - {"claims"}
     # The from-scratch experiment records three tables, each with the limits it ran under.
     assert {experiments[t]["experiment"] for t in ("scratch_cgroup", "scratch_namespaces", "scratch_inside")} == {
         "from_scratch"}
@@ -68,7 +68,7 @@ def test_provenance_says_where_and_when(executed: Path) -> None:
 
 
 def test_tables_carry_the_columns_the_lab_declares(executed: Path) -> None:
-    for table, columns in anatomy.LAB.tables.items():
+    for table, columns in what_a_container_is.LAB.tables.items():
         assert list(pd.read_csv(executed / f"{table}.csv", nrows=0).columns) == list(columns), table
 
 
@@ -118,10 +118,10 @@ def test_from_scratch_container_is_isolated_limited_and_cleaned(executed: Path) 
 
 def test_startup_interleaves_four_methods_under_the_same_limits(executed: Path) -> None:
     startup = pd.read_csv(executed / "startup.csv")
-    assert startup.groupby("method").size().to_dict() == {m: 5 for m in anatomy.STARTUP_METHODS}
+    assert startup.groupby("method").size().to_dict() == {m: 5 for m in what_a_container_is.STARTUP_METHODS}
     first = startup[startup["repeat"] == 0].sort_values("position")["method"].tolist()
     second = startup[startup["repeat"] == 1].sort_values("position")["method"].tolist()
-    assert first == list(anatomy.STARTUP_METHODS) and second == first[1:] + first[:1]
+    assert first == list(what_a_container_is.STARTUP_METHODS) and second == first[1:] + first[:1]
     assert startup[["memory_limit_bytes", "pids_limit", "cpus"]].drop_duplicates().values.tolist() == [
         [64 * 2**20, 32, 0.5]]
     assert startup["static_binary"].all()

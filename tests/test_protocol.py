@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import labkit.labs
 from labkit.app import catalog
 from labkit.core.lab import ENGINE, Requirement
 
@@ -32,11 +35,27 @@ def test_recorded_tables_carry_the_columns_the_lab_declares(stem: str) -> None:
         assert list(pd.read_csv(folder / f"{table}.csv", nrows=0).columns) == list(columns), table
 
 
+def lab_module_name(stem: str) -> str:
+    """The lab module a notebook's stem names: its words without the number, `-` → `_`
+    (``07-cgroups-and-limits`` → ``cgroups_and_limits``)."""
+    return stem.split("-", 1)[1].replace("-", "_")
+
+
+def test_every_notebook_has_the_lab_module_its_name_gives_and_no_lab_is_without_one() -> None:
+    modules = {module.name for module in pkgutil.iter_modules(labkit.labs.__path__)}
+    assert modules == {lab_module_name(stem) for stem in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_the_lab_module_declares_its_notebook(stem: str) -> None:
+    module = importlib.import_module(f"labkit.labs.{lab_module_name(stem)}")
+    assert module.LAB.stem == module.STEM == stem
+
+
 @pytest.mark.parametrize("stem", NOTEBOOKS)
 def test_the_notebook_uses_its_own_lab(stem: str) -> None:
-    module = next(p.stem for p in (ROOT / "labkit" / "labs").glob("*.py")
-                  if f'STEM = "{stem}"' in p.read_text())
-    assert f"from labkit.labs import {module}" in (ROOT / "notebooks" / f"{stem}.ipynb").read_text()
+    notebook = (ROOT / "notebooks" / f"{stem}.ipynb").read_text()
+    assert f"from labkit.labs import {lab_module_name(stem)}" in notebook
 
 
 def test_selecting_labs_by_number_and_refusing_unknown_ones() -> None:

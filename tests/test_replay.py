@@ -19,7 +19,16 @@ from labkit.app import catalog
 from labkit.core.lab import Lab
 from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter
-from labkit.labs import anatomy, baseimages, buildcache, layering, multistage, platforms, resources, tags
+from labkit.labs import (
+    arm64_vs_amd64,
+    build_cache,
+    cgroups_and_limits,
+    choosing_a_base_image,
+    image_layers,
+    multi_stage_builds,
+    tags_digests_and_registries,
+    what_a_container_is,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = sorted(p.parent for p in (ROOT / "data" / "results").glob("*/provenance.json"))
@@ -77,30 +86,35 @@ def test_doctor_exits_non_zero_and_names_the_fix_when_the_engine_is_missing(no_e
 
 # What each notebook runs, in order, and the claims it checks from the results (the recorded full run's knobs).
 CHAPTERS: dict[str, Callable[[LabSession], None]] = {
-    anatomy.STEM: lambda lab: anatomy.check_claims(
-        lab.claims, anatomy.run_namespaces(lab), anatomy.run_privileges(lab), anatomy.run_from_scratch(lab),
-        anatomy.run_startup(lab), anatomy.run_vm_boot(lab)),
-    layering.STEM: lambda lab: layering.check_claims(
-        lab.claims, layering.run_layers(lab), layering.run_overlay(lab), layering.run_copy_up(lab),
-        layering.run_reproducible(lab)),
-    buildcache.STEM: lambda lab: buildcache.check_claims(
-        lab.claims, buildcache.run_rebuilds(lab), buildcache.run_context(lab)),
-    multistage.STEM: lambda lab: multistage.check_claims(lab.claims, multistage.run_images(lab)),
-    baseimages.STEM: lambda lab: _baseimages(lab, baseimages.run_bases(lab, bases=baseimages.BASES, pull_repeats=3)),
-    tags.STEM: lambda lab: tags.check_claims(
-        lab.claims, tags.run_moved_tag(lab), tags.run_latest(lab), tags.run_manifest_list(lab), tags.run_lint(lab)),
-    resources.STEM: lambda lab: resources.check_claims(
-        lab.claims, resources.run_memory_ramp(lab), resources.run_memory_unlimited(lab), resources.run_cpu_quota(lab),
-        resources.run_noisy_neighbour(lab), resources.run_pids(lab)),
-    platforms.STEM: lambda lab: platforms.check_claims(
-        lab.claims, platforms.run_exec_format(lab), platforms.run_emulation_cost(lab), platforms.run_builds(lab),
-        platforms.run_manifest_list(lab)),
+    what_a_container_is.STEM: lambda lab: what_a_container_is.check_claims(
+        lab.claims, what_a_container_is.run_namespaces(lab), what_a_container_is.run_privileges(lab),
+        what_a_container_is.run_from_scratch(lab), what_a_container_is.run_startup(lab),
+        what_a_container_is.run_vm_boot(lab)),
+    image_layers.STEM: lambda lab: image_layers.check_claims(
+        lab.claims, image_layers.run_layers(lab), image_layers.run_overlay(lab), image_layers.run_copy_up(lab),
+        image_layers.run_reproducible(lab)),
+    build_cache.STEM: lambda lab: build_cache.check_claims(
+        lab.claims, build_cache.run_rebuilds(lab), build_cache.run_context(lab)),
+    multi_stage_builds.STEM: lambda lab: multi_stage_builds.check_claims(
+        lab.claims, multi_stage_builds.run_images(lab)),
+    choosing_a_base_image.STEM: lambda lab: _choosing_a_base_image(
+        lab, choosing_a_base_image.run_bases(lab, bases=choosing_a_base_image.BASES, pull_repeats=3)),
+    tags_digests_and_registries.STEM: lambda lab: tags_digests_and_registries.check_claims(
+        lab.claims, tags_digests_and_registries.run_moved_tag(lab), tags_digests_and_registries.run_latest(lab),
+        tags_digests_and_registries.run_manifest_list(lab), tags_digests_and_registries.run_lint(lab)),
+    cgroups_and_limits.STEM: lambda lab: cgroups_and_limits.check_claims(
+        lab.claims, cgroups_and_limits.run_memory_ramp(lab), cgroups_and_limits.run_memory_unlimited(lab),
+        cgroups_and_limits.run_cpu_quota(lab), cgroups_and_limits.run_noisy_neighbour(lab),
+        cgroups_and_limits.run_pids(lab)),
+    arm64_vs_amd64.STEM: lambda lab: arm64_vs_amd64.check_claims(
+        lab.claims, arm64_vs_amd64.run_exec_format(lab), arm64_vs_amd64.run_emulation_cost(lab),
+        arm64_vs_amd64.run_builds(lab), arm64_vs_amd64.run_manifest_list(lab)),
 }
 
 
-def _baseimages(lab: LabSession, table: baseimages.BaseTable) -> None:
-    baseimages.check_claims(lab.claims, table, baseimages.fit_pulls(table),
-                            baseimages.run_startup(lab, bases=baseimages.BASES))
+def _choosing_a_base_image(lab: LabSession, table: choosing_a_base_image.BaseTable) -> None:
+    choosing_a_base_image.check_claims(lab.claims, table, choosing_a_base_image.fit_pulls(table),
+                                       choosing_a_base_image.run_startup(lab, bases=choosing_a_base_image.BASES))
 
 
 LABS = catalog.all_labs()
@@ -124,8 +138,9 @@ def test_recorded_results_replay_into_the_same_claims(lab: Lab) -> None:
 
 
 # Each experiment that starts a registry on a port the reader chooses.
-REGISTRY_ON_A_PORT = [(baseimages, "run_bases"), (platforms, "run_manifest_list"), (tags, "run_moved_tag"),
-                      (tags, "run_latest")]
+REGISTRY_ON_A_PORT = [(choosing_a_base_image, "run_bases"), (arm64_vs_amd64, "run_manifest_list"),
+                      (tags_digests_and_registries, "run_moved_tag"),
+                      (tags_digests_and_registries, "run_latest")]
 
 
 @pytest.mark.parametrize(("module", "experiment"), REGISTRY_ON_A_PORT,

@@ -17,7 +17,7 @@ from labkit.errors import BadParameter
 from labkit.instruments import space
 from labkit.instruments.limits import MIB
 from labkit.instruments.space import GIB, Size
-from labkit.labs import anatomy, buildcache, layering, platforms, resources
+from labkit.labs import arm64_vs_amd64, build_cache, cgroups_and_limits, image_layers, what_a_container_is
 
 FIXTURE_PROC = Path(__file__).parent / "fixtures" / "proc" / "host-v1"
 HUGE = 10**9  # MiB: about a PiB, more than any disk or memory
@@ -153,7 +153,7 @@ def test_a_blob_larger_than_the_disk_is_refused_before_anything_starts(tmp_path:
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(space.shutil, "disk_usage", _disk(100 * GIB, 50 * GIB))
     with pytest.raises(BadParameter) as refused:
-        layering.run_layers(_session(True, tmp_path), blob_mib=HUGE)
+        image_layers.run_layers(_session(True, tmp_path), blob_mib=HUGE)
     # 50 GiB free less 10 GiB kept: 40960 MiB, of which big_mib takes 3 × 64; the blob is written 3 times
     where = f"{tmp_path} and {tempfile.gettempdir()}"
     assert str(refused.value) == (
@@ -164,37 +164,37 @@ def test_a_blob_larger_than_the_disk_is_refused_before_anything_starts(tmp_path:
 
 def test_a_replayed_session_writes_nothing_so_its_sizes_are_not_checked(tmp_path: Path) -> None:
     with pytest.raises(_Reached):
-        layering.run_layers(_session(False, tmp_path), blob_mib=HUGE)
+        image_layers.run_layers(_session(False, tmp_path), blob_mib=HUGE)
     with pytest.raises(BadParameter, match="blob_mib=0"):  # the type check stays
-        layering.run_layers(_session(False, tmp_path), blob_mib=0)
+        image_layers.run_layers(_session(False, tmp_path), blob_mib=0)
 
 
 def test_sizes_that_fit_reach_the_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(space.shutil, "disk_usage", _disk(100 * GIB, 50 * GIB))
     with pytest.raises(_Reached):
-        layering.run_layers(_session(True, tmp_path), blob_mib=13589)
+        image_layers.run_layers(_session(True, tmp_path), blob_mib=13589)
 
 
 @pytest.mark.parametrize(("call", "parameter"), [
-    (lambda lab: layering.run_layers(lab, big_mib=HUGE), "big_mib"),
-    (lambda lab: layering.run_overlay(lab, big_mib=HUGE), "big_mib"),
-    (lambda lab: layering.run_copy_up(lab, big_mib=HUGE), "big_mib"),
-    (lambda lab: buildcache.run_context(lab, local_data_mib=HUGE), "local_data_mib"),
-    (lambda lab: resources.run_page_cache(lab, file_mib=HUGE), "file_mib"),
-    (lambda lab: resources.run_page_cache(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
-    (lambda lab: resources.run_memory_ramp(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
-    (lambda lab: resources.run_memory_swap(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
-    (lambda lab: resources.run_memory_unlimited(lab, fence_mib=HUGE), "fence_mib"),
-    (lambda lab: resources.run_child_oom(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
-    (lambda lab: anatomy.run_namespaces(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
-    (lambda lab: anatomy.run_privileges(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
-    (lambda lab: anatomy.run_from_scratch(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
-    (lambda lab: anatomy.run_startup(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
-    (lambda lab: anatomy.run_vm_boot(lab, memory_mib=HUGE), "memory_mib"),
-    (lambda lab: platforms.run_emulation_cost(lab, sizes={platforms.HASH: HUGE * MIB}),
-     f"sizes[{platforms.HASH!r}]"),
-    (lambda lab: platforms.run_emulation_cost(lab, sizes={platforms.GZIP: HUGE * MIB}),
-     f"sizes[{platforms.GZIP!r}]"),
+    (lambda lab: image_layers.run_layers(lab, big_mib=HUGE), "big_mib"),
+    (lambda lab: image_layers.run_overlay(lab, big_mib=HUGE), "big_mib"),
+    (lambda lab: image_layers.run_copy_up(lab, big_mib=HUGE), "big_mib"),
+    (lambda lab: build_cache.run_context(lab, local_data_mib=HUGE), "local_data_mib"),
+    (lambda lab: cgroups_and_limits.run_page_cache(lab, file_mib=HUGE), "file_mib"),
+    (lambda lab: cgroups_and_limits.run_page_cache(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
+    (lambda lab: cgroups_and_limits.run_memory_ramp(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
+    (lambda lab: cgroups_and_limits.run_memory_swap(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
+    (lambda lab: cgroups_and_limits.run_memory_unlimited(lab, fence_mib=HUGE), "fence_mib"),
+    (lambda lab: cgroups_and_limits.run_child_oom(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
+    (lambda lab: what_a_container_is.run_namespaces(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
+    (lambda lab: what_a_container_is.run_privileges(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
+    (lambda lab: what_a_container_is.run_from_scratch(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
+    (lambda lab: what_a_container_is.run_startup(lab, memory_limit_mib=HUGE), "memory_limit_mib"),
+    (lambda lab: what_a_container_is.run_vm_boot(lab, memory_mib=HUGE), "memory_mib"),
+    (lambda lab: arm64_vs_amd64.run_emulation_cost(lab, sizes={arm64_vs_amd64.HASH: HUGE * MIB}),
+     f"sizes[{arm64_vs_amd64.HASH!r}]"),
+    (lambda lab: arm64_vs_amd64.run_emulation_cost(lab, sizes={arm64_vs_amd64.GZIP: HUGE * MIB}),
+     f"sizes[{arm64_vs_amd64.GZIP!r}]"),
 ])
 def test_every_size_a_reader_sets_is_checked_before_anything_starts(
         call: Callable[[LabSession], object], parameter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,14 +22,11 @@ MAX_CELL_LINES = 10  # non-blank lines in a notebook's code cell: more is logic 
 # Every guard's known exceptions, in one place: work that is planned but not done yet (issue 15, section 3).
 # A guard fails on anything new, and on an entry here that no longer occurs (remove it when its work lands).
 KNOWN_EXCEPTIONS = {
-    # What two labs share moves to instruments or to assets (Dockerfiles and app sources as files).
-    "lab imports lab": {
-        "labkit.labs.tags -> labkit.labs.platforms",  # the manifest-list experiment and its Dockerfiles
-        "labkit.labs.tags -> labkit.labs.buildcache",  # Dockerfiles for hadolint
-        "labkit.labs.multistage -> labkit.labs.buildcache",  # the Flask app, its Dockerfiles and wheelhouse
-    },
+    # None left: what two labs share is an instrument or a file under labkit/assets/.
+    "lab imports lab": set(),
     # 07's five plot methods move to labkit.instruments.plots.
-    "lab imports matplotlib": {"labkit.labs.resources"},
+    "lab imports matplotlib": {"labkit.labs.cgroups_and_limits.memory", "labkit.labs.cgroups_and_limits.page_cache",
+                               "labkit.labs.cgroups_and_limits.cpu"},
     # Plot code moves to plot helpers (05's scatter with its fit, 11's bars with intervals).
     "notebook cell over 10 lines": {
         "05-choosing-a-base-image cell-06",
@@ -92,13 +89,19 @@ def _is_lab(module: str) -> bool:
     return floor(module) == "labs" and module != "labkit.labs"
 
 
+def _lab(module: str) -> str:
+    """The lab a module belongs to: ``labkit.labs.<name>``, a module or a package split by the notebook's sections."""
+    return ".".join(module.split(".")[:3])
+
+
 def _third_party(path: Path, name: str) -> bool:
     return any(imported == name or imported.startswith(name + ".") for imported in _imported(path))
 
 
 def violations(guard: str) -> set[str]:
     if guard == "lab imports lab":
-        return {f"{m} -> {t}" for m, targets in GRAPH.items() if _is_lab(m) for t in targets if _is_lab(t)}
+        return {f"{_lab(m)} -> {_lab(t)}" for m, targets in GRAPH.items() if _is_lab(m)
+                for t in targets if _is_lab(t) and _lab(t) != _lab(m)}
     if guard == "lab imports matplotlib":
         return {m for m, path in MODULES.items() if floor(m) == "labs" and _third_party(path, "matplotlib")}
     if guard == "notebook cell over 10 lines":

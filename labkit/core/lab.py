@@ -1,7 +1,8 @@
 """A lab's declaration: what each notebook needs and makes, declared once in its lab module.
 
-Every ``labkit/labs/<topic>.py`` defines ``LAB = Lab(...)``: the notebook stem, its host requirements, the base
-images it uses, the tables it records (with their columns) and a ``prepare(client)`` that makes its other assets.
+Every lab (``labkit/labs/<topic>``, a module or a package) defines ``LAB = Lab(...)``: the notebook stem, its host
+requirements, the base images it uses, the tables it records (with their columns) and a ``prepare(client)`` that
+makes its other assets.
 The notebook opens its session with its lab's ``LAB``; only the application (:mod:`labkit.app.catalog`) finds
 every lab.
 """

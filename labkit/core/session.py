@@ -168,7 +168,8 @@ def open_session(lab: Lab, mode: str = "auto", quick: bool = False) -> LabSessio
     `auto` prefers live. A live session records only the tables `lab` declares, with their columns."""
     if not isinstance(lab, Lab):
         raise BadParameter(f"open_session takes a lab's declaration (its module's LAB), not {lab!r}.",
-                           "Pass the lab module's LAB, e.g. open_session(anatomy.LAB, mode=mode, quick=quick).")
+                           "Pass the lab module's LAB, e.g. "
+                           "open_session(what_a_container_is.LAB, mode=mode, quick=quick).")
     if mode not in MODES:
         raise BadParameter(f"mode={mode!r} is not a session mode.", f"Choose one of {list(MODES)}.")
     # The notebook's tables are shown whole: pandas would cut a claim's wording or caveat at 50 characters

@@ -279,3 +279,10 @@ def entry_disabled(name: str, root: Path = BINFMT_MISC) -> Iterator[BinfmtEntry]
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
             if pending:
                 os.kill(os.getpid(), signal.SIGTERM)
+
+
+def require_emulation(root: Path = BINFMT_MISC) -> None:
+    """HostUnsupported with the fix unless the foreign platform's binaries run here (binfmt_misc under `root`)."""
+    check = check_emulation(foreign_platform(), root)
+    if not check.ok:
+        raise HostUnsupported(f"{check.platform} binaries cannot run here: {check.detail}.", f"Fix: {check.fix}")

@@ -16,6 +16,7 @@ import docker
 from labkit.errors import LabkitError
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
+from labkit.instruments.shell import Completed, run
 
 NO_DNS = "127.0.0.1"
 
@@ -47,6 +48,20 @@ def cli_run_argv(scope: Scope, image: str, argv: Sequence[str], *, limits: Limit
     """The same ``docker run --rm`` as :func:`run_once`, as a docker CLI command line (never pulls)."""
     return [docker_cli(), "run", "--rm", "--pull=never", *scope.label_args(), "--dns", NO_DNS, *limits.cli_args(),
             image, *argv]
+
+
+def run_on_platform(scope: Scope, image: str, platform: str, argv: Sequence[str], *, limits: Limits) -> Completed:
+    """``docker run --rm --platform`` through the CLI, never pulling; a failure is data, not an exception."""
+    command = cli_run_argv(scope, image, argv, limits=limits)
+    return run([command[0], command[1], "--platform", platform, *command[2:]], 120, check=False)
+
+
+def said(done: Completed) -> str:
+    """What the container printed when it ran; when it did not, the CLI's error without its warnings (the CLI
+    warns about ``--dns 127.0.0.1`` on every run)."""
+    if done.exit_code == 0:
+        return done.stdout.strip()
+    return "\n".join(line for line in done.stderr.strip().splitlines() if not line.startswith("WARNING:"))
 
 
 def host_pid(client: docker.DockerClient, container_id: str) -> int:

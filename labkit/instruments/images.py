@@ -610,3 +610,8 @@ def rootfs_tarball(name: str = "debian-minbase") -> Path:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def busybox_base(platform: str) -> str:
+    """The labkit base holding Debian's busybox-static for `platform` (the same version for both)."""
+    return f"busybox-{arch.DEBIAN_ARCH[arch.validate_platform(platform)]}"

@@ -7,6 +7,9 @@ process that started it (``PR_SET_PDEATHSIG``), so even a killed notebook kernel
 
 The engine treats ``127.0.0.0/8`` as an insecure registry by default, so pushing to and pulling from
 ``127.0.0.1:<port>`` needs no daemon change. Used by notebooks 05, 06 and 11. Nothing happens at import.
+
+:func:`busybox_under_one_tag` pushes one busybox per platform, joins them under one tag with a manifest list
+and pulls that tag once per platform (notebooks 06 and 11).
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
+import pandas as pd
+
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import shell
-from labkit.instruments.shell import require_program, spawn
+from labkit.instruments import arch, containers, images, shell
+from labkit.instruments.engine import Scope, docker_cli
+from labkit.instruments.limits import Limits
+from labkit.instruments.shell import require_program, run, spawn
 
 log = logging.getLogger("labkit.registry")
 
@@ -170,3 +178,88 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S) -> Iter
         log_file.close()
         shutil.rmtree(storage, ignore_errors=True)
         log.info("registry %s:%d stopped, storage removed", HOST, chosen)
+
+
+# ---------------------------------------------------------------- one tag for several platforms
+
+UNAME = ["uname", "-m"]  # what each pulled image runs: it prints the machine it runs as
+UNAME_LIMITS = Limits.of(memory_mib=256, pids=64, cpus=1.0)  # emulated busybox needs little of it
+
+
+@contextmanager
+def _references(created: list[str]) -> Iterator[list[str]]:
+    """Image references (tags) this experiment adds to existing images; untagged afterwards, whatever happens."""
+    try:
+        yield created
+    finally:
+        for reference in created:
+            run([docker_cli(), "rmi", reference], 60, check=False)
+
+
+MANIFEST_COLUMNS = ("platform", "manifest_digest", "list_media_type", "pulled_architecture", "same_image", "uname_m")
+
+
+@dataclass(frozen=True)
+class ManifestResult:
+    """`pulls`: platform, manifest_digest (the per-platform entry in the list), list_media_type, pulled_architecture
+    (what the engine recorded for `pull --platform`), same_image (its id is the base's pushed for that
+    platform), uname_m (printed by the pulled image, run as that platform)."""
+
+    pulls: pd.DataFrame
+
+    @property
+    def resolves(self) -> bool:
+        """Every platform's pull gave that platform's image, which ran as that machine."""
+        p = self.pulls
+        return bool((p["pulled_architecture"] == p["platform"].str.split("/").str[1]).all()
+                    and p["same_image"].all()
+                    and (p["uname_m"] == p["platform"].map(arch.UNAME_MACHINE)).all())
+
+    def conclusion(self) -> str:
+        picks = "; ".join(f"`pull --platform {r.platform}` gave a **{r.pulled_architecture}** image "
+                          f"({r.manifest_digest[:19]}…) whose `uname -m` printed {r.uname_m}"
+                          for r in self.pulls.itertuples())
+        verdict_text = "Each pull picked the image for its platform." if self.resolves else \
+            "A PULL PICKED THE WRONG IMAGE."
+        return (f"**What we measured.** The registry served one tag as a `{self.pulls['list_media_type'].iloc[0]}`. "
+                f"{picks}. {verdict_text}")
+
+
+def busybox_under_one_tag(client: docker.DockerClient, scope: Scope, port: int | None) -> pd.DataFrame:
+    """Push the amd64 and arm64 busybox bases to a local registry (127.0.0.1, `port` or a free one), join them
+    under one tag with a manifest list, then pull that tag once per platform and run ``uname -m`` in what came
+    back: one row per platform, the columns of :class:`ManifestResult`. Every reference it adds is untagged
+    afterwards and the registry is gone, whatever happens. Needs emulation of the foreign platform."""
+    arch.require_emulation()
+    sources = {p: images.require_base(client, images.busybox_base(p)) for p in arch.PLATFORMS}
+    rows = []
+    with running(port) as reg, _references([]) as created:
+        repository = f"labkit/{scope.scope_id}/busybox"
+        one_tag = reg.reference(repository, "1.0")
+        parts = []
+        created.append(one_tag)
+        for platform, base in sources.items():
+            reference = reg.reference(repository, f"1.0-{arch.DEBIAN_ARCH[platform]}")
+            run([docker_cli(), "tag", base.tag, reference], 30)
+            created.append(reference)
+            run([docker_cli(), "push", reference], 300)
+            parts.append(reference)
+        try:
+            run([docker_cli(), "manifest", "create", "--insecure", one_tag, *parts], 60)
+            run([docker_cli(), "manifest", "push", "--insecure", "--purge", one_tag], 120)
+        finally:  # the CLI keeps a created list under ~/.docker/manifests until it is pushed with --purge
+            run([docker_cli(), "manifest", "rm", one_tag], 30, check=False)
+        listing = reg.manifest(repository, "1.0")
+        by_platform = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+                       for m in listing["manifests"]}
+        for platform, base in sources.items():
+            run([docker_cli(), "rmi", one_tag], 60, check=False)
+            run([docker_cli(), "pull", "--platform", platform, one_tag], 300)
+            pulled = client.images.get(one_tag)
+            rows.append({"platform": platform, "manifest_digest": by_platform.get(platform, ""),
+                         "list_media_type": listing["mediaType"],
+                         "pulled_architecture": pulled.attrs["Architecture"],
+                         "same_image": pulled.id == base.image_id,
+                         "uname_m": containers.said(containers.run_on_platform(scope, one_tag, platform, UNAME,
+                                                                               limits=UNAME_LIMITS))})
+    return pd.DataFrame(rows)

@@ -16,27 +16,28 @@ import pytest
 from labkit.core.claims import Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import arch
+from labkit.instruments import arch, registry
 from labkit.instruments.shell import run
-from labkit.labs import platforms
+from labkit.labs import arm64_vs_amd64
 from tests.conftest import leftovers, missing
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-LAB = platforms.LAB  # what the `replay` fixture (conftest.py) replays
+LAB = arm64_vs_amd64.LAB  # what the `replay` fixture (conftest.py) replays
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda lab: platforms.run_emulation_cost(lab, sizes={platforms.LOOP: 0}),
+    (lambda lab: arm64_vs_amd64.run_emulation_cost(lab, sizes={arm64_vs_amd64.LOOP: 0}),
      r"(?s)sizes\['interpreter loop'\]=0: a workload needs a size ≥ 1.*E.g. 'interpreter loop': 100000"),
-    (lambda lab: platforms.run_emulation_cost(lab, sizes={platforms.HASH: -1}), r"sizes\['sha256 of a buffer'\]=-1"),
-    (lambda lab: platforms.run_emulation_cost(lab, sizes={"fft": 10}), r"(?s)unknown workloads \['fft'\].*Use"),
-    (lambda lab: platforms.run_emulation_cost(lab, repeats=0), r"repeats=0"),
-    (lambda lab: platforms.run_emulation_cost(lab, warmup=-1), r"warmup=-1"),
-    (lambda lab: platforms.run_builds(lab, functions=0), r"(?s)functions=0.*E.g. functions=150"),
-    (lambda lab: platforms.run_builds(lab, repeats=0), r"repeats=0"),
-    (lambda lab: platforms.run_manifest_list(lab, port=80), r"port=80.*1024 to 65535"),
+    (lambda lab: arm64_vs_amd64.run_emulation_cost(lab, sizes={arm64_vs_amd64.HASH: -1}),
+     r"sizes\['sha256 of a buffer'\]=-1"),
+    (lambda lab: arm64_vs_amd64.run_emulation_cost(lab, sizes={"fft": 10}), r"(?s)unknown workloads \['fft'\].*Use"),
+    (lambda lab: arm64_vs_amd64.run_emulation_cost(lab, repeats=0), r"repeats=0"),
+    (lambda lab: arm64_vs_amd64.run_emulation_cost(lab, warmup=-1), r"warmup=-1"),
+    (lambda lab: arm64_vs_amd64.run_builds(lab, functions=0), r"(?s)functions=0.*E.g. functions=150"),
+    (lambda lab: arm64_vs_amd64.run_builds(lab, repeats=0), r"repeats=0"),
+    (lambda lab: arm64_vs_amd64.run_manifest_list(lab, port=80), r"port=80.*1024 to 65535"),
 ])
 def test_bad_parameters_are_refused_naming_the_parameter(
         replay: LabSession, call: Callable[[LabSession], object], message: str) -> None:
@@ -45,38 +46,38 @@ def test_bad_parameters_are_refused_naming_the_parameter(
 
 
 def test_an_unknown_platform_is_refused_with_the_choices() -> None:
-    for choose in (platforms.busybox_base, platforms.builder_base, platforms.cross_compiler):
+    for choose in (arm64_vs_amd64.busybox_base, arm64_vs_amd64.builder_base, arm64_vs_amd64.cross_compiler):
         with pytest.raises(BadParameter, match=r"(?s)platform='linux/s390x'.*linux/amd64"):
             choose("linux/s390x")
-    assert platforms.busybox_base(arch.ARM64) == "busybox-arm64"
-    assert platforms.cross_compiler(arch.ARM64) == "aarch64-linux-gnu-gcc"
-    assert platforms.cross_compiler(arch.AMD64) == "x86_64-linux-gnu-gcc"
+    assert arm64_vs_amd64.busybox_base(arch.ARM64) == "busybox-arm64"
+    assert arm64_vs_amd64.cross_compiler(arch.ARM64) == "aarch64-linux-gnu-gcc"
+    assert arm64_vs_amd64.cross_compiler(arch.AMD64) == "x86_64-linux-gnu-gcc"
 
 
 def test_binfmt_misc_unavailable_is_refused_with_the_fix() -> None:
     not_mounted = ROOT / "tests" / "fixtures" / "arch" / "not-mounted" / "binfmt_misc"
     with pytest.raises(HostUnsupported, match=r"(?s)binfmt_misc is not mounted.*Fix: mount -t binfmt_misc"):
-        platforms.require_emulation(not_mounted)
+        arm64_vs_amd64.require_emulation(not_mounted)
 
 
 def test_slowdown_is_the_median_of_ratios_paired_within_a_round() -> None:
     # Round 2 is slow for both (a noisy machine): pairing within the round keeps its ratio at 4, not 40.
     native, emulated = [0.10, 0.10, 1.00, 0.10, 0.10], [0.40, 0.50, 4.00, 0.30, 0.40]
     samples = pd.DataFrame([
-        {"workload": platforms.LOOP, "size": 10, "unit": "iterations", "platform": platform, "emulated": foreign,
+        {"workload": arm64_vs_amd64.LOOP, "size": 10, "unit": "iterations", "platform": platform, "emulated": foreign,
          "repeat": repeat, "position": 0, "wall_s": wall_s, "output_sha256": "same"}
         for foreign, platform, series in ((False, arch.AMD64, native), (True, arch.ARM64, emulated))
         for repeat, wall_s in enumerate(series)])
-    result = platforms.EmulationResult(samples)
+    result = arm64_vs_amd64.EmulationResult(samples)
     assert sorted(result.ratios["slowdown"].round(6)) == [3.0, 4.0, 4.0, 4.0, 5.0]
-    row = result.summary.loc[platforms.LOOP]
+    row = result.summary.loc[arm64_vs_amd64.LOOP]
     assert (row["slowdown"], row["ci_low"], row["ci_high"]) == pytest.approx((4.0, 3.0, 5.0))
     assert row["n"] == 5 and row["same_output"] and result.emulated_platform == arch.ARM64
 
 
-def _emulation(slowdowns: dict[str, list[float]]) -> platforms.EmulationResult:
+def _emulation(slowdowns: dict[str, list[float]]) -> arm64_vs_amd64.EmulationResult:
     """Paired rounds of each workload: native 0.1 s, emulated 0.1 s × the round's slowdown."""
-    return platforms.EmulationResult(pd.DataFrame([
+    return arm64_vs_amd64.EmulationResult(pd.DataFrame([
         {"workload": workload, "size": 1, "unit": "u", "platform": platform, "emulated": foreign, "repeat": repeat,
          "position": 0, "wall_s": 0.1 * (slowdown if foreign else 1.0), "output_sha256": "same"}
         for workload, series in slowdowns.items() for repeat, slowdown in enumerate(series)
@@ -90,16 +91,18 @@ def _emulation(slowdowns: dict[str, list[float]]) -> platforms.EmulationResult:
 ])
 def test_much_slower_under_emulation_can_hold_fail_or_stay_undecided(gzip: list[float], verdict: Verdict) -> None:
     steady = [11.0, 12.0, 12.0, 13.0, 13.0]
-    assert _emulation({platforms.LOOP: steady, platforms.HASH: steady, platforms.GZIP: gzip}).much_slower == verdict
+    samples = {arm64_vs_amd64.LOOP: steady, arm64_vs_amd64.HASH: steady, arm64_vs_amd64.GZIP: gzip}
+    assert _emulation(samples).much_slower == verdict
 
 
 def test_the_cross_build_beats_emulation_only_when_every_build_does() -> None:
-    def builds(cross_s: list[float], emulated_s: list[float]) -> platforms.BuildResult:
+    def builds(cross_s: list[float], emulated_s: list[float]) -> arm64_vs_amd64.BuildResult:
         rows = [{"method": method, "platform": "linux/arm64", "repeat": i, "wall_s": wall_s, "compile_s": 1.0,
                  "image_architecture": "arm64", "output": "checksum 1", "functions": 1}
-                for method, series in ((platforms.CROSS_BUILD, cross_s), (platforms.EMULATED_BUILD, emulated_s))
+                for method, series in ((arm64_vs_amd64.CROSS_BUILD, cross_s),
+                                       (arm64_vs_amd64.EMULATED_BUILD, emulated_s))
                 for i, wall_s in enumerate(series)]
-        return platforms.BuildResult(pd.DataFrame(rows), pd.DataFrame())
+        return arm64_vs_amd64.BuildResult(pd.DataFrame(rows), pd.DataFrame())
 
     assert builds([3.8, 4.3, 5.1], [22.4, 22.9, 27.8]).cross_always_faster  # as recorded
     # Faster by the medians (4 s against 20 s), but one emulated build beat a cross build.
@@ -108,10 +111,10 @@ def test_the_cross_build_beats_emulation_only_when_every_build_does() -> None:
 
 def test_the_program_prints_the_same_natively_and_cross_built_under_emulation(tmp_path: Path) -> None:
     foreign = arch.foreign_platform()
-    compiler = platforms.cross_compiler(foreign)
+    compiler = arm64_vs_amd64.cross_compiler(foreign)
     if not arch.check_emulation(foreign).ok or not (Path("/usr/bin") / compiler).exists():
         missing(f"{compiler} and binfmt emulation of {foreign} (`labkit setup 11`)")
-    (tmp_path / "program.c").write_text(platforms.program_source(20))
+    (tmp_path / "program.c").write_text(arm64_vs_amd64.program_source(20))
     run(["gcc", "-O2", "-static", "-o", str(tmp_path / "native"), str(tmp_path / "program.c")], 120)
     run([compiler, "-O2", "-static", "-o", str(tmp_path / "cross"), str(tmp_path / "program.c")], 120)
     native = run([str(tmp_path / "native")], 30).stdout
@@ -124,7 +127,7 @@ def test_the_program_prints_the_same_natively_and_cross_built_under_emulation(tm
 
 @pytest.fixture(scope="module")
 def executed(quick_series: Path) -> Path:
-    return quick_series / platforms.STEM
+    return quick_series / arm64_vs_amd64.STEM
 
 
 def _table(folder: Path, name: str) -> pd.DataFrame:
@@ -143,18 +146,18 @@ def test_exec_format_error_is_reproduced_and_recovered(executed: Path) -> None:
 
 @pytest.mark.docker
 def test_emulated_is_slower_than_native_for_the_cpu_bound_workloads(executed: Path) -> None:
-    result = platforms.EmulationResult(_table(executed, "emulation"))
-    assert (result.summary.loc[list(platforms.CPU_BOUND), "slowdown"] > 1).all()
+    result = arm64_vs_amd64.EmulationResult(_table(executed, "emulation"))
+    assert (result.summary.loc[list(arm64_vs_amd64.CPU_BOUND), "slowdown"] > 1).all()
     assert result.summary["same_output"].all()
 
 
 @pytest.mark.docker
 def test_builds_record_their_platform_and_print_the_same(executed: Path) -> None:
-    result = platforms.BuildResult(_table(executed, "builds"), _table(executed, "default_platform"))
+    result = arm64_vs_amd64.BuildResult(_table(executed, "builds"), _table(executed, "default_platform"))
     native, foreign = (p.split("/")[1] for p in (arch.host_platform(), arch.foreign_platform()))
     assert list(result.summary["image_architecture"]) == [native, foreign, foreign]
     assert result.same_output and result.builds["output"].iloc[0].startswith("checksum ")
-    assert result.recorded(platforms.DEFAULT_PLATFORM) == native
+    assert result.recorded(arm64_vs_amd64.DEFAULT_PLATFORM) == native
     assert result.recorded(arch.foreign_platform()) == foreign
 
 
@@ -162,7 +165,7 @@ def test_builds_record_their_platform_and_print_the_same(executed: Path) -> None
 def test_the_manifest_list_resolves_to_each_platform(executed: Path) -> None:
     pulls = _table(executed, "manifest")
     assert sorted(pulls["platform"]) == sorted(arch.PLATFORMS)
-    assert platforms.ManifestResult(pulls).resolves
+    assert registry.ManifestResult(pulls).resolves
     assert (pulls["list_media_type"] == "application/vnd.docker.distribution.manifest.list.v2+json").all()
 
 

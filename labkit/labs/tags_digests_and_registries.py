@@ -21,6 +21,7 @@ import docker
 import docker.errors
 import pandas as pd
 
+from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE, ClaimLedger, Source, demonstration, verdict
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.core.session import LabSession
@@ -29,7 +30,6 @@ from labkit.instruments import arch, builds, containers, images, registry
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import CommandError, run
-from labkit.labs import buildcache, platforms
 
 STEM = "06-tags-digests-and-registries"
 # The chapter's sections these claims come from, as it spells them, and the notebook's section of our finding.
@@ -71,7 +71,7 @@ LAB = Lab(
     tables={
         "moved_tag": ("step", "reference", "kind", "digest", "image_id", "output"),
         "latest": ("step", "tag", "digest", "names"),
-        "manifest": platforms.LAB.tables["manifest"],
+        "manifest": registry.MANIFEST_COLUMNS,
         "lint": ("dockerfile", "line", "code", "level", "message"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },
@@ -275,12 +275,21 @@ def run_latest(lab: LabSession, port: int | None = None) -> LatestResult:
 # ---------------------------------------------------------------- 3. one tag for two platforms
 
 
-def run_manifest_list(lab: LabSession, port: int | None = None) -> platforms.ManifestResult:
+def run_manifest_list(lab: LabSession, port: int | None = None) -> registry.ManifestResult:
     """Notebook 11's experiment: amd64 and arm64 busybox under one tag, pulled once per platform."""
-    return platforms.run_manifest_list(lab, port=port)
+    registry.validate_port(port)
+
+    def experiment() -> pd.DataFrame:
+        with lab.scope() as scope:
+            return registry.busybox_under_one_tag(lab.engine, scope, port)
+
+    return registry.ManifestResult(lab.measure("manifest", experiment, port=port))
 
 
 # ---------------------------------------------------------------- 4. lint the series' own Dockerfiles
+
+
+PYTHON_BASE = "labkit/python-runtime:tag"  # stands in for 03's base in a FROM line: hadolint never pulls it
 
 
 def series_dockerfiles() -> dict[str, str]:
@@ -288,12 +297,12 @@ def series_dockerfiles() -> dict[str, str]:
     return {
         "images: busybox": images.BUSYBOX_DOCKERFILE,
         "images: a rootfs for one platform": images.ROOTFS_DOCKERFILE.format(source="rootfs.tar", command="/bin/sh"),
-        "03: A, dependencies first": buildcache.DOCKERFILES["A"].format(base="labkit/python-runtime:tag"),
-        "03: B, everything first": buildcache.DOCKERFILES["B"].format(base="labkit/python-runtime:tag"),
-        "03: the context only": buildcache.CONTEXT_DOCKERFILE.format(base="labkit/python-runtime:tag"),
+        "03: A, dependencies first": assets.text("greeter/Dockerfile.dependencies-first").format(base=PYTHON_BASE),
+        "03: B, everything first": assets.text("greeter/Dockerfile.everything-first").format(base=PYTHON_BASE),
+        "03: the context only": assets.text("greeter/Dockerfile.context-only").format(base=PYTHON_BASE),
         "06: the app": APP_DOCKERFILE,
-        "11: build in the image": platforms.BUILD_DOCKERFILE,
-        "11: cross-built binary": platforms.CROSS_DOCKERFILE,
+        "11: build in the image": assets.text("program/Dockerfile.build-in-image"),
+        "11: cross-built binary": assets.text("program/Dockerfile.cross-built"),
     }
 
 
@@ -384,7 +393,7 @@ def run_lint(lab: LabSession) -> LintResult:
 
 
 def check_claims(ledger: ClaimLedger, moved: MovedTagResult, latest: LatestResult,
-                 manifest: platforms.ManifestResult, linted: LintResult) -> None:
+                 manifest: registry.ManifestResult, linted: LintResult) -> None:
     """The chapter's claims about tags and registries and our finding beyond them, each with a criterion and a
     verdict computed from this notebook's measurements."""
     first, second = moved.step("push 1.0 (first build)"), moved.step("push 1.0 (rebuilt)")

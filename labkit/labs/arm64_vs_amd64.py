@@ -12,8 +12,7 @@ import hashlib
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,14 +20,17 @@ from pathlib import Path
 import docker
 import pandas as pd
 
+from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE, ClaimLedger, Source, Verdict, demonstration, verdict
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.core.session import LabSession
-from labkit.errors import BadParameter, HostUnsupported
+from labkit.errors import BadParameter
 from labkit.instruments import arch, containers, images, measure, registry, space
+from labkit.instruments.arch import require_emulation
 from labkit.instruments.engine import Scope, docker_cli
+from labkit.instruments.images import busybox_base
 from labkit.instruments.limits import Limits
-from labkit.instruments.shell import Completed, run
+from labkit.instruments.shell import run
 
 STEM = "11-arm64-vs-amd64"
 # The chapter's section these claims come from ("Build for the right architecture" sits in it), as it spells it,
@@ -62,11 +64,6 @@ def _known_machine() -> str:
     # An unknown machine is reported by doctor and refused by every run_*; the declaration itself must not fail.
     machine = os.uname().machine
     return machine if machine in arch.PLATFORM_OF_MACHINE else "x86_64"
-
-
-def busybox_base(platform: str) -> str:
-    """The labkit base holding Debian's busybox-static for `platform` (the same version for both)."""
-    return f"busybox-{arch.DEBIAN_ARCH[arch.validate_platform(platform)]}"
 
 
 def builder_base(platform: str) -> str:
@@ -108,8 +105,7 @@ LAB = Lab(
         "builds": ("method", "platform", "repeat", "wall_s", "compile_s", "image_architecture", "output",
                    "functions"),
         "default_platform": ("platform_flag", "binary_platform", "image_architecture"),
-        "manifest": ("platform", "manifest_digest", "list_media_type", "pulled_architecture", "same_image",
-                     "uname_m"),
+        "manifest": registry.MANIFEST_COLUMNS,
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
@@ -120,27 +116,6 @@ LAB = Lab(
 def _platforms() -> tuple[str, str]:
     """(native, foreign) for this host."""
     return arch.host_platform(), arch.foreign_platform()
-
-
-def require_emulation(root: Path = arch.BINFMT_MISC) -> None:
-    """HostUnsupported with the fix unless the foreign platform's binaries run here (binfmt_misc under `root`)."""
-    check = arch.check_emulation(arch.foreign_platform(), root)
-    if not check.ok:
-        raise HostUnsupported(f"{check.platform} binaries cannot run here: {check.detail}.", f"Fix: {check.fix}")
-
-
-def _docker_run(scope: Scope, image: str, platform: str, argv: list[str]) -> Completed:
-    """``docker run --rm --platform`` through the CLI, never pulling; a failure is data, not an exception."""
-    command = containers.cli_run_argv(scope, image, argv, limits=LIMITS)
-    return run([command[0], command[1], "--platform", platform, *command[2:]], 120, check=False)
-
-
-def _said(done: Completed) -> str:
-    """What the container printed when it ran; when it did not, the CLI's error without its warnings (the CLI
-    warns about ``--dns 127.0.0.1`` on every run)."""
-    if done.exit_code == 0:
-        return done.stdout.strip()
-    return "\n".join(line for line in done.stderr.strip().splitlines() if not line.startswith("WARNING:"))
 
 
 # ---------------------------------------------------------------- 1. exec format error
@@ -192,10 +167,11 @@ def run_exec_format(lab: LabSession) -> ExecFormatResult:
             def attempt(state: str) -> None:
                 for platform in (native, foreign):
                     image = images.require_base(lab.engine, busybox_base(platform)).tag
-                    done = _docker_run(scope, image, platform, UNAME)
+                    done = containers.run_on_platform(scope, image, platform, UNAME, limits=LIMITS)
+                    said = containers.said(done)
                     rows.append({"entry_state": state, "platform": platform, "native": platform == native,
                                  "image": image, "command": " ".join(UNAME), "exit_code": done.exit_code,
-                                 "output": _said(done), "exec_format_error": EXEC_FORMAT_ERROR in _said(done)})
+                                 "output": said, "exec_format_error": EXEC_FORMAT_ERROR in said})
 
             with arch.entry_disabled(entry):
                 attempt("disabled")
@@ -370,19 +346,9 @@ def run_emulation_cost(lab: LabSession, sizes: dict[str, int] | None = None, rep
 # ---------------------------------------------------------------- 3. building for the other architecture
 
 
-BUILD_DOCKERFILE = """\
-ARG BASE
-FROM ${BASE}
-COPY program.c /src/program.c
-RUN gcc -O2 -static -o /usr/local/bin/program /src/program.c
-CMD ["/usr/local/bin/program"]
-"""
-
-CROSS_DOCKERFILE = """\
-FROM scratch
-COPY program /usr/local/bin/program
-CMD ["/usr/local/bin/program"]
-"""
+# The generated C program (program_source) built in its image, or cross-compiled and copied in (labkit/assets/program/).
+BUILD_DOCKERFILE = assets.text("program/Dockerfile.build-in-image")
+CROSS_DOCKERFILE = assets.text("program/Dockerfile.cross-built")
 
 
 def program_source(functions: int) -> str:
@@ -522,7 +488,8 @@ def run_builds(lab: LabSession, functions: int = 500, repeats: int = 3) -> Build
                     else:
                         wall_s = _build(in_image, tag, scope, platform, {"BASE": bases[platform]})
                     image = client.images.get(tag)
-                    output = _said(_docker_run(scope, tag, platform, ["/usr/local/bin/program"]))
+                    ran = containers.run_on_platform(scope, tag, platform, ["/usr/local/bin/program"], limits=LIMITS)
+                    output = containers.said(ran)
                     rows.append({"method": method, "platform": platform, "repeat": repeat, "wall_s": wall_s,
                                  "compile_s": compile_s, "image_architecture": image.attrs["Architecture"],
                                  "output": output, "functions": functions})
@@ -540,90 +507,23 @@ def run_builds(lab: LabSession, functions: int = 500, repeats: int = 3) -> Build
 # ---------------------------------------------------------------- 4. one tag, two architectures
 
 
-@contextmanager
-def _references(created: list[str]) -> Iterator[list[str]]:
-    """Image references (tags) this experiment adds to existing images; untagged afterwards, whatever happens."""
-    try:
-        yield created
-    finally:
-        for reference in created:
-            run([docker_cli(), "rmi", reference], 60, check=False)
-
-
-@dataclass(frozen=True)
-class ManifestResult:
-    """`pulls`: platform, manifest_digest (the per-platform entry in the list), list_media_type, pulled_architecture
-    (what the engine recorded for `pull --platform`), same_image (its id is the base's pushed for that
-    platform), uname_m (printed by the pulled image, run as that platform)."""
-
-    pulls: pd.DataFrame
-
-    @property
-    def resolves(self) -> bool:
-        """Every platform's pull gave that platform's image, which ran as that machine."""
-        p = self.pulls
-        return bool((p["pulled_architecture"] == p["platform"].str.split("/").str[1]).all()
-                    and p["same_image"].all()
-                    and (p["uname_m"] == p["platform"].map(arch.UNAME_MACHINE)).all())
-
-    def conclusion(self) -> str:
-        picks = "; ".join(f"`pull --platform {r.platform}` gave a **{r.pulled_architecture}** image "
-                          f"({r.manifest_digest[:19]}…) whose `uname -m` printed {r.uname_m}"
-                          for r in self.pulls.itertuples())
-        verdict_text = "Each pull picked the image for its platform." if self.resolves else \
-            "A PULL PICKED THE WRONG IMAGE."
-        return (f"**What we measured.** The registry served one tag as a `{self.pulls['list_media_type'].iloc[0]}`. "
-                f"{picks}. {verdict_text}")
-
-
-def run_manifest_list(lab: LabSession, port: int | None = None) -> ManifestResult:
+def run_manifest_list(lab: LabSession, port: int | None = None) -> registry.ManifestResult:
     """Push the amd64 and arm64 busybox images to a local registry (127.0.0.1, `port` or a free one), join them
     under one tag with a manifest list, then pull that tag once per platform and read what came back."""
     registry.validate_port(port)
 
     def experiment() -> pd.DataFrame:
-        require_emulation()
-        client = lab.engine
-        sources = {p: images.require_base(client, busybox_base(p)) for p in arch.PLATFORMS}
-        rows = []
-        with registry.running(port) as reg, lab.scope() as scope, _references([]) as created:
-            repository = f"labkit/{scope.scope_id}/busybox"
-            one_tag = reg.reference(repository, "1.0")
-            parts = []
-            created.append(one_tag)
-            for platform, base in sources.items():
-                reference = reg.reference(repository, f"1.0-{arch.DEBIAN_ARCH[platform]}")
-                run([docker_cli(), "tag", base.tag, reference], 30)
-                created.append(reference)
-                run([docker_cli(), "push", reference], 300)
-                parts.append(reference)
-            try:
-                run([docker_cli(), "manifest", "create", "--insecure", one_tag, *parts], 60)
-                run([docker_cli(), "manifest", "push", "--insecure", "--purge", one_tag], 120)
-            finally:  # the CLI keeps a created list under ~/.docker/manifests until it is pushed with --purge
-                run([docker_cli(), "manifest", "rm", one_tag], 30, check=False)
-            listing = reg.manifest(repository, "1.0")
-            by_platform = {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
-                           for m in listing["manifests"]}
-            for platform, base in sources.items():
-                run([docker_cli(), "rmi", one_tag], 60, check=False)
-                run([docker_cli(), "pull", "--platform", platform, one_tag], 300)
-                pulled = client.images.get(one_tag)
-                rows.append({"platform": platform, "manifest_digest": by_platform.get(platform, ""),
-                             "list_media_type": listing["mediaType"],
-                             "pulled_architecture": pulled.attrs["Architecture"],
-                             "same_image": pulled.id == base.image_id,
-                             "uname_m": _said(_docker_run(scope, one_tag, platform, UNAME))})
-        return pd.DataFrame(rows)
+        with lab.scope() as scope:
+            return registry.busybox_under_one_tag(lab.engine, scope, port)
 
-    return ManifestResult(lab.measure("manifest", experiment, port=port))
+    return registry.ManifestResult(lab.measure("manifest", experiment, port=port))
 
 
 # ---------------------------------------------------------------- claims
 
 
 def check_claims(ledger: ClaimLedger, exec_format: ExecFormatResult, cost: EmulationResult, builds: BuildResult,
-                 manifest: ManifestResult) -> None:
+                 manifest: registry.ManifestResult) -> None:
     """The chapter's claims about architectures and our findings beyond them, each with a criterion and a verdict
     computed from this notebook's measurements."""
     native_arch = builds.summary.loc[NATIVE_BUILD, "image_architecture"]

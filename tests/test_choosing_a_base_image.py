@@ -19,22 +19,22 @@ from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, NotPrepared
 from labkit.instruments import images, inventory
-from labkit.labs import baseimages
+from labkit.labs import choosing_a_base_image
 from tests.conftest import leftovers
 
-LAB = baseimages.LAB  # what the `replay` fixture (conftest.py) replays
+LAB = choosing_a_base_image.LAB  # what the `replay` fixture (conftest.py) replays
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda lab: baseimages.run_bases(lab, bases=["alpine"]), r"(?s)\['alpine'\].*Choose from .*node-slim"),
-    (lambda lab: baseimages.run_bases(lab, bases=[]), r"bases=\[\]: need a non-empty list"),
-    (lambda lab: baseimages.run_bases(lab, bases="busybox"), r"bases='busybox'"),
-    (lambda lab: baseimages.run_bases(lab, bases=["busybox", "busybox"]), r"names a base twice"),
-    (lambda lab: baseimages.run_bases(lab, pull_repeats=0), r"pull_repeats=0"),
-    (lambda lab: baseimages.run_bases(lab, port=80), r"port=80.*1024 to 65535"),
-    (lambda lab: baseimages.run_bases(lab, extra_images=["node:20"]), r"(?s)extra_images needs extra_argv"),
-    (lambda lab: baseimages.run_startup(lab, repeats=0), r"repeats=0"),
-    (lambda lab: baseimages.run_startup(lab, bases=["debian"]), r"\['debian'\]"),
+    (lambda lab: choosing_a_base_image.run_bases(lab, bases=["alpine"]), r"(?s)\['alpine'\].*Choose from .*node-slim"),
+    (lambda lab: choosing_a_base_image.run_bases(lab, bases=[]), r"bases=\[\]: need a non-empty list"),
+    (lambda lab: choosing_a_base_image.run_bases(lab, bases="busybox"), r"bases='busybox'"),
+    (lambda lab: choosing_a_base_image.run_bases(lab, bases=["busybox", "busybox"]), r"names a base twice"),
+    (lambda lab: choosing_a_base_image.run_bases(lab, pull_repeats=0), r"pull_repeats=0"),
+    (lambda lab: choosing_a_base_image.run_bases(lab, port=80), r"port=80.*1024 to 65535"),
+    (lambda lab: choosing_a_base_image.run_bases(lab, extra_images=["node:20"]), r"(?s)extra_images needs extra_argv"),
+    (lambda lab: choosing_a_base_image.run_startup(lab, repeats=0), r"repeats=0"),
+    (lambda lab: choosing_a_base_image.run_startup(lab, bases=["debian"]), r"\['debian'\]"),
 ])
 def test_bad_parameters_are_refused_naming_the_parameter(
         replay: LabSession, call: Callable[[LabSession], object], message: str) -> None:
@@ -45,7 +45,7 @@ def test_bad_parameters_are_refused_naming_the_parameter(
 @pytest.mark.docker
 def test_an_image_not_in_the_engine_is_refused_with_the_pull_command(docker_client: docker.DockerClient) -> None:
     with pytest.raises(NotPrepared, match=r"(?s)'labkit-test/absent:1' is not in the engine.*docker pull"):
-        baseimages.validate_extra_images(docker_client, ["labkit-test/absent:1"])
+        choosing_a_base_image.validate_extra_images(docker_client, ["labkit-test/absent:1"])
 
 
 @pytest.mark.parametrize(("name", "stands_in_for"), [
@@ -56,7 +56,7 @@ def test_an_image_not_in_the_engine_is_refused_with_the_pull_command(docker_clie
 def test_every_base_of_05_is_a_recipe_that_says_what_it_stands_in_for(name: str, stands_in_for: str) -> None:
     recipe = images.recipe(name)
     assert "stands in for" in recipe.description and stands_in_for in recipe.description
-    assert name in baseimages.LAB.bases
+    assert name in choosing_a_base_image.LAB.bases
 
 
 def test_recipes_built_on_another_base_change_with_it() -> None:
@@ -131,7 +131,7 @@ def test_a_distroless_tree_keeps_the_symlinks_on_the_way(tmp_path: Path) -> None
     assert not (target / "lib").exists()  # nothing asked for went through it
 
 
-def _table(sizes_mb: dict[str, float], pulls: dict[str, list[float]]) -> baseimages.BaseTable:
+def _table(sizes_mb: dict[str, float], pulls: dict[str, list[float]]) -> choosing_a_base_image.BaseTable:
     bases = pd.DataFrame([{"base": b, "image": b, "stands_in_for": b, "size_bytes": mb * 1e6,
                            "compressed_bytes": mb * 1e6 / 2.5, "layers": 1, "files": 1, "file_bytes": 1,
                            "setuid_files": 0, "setuid_paths": "", "shells": "", "package_managers": "",
@@ -140,8 +140,8 @@ def _table(sizes_mb: dict[str, float], pulls: dict[str, list[float]]) -> baseima
                                "compressed_bytes": sizes_mb[b] * 1e6 / 2.5, "size_bytes": sizes_mb[b] * 1e6,
                                "same_image": True, "layers_reused": 0}
                               for b, series in pulls.items() for i, s in enumerate(series)],
-                             columns=list(baseimages.LAB.tables["transfers"]))
-    return baseimages.BaseTable(bases, transfers)
+                             columns=list(choosing_a_base_image.LAB.tables["transfers"]))
+    return choosing_a_base_image.BaseTable(bases, transfers)
 
 
 def test_the_chapter_table_judges_each_stand_in_by_the_chapter_s_size() -> None:
@@ -170,10 +170,11 @@ def test_the_chapter_table_judges_each_stand_in_by_the_chapter_s_size() -> None:
 ])
 def test_the_chapter_s_sizes_can_hold_or_fail(sizes_mb: dict[str, float], verdict: Verdict) -> None:
     table = _table({**sizes_mb, "scratch-static": 1.5}, {b: [1.0, 2.0] for b in (*sizes_mb, "scratch-static")})
-    ledger = ClaimLedger(baseimages.STEM)
-    start = baseimages.StartResult(pd.DataFrame({"method": ["node-full", "node-distroless"] * 2, "repeat": [0, 0, 1, 1],
-                                                 "position": [0, 1, 1, 0], "wall_s": [0.4, 0.4, 0.5, 0.5]}))
-    baseimages.check_claims(ledger, table, baseimages.fit_pulls(table), start)
+    ledger = ClaimLedger(choosing_a_base_image.STEM)
+    start = choosing_a_base_image.StartResult(pd.DataFrame({
+        "method": ["node-full", "node-distroless"] * 2, "repeat": [0, 0, 1, 1], "position": [0, 1, 1, 0],
+        "wall_s": [0.4, 0.4, 0.5, 0.5]}))
+    choosing_a_base_image.check_claims(ledger, table, choosing_a_base_image.fit_pulls(table), start)
     assert ledger.verdict("size.chapter_sizes") == verdict
     assert ledger.verdict("size.base_ordering") == Verdict.CAVEAT  # the order is certain by construction
 
@@ -182,7 +183,7 @@ def test_the_pull_fit_recovers_a_known_line_and_its_fixed_cost() -> None:
     sizes = {"scratch-static": 1.0, "node-distroless": 40.0, "node-slim": 100.0, "node-full": 300.0}
     # pull = 0.5 s + 10 ms per compressed MB (compressed = size / 2.5), exactly
     table = _table(sizes, {b: [0.5 + 0.010 * mb / 2.5] * 2 for b, mb in sizes.items()})
-    fit = baseimages.fit_pulls(table)
+    fit = choosing_a_base_image.fit_pulls(table)
     assert fit.intercept_s == pytest.approx(0.5) and fit.slope_s_per_mb == pytest.approx(0.010)
     assert fit.r_squared == pytest.approx(1.0) and fit.rank_correlation == pytest.approx(1.0)
     assert fit.per_base.index[0] == "scratch-static"
@@ -190,7 +191,7 @@ def test_the_pull_fit_recovers_a_known_line_and_its_fixed_cost() -> None:
     assert fit.fixed_cost_s == pytest.approx(0.504) and fit.smallest == "scratch-static"
     assert fit.per_base.loc["node-full", "fixed_share"] == pytest.approx(0.504 / 1.7)
     with pytest.raises(BadParameter, match="at least two images"):
-        baseimages.fit_pulls(_table({"busybox": 2.0}, {"busybox": [0.3, 0.4]}))
+        choosing_a_base_image.fit_pulls(_table({"busybox": 2.0}, {"busybox": [0.3, 0.4]}))
 
 
 def test_a_pull_that_found_its_layers_is_left_out_of_the_fit() -> None:
@@ -199,13 +200,13 @@ def test_a_pull_that_found_its_layers_is_left_out_of_the_fit() -> None:
     warm = table.transfers.assign(layers_reused=(table.transfers["base"] == "scratch-static").astype(int),
                                   wall_s=table.transfers["wall_s"].where(table.transfers["base"] != "scratch-static",
                                                                          0.01))
-    fit = baseimages.fit_pulls(baseimages.BaseTable(table.bases, warm))
+    fit = choosing_a_base_image.fit_pulls(choosing_a_base_image.BaseTable(table.bases, warm))
     assert fit.left_out == ("scratch-static",) and fit.intercept_s == pytest.approx(0.5)
     assert "scratch-static" not in fit.per_base.index
 
 
 def test_the_recorded_full_run_orders_the_node_family_by_size(replay: LabSession) -> None:
-    sizes = baseimages.run_bases(replay, bases=baseimages.BASES, pull_repeats=3).sizes["size_mb"]
+    sizes = choosing_a_base_image.run_bases(replay, bases=choosing_a_base_image.BASES, pull_repeats=3).sizes["size_mb"]
     assert sizes["scratch-static"] < sizes["node-distroless"] < sizes["node-slim"] < sizes["node-full"]
     assert sizes["python-distroless"] < sizes["python-slim"] < sizes["debian-full"]
 
@@ -215,7 +216,7 @@ def test_the_recorded_full_run_orders_the_node_family_by_size(replay: LabSession
 
 @pytest.fixture(scope="module")
 def executed(quick_series: Path) -> Path:
-    return quick_series / baseimages.STEM
+    return quick_series / choosing_a_base_image.STEM
 
 
 @pytest.mark.docker
@@ -223,7 +224,7 @@ def test_scratch_is_smaller_than_distroless_than_slim_for_the_same_app(executed:
     bases = pd.read_csv(executed / "bases.csv").set_index("base")
     size = bases["size_bytes"]
     assert size["scratch-static"] < size["node-distroless"] < size["node-slim"]
-    assert (bases["app_output"] == baseimages.GREETING).all()
+    assert (bases["app_output"] == choosing_a_base_image.GREETING).all()
     assert (bases["compressed_bytes"] < bases["size_bytes"]).all()
     assert bases.loc["node-distroless", "shells"] != bases.loc["node-distroless", "shells"]  # NaN: no shell
     assert bases.loc["node-slim", "shells"].startswith("bin/sh") and bases.loc["node-slim", "packages"] > 50
@@ -242,7 +243,7 @@ def test_the_registry_and_the_run_leave_nothing_behind(executed: Path, docker_cl
     assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
     assert not [i for i in docker_client.images.list() if any("127.0.0.1:" in t for t in i.tags)]
     assert not list(Path("/tmp").glob("labkit-registry-*"))
-    for name in baseimages.QUICK_BASES:  # every base is back under its own tag after its cold pulls
+    for name in choosing_a_base_image.QUICK_BASES:  # every base is back under its own tag after its cold pulls
         assert images.find(docker_client, name) is not None
 
 
@@ -250,7 +251,7 @@ def test_start_times_are_grouped_by_the_runtime_that_prints() -> None:
     samples = pd.DataFrame([{"method": base, "repeat": r, "position": 0, "wall_s": wall}
                             for base, wall in (("node-slim", 0.5), ("node-full", 0.52), ("busybox", 0.38),
                                                ("scratch-static", 0.39)) for r in range(5)])
-    start = baseimages.StartResult(samples)
+    start = choosing_a_base_image.StartResult(samples)
     assert start.by_runtime_ms() == pytest.approx({"sh": 380.0, "a static binary": 390.0, "node": 510.0})
     assert list(start.by_runtime_ms()) == ["sh", "a static binary", "node"]
     assert start.node_family() == ["node-full", "node-slim"] and start.size_decides is True

@@ -19,11 +19,13 @@ from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import cgroups, elf, kernel_log, procfs, stress
 from labkit.instruments.limits import MIB
-from labkit.labs import resources
+from labkit.labs import cgroups_and_limits
+from labkit.labs.cgroups_and_limits import rig
+from labkit.labs.cgroups_and_limits.cpu import _work_rate
 from tests.conftest import leftovers
 
 FIXTURES = Path(__file__).parent / "fixtures"
-LAB = resources.LAB  # what the `replay` fixture (conftest.py) replays
+LAB = cgroups_and_limits.LAB  # what the `replay` fixture (conftest.py) replays
 
 
 def _fixture(name: str) -> str:
@@ -60,9 +62,9 @@ def test_work_and_reads() -> None:
 
 def test_work_rate_interpolates_between_reports() -> None:
     work = stress.work(_fixture("cpu-half.txt")).assign(t_s=lambda f: (f["t_ns"] - f["t_ns"].iloc[0]) / 1e9)
-    whole = resources._work_rate(work)
+    whole = _work_rate(work)
     assert whole == pytest.approx(2502 / ((3804869424910 - 3803831130545) / 1e9))
-    assert resources._work_rate(work, 0.0, work["t_s"].iloc[1]) == pytest.approx(335 / work["t_s"].iloc[1])
+    assert _work_rate(work, 0.0, work["t_s"].iloc[1]) == pytest.approx(335 / work["t_s"].iloc[1])
 
 
 def test_the_stress_program_builds_static() -> None:
@@ -97,24 +99,24 @@ class Untouchable:
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda lab: resources.run_memory_ramp(lab, memory_limit_mib=4), r"memory_limit_mib=4.*6 MiB"),
-    (lambda lab: resources.run_memory_ramp(lab, memory_limit_mib=-64), r"memory_limit_mib=-64"),
-    (lambda lab: resources.run_memory_ramp(lab, step_mib=64), r"step_mib=64"),
-    (lambda lab: resources.run_memory_ramp(lab, step_mib=0), r"step_mib=0"),
-    (lambda lab: resources.run_memory_ramp(lab, sample_hz=-10), r"sample_hz=-10"),
-    (lambda lab: resources.run_memory_ramp(lab, sample_hz=5000), r"(?s)sample_hz=5000.*1000"),
-    (lambda lab: resources.run_memory_swap(lab, swap_mib=0), r"swap_mib=0"),
-    (lambda lab: resources.run_memory_unlimited(lab, fence_mib=2), r"fence_mib=2"),
-    (lambda lab: resources.run_page_cache(lab, file_mib=0), r"file_mib=0"),
-    (lambda lab: resources.run_page_cache(lab, passes=-1), r"passes=-1"),
-    (lambda lab: resources.run_child_oom(lab, memory_limit_mib=5), r"memory_limit_mib=5"),
-    (lambda lab: resources.run_cpu_quota(lab, cpus=(0.5, 64.0)), r"cpus=64.0"),
-    (lambda lab: resources.run_cpu_quota(lab, cpus=(0.001,)), r"cpus=0.001"),
-    (lambda lab: resources.run_cpu_quota(lab, seconds=0), r"seconds=0"),
-    (lambda lab: resources.run_cpu_shares(lab, shares=(1024, 1)), r"shares="),
-    (lambda lab: resources.run_noisy_neighbour(lab, neighbour_threads=0), r"neighbour_threads=0"),
-    (lambda lab: resources.run_pids(lab, pids_limit=0), r"pids_limit=0"),
-    (lambda lab: resources.run_pids(lab, attempts=0), r"attempts=0"),
+    (lambda lab: cgroups_and_limits.run_memory_ramp(lab, memory_limit_mib=4), r"memory_limit_mib=4.*6 MiB"),
+    (lambda lab: cgroups_and_limits.run_memory_ramp(lab, memory_limit_mib=-64), r"memory_limit_mib=-64"),
+    (lambda lab: cgroups_and_limits.run_memory_ramp(lab, step_mib=64), r"step_mib=64"),
+    (lambda lab: cgroups_and_limits.run_memory_ramp(lab, step_mib=0), r"step_mib=0"),
+    (lambda lab: cgroups_and_limits.run_memory_ramp(lab, sample_hz=-10), r"sample_hz=-10"),
+    (lambda lab: cgroups_and_limits.run_memory_ramp(lab, sample_hz=5000), r"(?s)sample_hz=5000.*1000"),
+    (lambda lab: cgroups_and_limits.run_memory_swap(lab, swap_mib=0), r"swap_mib=0"),
+    (lambda lab: cgroups_and_limits.run_memory_unlimited(lab, fence_mib=2), r"fence_mib=2"),
+    (lambda lab: cgroups_and_limits.run_page_cache(lab, file_mib=0), r"file_mib=0"),
+    (lambda lab: cgroups_and_limits.run_page_cache(lab, passes=-1), r"passes=-1"),
+    (lambda lab: cgroups_and_limits.run_child_oom(lab, memory_limit_mib=5), r"memory_limit_mib=5"),
+    (lambda lab: cgroups_and_limits.run_cpu_quota(lab, cpus=(0.5, 64.0)), r"cpus=64.0"),
+    (lambda lab: cgroups_and_limits.run_cpu_quota(lab, cpus=(0.001,)), r"cpus=0.001"),
+    (lambda lab: cgroups_and_limits.run_cpu_quota(lab, seconds=0), r"seconds=0"),
+    (lambda lab: cgroups_and_limits.run_cpu_shares(lab, shares=(1024, 1)), r"shares="),
+    (lambda lab: cgroups_and_limits.run_noisy_neighbour(lab, neighbour_threads=0), r"neighbour_threads=0"),
+    (lambda lab: cgroups_and_limits.run_pids(lab, pids_limit=0), r"pids_limit=0"),
+    (lambda lab: cgroups_and_limits.run_pids(lab, attempts=0), r"attempts=0"),
 ])
 def test_bad_input_is_refused_before_the_session_is_used(call: Callable[[object], object], message: str) -> None:
     with pytest.raises(BadParameter, match=message) as refused:
@@ -130,9 +132,9 @@ def test_an_engine_with_the_systemd_driver_is_refused_with_what_to_do(monkeypatc
         def require_root(self, why: str) -> None:
             pass
 
-    monkeypatch.setattr(resources, "info", lambda client: type("Info", (), {"cgroup_driver": "systemd"})())
+    monkeypatch.setattr(rig, "info", lambda client: type("Info", (), {"cgroup_driver": "systemd"})())
     monkeypatch.setattr(cgroups.CgroupLayout, "from_system", lambda: pytest.fail("touched the cgroups"))
-    with pytest.raises(HostUnsupported, match="systemd") as refused, resources._rig(Lab()):  # type: ignore[arg-type]
+    with pytest.raises(HostUnsupported, match="systemd") as refused, rig.stress_rig(Lab()):  # type: ignore[arg-type]
         pass
     assert "replay" in refused.value.hint
 
@@ -143,13 +145,13 @@ def test_doctor_names_the_cgroup_driver_07_needs_and_the_fix(monkeypatch: pytest
     monkeypatch.setattr(doctor.engine, "connect", lambda timeout_s: object())
     for driver, ok in (("cgroupfs", True), ("systemd", False)):
         monkeypatch.setattr(doctor.engine, "info", lambda client, d=driver: type("Info", (), {"cgroup_driver": d})())
-        check = doctor.CHECKERS["engine"](resources.CGROUPFS)
+        check = doctor.CHECKERS["engine"](cgroups_and_limits.CGROUPFS)
         assert check.ok is ok and check.detail.startswith(driver)
         assert "native.cgroupdriver=cgroupfs" in check.fix
 
 
 def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabSession) -> None:
-    ramp = resources.run_memory_ramp(replay)
+    ramp = cgroups_and_limits.run_memory_ramp(replay)
     assert ramp.killed and ramp.witnesses_agree
 
 
@@ -160,7 +162,7 @@ def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabS
 def live(docker_client: docker.DockerClient, tmp_path: Path,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[LabSession]:
     monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path))
-    lab = open_session(resources.LAB, mode="live", quick=True)
+    lab = open_session(cgroups_and_limits.LAB, mode="live", quick=True)
     yield lab
     assert leftovers(docker_client, lab.run_id) == {"containers": [], "networks": [], "volumes": []}
     assert _labkit_groups(lab.run_id) == []
@@ -180,7 +182,7 @@ def _labkit_groups(run_id: str) -> list[str]:
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_ramp_is_killed_at_its_limit_and_every_witness_sees_it(live: LabSession) -> None:
-    ramp = resources.run_memory_ramp(live, memory_limit_mib=32, step_mib=4, step_interval_ms=50)
+    ramp = cgroups_and_limits.run_memory_ramp(live, memory_limit_mib=32, step_mib=4, step_interval_ms=50)
     r = ramp.record
     assert int(r["exit_code"]) == 137 and bool(r["oom_killed"]) and int(r["oom_events"]) == 1
     assert int(r["group_oom_kills"]) == 1 and int(r["kernel_memcg_kills"]) == 1 and int(r["kernel_global_kills"]) == 0
@@ -194,7 +196,7 @@ def test_live_ramp_is_killed_at_its_limit_and_every_witness_sees_it(live: LabSes
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_swap_flag_is_read_back_and_changes_nothing_without_swap(live: LabSession) -> None:
-    swap = resources.run_memory_swap(live, memory_limit_mib=32, swap_mib=32, step_interval_ms=50)
+    swap = cgroups_and_limits.run_memory_swap(live, memory_limit_mib=32, swap_mib=32, step_interval_ms=50)
     r = swap.record
     assert r["swap_limit_read_bytes"] == 32 * MIB
     if r["host_swap_bytes"] == 0:
@@ -204,7 +206,7 @@ def test_live_swap_flag_is_read_back_and_changes_nothing_without_swap(live: LabS
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_container_without_a_limit_grows_to_its_parent_s_limit(live: LabSession) -> None:
-    unlimited = resources.run_memory_unlimited(live, fence_mib=48, step_mib=4, step_interval_ms=50)
+    unlimited = cgroups_and_limits.run_memory_unlimited(live, fence_mib=48, step_mib=4, step_interval_ms=50)
     r = unlimited.record
     assert pd.isna(r["memory_limit_bytes"]) and unlimited.killed
     assert 44 * MIB <= r["sampled_peak_bytes"] <= 48 * MIB
@@ -214,7 +216,7 @@ def test_live_container_without_a_limit_grows_to_its_parent_s_limit(live: LabSes
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_page_cache_fills_the_limit_and_nothing_is_killed(live: LabSession) -> None:
-    cache = resources.run_page_cache(live, memory_limit_mib=32, file_mib=96, passes=2)
+    cache = cgroups_and_limits.run_page_cache(live, memory_limit_mib=32, file_mib=96, passes=2)
     r = cache.record
     assert cache.survived and int(r["bytes_read"]) == 2 * 96 * MIB
     assert r["max_file_bytes"] >= 16 * MIB and r["peak_bytes"] <= 32 * MIB  # cache charged, capped at the limit
@@ -223,7 +225,7 @@ def test_live_page_cache_fills_the_limit_and_nothing_is_killed(live: LabSession)
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_child_over_the_limit_dies_and_pid1_survives(live: LabSession) -> None:
-    r = resources.run_child_oom(live, memory_limit_mib=32, step_interval_ms=20).record
+    r = cgroups_and_limits.run_child_oom(live, memory_limit_mib=32, step_interval_ms=20).record
     assert int(r["child_signal"]) == 9 and int(r["exit_code"]) == 0 and bool(r["pid1_survived"])
     assert int(r["group_oom_kills"]) == 1
 
@@ -231,18 +233,18 @@ def test_live_child_over_the_limit_dies_and_pid1_survives(live: LabSession) -> N
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_cpu_quota_and_shares_within_tolerance(live: LabSession) -> None:
-    cpu = resources.run_cpu_quota(live, cpus=(0.5,), seconds=2)
-    assert cpu.worst_deviation <= resources.CPU_TOLERANCE, cpu.summary
+    cpu = cgroups_and_limits.run_cpu_quota(live, cpus=(0.5,), seconds=2)
+    assert cpu.worst_deviation <= cgroups_and_limits.CPU_TOLERANCE, cpu.summary
     half = cpu.summary.set_index("condition").loc["--cpus 0.5"]
     assert half["throttled_periods"] > 0.5  # a two-thread program runs out of a half-core quota most periods
-    shares = resources.run_cpu_shares(live, shares=(1024, 512), seconds=2)
+    shares = cgroups_and_limits.run_cpu_shares(live, shares=(1024, 512), seconds=2)
     assert shares.within_tolerance, shares.summary
 
 
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_fork_loop_stops_at_the_pids_limit(live: LabSession) -> None:
-    pids = resources.run_pids(live, pids_limit=16, attempts=40)
+    pids = cgroups_and_limits.run_pids(live, pids_limit=16, attempts=40)
     r = pids.record
     assert pids.stopped_at_limit and (int(r["forked"]), int(r["eagain"])) == (15, 25)
     assert int(r["pids_limit_hits"]) == 25 and int(r["exit_code"]) == 0
@@ -254,9 +256,9 @@ def test_live_fork_loop_stops_at_the_pids_limit(live: LabSession) -> None:
 def test_live_interrupted_experiment_leaves_no_container_and_no_cgroup(
         docker_client: docker.DockerClient, tmp_path: Path) -> None:
     # A slow ramp in its own process, interrupted (SIGINT, as Ctrl-C) once its fence exists.
-    script = ("import sys; from labkit.core.session import open_session; from labkit.labs import resources; "
-              "lab = open_session(resources.LAB, mode='live'); print(lab.run_id, flush=True); "
-              "resources.run_memory_unlimited(lab, fence_mib=256, step_mib=6, step_interval_ms=1000)")
+    script = ("import sys; from labkit.core.session import open_session; from labkit.labs import cgroups_and_limits; "
+              "lab = open_session(cgroups_and_limits.LAB, mode='live'); print(lab.run_id, flush=True); "
+              "cgroups_and_limits.run_memory_unlimited(lab, fence_mib=256, step_mib=6, step_interval_ms=1000)")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)})
     assert child.stdout is not None

@@ -9,10 +9,8 @@ tars for a fake secret ``.env``.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,51 +20,34 @@ from typing import Any
 import docker
 import pandas as pd
 
+from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE, ClaimLedger, Source, demonstration, verdict
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import builds, images, layers, measure, space
+from labkit.instruments import wheelhouse as wheelhouse_cache
 from labkit.instruments.buildlog import BUILDERS, BUILDKIT, LEGACY
 from labkit.instruments.engine import Scope
-from labkit.instruments.shell import run
-from labkit.paths import cache_dir
 
 STEM = "03-build-cache"
 BASE = "python-runtime"
 SECTION = "The Image — Layered, Cacheable, Reproducible"  # the chapter's section these claims come from
 
-# The app's dependencies, every one pinned, and the ones the dependency edit adds. Wheels for CPython 3.11 on
-# x86_64 (the python-runtime base), downloaded once on the host and copied into the build context.
-DEPENDENCIES = ("flask==3.0.3", "werkzeug==3.1.9", "jinja2==3.1.6", "markupsafe==3.0.4", "itsdangerous==2.2.0",
-                "click==8.5.1", "blinker==1.9.0")
-ADDED_DEPENDENCIES = ("python-dateutil==2.9.0.post0", "six==1.17.0")
-WHEEL_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-                  "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64")
-
-APP_FILES: dict[str, str] = {
-    "requirements.txt": "".join(f"{pin}\n" for pin in DEPENDENCIES),
-    "README.md": "# greeter\n\nA tiny web service that greets.\n\n## Run\n\n    python -m app\n",
-    "app/__init__.py": '"""greeter: a tiny web service."""\n',
-    "app/greeting.py": 'GREETING = "Hello"\n\n\ndef greet(name: str) -> str:\n    return f"{GREETING}, {name}!"\n',
-    "app/main.py": ('from flask import Flask\n\nfrom app.greeting import greet\n\napp = Flask(__name__)\n\n\n'
-                    '@app.get("/")\ndef index() -> str:\n    """The front page."""\n    return greet("container")\n'),
-    "app/__main__.py": ('import sys\n\nfrom app.main import app\n\nif "--check" in sys.argv:\n'
-                        '    reply = app.test_client().get("/")\n    assert reply.status_code == 200, reply.status\n'
-                        '    print(reply.get_data(as_text=True))\nelse:\n    app.run(host="0.0.0.0", port=8000)\n'),
-}
+# The app (labkit/assets/greeter/): its sources, every dependency pinned in requirements.txt, and the pins the
+# dependency edit adds. Its wheels are downloaded once on the host and copied into the build context.
+APP_FILES: dict[str, str] = assets.tree("greeter/source")
+DEPENDENCIES = assets.pins("greeter/source/requirements.txt")
+ADDED_DEPENDENCIES = assets.pins("greeter/added-requirements.txt")
 
 # A: the manifest and the wheels first, the dependencies installed, then the source. B: everything first.
-INSTALL = "python3 -m venv /venv && /venv/bin/pip install --no-index --find-links wheels -r requirements.txt"
-CHECK_AND_CMD = 'RUN /venv/bin/python -m app --check\nCMD ["/venv/bin/python", "-m", "app"]\n'
 DOCKERFILES = {
-    "A": ("FROM {base}\nWORKDIR /app\nCOPY requirements.txt ./\nCOPY wheels/ wheels/\n"
-          f"RUN {INSTALL}\nCOPY . .\n{CHECK_AND_CMD}"),
-    "B": f"FROM {{base}}\nWORKDIR /app\nCOPY . .\nRUN {INSTALL}\n{CHECK_AND_CMD}",
+    "A": assets.text("greeter/Dockerfile.dependencies-first"),
+    "B": assets.text("greeter/Dockerfile.everything-first"),
 }
 DOCKERFILE_MEANING = {"A": "A: dependencies first", "B": "B: everything first"}
 # The .dockerignore experiment copies the context and nothing else, so its build time is the context's cost.
-CONTEXT_DOCKERFILE = "FROM {base}\nWORKDIR /app\nCOPY . .\n"
+CONTEXT_DOCKERFILE = assets.text("greeter/Dockerfile.context-only")
 IGNORE_FILE = ".env\nlocal-data/\n.git/\n__pycache__/\n"
 SECRET_FILE = ".env"
 INSTALL_MARK = "pip install"  # the install step, found by its instruction text in either builder's log
@@ -152,28 +133,9 @@ def validate_builders(chosen: Sequence[str]) -> None:
 # ---------------------------------------------------------------- assets
 
 
-def _wheelhouse_dir() -> Path:
-    key = hashlib.sha256("\n".join((*DEPENDENCIES, *ADDED_DEPENDENCIES, *WHEEL_PLATFORM)).encode()).hexdigest()
-    return cache_dir() / "wheelhouse" / key[:16]
-
-
 def wheelhouse() -> Path:
-    """The app's wheels (every pin of both dependency sets), downloaded once on the host with pip and cached.
-
-    Builds never reach the network: the wheels travel in the build context and pip installs with --no-index."""
-    target = _wheelhouse_dir()
-    if (target / ".labkit-complete").exists():
-        return target
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", *WHEEL_PLATFORM,
-         "-d", str(partial), *DEPENDENCIES, *ADDED_DEPENDENCIES], 600,
-        hint="The wheelhouse is downloaded once from PyPI on the host; check that pip can reach it.")
-    (partial / ".labkit-complete").write_text("\n".join((*DEPENDENCIES, *ADDED_DEPENDENCIES)) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return target
+    """The app's wheels (every pin of both dependency sets), downloaded once on the host with pip and cached."""
+    return wheelhouse_cache.download(assets.greeter_wheel_pins(), assets.GREETER_WHEEL_PLATFORM)
 
 
 def prepare(client: docker.DockerClient) -> list[str]:
@@ -204,7 +166,7 @@ def _write_context(folder: Path, files: dict[str, str], wheels: Path, dockerfile
     """The app's files, its wheels under wheels/ and its Dockerfile, in `folder`: only what differs is written,
     as an editor would (a file's modification time changes only when it is edited)."""
     if not (folder / "wheels").exists():
-        shutil.copytree(wheels, folder / "wheels", ignore=shutil.ignore_patterns(".labkit-complete"))
+        shutil.copytree(wheels, folder / "wheels", ignore=shutil.ignore_patterns(wheelhouse_cache.COMPLETE))
     wanted = {**files, "Dockerfile": dockerfile, ".dockerignore": "Dockerfile\n.dockerignore\n"}
     for name, text in wanted.items():
         target = folder / name

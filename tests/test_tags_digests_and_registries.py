@@ -14,16 +14,17 @@ import pytest
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.labs import platforms, tags
+from labkit.instruments import registry
+from labkit.labs import tags_digests_and_registries
 from tests.conftest import leftovers
 
-LAB = tags.LAB  # what the `replay` fixture (conftest.py) replays
+LAB = tags_digests_and_registries.LAB  # what the `replay` fixture (conftest.py) replays
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda lab: tags.run_moved_tag(lab, port=80), r"port=80.*1024 to 65535"),
-    (lambda lab: tags.run_latest(lab, port=70000), r"port=70000"),
-    (lambda lab: tags.run_manifest_list(lab, port=True), r"port=True"),
+    (lambda lab: tags_digests_and_registries.run_moved_tag(lab, port=80), r"port=80.*1024 to 65535"),
+    (lambda lab: tags_digests_and_registries.run_latest(lab, port=70000), r"port=70000"),
+    (lambda lab: tags_digests_and_registries.run_manifest_list(lab, port=True), r"port=True"),
 ])
 def test_bad_ports_are_refused(replay: LabSession, call: Callable[[LabSession], object], message: str) -> None:
     with pytest.raises(BadParameter, match=message):
@@ -31,38 +32,39 @@ def test_bad_ports_are_refused(replay: LabSession, call: Callable[[LabSession], 
 
 
 def test_hadolint_finds_what_it_should_in_known_dockerfiles() -> None:
-    findings = tags.lint({
+    findings = tags_digests_and_registries.lint({
         "untagged apt": "FROM debian\nRUN apt-get update && apt-get install -y curl\n",
         "clean": 'FROM debian:12.5\nUSER 65532\nCMD ["true"]\n',
         "add": "FROM busybox:1.36\nADD app.txt /app.txt\n"})
     codes = {(r.dockerfile, r.code) for r in findings.itertuples()}
     assert {("untagged apt", "DL3006"), ("untagged apt", "DL3008"), ("add", "DL3020")} <= codes
     assert "clean" not in set(findings["dockerfile"])
-    assert list(findings.columns) == list(tags.LAB.tables["lint"])
+    assert list(findings.columns) == list(tags_digests_and_registries.LAB.tables["lint"])
     with pytest.raises(BadParameter, match="nothing to lint"):
-        tags.lint({})
+        tags_digests_and_registries.lint({})
 
 
 def test_every_series_dockerfile_has_its_placeholders_filled() -> None:
-    dockerfiles = tags.series_dockerfiles()
+    dockerfiles = tags_digests_and_registries.series_dockerfiles()
     assert all("{" not in text.replace("${", "") for text in dockerfiles.values())
     assert all(text.lstrip().startswith(("FROM", "ARG")) for text in dockerfiles.values())
 
 
-def _moved(outputs: tuple[str, str, str, str], digests: tuple[str, str]) -> tags.MovedTagResult:
+def _moved(outputs: tuple[str, str, str, str], digests: tuple[str, str]) -> tags_digests_and_registries.MovedTagResult:
     steps = ["push 1.0 (first build)", "push 1.0 (rebuilt)", "pull 1.0 by tag", "pull by the old digest"]
     kinds = ["push", "push", "pull by tag", "pull by digest"]
-    return tags.MovedTagResult(pd.DataFrame({
+    return tags_digests_and_registries.MovedTagResult(pd.DataFrame({
         "step": steps, "reference": ["r"] * 4, "kind": kinds, "digest": [*digests, digests[1], digests[0]],
         "image_id": ["a", "b", "b", "a"], "output": list(outputs)}))
 
 
 def test_every_planted_mistake_is_caught_by_its_rule() -> None:
-    findings = tags.lint({name: text for name, (text, _) in tags.PLANTED_MISTAKES.items()})
-    result = tags.LintResult(findings, 0)
+    planted = tags_digests_and_registries.PLANTED_MISTAKES
+    findings = tags_digests_and_registries.lint({name: text for name, (text, _) in planted.items()})
+    result = tags_digests_and_registries.LintResult(findings, 0)
     assert all(result.caught.values()) and result.own.empty
-    missing_rule = tags.LintResult(findings[findings["code"] != "DL3020"], 0)
-    assert not missing_rule.caught[f"{tags.MISTAKE}ADD for a local file"]
+    missing_rule = tags_digests_and_registries.LintResult(findings[findings["code"] != "DL3020"], 0)
+    assert not missing_rule.caught[f"{tags_digests_and_registries.MISTAKE}ADD for a local file"]
 
 
 def test_the_verdicts_follow_the_outputs() -> None:
@@ -80,12 +82,12 @@ def test_the_verdicts_follow_the_outputs() -> None:
 
 @pytest.fixture(scope="module")
 def executed(quick_series: Path) -> Path:
-    return quick_series / tags.STEM
+    return quick_series / tags_digests_and_registries.STEM
 
 
 @pytest.mark.docker
 def test_the_moved_tag_and_the_pinned_digest_run_different_images(executed: Path) -> None:
-    moved = tags.MovedTagResult(pd.read_csv(executed / "moved_tag.csv"))
+    moved = tags_digests_and_registries.MovedTagResult(pd.read_csv(executed / "moved_tag.csv"))
     assert moved.tag_moved and moved.digest_pinned
     assert moved.step("pull by the old digest")["output"] == "app 1.0, first build"
     assert moved.step("pull 1.0 by tag")["output"] == "app 1.0, rebuilt with a change"
@@ -93,12 +95,12 @@ def test_the_moved_tag_and_the_pinned_digest_run_different_images(executed: Path
 
 @pytest.mark.docker
 def test_latest_stays_until_it_is_pushed(executed: Path) -> None:
-    assert tags.LatestResult(pd.read_csv(executed / "latest.csv")).stayed
+    assert tags_digests_and_registries.LatestResult(pd.read_csv(executed / "latest.csv")).stayed
 
 
 @pytest.mark.docker
 def test_the_manifest_list_resolves_per_platform(executed: Path) -> None:
-    assert platforms.ManifestResult(pd.read_csv(executed / "manifest.csv")).resolves
+    assert registry.ManifestResult(pd.read_csv(executed / "manifest.csv")).resolves
 
 
 @pytest.mark.docker

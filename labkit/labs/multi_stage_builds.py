@@ -22,13 +22,13 @@ from typing import Any
 import docker
 import pandas as pd
 
+from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE, ClaimLedger, Source, verdict
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, images, layers
+from labkit.instruments import builds, images, layers, wheelhouse
 from labkit.instruments.shell import run
-from labkit.labs import buildcache
 from labkit.paths import cache_dir
 
 STEM = "04-multi-stage-builds"
@@ -101,12 +101,9 @@ SERVICES = {
         multi=("FROM {base} AS build\nWORKDIR /src\nCOPY server.c ./\nRUN gcc -O2 -static -o /server server.c\n"
                "RUN /server --check\nFROM scratch\nCOPY --from=build /server /server\nENTRYPOINT [\"/server\"]\n")),
     "python": Service(
-        "python-runtime", "python-runtime", dict(buildcache.APP_FILES), "app/greeting.py",
-        single=buildcache.DOCKERFILES["A"],
-        multi=("FROM {base} AS build\nWORKDIR /app\nCOPY requirements.txt ./\nCOPY wheels/ wheels/\n"
-               f"RUN {buildcache.INSTALL}\n"
-               "FROM {runtime}\nCOPY --from=build /venv /venv\nWORKDIR /app\nCOPY app/ app/\n"
-               f"{buildcache.CHECK_AND_CMD}")),
+        "python-runtime", "python-runtime", assets.tree("greeter/source"), "app/greeting.py",
+        single=assets.text("greeter/Dockerfile.dependencies-first"),
+        multi=assets.text("greeter/Dockerfile.multi-stage")),
 }
 COLUMNS = ("service", "variant", "base", "image_bytes", "files", "has_shell", "has_package_manager",
            "sbom_packages", "sbom_tool", "cold_s", "warm_s", "layers")
@@ -149,9 +146,14 @@ def sbom_packages(saved_image: Path) -> int:
     return len(json.loads(done.stdout).get("artifacts", []))
 
 
+def _wheelhouse() -> Path:
+    """The Python app's wheels: the greeter's, shared with notebook 03 (one download, one cache)."""
+    return wheelhouse.download(assets.greeter_wheel_pins(), assets.GREETER_WHEEL_PLATFORM)
+
+
 def prepare(client: docker.DockerClient) -> list[str]:
     """syft and the Python app's wheelhouse (the bases are made by setup)."""
-    return [f"syft: {syft()}", f"wheelhouse: {buildcache.wheelhouse()}"]
+    return [f"syft: {syft()}", f"wheelhouse: {_wheelhouse()}"]
 
 
 LAB = Lab(
@@ -176,8 +178,8 @@ def _context(folder: Path, service: Service, dockerfile: str) -> None:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     if service.base == "python-runtime":
-        shutil.copytree(buildcache.wheelhouse(), folder / "wheels", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".labkit-complete"))
+        shutil.copytree(_wheelhouse(), folder / "wheels", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(wheelhouse.COMPLETE))
     (folder / "Dockerfile").write_text(dockerfile)
     (folder / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
 

@@ -1,0 +1,1 @@
+"""greeter: a tiny web service."""

@@ -1,0 +1,86 @@
+"""The lab's declaration: its notebook, tables, requirements, and the limits every experiment shares."""
+
+from __future__ import annotations
+
+import docker
+
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
+from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.instruments import stress
+
+STEM = "07-cgroups-and-limits"
+BASE = "busybox"
+SECTION = "Container Pitfalls"  # the chapter's section these claims come from ("Resource limits unset")
+SECTION_OOM = "Memory climbs to the limit"  # the notebook's sections of our findings
+SECTION_NEIGHBOUR = "A noisy neighbour"
+SECTION_PIDS = "pids: a fork loop"
+PIDS_LIMIT = 64  # every stress container's pids limit unless the experiment is about pids
+CPUS = 1.0  # every memory experiment's CPU limit: one core
+EXIT_SIGKILL = 128 + 9  # what a shell and the engine report for a process ended by SIGKILL
+CPU_TOLERANCE = 0.10  # a quota is "held" when the measured rate is within 10 % of it
+SHARES_TOLERANCE = 0.15  # a shares ratio is "met" within 15 %
+STARVED_BELOW = 0.5  # the victim kept less than half of its work rate: starved
+RESTORED_FROM = 0.9  # the victim kept at least 90 %: as good as alone
+WAIT_S = 120.0  # longest any one stress container may run before the experiment gives up
+
+SAMPLE_COLUMNS = ("t_s", "memory_bytes", "anon_bytes", "file_bytes", "limit_hits", "oom_kills")
+STEP_COLUMNS = ("t_s", "event", "allocated_mib")
+EVENT_COLUMNS = ("t_s", "action", "exit_code")
+OUTCOME_COLUMNS = (
+    "variant", "memory_limit_bytes", "memory_swap_bytes", "swap_limit_read_bytes", "host_swap_bytes",
+    "fence_limit_bytes", "step_mib", "exit_code", "oom_killed", "oom_events", "group_oom_kills",
+    "kernel_memcg_kills", "kernel_global_kills", "kill_t_s", "last_step_t_s", "sampled_peak_bytes", "peak_bytes",
+    "allocated_mib_last", "host_available_before_bytes", "host_available_after_bytes", "sampler_hz",
+    "sample_cost_s", "sampler_cpu_s", "wall_s",
+)
+CPU_SAMPLE_COLUMNS = ("condition", "cpus", "t_s", "cpu_s", "nr_periods", "nr_throttled", "throttled_s")
+WORK_COLUMNS = ("condition", "t_s", "work_units")
+MEMORY_PREFIXES = ("ramp", "swap", "unlimited")
+
+
+def memory_tables(prefix: str) -> dict[str, tuple[str, ...]]:
+    return {f"{prefix}_samples": SAMPLE_COLUMNS, f"{prefix}_steps": STEP_COLUMNS,
+            f"{prefix}_events": EVENT_COLUMNS, f"{prefix}_outcome": OUTCOME_COLUMNS}
+
+
+CGROUPFS = Requirement("engine", "cgroupfs", "containers below labkit-made cgroups (--cgroup-parent=/labkit/…)")
+
+
+def prepare(client: docker.DockerClient) -> list[str]:
+    """The static stress program (the busybox base is made by setup)."""
+    return [f"stress program: {stress.build()}"]
+
+
+LAB = Lab(
+    stem=STEM,
+    topic="Kernel resources: memory, CPU and pids limits",
+    requirements=(
+        ENGINE, ROOT, CGROUPFS,
+        Requirement("cgroup", "memory", "memory limits, the sampler, the fences"),
+        Requirement("cgroup", "cpu", "CPU quotas and shares"),
+        Requirement("cgroup", "cpuacct", "CPU time per container"),
+        Requirement("cgroup", "pids", "the fork-loop experiment"),
+        Requirement("program", "gcc", "building the static stress program"),
+        Requirement("program", "dmesg", "telling a cgroup OOM kill from a host-wide one"),
+    ),
+    bases=(BASE,),
+    tables={
+        **{name: cols for prefix in MEMORY_PREFIXES for name, cols in memory_tables(prefix).items()},
+        "page_cache_samples": SAMPLE_COLUMNS,
+        "page_cache_reads": ("t_s", "pass", "bytes"),
+        "page_cache_outcome": ("memory_limit_bytes", "file_bytes", "passes", "exit_code", "oom_killed",
+                               "peak_bytes", "max_anon_bytes", "max_file_bytes", "bytes_read", "limit_hits", "wall_s"),
+        "child_oom": ("memory_limit_bytes", "exit_code", "oom_killed", "oom_events", "group_oom_kills",
+                      "kernel_memcg_kills", "child_signal", "child_exit", "pid1_survived"),
+        "cpu_samples": CPU_SAMPLE_COLUMNS,
+        "cpu_work": WORK_COLUMNS,
+        "shares_samples": ("container", "shares", "t_s", "cpu_s"),
+        "shares_work": ("container", "shares", "t_s", "work_units"),
+        "neighbour_work": ("condition", "neighbour_threads", "t_s", "work_units"),
+        "pids": ("pids_limit", "attempts", "forked", "eagain", "other", "pids_current", "pids_limit_hits",
+                 "host_processes_before", "host_processes_during", "host_processes_after", "stop_s", "exit_code"),
+        CLAIMS_TABLE: CLAIM_COLUMNS,
+    },
+    prepare=prepare,
+    headline="limits.memory",
+)

@@ -1,0 +1,111 @@
+"""Section 2: pull time against compressed size, a straight-line fit."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from labkit.errors import BadParameter
+from labkit.labs.choosing_a_base_image.bases import BaseTable
+from labkit.labs.choosing_a_base_image.declaration import MB
+
+
+@dataclass(frozen=True)
+class PullFit:
+    """A least-squares line through every cold pull: wall_s = intercept_s + slope_s_per_mb × compressed MB.
+
+    `points`: base, compressed_mb, files, wall_s, predicted_s, residual_s (one per pull)."""
+
+    intercept_s: float
+    slope_s_per_mb: float
+    r_squared: float
+    points: pd.DataFrame
+    left_out: tuple[str, ...] = ()  # bases whose pulls were not cold
+
+    @property
+    def throughput_mb_s(self) -> float:
+        """MB of compressed layers per second beyond the fixed cost (the inverse of the slope)."""
+        return 1 / self.slope_s_per_mb if self.slope_s_per_mb > 0 else math.inf
+
+    @cached_property
+    def per_base(self) -> pd.DataFrame:
+        """Per base, smallest first: compressed_mb, files, median wall_s, predicted_s, median residual_s, and
+        fixed_share (:attr:`fixed_cost_s` over its median pull time)."""
+        table = self.points.groupby("base").agg(compressed_mb=("compressed_mb", "first"), files=("files", "first"),
+                                                wall_s=("wall_s", "median"), predicted_s=("predicted_s", "first"),
+                                                residual_s=("residual_s", "median")).sort_values("compressed_mb")
+        table["fixed_share"] = float(table["wall_s"].iloc[0]) / table["wall_s"]
+        return table
+
+    @property
+    def smallest(self) -> str:
+        return str(self.per_base.index[0])
+
+    @property
+    def fixed_cost_s(self) -> float:
+        """The median pull of the smallest image (s): an upper bound of what every pull costs whatever its size,
+        measured rather than extrapolated (the line's intercept is an extrapolation, and can even be negative)."""
+        return float(self.per_base["wall_s"].iloc[0])
+
+    @staticmethod
+    def _rank_correlation(a: pd.Series, b: pd.Series) -> float:
+        return float(a.rank().corr(b.rank())) if len(a) >= 3 else math.nan
+
+    @property
+    def rank_correlation(self) -> float:
+        """Spearman's rank correlation of compressed size and median pull time over the bases (NaN below 3)."""
+        return self._rank_correlation(self.per_base["compressed_mb"], self.per_base["wall_s"])
+
+    @property
+    def residual_files_correlation(self) -> float:
+        """Spearman's rank correlation of each base's residual and its file count: positive when images with more
+        files pull slower than their compressed size predicts."""
+        return self._rank_correlation(self.per_base["residual_s"], self.per_base["files"])
+
+    def conclusion(self) -> str:
+        t = self.per_base
+        above, below = t["residual_s"].idxmax(), t["residual_s"].idxmin()
+        files = (f"The residuals follow the file count (rank correlation {self.residual_files_correlation:.2f}): "
+                 f"**{above}** ({int(t.loc[above, 'files'])} files) pulled {t.loc[above, 'residual_s']:+.2f} s off the "
+                 f"line and **{below}** ({int(t.loc[below, 'files'])} files) {t.loc[below, 'residual_s']:+.2f} s — "
+                 "every file is unpacked and written, so bytes are not the whole cost."
+                 if self.residual_files_correlation >= 0.5 else
+                 f"The residuals do not follow the file count (rank correlation "
+                 f"{self.residual_files_correlation:.2f}).")
+        return (f"**What we measured** ({len(self.points)} cold pulls of {len(t)} bases): pull time ≈ "
+                f"**{self.intercept_s:.2f} s + {self.slope_s_per_mb * 1e3:.1f} ms per compressed MB** "
+                f"(R² = {self.r_squared:.2f}; about {self.throughput_mb_s:.0f} MB/s of compressed layers fetched, "
+                f"decompressed and written). Rank correlation of size and pull time: {self.rank_correlation:.2f}. "
+                f"The smallest image, **{self.smallest}** ({t['compressed_mb'].iloc[0]:.2f} MB), pulled in "
+                f"{self.fixed_cost_s:.2f} s: that bounds the fixed cost of a pull (registry round trips for the "
+                f"manifest, config and each layer, and the engine's bookkeeping), "
+                f"{t['fixed_share'].iloc[1]:.0%} of the next smallest image's pull. On a loopback registry it is "
+                f"small; across a real network each round trip adds latency to it, and bandwidth to the slope. "
+                f"{files}"
+                + (f" Left out: {', '.join(self.left_out)}, whose pulls found layers already in the engine (a "
+                   "build cache still held them), so they were not cold." if self.left_out else ""))
+
+
+def fit_pulls(table: BaseTable) -> PullFit:
+    """Fit pull time against compressed size over the cold pulls in `table` (two sizes at least); a pull that
+    found a layer already in the engine (:attr:`BaseTable.warm_pulls`) is left out."""
+    pulls = table.cold_pulls
+    if pulls["compressed_bytes"].nunique() < 2:
+        raise BadParameter("a fit needs cold pulls of at least two images of different sizes.",
+                           "Measure two bases or more (bases=[...]) whose layers nothing else in the engine holds.")
+    x = pulls["compressed_bytes"].to_numpy(dtype=float) / MB
+    y = pulls["wall_s"].to_numpy(dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    predicted = intercept + slope * x
+    residual = y - predicted
+    total = float(((y - y.mean()) ** 2).sum())
+    r_squared = 1 - float((residual ** 2).sum()) / total if total > 0 else math.nan
+    files = table.bases.set_index("base")["files"]
+    points = pd.DataFrame({"base": pulls["base"].to_numpy(), "compressed_mb": x,
+                           "files": files.loc[pulls["base"]].to_numpy(), "wall_s": y, "predicted_s": predicted,
+                           "residual_s": residual})
+    return PullFit(float(intercept), float(slope), r_squared, points, tuple(table.warm_pulls))
