@@ -4,6 +4,7 @@ tables as each notebook computes them (tests/test_replay.py's CHAPTERS); every c
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -18,8 +19,11 @@ from tests.conftest import missing
 from tests.test_replay import CHAPTERS
 
 ROOT = Path(__file__).resolve().parent.parent
-# The chapter sits beside the checkout (a fresh clone in CI too): ../shared/chapter/.
-CHAPTER = ROOT.parent / "shared" / "chapter" / "containers-and-docker.txt"
+CHAPTER_FILE = Path("shared") / "chapter" / "containers-and-docker.txt"
+# The chapter sits beside the checkout (../shared/chapter/), or beside a folder further up when CI clones the
+# checkout one level deeper; LABKIT_CHAPTER names the file where it is elsewhere. It is never copied in.
+CHAPTER = Path(os.environ.get("LABKIT_CHAPTER") or next(
+    (folder / CHAPTER_FILE for folder in ROOT.parents if (folder / CHAPTER_FILE).exists()), ROOT.parent / CHAPTER_FILE))
 LABS = {lab.stem: lab for lab in catalog.all_labs()}
 
 
@@ -47,7 +51,7 @@ def chapter_headings(text: str) -> set[str]:
 @pytest.fixture(scope="module")
 def headings() -> set[str]:
     if not CHAPTER.exists():
-        missing(f"the chapter's text at {CHAPTER} (../shared/chapter/ beside the checkout)")
+        missing(f"the chapter's text at {CHAPTER} (../shared/chapter/ beside the checkout, or set LABKIT_CHAPTER)")
     return chapter_headings(CHAPTER.read_text())
 
 
