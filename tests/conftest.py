@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,13 @@ from labkit.core.session import LabSession, open_session
 from labkit.instruments import engine, undo
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_sigint() -> None:
+    """A preexec_fn for a child a test interrupts: a background job of a non-interactive shell (`nohup make test
+    &`, a CI step) starts with SIGINT ignored and a child inherits that, so Python would install no
+    KeyboardInterrupt handler and the SIGINT would be lost. The child gets the default disposition instead."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def missing(what: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import arch, undo
-from tests.conftest import missing
+from tests.conftest import default_sigint, missing
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "arch"
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,15 +133,9 @@ with arch.entry_disabled(sys.argv[1]):
 """
 
 
-def _default_sigint() -> None:
-    # A background job of a non-interactive shell (`nohup make test &`) starts with SIGINT ignored, and a child
-    # inherits that: Python would then install no KeyboardInterrupt handler. The child must get the default.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _disabled_child(name: str) -> subprocess.Popen[str]:
     child = subprocess.Popen([sys.executable, "-c", CHILD, name], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, preexec_fn=_default_sigint)
+                             stderr=subprocess.PIPE, preexec_fn=default_sigint)
     assert child.stdout is not None and child.stdout.readline().strip() == "disabled"
     assert not _enabled(name)
     return child

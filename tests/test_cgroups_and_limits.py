@@ -22,7 +22,7 @@ from labkit.instruments.limits import MIB
 from labkit.labs import cgroups_and_limits
 from labkit.labs.cgroups_and_limits import rig
 from labkit.labs.cgroups_and_limits.cpu import _work_rate
-from tests.conftest import leftovers
+from tests.conftest import default_sigint, leftovers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LAB = cgroups_and_limits.LAB  # what the `replay` fixture (conftest.py) replays
@@ -260,7 +260,7 @@ def test_live_interrupted_experiment_leaves_no_container_and_no_cgroup(
               "lab = open_session(cgroups_and_limits.LAB, mode='live'); print(lab.run_id, flush=True); "
               "cgroups_and_limits.run_memory_unlimited(lab, fence_mib=256, step_mib=6, step_interval_ms=1000)")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)})
+                             env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}, preexec_fn=default_sigint)
     assert child.stdout is not None
     run_id = child.stdout.readline().strip()
     deadline = time.monotonic() + 60
