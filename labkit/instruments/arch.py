@@ -222,12 +222,12 @@ def _write_entry(root: Path, name: str, *, enabled: bool) -> None:
     (root / name).write_text("1" if enabled else "0")
 
 
-class Terminated(BaseException):
+class TerminatedWhileDisabled(BaseException):
     """SIGTERM arrived while a binfmt entry was disabled; raised so that the restore in ``finally`` runs."""
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"signal {signum}")
+    raise TerminatedWhileDisabled(f"signal {signum}")
 
 
 def restore_entry(detail: dict[str, Any]) -> None:
@@ -246,7 +246,8 @@ def entry_disabled(name: str, root: Path = BINFMT_MISC) -> Iterator[BinfmtEntry]
     """Disable binfmt_misc entry `name` for the block and restore its previous state afterwards, whatever happens.
 
     The restore runs on normal exit, on an exception, on Ctrl-C (KeyboardInterrupt) and on SIGTERM (turned into
-    :class:`Terminated` for the duration, when called from the main thread; the previous handler comes back after).
+    :class:`TerminatedWhileDisabled` for the duration, when called from the main thread; the previous handler comes
+    back after).
     SIGKILL skips it, so the change is journalled first (:mod:`labkit.instruments.undo`): the next labkit command,
     or pytest's next session, enables the entry again.
     """
@@ -266,7 +267,7 @@ def entry_disabled(name: str, root: Path = BINFMT_MISC) -> Iterator[BinfmtEntry]
                 _write_entry(root, name, enabled=False)
                 log.info("binfmt entry %s disabled", name)
                 yield entry
-            except Terminated:
+            except TerminatedWhileDisabled:
                 pending.append(signal.SIGTERM)
                 raise
             finally:
