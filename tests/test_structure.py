@@ -27,12 +27,8 @@ KNOWN_EXCEPTIONS = {
     # 07's five plot methods move to labkit.instruments.plots.
     "lab imports matplotlib": {"labkit.labs.cgroups_and_limits.memory", "labkit.labs.cgroups_and_limits.page_cache",
                                "labkit.labs.cgroups_and_limits.cpu"},
-    # Plot code moves to plot helpers (05's scatter with its fit, 11's bars with intervals).
-    "notebook cell over 10 lines": {
-        "05-choosing-a-base-image cell-06",
-        "05-choosing-a-base-image cell-15",
-        "11-arm64-vs-amd64 cell-09",
-    },
+    # None left: plot code is in labkit.instruments.plots helpers.
+    "notebook cell over 10 lines": set(),
 }
 
 

@@ -75,3 +75,56 @@ def heatmap(table: pd.DataFrame, *, colors: dict[str, str], ax: Axes | None = No
     ax.set_yticks(range(table.shape[0]), table.index)
     ax.grid(False)
     return ax
+
+
+def intervals(table: pd.DataFrame, value: str, low: str, high: str, *, reference: float | None = None,
+              log_scale: bool = False, xlabel: str = "", ax: Axes | None = None) -> Axes:
+    """One horizontal bar per row of `table` (its index as labels) at `value`, with the interval [`low`, `high`]
+    as error bars and a vertical line at `reference` (e.g. 1 for a ratio); used for slowdowns (notebook 11)."""
+    ax = _axes(ax)
+    ax.barh(table.index, table[value], color="#8fb3d9")
+    ax.errorbar(table[value], table.index, fmt="none", ecolor="black", capsize=4,
+                xerr=[table[value] - table[low], table[high] - table[value]])
+    if reference is not None:
+        ax.axvline(reference, color="grey", linewidth=1)
+    if log_scale:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel or value)
+    return ax
+
+
+def overlaid_bars(table: pd.DataFrame, columns: dict[str, str], *, log_scale: bool = False, xlabel: str = "",
+                  ax: Axes | None = None) -> Axes:
+    """Horizontal bars per row of `table` (its index as labels), one bar per column of `columns` (column → legend
+    label), each drawn over the one before it, narrower and darker: e.g. a size unpacked and compressed (05)."""
+    ax = _axes(ax)
+    shades = ("#8fb3d9", "#2b5d8a", "#173450")
+    for position, (column, label) in enumerate(columns.items()):
+        ax.barh(table.index, table[column], color=shades[position % len(shades)], height=0.8 / (1 + position),
+                label=label)
+    if log_scale:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.legend()
+    return ax
+
+
+def fit_with_residuals(points: pd.DataFrame, x: str, y: str, *, predicted: str, residual: str,
+                       labels: pd.DataFrame | None = None, fit_label: str = "", xlabel: str = "",
+                       ylabel: str = "", residual_label: str = "residual") -> tuple[Axes, Axes]:
+    """`points` (`y` against `x`) with their fitted line (`predicted`) above, the `residual` below on the same x
+    axis; `labels` (its index written at its `x`, `y`) names points, e.g. one per base (notebook 05). Returns the
+    two axes (fit, residuals)."""
+    _, (ax, below) = plt.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.scatter(points[x], points[y], s=18)
+    for name, row in (labels if labels is not None else pd.DataFrame()).iterrows():
+        ax.annotate(str(name), (row[x], row[y]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    line = points.sort_values(x)
+    ax.plot(line[x], line[predicted], color="black", linewidth=1, label=fit_label or predicted)
+    ax.set_ylabel(ylabel or y)
+    ax.legend()
+    below.axhline(0, color="grey", linewidth=1)
+    below.scatter(points[x], points[residual], s=12)
+    below.set_xlabel(xlabel or x)
+    below.set_ylabel(residual_label)
+    return ax, below

@@ -31,6 +31,11 @@ class PullFit:
         """MB of compressed layers per second beyond the fixed cost (the inverse of the slope)."""
         return 1 / self.slope_s_per_mb if self.slope_s_per_mb > 0 else math.inf
 
+    @property
+    def line(self) -> str:
+        """The fitted line in words, e.g. ``0.41 s + 12.3 ms/MB``."""
+        return f"{self.intercept_s:.2f} s + {self.slope_s_per_mb * 1e3:.1f} ms/MB"
+
     @cached_property
     def per_base(self) -> pd.DataFrame:
         """Per base, smallest first: compressed_mb, files, median wall_s, predicted_s, median residual_s, and
