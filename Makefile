@@ -9,11 +9,12 @@ NOTEBOOK_TIMEOUT ?= 1800
 
 .PHONY: lab ui test lint bench record clean doctor
 
+# A notebook whose inputs did not change since its last run is reused, not executed again; FRESH=1 executes all.
 # A failed notebook costs only its own chapter: the book is built from what ran (a failure page for the rest)
 # and make still fails. An interrupt (Ctrl-C, SIGTERM: a status above 128) stops at once, with no book.
 lab: $(INSTALLED)
 	$(BIN)/labkit setup
-	status=0; $(BIN)/labkit run --timeout $(NOTEBOOK_TIMEOUT) || status=$$?; \
+	status=0; $(BIN)/labkit run $(if $(FRESH),--fresh) --timeout $(NOTEBOOK_TIMEOUT) || status=$$?; \
 	if [ $$status -gt 128 ]; then exit $$status; fi; \
 	$(BIN)/labkit book || status=$$?; exit $$status
 

@@ -77,7 +77,8 @@ def _instant(text: str) -> datetime:
 @dataclass(frozen=True)
 class Chapter:
     """One executed notebook in the book: its title, papermill's record of the execution, and the results its
-    numbers came from (`live`: measured during that execution; otherwise replayed from data/results/)."""
+    numbers came from (`live`: measured during that execution; otherwise replayed from data/results/). `reused`:
+    this run did not execute it, its inputs being unchanged since that execution (labkit.app.execution_cache)."""
 
     path: Path
     title: str
@@ -85,6 +86,7 @@ class Chapter:
     live: bool
     results: Path
     provenance: dict[str, Any]
+    reused: bool = False
 
     @property
     def stem(self) -> str:
@@ -103,15 +105,23 @@ class Chapter:
     def page(self) -> str:
         return self.path.name
 
+    @property
+    def numbers(self) -> str:
+        """Where its numbers come from, in a few words."""
+        if not self.live:
+            return "replayed from data/results/"
+        return "live in an earlier run, reused" if self.reused else "live"
+
     def provenance_text(self) -> str:
-        how = "measured live in this run" if self.live else "replayed from data/results/"
+        how = ("measured live in an earlier run, reused by this one" if self.reused else
+               "measured live in this run" if self.live else "replayed from data/results/")
         return (f"{how}: {self.provenance.get('started_utc')} → {self.provenance.get('ended_utc')}, "
                 f"quick={self.provenance.get('quick')}, run `{self.provenance.get('run_id')}`")
 
 
-def read_chapter(path: Path, results_dir: Path) -> Chapter:
+def read_chapter(path: Path, results_dir: Path, reused: bool = False) -> Chapter:
     """`path` (an executed notebook) with the results behind it: those of its live run in `results_dir/<stem>`,
-    or the recorded ones it replayed (what its banner says)."""
+    or the recorded ones it replayed (what its banner says); `reused` when this run reused that execution."""
     notebook = nbformat.read(path, as_version=4)
     title = _title(notebook, path.stem)
     execution = dict(notebook.metadata.get("papermill", {}))
@@ -122,7 +132,23 @@ def read_chapter(path: Path, results_dir: Path) -> Chapter:
         raise NotPrepared(f"{path.name} ran live as run {run_id}, but {folder} holds run {provenance.get('run_id')}.",
                           "Pass the results of that run (`labkit book --results DIR`), or run the notebooks "
                           "again (`labkit run`).")
-    return Chapter(path, title, execution, run_id is not None, folder, provenance)
+    return Chapter(path, title, execution, run_id is not None, folder, provenance, reused)
+
+
+def reused_note(chapter: Chapter) -> str:
+    """Markdown for the top of a reused chapter's page: that this run did not execute it, why, and when and where
+    its numbers were measured."""
+    p = chapter.provenance
+    fp = p.get("fingerprint", {})
+    record = p.get("execution", {})
+    machine = (f"{fp.get('os', '?')}, kernel {fp.get('kernel', '?')}, {fp.get('arch', '?')}, {fp.get('cores', '?')} "
+               f"cores, Docker Engine {fp.get('engine_version', '?')}")
+    return (f"> ♻️ **Reused from an earlier execution.** This run did not execute the notebook again: none of its "
+            f"inputs (the notebook, its lab, the labkit modules they import, labkit's version, its bases' recipes, "
+            f"the host's fingerprint, the mode) changed since run `{p.get('run_id')}` (execution key "
+            f"`{record.get('key', '?')}`). Every number below was measured in that run, from {p.get('started_utc')} "
+            f"to {p.get('ended_utc')} UTC, on {machine}; \"now\" in its banner means then. `make lab FRESH=1` "
+            "measures it again.")
 
 
 def _title(notebook: nbformat.NotebookNode, stem: str) -> str:
@@ -388,7 +414,8 @@ def landing_page(chapters: list[Chapter], ledger: pd.DataFrame, headlines: dict[
                  else "(no claims)")
         verdict = f"**{headline['verdict'].iloc[0]}**" if len(headline) else ""
         counts = ", ".join(f"{n} {v}" for v, n in own.groupby("verdict").size().items())
-        numbers = "live" if chapter.live else "replayed"
+        numbers = ("live" if chapter.live else "replayed") + (
+            f", reused (measured {chapter.provenance.get('started_utc')})" if chapter.reused else "")
         if chapter.provenance.get("quick"):
             numbers += ", quick"
         rows[chapter.stem] = (f"| [{_cell(chapter.label)}]({chapter.page}) | {quote} | {verdict} | {counts} | "
@@ -428,7 +455,7 @@ def environment_page(chapters: list[Chapter], bench: str, failed: list[FailedCha
     for chapter in chapters:
         p = chapter.provenance
         rows[chapter.stem] = (f"| [{_cell(chapter.label)}]({chapter.page}) | {_seconds(chapter.wall_s)} | "
-                              f"{'live' if chapter.live else 'replayed from data/results/'} | {p.get('quick')} | "
+                              f"{chapter.numbers} | {p.get('quick')} | "
                               f"{p.get('started_utc')} → {p.get('ended_utc')} | `{p.get('run_id')}` |")
     for failure in failed or []:
         rows[failure.stem] = (f"| [{_cell(failure.label)}]({failure.page}) | {_seconds(failure.wall_s)} | "
@@ -529,7 +556,8 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
     for path in notebooks:
         failure = read_failure(path, reported.get(path.stem))
         if failure is None:
-            chapters.append(read_chapter(path, results_dir))
+            reused = reported.get(path.stem)
+            chapters.append(read_chapter(path, results_dir, reused is not None and reused.status == "reused"))
         else:
             failed.append(failure)
     measured = [claims.read(c.results / "claims.csv") for c in chapters]
@@ -547,6 +575,8 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
     for chapter in chapters:
         notebook = nbformat.read(chapter.path, as_version=4)
         notebook.cells.append(nbformat.v4.new_markdown_cell(_downloads(chapter, data)))
+        if chapter.reused:  # below the title, above the banner
+            notebook.cells.insert(1, nbformat.v4.new_markdown_cell(reused_note(chapter)))
         nbformat.write(notebook, source / chapter.path.name)
     for failure in failed:
         (source / failure.page).write_text(failure_page(failure))

@@ -70,11 +70,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         session.require_committed()
     notebooks = runner.discover(args.notebooks)
     results_dir = paths.recorded_results_dir() if args.record else None
+    fresh = ("--record: a recording always measures anew" if args.record else
+             "--fresh: every notebook is executed again" if args.fresh else "")
     runs = runner.execute(notebooks, quick=args.quick, mode=args.mode, results_dir=results_dir,
-                          output_dir=Path(args.output) if args.output else None, timeout_s=args.timeout)
+                          output_dir=Path(args.output) if args.output else None, timeout_s=args.timeout,
+                          fresh=fresh)
     print(runner.format_report(runs))
-    # Every notebook ran (an interrupt raises instead): the failures come last, each with its way back.
-    failed = [r for r in runs if r.status != "ok"]
+    # Every notebook ran or was reused (an interrupt raises instead): the failures come last, each with its way back.
+    failed = [r for r in runs if r.status not in ("ok", "reused")]
     for r in failed:
         print(f"FAILED: {r.notebook} at cell {r.failed_cell}: {r.error}\n  executed copy with the traceback: "
               f"{r.output}\n  run it again: {runner.rerun_command(r.notebook)}", file=sys.stderr)
@@ -155,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="live (default) needs an engine; replay shows the committed results")
     run.add_argument("--record", action="store_true",
                      help="write results to data/results/ (to commit them); only from a committed tree")
+    run.add_argument("--fresh", action="store_true",
+                     help="execute every notebook again, even one whose inputs did not change since its last run")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per notebook (default 1800)")
     run.add_argument("--output", help="folder for the executed notebooks (default build/notebooks)")
     run.set_defaults(func=cmd_run)

@@ -22,8 +22,10 @@ from types import FrameType
 import nbformat
 
 from labkit import paths
+from labkit.app import catalog, execution_cache
 from labkit.app.kernels import kernel_config
-from labkit.core.results import prune_partials
+from labkit.core import session
+from labkit.core.results import prune_partials, utc_now
 from labkit.errors import BadParameter, Terminated
 from labkit.instruments import engine, procfs, undo
 
@@ -41,11 +43,13 @@ class NotebookRun:
     without papermill's error banner) or None."""
 
     notebook: str
-    status: str  # "ok", "failed", "interrupted" or "not run" (an interrupt stopped the run before it)
+    status: str  # "ok", "reused", "failed", "interrupted" or "not run" (an interrupt stopped the run before it)
     wall_s: float
     output: str
     failed_cell: int | None = None
     error: str = ""
+    key: str = ""  # the execution key of its inputs (labkit.app.execution_cache)
+    reason: str = ""  # why it was executed, or why its earlier execution was reused
 
 
 def discover(selection: list[str] | None = None) -> list[Path]:
@@ -66,16 +70,20 @@ def discover(selection: list[str] | None = None) -> list[Path]:
 
 
 def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_dir: Path | None = None,
-            results_dir: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[NotebookRun]:
+            results_dir: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+            fresh: str = "this run reuses nothing") -> list[NotebookRun]:
     """Execute `notebooks` in order and return how each went, one entry per notebook.
+
+    A notebook whose inputs did not change since its last successful execution into `output_dir` is not
+    executed again but "reused" (:mod:`labkit.app.execution_cache`), in a full live run whose `fresh` is "";
+    otherwise `fresh` says why every notebook is executed (``--fresh``, ``--record``, or a caller that always
+    measures, as the bench and the tests do). Each notebook's key and reason are printed and kept in the report,
+    the executed copy's metadata and its provenance.json.
 
     A failed notebook (a cell that raised or timed out, a kernel that died) costs only itself: the run goes on
     with the next. An interrupt stops the run at once (KeyboardInterrupt; the report lists the notebooks it kept
     from starting as "not run"). Whatever happens, the run's objects are cleaned up and the report is written.
     """
-    import papermill  # slow to import: only when notebooks are run
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
     if timeout_s <= 0:
         raise BadParameter(f"timeout={timeout_s}: need a positive number of seconds.", "E.g. --timeout 1800.")
     output_dir = output_dir or paths.build_dir() / "notebooks"
@@ -84,10 +92,22 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
     runs: list[NotebookRun] = []
     try:
         with _run_environment(run_id, results_dir), _interrupts_forwarded_to_kernels() as interrupted:
-            for index, notebook in enumerate(notebooks, 1):
+            decisions = _decide(notebooks, output_dir, quick=quick, mode=mode,
+                                refused=fresh or execution_cache.reuse_refused(quick=quick, mode=mode))
+            if any(decision.execute for decision in decisions):
+                import papermill  # slow to import: only when notebooks are run
+                from nbclient.exceptions import CellTimeoutError, DeadKernelError
+            for index, (notebook, decision) in enumerate(zip(notebooks, decisions, strict=True), 1):
                 output = output_dir / notebook.name
-                print(f"[{index}/{len(notebooks)}] {notebook.stem} (quick={quick}, mode={mode}) …", flush=True)
-                started = time.perf_counter()
+                if not decision.execute:
+                    runs.append(NotebookRun(notebook.stem, "reused", 0.0, str(output), key=decision.key,
+                                            reason=decision.reason))
+                    print(f"[{index}/{len(notebooks)}] {notebook.stem}: reused (key {decision.key}), "
+                          f"{decision.reason} → {output}", flush=True)
+                    continue
+                print(f"[{index}/{len(notebooks)}] {notebook.stem} (quick={quick}, mode={mode}) executing (key "
+                      f"{decision.key}): {decision.reason} …", flush=True)
+                started, started_utc = time.perf_counter(), utc_now()
                 try:
                     papermill.execute_notebook(
                         str(notebook), str(output), parameters={"quick": quick, "mode": mode},
@@ -106,7 +126,9 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
                                             str(output)))
                     raise
                 else:
-                    runs.append(NotebookRun(notebook.stem, "ok", time.perf_counter() - started, str(output)))
+                    execution_cache.remember(decision, output, session.results_root(), run_id, started_utc)
+                    runs.append(NotebookRun(notebook.stem, "ok", time.perf_counter() - started, str(output),
+                                            key=decision.key, reason=decision.reason))
                     print(f"    ok in {runs[-1].wall_s:.1f} s → {output}", flush=True)
                     if interrupted.is_set():  # the signal came before the kernel could take it
                         break
@@ -114,7 +136,7 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
                 # The first Ctrl-C makes the cell it interrupts fail: that notebook was interrupted, not failed.
                 status = "interrupted" if interrupted.is_set() else "failed"
                 runs.append(NotebookRun(notebook.stem, status, time.perf_counter() - started, str(output), cell,
-                                        error))
+                                        error, decision.key, decision.reason))
                 if interrupted.is_set():
                     break
                 print(f"    failed at cell {cell}: {_first_line(error)} → {output}; going on with the next notebook",
@@ -130,6 +152,16 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
     if interrupted.is_set():
         raise interrupted.error()
     return runs
+
+
+def _decide(notebooks: list[Path], output_dir: Path, *, quick: bool, mode: str,
+            refused: str) -> list[execution_cache.Decision]:
+    """Whether each notebook is executed or its earlier execution in `output_dir` reused (see `execute`)."""
+    host = execution_cache.Host.current()
+    labs = {lab.stem: lab for lab in catalog.all_labs()}
+    return [execution_cache.decide(
+        execution_cache.inputs(notebook, labs.get(notebook.stem), host, quick=quick, mode=mode),
+        output_dir / notebook.name, session.results_root(), refused=refused) for notebook in notebooks]
 
 
 def executed_cells(executed: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
@@ -241,7 +273,7 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
     """Remove the docker objects and cgroups of run `run_id`, or of every run when None.
 
     Returns what went: the engine's report (None when no engine answers, so nothing can be in it) and the
-    cgroup paths removed.
+    cgroup paths, neighbour namespaces and firewall rules removed.
     """
     from labkit.instruments import cgroups
 
@@ -254,6 +286,10 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
         removed = cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=prefix)
     except cgroups.CgroupUnavailable:
         removed = []
+    from labkit.instruments import firewall, netns  # neighbour hosts and firewall rules (notebook 08 and later)
+
+    removed += [f"network namespace {name}" for name in netns.sweep(run_id)]
+    removed += [f"firewall rule {rule}" for rule in firewall.sweep(run_id)]
     return report, removed
 
 
@@ -277,5 +313,7 @@ def format_report(runs: list[NotebookRun]) -> str:
         where = f"cell {r.failed_cell}" if r.failed_cell is not None else ""
         error = _first_line(r.error)  # the whole error (an engine's hint: several lines) is in the report
         detail = r.output if r.status == "ok" else ": ".join(part for part in (where, error) if part) or r.output
+        if r.status == "reused":
+            detail = f"{r.output} ({r.reason})"
         lines.append(f"{r.notebook:40} {r.status:12} {r.wall_s:8.1f}  {detail}")
     return "\n".join(lines)
