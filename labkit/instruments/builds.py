@@ -42,11 +42,12 @@ def validate_builder(builder: str) -> None:
 
 def build(context: Path, tag: str, scope: Scope, *, builder: str = BUILDKIT, dockerfile: str = "Dockerfile",
           no_cache: bool = False, network: str = "none", build_args: Mapping[str, str] | None = None,
-          target: str = "", timeout_s: float = BUILD_TIMEOUT_S) -> Build:
+          target: str = "", secrets: Mapping[str, Path] | None = None, timeout_s: float = BUILD_TIMEOUT_S) -> Build:
     """Build `context` with `dockerfile` (a path inside it) as `tag` using `builder` (``buildkit`` or ``legacy``).
 
     The scope's labels go on the image; the LABEL steps the legacy builder makes of them are left out of the log's
-    steps (they are not the Dockerfile's). Raises CommandError (with the build's log) when the build fails.
+    steps (they are not the Dockerfile's). `secrets` (BuildKit only) maps a secret's id to the file a
+    ``RUN --mount=type=secret,id=<id>`` step reads. Raises CommandError (with the build's log) when the build fails.
     """
     validate_builder(builder)
     env = {**os.environ, "DOCKER_BUILDKIT": "1" if builder == BUILDKIT else "0"}
@@ -57,6 +58,8 @@ def build(context: Path, tag: str, scope: Scope, *, builder: str = BUILDKIT, doc
         argv += ["--progress=plain"] if builder == BUILDKIT else ["--force-rm"]
         argv += ["--no-cache"] if no_cache else []
         argv += ["--target", target] if target else []
+        for key, source in (secrets or {}).items():
+            argv += ["--secret", f"id={key},src={source}"]
         for key, value in (build_args or {}).items():
             argv += ["--build-arg", f"{key}={value}"]
         started = time.perf_counter_ns()

@@ -183,6 +183,32 @@ def read_saved(path: Path) -> SavedImage:
     return SavedImage(tuple(manifest[0].get("RepoTags") or ()), history, layers)
 
 
+def places_holding(path: Path, needle: bytes) -> list[str]:
+    """Where a ``docker save`` tarball holds `needle`: ``config`` (the image config, its history included) and
+    ``layer <i>: <path>`` for each file of layer `i` (0 = the lowest) whose content or name holds it. A needle that
+    a file splits across tar blocks is still found: each file is read whole."""
+    found = []
+    with tarfile.open(path, mode="r:*") as archive:
+        members = {m.name: m for m in archive.getmembers()}
+
+        def read(name: str) -> IO[bytes]:
+            stream = archive.extractfile(members[name])
+            if stream is None:
+                raise ValueError(f"{path}: {name} is not a regular file")
+            return stream
+
+        manifest = json.load(read("manifest.json"))[0]
+        if needle in read(manifest["Config"]).read():
+            found.append("config")
+        for index, name in enumerate(manifest["Layers"]):
+            with tarfile.open(fileobj=read(name), mode="r|") as layer:
+                for member in layer:
+                    content = layer.extractfile(member) if member.isfile() else None
+                    if needle in member.name.encode() or (content is not None and needle in content.read()):
+                        found.append(f"layer {index}: {member.name.removeprefix('./')}")
+    return found
+
+
 def save(client: docker.DockerClient, image: str, target: Path) -> Path:
     """Write ``docker save <image>`` to `target` and return it."""
     with target.open("wb") as out:

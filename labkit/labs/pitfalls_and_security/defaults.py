@@ -1,0 +1,127 @@
+"""Section 6: the security defaults, each made to bite and then relaxed or tightened by one docker run option."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from labkit.core.session import LabSession
+from labkit.instruments import containers, engine, processes
+from labkit.labs.pitfalls_and_security.declaration import (
+    limits_for,
+    probe_argv,
+    probe_images,
+    probe_once,
+    wait_ready,
+)
+
+RAW_SOCKET, SECCOMP, READ_ONLY, NO_NEW_PRIVILEGES = "raw socket", "unshare(CLONE_NEWUTS)", "read-only", "setuid"
+DEFAULT = "default"
+UNCONFINED = "seccomp=unconfined"
+UNCONFINED_ADMIN = "seccomp=unconfined + --cap-add SYS_ADMIN"
+ETC, TMP = "/etc/probe.txt", "/tmp/probe.txt"
+# check → variant → (image stage, probe command, docker run options as SDK keyword arguments)
+CHECKS: dict[str, dict[str, tuple[str, list[str], dict[str, Any]]]] = {
+    RAW_SOCKET: {DEFAULT: ("root", probe_argv("raw-socket"), {}),
+                 "--cap-drop NET_RAW": ("root", probe_argv("raw-socket"), {"cap_drop": ["NET_RAW"]})},
+    SECCOMP: {DEFAULT: ("root", probe_argv("unshare-uts"), {}),
+              UNCONFINED: ("root", probe_argv("unshare-uts"), {"security_opt": ["seccomp=unconfined"]}),
+              "--cap-add SYS_ADMIN": ("root", probe_argv("unshare-uts"), {"cap_add": ["SYS_ADMIN"]}),
+              UNCONFINED_ADMIN: ("root", probe_argv("unshare-uts"),
+                                 {"security_opt": ["seccomp=unconfined"], "cap_add": ["SYS_ADMIN"]})},
+    READ_ONLY: {DEFAULT: ("root", probe_argv("write", ETC, TMP), {}),
+                "--read-only --tmpfs /tmp": ("root", probe_argv("write", ETC, TMP),
+                                             {"read_only": True, "tmpfs": {"/tmp": "size=8m"}})},
+    NO_NEW_PRIVILEGES: {
+        DEFAULT: ("nonroot", ["suid-python", "/opt/probe.py", "ids"], {}),
+        "--security-opt no-new-privileges": ("nonroot", ["suid-python", "/opt/probe.py", "ids"],
+                                             {"security_opt": ["no-new-privileges"]})},
+}
+APPARMOR_ENABLED = Path("/sys/module/apparmor/parameters/enabled")
+SELINUX_ENFORCE = Path("/sys/fs/selinux/enforce")
+
+
+@dataclass(frozen=True)
+class DefaultsResult:
+    """`defaults`: check, variant, outcome (opened / ok / an errno; for writes ``/etc: …, /tmp: …``), uid, euid.
+    `lsm`: what (a host or engine fact about AppArmor and SELinux), value."""
+
+    defaults: pd.DataFrame
+    lsm: pd.DataFrame
+
+    def outcome(self, check: str, variant: str) -> str:
+        rows = self.defaults[(self.defaults["check"] == check) & (self.defaults["variant"] == variant)]
+        return str(rows["outcome"].iloc[0])
+
+    def euid(self, variant: str) -> int:
+        rows = self.defaults[(self.defaults["check"] == NO_NEW_PRIVILEGES) & (self.defaults["variant"] == variant)]
+        return int(rows["euid"].iloc[0])
+
+    def fact(self, what: str) -> str:
+        return str(self.lsm.loc[self.lsm["what"] == what, "value"].iloc[0])
+
+    @property
+    def lsm_active(self) -> list[str]:
+        """The Linux security modules that confine containers here: apparmor, selinux, or none."""
+        options = self.fact("engine security options")
+        return [name for name in ("apparmor", "selinux") if f"name={name}" in options]
+
+    def matrix(self) -> pd.DataFrame:
+        """check × variant of outcomes."""
+        return self.defaults.pivot(index="variant", columns="check", values="outcome").fillna("")
+
+    def conclusion(self) -> str:
+        lsm = ", ".join(self.lsm_active) or "neither AppArmor nor SELinux"
+        return (f"**What we measured.** A raw socket: **{self.outcome(RAW_SOCKET, DEFAULT)}** by default, "
+                f"**{self.outcome(RAW_SOCKET, '--cap-drop NET_RAW')}** with `--cap-drop NET_RAW`. "
+                f"`unshare(CLONE_NEWUTS)`: **{self.outcome(SECCOMP, DEFAULT)}** by default, "
+                f"{self.outcome(SECCOMP, UNCONFINED)} with seccomp unconfined alone (no CAP_SYS_ADMIN), "
+                f"**{self.outcome(SECCOMP, UNCONFINED_ADMIN)}** with both. `--read-only --tmpfs /tmp`: "
+                f"{self.outcome(READ_ONLY, '--read-only --tmpfs /tmp')} (by default "
+                f"{self.outcome(READ_ONLY, DEFAULT)}). A setuid-root program run by uid 10001 got euid "
+                f"**{self.euid(DEFAULT)}** by default and **{self.euid('--security-opt no-new-privileges')}** under "
+                f"no-new-privileges. Confining containers on this host: {lsm} (kernel: AppArmor "
+                f"{self.fact('AppArmor enabled (kernel)')}, SELinux {self.fact('SELinux enforce (kernel)')}).")
+
+
+def _read_or(path: Path, absent: str) -> str:
+    return path.read_text().strip() if path.exists() else absent
+
+
+def run_defaults(lab: LabSession, memory_limit_mib: int = 64) -> DefaultsResult:
+    """Each check of :data:`CHECKS` run once per variant (``docker run --rm`` of the probe), never --privileged;
+    then whether AppArmor or SELinux is there, read from the kernel, the engine and a container's
+    ``/proc/<pid>/attr/current``."""
+    limits = limits_for(lab, memory_limit_mib)
+
+    def experiment() -> dict[str, pd.DataFrame]:
+        client = lab.engine
+        rows = []
+        with lab.scope() as scope, probe_images(client, scope) as made:
+            for check, variants in CHECKS.items():
+                for variant, (stage, argv, options) in variants.items():
+                    image = made.root if stage == "root" else made.nonroot
+                    said = probe_once(client, scope, image, argv, limits, **options)
+                    outcome = said.get("raw_socket") or said.get("unshare") or ", ".join(
+                        f"{path.split('/')[1]}: {result}" for path, result in said.get("writes", {}).items()) \
+                        or f"euid {said.get('euid')}"
+                    rows.append({"check": check, "variant": variant, "outcome": outcome, "uid": said.get("uid", -1),
+                                 "euid": said.get("euid", -1)})
+            with containers.running(client, scope, made.root, probe_argv("wait"), stem="lsm",
+                                    limits=limits) as container:
+                wait_ready(container)
+                profile = client.api.inspect_container(container.id).get("AppArmorProfile", "") or "(none)"
+                label = processes.security_label(containers.host_pid(client, container.id)) or \
+                    "(none: no security module keeps labels)"
+        lsm = {"AppArmor enabled (kernel)": _read_or(APPARMOR_ENABLED, "no apparmor module"),
+               "SELinux enforce (kernel)": _read_or(SELINUX_ENFORCE, "no selinuxfs"),
+               "engine security options": ", ".join(engine.info(client).security_options),
+               "container AppArmorProfile": profile, "container /proc/<pid>/attr/current": label}
+        return {"defaults": pd.DataFrame(rows),
+                "lsm": pd.DataFrame([{"what": what, "value": value} for what, value in lsm.items()])}
+
+    tables = lab.record("defaults", ("defaults", "lsm"), experiment, **limits.record())
+    return DefaultsResult(tables["defaults"], tables["lsm"])

@@ -1,0 +1,105 @@
+"""Section 1: PID 1 and zombies, counted from the host's /proc over time, without and with ``--init``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from labkit.core.session import LabSession
+from labkit.errors import BadParameter
+from labkit.instruments import containers, processes, procfs
+from labkit.labs.pitfalls_and_security.declaration import (
+    PIDS_LIMIT,
+    check_number,
+    check_repeats,
+    limits_for,
+    probe_argv,
+    probe_images,
+)
+
+NO_INIT = "no init (the program is PID 1)"
+WITH_INIT = "--init (docker-init is PID 1)"
+VARIANTS = {NO_INIT: {}, WITH_INIT: {"init": True}}
+SAMPLE_S = 0.1  # seconds between two readings of /proc
+HEADROOM_PIDS = 8  # pids the program, its child and the init need beside the zombies
+
+
+@dataclass(frozen=True)
+class ZombieResult:
+    """`samples`: variant, repeat, t_s (s since the container started), zombies and processes in the container
+    (counted from the host's /proc: every process below its main process, zombies included), pid1 (PID 1's
+    program), orphans (how many grandchildren the program orphaned), and the limits."""
+
+    samples: pd.DataFrame
+
+    @property
+    def orphans(self) -> int:
+        return int(self.samples["orphans"].iloc[0])
+
+    def final(self, variant: str) -> int:
+        """Zombies at each repeat's last reading, the smallest over the repeats."""
+        rows = self.samples[self.samples["variant"] == variant]
+        return int(rows.groupby("repeat")["zombies"].last().min())
+
+    def peak(self, variant: str) -> int:
+        return int(self.samples.loc[self.samples["variant"] == variant, "zombies"].max())
+
+    def pid1(self, variant: str) -> str:
+        return str(self.samples.loc[self.samples["variant"] == variant, "pid1"].iloc[0])
+
+    def table(self) -> pd.DataFrame:
+        """Per variant: PID 1, orphans made, zombies at the end (fewest over the repeats) and at the peak."""
+        return pd.DataFrame([{"variant": v, "PID 1": self.pid1(v), "orphans made": self.orphans,
+                              "zombies at the end": self.final(v), "zombies at the peak": self.peak(v)}
+                             for v in VARIANTS])
+
+    def conclusion(self) -> str:
+        without, with_init = self.final(NO_INIT), self.final(WITH_INIT)
+        return (f"**What we measured.** The program orphaned {self.orphans} grandchildren. As PID 1 "
+                f"(`{self.pid1(NO_INIT)}`) it left **{without} zombies** at the end: it waits for the children it "
+                f"started, never for the orphans the kernel hands to PID 1. Under `--init`, PID 1 is "
+                f"`{self.pid1(WITH_INIT)}` and **{with_init} zombies** were left (at most {self.peak(WITH_INIT)} at "
+                f"one reading, each reaped within a {SAMPLE_S:g} s sampling step). Zombies hold a pid each: under "
+                f"`--pids-limit {PIDS_LIMIT}` a long-running PID 1 that never reaps would run out of pids.")
+
+
+def run_zombies(lab: LabSession, orphans: int = 10, interval_s: float = 0.2, settle_s: float = 1.0,
+                repeats: int = 1, memory_limit_mib: int = 64) -> ZombieResult:
+    """A program that orphans `orphans` grandchildren (one every `interval_s` s) run without and with ``--init``
+    (interleaved, `repeats` rounds); zombies counted from /proc every 0.1 s until `settle_s` s after the last."""
+    if isinstance(orphans, bool) or not isinstance(orphans, int) or not 1 <= orphans <= PIDS_LIMIT - HEADROOM_PIDS:
+        raise BadParameter(f"orphans={orphans!r} is out of range.",
+                           f"Give 1 to {PIDS_LIMIT - HEADROOM_PIDS}: each zombie holds one of the container's "
+                           f"{PIDS_LIMIT} pids.")
+    check_number(interval_s, "interval_s", 0.01, 5)
+    check_number(settle_s, "settle_s", 0.2, 30)
+    check_repeats(repeats)
+    limits = limits_for(lab, memory_limit_mib)
+    lab.require_root("reading the container's processes in /proc")
+
+    def experiment() -> pd.DataFrame:
+        client = lab.engine
+        rows: list[dict[str, object]] = []
+        with lab.scope() as scope, probe_images(client, scope) as made:
+            for repeat in range(repeats):
+                order = list(VARIANTS) if repeat % 2 == 0 else list(reversed(VARIANTS))
+                for variant in order:
+                    argv = probe_argv("orphans", str(orphans), str(interval_s))
+                    with containers.running(client, scope, made.root, argv, stem=f"zombies-{repeat}-{len(rows)}",
+                                            limits=limits, **VARIANTS[variant]) as container:
+                        init = containers.host_pid(client, container.id)
+                        pid1 = " ".join(procfs.cmdline(init)[:1])
+                        started = time.monotonic()
+                        duration = orphans * interval_s + settle_s
+                        while (t_s := time.monotonic() - started) < duration:
+                            below = processes.descendants(processes.process_table(), init)
+                            rows.append({"variant": variant, "repeat": repeat, "t_s": t_s,
+                                         "zombies": sum(p.state == "Z" for p in below), "processes": 1 + len(below),
+                                         "pid1": pid1, "orphans": orphans, **limits.record()})
+                            time.sleep(SAMPLE_S)
+        return pd.DataFrame(rows)
+
+    return ZombieResult(lab.measure("zombies", experiment, orphans=orphans, interval_s=interval_s,
+                                    settle_s=settle_s, repeats=repeats, **limits.record()))
