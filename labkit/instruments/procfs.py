@@ -11,6 +11,7 @@ Nothing happens at import.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterable
@@ -535,6 +536,59 @@ def read_net_dev(pid: Pid = "self", proc_root: Path = PROC) -> list[NetDevice]:
 def interfaces(pid: Pid = "self", proc_root: Path = PROC) -> list[str]:
     """Names of the network interfaces ``pid`` can see, in the kernel's order."""
     return [device.name for device in read_net_dev(pid, proc_root)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# /proc/<pid>/net/tcp and tcp6
+
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+              7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+
+
+@dataclass(frozen=True)
+class TcpSocket:
+    """One line of /proc/<pid>/net/tcp{,6}: local and remote address (text, e.g. ``127.0.0.1``, ``::``) and
+    port, the state's name (``LISTEN`` …), the owner's uid and the socket's inode."""
+
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    state: str
+    uid: int
+    inode: int
+
+
+def _hex_address(field: str) -> tuple[str, int]:
+    """``0100007F:1F90`` → ("127.0.0.1", 8080): the kernel prints each 32-bit word of the address in host (little
+    endian on x86 and arm64) byte order and the port in network order."""
+    address, port = field.split(":")
+    raw = bytes.fromhex(address)
+    host_order = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(host_order)), int(port, 16)
+
+
+def parse_net_tcp(text: str) -> list[TcpSocket]:
+    """Parse the text of /proc/<pid>/net/tcp or tcp6: a header line, then ``sl: local remote st … uid timeout
+    inode …`` per socket."""
+    sockets = []
+    for number, line in enumerate(text.splitlines()[1:], start=2):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 10:
+            raise ValueError(f"line {number} of net/tcp has {len(fields)} fields: {line!r}")
+        (local, local_port), (remote, remote_port) = _hex_address(fields[1]), _hex_address(fields[2])
+        state = int(fields[3], 16)
+        sockets.append(TcpSocket(local, local_port, remote, remote_port, TCP_STATES.get(state, str(state)),
+                                 int(fields[7]), int(fields[9])))
+    return sockets
+
+
+def listening(pid: Pid = "self", proc_root: Path = PROC) -> list[tuple[str, TcpSocket]]:
+    """Every listening TCP socket in `pid`'s network namespace, as (``tcp`` or ``tcp6``, socket)."""
+    return [(name, s) for name in ("tcp", "tcp6")
+            for s in parse_net_tcp(_read_text(pid, proc_root, f"net/{name}")) if s.state == "LISTEN"]
 
 
 # ----------------------------------------------------------------------------------------------------
