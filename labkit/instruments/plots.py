@@ -77,6 +77,24 @@ def heatmap(table: pd.DataFrame, *, colors: dict[str, str], ax: Axes | None = No
     return ax
 
 
+def over_time(frame: pd.DataFrame, value: str, group: str, *, series: str | None = None, time: str = "t_s",
+              bound: tuple[str, float] | None = None, ylabel: str = "", ax: Axes | None = None) -> Axes:
+    """`value` against `time` (s), one colour per `group`, one line per value of `series` within it (repeats);
+    `bound` = (label, y) adds a dashed horizontal line. Used for zombies and log size over time (notebook 10)."""
+    ax = _axes(ax)
+    for index, (name, rows) in enumerate(frame.groupby(group, sort=False)):
+        color = f"C{index}"
+        parts = rows.groupby(series, sort=False) if series else [(None, rows)]
+        for number, (_, part) in enumerate(parts):
+            ax.plot(part[time], part[value], color=color, alpha=0.8, label=str(name) if number == 0 else None)
+    if bound is not None:
+        ax.axhline(bound[1], color="black", linestyle="--", linewidth=1, label=bound[0])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(ylabel or value)
+    ax.legend()
+    return ax
+
+
 def intervals(table: pd.DataFrame, value: str, low: str, high: str, *, reference: float | None = None,
               log_scale: bool = False, xlabel: str = "", ax: Axes | None = None) -> Axes:
     """One horizontal bar per row of `table` (its index as labels) at `value`, with the interval [`low`, `high`]
