@@ -17,12 +17,13 @@ import pytest
 
 from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import cgroups, elf, kernel_log, procfs, stress
+from labkit.instruments import cgroups, elf, kernel_log, procfs, sampler, stress
 from labkit.instruments.limits import MIB
 from labkit.labs import cgroups_and_limits
-from labkit.labs.cgroups_and_limits import rig
+from labkit.labs.cgroups_and_limits import cpu, rig
 from labkit.labs.cgroups_and_limits.cpu import _work_rate
-from tests.conftest import default_sigint, leftovers
+from labkit.labs.cgroups_and_limits.declaration import OUTCOME_COLUMNS
+from tests.conftest import ROOT, default_sigint, leftovers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LAB = cgroups_and_limits.LAB  # what the `replay` fixture (conftest.py) replays
@@ -92,7 +93,10 @@ def test_meminfo_in_bytes() -> None:
 
 
 class Untouchable:
-    """Stands in for a session: any use of it fails the test, so a refusal must come first."""
+    """Stands in for a session: any use of it fails the test, so a refusal must come first. Its mode may be read
+    (a knob left at None takes the mode's default)."""
+
+    quick = True
 
     def __getattr__(self, name: str) -> None:
         raise AssertionError(f"the lab used the session ({name}) before refusing bad input")
@@ -115,6 +119,9 @@ class Untouchable:
     (lambda lab: cgroups_and_limits.run_cpu_quota(lab, seconds=0), r"seconds=0"),
     (lambda lab: cgroups_and_limits.run_cpu_shares(lab, shares=(1024, 1)), r"shares="),
     (lambda lab: cgroups_and_limits.run_noisy_neighbour(lab, neighbour_threads=0), r"neighbour_threads=0"),
+    (lambda lab: cgroups_and_limits.run_noisy_neighbour(lab, neighbour_cpus=1.0), r"neighbour_cpus=1.0"),
+    (lambda lab: cgroups_and_limits.run_noisy_neighbour(lab, neighbour_shares=1), r"neighbour_shares=1"),
+    (lambda lab: cgroups_and_limits.run_noisy_neighbour(lab, repeats=0), r"repeats=0"),
     (lambda lab: cgroups_and_limits.run_pids(lab, pids_limit=0), r"pids_limit=0"),
     (lambda lab: cgroups_and_limits.run_pids(lab, attempts=0), r"attempts=0"),
 ])
@@ -148,6 +155,104 @@ def test_doctor_names_the_cgroup_driver_07_needs_and_the_fix(monkeypatch: pytest
         check = doctor.CHECKERS["engine"](cgroups_and_limits.CGROUPFS)
         assert check.ok is ok and check.detail.startswith(driver)
         assert "native.cgroupdriver=cgroupfs" in check.fix
+
+
+def _v1_group_at_its_limit(tmp_path: Path, memsw_limit: int, failcnt: int) -> cgroups.Cgroup:
+    """A v1 memory group as a 32 MiB ramp leaves it at its OOM kill, with the counters this host's kernel (6.18)
+    showed for it: a group under memory = memsw = 32 MiB read failcnt 0 and memsw.failcnt 0 (the memsw counter is
+    charged first and fails first; this kernel counts failures of the memory counter only); under memsw = 64 MiB
+    the memory counter failed first and failcnt read 66."""
+    root = tmp_path / "root"
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/self/mountinfo").write_text(
+        "35 25 0:30 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,memory\n")
+    group = root / "sys/fs/cgroup/memory/ramp"
+    group.mkdir(parents=True)
+    for name, value in {"memory.limit_in_bytes": 32 * MIB, "memory.memsw.limit_in_bytes": memsw_limit,
+                        "memory.usage_in_bytes": 32 * MIB, "memory.max_usage_in_bytes": 32 * MIB,
+                        "memory.failcnt": failcnt, "memory.memsw.failcnt": 0}.items():
+        (group / name).write_text(f"{value}\n")
+    (group / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    return cgroups.CgroupLayout.from_system(root).open("ramp")
+
+
+def test_at_a_v1_limit_the_watermark_moves_where_the_failure_count_does_not(tmp_path: Path) -> None:
+    same = _v1_group_at_its_limit(tmp_path / "same", memsw_limit=32 * MIB, failcnt=0)
+    assert same.memory_events() == {"max": 0, "oom_kill": 1}  # no failure counted …
+    assert sampler._memory_peak(same) == (32 * MIB,)  # … while the watermark stands at the limit
+    more = _v1_group_at_its_limit(tmp_path / "more", memsw_limit=64 * MIB, failcnt=66)
+    assert more.memory_events() == {"max": 66, "oom_kill": 1}
+
+
+def _ramp_run(samples: pd.DataFrame) -> cgroups_and_limits.MemoryRun:
+    """A 16 MiB ramp killed at its limit: hand-made outcome, the given samples."""
+    outcome = pd.DataFrame([{c: 0 for c in OUTCOME_COLUMNS}]).assign(
+        variant="ramp", cgroup_version="v1", memory_limit_bytes=16 * MIB, fence_limit_bytes=32 * MIB,
+        exit_code=137, kill_t_s=0.305, last_step_t_s=0.3, clock_offset_s=0.00056, clock_uncertainty_s=2e-6)
+    return cgroups_and_limits.MemoryRun(samples, pd.DataFrame(columns=["t_s", "event", "allocated_mib"]),
+                                        pd.DataFrame(columns=["t_s", "action", "exit_code"]), outcome)
+
+
+def test_limit_reached_in_the_sample_where_the_watermark_meets_the_limit() -> None:
+    # A ramp of 4 MiB steps under 16 MiB, sampled every 0.1 s; the failure count stays 0 throughout (v1,
+    # memsw = memory): the limit is reached in the sample at 0.3 s, where the watermark first equals 16 MiB.
+    samples = pd.DataFrame({"t_s": [0.0, 0.1, 0.2, 0.3, 0.31],
+                            "memory_bytes": [4 * MIB, 8 * MIB, 12 * MIB, 16 * MIB, 0],
+                            "peak_bytes": [4 * MIB, 8 * MIB, 12 * MIB, 16 * MIB, 16 * MIB],
+                            "limit_hits": [0] * 5, "oom_kills": [0, 0, 0, 0, 1]})
+    run = _ramp_run(samples)
+    assert run.limit_reached_t_s == 0.3
+    assert "reached the limit at t = 0.300 s" in run._limit_line() and "read 0 (cgroup v1" in run._limit_line()
+    assert run.time_to_kill_ms == pytest.approx(5.0) and run.kill_uncertainty_ms == pytest.approx(0.003)
+    never = _ramp_run(samples.assign(peak_bytes=12 * MIB))
+    assert pd.isna(never.limit_reached_t_s) and "never reached" in never._limit_line()
+
+
+def _neighbour(shares: dict[str, list[float]]) -> cgroups_and_limits.NeighbourResult:
+    """A victim whose rate alone is 1000 units/s and, in each condition and round, the given share of the pair's
+    CPU time, its work rate following it; straight lines from 0 at 0 s to 2 s. The neighbour uses the rest of one
+    CPU."""
+    neighbour = {"alone": (float("nan"), float("nan")), "beside an unlimited neighbour": (1024, float("nan")),
+                 "beside a neighbour with --cpus 0.25": (1024, 0.25)}  # its shares and cpus
+    rounds = len(next(iter(shares.values())))
+    per = {"alone": [1.0] * rounds, **shares}
+    work = [{"round": r, "condition": c, "neighbour_threads": 0 if c == "alone" else 8,
+             "neighbour_shares": neighbour[c][0], "neighbour_cpus": neighbour[c][1], "t_s": t,
+             "work_units": 1000 * share * t}
+            for c, values in per.items() for r, share in enumerate(values) for t in (0.0, 2.0)]
+    cpu = [{"round": r, "condition": c, "container": role, "t_s": t, "cpu_s": part * t}
+           for c, values in per.items() for r, share in enumerate(values)
+           for role, part in (("victim", share), ("neighbour", 1 - share)) if part or role == "victim"
+           for t in (0.0, 2.0)]
+    return cgroups_and_limits.NeighbourResult(pd.DataFrame(work), pd.DataFrame(cpu))
+
+
+def test_expected_share_by_weight_and_quota() -> None:
+    nan = float("nan")
+    assert cpu.expected_share(nan, nan, 1.0) == 1.0  # alone
+    assert cpu.expected_share(1024, nan, 0.7) == 0.5  # equal weights, whatever the pair gets
+    assert cpu.expected_share(256, nan, 1.0) == pytest.approx(0.8)  # 1024 / (1024 + 256)
+    assert cpu.expected_share(1024, 0.25, 1.0) == pytest.approx(0.75)  # the quota binds: 1 − 0.25 / 1
+    assert cpu.expected_share(1024, 0.25, 0.5) == pytest.approx(0.5)  # half a core: by weight 0.25 = the quota
+    assert cpu.expected_share(1024, 0.25, 0.4) == pytest.approx(0.5)  # by weight 0.2 < the quota: weight binds
+
+
+def test_neighbour_summary_on_known_shares() -> None:
+    # Five rounds; beside the unlimited neighbour the victim got 0.40 … 0.60 of the pair's CPU time, median 0.52;
+    # beside the capped one 0.70 … 0.78, median 0.74. Five sorted values: the interval is [min, max] (93.75 %).
+    result = _neighbour({"beside an unlimited neighbour": [0.52, 0.40, 0.60, 0.55, 0.50],
+                         "beside a neighbour with --cpus 0.25": [0.74, 0.70, 0.78, 0.72, 0.75]})
+    summary = result.summary
+    assert summary.loc["beside an unlimited neighbour", ["cpu_share", "low", "high"]].tolist() == pytest.approx(
+        [0.52, 0.40, 0.60])
+    assert summary.loc["beside a neighbour with --cpus 0.25", "cpu_share"] == pytest.approx(0.74)
+    assert summary.loc["beside a neighbour with --cpus 0.25", "kept"] == pytest.approx(0.74)  # rate follows CPU
+    assert summary["rounds"].tolist() == [5, 5, 5] and summary.loc["alone", "cpu_share"] == 1.0
+    assert result.worst_miss == pytest.approx(0.02)  # |0.52 − 0.50| beats |0.74 − 0.75|
+    # Shared per thread (2 victim threads against 8) it would have got 0.20: 30 points from the expected 0.50.
+    per_thread = _neighbour({"beside an unlimited neighbour": [0.20], "beside a neighbour with --cpus 0.25": [0.75]})
+    assert per_thread.worst_miss == pytest.approx(0.30)
+    assert per_thread.worst_miss > cgroups_and_limits.NEIGHBOUR_TOLERANCE
 
 
 def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabSession) -> None:
@@ -187,10 +292,13 @@ def test_live_ramp_is_killed_at_its_limit_and_every_witness_sees_it(live: LabSes
     assert int(r["exit_code"]) == 137 and bool(r["oom_killed"]) and int(r["oom_events"]) == 1
     assert int(r["group_oom_kills"]) == 1 and int(r["kernel_memcg_kills"]) == 1 and int(r["kernel_global_kills"]) == 0
     assert ramp.witnesses_agree
-    assert r["sampled_peak_bytes"] <= 32 * MIB
     assert int(r["allocated_mib_last"]) < 32 <= int(r["allocated_mib_last"]) + 4  # the step that crossed 32 MiB
-    # How soon the kill came and the sampler's rate are times: notebook 07 reports them, `make bench` the rate.
-    assert r["sampler_hz"] > 0
+    # The kernel's high watermark stood at the limit (32 MiB = 8192 pages, page-aligned) before the kill.
+    assert ramp.samples["peak_bytes"].max() == 32 * MIB and ramp.limit_reached_t_s <= r["kill_t_s"]
+    # On the calibrated clock the kill comes after the step that crossed the limit began (before it, the clock
+    # offset would be wrong); how long after is a time: notebook 07 reports it.
+    assert ramp.time_to_kill_ms > -ramp.kill_uncertainty_ms
+    assert abs(r["clock_offset_s"]) < 1.0 and 0 < r["clock_uncertainty_s"] < 0.01
 
 
 @pytest.mark.docker
@@ -219,7 +327,8 @@ def test_live_page_cache_fills_the_limit_and_nothing_is_killed(live: LabSession)
     cache = cgroups_and_limits.run_page_cache(live, memory_limit_mib=32, file_mib=96, passes=2)
     r = cache.record
     assert cache.survived and int(r["bytes_read"]) == 2 * 96 * MIB
-    assert r["max_file_bytes"] >= 16 * MIB and r["peak_bytes"] <= 32 * MIB  # cache charged, capped at the limit
+    # A 96 MiB file through a 32 MiB limit: cache is charged and the kernel's watermark reaches the limit exactly.
+    assert r["max_file_bytes"] >= 16 * MIB and cache.reached_limit and r["watermark_bytes"] == 32 * MIB
 
 
 @pytest.mark.docker
@@ -270,4 +379,32 @@ def test_live_interrupted_experiment_leaves_no_container_and_no_cgroup(
     child.send_signal(signal.SIGINT)
     assert child.wait(timeout=60) != 0
     assert leftovers(docker_client, run_id)["containers"] == []
+    assert _labkit_groups(run_id) == []
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_a_knob_turned_in_the_parameters_cell_reaches_the_prose(
+        docker_client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Notebook 07 executed live in quick mode as `labkit run` does, with --pids-limit 24 instead of 32: PID 1 and
+    # 23 children fill 24 tasks, so 23 of the 100 forks succeed and 77 fail — numbers no default could produce.
+    import nbformat
+    import papermill
+
+    from labkit.app.kernels import kernel_config
+    from labkit.instruments import engine
+
+    run_id = engine.new_run_id()
+    monkeypatch.setenv("LABKIT_RUN_ID", run_id)
+    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path / "results"))
+    notebook = ROOT / "notebooks" / f"{cgroups_and_limits.STEM}.ipynb"
+    executed = tmp_path / notebook.name
+    papermill.execute_notebook(str(notebook), str(executed), cwd=str(notebook.parent), kernel_name="python3",
+                               parameters={"quick": True, "mode": "live", "pids_limit": 24}, progress_bar=False,
+                               config=kernel_config())
+    prose = "\n".join("".join(output.get("data", {}).get("text/markdown", ""))
+                      for cell in nbformat.read(executed, as_version=4).cells for output in cell.get("outputs", []))
+    assert "Of 100 forks, 23 succeeded and 77 failed with EAGAIN" in prose
+    assert "the limit of 24" in prose and "under --pids-limit 24" in prose  # the conclusion and the ledger
+    assert leftovers(docker_client, run_id) == {"containers": [], "networks": [], "volumes": []}
     assert _labkit_groups(run_id) == []

@@ -516,9 +516,11 @@ class Cgroup:
     def memory_events(self) -> dict[str, int]:
         """Counts of memory events. v2: memory.events as is (``low``, ``high``, ``max``: times usage hit the
         limit, ``oom``, ``oom_kill``, ``oom_group_kill``). v1 has fewer: ``max`` is memory.failcnt plus, where
-        swap is accounted, memory.memsw.failcnt (times a charge hit the memory or the memory + swap limit: with
-        ``--memory-swap`` equal to ``--memory`` it is the second that counts), and ``oom_kill`` comes from
-        memory.oom_control (kernels >= 4.13); v1 counts no ``oom`` or ``high``."""
+        swap is accounted, memory.memsw.failcnt, and ``oom_kill`` comes from memory.oom_control (kernels >= 4.13);
+        v1 counts no ``oom`` or ``high``. On v1 the kernel charges memory + swap first, and recent kernels (6.18
+        here) count failures of the memory counter only: with ``--memory-swap`` equal to ``--memory`` the memsw
+        charge fails first and ``max`` stays 0 while the group sits at its limit (measured: 0 and 0 at the OOM
+        kill of a 32 MiB group). There, :meth:`memory_peak_bytes` reaching the limit is the witness."""
         if self.version("memory") == "v2":
             return parse_flat_keyed(self._read("memory", "memory.events"))
         memsw_hits = self._read_if_present("memory", "memory.memsw.failcnt")

@@ -146,3 +146,85 @@ def fit_with_residuals(points: pd.DataFrame, x: str, y: str, *, predicted: str, 
     below.set_xlabel(xlabel or x)
     below.set_ylabel(residual_label)
     return ax, below
+
+
+# ---------------------------------------------------------------- notebook 07: cgroup limits over time
+
+_MIB = 2**20
+_MARK_STYLES: tuple[dict[str, Any], ...] = (
+    {"color": "tab:orange", "linestyle": "--"}, {"color": "tab:red"}, {"color": "tab:purple"})
+
+
+def memory_climb(samples: pd.DataFrame, steps: pd.DataFrame, limit_bytes: float, *, marks: dict[str, float],
+                 title: str, ax: Axes | None = None) -> Axes:
+    """Memory charged over time (`samples`: t_s, memory_bytes) against `limit_bytes`, the program's own report of
+    what it had touched (`steps`: t_s, allocated_mib) as a step line, and vertical `marks` {label: t_s}
+    (NaN marks are left out)."""
+    ax = _axes(ax)
+    ax.plot(samples["t_s"], samples["memory_bytes"] / _MIB, label="charged to the container (sampled)")
+    ax.step(steps["t_s"], steps["allocated_mib"], where="post", linestyle=":",
+            label="touched by the program (its own report)")
+    ax.axhline(limit_bytes / _MIB, color="black", linewidth=1, label=f"limit {limit_bytes / _MIB:.0f} MiB")
+    for (label, t_s), style in zip(marks.items(), _MARK_STYLES, strict=False):
+        if not pd.isna(t_s):
+            ax.axvline(t_s, label=label, **style)
+    ax.set_xlabel("time since sampling started (s)")
+    ax.set_ylabel("MiB")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
+    return ax
+
+
+def memory_split(samples: pd.DataFrame, limit_bytes: float, *, pass_ends_s: Sequence[float], title: str,
+                 ax: Axes | None = None) -> Axes:
+    """Anonymous memory and page cache stacked over time (`samples`: t_s, anon_bytes, file_bytes) against
+    `limit_bytes`, a dotted line where each pass through a file ended (`pass_ends_s`, s)."""
+    ax = _axes(ax)
+    ax.stackplot(samples["t_s"], samples["anon_bytes"] / _MIB, samples["file_bytes"] / _MIB,
+                 labels=["anonymous", "page cache"], alpha=0.8)
+    ax.axhline(limit_bytes / _MIB, color="black", linewidth=1, label="limit")
+    for t_s in pass_ends_s:
+        ax.axvline(t_s, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("time since sampling started (s)  (dotted: a pass through the file ended)")
+    ax.set_ylabel("MiB")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def cpu_per_interval(samples: pd.DataFrame, *, axes: Sequence[Axes] | None = None) -> Sequence[Axes]:
+    """Per ``condition`` of `samples` (condition, cpus, t_s, cpu_s, nr_throttled): CPU used per sampling interval
+    (cores) with its quota ``cpus`` dotted (none where NaN) on the first axes, throttled periods so far on the
+    second."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for condition, frame in samples.groupby("condition", sort=False):
+        rate = frame["cpu_s"].diff() / frame["t_s"].diff()
+        line, = axes[0].plot(frame["t_s"], rate, label=str(condition))
+        if not pd.isna(frame["cpus"].iloc[0]):
+            axes[0].axhline(frame["cpus"].iloc[0], color=line.get_color(), linestyle=":", linewidth=1)
+        axes[1].plot(frame["t_s"], frame["nr_throttled"], color=line.get_color(), label=str(condition))
+    axes[0].set_ylabel("CPU used (cores)")
+    axes[0].set_title("CPU used per sampling interval (dotted: the quota)")
+    axes[1].set_ylabel("throttled periods so far")
+    axes[1].set_title("CFS periods in which the quota ran out")
+    for ax in axes:
+        ax.set_xlabel("time since the container started (s)")
+        ax.legend(fontsize="small")
+    return axes
+
+
+def cumulative_work(work: pd.DataFrame, group: str, *, shaded: tuple[float, float], title: str,
+                    ax: Axes | None = None) -> Axes:
+    """Cumulative work over time (`work`: t_s, work_units) per value of `group`, the window `shaded` (s)
+    marked "both running"."""
+    ax = _axes(ax)
+    for name, frame in work.groupby(group, sort=False):
+        ax.plot(frame["t_s"], frame["work_units"], label=str(name))
+    ax.axvspan(*shaded, color="grey", alpha=0.15, label="both running")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("work units done")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return ax
+

@@ -58,6 +58,11 @@ def _memory_events(group: Cgroup) -> tuple[float, ...]:
     return (events.get("max", 0), events.get("oom_kill", 0))
 
 
+def _memory_peak(group: Cgroup) -> tuple[float, ...]:
+    peak = group.memory_peak_bytes()
+    return (float("nan") if peak is None else peak,)
+
+
 def _pids(group: Cgroup) -> tuple[float, ...]:
     return (group.pids_current(),)
 
@@ -69,13 +74,17 @@ READINGS: dict[str, tuple[tuple[str, ...], str, Callable[[Cgroup], tuple[float, 
     "throttling": (("nr_periods", "nr_throttled", "throttled_s"), "cpu", _throttling),
     "memory_split": (("anon_bytes", "file_bytes"), "memory", _memory_split),
     "memory_events": (("limit_hits", "oom_kills"), "memory", _memory_events),
+    "memory_peak": (("peak_bytes",), "memory", _memory_peak),
     "pids": (("pids",), "pids", _pids),
 }
 """What :class:`CgroupSampler` can read. Columns: ``memory_bytes`` (memory charged now, bytes), ``cpu_s`` (CPU
 time used since the group was made, seconds), ``nr_periods``/``nr_throttled`` (CFS periods run/throttled so far),
 ``throttled_s`` (time spent throttled so far, seconds), ``anon_bytes``/``file_bytes`` (anonymous memory and page
-cache from memory.stat, bytes), ``limit_hits`` (times usage hit the limit: v1 memory.failcnt, v2 memory.events
-``max``), ``oom_kills`` (processes the OOM killer killed in the group) and ``pids`` (tasks in the group)."""
+cache from memory.stat, bytes), ``limit_hits`` (charges that failed at the limit, as the kernel counts them:
+v2 memory.events ``max``; v1 memory.failcnt + memory.memsw.failcnt, which can stay 0 at the limit — see
+:meth:`Cgroup.memory_events`), ``peak_bytes`` (the kernel's high watermark of the charge, bytes: v1
+memory.max_usage_in_bytes, v2 memory.peak, NaN before 5.19), ``oom_kills`` (processes the OOM killer killed in
+the group) and ``pids`` (tasks in the group)."""
 
 
 class CgroupSampler:

@@ -26,13 +26,14 @@ from labkit.labs.cgroups_and_limits.cpu import (
     run_cpu_shares,
     run_noisy_neighbour,
 )
-from labkit.labs.cgroups_and_limits.declaration import CGROUPFS, CPU_TOLERANCE, LAB, STEM
+from labkit.labs.cgroups_and_limits.declaration import CGROUPFS, CPU_TOLERANCE, LAB, NEIGHBOUR_TOLERANCE, STEM
 from labkit.labs.cgroups_and_limits.memory import MemoryRun, run_memory_ramp, run_memory_swap, run_memory_unlimited
 from labkit.labs.cgroups_and_limits.page_cache import PageCacheResult, run_page_cache
 from labkit.labs.cgroups_and_limits.pids import PidsResult, run_pids
 
 __all__ = [
-    "CGROUPFS", "CPU_TOLERANCE", "LAB", "STEM", "ChildOomResult", "CpuQuotaResult", "MemoryRun", "NeighbourResult",
+    "CGROUPFS", "CPU_TOLERANCE", "LAB", "NEIGHBOUR_TOLERANCE", "STEM", "ChildOomResult", "CpuQuotaResult",
+    "MemoryRun", "NeighbourResult",
     "PageCacheResult", "PidsResult", "SharesResult", "check_claims", "run_child_oom", "run_cpu_quota",
     "run_cpu_shares", "run_memory_ramp", "run_memory_swap", "run_memory_unlimited", "run_noisy_neighbour",
     "run_page_cache", "run_pids",

@@ -18,7 +18,8 @@ from labkit.labs.cgroups_and_limits.rig import kernel_kills, stress_rig
 
 @dataclass(frozen=True)
 class ChildOomResult:
-    """`record`: one row — memory_limit_bytes, exit_code (PID 1's), oom_killed (the engine's flag), oom_events,
+    """`record`: one row — cgroup_version (the memory controller's: v1, v2),
+    memory_limit_bytes, exit_code (PID 1's), oom_killed (the engine's flag), oom_events,
     group_oom_kills, kernel_memcg_kills, child_signal (what ended the child; 0: it exited), child_exit,
     pid1_survived."""
 
@@ -41,7 +42,11 @@ class ChildOomResult:
                 "container's cgroup had an OOM kill, not that its main process died of one, so exit code "
                 f"{int(r['exit_code'])} and OOMKilled = {bool(r['oom_killed'])} can come together. Check both. "
                 "On cgroup v2 with `memory.oom.group = 1` the kernel would kill every process in the group, PID 1 "
-                "included, and the container would exit 137; this host is cgroup v1, so that is not measured here.")
+                "included, and the container would exit 137; "
+                + ("this host's memory controller is cgroup v1, so that is not measured here."
+                   if r["cgroup_version"] == "v1" else
+                   f"this host's memory controller is cgroup {r['cgroup_version']}: the runtime decides whether it "
+                   "sets memory.oom.group, and the exit code above says what it did."))
 
 
 def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4, step_interval_ms: int = 50,
@@ -64,7 +69,8 @@ def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4
         memcg_kills, _ = kernel_kills(start_monotonic_s)
         child = stress.child_end(output) or {"signal": -1, "exit": -1}
         return pd.DataFrame([{
-            "memory_limit_bytes": limit, "exit_code": exit_code, "oom_killed": oom_killed,
+            "cgroup_version": rig.layout.version, "memory_limit_bytes": limit, "exit_code": exit_code,
+            "oom_killed": oom_killed,
             "oom_events": int((events["action"] == "oom").sum()),
             "group_oom_kills": int(sampler.frame()["oom_kills"].max()), "kernel_memcg_kills": memcg_kills,
             "child_signal": child["signal"], "child_exit": child["exit"], "pid1_survived": exit_code == 0,

@@ -19,22 +19,27 @@ CPUS = 1.0  # every memory experiment's CPU limit: one core
 EXIT_SIGKILL = 128 + 9  # what a shell and the engine report for a process ended by SIGKILL
 CPU_TOLERANCE = 0.10  # a quota is "held" when the measured rate is within 10 % of it
 SHARES_TOLERANCE = 0.15  # a shares ratio is "met" within 15 %
-STARVED_BELOW = 0.5  # the victim kept less than half of its work rate: starved
-RESTORED_FROM = 0.9  # the victim kept at least 90 %: as good as alone
+NEIGHBOUR_TOLERANCE = 0.10  # the victim's kept share is "as expected" within 10 points of its rate alone
 WAIT_S = 120.0  # longest any one stress container may run before the experiment gives up
 
-SAMPLE_COLUMNS = ("t_s", "memory_bytes", "anon_bytes", "file_bytes", "limit_hits", "oom_kills")
+SAMPLE_COLUMNS = ("t_s", "memory_bytes", "anon_bytes", "file_bytes", "limit_hits", "oom_kills", "peak_bytes")
+MEMORY_READINGS = ("memory", "memory_split", "memory_events", "memory_peak")  # what the sampler reads for them
 STEP_COLUMNS = ("t_s", "event", "allocated_mib")
 EVENT_COLUMNS = ("t_s", "action", "exit_code")
 OUTCOME_COLUMNS = (
-    "variant", "memory_limit_bytes", "memory_swap_bytes", "swap_limit_read_bytes", "host_swap_bytes",
+    "variant", "cgroup_version", "memory_limit_bytes", "memory_swap_bytes", "swap_limit_read_bytes", "host_swap_bytes",
     "fence_limit_bytes", "step_mib", "exit_code", "oom_killed", "oom_events", "group_oom_kills",
-    "kernel_memcg_kills", "kernel_global_kills", "kill_t_s", "last_step_t_s", "sampled_peak_bytes", "peak_bytes",
+    "kernel_memcg_kills", "kernel_global_kills", "kill_t_s", "clock_offset_s", "clock_uncertainty_s",
+    "last_step_t_s", "sampled_peak_bytes", "peak_bytes",
     "allocated_mib_last", "host_available_before_bytes", "host_available_after_bytes", "sampler_hz",
     "sample_cost_s", "sampler_cpu_s", "wall_s",
 )
-CPU_SAMPLE_COLUMNS = ("condition", "cpus", "t_s", "cpu_s", "nr_periods", "nr_throttled", "throttled_s")
+REPEAT_COLUMNS = ("repeat", *OUTCOME_COLUMNS, "oom_event_t_s")  # one row per ramp: its outcome, its oom event
+CPU_SAMPLE_COLUMNS = ("round", "condition", "cpus", "t_s", "cpu_s", "nr_periods", "nr_throttled", "throttled_s")
 WORK_COLUMNS = ("condition", "t_s", "work_units")
+NEIGHBOUR_COLUMNS = ("round", "condition", "neighbour_threads", "neighbour_shares", "neighbour_cpus", "t_s",
+                     "work_units")
+NEIGHBOUR_CPU_COLUMNS = ("round", "condition", "container", "t_s", "cpu_s")
 MEMORY_PREFIXES = ("ramp", "swap", "unlimited")
 
 
@@ -66,17 +71,21 @@ LAB = Lab(
     bases=(BASE,),
     tables={
         **{name: cols for prefix in MEMORY_PREFIXES for name, cols in memory_tables(prefix).items()},
+        "ramp_repeats": REPEAT_COLUMNS,
         "page_cache_samples": SAMPLE_COLUMNS,
         "page_cache_reads": ("t_s", "pass", "bytes"),
         "page_cache_outcome": ("memory_limit_bytes", "file_bytes", "passes", "exit_code", "oom_killed",
-                               "peak_bytes", "max_anon_bytes", "max_file_bytes", "bytes_read", "limit_hits", "wall_s"),
-        "child_oom": ("memory_limit_bytes", "exit_code", "oom_killed", "oom_events", "group_oom_kills",
+                               "peak_bytes", "max_anon_bytes", "max_file_bytes", "bytes_read", "limit_hits",
+                               "watermark_bytes", "wall_s"),
+        "child_oom": ("cgroup_version", "memory_limit_bytes", "exit_code", "oom_killed", "oom_events",
+                      "group_oom_kills",
                       "kernel_memcg_kills", "child_signal", "child_exit", "pid1_survived"),
         "cpu_samples": CPU_SAMPLE_COLUMNS,
-        "cpu_work": WORK_COLUMNS,
+        "cpu_work": ("round", *WORK_COLUMNS),
         "shares_samples": ("container", "shares", "t_s", "cpu_s"),
         "shares_work": ("container", "shares", "t_s", "work_units"),
-        "neighbour_work": ("condition", "neighbour_threads", "t_s", "work_units"),
+        "neighbour_work": NEIGHBOUR_COLUMNS,
+        "neighbour_cpu": NEIGHBOUR_CPU_COLUMNS,
         "pids": ("pids_limit", "attempts", "forked", "eagain", "other", "pids_current", "pids_limit_hits",
                  "host_processes_before", "host_processes_during", "host_processes_after", "stop_s", "exit_code"),
         CLAIMS_TABLE: CLAIM_COLUMNS,

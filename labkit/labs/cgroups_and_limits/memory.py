@@ -9,26 +9,30 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import procfs, space, stress
 from labkit.instruments.limits import MIB, Limits, check_memory_mib
+from labkit.instruments.measure import median_interval
 from labkit.instruments.sampler import CgroupSampler
 from labkit.labs.cgroups_and_limits.declaration import (
     CPUS,
     EXIT_SIGKILL,
+    MEMORY_READINGS,
     OUTCOME_COLUMNS,
     PIDS_LIMIT,
+    REPEAT_COLUMNS,
     SAMPLE_COLUMNS,
     STEP_COLUMNS,
     memory_tables,
 )
 from labkit.labs.cgroups_and_limits.rig import (
     StressRig,
+    by_mode,
     check_hz,
     check_positive,
+    kernel_clock,
     kernel_kill_time,
     kernel_kills,
     stress_rig,
@@ -47,6 +51,7 @@ class MemoryRun:
     steps: pd.DataFrame
     events: pd.DataFrame
     outcome: pd.DataFrame
+    repeats: pd.DataFrame | None = None  # the ramp's repeats: one outcome row each (REPEAT_COLUMNS), this one first
 
     @property
     def record(self) -> pd.Series:
@@ -65,10 +70,23 @@ class MemoryRun:
     @property
     def time_to_kill_ms(self) -> float:
         """From the moment the program began touching its last step (the one that crossed the limit, by its own
-        clock) to the kernel's kill (the kernel log's time stamp), ms: an upper bound on the time from reaching
-        the limit to the kill, give or take the few ms by which the kernel log's clock (sched_clock) and
-        CLOCK_MONOTONIC differ."""
+        clock) to the kernel's kill (the kernel log's stamp, moved onto CLOCK_MONOTONIC by the offset measured
+        with a marker), ms: an upper bound on the time from reaching the limit to the kill, give or take
+        :attr:`kill_uncertainty_ms`."""
         return float(self.record["kill_t_s"] - self.record["last_step_t_s"]) * 1e3
+
+    @property
+    def kill_uncertainty_ms(self) -> float:
+        """How far off the kill's time can be on the program's clock, ms: the clock offset's uncertainty plus
+        the kernel log's 1 µs resolution."""
+        return float(self.record["clock_uncertainty_s"]) * 1e3 + 1e-3
+
+    @property
+    def limit_reached_t_s(self) -> float:
+        """The first sample in which the kernel's high watermark of the charge stood at the limit, s (NaN: never).
+        On cgroup v1 with --memory-swap = --memory this, not the failure count, is what moves at the limit."""
+        reached = self.samples.loc[self.samples["peak_bytes"] >= self.limit_bytes, "t_s"]
+        return float(reached.iloc[0]) if len(reached) else float("nan")
 
     def witnesses(self) -> pd.DataFrame:
         """Each witness of the OOM kill, what it says and whether it saw one."""
@@ -95,8 +113,7 @@ class MemoryRun:
 
     def event_delay_ms(self, action: str) -> float:
         """How long after the kernel's kill the engine reported `action` (``oom``, ``die``), ms; NaN if never."""
-        times = self.events.loc[self.events["action"] == action, "t_s"]
-        return float((times.iloc[0] - self.record["kill_t_s"]) * 1e3) if len(times) else float("nan")
+        return (_first_event_t_s(self.events, action) - float(self.record["kill_t_s"])) * 1e3
 
     @property
     def sampler_load(self) -> float:
@@ -108,12 +125,35 @@ class MemoryRun:
         return float(self.record["host_available_after_bytes"] - self.record["host_available_before_bytes"]) / MIB
 
     def _kill_timing(self) -> str:
-        ttk = self.time_to_kill_ms
-        when = (f"{ttk:.1f} ms after the program began touching the step that crossed the limit" if ttk >= 0 else
-                f"{-ttk:.1f} ms before the program's own time stamp for the step that crossed the limit — the kernel "
-                "log's clock (sched_clock) and CLOCK_MONOTONIC differ by a few ms, which is as fine as these two "
-                "clocks can resolve it")
-        return f"{when}; the sampler, whose samples are {self.interval_ms:.0f} ms apart, cannot show it"
+        r = self.record
+        return (f"{self.time_to_kill_ms:.2f} ± {self.kill_uncertainty_ms:.2f} ms after the program began touching "
+                f"the step that crossed the limit (the kernel log's clock ran {r['clock_offset_s'] * 1e3:.3f} ms "
+                "ahead of CLOCK_MONOTONIC, measured with a marker written to /dev/kmsg, and is corrected for); the "
+                f"sampler, whose samples are {self.interval_ms:.0f} ms apart, cannot show it")
+
+    def _repeats_line(self) -> str:
+        """The kill's timing and the engine's oom event over the repeats, medians with their intervals."""
+        if self.repeats is None or len(self.repeats) < 2:
+            return ""
+        runs = self.repeats
+        to_kill = (runs["kill_t_s"] - runs["last_step_t_s"]) * 1e3
+        to_event = (runs["oom_event_t_s"] - runs["kill_t_s"]) * 1e3
+        (kill_low, kill_high, coverage), (event_low, event_high, _) = (median_interval(to_kill.dropna()),
+                                                                      median_interval(to_event.dropna()))
+        killed = int((runs["exit_code"] == EXIT_SIGKILL).sum())
+        return (f" Over {len(runs)} ramps, {killed} ended in exit {EXIT_SIGKILL}; the kill came a median "
+                f"{to_kill.median():.2f} ms after the last step began (interval [{kill_low:.2f}, {kill_high:.2f}] ms, "
+                f"{coverage:.0%} coverage) and the engine's `oom` event a median {to_event.median():.0f} ms after the "
+                f"kill ([{event_low:.0f}, {event_high:.0f}] ms).")
+
+    def _limit_line(self) -> str:
+        reached, hits = self.limit_reached_t_s, int(self.samples["limit_hits"].max())
+        if pd.isna(reached):
+            return "The kernel's high watermark of the charge never reached the limit."
+        return (f"The kernel's high watermark reached the limit at t = {reached:.3f} s; its count of charges that "
+                f"failed there read {hits}" + ("" if hits else
+                f" (cgroup {self.record['cgroup_version']}: the memory + swap counter is charged first and fails "
+                "first, and this kernel counts failures of the memory counter only)") + ".")
 
     def _host_line(self) -> str:
         r = self.record
@@ -142,40 +182,38 @@ class MemoryRun:
                  + " did not.")
         if variant == "swap" and baseline is not None:
             same = int(r["allocated_mib_last"]) == int(baseline.record["allocated_mib_last"])
+            read_back = ("memory.memsw.limit_in_bytes − memory.limit_in_bytes" if r["cgroup_version"] == "v1"
+                         else "memory.swap.max")
+            where = ("so there was nowhere to put it" if int(r["host_swap_bytes"]) == 0
+                     else "which the container could have used")
             return (f"**What we measured.** `--memory-swap {r['memory_swap_bytes'] / MIB:.0f}m` made the kernel "
                     f"allow {r['swap_limit_read_bytes'] / MIB:.0f} MiB of swap on top of the "
-                    f"{self.limit_bytes / MIB:.0f} MiB (memory.memsw.limit_in_bytes − memory.limit_in_bytes). This "
-                    f"host has {r['host_swap_bytes'] / MIB:.0f} MiB of swap, so there was nowhere to put it: the "
+                    f"{self.limit_bytes / MIB:.0f} MiB ({read_back}, cgroup {r['cgroup_version']}). This host has "
+                    f"{r['host_swap_bytes'] / MIB:.0f} MiB of swap, {where}: the "
                     f"container was killed after touching {int(r['allocated_mib_last'])} MiB, "
                     + ("exactly as without swap" if same else "against "
                        f"{int(baseline.record['allocated_mib_last'])} MiB without swap")
-                    + f" (exit {int(r['exit_code'])}). {agree} On cgroup v2 the same flag writes "
-                    "memory.swap.max (swap alone, not memory + swap).")
+                    + f" (exit {int(r['exit_code'])}). {agree} {self._limit_line()}")
         return (f"**What we measured.** The container touched {int(r['allocated_mib_last'])} MiB in "
                 f"{int(r['step_mib'])} MiB steps; the kernel charged it at most {r['sampled_peak_bytes'] / MIB:.2f} "
-                f"MiB (sampled) against its {self.limit_bytes / MIB:.0f} MiB limit, and {killed}. The engine's "
+                f"MiB (sampled) against its {self.limit_bytes / MIB:.0f} MiB limit, and {killed}. "
+                f"{self._limit_line()} The engine's "
                 f"`oom` event came {self.event_delay_ms('oom'):.0f} ms after the kernel's log line and `die` "
                 f"{self.event_delay_ms('die'):.0f} ms after. {agree} {self._host_line()} The sampler took "
                 f"{r['sampler_hz']:.0f} samples/s at {r['sample_cost_s'] * 1e3:.2f} ms per sample, costing "
-                f"{self.sampler_load:.1%} of a core.")
+                f"{self.sampler_load:.1%} of a core." + self._repeats_line())
 
-    def plot(self, ax: Axes, title: str) -> Axes:
-        """Memory charged over time against the limit, the program's own steps, the limit reached and the kill."""
+    @property
+    def touched(self) -> pd.DataFrame:
+        """The program's own report of what it had touched: t_s, allocated_mib (one row per step done)."""
+        return self.steps[self.steps["event"] == "alloc"]
+
+    @property
+    def marks(self) -> dict[str, float]:
+        """When the step that crossed the limit began and when the kernel logged the kill (s; NaN: none)."""
         r = self.record
-        ax.plot(self.samples["t_s"], self.samples["memory_bytes"] / MIB, label="charged to the container (sampled)")
-        touched = self.steps[self.steps["event"] == "alloc"]
-        ax.step(touched["t_s"], touched["allocated_mib"], where="post", linestyle=":",
-                label="touched by the program (its own report)")
-        ax.axhline(self.limit_bytes / MIB, color="black", linewidth=1, label=f"limit {self.limit_bytes / MIB:.0f} MiB")
-        if not pd.isna(r["last_step_t_s"]) and self.killed:
-            ax.axvline(r["last_step_t_s"], color="tab:orange", linestyle="--", label="the last step began")
-        if not pd.isna(r["kill_t_s"]):
-            ax.axvline(r["kill_t_s"], color="tab:red", label="OOM kill (kernel log)")
-        ax.set_xlabel("time since sampling started (s)")
-        ax.set_ylabel("MiB")
-        ax.set_title(title)
-        ax.legend(loc="lower right", fontsize="small")
-        return ax
+        return {"the last step began": float(r["last_step_t_s"]) if self.killed else float("nan"),
+                "OOM kill (kernel log)": float(r["kill_t_s"])}
 
 
 def _memory_experiment(rig: StressRig, variant: str, *, own_limit: Limits | None, memory_swap_bytes: int | None,
@@ -198,9 +236,10 @@ def _memory_experiment(rig: StressRig, variant: str, *, own_limit: Limits | None
         swap_read = group.swap_max_bytes() if memory_swap_bytes is not None else None
         # the container's own group: the kernel counts an OOM kill in the victim's group, and sampling ends by
         # itself when the group vanishes with the container
-        with CgroupSampler(group, 1 / sample_hz, ("memory", "memory_split", "memory_events")) as sampler:
+        with CgroupSampler(group, 1 / sample_hz, MEMORY_READINGS) as sampler:
             rig.go(container)
             exit_code, oom_killed, output = rig.finish(container)
+        clock = kernel_clock()
         wall_s = time.perf_counter() - started
         events = rig.events(container, start_unix_s, sampler)
         peak = fence.memory_peak_bytes()  # the fence holds only this container: its peak is the container's
@@ -211,14 +250,16 @@ def _memory_experiment(rig: StressRig, variant: str, *, own_limit: Limits | None
     steps.insert(0, "t_s", [sampler.at(t) for t in steps.pop("t_ns")])
     touches = steps.loc[steps["event"] == "touch", "t_s"]
     outcome = {
-        "variant": variant, "memory_limit_bytes": own_limit.memory_bytes if own_limit else np.nan,
+        "variant": variant, "cgroup_version": rig.layout.version,
+        "memory_limit_bytes": own_limit.memory_bytes if own_limit else np.nan,
         "memory_swap_bytes": memory_swap_bytes if memory_swap_bytes is not None else np.nan,
         "swap_limit_read_bytes": swap_read if swap_read is not None else np.nan,
         "host_swap_bytes": before.get("SwapTotal", 0), "fence_limit_bytes": fence_bytes, "step_mib": step_mib,
         "exit_code": exit_code, "oom_killed": oom_killed, "oom_events": int((events["action"] == "oom").sum()),
         "group_oom_kills": int(samples["oom_kills"].max()) if len(samples) else 0,
         "kernel_memcg_kills": memcg_kills, "kernel_global_kills": global_kills,
-        "kill_t_s": kernel_kill_time(start_monotonic_s, sampler),
+        "kill_t_s": kernel_kill_time(start_monotonic_s, sampler, clock), "clock_offset_s": clock.offset_s,
+        "clock_uncertainty_s": clock.uncertainty_s,
         "last_step_t_s": float(touches.iloc[-1]) if len(touches) else np.nan,
         "sampled_peak_bytes": int(samples["memory_bytes"].max()), "peak_bytes": peak,
         "allocated_mib_last": int(steps.loc[steps["event"] == "alloc", "allocated_mib"].max()) if len(steps) else 0,
@@ -255,20 +296,36 @@ def _record_memory(lab: LabSession, prefix: str, experiment: Any, **parameters: 
 
 
 def run_memory_ramp(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4, step_interval_ms: int = 100,
-                    sample_hz: float = 100) -> MemoryRun:
+                    sample_hz: float = 100, repeats: int | None = None) -> MemoryRun:
     """A container with ``--memory <memory_limit_mib>m --memory-swap`` the same (no swap) touches `step_mib`
-    MiB more every `step_interval_ms` ms until the kernel kills it; sampled at `sample_hz` samples per second."""
+    MiB more every `step_interval_ms` ms until the kernel kills it; sampled at `sample_hz` samples per second.
+    Run `repeats` times (None: once in quick mode, 5 times otherwise): the first run's tables in full, every
+    run's outcome in ``ramp_repeats``."""
     limit, step, interval, hz = validate_ramp(memory_limit_mib, step_mib, step_interval_ms, sample_hz)
+    repeats = check_positive(by_mode(lab, repeats, 1, 5), "repeats", "ramps", 5)
     require_host_memory(lab, limit, "memory_limit_mib")
 
     def experiment() -> dict[str, pd.DataFrame]:
+        runs = []
         with stress_rig(lab) as rig:
-            return _memory_experiment(rig, "ramp", own_limit=Limits(limit, PIDS_LIMIT, CPUS),
-                                      memory_swap_bytes=limit, fence_bytes=2 * limit, step_mib=step,
-                                      step_interval_ms=interval, sample_hz=hz)
+            for _ in range(repeats):
+                runs.append(_memory_experiment(rig, "ramp", own_limit=Limits(limit, PIDS_LIMIT, CPUS),
+                                               memory_swap_bytes=limit, fence_bytes=2 * limit, step_mib=step,
+                                               step_interval_ms=interval, sample_hz=hz))
+        outcomes = [run["outcome"].assign(repeat=index, oom_event_t_s=_first_event_t_s(run["events"], "oom"))
+                    for index, run in enumerate(runs)]
+        return {f"ramp_{part}": table for part, table in runs[0].items()} | {
+            "ramp_repeats": pd.concat(outcomes, ignore_index=True)[list(REPEAT_COLUMNS)]}
 
-    return _record_memory(lab, "ramp", experiment, memory_limit_mib=memory_limit_mib, step_mib=step_mib,
-                          step_interval_ms=step_interval_ms, sample_hz=sample_hz)
+    tables = lab.record("ramp", (*memory_tables("ramp"), "ramp_repeats"), experiment,
+                        memory_limit_mib=memory_limit_mib, step_mib=step_mib, step_interval_ms=step_interval_ms,
+                        sample_hz=sample_hz, repeats=repeats)
+    return MemoryRun(*(tables[f"ramp_{part}"] for part in ("samples", "steps", "events", "outcome", "repeats")))
+
+
+def _first_event_t_s(events: pd.DataFrame, action: str) -> float:
+    times = events.loc[events["action"] == action, "t_s"]
+    return float(times.iloc[0]) if len(times) else float("nan")
 
 
 def run_memory_swap(lab: LabSession, memory_limit_mib: int = 64, swap_mib: int = 64, step_mib: int = 4,
@@ -288,10 +345,12 @@ def run_memory_swap(lab: LabSession, memory_limit_mib: int = 64, swap_mib: int =
                           step_mib=step_mib, step_interval_ms=step_interval_ms, sample_hz=sample_hz)
 
 
-def run_memory_unlimited(lab: LabSession, fence_mib: int = 128, step_mib: int = 8, step_interval_ms: int = 100,
-                         sample_hz: float = 100) -> MemoryRun:
-    """A container with no ``--memory`` of its own ramps inside a labkit cgroup limited to `fence_mib` MiB — the
-    stand-in for a host — so "it takes all the memory there is" is shown without risking the real host."""
+def run_memory_unlimited(lab: LabSession, fence_mib: int | None = None, step_mib: int = 8,
+                         step_interval_ms: int = 100, sample_hz: float = 100) -> MemoryRun:
+    """A container with no ``--memory`` of its own ramps inside a labkit cgroup limited to `fence_mib` MiB (None:
+    128 in quick mode, 256 otherwise) — the stand-in for a host — so "it takes all the memory there is" is shown
+    without risking the real host."""
+    fence_mib = by_mode(lab, fence_mib, 128, 256)
     limit, step, interval, hz = validate_ramp(fence_mib, step_mib, step_interval_ms, sample_hz, "fence_mib")
     require_host_memory(lab, limit, "fence_mib")
 

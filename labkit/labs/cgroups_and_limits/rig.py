@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import numpy as np
@@ -36,6 +36,16 @@ def check_positive(value: object, name: str, unit: str, example: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BadParameter(f"{name}={value!r}: a whole number of {unit} ≥ 1 is needed.", f"E.g. {name}={example}.")
     return value
+
+
+T = TypeVar("T")
+
+
+def by_mode(lab: LabSession, value: T | None, quick: T, full: T) -> T:
+    """`value` as the reader gave it or, when None, the default for the session's mode (`quick` or `full`)."""
+    if value is not None:
+        return value
+    return quick if lab.quick else full
 
 
 def host_cores() -> int:
@@ -135,8 +145,13 @@ def kernel_kills(since_monotonic_s: float) -> tuple[int, int]:
     return sum(k.scope == "memcg" for k in kills), sum(k.scope == "global" for k in kills)
 
 
-def kernel_kill_time(since_monotonic_s: float, sampler: CgroupSampler) -> float:
-    """When the kernel logged the first OOM kill since an instant, on the sampler's axis (NaN: none). The log's
-    time stamps come from sched_clock, which tracks CLOCK_MONOTONIC only to within a few ms."""
+def kernel_kill_time(since_monotonic_s: float, sampler: CgroupSampler, clock: kernel_log.ClockOffset) -> float:
+    """When the kernel logged the first OOM kill since an instant, on the sampler's axis (NaN: none): the log's
+    stamp moved onto CLOCK_MONOTONIC by the `clock` offset measured with a marker."""
     kills = [k for k in kernel_log.parse_oom_kills(kernel_log.read()) if k.at_s >= since_monotonic_s]
-    return sampler.at(round(kills[0].at_s * 1e9)) if kills else float("nan")
+    return sampler.at(round((kills[0].at_s - clock.offset_s) * 1e9)) if kills else float("nan")
+
+
+def kernel_clock() -> kernel_log.ClockOffset:
+    """The kernel log's clock against CLOCK_MONOTONIC, from two markers written to the log now."""
+    return kernel_log.measure_clock_offset("labkit 07: clock marker", repeats=2)
