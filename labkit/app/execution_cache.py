@@ -17,14 +17,13 @@ here; both are cheap enough to execute every time, and a recording always measur
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import nbformat
 
 from labkit import paths
 from labkit.core.lab import Lab
@@ -38,6 +37,8 @@ KINDS = (("notebooks/", "notebook"), ("labkit/labs/", "lab"), ("labkit/instrumen
          ("labkit/core/", "core"), ("labkit/assets/", "asset"), ("labkit/", "labkit"))
 # papermill's record of an execution that raised (``metadata.papermill.exception``).
 PAPERMILL = "papermill"
+# Notebooks are read here as the JSON they are: importing nbformat costs 4–7 s on our machines (jsonschema compiles
+# rfc3987-syntax's grammars), more than all else a run that reuses every notebook does.
 
 
 def _digest(data: bytes) -> str:
@@ -74,8 +75,12 @@ def import_closure(sources: Iterable[str], root: Path) -> list[Path]:
     """
     found: set[Path] = set()
     pending = [name for text in sources for name in _imports(text, package="")]
+    followed: set[str] = set()
     while pending:
         name = pending.pop()
+        if name in followed:
+            continue
+        followed.add(name)
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):  # the packages above it, then the module itself
             path = _module_file(root, parts[:depth])
@@ -111,13 +116,14 @@ def _package_data(folder: Path) -> list[Path]:
     return found
 
 
-def _imports(text: str, package: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)  # by text: the notebooks of a run share most modules, and parsing is the cost
+def _imports(text: str, package: str) -> tuple[str, ...]:
     """The dotted names `text` (a module of `package`, "" for a notebook) imports, each also as a possible
     module for ``from x import y`` (``x.y``); relative imports resolved against `package`."""
     try:
         tree = ast.parse(text)
     except SyntaxError:  # a notebook cell with IPython syntax: its imports are in the cells that parse
-        return []
+        return ()
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -130,14 +136,19 @@ def _imports(text: str, package: str) -> list[str]:
                 base = node.module or ""
             names.append(base)
             names += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
-    return [name for name in names if name.split(".")[0] == PACKAGE]
+    return tuple(name for name in names if name.split(".")[0] == PACKAGE)
 
 
 def notebook_code(notebook: Path) -> list[str]:
     """The code cells of `notebook`, without IPython's magics and shell escapes (lines starting % or !)."""
-    cells = nbformat.read(notebook, as_version=4).cells
-    return ["\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-            for cell in cells if cell.cell_type == "code"]
+    cells = json.loads(notebook.read_text())["cells"]
+    return ["\n".join(line for line in _text(cell["source"]).splitlines() if not line.lstrip().startswith(("%", "!")))
+            for cell in cells if cell["cell_type"] == "code"]
+
+
+def _text(source: str | list[str]) -> str:
+    """A cell's source as one string (an .ipynb file may hold it as a list of lines)."""
+    return source if isinstance(source, str) else "".join(source)
 
 
 def _kind(relative: str) -> str:
@@ -196,11 +207,11 @@ def previous(executed: Path) -> dict[str, Any] | None:
     if not executed.exists():
         return None
     try:
-        notebook = nbformat.read(executed, as_version=4)
+        metadata = json.loads(executed.read_text()).get("metadata", {})
     except (OSError, ValueError):  # half-written by a run that was killed
         return None
-    record = notebook.metadata.get(METADATA, {}).get(FIELD)
-    if record is None or notebook.metadata.get(PAPERMILL, {}).get("exception"):
+    record = metadata.get(METADATA, {}).get(FIELD)
+    if record is None or metadata.get(PAPERMILL, {}).get("exception"):
         return None
     return dict(record)
 
@@ -249,6 +260,8 @@ def _provenance(folder: Path) -> dict[str, Any] | None:
 def remember(decision: Decision, executed: Path, results_root: Path, run_id: str, executed_utc: str) -> None:
     """After a successful execution: write its record into the executed copy's metadata and, when the notebook
     published results in this run (`run_id`), into their provenance.json (field ``execution``)."""
+    import nbformat  # imported by papermill already, when a notebook was executed
+
     from labkit.core.results import ResultStore
 
     store = ResultStore(results_root / executed.stem)

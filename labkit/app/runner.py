@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-
-import nbformat
+from typing import TYPE_CHECKING
 
 from labkit import paths
 from labkit.app import catalog, execution_cache
@@ -28,6 +27,9 @@ from labkit.core import session
 from labkit.core.results import prune_partials, utc_now
 from labkit.errors import BadParameter, Terminated
 from labkit.instruments import engine, procfs, undo
+
+if TYPE_CHECKING:
+    import nbformat  # slow to import (4–7 s): only where an executed copy is read, not when every notebook is reused
 
 log = logging.getLogger("labkit.runner")
 
@@ -175,6 +177,8 @@ def last_started_cell(executed: Path) -> int | None:
     kernel stopped in), or None when it started none or there is no copy."""
     if not executed.exists():
         return None
+    import nbformat
+
     cells = executed_cells(nbformat.read(executed, as_version=4))
     started = [i for i, cell in enumerate(cells) if cell.metadata.get("papermill", {}).get("start_time")]
     return started[-1] if started else None
