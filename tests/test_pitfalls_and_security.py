@@ -1,0 +1,297 @@
+"""Notebook 10's lab: parsers and verdicts on hand-made tables with known answers, bad parameters refused before
+anything runs, a live run checked against what this engine is known to do, an interrupted run that leaves nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pandas as pd
+import pytest
+
+from labkit.core.claims import ClaimLedger, Verdict
+from labkit.core.session import LabSession, open_session
+from labkit.errors import BadParameter
+from labkit.instruments import engine, layers, processes
+from labkit.labs import pitfalls_and_security as pitfalls
+from labkit.labs.pitfalls_and_security import clock, defaults, logs, secrets, stopping, users, zombies
+from tests.conftest import default_sigint, leftovers
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = pitfalls.LAB
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+
+
+def test_a_stat_line_gives_state_and_parent_even_with_parentheses_in_the_name() -> None:
+    # Field 2 is "(a) (b)": the fields after the last ")" are state Z and parent pid 41.
+    line = "77 (a) (b) Z 41 77 77 0 -1 4228164 0 0 0 0 0 0 0 0 20 0 1 0 500 0 0"
+    assert processes.parse_process_state(77, line) == processes.ProcessState(77, 41, "Z")
+
+
+def test_descendants_follow_parents_and_leave_out_the_root_and_strangers() -> None:
+    table = [processes.ProcessState(*row) for row in
+             [(10, 1, "S"), (11, 10, "S"), (12, 11, "Z"), (13, 10, "Z"), (20, 1, "Z")]]
+    assert sorted(p.pid for p in processes.descendants(table, 10)) == [11, 12, 13]
+    assert sum(p.state == "Z" for p in processes.descendants(table, 10)) == 2  # 20 is a zombie elsewhere
+
+
+def test_environ_and_a_missing_security_label_read_from_a_fixture_tree(tmp_path: Path) -> None:
+    (tmp_path / "5").mkdir()
+    (tmp_path / "5" / "environ").write_bytes(b"PATH=/bin\0API_TOKEN=abc\0")
+    assert processes.environ(5, tmp_path) == ["PATH=/bin", "API_TOKEN=abc"]
+    assert processes.security_label(5, tmp_path) is None
+
+
+def _saved_image(path: Path, config: dict[str, object], layer_files: list[dict[str, bytes]]) -> Path:
+    """A docker-save-shaped tarball: manifest.json, the config and one layer.tar per dict of files."""
+    def add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w") as archive:
+        names = []
+        for index, files in enumerate(layer_files):
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as layer:
+                for name, data in files.items():
+                    add(layer, name, data)
+            names.append(f"{index}/layer.tar")
+            add(archive, names[-1], buffer.getvalue())
+        add(archive, "config.json", json.dumps(config).encode())
+        add(archive, "manifest.json", json.dumps([{"Config": "config.json", "Layers": names}]).encode())
+    return path
+
+
+def test_places_holding_finds_the_needle_in_the_config_and_in_a_layer_s_file(tmp_path: Path) -> None:
+    image = _saved_image(tmp_path / "image.tar", {"history": [{"created_by": "|1 API_TOKEN=s3cr3t sh -c true"}]},
+                         [{"etc/os-release": b"debian"}, {"opt/used.txt": b"x" * 3000 + b"s3cr3t"}])
+    assert layers.places_holding(image, b"s3cr3t") == ["config", "layer 1: opt/used.txt"]
+    assert layers.places_holding(image, b"absent") == []
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def unstarted(tmp_path: Path) -> LabSession:
+    """A live session with no engine: every call below must be refused before it would need one."""
+    return LabSession(pitfalls.STEM, True, tmp_path, None, None, tables=dict(LAB.tables))
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda lab: pitfalls.run_zombies(lab, orphans=0), r"orphans=0"),
+    (lambda lab: pitfalls.run_zombies(lab, orphans=60), r"(?s)orphans=60.*1 to 56"),
+    (lambda lab: pitfalls.run_zombies(lab, interval_s=-1), r"interval_s=-1"),
+    (lambda lab: pitfalls.run_zombies(lab, repeats=0), r"repeats=0"),
+    (lambda lab: pitfalls.run_stop(lab, repeats=0), r"repeats=0"),
+    (lambda lab: pitfalls.run_stop(lab, stop_timeout_s=0), r"(?s)stop_timeout_s=0.*default is 10"),
+    (lambda lab: pitfalls.run_stop(lab, stop_timeout_s=2.5), r"stop_timeout_s=2.5"),
+    (lambda lab: pitfalls.run_users(lab, memory_limit_mib=1), r"memory_limit_mib=1"),
+    (lambda lab: pitfalls.run_log_growth(lab, written_mib=1000), r"written_mib=1000"),
+    (lambda lab: pitfalls.run_log_growth(lab, max_files=0), r"max_files=0"),
+    (lambda lab: pitfalls.run_log_growth(lab, duration_s=0), r"duration_s=0"),
+    (lambda lab: pitfalls.run_clock(lab, memory_limit_mib=-5), r"memory_limit_mib=-5"),
+])
+def test_bad_parameters_are_refused_naming_the_parameter(
+        unstarted: LabSession, call: Callable[[LabSession], object], message: str) -> None:
+    with pytest.raises(BadParameter, match=message):
+        call(unstarted)
+
+
+# ---------------------------------------------------------------------------------------------- known answers
+
+
+def _stops(codes: dict[str, tuple[int, float]], timeout_s: int = 10) -> stopping.StopResult:
+    """Three stops per form, each with the exit code and stop time given."""
+    return stopping.StopResult(pd.DataFrame([
+        {"form": form, "repeat": r, "position": 0, "dockerfile_cmd": "", "stop_timeout_s": timeout_s,
+         "pid1": "python3 /opt/probe.py wait" if form == stopping.SHELL_SINGLE else "/bin/sh -c …",
+         "stop_s": seconds + r * 0.01, "exit_code": code}
+        for form, (code, seconds) in codes.items() for r in range(3)]))
+
+
+# What Docker 20.10 does, by the kernel's rule for a namespace's PID 1: no handler → SIGKILL after the grace period.
+KNOWN_STOPS = {stopping.SHELL_COMPOUND: (137, 10.2), stopping.SHELL_SINGLE: (137, 10.2),
+               stopping.EXEC_PLAIN: (137, 10.3), stopping.EXEC_HANDLER: (0, 0.1), stopping.INIT: (143, 0.2)}
+
+
+def test_stop_verdicts_on_known_exit_codes() -> None:
+    result = _stops(KNOWN_STOPS)
+    assert result.waited(stopping.SHELL_COMPOUND) and result.waited(stopping.EXEC_PLAIN)
+    assert result.prompt(stopping.EXEC_HANDLER) and result.prompt(stopping.INIT)
+    assert result.median_s(stopping.EXEC_HANDLER) == pytest.approx(0.11)  # 0.10, 0.11, 0.12
+    assert result.sh_execs_single_command()  # PID 1 is python3, so this sh exec'd the lone command
+    # A shell form that stopped at once (a shell that forwarded the signal) makes the chapter's claim fail.
+    forwarded = _stops({**KNOWN_STOPS, stopping.SHELL_COMPOUND: (143, 0.2)})
+    assert not forwarded.waited(stopping.SHELL_COMPOUND)
+
+
+def _zombies(without: list[int], with_init: list[int]) -> zombies.ZombieResult:
+    return zombies.ZombieResult(pd.DataFrame(
+        [{"variant": zombies.NO_INIT, "repeat": 0, "t_s": t * 0.1, "zombies": z, "processes": z + 1,
+          "pid1": "python3", "orphans": 3} for t, z in enumerate(without)]
+        + [{"variant": zombies.WITH_INIT, "repeat": 0, "t_s": t * 0.1, "zombies": z, "processes": 2,
+            "pid1": "/sbin/docker-init", "orphans": 3} for t, z in enumerate(with_init)]))
+
+
+def test_zombie_counts_read_the_last_sample_and_the_peak() -> None:
+    result = _zombies([0, 1, 2, 3, 3], [0, 1, 0, 0, 0])
+    assert (result.final(zombies.NO_INIT), result.final(zombies.WITH_INIT)) == (3, 0)
+    assert result.peak(zombies.WITH_INIT) == 1
+
+
+def _hand_made(zombie_result: zombies.ZombieResult, stop: stopping.StopResult) -> ClaimLedger:
+    """The ledger on hand-made tables of every section, as this host answers (no AppArmor, no SELinux)."""
+    user_rows = pd.DataFrame([
+        {"user": users.ROOT_USER, "uid": 0, "euid": 0, "effective_capabilities": "CHOWN", "capability_count": 14,
+         "bind_write": "ok", "host_owner_uid": 0, "image_write": "ok"},
+        {"user": users.NON_ROOT, "uid": 10001, "euid": 10001, "effective_capabilities": "", "capability_count": 0,
+         "bind_write": "EACCES", "host_owner_uid": -1, "image_write": "EACCES"}])
+    places = logs.LogPlacesResult(pd.DataFrame([
+        {"check": c, "outcome": o} for c, o in [(logs.STDOUT_IN_LOGS, True), (logs.STDERR_IN_LOGS, True),
+                                                (logs.FILE_INSIDE, True), (logs.FILE_AFTER_RESTART, True),
+                                                (logs.FILE_IN_NEW_CONTAINER, False)]]))
+    # 4 MiB written: 4.3 MiB on disk by default; at most 1.9 MiB under max-size 1 MiB × 2 files.
+    growth = logs.LogGrowthResult(pd.DataFrame([
+        {"variant": v, "t_s": 1.0, "log_bytes": b, "log_files": 1, "written_bytes": 4 * 2**20,
+         "max_size_bytes": m, "max_files": f, "logs_lines": 4096}
+        for v, b, m, f in [(logs.UNBOUNDED, 4_480_000, 0, 0), (logs.ROTATED, 1_990_000, 2**20, 2)]]))
+    clock_rows = clock.ClockResult(pd.DataFrame([
+        {"variant": v, "tz": tz, "before_ns": 100, "inside_ns": 150, "after_ns": 200, "set_clock": "EPERM",
+         "shown": shown, "utc_offset_s": offset, "time_ns_shared": True}
+        for v, tz, shown, offset in [(clock.UTC_DEFAULT, "", "04:00:00 UTC", 0),
+                                     (clock.TOKYO, "JST-9", "13:00:00 JST", 32400)]]))
+    outcome = {(defaults.RAW_SOCKET, defaults.DEFAULT): "opened", (defaults.RAW_SOCKET, "--cap-drop NET_RAW"): "EPERM",
+               (defaults.SECCOMP, defaults.DEFAULT): "EPERM", (defaults.SECCOMP, defaults.UNCONFINED): "EPERM",
+               (defaults.SECCOMP, defaults.UNCONFINED_ADMIN): "ok",
+               (defaults.READ_ONLY, defaults.DEFAULT): "etc: ok, tmp: ok",
+               (defaults.READ_ONLY, "--read-only --tmpfs /tmp"): "etc: EROFS, tmp: ok",
+               (defaults.NO_NEW_PRIVILEGES, defaults.DEFAULT): "euid 0",
+               (defaults.NO_NEW_PRIVILEGES, "--security-opt no-new-privileges"): "euid 10001"}
+    security = defaults.DefaultsResult(
+        pd.DataFrame([{"check": c, "variant": v, "outcome": o, "uid": -1,
+                       "euid": int(o.split()[1]) if o.startswith("euid") else -1} for (c, v), o in outcome.items()]),
+        pd.DataFrame([{"what": w, "value": v} for w, v in [
+            ("AppArmor enabled (kernel)", "no apparmor module"), ("SELinux enforce (kernel)", "no selinuxfs"),
+            ("engine security options", "name=seccomp,profile=default"), ("container AppArmorProfile", "(none)"),
+            ("container /proc/<pid>/attr/current", "(none)")]]))
+    found = {(secrets.ENV, secrets.INSPECT): True, (secrets.ENV, secrets.ENVIRON): True,
+             (secrets.ARG, secrets.HISTORY): True, (secrets.ARG, secrets.SAVED): True,
+             (secrets.ARG, secrets.USED): True, (secrets.MOUNT, secrets.HISTORY): False,
+             (secrets.MOUNT, secrets.SAVED): False, (secrets.MOUNT, secrets.USED): True}
+    secret_rows = secrets.SecretResult(pd.DataFrame([
+        {"way": w, "place": p, "found": f,
+         "detail": "token of 45 bytes used" if p == secrets.USED else ("config" if f else "nowhere")}
+        for (w, p), f in found.items()]))
+    ledger = ClaimLedger(pitfalls.STEM)
+    pitfalls.check_claims(ledger, zombie_result, stop, users.UserResult(user_rows), places, growth, clock_rows,
+                          security, secret_rows)
+    return ledger
+
+
+def test_claims_on_hand_made_tables_of_what_this_host_does() -> None:
+    ledger = _hand_made(_zombies([0, 2, 3], [0, 0, 0]), _stops(KNOWN_STOPS))
+    verdicts = {c.id: c.verdict for c in ledger}
+    assert verdicts["pitfalls.pid1_zombies"] == Verdict.HOLDS
+    assert verdicts["pitfalls.sigterm_shell_form"] == Verdict.CAVEAT  # exec form alone waited the 10 s too
+    assert verdicts["pitfalls.log_file_lost"] == Verdict.FAILS  # survives docker restart
+    assert verdicts["security.lsm_confines"] == Verdict.INCONCLUSIVE
+    held = {"pitfalls.root_by_default", "pitfalls.log_to_stdout", "logs.rotation_bounds_disk",
+            "pitfalls.time_is_the_host_s", "time.tz_display_only", "security.seccomp_blocks",
+            "security.net_raw_socket", "security.read_only_root", "security.no_new_privileges",
+            "secrets.where_they_stay", "signals.exec_form_needs_handler"}
+    assert {i: verdicts[i] for i in held} == dict.fromkeys(held, Verdict.HOLDS)
+    assert {c.source.value for c in ledger if c.id.startswith("pitfalls.")} == {"chapter"}
+
+
+def test_claims_turn_when_the_data_says_otherwise() -> None:
+    # Zombies left under --init, and an exec form without a handler that stopped at once.
+    ledger = _hand_made(_zombies([0, 2, 3], [0, 1, 1]), _stops({**KNOWN_STOPS, stopping.EXEC_PLAIN: (143, 0.2)}))
+    assert ledger.verdict("pitfalls.pid1_zombies") == Verdict.FAILS
+    assert ledger.verdict("pitfalls.sigterm_shell_form") == Verdict.HOLDS
+    assert ledger.verdict("signals.exec_form_needs_handler") == Verdict.FAILS
+
+
+# ---------------------------------------------------------------------------------------------- live
+
+
+def _lab_objects(client: docker.DockerClient) -> dict[str, list[str]]:
+    """Containers and images of notebook 10 still present, from any run."""
+    filters = {"label": f"labkit.lab={pitfalls.STEM}"}
+    return {"containers": [c.name for c in client.containers.list(all=True, filters=filters)],
+            "images": [i.short_id for i in client.images.list(all=True, filters=filters)]}
+
+
+def _temp_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("labkit-10-*")}
+
+
+@pytest.fixture(scope="module")
+def live(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> LabSession:
+    os.environ.setdefault("LABKIT_RESULTS_DIR", str(tmp_path_factory.mktemp("results")))
+    return open_session(LAB, mode="live", quick=True)
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient) -> None:
+    before = _temp_folders()
+    found = pitfalls.run_zombies(live, orphans=5, interval_s=0.1, settle_s=0.5)
+    assert found.final(zombies.NO_INIT) == 5 and found.final(zombies.WITH_INIT) == 0
+    stop = pitfalls.run_stop(live, repeats=1, stop_timeout_s=1)
+    assert {f: stop.exit_codes(f) for f in stopping.FORMS} == {
+        stopping.SHELL_COMPOUND: {137}, stopping.SHELL_SINGLE: {137}, stopping.EXEC_PLAIN: {137},
+        stopping.EXEC_HANDLER: {0}, stopping.INIT: {143}}
+    security = pitfalls.run_defaults(live)
+    assert security.outcome(defaults.SECCOMP, defaults.DEFAULT) == "EPERM"
+    assert security.outcome(defaults.SECCOMP, defaults.UNCONFINED_ADMIN) == "ok"
+    assert security.euid(defaults.DEFAULT) == 0 and security.euid("--security-opt no-new-privileges") == 10001
+    hidden = pitfalls.run_secrets(live)
+    assert hidden.found(secrets.ENV, secrets.INSPECT) and hidden.found(secrets.ENV, secrets.ENVIRON)
+    assert hidden.found(secrets.ARG, secrets.HISTORY) and hidden.found(secrets.ARG, secrets.SAVED)
+    assert hidden.found_anywhere(secrets.MOUNT) == [] and hidden.found(secrets.MOUNT, secrets.USED)
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
+    assert docker_client.images.list(filters={"label": f"{engine.LABEL_RUN}={live.run_id}"}) == []
+    assert _temp_folders() - before == set()
+
+
+def _interrupted(signum: int, client: docker.DockerClient, tmp_path: Path) -> tuple[int, str]:
+    """`labkit run --quick 10` interrupted by `signum` once it has a container running; its exit status and output."""
+    env = {**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", "10", "--output",
+                             str(tmp_path)], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_sigint)
+    deadline = time.monotonic() + 300
+    while not _lab_objects(client)["containers"]:
+        assert proc.poll() is None, "the run ended before it made a container"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signum)
+    output, _ = proc.communicate(timeout=180)
+    return proc.returncode, output
+
+
+@pytest.mark.docker
+@pytest.mark.root
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_leaves_no_container_image_or_file(
+        signum: int, docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    assert _lab_objects(docker_client) == {"containers": [], "images": []}, "clean before the test"
+    before = _temp_folders()
+    status, output = _interrupted(signum, docker_client, tmp_path)
+    assert status != 0, output
+    assert _lab_objects(docker_client) == {"containers": [], "images": []}, output
+    assert _temp_folders() - before == set(), output
