@@ -98,7 +98,8 @@ def unstarted(tmp_path: Path) -> LabSession:
     (lambda lab: pitfalls.run_zombies(lab, repeats=0), r"repeats=0"),
     (lambda lab: pitfalls.run_stop(lab, repeats=0), r"repeats=0"),
     (lambda lab: pitfalls.run_stop(lab, stop_timeout_s=0), r"(?s)stop_timeout_s=0.*default is 10"),
-    (lambda lab: pitfalls.run_stop(lab, stop_timeout_s=2.5), r"stop_timeout_s=2.5"),
+    (lambda lab: pitfalls.run_stop(lab, stop_timeout_s=2.5),  # type: ignore[arg-type]
+     r"stop_timeout_s=2.5"),
     (lambda lab: pitfalls.run_users(lab, memory_limit_mib=1), r"memory_limit_mib=1"),
     (lambda lab: pitfalls.run_log_growth(lab, written_mib=1000), r"written_mib=1000"),
     (lambda lab: pitfalls.run_log_growth(lab, max_files=0), r"max_files=0"),
