@@ -26,6 +26,7 @@ from labkit.labs import (
     choosing_a_base_image,
     image_layers,
     multi_stage_builds,
+    pitfalls_and_security,
     tags_digests_and_registries,
     what_a_container_is,
 )
@@ -106,6 +107,11 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         lab.claims, cgroups_and_limits.run_memory_ramp(lab), cgroups_and_limits.run_memory_unlimited(lab),
         cgroups_and_limits.run_cpu_quota(lab), cgroups_and_limits.run_noisy_neighbour(lab),
         cgroups_and_limits.run_pids(lab)),
+    pitfalls_and_security.STEM: lambda lab: pitfalls_and_security.check_claims(
+        lab.claims, pitfalls_and_security.run_zombies(lab), pitfalls_and_security.run_stop(lab),
+        pitfalls_and_security.run_users(lab), pitfalls_and_security.run_log_places(lab),
+        pitfalls_and_security.run_log_growth(lab), pitfalls_and_security.run_clock(lab),
+        pitfalls_and_security.run_defaults(lab), pitfalls_and_security.run_secrets(lab)),
     arm64_vs_amd64.STEM: lambda lab: arm64_vs_amd64.check_claims(
         lab.claims, arm64_vs_amd64.run_exec_format(lab), arm64_vs_amd64.run_emulation_cost(lab),
         arm64_vs_amd64.run_builds(lab), arm64_vs_amd64.run_manifest_list(lab)),
