@@ -15,12 +15,13 @@ import docker
 import pandas as pd
 import pytest
 
+from labkit.core.claims import ClaimLedger
 from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import cgroups, elf, kernel_log, procfs, sampler, stress
 from labkit.instruments.limits import MIB
 from labkit.labs import cgroups_and_limits
-from labkit.labs.cgroups_and_limits import cpu, rig
+from labkit.labs.cgroups_and_limits import claims, cpu, memory_neighbour, rig
 from labkit.labs.cgroups_and_limits.cpu import _work_rate
 from labkit.labs.cgroups_and_limits.declaration import OUTCOME_COLUMNS
 from tests.conftest import ROOT, default_sigint, leftovers
@@ -82,6 +83,25 @@ def test_kernel_log_tells_a_cgroup_kill_from_a_host_wide_one() -> None:
     assert kernel_log.parse_oom_kills("[ 1.0] stress invoked oom-killer: gfp_mask=0xcc0\n") == []
 
 
+def test_kmsg_records_give_their_stamp_in_microseconds() -> None:
+    # /dev/kmsg's format (Documentation/ABI/testing/dev-kmsg): prio,seq,usec,flags[,…];text, continuation lines
+    # after a newline. 12 s 345 678 µs since boot.
+    assert kernel_log.parse_kmsg_record("6,1234,12345678,-;labkit 07: clock marker 42.0\n") == (
+        12345678, "labkit 07: clock marker 42.0")
+    assert kernel_log.parse_kmsg_record("4,7,9,c,caller=T1;a\n SUBSYSTEM=x\n") == (9, "a")
+    with pytest.raises(ValueError, match="not a /dev/kmsg record"):
+        kernel_log.parse_kmsg_record("[ 12.345678] a dmesg line")
+
+
+@pytest.mark.root
+def test_the_kernel_log_clock_offset_is_measured_with_markers() -> None:
+    clock = kernel_log.measure_clock_offset("labkit test: clock marker", repeats=2)
+    # Both clocks count from boot: they differ by ms at most, and a marker's write takes µs, not a second.
+    assert abs(clock.offset_s) < 1.0 and 0 < clock.uncertainty_s < 0.5
+    with pytest.raises(ValueError, match="rate-limits"):
+        kernel_log.measure_clock_offset("labkit test", repeats=kernel_log.MARKERS_AT_MOST + 1)
+
+
 def test_meminfo_in_bytes() -> None:
     info = procfs.parse_meminfo((FIXTURES / "proc" / "host-v1" / "meminfo").read_text())
     assert info["MemTotal"] == 24684092 * 1024 and info["MemAvailable"] == 23289280 * 1024
@@ -122,6 +142,9 @@ class Untouchable:
     (lambda lab: cgroups_and_limits.run_noisy_neighbour(lab, neighbour_cpus=1.0), r"neighbour_cpus=1.0"),
     (lambda lab: cgroups_and_limits.run_noisy_neighbour(lab, neighbour_shares=1), r"neighbour_shares=1"),
     (lambda lab: cgroups_and_limits.run_noisy_neighbour(lab, repeats=0), r"repeats=0"),
+    (lambda lab: cgroups_and_limits.run_memory_neighbour(lab, fence_mib=64), r"(?s)fence_mib=64.*above 96"),
+    (lambda lab: cgroups_and_limits.run_memory_neighbour(lab, file_mib=0), r"file_mib=0"),
+    (lambda lab: cgroups_and_limits.run_memory_neighbour(lab, neighbour_limit_mib=2), r"neighbour_limit_mib=2"),
     (lambda lab: cgroups_and_limits.run_pids(lab, pids_limit=0), r"pids_limit=0"),
     (lambda lab: cgroups_and_limits.run_pids(lab, attempts=0), r"attempts=0"),
 ])
@@ -253,6 +276,29 @@ def test_neighbour_summary_on_known_shares() -> None:
     per_thread = _neighbour({"beside an unlimited neighbour": [0.20], "beside a neighbour with --cpus 0.25": [0.75]})
     assert per_thread.worst_miss == pytest.approx(0.30)
     assert per_thread.worst_miss > cgroups_and_limits.NEIGHBOUR_TOLERANCE
+
+
+def test_memory_neighbour_summary_and_verdict_on_a_known_table() -> None:
+    # A 64 MiB file, all of it cached after the victim's read; the unlimited neighbour leaves 8 MiB of it (1/8),
+    # the limited one all 64 (1); re-reads 150 ms and 50 ms against first reads of 100 ms.
+    table = pd.DataFrame([
+        {"condition": memory_neighbour.UNLIMITED, "neighbour_limit_bytes": float("nan"),
+         "resident_after_neighbour_bytes": 8 * MIB, "neighbour_touched_mib": 184, "reread_s": 0.15},
+        {"condition": "neighbour with --memory 32m", "neighbour_limit_bytes": 32 * MIB,
+         "resident_after_neighbour_bytes": 64 * MIB, "neighbour_touched_mib": 24, "reread_s": 0.05},
+    ]).assign(fence_bytes=192 * MIB, file_bytes=64 * MIB, resident_after_read_bytes=64 * MIB, neighbour_exit_code=137,
+              first_read_s=0.1)
+    result = cgroups_and_limits.MemoryNeighbourResult(table)
+    assert result.kept(memory_neighbour.UNLIMITED) == 0.125 and result.kept(result.limited_condition) == 1.0
+    assert result.summary["reread_over_first_read"].tolist() == pytest.approx([1.5, 0.5])
+    ledger = ClaimLedger(cgroups_and_limits.STEM)
+    claims.check_memory_neighbour(ledger, result)
+    row = ledger.frame().set_index("id").loc["limits.memory_neighbour"]
+    assert row["verdict"] == "holds" and row["value"] == 0.125  # 1/8 < 1/2 evicted, 1 ≥ 0.9 kept
+    nothing_evicted = ClaimLedger(cgroups_and_limits.STEM)
+    claims.check_memory_neighbour(nothing_evicted, cgroups_and_limits.MemoryNeighbourResult(
+        table.assign(resident_after_neighbour_bytes=64 * MIB)))
+    assert nothing_evicted.frame().iloc[0]["verdict"] == "does not hold"
 
 
 def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabSession) -> None:

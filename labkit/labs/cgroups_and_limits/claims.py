@@ -7,7 +7,9 @@ from labkit.instruments.limits import MIB
 from labkit.labs.cgroups_and_limits.cpu import BESIDE_UNLIMITED, VICTIM_THREADS, CpuQuotaResult, NeighbourResult
 from labkit.labs.cgroups_and_limits.declaration import (
     CPU_TOLERANCE,
+    EVICTED_BELOW,
     EXIT_SIGKILL,
+    KEPT_FROM,
     NEIGHBOUR_TOLERANCE,
     SECTION,
     SECTION_NEIGHBOUR,
@@ -15,11 +17,12 @@ from labkit.labs.cgroups_and_limits.declaration import (
     SECTION_PIDS,
 )
 from labkit.labs.cgroups_and_limits.memory import MemoryRun
+from labkit.labs.cgroups_and_limits.memory_neighbour import UNLIMITED, MemoryNeighbourResult
 from labkit.labs.cgroups_and_limits.pids import PidsResult
 
 
 def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu: CpuQuotaResult,
-                 neighbour: NeighbourResult, pids: PidsResult) -> None:
+                 neighbour: NeighbourResult, pids: PidsResult, memory_neighbour: MemoryNeighbourResult) -> None:
     """The chapter's claims about limits and our findings beyond them, each with a criterion and a verdict computed
     from the measurements."""
     r = ramp.record
@@ -87,6 +90,8 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
         caveat="" if int(neighbour.summary["rounds"].min()) > 1 else "one round per condition: no interval",
         tables=("neighbour_work", "neighbour_cpu"))
 
+    check_memory_neighbour(ledger, memory_neighbour)
+
     p = pids.record
     ledger.check(
         "limits.pids", source=Source.FINDING, section=SECTION_PIDS,
@@ -96,3 +101,20 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
                  f"--pids-limit {int(p['pids_limit'])}",
         criterion="PID 1 plus its children fill the limit exactly and every further fork fails with EAGAIN",
         verdict=verdict(pids.stopped_at_limit), tables=("pids",))
+
+
+def check_memory_neighbour(ledger: ClaimLedger, memory_neighbour: MemoryNeighbourResult) -> None:
+    """Our finding about a memory neighbour in the same parent group."""
+    evicted, kept = memory_neighbour.kept(UNLIMITED), memory_neighbour.kept(memory_neighbour.limited_condition)
+    ledger.check(
+        "limits.memory_neighbour", source=Source.FINDING, section=SECTION_NEIGHBOUR,
+        claim="A neighbour without --memory in the same parent group takes the memory a container's page cache "
+              "held; with a --memory of its own it leaves that cache alone",
+        value=evicted, unit="part of the victim's cached file still cached after the unlimited neighbour",
+        measured=f"{evicted:.0%} of the victim's file still cached after the neighbour without --memory, "
+                 f"{kept:.0%} after the one with {memory_neighbour.limited_condition.rsplit('with ', 1)[-1]}",
+        criterion=f"less than {EVICTED_BELOW:.0%} of the file stays cached beside the unlimited neighbour and at "
+                  f"least {KEPT_FROM:.0%} beside the limited one",
+        verdict=verdict(evicted < EVICTED_BELOW and kept >= KEPT_FROM),
+        caveat="the victim had stopped when the neighbour ramped: its cache was idle, the first a reclaim takes",
+        tables=("memory_neighbour",))

@@ -19,6 +19,8 @@ CPUS = 1.0  # every memory experiment's CPU limit: one core
 EXIT_SIGKILL = 128 + 9  # what a shell and the engine report for a process ended by SIGKILL
 CPU_TOLERANCE = 0.10  # a quota is "held" when the measured rate is within 10 % of it
 SHARES_TOLERANCE = 0.15  # a shares ratio is "met" within 15 %
+EVICTED_BELOW = 0.5  # less of the victim's cached file left than this beside a neighbour: evicted
+KEPT_FROM = 0.9  # at least this much left: kept
 NEIGHBOUR_TOLERANCE = 0.10  # the victim's kept share is "as expected" within 10 points of its rate alone
 WAIT_S = 120.0  # longest any one stress container may run before the experiment gives up
 
@@ -35,6 +37,9 @@ OUTCOME_COLUMNS = (
     "sample_cost_s", "sampler_cpu_s", "wall_s",
 )
 REPEAT_COLUMNS = ("repeat", *OUTCOME_COLUMNS, "oom_event_t_s")  # one row per ramp: its outcome, its oom event
+MEMORY_NEIGHBOUR_COLUMNS = (
+    "condition", "fence_bytes", "file_bytes", "neighbour_limit_bytes", "resident_after_read_bytes",
+    "resident_after_neighbour_bytes", "neighbour_touched_mib", "neighbour_exit_code", "first_read_s", "reread_s")
 CPU_SAMPLE_COLUMNS = ("round", "condition", "cpus", "t_s", "cpu_s", "nr_periods", "nr_throttled", "throttled_s")
 WORK_COLUMNS = ("condition", "t_s", "work_units")
 NEIGHBOUR_COLUMNS = ("round", "condition", "neighbour_threads", "neighbour_shares", "neighbour_cpus", "t_s",
@@ -67,6 +72,7 @@ LAB = Lab(
         Requirement("cgroup", "pids", "the fork-loop experiment"),
         Requirement("program", "gcc", "building the static stress program"),
         Requirement("program", "dmesg", "telling a cgroup OOM kill from a host-wide one"),
+        Requirement("program", "fincore", "how much of a file the page cache holds (the memory neighbour)"),
     ),
     bases=(BASE,),
     tables={
@@ -86,6 +92,7 @@ LAB = Lab(
         "shares_work": ("container", "shares", "t_s", "work_units"),
         "neighbour_work": NEIGHBOUR_COLUMNS,
         "neighbour_cpu": NEIGHBOUR_CPU_COLUMNS,
+        "memory_neighbour": MEMORY_NEIGHBOUR_COLUMNS,
         "pids": ("pids_limit", "attempts", "forked", "eagain", "other", "pids_current", "pids_limit_hits",
                  "host_processes_before", "host_processes_during", "host_processes_after", "stop_s", "exit_code"),
         CLAIMS_TABLE: CLAIM_COLUMNS,

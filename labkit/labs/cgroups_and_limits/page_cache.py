@@ -72,14 +72,14 @@ class PageCacheResult:
                    f"{r['watermark_bytes'] / MIB:.1f} MiB), so the file was too small to show reclaim at the limit."))
 
 
-def _cold_file_folder() -> Path:
+def cold_file_folder() -> Path:
     return state_dir() / "07"
 
 
-def _cold_file(size_bytes: int) -> Path:
+def cold_file(size_bytes: int) -> Path:
     """A file of `size_bytes` zero bytes in labkit's state folder, written out and dropped from the page cache
     (so the container's reads fault it in and are charged to the container)."""
-    path = _cold_file_folder() / f"page-cache-{os.getpid()}.bin"
+    path = cold_file_folder() / f"page-cache-{os.getpid()}.bin"
     path.parent.mkdir(parents=True, exist_ok=True)
     chunk = bytes(MIB)
     with open(path, "wb") as f:
@@ -101,13 +101,13 @@ def run_page_cache(lab: LabSession, memory_limit_mib: int = 64, file_mib: int | 
     passes = check_positive(by_mode(lab, passes, 2, 3), "passes", "passes", 2)
     hz = check_hz(sample_hz)
     require_host_memory(lab, limit, "memory_limit_mib")
-    if lab.live:  # the file is written once, in the folder _cold_file writes it to, and bind-mounted from there
-        space.require_disk((_cold_file_folder(), {space.Size("file_mib", size // MIB): 1}))
+    if lab.live:  # the file is written once, in the folder cold_file writes it to, and bind-mounted from there
+        space.require_disk((cold_file_folder(), {space.Size("file_mib", size // MIB): 1}))
 
     def experiment() -> dict[str, pd.DataFrame]:
         limits = Limits(limit, PIDS_LIMIT, CPUS)
         with stress_rig(lab) as rig:
-            path = _cold_file(size)
+            path = cold_file(size)
             try:
                 started = time.perf_counter()
                 with rig.fence("page-cache", Limits(2 * limit, PIDS_LIMIT, CPUS)) as (_, parent), \
