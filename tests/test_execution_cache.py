@@ -8,6 +8,7 @@ re-executes it and names that input; nothing else does; --fresh, quick mode and 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -155,13 +156,16 @@ def test_each_kind_of_input_change_executes_again_and_nothing_else_does(project:
     assert project.printed() == "63"  # the tripling instrument ran: 3 × 21
 
 
-def test_fresh_quick_and_a_failure_never_reuse(project: Project) -> None:
+def test_fresh_quick_lost_results_and_a_failure_never_reuse(project: Project) -> None:
     assert project.run().status == "ok"
     fresh = project.run(fresh="--fresh: every notebook is executed again")
     assert (fresh.status, fresh.reason) == ("ok", "--fresh: every notebook is executed again")
     quick = project.run(quick=True)
     assert (quick.status, quick.reason) == ("ok", "quick mode: only full live runs reuse an earlier execution")
     assert project.run().reason == "mode changed (quick, live → full, live)"
+    shutil.rmtree(project.results / STEM)  # an executed copy without its results is not reused
+    gone = project.run()
+    assert (gone.status, gone.reason) == ("ok", f"its results (build/results/{STEM}) are gone")
 
     _write_notebook(project.notebook, 'raise ValueError("broken on purpose")')
     assert project.run().status == "failed"

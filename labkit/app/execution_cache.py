@@ -268,7 +268,7 @@ def remember(decision: Decision, executed: Path, results_root: Path, run_id: str
     provenance = _provenance(store.folder)
     ours = provenance is not None and provenance.get("run_id") == run_id
     record = {"key": decision.key, "reason": decision.reason, "inputs": decision.inputs, "run_id": run_id,
-              "executed_utc": executed_utc, "results": str(store.folder) if ours else ""}
+              "executed_utc": executed_utc, "results": _shown(store.folder, paths.project_root()) if ours else ""}
     notebook = nbformat.read(executed, as_version=4)
     notebook.metadata.setdefault(METADATA, {})[FIELD] = record
     paths.atomic_write(executed, nbformat.writes(notebook))
