@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -158,17 +159,23 @@ def _read_layer(stream: IO[bytes]) -> tuple[Entry, ...]:
         return tuple(_entry(member) for member in layer)
 
 
+def _member_reader(archive: tarfile.TarFile, path: Path) -> Callable[[str], IO[bytes]]:
+    """A function that opens one member of `archive` (the ``docker save`` tarball at `path`) by name."""
+    members = {m.name: m for m in archive.getmembers()}
+
+    def read(name: str) -> IO[bytes]:
+        stream = archive.extractfile(members[name])
+        if stream is None:
+            raise ValueError(f"{path}: {name} is not a regular file")
+        return stream
+
+    return read
+
+
 def read_saved(path: Path) -> SavedImage:
     """Read a ``docker save`` tarball (plain or gzip-compressed) of one image."""
     with tarfile.open(path, mode="r:*") as archive:
-        members = {m.name: m for m in archive.getmembers()}
-
-        def read(name: str) -> IO[bytes]:
-            stream = archive.extractfile(members[name])
-            if stream is None:
-                raise ValueError(f"{path}: {name} is not a regular file")
-            return stream
-
+        read = _member_reader(archive, path)
         manifest = json.load(read("manifest.json"))
         if len(manifest) != 1:
             raise ValueError(f"{path} holds {len(manifest)} images; save one image at a time")
@@ -178,7 +185,7 @@ def read_saved(path: Path) -> SavedImage:
         diff_ids = config["rootfs"]["diff_ids"]
         layers = tuple(
             Layer(index, diff_ids[index], made_by[index] if index < len(made_by) else "",
-                  members[name].size, _read_layer(read(name)))
+                  archive.getmember(name).size, _read_layer(read(name)))
             for index, name in enumerate(manifest[0]["Layers"]))
     return SavedImage(tuple(manifest[0].get("RepoTags") or ()), history, layers)
 
@@ -189,14 +196,7 @@ def places_holding(path: Path, needle: bytes) -> list[str]:
     a file splits across tar blocks is still found: each file is read whole."""
     found = []
     with tarfile.open(path, mode="r:*") as archive:
-        members = {m.name: m for m in archive.getmembers()}
-
-        def read(name: str) -> IO[bytes]:
-            stream = archive.extractfile(members[name])
-            if stream is None:
-                raise ValueError(f"{path}: {name} is not a regular file")
-            return stream
-
+        read = _member_reader(archive, path)
         manifest = json.load(read("manifest.json"))[0]
         if needle in read(manifest["Config"]).read():
             found.append("config")
