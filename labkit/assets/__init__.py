@@ -1,7 +1,9 @@
 """Files the labs build from, kept as files so that hadolint, a reader and ``git diff`` see them as they are.
 
 ``greeter/``: a tiny Flask app (``source/``, its build context's sources), the two Dockerfiles of notebook 03
-(dependencies first, everything first) and the multi-stage one of notebook 04; ``{base}`` and ``{runtime}`` in a
+(dependencies first, everything first) and the multi-stage one of notebook 04. ``pitfalls/``: notebook 10's probe
+program (one action per pitfall) and its Dockerfiles (the probe image, a secret as a build ARG and as a BuildKit
+secret mount). ``{base}`` and ``{runtime}`` in a
 Dockerfile are filled by the lab with the image it builds on. This module only reads them: it imports nothing of labkit.
 """
 
