@@ -113,6 +113,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     return made
 
 
+def _a_lab_that_does_not_import() -> list[Lab]:
+    raise ImportError("broken lab")
+
+
 def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(path.read_text().replace(old, new))
 
@@ -156,8 +160,13 @@ def test_each_kind_of_input_change_executes_again_and_nothing_else_does(project:
     assert project.printed() == "63"  # the tripling instrument ran: 3 × 21
 
 
-def test_fresh_quick_lost_results_and_a_failure_never_reuse(project: Project) -> None:
+def test_fresh_quick_lost_results_and_a_failure_never_reuse(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     assert project.run().status == "ok"
+    with monkeypatch.context() as broken:  # another lab that does not import: no base can be compared
+        broken.setattr(catalog, "all_labs", _a_lab_that_does_not_import)
+        unknown = project.run()
+    assert (unknown.status, unknown.reason) == (
+        "ok", "the labs' declarations did not import (ImportError: broken lab), so no base recipe can be compared")
     fresh = project.run(fresh="--fresh: every notebook is executed again")
     assert (fresh.status, fresh.reason) == ("ok", "--fresh: every notebook is executed again")
     quick = project.run(quick=True)

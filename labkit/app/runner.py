@@ -160,7 +160,12 @@ def _decide(notebooks: list[Path], output_dir: Path, *, quick: bool, mode: str,
             refused: str) -> list[execution_cache.Decision]:
     """Whether each notebook is executed or its earlier execution in `output_dir` reused (see `execute`)."""
     host = execution_cache.Host.current()
-    labs = {lab.stem: lab for lab in catalog.all_labs()}
+    try:
+        labs = {lab.stem: lab for lab in catalog.all_labs()}
+    except Exception as exc:  # whatever a lab's import raises: it fails its own notebook, not the run
+        labs = {}
+        refused = refused or (f"the labs' declarations did not import ({type(exc).__name__}: {_first_line(str(exc))})"
+                              ", so no base recipe can be compared")
     return [execution_cache.decide(
         execution_cache.inputs(notebook, labs.get(notebook.stem), host, quick=quick, mode=mode),
         output_dir / notebook.name, session.results_root(), refused=refused) for notebook in notebooks]
