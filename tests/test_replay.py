@@ -28,6 +28,7 @@ from labkit.labs import (
     multi_stage_builds,
     pitfalls_and_security,
     tags_digests_and_registries,
+    volumes_and_persistence,
     what_a_container_is,
 )
 
@@ -112,6 +113,10 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         pitfalls_and_security.run_users(lab), pitfalls_and_security.run_log_places(lab),
         pitfalls_and_security.run_log_growth(lab), pitfalls_and_security.run_clock(lab),
         pitfalls_and_security.run_defaults(lab), pitfalls_and_security.run_secrets(lab)),
+    volumes_and_persistence.STEM: lambda lab: volumes_and_persistence.check_claims(
+        lab.claims, volumes_and_persistence.run_survival(lab), volumes_and_persistence.run_bind_edits(lab),
+        volumes_and_persistence.run_costs(lab), volumes_and_persistence.run_copy_up(lab),
+        volumes_and_persistence.run_backup(lab), volumes_and_persistence.run_ownership(lab)),
     arm64_vs_amd64.STEM: lambda lab: arm64_vs_amd64.check_claims(
         lab.claims, arm64_vs_amd64.run_exec_format(lab), arm64_vs_amd64.run_emulation_cost(lab),
         arm64_vs_amd64.run_builds(lab), arm64_vs_amd64.run_manifest_list(lab)),
