@@ -101,9 +101,9 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         lab.claims, multi_stage_builds.run_images(lab)),
     choosing_a_base_image.STEM: lambda lab: _choosing_a_base_image(
         lab, choosing_a_base_image.run_bases(lab, bases=choosing_a_base_image.BASES, pull_repeats=3)),
-    tags_digests_and_registries.STEM: lambda lab: tags_digests_and_registries.check_claims(
-        lab.claims, tags_digests_and_registries.run_moved_tag(lab), tags_digests_and_registries.run_latest(lab),
-        tags_digests_and_registries.run_manifest_list(lab), tags_digests_and_registries.run_lint(lab)),
+    tags_digests_and_registries.STEM: lambda lab: _tags_digests_and_registries(
+        lab, tags_digests_and_registries.run_moved_tag(lab), tags_digests_and_registries.run_latest(lab),
+        tags_digests_and_registries.run_manifest_list(lab)),
     cgroups_and_limits.STEM: lambda lab: cgroups_and_limits.check_claims(
         lab.claims, cgroups_and_limits.run_memory_ramp(lab), cgroups_and_limits.run_memory_unlimited(lab),
         cgroups_and_limits.run_cpu_quota(lab), cgroups_and_limits.run_noisy_neighbour(lab),
@@ -123,12 +123,20 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
 }
 
 
+def _tags_digests_and_registries(lab: LabSession, moved: tags_digests_and_registries.MovedTagResult,
+                                 latest: tags_digests_and_registries.LatestResult, _manifest: object) -> None:
+    """06 shows the manifest list (its section 3) but leaves its claim to 11's ledger."""
+    tags_digests_and_registries.check_claims(lab.claims, moved, latest, tags_digests_and_registries.run_lint(lab))
+
+
 def _choosing_a_base_image(lab: LabSession, table: choosing_a_base_image.BaseTable) -> None:
     choosing_a_base_image.check_claims(lab.claims, table, choosing_a_base_image.fit_pulls(table),
                                        choosing_a_base_image.run_startup(lab, bases=choosing_a_base_image.BASES))
 
 
 LABS = catalog.all_labs()
+# Claims a recording may still carry that one notebook now leaves to another's ledger (each claim is ledgered once).
+LEDGERED_ELSEWHERE = {"tags.one_tag_per_platform": "11's manifest.one_tag_two_architectures"}
 
 
 def test_every_lab_has_its_chapter_here() -> None:
@@ -143,6 +151,7 @@ def test_recorded_results_replay_into_the_same_claims(lab: Lab) -> None:
     recorded = session.replay.read_table("claims")
     # A claim added since the recording is in the recomputed ledger only; every recorded one must come out the same.
     recomputed = session.claims.frame().set_index("id")
+    recorded = recorded[~recorded["id"].isin(LEDGERED_ELSEWHERE)]
     assert set(recorded["id"]) <= set(recomputed.index)
     assert dict(zip(recorded["id"], recomputed.loc[recorded["id"], "verdict"], strict=True)) == dict(
         zip(recorded["id"], recorded["verdict"], strict=True))

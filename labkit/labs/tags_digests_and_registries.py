@@ -32,9 +32,8 @@ from labkit.instruments.limits import Limits
 from labkit.instruments.shell import CommandError, run
 
 STEM = "06-tags-digests-and-registries"
-# The chapter's sections these claims come from, as it spells them, and the notebook's section of our finding.
+# The chapter's section these claims come from, as it spells it, and the notebook's section of our finding.
 SECTION_TAGS = "Image Tags — Don't Use latest in Production"
-SECTION_REGISTRIES = "Registries — Where Images Live Between Build and Run"
 SECTION_LINT = "Lint, scan, sign"
 # What fixes the outcome of each demonstration here.
 REGISTRY_RULES = "how a registry stores manifests: by digest, with tags as names that point at one"
@@ -392,10 +391,10 @@ def run_lint(lab: LabSession) -> LintResult:
 # ---------------------------------------------------------------- claims
 
 
-def check_claims(ledger: ClaimLedger, moved: MovedTagResult, latest: LatestResult,
-                 manifest: registry.ManifestResult, linted: LintResult) -> None:
+def check_claims(ledger: ClaimLedger, moved: MovedTagResult, latest: LatestResult, linted: LintResult) -> None:
     """The chapter's claims about tags and registries and our finding beyond them, each with a criterion and a
-    verdict computed from this notebook's measurements."""
+    verdict computed from this notebook's measurements. The manifest list's claim is ledgered once, by notebook 11
+    (``manifest.one_tag_two_architectures``): it belongs to the chapter's "Build for the right architecture"."""
     first, second = moved.step("push 1.0 (first build)"), moved.step("push 1.0 (rebuilt)")
     ledger.check(
         "tags.mutable", source=Source.CHAPTER, section=SECTION_TAGS,
@@ -425,16 +424,6 @@ def check_claims(ledger: ClaimLedger, moved: MovedTagResult, latest: LatestResul
         criterion=demonstration(REGISTRY_RULES, "pushing a newer version under another tag leaves latest on the "
                                 "older one; it moves only when latest itself is pushed"),
         verdict=verdict(latest.stayed), tables=("latest",))
-    ledger.check(
-        "tags.one_tag_per_platform", source=Source.CHAPTER, section=SECTION_REGISTRIES,
-        claim="A manifest list lets one tag serve each platform its own image",
-        value=float(manifest.resolves), unit="1 = every pull resolved to its platform",
-        measured="; ".join(f"{r.platform} → {r.pulled_architecture} ({r.uname_m})"
-                           for r in manifest.pulls.itertuples()),
-        criterion=demonstration("how a manifest list is resolved", "for every platform, pull --platform of the one "
-                                "tag gives that platform's image, recorded with its architecture, and uname -m in it "
-                                "prints that machine"),
-        verdict=verdict(manifest.resolves), tables=("manifest",))
     caught, own = linted.caught, linted.own
     ledger.check(
         "lint.hadolint_catches_mistakes", source=Source.FINDING, section=SECTION_LINT,
