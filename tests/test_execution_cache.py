@@ -15,9 +15,13 @@ from typing import Any
 import nbformat
 import pytest
 
-from labkit.app import book, catalog, execution_cache, runner
+from labkit.app import book, catalog, cli, execution_cache, runner
+from labkit.core import session
 from labkit.core.lab import Lab
 from labkit.instruments import images
+from labkit.instruments.shell import run
+
+ROOT = Path(__file__).resolve().parent.parent
 
 STEM = "01-tiny"
 NOTEBOOK = f"notebooks/{STEM}.ipynb"
@@ -230,3 +234,29 @@ def test_the_book_says_a_reused_chapter_was_measured_in_an_earlier_run_when_and_
     assert "measured live in an earlier run, reused by this one: 2026-12-05T04:00:00+00:00" in chapter.provenance_text()
     executed_now = book.Chapter(chapter.path, chapter.title, chapter.execution, True, tmp_path, provenance)
     assert "| live | False |" in book.environment_page([executed_now], "")
+
+
+@pytest.mark.parametrize(("argv", "fresh"), [
+    (["run", "02"], ""),
+    (["run", "--fresh", "02"], "--fresh: every notebook is executed again"),
+    (["run", "--record", "02"], "--record: a recording always measures anew"),
+])
+def test_labkit_run_reuses_unless_fresh_or_recording(argv: list[str], fresh: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: dict[str, Any] = {}
+
+    def execute(notebooks: list[Path], **options: Any) -> list[runner.NotebookRun]:
+        asked.update(options)
+        return []
+
+    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(session, "require_committed", lambda: None)
+    assert cli.main(argv) == 0
+    assert asked["fresh"] == fresh
+
+
+@pytest.mark.parametrize(("fresh", "expected"), [("FRESH=1", "labkit run --fresh --timeout"),
+                                                 ("", "labkit run  --timeout")])
+def test_make_lab_passes_fresh_on(fresh: str, expected: str) -> None:
+    shown = run(["make", "-n", "-C", str(ROOT), "lab", *([fresh] if fresh else [])], 60).stdout
+    assert expected in shown
