@@ -91,7 +91,8 @@ def check_number(value: object, name: str, low: float, high: float) -> float:
 
 @dataclass(frozen=True)
 class ProbeImages:
-    """The probe image built for one experiment: `root` (no USER) and `nonroot` (USER 10001), and its base."""
+    """The probe image built for one experiment: `root` (no USER), `nonroot` (USER 10001; empty when not built) and
+    its base."""
 
     root: str
     nonroot: str
@@ -113,14 +114,15 @@ def build_asset(scope: Scope, folder: Path, name: str, tag_stem: str, base: str,
 
 
 @contextmanager
-def probe_images(client: docker.DockerClient, scope: Scope) -> Iterator[ProbeImages]:
-    """The probe image (both stages) built on the python-slim base for this `scope` (cached by the engine after
-    the first build); the scope removes it."""
+def probe_images(client: docker.DockerClient, scope: Scope, *, nonroot: bool = False) -> Iterator[ProbeImages]:
+    """The probe image built on the python-slim base for this `scope` (cached by the engine after the first build):
+    its root stage, and its USER 10001 stage when `nonroot` (else ``nonroot`` is empty); the scope removes them."""
     base = images.require_base(client, BASE).tag
     with tempfile.TemporaryDirectory(prefix="labkit-10-") as folder:
         root = build_asset(scope, Path(folder), "Dockerfile.probe", "probe-root", base, target="root").tag
-        nonroot = build_asset(scope, Path(folder), "Dockerfile.probe", "probe-nonroot", base, target="nonroot").tag
-        yield ProbeImages(root, nonroot, base)
+        other = build_asset(scope, Path(folder), "Dockerfile.probe", "probe-nonroot", base,
+                            target="nonroot").tag if nonroot else ""
+        yield ProbeImages(root, other, base)
 
 
 def probe_argv(action: str, *arguments: str) -> list[str]:

@@ -100,7 +100,7 @@ def run_defaults(lab: LabSession, memory_limit_mib: int = 64) -> DefaultsResult:
     def experiment() -> dict[str, pd.DataFrame]:
         client = lab.engine
         rows = []
-        with lab.scope() as scope, probe_images(client, scope) as made:
+        with lab.scope() as scope, probe_images(client, scope, nonroot=True) as made:
             for check, variants in CHECKS.items():
                 for variant, (stage, argv, options) in variants.items():
                     image = made.root if stage == "root" else made.nonroot

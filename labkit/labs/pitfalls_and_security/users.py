@@ -58,7 +58,7 @@ def run_users(lab: LabSession, memory_limit_mib: int = 64) -> UserResult:
         folder = Path(tempfile.mkdtemp(prefix="labkit-10-bind-"))
         try:
             folder.chmod(0o755)
-            with lab.scope() as scope, probe_images(client, scope) as made:
+            with lab.scope() as scope, probe_images(client, scope, nonroot=True) as made:
                 for user, image in ((ROOT_USER, made.root), (NON_ROOT, made.nonroot)):
                     name = "root" if image == made.root else "10001"
                     with containers.running(client, scope, image, probe_argv("wait"), stem=f"user-{name}",
