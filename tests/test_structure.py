@@ -21,7 +21,7 @@ MAX_CELL_LINES = 10  # non-blank lines in a notebook's code cell: more is logic 
 
 # Every guard's known exceptions, in one place: work that is planned but not done yet (issue 15, section 3).
 # A guard fails on anything new, and on an entry here that no longer occurs (remove it when its work lands).
-KNOWN_EXCEPTIONS = {
+KNOWN_EXCEPTIONS: dict[str, set[str]] = {
     # None left: what two labs share is an instrument or a file under labkit/assets/.
     "lab imports lab": set(),
     # None left: 07's plots are labkit.instruments.plots helpers.
