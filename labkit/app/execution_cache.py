@@ -4,7 +4,9 @@ A notebook's inputs, each with a digest: the notebook file; every labkit file it
 transitively through the import graph (its lab, the instruments and core modules the lab imports, the packages
 above them, and the data files of each package reached, e.g. labkit/assets/ or a C source beside an instrument);
 labkit's version; the recipe digest of each base its ``LAB`` declares; the host's fingerprint (with the engine's);
-and how it runs (quick or full, live or replay). The key is the digest of them all.
+and how it runs (quick or full, live or replay). The key is the digest of them all. The import graph, not a hash of
+all of labkit: an edit to one instrument then executes again only the notebooks whose code reaches it. It errs on
+the side of executing: a function's local import counts, and a folder without ``__init__.py`` counts as data.
 
 After a successful execution the runner writes the key, the inputs and why it executed into the executed copy's
 metadata (``labkit.execution``) and into its results' provenance.json (``execution``). A later run with the same
