@@ -16,7 +16,7 @@ import pytest
 from labkit.core.claims import Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import arch, registry
+from labkit.instruments import arch, images, registry
 from labkit.instruments.shell import run
 from labkit.labs import arm64_vs_amd64
 from tests.conftest import leftovers, missing
@@ -46,10 +46,10 @@ def test_bad_parameters_are_refused_naming_the_parameter(
 
 
 def test_an_unknown_platform_is_refused_with_the_choices() -> None:
-    for choose in (arm64_vs_amd64.busybox_base, arm64_vs_amd64.builder_base, arm64_vs_amd64.cross_compiler):
+    for choose in (images.busybox_base, arm64_vs_amd64.builder_base, arm64_vs_amd64.cross_compiler):
         with pytest.raises(BadParameter, match=r"(?s)platform='linux/s390x'.*linux/amd64"):
             choose("linux/s390x")
-    assert arm64_vs_amd64.busybox_base(arch.ARM64) == "busybox-arm64"
+    assert images.busybox_base(arch.ARM64) == "busybox-arm64"
     assert arm64_vs_amd64.cross_compiler(arch.ARM64) == "aarch64-linux-gnu-gcc"
     assert arm64_vs_amd64.cross_compiler(arch.AMD64) == "x86_64-linux-gnu-gcc"
 
@@ -57,7 +57,7 @@ def test_an_unknown_platform_is_refused_with_the_choices() -> None:
 def test_binfmt_misc_unavailable_is_refused_with_the_fix() -> None:
     not_mounted = ROOT / "tests" / "fixtures" / "arch" / "not-mounted" / "binfmt_misc"
     with pytest.raises(HostUnsupported, match=r"(?s)binfmt_misc is not mounted.*Fix: mount -t binfmt_misc"):
-        arm64_vs_amd64.require_emulation(not_mounted)
+        arch.require_emulation(not_mounted)
 
 
 def test_slowdown_is_the_median_of_ratios_paired_within_a_round() -> None:
