@@ -1,0 +1,124 @@
+"""Notebook 08's claims: the chapter's networking claims and our findings, with verdicts from the data."""
+
+from __future__ import annotations
+
+from labkit.core.claims import ClaimLedger, Source, Verdict, demonstration, verdict
+from labkit.labs.networking.declaration import HOST_FASTER, SECTION, SECTION_EXPOSURE, SECTION_NAMES, SECTION_PATHS
+from labkit.labs.networking.exposure import DOCKER_USER_RULE, INPUT_RULE, ExposureResult
+from labkit.labs.networking.names import (
+    BRIDGE_ADDRESS,
+    BRIDGE_NAME,
+    BY_NAME,
+    INTERNAL_OUT,
+    OTHER_NETWORK,
+    RESOLVER,
+    USER_OUT,
+    NamesResult,
+    NatResult,
+)
+from labkit.labs.networking.paths import NGINX, PROXY, PathsResult
+
+# ---------------------------------------------------------------- claims
+
+DNAT_RULES = "how Docker 20.10 writes its NAT and FORWARD rules"
+
+
+def check_claims(ledger: ClaimLedger, exposure: ExposureResult, names: NamesResult, nat: NatResult,
+                 paths: PathsResult) -> None:
+    """The chapter's networking claims and our findings beyond them, with verdicts from this notebook's data."""
+    every, loop = "-p PORT:80", "-p 127.0.0.1:PORT:80"
+    reached_every = exposure.reached(every, "neighbour", "host address:PORT")
+    ledger.check(
+        "net.publish_reaches_anyone", source=Source.CHAPTER, section=SECTION,
+        claim="Publishing with -p HOST:CONTAINER lets anyone who can reach the host connect",
+        value=float(reached_every), unit="1 = the neighbour reached it",
+        measured=f"listening on {exposure.sockets(every)}; the neighbour reached it through the host's address",
+        criterion=demonstration(DNAT_RULES, "a neighbour host connecting to this host's address and the published "
+                                "port gets the container's page"),
+        verdict=verdict(reached_every), tables=("exposure", "listening"))
+    by_host_address = exposure.reached(loop, "neighbour", "host address:PORT")
+    direct = exposure.reached(loop, "neighbour", "container address:80")
+    ledger.check(
+        "net.loopback_publish_local_only", source=Source.CHAPTER, section=SECTION,
+        claim="Publishing on 127.0.0.1 keeps the port to this host",
+        value=float(not by_host_address and not direct), unit="1 = no neighbour path reached it",
+        measured=f"listening on {exposure.sockets(loop)}; from the neighbour through the host's address: "
+                 f"{by_host_address}; routed straight to the container's address: {direct}",
+        criterion="the neighbour reaches the container neither through the host's address and port nor by routing "
+                  "to the container's address through this host (its gateway)",
+        verdict=verdict(not by_host_address and not direct),
+        caveat=("the socket is bound to 127.0.0.1 and the host's address refuses, but a neighbour that routes the "
+                "container subnet through this host reaches the container directly (on Docker 20.10: moby#45610); "
+                "a DOCKER-USER rule dropping the neighbour closes it") if direct else "",
+        tables=("exposure", "listening"))
+    input_kept = exposure.reached(every, "neighbour", "host address:PORT", INPUT_RULE)
+    user_closed = not exposure.reached(every, "neighbour", "host address:PORT", DOCKER_USER_RULE)
+    ledger.check(
+        "net.input_rule_does_not_stop_publish", source=Source.FINDING, section=SECTION_EXPOSURE,
+        claim="An INPUT drop rule does not stop a published port; the same drop in DOCKER-USER does",
+        value=float(input_kept and user_closed), unit="1 = INPUT let it through and DOCKER-USER stopped it",
+        measured=f"with INPUT dropping the neighbour it reached the port: {input_kept}; with DOCKER-USER dropping "
+                 f"it: {not user_closed}",
+        criterion=demonstration("netfilter: DNAT happens in PREROUTING, so the packet is forwarded and never "
+                                "traverses INPUT", "reachable with the INPUT rule, unreachable with the DOCKER-USER "
+                                "rule"),
+        verdict=verdict(input_kept and user_closed), tables=("exposure",))
+    resolved, bridge_failed = names.ok(BY_NAME), not names.ok(BRIDGE_NAME)
+    ledger.check(
+        "net.user_network_names", source=Source.CHAPTER, section=SECTION,
+        claim="On a user-defined network containers reach each other by name",
+        value=float(resolved), unit="1 = resolved and answered",
+        measured=f"user network: {resolved} (resolv.conf: {names.output(RESOLVER)}); default bridge: "
+                 f"{names.output(BRIDGE_NAME)!r}",
+        criterion=demonstration("Docker's embedded DNS, served only on user-defined networks", "a container on "
+                                "the user network fetches http://web/; on the default bridge the same name does not "
+                                "resolve while the address answers"),
+        verdict=verdict(resolved and bridge_failed and names.ok(BRIDGE_ADDRESS)), tables=("names",))
+    isolated = not names.ok(OTHER_NETWORK) and not names.ok(INTERNAL_OUT) and names.ok(USER_OUT)
+    ledger.check(
+        "net.user_networks_isolated", source=Source.FINDING, section=SECTION_NAMES,
+        claim="Two user networks cannot reach each other, and an --internal network has no way out",
+        value=float(isolated), unit="1 = both blocked, the control got out",
+        measured=f"other network by address: {names.ok(OTHER_NETWORK)}; --internal to the neighbour: "
+                 f"{names.ok(INTERNAL_OUT)}; user network to the neighbour: {names.ok(USER_OUT)}",
+        criterion=demonstration("Docker's isolation chains and the --internal network's missing gateway",
+                                "both fail within the probe's time limit while a plain user network reaches the "
+                                "neighbour"),
+        verdict=verdict(isolated), tables=("names",))
+    ledger.check(
+        "net.host_skips_namespacing", source=Source.CHAPTER, section=SECTION,
+        claim="--network host skips namespacing entirely",
+        value=float(len(names.shared)), unit=f"of {len(names.namespaces)} namespaces shared with the host",
+        measured=f"shared: {', '.join(names.shared)}; its own: {', '.join(names.own)}",
+        criterion="every namespace kind of the container is the host's (same inode)",
+        verdict=verdict(not names.own), tables=("host_namespaces",))
+    ledger.check(
+        "net.outbound_nat", source=Source.CHAPTER, section=SECTION,
+        claim="The daemon NATs containers' outbound traffic",
+        value=float(nat.masqueraded), unit="1 = the server saw the host's address",
+        measured="; ".join(f"{r.container_address} seen as {r.seen_source}" for r in nat.seen.itertuples()),
+        criterion=demonstration("Docker's MASQUERADE rule for its subnets", "a server on the neighbour logs this "
+                                "host's address, not the container's, for requests from both networks"),
+        verdict=verdict(nat.masqueraded), tables=("nat",))
+    found = paths.host_vs_published
+    ledger.check(
+        "net.host_network_faster", source=Source.CHAPTER, section=SECTION,
+        claim="Host networking is faster",
+        value=found.median, unit="× the 127.0.0.1-published port's median latency",
+        measured=f"{found.median:.2f}× [{found.ci_low:.2f}, {found.ci_high:.2f}] over {found.n} rounds "
+                 f"(coverage {found.coverage:.0%})",
+        criterion=f"the per-round ratio's interval lies at or below {HOST_FASTER}× (at least 10 % faster); above "
+                  f"{HOST_FASTER}× as a whole: not faster; across it: inconclusive",
+        verdict=paths.host_faster,
+        caveat="" if paths.host_faster != Verdict.INCONCLUSIVE else "too few rounds or too small a difference",
+        tables=("latency",))
+    nginx = paths.ratio(NGINX, PROXY)
+    ledger.check(
+        "net.nginx_in_front_costs", source=Source.FINDING, section=SECTION_PATHS,
+        claim="NGINX in front of a 127.0.0.1-published container adds one hop's latency",
+        value=nginx.median, unit="× the published port's median latency",
+        measured=f"{nginx.median:.2f}× [{nginx.ci_low:.2f}, {nginx.ci_high:.2f}] over {nginx.n} rounds",
+        criterion="nginx's path is slower than the published port alone: its per-round ratio's interval lies above 1",
+        verdict=verdict(nginx.ci_low > 1),
+        tables=("latency",))
+
