@@ -75,6 +75,7 @@ DEBIAN_PACKAGE = {
     "busybox": "busybox-static",
     "unshare": "util-linux",
     "nsenter": "util-linux",
+    "ip": "iproute2",
     "dmesg": "util-linux",
     "apt-get": "apt",
     "dpkg": "dpkg",
