@@ -10,26 +10,16 @@ import os
 import platform
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from labkit import paths
 from labkit.core.lab import Lab, Requirement
 from labkit.errors import EngineUnavailable, HostUnsupported
 from labkit.instruments import engine, undo
+from labkit.instruments.checks import Check
 
 MIN_FREE_DISK_BYTES = 5 * 2**30
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the report; `fix` is the command to run when `ok` is False."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -97,7 +87,7 @@ def _binfmt(requirement: Requirement) -> Check:
     if left and not check.ok:
         return Check(f"binfmt {requirement.name}", False, f"{check.detail}: labkit left it so (pid {left[0].pid} "
                      "disabled it and was killed before restoring it)", UNDO_FIX, requirement.required)
-    return Check(f"binfmt {requirement.name}", check.ok, check.detail, check.fix, requirement.required)
+    return replace(check, name=f"binfmt {requirement.name}", required=requirement.required)
 
 
 def _kvm(requirement: Requirement) -> Check:

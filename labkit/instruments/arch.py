@@ -24,6 +24,7 @@ from typing import Any
 
 from labkit.errors import BadParameter, HostUnsupported, NeedsRoot
 from labkit.instruments import undo
+from labkit.instruments.checks import Check
 from labkit.instruments.shell import run
 
 log = logging.getLogger("labkit.arch")
@@ -153,39 +154,30 @@ def read_binfmt(root: Path = BINFMT_MISC) -> BinfmtState:
 # ---------------------------------------------------------------- what is missing, and the fix
 
 
-@dataclass(frozen=True)
-class EmulationCheck:
-    """Whether executables of `platform` run on this host, how (native or which entry) and, if not, the fix."""
-
-    platform: str
-    ok: bool
-    detail: str
-    fix: str = ""
-
-
-def check_emulation(platform: str, root: Path = BINFMT_MISC, machine: str | None = None) -> EmulationCheck:
-    """Can this host run `platform`'s executables? Native ones always; foreign ones through an enabled entry."""
+def check_emulation(platform: str, root: Path = BINFMT_MISC, machine: str | None = None) -> Check:
+    """Can this host run `platform`'s executables (the check's name)? Native ones always; foreign ones through an
+    enabled entry. The detail says how (native, or which entry), the fix what to run when they cannot."""
     validate_platform(platform)
     if host_platform(machine) == platform:
-        return EmulationCheck(platform, True, f"native ({UNAME_MACHINE[platform]})")
+        return Check(platform, True, f"native ({UNAME_MACHINE[platform]})")
     name = ENTRY_OF_PLATFORM[platform]
     state = read_binfmt(root)
     install = f"apt-get install {' '.join(EMULATOR_PACKAGES)}"
     if not state.mounted:
-        return EmulationCheck(platform, False, f"binfmt_misc is not mounted at {root}",
+        return Check(platform, False, f"binfmt_misc is not mounted at {root}",
                               f"mount -t binfmt_misc binfmt_misc {root} && update-binfmts --enable {name} "
                               f"(needs {install}; `labkit setup 11` does all three)")
     if not state.enabled:
-        return EmulationCheck(platform, False, "binfmt_misc is mounted but disabled as a whole",
+        return Check(platform, False, "binfmt_misc is mounted but disabled as a whole",
                               f"echo 1 > {root / 'status'}")
     entry = state.entry(name)
     if entry is None:
-        return EmulationCheck(platform, False, f"no {name} entry is registered",
+        return Check(platform, False, f"no {name} entry is registered",
                               f"{install} && update-binfmts --enable {name}")
     if not entry.enabled:
-        return EmulationCheck(platform, False, f"{name} is registered but disabled",
+        return Check(platform, False, f"{name} is registered but disabled",
                               f"update-binfmts --enable {name}   (or: echo 1 > {root / name})")
-    return EmulationCheck(platform, True, f"emulated by {entry.interpreter} (flags {entry.flags or 'none'}"
+    return Check(platform, True, f"emulated by {entry.interpreter} (flags {entry.flags or 'none'}"
                           f"{'; fix-binary: works in containers' if entry.fix_binary else ''})")
 
 
@@ -197,7 +189,7 @@ def _require_root(what: str) -> None:
         raise NeedsRoot(f"{what} needs root (this is uid {os.geteuid()}).", "Run it as root, e.g. `sudo make lab`.")
 
 
-def enable_emulation(platform: str, root: Path = BINFMT_MISC) -> EmulationCheck:
+def enable_emulation(platform: str, root: Path = BINFMT_MISC) -> Check:
     """Make `platform`'s executables run here: mount binfmt_misc and enable its qemu entry (needs the packages)."""
     check = check_emulation(platform, root)
     if check.ok:
@@ -286,4 +278,4 @@ def require_emulation(root: Path = BINFMT_MISC) -> None:
     """HostUnsupported with the fix unless the foreign platform's binaries run here (binfmt_misc under `root`)."""
     check = check_emulation(foreign_platform(), root)
     if not check.ok:
-        raise HostUnsupported(f"{check.platform} binaries cannot run here: {check.detail}.", f"Fix: {check.fix}")
+        raise HostUnsupported(f"{check.name} binaries cannot run here: {check.detail}.", f"Fix: {check.fix}")
