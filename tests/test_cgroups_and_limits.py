@@ -18,7 +18,7 @@ import pytest
 from labkit.core.claims import ClaimLedger
 from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import cgroups, elf, kernel_log, procfs, sampler, stress
+from labkit.instruments import cgroups, elf, kernel_log, procfs, sampler, stress, undo
 from labkit.instruments.limits import MIB
 from labkit.labs import cgroups_and_limits
 from labkit.labs.cgroups_and_limits import claims, cpu, memory_neighbour, rig
@@ -299,6 +299,53 @@ def test_memory_neighbour_summary_and_verdict_on_a_known_table() -> None:
     claims.check_memory_neighbour(nothing_evicted, cgroups_and_limits.MemoryNeighbourResult(
         table.assign(resident_after_neighbour_bytes=64 * MIB)))
     assert nothing_evicted.frame().iloc[0]["verdict"] == "does not hold"
+
+
+def _io_writes(buffered_mib_per_s: float, direct_mib_per_s: float = 4.0) -> cgroups_and_limits.IoResult:
+    """8 MiB written in 1 MiB steps at a steady rate per condition, each ending with a 0.5 s fsync (a buffered
+    writer's 2 s, as its writeback waits for the 4 MiB/s throttle)."""
+    conditions = [("O_DIRECT, no limit", True, float("nan"), 400.0, 0.0),
+                  ("O_DIRECT, --device-write-bps 4mb", True, 4 * MIB, direct_mib_per_s, 0.0),
+                  ("page cache, --device-write-bps 4mb", False, 4 * MIB, buffered_mib_per_s, 2.0)]
+    rows = [{"condition": name, "direct": direct, "limit_bps": bps, "limit_iops": float("nan"), "t_s": mib / rate,
+             "event": "wrote", "mib": mib} for name, direct, bps, rate, _ in conditions for mib in range(9)]
+    rows += [{"condition": name, "direct": direct, "limit_bps": bps, "limit_iops": float("nan"),
+              "t_s": 8 / rate + fsync, "event": "synced", "mib": 8} for name, direct, bps, rate, fsync in conditions]
+    return cgroups_and_limits.IoResult(pd.DataFrame(rows))
+
+
+def test_io_summary_and_verdict_on_known_writes() -> None:
+    escaped = _io_writes(buffered_mib_per_s=400.0)
+    row = escaped.summary.loc["page cache, --device-write-bps 4mb"]
+    # 8 MiB at 400 MiB/s: 0.02 s of writes, then 2 s of fsync: 8 / 2.02 = 3.96 MiB/s overall.
+    assert (row["write_mib_per_s"], row["fsync_s"]) == pytest.approx((400.0, 2.0))
+    assert row["overall_mib_per_s"] == pytest.approx(8 / 2.02)
+    assert "100× the limit: buffered writes escape" in escaped.conclusion()
+    ledger = ClaimLedger(cgroups_and_limits.STEM)
+    claims.check_io(ledger, escaped)
+    assert ledger.verdict("limits.io_bandwidth").value == "holds with caveat"  # O_DIRECT held, buffered escaped
+    held = ClaimLedger(cgroups_and_limits.STEM)
+    claims.check_io(held, _io_writes(buffered_mib_per_s=4.2))  # 5 % over: within 15 %
+    assert held.verdict("limits.io_bandwidth").value == "holds"
+    unthrottled = ClaimLedger(cgroups_and_limits.STEM)
+    claims.check_io(unthrottled, _io_writes(buffered_mib_per_s=400.0, direct_mib_per_s=6.0))  # 50 % over
+    assert unthrottled.verdict("limits.io_bandwidth").value == "does not hold"
+
+
+@pytest.mark.root
+def test_a_loop_device_of_a_killed_maker_is_detached_by_the_next_command(tmp_path: Path) -> None:
+    backing = tmp_path / "disk.img"
+    script = ("import os, signal, sys; from pathlib import Path; from labkit.instruments import loopdev; "
+              f"cm = loopdev.attached(Path({str(backing)!r}), 16); device = cm.__enter__(); "
+              "print(device.path, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    device = child.stdout.strip()
+    assert child.returncode == -signal.SIGKILL and device.startswith("/dev/loop")
+    assert backing.exists() and str(backing) in subprocess.run(["losetup", "--list"], capture_output=True,
+                                                                text=True).stdout
+    assert any(str(backing) in line for line in undo.undo_orphans())
+    assert not backing.exists() and str(backing) not in subprocess.run(["losetup", "--list"], capture_output=True,
+                                                                        text=True).stdout
 
 
 def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabSession) -> None:

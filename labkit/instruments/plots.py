@@ -228,3 +228,22 @@ def cumulative_work(work: pd.DataFrame, group: str, *, shaded: tuple[float, floa
     ax.legend(fontsize="small")
     return ax
 
+
+def written_over_time(writes: pd.DataFrame, *, limit_mib_per_s: float, title: str, ax: Axes | None = None) -> Axes:
+    """MiB written over time per ``condition`` of `writes` (condition, t_s, event, mib: ``wrote`` rows, then a
+    ``synced`` row where the fsync returned, marked), with the line a writer held to `limit_mib_per_s` would
+    follow (dotted)."""
+    ax = _axes(ax)
+    end = float(writes["t_s"].max())
+    for condition, frame in writes.groupby("condition", sort=False):
+        line, = ax.plot(frame["t_s"], frame["mib"], marker=".", label=str(condition))
+        synced = frame[frame["event"] == "synced"]
+        ax.scatter(synced["t_s"], synced["mib"], marker="s", color=line.get_color())
+    ax.plot([0, end], [0, limit_mib_per_s * end], color="black", linestyle=":", linewidth=1,
+            label=f"{limit_mib_per_s:g} MiB/s")
+    ax.set_ylim(0, float(writes["mib"].max()) * 1.1)
+    ax.set_xlabel("time since the writer started (s)  (square: its fsync returned)")
+    ax.set_ylabel("MiB written")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return ax

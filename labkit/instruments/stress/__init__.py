@@ -20,7 +20,7 @@ from labkit.errors import LabkitError
 from labkit.instruments.shell import CommandError, require_program, run
 from labkit.paths import cache_dir
 
-__all__ = ["IN_CONTAINER", "SOURCE", "allocations", "build", "child_end", "fork_counts", "reads", "volume", "work"]
+__all__ = ["IN_CONTAINER", "SOURCE", "allocations", "build", "child_end", "fork_counts", "reads", "volume", "work", "writes"]
 
 SOURCE = Path(__file__).with_name("stress.c")
 IN_CONTAINER = "/labkit/stress"
@@ -79,6 +79,14 @@ def reads(output: str) -> pd.DataFrame:
     """``read`` output: one row per pass — ``t_ns`` at its end, ``pass``, ``bytes`` read."""
     rows = [{"t_ns": int(f[0]), "pass": int(f[1]), "bytes": int(f[2])} for f in _lines(output, "read")]
     return pd.DataFrame(rows, columns=["t_ns", "pass", "bytes"])
+
+
+def writes(output: str) -> pd.DataFrame:
+    """``write`` output: ``t_ns`` and ``mib`` written so far (the first row: the start, 0), then the fsync's end
+    as ``event`` "synced" (the others "wrote")."""
+    rows = [{"t_ns": int(f[0]), "event": word, "mib": int(f[1])} for word in ("wrote", "synced")
+            for f in _lines(output, word)]
+    return pd.DataFrame(rows, columns=["t_ns", "event", "mib"]).sort_values("t_ns", ignore_index=True)
 
 
 def work(output: str) -> pd.DataFrame:

@@ -8,6 +8,8 @@
  *   stress read PATH PASSES                      read a file PASSES times in 1 MiB chunks
  *   stress cpu SECONDS THREADS REPORT_MS         THREADS busy loops for SECONDS, total work every REPORT_MS
  *   stress fork ATTEMPTS                         fork ATTEMPTS sleeping children, count failures, wait for SIGTERM
+ *   stress write PATH MIB DIRECT                 write MIB MiB of zeros to PATH in 1 MiB chunks (DIRECT 1: with
+ *                                                O_DIRECT, past the page cache), then fsync it
  *
  * `stress wait <mode> ...` first waits for SIGUSR1, so the host can start sampling the container's cgroup (which
  * exists only once the container runs) before the workload begins.
@@ -100,6 +102,33 @@ static int read_file(const char *path, long passes) {
         close(fd);
         printf("read %lld %ld %lld\n", now_ns(), pass, bytes);
     }
+    return 0;
+}
+
+static int write_file(const char *path, long mib, long direct) {
+    void *buffer;
+    if (posix_memalign(&buffer, 4096, MIB))
+        return 3;
+    memset(buffer, 0, MIB);
+    int fd = open(path, O_WRONLY | (direct ? O_DIRECT : 0));
+    if (fd < 0) {
+        perror(path);
+        return 5;
+    }
+    printf("wrote %lld 0\n", now_ns());
+    for (long done = 1; done <= mib; done++) {
+        if (write(fd, buffer, MIB) != MIB) {
+            perror("write");
+            return 6;
+        }
+        printf("wrote %lld %ld\n", now_ns(), done);
+    }
+    if (fsync(fd)) {
+        perror("fsync");
+        return 7;
+    }
+    printf("synced %lld %ld\n", now_ns(), mib);
+    close(fd);
     return 0;
 }
 
@@ -206,7 +235,9 @@ int main(int argc, char **argv) {
         return cpu(arg(argv, 2, "SECONDS"), arg(argv, 3, "THREADS"), arg(argv, 4, "REPORT_MS"));
     if (argc == 3 && !strcmp(argv[1], "fork"))
         return forks(arg(argv, 2, "ATTEMPTS"));
+    if (argc == 5 && !strcmp(argv[1], "write"))
+        return write_file(argv[2], arg(argv, 3, "MIB"), arg(argv, 4, "DIRECT"));
     fprintf(stderr, "usage: stress mem|child-mem STEP_MIB INTERVAL_MS MAX_MIB | read PATH PASSES | "
-                    "cpu SECONDS THREADS REPORT_MS | fork ATTEMPTS\n");
+                    "cpu SECONDS THREADS REPORT_MS | fork ATTEMPTS | write PATH MIB DIRECT\n");
     return 2;
 }

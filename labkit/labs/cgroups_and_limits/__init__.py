@@ -12,8 +12,8 @@ recorded tables) and returns a frozen result whose properties and ``conclusion()
 
 The package follows the notebook's sections: :mod:`.declaration` (the lab's tables and requirements), :mod:`.rig`
 (the fenced stress rig every experiment stands on), :mod:`.memory` (1, 4, 7), :mod:`.page_cache` (2),
-:mod:`.child_oom` (3), :mod:`.cpu` and :mod:`.memory_neighbour` (5), :mod:`.pids` (6) and :mod:`.claims` (8).
-The names the notebook and the tests use are re-exported here.
+:mod:`.child_oom` (3), :mod:`.cpu`, :mod:`.memory_neighbour` and :mod:`.io` (5), :mod:`.pids` (6) and
+:mod:`.claims` (8). The names the notebook and the tests use are re-exported here.
 """
 
 from labkit.labs.cgroups_and_limits.child_oom import ChildOomResult, run_child_oom
@@ -27,6 +27,7 @@ from labkit.labs.cgroups_and_limits.cpu import (
     run_noisy_neighbour,
 )
 from labkit.labs.cgroups_and_limits.declaration import CGROUPFS, CPU_TOLERANCE, LAB, NEIGHBOUR_TOLERANCE, STEM
+from labkit.labs.cgroups_and_limits.io import IoResult, run_io
 from labkit.labs.cgroups_and_limits.memory import MemoryRun, run_memory_ramp, run_memory_swap, run_memory_unlimited
 from labkit.labs.cgroups_and_limits.memory_neighbour import MemoryNeighbourResult, run_memory_neighbour
 from labkit.labs.cgroups_and_limits.page_cache import PageCacheResult, run_page_cache
@@ -40,6 +41,7 @@ __all__ = [
     "STEM",
     "ChildOomResult",
     "CpuQuotaResult",
+    "IoResult",
     "MemoryNeighbourResult",
     "MemoryRun",
     "NeighbourResult",
@@ -49,7 +51,7 @@ __all__ = [
     "check_claims",
     "run_child_oom",
     "run_cpu_quota",
-    "run_cpu_shares",
+    "run_cpu_shares", "run_io",
     "run_memory_neighbour",
     "run_memory_ramp",
     "run_memory_swap",

@@ -11,6 +11,7 @@ from labkit.instruments import stress
 STEM = "07-cgroups-and-limits"
 BASE = "busybox"
 SECTION = "Container Pitfalls"  # the chapter's section these claims come from ("Resource limits unset")
+SECTION_WHAT = "What a Container Actually Is"  # the chapter's section that says cgroups limit IO bandwidth
 SECTION_OOM = "Memory climbs to the limit"  # the notebook's sections of our findings
 SECTION_NEIGHBOUR = "A noisy neighbour"
 SECTION_PIDS = "pids: a fork loop"
@@ -21,6 +22,7 @@ CPU_TOLERANCE = 0.10  # a quota is "held" when the measured rate is within 10 % 
 SHARES_TOLERANCE = 0.15  # a shares ratio is "met" within 15 %
 EVICTED_BELOW = 0.5  # less of the victim's cached file left than this beside a neighbour: evicted
 KEPT_FROM = 0.9  # at least this much left: kept
+IO_TOLERANCE = 0.15  # an IO rate "at the limit" within 15 %
 NEIGHBOUR_TOLERANCE = 0.10  # the victim's kept share is "as expected" within 10 points of its rate alone
 WAIT_S = 120.0  # longest any one stress container may run before the experiment gives up
 
@@ -40,6 +42,7 @@ REPEAT_COLUMNS = ("repeat", *OUTCOME_COLUMNS, "oom_event_t_s")  # one row per ra
 MEMORY_NEIGHBOUR_COLUMNS = (
     "condition", "fence_bytes", "file_bytes", "neighbour_limit_bytes", "resident_after_read_bytes",
     "resident_after_neighbour_bytes", "neighbour_touched_mib", "neighbour_exit_code", "first_read_s", "reread_s")
+IO_COLUMNS = ("condition", "direct", "limit_bps", "limit_iops", "t_s", "event", "mib")
 CPU_SAMPLE_COLUMNS = ("round", "condition", "cpus", "t_s", "cpu_s", "nr_periods", "nr_throttled", "throttled_s")
 WORK_COLUMNS = ("condition", "t_s", "work_units")
 NEIGHBOUR_COLUMNS = ("round", "condition", "neighbour_threads", "neighbour_shares", "neighbour_cpus", "t_s",
@@ -72,6 +75,7 @@ LAB = Lab(
         Requirement("cgroup", "pids", "the fork-loop experiment"),
         Requirement("program", "gcc", "building the static stress program"),
         Requirement("program", "dmesg", "telling a cgroup OOM kill from a host-wide one"),
+        Requirement("program", "losetup", "a loop device for the IO limits"),
         Requirement("program", "fincore", "how much of a file the page cache holds (the memory neighbour)"),
     ),
     bases=(BASE,),
@@ -93,6 +97,7 @@ LAB = Lab(
         "neighbour_work": NEIGHBOUR_COLUMNS,
         "neighbour_cpu": NEIGHBOUR_CPU_COLUMNS,
         "memory_neighbour": MEMORY_NEIGHBOUR_COLUMNS,
+        "io_writes": IO_COLUMNS,
         "pids": ("pids_limit", "attempts", "forked", "eagain", "other", "pids_current", "pids_limit_hits",
                  "host_processes_before", "host_processes_during", "host_processes_after", "stop_s", "exit_code"),
         CLAIMS_TABLE: CLAIM_COLUMNS,

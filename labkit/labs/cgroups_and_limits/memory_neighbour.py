@@ -80,19 +80,20 @@ def _read_once(rig: StressRig, path: Path, parent: str, limits: Limits, stem: st
 def _condition(rig: StressRig, name: str, neighbour_limit_bytes: int | None, *, file_bytes: int, fence_bytes: int,
                step_mib: int) -> dict[str, object]:
     limits = Limits(fence_bytes, PIDS_LIMIT, CPUS)
+    tag = "unlimited" if neighbour_limit_bytes is None else "limited"  # names of its own for each condition
     path = cold_file(file_bytes)
     try:
-        with rig.fence(f"memory-neighbour-{int(neighbour_limit_bytes is None)}", limits) as (_, parent):
-            first_read_s = _read_once(rig, path, parent, limits, "victim-read")
+        with rig.fence(f"memory-neighbour-{tag}", limits) as (_, parent):
+            first_read_s = _read_once(rig, path, parent, limits, f"victim-read-{tag}")
             after_read = resident_bytes(path)
-            with rig.container(["mem", str(step_mib), "20", str(4 * fence_bytes // MIB)], stem="memory-neighbour",
-                               limits=limits, parent=parent, wait=False,
+            with rig.container(["mem", str(step_mib), "20", str(4 * fence_bytes // MIB)],
+                               stem=f"memory-neighbour-{tag}", limits=limits, parent=parent, wait=False,
                                mem_limit=neighbour_limit_bytes or 0,
                                memswap_limit=neighbour_limit_bytes or 0) as neighbour:
                 exit_code = int(neighbour.wait(timeout=WAIT_S)["StatusCode"])
                 steps = stress.allocations(neighbour.logs().decode())
             after_neighbour = resident_bytes(path)
-            reread_s = _read_once(rig, path, parent, limits, "victim-reread")
+            reread_s = _read_once(rig, path, parent, limits, f"victim-reread-{tag}")
     finally:
         path.unlink()
     allocs = steps.loc[steps["event"] == "alloc", "allocated_mib"]

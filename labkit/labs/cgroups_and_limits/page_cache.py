@@ -134,5 +134,5 @@ def run_page_cache(lab: LabSession, memory_limit_mib: int = 64, file_mib: int | 
                 "page_cache_outcome": pd.DataFrame([outcome])}
 
     tables = lab.record("page_cache", ("page_cache_samples", "page_cache_reads", "page_cache_outcome"), experiment,
-                        memory_limit_mib=memory_limit_mib, file_mib=file_mib, passes=passes, sample_hz=sample_hz)
+                        memory_limit_mib=memory_limit_mib, file_mib=size // MIB, passes=passes, sample_hz=sample_hz)
     return PageCacheResult(tables["page_cache_samples"], tables["page_cache_reads"], tables["page_cache_outcome"])
