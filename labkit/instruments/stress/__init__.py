@@ -20,7 +20,8 @@ from labkit.errors import LabkitError
 from labkit.instruments.shell import CommandError, require_program, run
 from labkit.paths import cache_dir
 
-__all__ = ["IN_CONTAINER", "SOURCE", "allocations", "build", "child_end", "fork_counts", "reads", "volume", "work", "writes"]
+__all__ = ["IN_CONTAINER", "SOURCE", "allocations", "build", "child_end", "fork_counts", "reads", "volume", "work",
+           "writes"]
 
 SOURCE = Path(__file__).with_name("stress.c")
 IN_CONTAINER = "/labkit/stress"

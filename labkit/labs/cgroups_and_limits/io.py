@@ -87,9 +87,9 @@ def _write(rig: StressRig, device: loopdev.LoopDevice, mib: int, direct: bool, p
 def run_io(lab: LabSession, write_mib: int | None = None, limit_mib_per_s: int = 4, limit_iops: int = 16,
            device_mib: int = 64) -> IoResult:
     """A container writes `write_mib` MiB (None: 4 in quick mode, 16 otherwise) in 1 MiB writes to a loop device
-    labkit makes (`device_mib` MiB, sparse, in labkit's state folder) and fsyncs it: with O_DIRECT and no limit, with O_DIRECT under
-    ``--device-write-bps <limit_mib_per_s>mb``, with O_DIRECT under ``--device-write-iops <limit_iops>``, and
-    through the page cache under the same bps limit."""
+    labkit makes (`device_mib` MiB, sparse, in labkit's state folder) and fsyncs it: with O_DIRECT and no limit,
+    with O_DIRECT under ``--device-write-bps <limit_mib_per_s>mb``, with O_DIRECT under ``--device-write-iops
+    <limit_iops>``, and through the page cache under the same bps limit."""
     mib = check_positive(by_mode(lab, write_mib, 4, 16), "write_mib", "MiB", 8)
     bps = check_positive(limit_mib_per_s, "limit_mib_per_s", "MiB/s", 4)
     iops = check_positive(limit_iops, "limit_iops", "IOs per second", 16)
