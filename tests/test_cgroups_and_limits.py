@@ -145,6 +145,10 @@ class Untouchable:
     (lambda lab: cgroups_and_limits.run_memory_neighbour(lab, fence_mib=64), r"(?s)fence_mib=64.*above 96"),
     (lambda lab: cgroups_and_limits.run_memory_neighbour(lab, file_mib=0), r"file_mib=0"),
     (lambda lab: cgroups_and_limits.run_memory_neighbour(lab, neighbour_limit_mib=2), r"neighbour_limit_mib=2"),
+    (lambda lab: cgroups_and_limits.run_pids_neighbour(lab, fence_pids=20), r"(?s)fence_pids=20.*above 25"),
+    (lambda lab: cgroups_and_limits.run_pids_neighbour(lab, victim_attempts=0), r"victim_attempts=0"),
+    (lambda lab: cgroups_and_limits.run_io(lab, write_mib=128), r"write_mib=128"),
+    (lambda lab: cgroups_and_limits.run_io(lab, limit_iops=0), r"limit_iops=0"),
     (lambda lab: cgroups_and_limits.run_pids(lab, pids_limit=0), r"pids_limit=0"),
     (lambda lab: cgroups_and_limits.run_pids(lab, attempts=0), r"attempts=0"),
 ])
@@ -346,6 +350,23 @@ def test_a_loop_device_of_a_killed_maker_is_detached_by_the_next_command(tmp_pat
     assert any(str(backing) in line for line in undo.undo_orphans())
     assert not backing.exists() and str(backing) not in subprocess.run(["losetup", "--list"], capture_output=True,
                                                                         text=True).stdout
+
+
+def test_pids_neighbour_verdict_on_known_tables() -> None:
+    # Parent group of 48 pids: the unlimited neighbour's PID 1 and 46 children fill it beside the victim's PID 1,
+    # whose 8 forks all fail; the neighbour limited to 16 (PID 1 + 15) leaves room for all 8.
+    table = pd.DataFrame([
+        {"condition": "neighbour without --pids-limit", "neighbour_pids_limit": float("nan"), "neighbour_forked": 46,
+         "victim_forked": 0, "victim_eagain": 8},
+        {"condition": "neighbour with --pids-limit 16", "neighbour_pids_limit": 16, "neighbour_forked": 15,
+         "victim_forked": 8, "victim_eagain": 0},
+    ]).assign(fence_pids=48, victim_pids_limit=9, victim_attempts=8)
+    ledger = ClaimLedger(cgroups_and_limits.STEM)
+    claims.check_pids_neighbour(ledger, cgroups_and_limits.PidsNeighbourResult(table))
+    assert ledger.verdict("limits.pids_neighbour").value == "holds"
+    room = ClaimLedger(cgroups_and_limits.STEM)  # a parent group large enough for both: nothing fails
+    claims.check_pids_neighbour(room, cgroups_and_limits.PidsNeighbourResult(table.assign(victim_forked=8)))
+    assert room.verdict("limits.pids_neighbour").value == "does not hold"
 
 
 def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabSession) -> None:

@@ -31,7 +31,7 @@ from labkit.labs.cgroups_and_limits.io import IoResult, run_io
 from labkit.labs.cgroups_and_limits.memory import MemoryRun, run_memory_ramp, run_memory_swap, run_memory_unlimited
 from labkit.labs.cgroups_and_limits.memory_neighbour import MemoryNeighbourResult, run_memory_neighbour
 from labkit.labs.cgroups_and_limits.page_cache import PageCacheResult, run_page_cache
-from labkit.labs.cgroups_and_limits.pids import PidsResult, run_pids
+from labkit.labs.cgroups_and_limits.pids import PidsNeighbourResult, PidsResult, run_pids, run_pids_neighbour
 
 __all__ = [
     "CGROUPFS",
@@ -46,6 +46,7 @@ __all__ = [
     "MemoryRun",
     "NeighbourResult",
     "PageCacheResult",
+    "PidsNeighbourResult",
     "PidsResult",
     "SharesResult",
     "check_claims",
@@ -59,4 +60,5 @@ __all__ = [
     "run_noisy_neighbour",
     "run_page_cache",
     "run_pids",
+    "run_pids_neighbour",
 ]

@@ -21,12 +21,12 @@ from labkit.labs.cgroups_and_limits.declaration import (
 from labkit.labs.cgroups_and_limits.io import IoResult
 from labkit.labs.cgroups_and_limits.memory import MemoryRun
 from labkit.labs.cgroups_and_limits.memory_neighbour import UNLIMITED, MemoryNeighbourResult
-from labkit.labs.cgroups_and_limits.pids import PidsResult
+from labkit.labs.cgroups_and_limits.pids import UNLIMITED_FORKER, PidsNeighbourResult, PidsResult
 
 
 def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu: CpuQuotaResult,
                  neighbour: NeighbourResult, pids: PidsResult, memory_neighbour: MemoryNeighbourResult,
-                 io: IoResult) -> None:
+                 io: IoResult, pids_neighbour: PidsNeighbourResult) -> None:
     """The chapter's claims about limits and our findings beyond them, each with a criterion and a verdict computed
     from the measurements."""
     r = ramp.record
@@ -106,6 +106,7 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
 
     check_memory_neighbour(ledger, memory_neighbour)
     check_io(ledger, io)
+    check_pids_neighbour(ledger, pids_neighbour)
 
     p = pids.record
     ledger.check(
@@ -157,3 +158,22 @@ def check_io(ledger: ClaimLedger, io: IoResult) -> None:
                 f"× the limit; only the fsync that followed ({buffered['fsync_s']:.2f} s) waited for the throttle"
                 if escaped else ""),
         tables=("io_writes",))
+
+
+def check_pids_neighbour(ledger: ClaimLedger, result: PidsNeighbourResult) -> None:
+    """Our finding about a pids neighbour in the same parent group."""
+    t = result.table.set_index("condition")
+    unlimited, limited = t.loc[UNLIMITED_FORKER], t.loc[result.limited_condition]
+    starved = int(unlimited["victim_forked"]) < int(unlimited["victim_attempts"])
+    spared = int(limited["victim_forked"]) == int(limited["victim_attempts"])
+    ledger.check(
+        "limits.pids_neighbour", source=Source.FINDING, section=SECTION_PIDS,
+        claim="A neighbour without --pids-limit can take every pid its parent group allows, so that a container "
+              "beside it cannot fork whatever its own limit; with a --pids-limit of its own it cannot",
+        value=float(unlimited["victim_forked"]), unit="victim's forks beside the unlimited neighbour",
+        measured=f"victim forked {int(unlimited['victim_forked'])} of {int(unlimited['victim_attempts'])} beside the "
+                 f"neighbour without --pids-limit ({int(unlimited['neighbour_forked'])} forks), "
+                 f"{int(limited['victim_forked'])} of {int(limited['victim_attempts'])} beside the one with "
+                 f"--pids-limit {int(limited['neighbour_pids_limit'])}",
+        criterion="beside the unlimited neighbour some of the victim's forks fail, beside the limited one none does",
+        verdict=verdict(starved and spared), tables=("pids_neighbour",))

@@ -42,6 +42,8 @@ REPEAT_COLUMNS = ("repeat", *OUTCOME_COLUMNS, "oom_event_t_s")  # one row per ra
 MEMORY_NEIGHBOUR_COLUMNS = (
     "condition", "fence_bytes", "file_bytes", "neighbour_limit_bytes", "resident_after_read_bytes",
     "resident_after_neighbour_bytes", "neighbour_touched_mib", "neighbour_exit_code", "first_read_s", "reread_s")
+PIDS_NEIGHBOUR_COLUMNS = ("condition", "fence_pids", "neighbour_pids_limit", "neighbour_forked", "victim_pids_limit",
+                          "victim_attempts", "victim_forked", "victim_eagain")
 IO_COLUMNS = ("condition", "direct", "limit_bps", "limit_iops", "t_s", "event", "mib")
 CPU_SAMPLE_COLUMNS = ("round", "condition", "cpus", "t_s", "cpu_s", "nr_periods", "nr_throttled", "throttled_s")
 WORK_COLUMNS = ("condition", "t_s", "work_units")
@@ -98,6 +100,7 @@ LAB = Lab(
         "neighbour_cpu": NEIGHBOUR_CPU_COLUMNS,
         "memory_neighbour": MEMORY_NEIGHBOUR_COLUMNS,
         "io_writes": IO_COLUMNS,
+        "pids_neighbour": PIDS_NEIGHBOUR_COLUMNS,
         "pids": ("pids_limit", "attempts", "forked", "eagain", "other", "pids_current", "pids_limit_hits",
                  "host_processes_before", "host_processes_during", "host_processes_after", "stop_s", "exit_code"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
