@@ -242,6 +242,19 @@ def test_live_bind_edits_are_seen_both_ways(live: LabSession) -> None:
     assert (result.bind_edits["seconds"] > 0).all()
 
 
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_a_failure_mid_experiment_leaves_nothing(live: LabSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first read-back fails: by then the image, a named volume, a bind folder, a container and its anonymous
+    # volume exist; the `live` fixture checks they are all gone.
+    def broken(container: object, token: str) -> dict[str, bool]:
+        raise RuntimeError("a failure in the middle of the experiment")
+
+    monkeypatch.setattr(survival_module, "_reads", broken)
+    with pytest.raises(RuntimeError, match="in the middle"):
+        volumes.run_survival(live, bind_parent=_binds(live))
+
+
 # ---------------------------------------------------------------- interrupted at chosen moments
 
 CHILD = """
