@@ -34,18 +34,6 @@ with engine.Scope(client, engine.new_run_id(), lab="tests") as scope:
 """
 
 
-def _sleepers(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if procfs.cmdline(int(entry.name)) == ["sleep", marker]:
-                    found.append(int(entry.name))
-            except (procfs.ProcessGone, OSError):
-                continue
-    return found
-
-
 def _poll(condition: Callable[[], object], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -65,14 +53,14 @@ def test_a_build_ends_with_the_process_that_started_it(docker_client: docker.Doc
     marker = str(3000 + os.getpid() % 1000 + len(builder) + how)  # unique enough on this host for one test
     child = subprocess.Popen([sys.executable, "-c", CHILD, builder, str(tmp_path), marker], cwd=ROOT)
     try:
-        assert _poll(lambda: _sleepers(marker), 120), "the build's RUN step never started"
+        assert _poll(lambda: procfs.running(["sleep", marker]), 120), "the build's RUN step never started"
         child.send_signal(how)
         child.wait(timeout=60)
-        ended = _poll(lambda: not _sleepers(marker), 60)
+        ended = _poll(lambda: not procfs.running(["sleep", marker]), 60)
     finally:
         if child.poll() is None:
             child.kill()
-        for pid in _sleepers(marker):  # leave nothing behind, whatever the verdict
+        for pid in procfs.running(["sleep", marker]):  # leave nothing behind, whatever the verdict
             os.kill(pid, signal.SIGKILL)
     assert ended, f"the RUN step of a {builder} build outlived the Python process that started it ({how.name})"
     # The engine removes the cancelled step's container itself (--force-rm): at once here, some seconds later on
@@ -82,6 +70,7 @@ def test_a_build_ends_with_the_process_that_started_it(docker_client: docker.Doc
 
 
 def _step_containers(client: docker.DockerClient, marker: str) -> list[str]:
-    """Containers of any state whose command is the marked RUN step."""
-    return [c.name for c in client.containers.list(all=True)
-            if f"sleep {marker}" in " ".join(c.attrs["Config"]["Cmd"] or [])]
+    """Containers of any state whose command is the marked RUN step. Sparse: the listing alone, without inspecting
+    each container, which fails when another test's container is removed between the two."""
+    return [c.id for c in client.containers.list(all=True, sparse=True)
+            if f"sleep {marker}" in str(c.attrs.get("Command", ""))]

@@ -24,23 +24,12 @@ LAUNCH: dict[str, dict[str, Any]] = {
 }
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if procfs.read_status(int(entry.name)).ppid == pid:
-                    found.append(int(entry.name))
-            except (procfs.ProcessGone, OSError):
-                continue
-    return found
-
-
 def _wait_for_kernel(launcher: subprocess.Popen[str], timeout_s: float = 120) -> int:
     """The kernel process the launcher started (polled from /proc, bounded in time)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and launcher.poll() is None:
-        kernels = [pid for pid in _children(launcher.pid) if "ipykernel_launcher" in " ".join(procfs.cmdline(pid))]
+        kernels = [pid for pid in procfs.children(launcher.pid)
+                   if "ipykernel_launcher" in " ".join(procfs.cmdline(pid))]
         if kernels:
             return kernels[0]
         time.sleep(0.05)

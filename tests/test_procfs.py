@@ -432,3 +432,40 @@ def test_live_proc_self() -> None:
 
 def test_public_names_exist() -> None:
     assert set(procfs.__all__) <= set(dir(procfs))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finding processes: children of a pid, processes running one command line
+
+
+def _fake_process(proc_root: Path, pid: int, ppid: int, argv: list[str]) -> None:
+    """A /proc/<pid> with the status lines the readers need and a NUL-separated cmdline."""
+    folder = proc_root / str(pid)
+    folder.mkdir(parents=True)
+    masks = "".join(f"{key}:\t0000000000000000\n" for key in ("CapInh", "CapPrm", "CapEff", "CapBnd"))
+    (folder / "status").write_text(f"Name:\t{argv[0]}\nState:\tS (sleeping)\nPid:\t{pid}\nPPid:\t{ppid}\n"
+                                   f"Uid:\t0\t0\t0\t0\n{masks}")
+    (folder / "cmdline").write_bytes(b"\0".join(arg.encode() for arg in argv) + b"\0")
+
+
+def test_children_and_running_read_every_process_and_skip_what_is_not_one(tmp_path: Path) -> None:
+    # 10 ← 20 ← 30, and 40 (child of 10) runs the same `sleep 300` as 30; `self` and `sys` are not processes, and
+    # 50 vanished between the listing and the read (an empty folder, as a process that just ended leaves it).
+    _fake_process(tmp_path, 10, 1, ["init"])
+    _fake_process(tmp_path, 20, 10, ["python3", "-m", "labkit"])
+    _fake_process(tmp_path, 30, 20, ["sleep", "300"])
+    _fake_process(tmp_path, 40, 10, ["sleep", "300"])
+    (tmp_path / "50").mkdir()
+    (tmp_path / "self").mkdir()
+    (tmp_path / "sys").mkdir()
+    assert sorted(procfs.children(10, tmp_path)) == [20, 40]
+    assert procfs.children(20, tmp_path) == [30]
+    assert procfs.children(30, tmp_path) == []
+    assert sorted(procfs.running(["sleep", "300"], tmp_path)) == [30, 40]
+    assert procfs.running(["sleep"], tmp_path) == []  # the whole argument vector, not a prefix
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_this_process_is_a_child_of_its_parent_and_runs_its_command_line() -> None:
+    assert os.getpid() in procfs.children(os.getppid())
+    assert os.getpid() in procfs.running(procfs.cmdline())

@@ -254,7 +254,7 @@ def _interrupts_forwarded_to_kernels() -> Iterator[Interrupt]:
         interrupt.signum = signum
         print(f"{signal.Signals(signum).name}: stopping the notebook's current cell (Ctrl-C again to stop at "
               "once) …", flush=True)
-        for pid in _children(os.getpid()):
+        for pid in procfs.children(os.getpid()):  # the kernels papermill started
             os.kill(pid, signal.SIGINT)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -263,19 +263,6 @@ def _interrupts_forwarded_to_kernels() -> Iterator[Interrupt]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def _children(parent: int) -> list[int]:
-    """PIDs of the direct children of `parent` (the kernels papermill started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if procfs.read_status(int(entry.name)).ppid == parent:
-                    found.append(int(entry.name))
-            except (procfs.ProcessGone, OSError):
-                continue
-    return found
 
 
 def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[str]]:

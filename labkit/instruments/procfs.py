@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ __all__ = [
     "ancestry",
     "boot_id",
     "cgroup_path",
+    "children",
     "cmdline",
     "decode_capabilities",
     "interfaces",
@@ -49,6 +50,7 @@ __all__ = [
     "read_mountinfo",
     "read_net_dev",
     "read_status",
+    "running",
 ]
 
 PROC = Path("/proc")
@@ -639,6 +641,30 @@ def ancestry(pid: Pid, proc_root: Path = PROC, limit: int = 64) -> list[Ancestor
             break
         current = status.ppid
     return chain
+
+
+def _processes_where(keep: Callable[[int], bool], proc_root: Path) -> list[int]:
+    """PIDs of the processes now in `proc_root` for which `keep(pid)` is true, in /proc's order; a process that
+    ends (or turns unreadable) while it is being read is left out."""
+    found = []
+    for entry in proc_root.iterdir():
+        if entry.name.isdigit():
+            try:
+                if keep(int(entry.name)):
+                    found.append(int(entry.name))
+            except (ProcessGone, OSError):
+                continue
+    return found
+
+
+def children(parent: int, proc_root: Path = PROC) -> list[int]:
+    """PIDs of the direct children of `parent` now (e.g. the kernels a notebook runner started)."""
+    return _processes_where(lambda pid: read_status(pid, proc_root).ppid == parent, proc_root)
+
+
+def running(argv: list[str], proc_root: Path = PROC) -> list[int]:
+    """PIDs of the processes whose argument vector is exactly `argv` now (e.g. a build's marked RUN step)."""
+    return _processes_where(lambda pid: cmdline(pid, proc_root) == argv, proc_root)
 
 
 def parse_start_ticks(stat_text: str) -> int:
