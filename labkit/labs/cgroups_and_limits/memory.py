@@ -126,10 +126,11 @@ class MemoryRun:
 
     def _kill_timing(self) -> str:
         r = self.record
-        return (f"{self.time_to_kill_ms:.2f} ± {self.kill_uncertainty_ms:.2f} ms after the program began touching "
-                f"the step that crossed the limit (the kernel log's clock ran {r['clock_offset_s'] * 1e3:.3f} ms "
-                "ahead of CLOCK_MONOTONIC, measured with a marker written to /dev/kmsg, and is corrected for); the "
-                f"sampler, whose samples are {self.interval_ms:.0f} ms apart, cannot show it")
+        return (f"{self.time_to_kill_ms:.2f} ms (± {self.kill_uncertainty_ms * 1e3:.0f} µs) after the program began "
+                "touching the step that crossed the limit (the kernel log's clock ran "
+                f"{r['clock_offset_s'] * 1e3:.3f} ms ahead of CLOCK_MONOTONIC, measured with a marker written to "
+                "/dev/kmsg, and is corrected for); the sampler, whose samples are "
+                f"{self.interval_ms:.0f} ms apart, cannot show it")
 
     def _repeats_line(self) -> str:
         """The kill's timing and the engine's oom event over the repeats, medians with their intervals."""
