@@ -89,6 +89,13 @@ class CostResult:
         the low end of its median's interval lies above `factor` × the floor's median."""
         return [metric for metric in METRICS if float(self.ratio_intervals(metric).loc[path, "low"]) > factor]
 
+    @property
+    def floor_beaten(self) -> list[str]:
+        """The metrics on which the host directory's median is above that of every disk path in a container (the
+        writable layer, the named volume, the bind mount): a floor that is no floor, which the reader should know."""
+        return [metric for metric in METRICS
+                if all(self.ratio(metric, path) < 1 for path in PATHS if path not in (HOST, TMPFS))]
+
     def resident(self, path: str, phase: str) -> float:
         """The largest resident fraction seen before a `phase` read (cold or warm) on `path`."""
         rows = self.costs[(self.costs["path"] == path) & (self.costs["metric"] == phase)]
@@ -116,7 +123,10 @@ class CostResult:
                 f"bind mount. Before each cold read at most {self.resident(LAYER, COLD_READ):.0%} (writable layer), "
                 f"{self.resident(HOST, COLD_READ):.0%} (host) of the file's pages were in the page cache "
                 f"(dropped for this file alone with posix_fadvise DONTNEED, checked with mincore); on tmpfs "
-                f"{self.resident(TMPFS, COLD_READ):.0%}: its pages are the storage, so a tmpfs read is never cold.")
+                f"{self.resident(TMPFS, COLD_READ):.0%}: its pages are the storage, so a tmpfs read is never cold."
+                + (f" On {', '.join(self.floor_beaten)} the host directory was slower than every disk path in a "
+                   "container, although all of them write to the same disk: in this run the floor is no lower bound "
+                   "there, so read those ratios with their intervals." if self.floor_beaten else ""))
 
 
 def _rows(path: str, repeat: int, position: int, found: storage.WorkloadRun, size_bytes: int, commits: int,
