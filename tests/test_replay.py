@@ -107,7 +107,8 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
     cgroups_and_limits.STEM: lambda lab: cgroups_and_limits.check_claims(
         lab.claims, cgroups_and_limits.run_memory_ramp(lab), cgroups_and_limits.run_memory_unlimited(lab),
         cgroups_and_limits.run_cpu_quota(lab), cgroups_and_limits.run_noisy_neighbour(lab),
-        cgroups_and_limits.run_pids(lab)),
+        cgroups_and_limits.run_pids(lab), cgroups_and_limits.run_memory_neighbour(lab),
+        cgroups_and_limits.run_io(lab), cgroups_and_limits.run_pids_neighbour(lab)),
     pitfalls_and_security.STEM: lambda lab: pitfalls_and_security.check_claims(
         lab.claims, pitfalls_and_security.run_zombies(lab), pitfalls_and_security.run_stop(lab),
         pitfalls_and_security.run_users(lab), pitfalls_and_security.run_log_places(lab),
