@@ -44,6 +44,17 @@ def test_a_finding_names_the_notebook_s_own_section() -> None:
     assert ledger.frame()[["source", "section"]].values.tolist() == [["finding", "Start time"]]
 
 
+@pytest.mark.parametrize(("shown", "value", "verdict"), [(True, 1.0, "holds"), (False, 0.0, "does not hold")])
+def test_a_demonstration_is_worth_1_when_shown_and_says_what_fixes_its_outcome(shown: bool, value: float,
+                                                                            verdict: str) -> None:
+    ledger = ClaimLedger("99-x")
+    ledger.demonstrate("tags.mutable", source=Source.CHAPTER, section="Container Pitfalls", claim="c", shown=shown,
+                       unit="1 = moved", measured="m", fixed_by="the registry", expected="the tag moves")
+    row = ledger.frame().iloc[0]
+    assert (row["value"], row["verdict"]) == (value, verdict)
+    assert row["criterion"] == "a demonstration (the outcome is fixed by the registry): the tag moves"
+
+
 def test_a_repeated_id_is_refused() -> None:
     ledger = ClaimLedger("99-x")
     _check(ledger, "startup.ms")

@@ -133,6 +133,14 @@ class ClaimLedger:
         self._claims.append(entry)
         return entry
 
+    def demonstrate(self, claim_id: str, *, source: Source, section: str, claim: str, shown: bool, unit: str,
+                    measured: str, fixed_by: str, expected: str, tables: Sequence[str] = ()) -> Claim:
+        """Record a demonstration: a behaviour whose outcome is fixed by `fixed_by` (how the thing works). Its
+        value is 1 when `expected` was `shown` and 0 otherwise (`unit` says what 1 means); it holds when shown."""
+        return self.check(claim_id, source=source, section=section, claim=claim, value=float(shown), unit=unit,
+                          measured=measured, criterion=demonstration(fixed_by, expected), verdict=verdict(shown),
+                          tables=tables)
+
     def __len__(self) -> int:
         return len(self._claims)
 

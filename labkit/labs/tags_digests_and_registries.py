@@ -406,24 +406,26 @@ def check_claims(ledger: ClaimLedger, moved: MovedTagResult, latest: LatestResul
                                 "names a different digest for it and a pull of the tag runs the rebuilt image"),
         verdict=verdict(moved.tag_moved and str(moved.step("pull 1.0 by tag")["output"]) == str(second["output"])),
         tables=("moved_tag",))
-    ledger.check(
+    ledger.demonstrate(
         "digests.pin", source=Source.CHAPTER, section=SECTION_TAGS,
         claim="Pinning by digest runs the exact image that was tested: a digest cannot be reused",
-        value=float(moved.digest_pinned), unit="1 = the old digest ran the old image",
+        shown=moved.digest_pinned, unit="1 = the old digest ran the old image",
         measured=f"pulled by the old digest after the tag moved, it printed "
                  f"{moved.step('pull by the old digest')['output']!r} (first build: {first['output']!r})",
-        criterion=demonstration(REGISTRY_RULES, "with both images removed from the engine, pulling the first "
-                                "push's digest runs the first build while the tag runs the rebuild"),
-        verdict=verdict(moved.digest_pinned), tables=("moved_tag",))
-    ledger.check(
+        fixed_by=REGISTRY_RULES,
+        expected="with both images removed from the engine, pulling the first "
+                 "push's digest runs the first build while the tag runs the rebuild",
+        tables=("moved_tag",))
+    ledger.demonstrate(
         "tags.latest_is_just_a_tag", source=Source.CHAPTER, section=SECTION_TAGS,
         claim="latest names whatever was last pushed as latest, not the newest version",
-        value=float(latest.stayed), unit="1 = latest stayed until pushed itself",
+        shown=latest.stayed, unit="1 = latest stayed until pushed itself",
         measured=f"after :2 was pushed, latest named {latest.names(PUSHED_2)}; after pushing latest itself, "
                  f"{latest.names(MOVED)}",
-        criterion=demonstration(REGISTRY_RULES, "pushing a newer version under another tag leaves latest on the "
-                                "older one; it moves only when latest itself is pushed"),
-        verdict=verdict(latest.stayed), tables=("latest",))
+        fixed_by=REGISTRY_RULES,
+        expected="pushing a newer version under another tag leaves latest on the "
+                 "older one; it moves only when latest itself is pushed",
+        tables=("latest",))
     caught, own = linted.caught, linted.own
     ledger.check(
         "lint.hadolint_catches_mistakes", source=Source.FINDING, section=SECTION_LINT,

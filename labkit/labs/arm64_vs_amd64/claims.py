@@ -26,15 +26,16 @@ def check_claims(ledger: ClaimLedger, exec_format: ExecFormatResult, cost: Emula
     computed from this notebook's measurements."""
     native_arch = builds.summary.loc[NATIVE_BUILD, "image_architecture"]
     default_arch = builds.recorded(DEFAULT_PLATFORM)
-    ledger.check(
+    ledger.demonstrate(
         "build.host_architecture_by_default", source=Source.CHAPTER, section=SECTION,
         claim="Without --platform, docker build makes an image for the machine it runs on",
-        value=float(default_arch == native_arch), unit="1 = host architecture recorded",
+        shown=default_arch == native_arch, unit="1 = host architecture recorded",
         measured=f"without --platform the engine recorded {default_arch} (host: {native_arch}) for an image whose "
                  f"binary is {builds.binary_platform(DEFAULT_PLATFORM)}",
-        criterion=demonstration("how the builder labels an image", "an image built without --platform is recorded "
-                                "with the host's architecture"),
-        verdict=verdict(default_arch == native_arch), tables=("default_platform", "builds"))
+        fixed_by="how the builder labels an image",
+        expected="an image built without --platform is recorded "
+                 "with the host's architecture",
+        tables=("default_platform", "builds"))
 
     off = exec_format.row("disabled", native=False)
     ledger.check(
@@ -53,16 +54,17 @@ def check_claims(ledger: ClaimLedger, exec_format: ExecFormatResult, cost: Emula
 
     requested = builds.binary_platform(DEFAULT_PLATFORM)
     explicit_ok = builds.recorded(requested) == requested.split("/")[1] and default_arch != requested.split("/")[1]
-    ledger.check(
+    ledger.demonstrate(
         "build.explicit_platform", source=Source.CHAPTER, section=SECTION,
         claim="Passing --platform in CI builds for the servers' architecture whatever the runner is",
-        value=float(explicit_ok), unit="1 = only the explicit flag recorded the binary's platform",
+        shown=explicit_ok, unit="1 = only the explicit flag recorded the binary's platform",
         measured=f"the same {requested} binary was recorded as {default_arch} without --platform and as "
                  f"{builds.recorded(requested)} with --platform {requested}",
-        criterion=demonstration("how the builder labels an image", "with --platform the recorded architecture is "
-                                "the requested one, and without it the host's (so a default build on another CI "
-                                "runner would record something else)"),
-        verdict=verdict(explicit_ok), tables=("default_platform",))
+        fixed_by="how the builder labels an image",
+        expected="with --platform the recorded architecture is "
+                 "the requested one, and without it the host's (so a default build on another CI "
+                 "runner would record something else)",
+        tables=("default_platform",))
 
     cpu_bound = cost.summary.loc[list(CPU_BOUND)]
     straddling = cpu_bound.index[(cpu_bound["ci_low"] < MUCH_SLOWER) & (cpu_bound["ci_high"] >= MUCH_SLOWER)]
@@ -90,13 +92,14 @@ def check_claims(ledger: ClaimLedger, exec_format: ExecFormatResult, cost: Emula
                   "output",
         verdict=verdict(builds.cross_always_faster and builds.same_output), tables=("builds",))
 
-    ledger.check(
+    ledger.demonstrate(
         "manifest.one_tag_two_architectures", source=Source.CHAPTER, section=SECTION,
         claim="Under one tag, a manifest list gives each machine the image for its own architecture",
-        value=float(manifest.resolves), unit="1 = every pull resolved to its platform",
+        shown=manifest.resolves, unit="1 = every pull resolved to its platform",
         measured="; ".join(f"{r.platform} → {r.pulled_architecture} ({r.uname_m})"
                            for r in manifest.pulls.itertuples()),
-        criterion=demonstration("how a manifest list is resolved", "for every platform, pull --platform of the one "
-                                "tag gives that platform's image (same id as the one pushed), recorded with its "
-                                "architecture, and uname -m in it prints that machine"),
-        verdict=verdict(manifest.resolves), tables=("manifest",))
+        fixed_by="how a manifest list is resolved",
+        expected="for every platform, pull --platform of the one "
+                 "tag gives that platform's image (same id as the one pushed), recorded with its "
+                 "architecture, and uname -m in it prints that machine",
+        tables=("manifest",))

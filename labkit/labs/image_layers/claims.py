@@ -40,16 +40,17 @@ def check_claims(ledger: ClaimLedger, layered: LayerResult, overlay: OverlayResu
     written, read = overlay.row("written inside"), overlay.row("only read")
     union = bool(written["in_upper"] and not written["in_lower"] and written["in_merged"]
                  and read["in_lower"] and not read["in_upper"] and read["in_merged"])
-    ledger.check(
+    ledger.demonstrate(
         "overlay.union", source=Source.CHAPTER, section=SECTION_CONTAINER,
         claim="A container adds a thin writable layer over the image's read-only layers",
-        value=float(union), unit="1 = as described",
+        shown=union, unit="1 = as described",
         measured=f"written inside: upper {bool(written['in_upper'])}, lower {bool(written['in_lower'])}, merged "
                  f"{bool(written['in_merged'])}; only read: upper {bool(read['in_upper'])}, lower "
                  f"{bool(read['in_lower'])}, merged {bool(read['in_merged'])}",
-        criterion=demonstration("how overlayfs stacks directories", "a file written inside appears in UpperDir "
-                                "only, a file only read stays in a LowerDir only, and the merged directory shows both"),
-        verdict=verdict(union), tables=("overlay",))
+        fixed_by="how overlayfs stacks directories",
+        expected="a file written inside appears in UpperDir "
+                 "only, a file only read stays in a LowerDir only, and the merged directory shows both",
+        tables=("overlay",))
 
     first, second = copy_up.median_ms("big", "first"), copy_up.median_ms("big", "second")
     small_first = copy_up.median_ms("small", "first")
