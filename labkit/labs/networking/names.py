@@ -12,6 +12,7 @@ import pandas as pd
 from labkit.core.session import LabSession
 from labkit.instruments import loadclient, netns, procfs, shell
 from labkit.instruments.containers import said
+from labkit.instruments.engine import docker_cli
 from labkit.instruments.shell import run
 from labkit.labs.networking.declaration import (
     CLIENT_BASE,
@@ -98,10 +99,13 @@ def fetch_result(done: shell.Completed) -> tuple[bool, str]:
 def _names(lab: LabSession) -> dict[str, pd.DataFrame]:
     image, client_image = base_tag(lab, SERVER_BASE), base_tag(lab, CLIENT_BASE)
     rows: list[dict[str, Any]] = []
+    clients: dict[str, str] = {}  # network → a client container on it, started once, probing by docker exec
 
     def case(name: str, network: str, target: str, command: Sequence[str]) -> None:
-        done = run(docker_run_argv(scope, "", client_image, command, [
-            *(["--network", network] if network else []), *CLIENT_MOUNT], detach=False), 60, check=False)
+        if network not in clients:
+            clients[network] = start_container(scope, f"client{len(clients)}", client_image, ["sleep", "600"], [
+                *(["--network", network] if network else []), *CLIENT_MOUNT])
+        done = run([docker_cli(), "exec", clients[network], *command], 60, check=False)
         ok, output = fetch_result(done) if command[0] == "python3" else (done.exit_code == 0, said(done))
         rows.append({"case": name, "network": network or "bridge (default)", "target": target, "ok": ok,
                      "output": output})
