@@ -114,9 +114,10 @@ def test_meminfo_in_bytes() -> None:
 
 class Untouchable:
     """Stands in for a session: any use of it fails the test, so a refusal must come first. Its mode may be read
-    (a knob left at None takes the mode's default)."""
+    (a knob left at None takes the mode's default; a replay checks no host memory)."""
 
     quick = True
+    live = False
 
     def __getattr__(self, name: str) -> None:
         raise AssertionError(f"the lab used the session ({name}) before refusing bad input")

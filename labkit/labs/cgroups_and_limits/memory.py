@@ -303,8 +303,8 @@ def run_memory_ramp(lab: LabSession, memory_limit_mib: int = 64, step_mib: int =
     Run `repeats` times (None: once in quick mode, 5 times otherwise): the first run's tables in full, every
     run's outcome in ``ramp_repeats``."""
     limit, step, interval, hz = validate_ramp(memory_limit_mib, step_mib, step_interval_ms, sample_hz)
-    repeats = check_positive(by_mode(lab, repeats, 1, 5), "repeats", "ramps", 5)
     require_host_memory(lab, limit, "memory_limit_mib")
+    repeats = check_positive(by_mode(lab, repeats, 1, 5), "repeats", "ramps", 5)
 
     def experiment() -> dict[str, pd.DataFrame]:
         runs = []

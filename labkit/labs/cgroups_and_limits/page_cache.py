@@ -97,12 +97,12 @@ def run_page_cache(lab: LabSession, memory_limit_mib: int = 64, file_mib: int | 
     cold in the page cache; None: 192 MiB in quick mode, 512 otherwise) `passes` times (None: 2 quick, 3
     otherwise); sampled at `sample_hz`."""
     limit = check_memory_mib(memory_limit_mib, "memory_limit_mib")
-    size = check_positive(by_mode(lab, file_mib, 192, 512), "file_mib", "MiB", 256) * MIB
-    passes = check_positive(by_mode(lab, passes, 2, 3), "passes", "passes", 2)
-    hz = check_hz(sample_hz)
     require_host_memory(lab, limit, "memory_limit_mib")
+    size = check_positive(by_mode(lab, file_mib, 192, 512), "file_mib", "MiB", 256) * MIB
     if lab.live:  # the file is written once, in the folder cold_file writes it to, and bind-mounted from there
         space.require_disk((cold_file_folder(), {space.Size("file_mib", size // MIB): 1}))
+    passes = check_positive(by_mode(lab, passes, 2, 3), "passes", "passes", 2)
+    hz = check_hz(sample_hz)
 
     def experiment() -> dict[str, pd.DataFrame]:
         limits = Limits(limit, PIDS_LIMIT, CPUS)
