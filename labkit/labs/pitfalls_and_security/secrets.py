@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets as random_secrets
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +59,15 @@ class SecretResult:
         def where(way: str) -> str:
             places = self.found_anywhere(way)
             return f"found in {', '.join(places)}" if places else "found nowhere we looked"
-        return (f"**What we measured.** `{ENV}`: {where(ENV)}. `{ARG}`: {where(ARG)} (in the saved image: "
-                f"{self.detail(ARG, SAVED)}). `{MOUNT}`: **{where(MOUNT)}**, although the step did read it (it "
+        return (f"**What we measured.** `{ENV}`: {where(ENV)}. `{ARG}`: {where(ARG)} (the history's line: "
+                f"`{self.detail(ARG, HISTORY)[:70]}…`; in the saved image: {self.detail(ARG, SAVED)}). `{MOUNT}`: "
+                f"**{where(MOUNT)}**, although the step did read it (it "
                 f"wrote: \"{self.detail(MOUNT, USED)}\").")
+
+
+def _holding(entries: Iterable[str], token: str) -> str:
+    """The first of `entries` that holds `token`, with the token shown as ``<token>`` (or "nowhere")."""
+    return next((entry.replace(token, "<token>") for entry in entries if token in entry), "nowhere")
 
 
 def run_secrets(lab: LabSession, memory_limit_mib: int = 64) -> SecretResult:
@@ -81,8 +88,9 @@ def run_secrets(lab: LabSession, memory_limit_mib: int = 64) -> SecretResult:
                 wait_ready(container)
                 env = client.api.inspect_container(container.id)["Config"]["Env"]
                 environ = processes.environ(containers.host_pid(client, container.id))
-                rows += [{"way": ENV, "place": INSPECT, "found": any(token in e for e in env), "detail": ""},
-                         {"way": ENV, "place": ENVIRON, "found": any(token in e for e in environ), "detail": ""}]
+                rows += [{"way": ENV, "place": place, "found": any(token in e for e in entries),
+                          "detail": _holding(entries, token)}
+                         for place, entries in ((INSPECT, env), (ENVIRON, environ))]
             base = images.require_base(client, BASE).tag
             token_file = Path(folder) / "api_token"
             token_file.write_text(token)
@@ -97,7 +105,7 @@ def run_secrets(lab: LabSession, memory_limit_mib: int = 64) -> SecretResult:
                                               token.encode())
                 used = containers.run_once(client, scope, image.tag, ["cat", "/opt/used.txt"], limits=limits)
                 rows += [{"way": way, "place": HISTORY, "found": history["created_by"].str.contains(token).any(),
-                          "detail": ""},
+                          "detail": _holding(history["created_by"], token)},
                          {"way": way, "place": SAVED, "found": bool(saved), "detail": "; ".join(saved) or "nowhere"},
                          {"way": way, "place": USED, "found": used.startswith(b"token of"),
                           "detail": used.decode().strip()}]
