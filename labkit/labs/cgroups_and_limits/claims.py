@@ -21,7 +21,7 @@ from labkit.labs.cgroups_and_limits.declaration import (
 from labkit.labs.cgroups_and_limits.io import IoResult
 from labkit.labs.cgroups_and_limits.memory import MemoryRun
 from labkit.labs.cgroups_and_limits.memory_neighbour import UNLIMITED, MemoryNeighbourResult
-from labkit.labs.cgroups_and_limits.pids import UNLIMITED_FORKER, PidsNeighbourResult, PidsResult
+from labkit.labs.cgroups_and_limits.pids import PidsNeighbourResult, PidsResult
 
 
 def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu: CpuQuotaResult,
@@ -162,8 +162,7 @@ def check_io(ledger: ClaimLedger, io: IoResult) -> None:
 
 def check_pids_neighbour(ledger: ClaimLedger, result: PidsNeighbourResult) -> None:
     """Our finding about a pids neighbour in the same parent group."""
-    t = result.table.set_index("condition")
-    unlimited, limited = t.loc[UNLIMITED_FORKER], t.loc[result.limited_condition]
+    unlimited, limited = result.rounds()
     starved = int(unlimited["victim_forked"]) < int(unlimited["victim_attempts"])
     spared = int(limited["victim_forked"]) == int(limited["victim_attempts"])
     ledger.check(

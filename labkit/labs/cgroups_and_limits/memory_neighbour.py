@@ -16,7 +16,7 @@ from labkit.instruments.limits import MIB, Limits, check_memory_mib
 from labkit.instruments.shell import require_program, run
 from labkit.labs.cgroups_and_limits.declaration import CPUS, MEMORY_NEIGHBOUR_COLUMNS, PIDS_LIMIT, WAIT_S
 from labkit.labs.cgroups_and_limits.page_cache import cold_file, cold_file_folder
-from labkit.labs.cgroups_and_limits.rig import StressRig, check_positive, stress_rig
+from labkit.labs.cgroups_and_limits.rig import StressRig, TwoRounds, check_positive, stress_rig
 
 UNLIMITED = "neighbour without --memory"
 
@@ -28,7 +28,7 @@ def resident_bytes(path: Path) -> int:
 
 
 @dataclass(frozen=True)
-class MemoryNeighbourResult:
+class MemoryNeighbourResult(TwoRounds):
     """`table`: one row per condition (:data:`MEMORY_NEIGHBOUR_COLUMNS`): the victim's file (bytes), how much of
     it the page cache held after the victim read it and after the neighbour ramped (bytes), what the neighbour
     touched (MiB) and how it ended, and the victim's first read and its re-read after the neighbour (s)."""
@@ -46,13 +46,8 @@ class MemoryNeighbourResult:
         """The part of the victim's cached file still cached after the neighbour in `condition`."""
         return float(self.summary.loc[condition, "cache_kept"])
 
-    @property
-    def limited_condition(self) -> str:
-        return str(self.table["condition"].iloc[-1])
-
     def conclusion(self) -> str:
-        t = self.table.set_index("condition")
-        unlimited, limited = t.loc[UNLIMITED], t.loc[self.limited_condition]
+        unlimited, limited = self.rounds()
         return (f"**What we measured.** The victim read a {unlimited['file_bytes'] / MIB:.0f} MiB file inside a "
                 f"{unlimited['fence_bytes'] / MIB:.0f} MiB parent group, then a neighbour in the same group ramped. "
                 f"Without `--memory` it touched {int(unlimited['neighbour_touched_mib'])} MiB and the victim's file "

@@ -13,7 +13,7 @@ from labkit.errors import BadParameter
 from labkit.instruments import procfs, stress
 from labkit.instruments.limits import MIB, Limits, check_pids
 from labkit.labs.cgroups_and_limits.declaration import PIDS_NEIGHBOUR_COLUMNS, WAIT_S
-from labkit.labs.cgroups_and_limits.rig import check_positive, stress_rig
+from labkit.labs.cgroups_and_limits.rig import TwoRounds, check_positive, stress_rig
 
 
 @dataclass(frozen=True)
@@ -81,22 +81,14 @@ UNLIMITED_FORKER = "neighbour without --pids-limit"
 
 
 @dataclass(frozen=True)
-class PidsNeighbourResult:
+class PidsNeighbourResult(TwoRounds):
     """`table`: one row per condition (:data:`PIDS_NEIGHBOUR_COLUMNS`): the parent group's pids limit, the
     neighbour's own limit (NaN: none), its forks, and the victim's fork attempts, successes and EAGAIN refusals."""
 
     table: pd.DataFrame
 
-    def forked(self, condition: str) -> int:
-        return int(self.table.set_index("condition").loc[condition, "victim_forked"])
-
-    @property
-    def limited_condition(self) -> str:
-        return str(self.table["condition"].iloc[-1])
-
     def conclusion(self) -> str:
-        t = self.table.set_index("condition")
-        unlimited, limited = t.loc[UNLIMITED_FORKER], t.loc[self.limited_condition]
+        unlimited, limited = self.rounds()
         return (f"**What we measured.** In a parent group of {int(unlimited['fence_pids'])} pids, a neighbour "
                 f"without `--pids-limit` forked {int(unlimited['neighbour_forked'])} children; then the victim "
                 f"(already running, under its own `--pids-limit {int(unlimited['victim_pids_limit'])}`) forked "

@@ -139,6 +139,21 @@ def stress_rig(lab: LabSession) -> Iterator[StressRig]:
         yield StressRig(lab, scope, image, binary, layout)
 
 
+class TwoRounds:
+    """A neighbour experiment of two rounds, one row each in ``table``: the neighbour without its own limit
+    (the first row), then with one (the last)."""
+
+    table: pd.DataFrame
+
+    @property
+    def limited_condition(self) -> str:
+        return str(self.table["condition"].iloc[-1])
+
+    def rounds(self) -> tuple[pd.Series, pd.Series]:
+        """The unlimited round's row and the limited round's."""
+        return self.table.iloc[0], self.table.iloc[-1]
+
+
 def kernel_kills(since_monotonic_s: float) -> tuple[int, int]:
     """OOM kills the kernel logged since a CLOCK_MONOTONIC instant: (in a memory cgroup, host-wide)."""
     kills = [k for k in kernel_log.parse_oom_kills(kernel_log.read()) if k.at_s >= since_monotonic_s]
