@@ -250,9 +250,9 @@ def live(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFa
 @pytest.mark.root
 def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient) -> None:
     before = _temp_folders()
-    found = pitfalls.run_zombies(live, orphans=5, interval_s=0.1, settle_s=0.5)
+    found = pitfalls.run_zombies(live, orphans=5, interval_s=0.1, settle_s=1.0)
     assert found.final(zombies.NO_INIT) == 5 and found.final(zombies.WITH_INIT) == 0
-    stop = pitfalls.run_stop(live, repeats=1, stop_timeout_s=1)
+    stop = pitfalls.run_stop(live, repeats=1, stop_timeout_s=3)  # room for a loaded machine to run the handler
     assert {f: stop.exit_codes(f) for f in stopping.FORMS} == {
         stopping.SHELL_COMPOUND: {137}, stopping.SHELL_SINGLE: {137}, stopping.EXEC_PLAIN: {137},
         stopping.EXEC_HANDLER: {0}, stopping.INIT: {143}}
