@@ -256,6 +256,13 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
     assert {f: stop.exit_codes(f) for f in stopping.FORMS} == {
         stopping.SHELL_COMPOUND: {137}, stopping.SHELL_SINGLE: {137}, stopping.EXEC_PLAIN: {137},
         stopping.EXEC_HANDLER: {0}, stopping.INIT: {143}}
+    who = pitfalls.run_users(live)
+    assert (who.row(users.ROOT_USER)["uid"], who.row(users.ROOT_USER)["host_owner_uid"]) == (0, 0)
+    assert who.row(users.NON_ROOT)["bind_write"] == "EACCES" and who.row(users.NON_ROOT)["capability_count"] == 0
+    places = pitfalls.run_log_places(live)
+    assert places.outcome(logs.FILE_AFTER_RESTART) and not places.outcome(logs.FILE_IN_NEW_CONTAINER)
+    times = pitfalls.run_clock(live)
+    assert times.bracketed and set(times.clock["set_clock"]) == {"EPERM"}
     security = pitfalls.run_defaults(live)
     assert security.outcome(defaults.SECCOMP, defaults.DEFAULT) == "EPERM"
     assert security.outcome(defaults.SECCOMP, defaults.UNCONFINED_ADMIN) == "ok"
