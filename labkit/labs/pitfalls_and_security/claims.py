@@ -180,8 +180,7 @@ def check_claims(ledger: ClaimLedger, zombies: ZombieResult, stop: StopResult, u
         measured=f"unshare(CLONE_NEWUTS): {defaults.outcome(SECCOMP, DEFAULT)} by default, "
                  f"{defaults.outcome(SECCOMP, UNCONFINED_ADMIN)} with {UNCONFINED_ADMIN}",
         criterion="EPERM under the default profile, success with seccomp unconfined plus CAP_SYS_ADMIN",
-        verdict=verdict(blocked and allowed),
-        caveat="", tables=("defaults",))
+        verdict=verdict(blocked and allowed), tables=("defaults",))
 
     active = defaults.lsm_active
     ledger.check(
