@@ -5,7 +5,9 @@ resolves per platform, nothing left behind and the binfmt entry enabled afterwar
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -188,3 +190,16 @@ def test_the_arm64_and_amd64_recipes_differ_only_in_their_architecture() -> None
     assert [i for i in builder.inputs if i[0] != "arch"] == [i for i in builder_arm64.inputs if i[0] != "arch"]
     assert images.DEBIAN_BASES["c-builder-arm64"].platform == arch.ARM64
     assert images.DEBIAN_PACKAGE_BASES["busybox-arm64"].platform == arch.ARM64
+
+
+def test_notebook_11_names_and_links_only_notebooks_that_exist() -> None:
+    # Its "What's next" once named a "12 · Compose" that was never written: every "NN · " it names must be a
+    # notebook NN-*.ipynb, and every relative link a file.
+    notebooks = ROOT / "notebooks"
+    text = "".join("".join(cell["source"]) for cell in json.loads((notebooks / "11-arm64-vs-amd64.ipynb")
+                   .read_text())["cells"] if cell["cell_type"] == "markdown")
+    named = set(re.findall(r"\b(\d\d) · ", text))
+    assert named, "the notebook names no other notebook; the pattern no longer matches its headings"
+    assert {n for n in named if not list(notebooks.glob(f"{n}-*.ipynb"))} == set()
+    links = re.findall(r"\]\(([^)#:]+)\)", text)
+    assert [link for link in links if not (notebooks / link).exists()] == []
