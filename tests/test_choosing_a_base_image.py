@@ -59,6 +59,18 @@ def test_every_base_of_05_is_a_recipe_that_says_what_it_stands_in_for(name: str,
     assert name in choosing_a_base_image.LAB.bases
 
 
+@pytest.mark.parametrize(("description", "expected"), [
+    # The stand-in's own name ends in ")": only the enclosing parenthesis's ")" goes, so one stays.
+    ("Debian + nodejs (stands in for node:20 (Debian's nodejs 18, without npm))",
+     "node:20 (Debian's nodejs 18, without npm)"),
+    ("busybox-static on FROM scratch (stands in for busybox:1.36)", "busybox:1.36"),
+    # Two "(stands in for" in one text: the last one names it.
+    ("a copy (stands in for x) of y (stands in for z (v2))", "z (v2)"),
+])
+def test_the_stand_in_name_keeps_its_own_closing_parenthesis(description: str, expected: str) -> None:
+    assert choosing_a_base_image.bases.stands_in_for(description) == expected
+
+
 def test_recipes_built_on_another_base_change_with_it() -> None:
     distroless = images.DISTROLESS_BASES["python-distroless"]
     assert dict(distroless.recipe("python-distroless").inputs)["source"] == images.recipe("python-slim").digest

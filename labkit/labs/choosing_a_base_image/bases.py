@@ -175,8 +175,16 @@ class BaseTable:
                 f"ones a local attacker tries first — per base: {setuid}. No shell at all in: "
                 f"**{', '.join(without_shell) or 'none'}**; a package manager in: "
                 f"{', '.join(b for b, r in s.iterrows() if r['package_manager']) or 'none'}. A program left out is "
-                "one an intruder cannot use; a library kept without its package metadata (the distroless-style "
-                "stand-ins) is still there, only hidden from a scanner's package count.")
+                "one an intruder cannot use. The distroless-style stand-ins are not free of libraries: they keep the "
+                "ones their runtime loads (for node: glibc, OpenSSL, ICU), only without the package records, so a "
+                "scanner that reads those records cannot *see* them, let alone flag their vulnerabilities.")
+
+
+def stands_in_for(description: str) -> str:
+    """What a recipe's `description` says its base stands in for: the text of its last ``(stands in for …)``, with
+    only that parenthesis's closing ")" taken off (the name itself may end in one of its own)."""
+    named = description.rsplit("(stands in for ", 1)[-1]
+    return named.removesuffix(")")
 
 
 @contextmanager
@@ -269,8 +277,8 @@ def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats:
                 config = image.attrs.get("Config") or {}
                 rows.append({
                     "base": name, "image": tag,
-                    "stands_in_for": images.recipe(name).description.rsplit("(stands in for ", 1)[-1].rstrip(")")
-                    if base else "itself (pulled by the reader)",
+                    "stands_in_for": stands_in_for(images.recipe(name).description) if base
+                    else "itself (pulled by the reader)",
                     "size_bytes": int(image.attrs["Size"]), "compressed_bytes": compressed, "layers": layer_count,
                     "files": found.files, "file_bytes": found.file_bytes, "setuid_files": len(found.setuid),
                     "setuid_paths": ";".join(found.setuid), "shells": ";".join(found.shells),
