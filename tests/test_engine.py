@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import docker
 import pandas as pd
@@ -55,6 +56,27 @@ def test_scope_removes_its_objects_even_when_the_block_raises(docker_client: doc
 
 
 @pytest.mark.docker
+def test_a_container_another_sweep_is_removing_counts_as_gone_but_other_conflicts_do_not() -> None:
+    """Two sweeps at once (`labkit clean` beside a run's own scope): the engine answers the second removal of a
+    container with 409 "removal … already in progress", which must not fail the notebook; an image's 409 (another
+    image is built on it) still reaches the caller, which retries it."""
+    class Conflict:
+        status_code = 409
+
+    def raising(explanation: str) -> Callable[[], None]:
+        def action() -> None:
+            raise docker.errors.APIError("409 Client Error", response=Conflict(), explanation=explanation)
+        return action
+
+    in_progress = raising("removal of container abc is already in progress")
+    in_use = raising("conflict: unable to delete abc (cannot be forced) - image has dependent child images")
+    engine._ignore_gone(in_progress, going=True)
+    with pytest.raises(docker.errors.APIError):
+        engine._ignore_gone(in_progress)
+    with pytest.raises(docker.errors.APIError):
+        engine._ignore_gone(in_use, going=True)
+
+
 def test_bases_are_reused_not_rebuilt(docker_client: docker.DockerClient) -> None:
     first = images.ensure_base(docker_client, "busybox")
     again = images.ensure_base(docker_client, "busybox")

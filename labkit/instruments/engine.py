@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,7 +321,7 @@ def cleanup(client: docker.DockerClient, label: str = LABEL_RUN, value: str | No
 def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupReport:
     report = CleanupReport()
     for container in client.containers.list(all=True, filters=filters):
-        _ignore_gone(lambda c=container: c.remove(force=True, v=True))
+        _ignore_gone(lambda c=container: c.remove(force=True, v=True), going=True)
         report.containers.append(container.name)
     for network in client.networks.list(filters=filters):
         _ignore_gone(network.remove)
@@ -351,9 +351,16 @@ def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupRep
     return report
 
 
-def _ignore_gone(action: Any) -> None:
-    with suppress(docker.errors.NotFound):
+def _ignore_gone(action: Any, *, going: bool = False) -> None:
+    """Run a removal; an object already gone is not an error, nor (`going`) one whose removal another sweep has
+    begun (the engine's 409 "removal of container … is already in progress")."""
+    try:
         action()
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if not (going and exc.status_code == 409 and "already in progress" in str(exc.explanation)):
+            raise
 
 
 class Scope:
