@@ -230,7 +230,8 @@ def test_limit_reached_in_the_sample_where_the_watermark_meets_the_limit() -> No
                             "limit_hits": [0] * 5, "oom_kills": [0, 0, 0, 0, 1]})
     run = _ramp_run(samples)
     assert run.limit_reached_t_s == 0.3
-    assert "reached the limit at t = 0.300 s" in run._limit_line() and "read 0 (cgroup v1" in run._limit_line()
+    line = run._limit_line()
+    assert "watermark at the limit came at t = 0.300 s" in line and "read 0 (cgroup v1" in line
     assert run.time_to_kill_ms == pytest.approx(5.0) and run.kill_uncertainty_ms == pytest.approx(0.003)
     never = _ramp_run(samples.assign(peak_bytes=12 * MIB))
     assert pd.isna(never.limit_reached_t_s) and "never reached" in never._limit_line()
@@ -408,8 +409,9 @@ def test_live_ramp_is_killed_at_its_limit_and_every_witness_sees_it(live: LabSes
     assert int(r["group_oom_kills"]) == 1 and int(r["kernel_memcg_kills"]) == 1 and int(r["kernel_global_kills"]) == 0
     assert ramp.witnesses_agree
     assert int(r["allocated_mib_last"]) < 32 <= int(r["allocated_mib_last"]) + 4  # the step that crossed 32 MiB
-    # The kernel's high watermark stood at the limit (32 MiB = 8192 pages, page-aligned) before the kill.
-    assert ramp.samples["peak_bytes"].max() == 32 * MIB and ramp.limit_reached_t_s <= r["kill_t_s"]
+    # The kernel's high watermark reached the limit exactly (32 MiB = 8192 pages, page-aligned); a sample shows it
+    # up to one interval later, possibly after the kill.
+    assert ramp.samples["peak_bytes"].max() == 32 * MIB and not pd.isna(ramp.limit_reached_t_s)
     # On the calibrated clock the kill comes after the step that crossed the limit began (before it, the clock
     # offset would be wrong); how long after is a time: notebook 07 reports it.
     assert ramp.time_to_kill_ms > -ramp.kill_uncertainty_ms

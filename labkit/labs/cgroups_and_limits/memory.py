@@ -151,8 +151,8 @@ class MemoryRun:
         reached, hits = self.limit_reached_t_s, int(self.samples["limit_hits"].max())
         if pd.isna(reached):
             return "The kernel's high watermark of the charge never reached the limit."
-        return (f"The kernel's high watermark reached the limit at t = {reached:.3f} s; its count of charges that "
-                f"failed there read {hits}" + ("" if hits else
+        return (f"The first sample to show the kernel's high watermark at the limit came at t = {reached:.3f} s; "
+                f"its count of charges that failed there read {hits}" + ("" if hits else
                 f" (cgroup {self.record['cgroup_version']}: the memory + swap counter is charged first and fails "
                 "first, and this kernel counts failures of the memory counter only)") + ".")
 
