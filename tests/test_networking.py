@@ -5,6 +5,7 @@ bad input refused before anything starts, the live experiments against known ans
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -196,7 +197,8 @@ def test_live_names_resolve_on_a_user_network_and_not_on_the_default_bridge(
 @pytest.mark.root
 def test_live_exposure_matches_how_the_engine_writes_its_rules(
         live: LabSession, docker_client: docker.DockerClient) -> None:
-    exposure = networking.run_exposure(live, networking.free_port_above(18180, networking.PORTS_USED))
+    exposure = networking.run_exposure(live, networking.free_port_above(random.randrange(20000, 60000),
+                                                                         networking.PORTS_USED))
     every, loop = "-p PORT:80", "-p 127.0.0.1:PORT:80"
     assert exposure.reached(every, "neighbour", "host address:PORT")
     assert exposure.reached(every, "neighbour", "host address:PORT", networking.INPUT_RULE)  # DNAT skips INPUT
@@ -257,22 +259,28 @@ def _rule_of_the_neighbour(run_id: str) -> bool:
 ])
 def test_live_interrupted_exposure_leaves_nothing_behind(docker_client: docker.DockerClient, tmp_path: Path,
                                                          signum: int, moment: str) -> None:
-    port = networking.free_port_above(18280, networking.PORTS_USED)
+    # A start drawn from a wide range: the machine's other users (and the cases before) hold ports of their own.
+    port = networking.free_port_above(random.randrange(20000, 60000), networking.PORTS_USED)
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(port)], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}, preexec_fn=default_sigint)
-    assert child.stdout is not None
-    run_id = child.stdout.readline().strip()
-    reached: dict[str, Callable[[], bool]] = {
-        "the neighbour exists": lambda: any(n.startswith(f"{netns.NAME_PREFIX}{run_id}-") for n in netns.names()),
-        "a container is published": lambda: bool(leftovers(docker_client, run_id)["containers"]),
-        "a rule drops the neighbour": lambda: _rule_of_the_neighbour(run_id),
-    }
-    deadline = time.monotonic() + 180
-    while not reached[moment]():
-        assert time.monotonic() < deadline and child.poll() is None, f"the experiment never got to: {moment}"
-        time.sleep(0.05)  # polling for the moment to interrupt at
-    child.send_signal(signum)
-    assert child.wait(timeout=120) != 0
+    try:
+        assert child.stdout is not None
+        run_id = child.stdout.readline().strip()
+        reached: dict[str, Callable[[], bool]] = {
+            "the neighbour exists": lambda: any(n.startswith(f"{netns.NAME_PREFIX}{run_id}-") for n in netns.names()),
+            "a container is published": lambda: bool(leftovers(docker_client, run_id)["containers"]),
+            "a rule drops the neighbour": lambda: _rule_of_the_neighbour(run_id),
+        }
+        deadline = time.monotonic() + 180
+        while not reached[moment]():
+            assert time.monotonic() < deadline and child.poll() is None, f"the experiment never got to: {moment}"
+            time.sleep(0.05)  # polling for the moment to interrupt at
+        child.send_signal(signum)
+        assert child.wait(timeout=120) != 0
+    finally:
+        if child.poll() is None:  # the test failed before the child ended: end it the same way, and wait for it
+            child.send_signal(signum)
+            child.wait(timeout=120)
     _no_trace_of(docker_client, run_id)
     assert not [c for c in undo.pending() if c.pid == child.pid]
 
