@@ -26,6 +26,7 @@ from labkit.labs import (
     choosing_a_base_image,
     image_layers,
     multi_stage_builds,
+    networking,
     pitfalls_and_security,
     tags_digests_and_registries,
     volumes_and_persistence,
@@ -109,6 +110,9 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         cgroups_and_limits.run_cpu_quota(lab), cgroups_and_limits.run_noisy_neighbour(lab),
         cgroups_and_limits.run_pids(lab), cgroups_and_limits.run_memory_neighbour(lab),
         cgroups_and_limits.run_io(lab), cgroups_and_limits.run_pids_neighbour(lab)),
+    networking.STEM: lambda lab: networking.check_claims(
+        lab.claims, networking.run_exposure(lab, 18080), networking.run_names(lab), networking.run_outbound_nat(lab),
+        networking.run_paths(lab, 18080, rounds=30, requests=60, concurrency=4, bulk_mib=32)),
     pitfalls_and_security.STEM: lambda lab: pitfalls_and_security.check_claims(
         lab.claims, pitfalls_and_security.run_zombies(lab), pitfalls_and_security.run_stop(lab),
         pitfalls_and_security.run_users(lab), pitfalls_and_security.run_log_places(lab),
