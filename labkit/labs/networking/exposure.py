@@ -72,11 +72,12 @@ class ExposureResult:
             f"{self.sockets(loop)}; through the host's address the neighbour reached it: "
             f"**{self.reached(loop, 'neighbour', 'host address:PORT')}**; routing straight to the container's "
             f"address: **{self.reached(loop, 'neighbour', 'container address:80')}**. `EXPOSE` alone opens these "
-            f"host sockets: {self.sockets('EXPOSE 80 alone')}; `-P` picks {self.sockets('-P (EXPOSE 80)')}. An "
-            f"INPUT rule dropping the neighbour left the published port reachable: "
-            f"**{self.reached(every, 'neighbour', 'host address:PORT', INPUT_RULE)}**; the same drop in "
-            f"DOCKER-USER: **{self.reached(every, 'neighbour', 'host address:PORT', DOCKER_USER_RULE)}**, and it "
-            f"closes the direct route to the loopback-published container too: "
+            f"host sockets: {self.sockets('EXPOSE 80 alone')}; `-P` picks {self.sockets('-P (EXPOSE 80)')}. With an "
+            f"INPUT rule dropping the neighbour, the neighbour still reached the published port: "
+            f"**{self.reached(every, 'neighbour', 'host address:PORT', INPUT_RULE)}**; with the same drop in "
+            f"DOCKER-USER it reached the port: "
+            f"**{self.reached(every, 'neighbour', 'host address:PORT', DOCKER_USER_RULE)}**, and the "
+            f"loopback-published container by its address: "
             f"**{self.reached(loop, 'neighbour', 'container address:80', DOCKER_USER_RULE)}**.")
 
 
