@@ -1,5 +1,7 @@
-"""Notebook 03's lab: edit histories and parameters refused before any build; results replay into the same claims;
-live, A's source edit executes fewer steps than B's and the secret is found only without .dockerignore."""
+"""Notebook 03's lab: edit histories and parameters refused before any build; the summaries and verdicts of a
+hand-made table of rebuilds (expected values worked out by hand in the comments); the packages pip installed, read
+from recorded logs; live, A's source edit executes fewer steps than B's, no build carries a LABEL step of labkit's,
+and the secret is found only without .dockerignore."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ LAB = build_cache.LAB  # what the `replay` fixture (conftest.py) replays
     (lambda lab: build_cache.run_rebuilds(lab, history=[Edit("x", "refactor")]), r"kind='refactor'"),
     (lambda lab: build_cache.run_rebuilds(lab, history=[]), r"history is empty"),
     (lambda lab: build_cache.run_rebuilds(lab, builders=["kaniko"]), r"(?s)builder='kaniko'.*buildkit"),
+    (lambda lab: build_cache.run_rebuilds(lab, repeats=0), r"repeats=0"),
     (lambda lab: build_cache.run_context(lab, repeats=0), r"repeats=0"),
     (lambda lab: build_cache.run_context(lab, repeats=-2), r"repeats=-2"),
     (lambda lab: build_cache.run_context(lab, local_data_mib=0), r"local_data_mib=0"),
@@ -61,62 +64,125 @@ def test_the_full_history_applies_and_covers_every_kind_of_edit() -> None:
     assert snapshots[4] == snapshots[3]
 
 
-def test_rebuild_arithmetic_on_known_rows() -> None:
-    rows = pd.DataFrame([
-        {"builder": "buildkit", "dockerfile": d, "edit_index": i, "edit": "e", "kind": k, "wall_s": w,
-         "cached": 0, "executed": x, "install_ran": r, "first_executed": "", "context_bytes": 1, "image_bytes": 1}
-        for d, i, k, w, x, r in [("A", 0, "cold", 9.0, 6, True), ("B", 0, "cold", 8.0, 4, True),
-                                 ("A", 1, "source", 1.0, 2, False), ("B", 1, "source", 6.0, 3, True),
-                                 ("A", 2, "no change", 0.2, 0, False), ("B", 2, "no change", 0.2, 0, False)]])
-    result = build_cache.RebuildResult(rows, pd.DataFrame())
-    assert result.total_s("buildkit", "A") == pytest.approx(1.2)  # the cold build is not a rebuild
-    assert result.ratio("buildkit") == pytest.approx(6.2 / 1.2)
-    assert result.install_reran("buildkit", "B") == (1, 1)
-    assert result.executed("buildkit", "A", "source") == [2]
-    assert result.cold_s("buildkit", "B") == 8.0
-    assert list(result.per_edit("buildkit").index) == ["1 source", "2 no change"]
+FIXTURES = Path(__file__).parent / "fixtures" / "buildlog"
 
 
-@pytest.mark.parametrize(("b_source_s", "verdict"), [
-    ({"buildkit": 12.0, "legacy": 11.0}, Verdict.HOLDS),
-    ({"buildkit": 12.0, "legacy": 6.0}, Verdict.CAVEAT),  # 10× with one builder only (as recorded)
-    ({"buildkit": 6.0, "legacy": 3.0}, Verdict.FAILS),  # below 10× with every builder
+@pytest.mark.parametrize(("log", "packages"), [
+    # `grep 'Successfully installed' <log> | wc -w`, less the words that are not packages: 11 - 4 ("#9 6.917
+    # Successfully installed") = 7 for the cold build, 13 - 4 = 9 after the dependency edit added two pins;
+    # legacy lines carry no "#N t" prefix: 9 - 2 = 7, 11 - 2 = 9. A build whose install was cached installs none.
+    ("buildkit-A-0.log", 7), ("buildkit-B-2.log", 9), ("legacy-B-1.log", 7), ("legacy-A-2.log", 9),
+    ("buildkit-A-1.log", 0), ("legacy-B-4.log", 0),
 ])
-def test_the_chapter_s_ten_times_is_the_criterion(b_source_s: dict[str, float], verdict: Verdict) -> None:
-    rows = pd.DataFrame([
-        {"builder": b, "dockerfile": d, "edit_index": i, "edit": "e", "kind": k, "wall_s": w, "cached": 0,
-         "executed": x, "install_ran": r, "first_executed": "", "context_bytes": 1, "image_bytes": 1}
-        for b, source_b in b_source_s.items()
-        for d, i, k, w, x, r in [("A", 0, "cold", 9.0, 6, True), ("B", 0, "cold", 8.0, 4, True),
-                                 ("A", 1, "source", 1.0, 2, False), ("B", 1, "source", source_b, 3, True)]])
-    context = pd.DataFrame([{"builder": "buildkit", "dockerignore": ignored, "repeat": 0, "context_bytes": 1,
-                             "context_s": 0.1, "wall_s": 1.0, "image_bytes": 1, "secret_found": not ignored,
-                             "secret_layer": 1, "secret_path": "app/.env"} for ignored in (False, True)])
+def test_packages_installed_are_read_from_pip_s_last_line(log: str, packages: int) -> None:
+    assert build_cache.packages_installed((FIXTURES / log).read_text()) == packages
+
+
+def test_the_builds_of_an_edit_rotate_through_every_place() -> None:
+    pairs = [("buildkit", "A"), ("buildkit", "B"), ("legacy", "A"), ("legacy", "B")]
+    assert build_cache.build_order(0, ["buildkit", "legacy"]) == pairs
+    assert build_cache.build_order(1, ["buildkit", "legacy"]) == pairs[1:] + pairs[:1]
+    assert build_cache.build_order(5, ["buildkit", "legacy"]) == pairs[1:] + pairs[:1]  # 5 mod 4 = 1
+    # Over four edits each build takes each place once.
+    places = {p: {build_cache.build_order(i, ["buildkit", "legacy"]).index(p) for i in range(4)} for p in pairs}
+    assert all(found == {0, 1, 2, 3} for found in places.values())
+
+
+# A hand-made history: two passes (repeat 0, 1) of cold, two source edits, a docs edit and no change, with one
+# builder. Columns: dockerfile, edit_index, kind, wall_s, executed, install_ran, packages_installed.
+Row = tuple[str, int, str, float, int, bool, int]
+KNOWN: list[Row] = [
+    ("A", 0, "cold", 9.0, 6, True, 7), ("B", 0, "cold", 8.0, 4, True, 7),
+    ("A", 1, "source", 1.0, 2, False, 0), ("B", 1, "source", 12.0, 3, True, 7),
+    ("A", 2, "source", 0.5, 2, False, 0), ("B", 2, "source", 4.0, 3, True, 9),
+    ("A", 3, "docs", 1.0, 2, False, 0), ("B", 3, "docs", 6.0, 3, True, 9),
+    ("A", 4, "no change", 0.2, 0, False, 0), ("B", 4, "no change", 0.2, 0, False, 0),
+]
+
+
+def _rows(builder: str, passes: list[list[Row]]) -> list[dict[str, object]]:
+    return [{"repeat": repeat, "order": 0, "builder": builder, "dockerfile": d, "edit_index": i, "edit": "e",
+             "kind": k, "wall_s": w, "cached": 0, "executed": x, "install_ran": r, "packages_installed": n,
+             "first_executed": "", "context_bytes": 1, "image_bytes": 1}
+            for repeat, rows in enumerate(passes) for d, i, k, w, x, r, n in rows]
+
+
+def _known(second_pass_scale: float = 2.0) -> build_cache.RebuildResult:
+    """Pass 0 as KNOWN, pass 1 with every wall time × `second_pass_scale`."""
+    again = [(d, i, k, w * second_pass_scale, x, r, n) for d, i, k, w, x, r, n in KNOWN]
+    return build_cache.RebuildResult(pd.DataFrame(_rows("buildkit", [KNOWN, again])), pd.DataFrame())
+
+
+def test_rebuild_summaries_of_a_hand_made_table() -> None:
+    result = _known()
+    assert result.repeats == 2
+    # Per pass, the cold build not counted: A 1 + 0.5 + 1 + 0.2 = 2.7 s, pass 1 twice that: (2.7 + 5.4) / 2 = 4.05.
+    assert result.total_s("buildkit", "A") == pytest.approx(4.05)
+    # B: 12 + 4 + 6 + 0.2 = 22.2 s, then 44.4: mean 33.3 s; 33.3 / 4.05 = 8.222…
+    assert result.ratio("buildkit") == pytest.approx(33.3 / 4.05)
+    # Per source edit B over A: 12/1 = 12, 4/0.5 = 8, and the same in pass 1 (both doubled): median of
+    # {8, 8, 12, 12} = 10; n = 4 gives only [min, max] = [8, 12], coverage 1 - 2/16 = 87.5 %.
+    summary = result.ratio_summary("buildkit")
+    assert (summary.n, summary.median, summary.ci_low, summary.ci_high) == (4, 10.0, 8.0, 12.0)
+    assert summary.coverage == pytest.approx(0.875)
+    # Median source rebuild of A: {1, 0.5, 2, 1} → 1.0 s; cold of B: {8, 16} → 12 s.
+    assert result.median_s("buildkit", "A", "source") == 1.0 and result.cold_s("buildkit", "B") == 12.0
+    # B re-ran the install on 2 source + 1 docs edit per pass: 6 of 6; A on none.
+    assert result.install_reran("buildkit", "B") == (6, 6) and result.install_reran("buildkit", "A") == (0, 6)
+    assert result.packages_text("buildkit") == "packages installed: 7 in 2 and 9 in 2 of the 4 source rebuilds"
+    times = result.times()
+    assert times.loc[("buildkit", "B", "source"), "packages_installed"] == "7–9"
+    assert times.loc[("buildkit", "A", "source"), "packages_installed"] == "(not run)"
+    assert times.loc[("buildkit", "B", "docs"), "median"] == pytest.approx(9.0)  # {6, 12}
+    # The plot's table: the median over the passes per edit, e.g. edit 1 of B: {12, 24} → 18.
+    assert result.per_edit("buildkit").loc["1 source", "B: everything first"] == pytest.approx(18.0)
+    assert result.executed("buildkit", "A", "source") == [2, 2, 2, 2]
+
+
+CONTEXT = pd.DataFrame([{"builder": "buildkit", "dockerignore": ignored, "repeat": 0, "context_bytes": 1,
+                         "context_s": 0.1, "wall_s": 1.0, "image_bytes": 1, "secret_found": not ignored,
+                         "secret_layer": 1, "secret_path": "app/.env"} for ignored in (False, True)])
+
+
+@pytest.mark.parametrize(("legacy_b", "expected"), [
+    # legacy B per source edit 25 and 12.5 (×2 in pass 1): ratios 25, 25, 25, 25 → median 25, interval [25, 25]:
+    # both builders' medians ≥ 10 but BuildKit's interval [8, 12] reaches below 10 → holds with caveat.
+    ((25.0, 12.5), Verdict.CAVEAT),
+    # legacy ratios 6 and 6 (6/1, 3/0.5): median 6 < 10; BuildKit's median 10 ≥ 10 → holds with caveat.
+    ((6.0, 3.0), Verdict.CAVEAT),
+])
+def test_the_chapter_s_ten_times_on_a_hand_made_table(legacy_b: tuple[float, float], expected: Verdict) -> None:
+    legacy = [(d, i, k, (legacy_b[0] if i == 1 else legacy_b[1]) if (d, k) == ("B", "source") else w, x, r, n)
+              for d, i, k, w, x, r, n in KNOWN]
+    again = [(d, i, k, w * 2, x, r, n) for d, i, k, w, x, r, n in legacy]
+    rows = pd.concat([_known().rebuilds, pd.DataFrame(_rows("legacy", [legacy, again]))], ignore_index=True)
     ledger = ClaimLedger(build_cache.STEM)
     build_cache.check_claims(ledger, build_cache.RebuildResult(rows, pd.DataFrame()),
-                             build_cache.ContextResult(context))
-    assert ledger.verdict("cache.thirty_seconds_to_five_minutes") == verdict
+                             build_cache.ContextResult(CONTEXT))
+    claim = next(c for c in ledger if c.id == "cache.thirty_seconds_to_five_minutes")
+    assert claim.verdict == expected
+    assert claim.value == pytest.approx(min(10.0, legacy_b[0] / 1.0))  # the lowest builder's median
+    # A executes 2 steps against B's 3 on every source edit, and spends less time: holds.
+    assert ledger.verdict("cache.least_changing_first") == Verdict.HOLDS
+    assert ledger.verdict("cache.copy_all_invalidates") == Verdict.HOLDS  # B: 6 of 6 with each builder
 
 
-def test_recorded_results_replay_into_what_the_notebook_shows(replay: LabSession) -> None:
-    rebuilds = build_cache.run_rebuilds(replay)
-    context = build_cache.run_context(replay)
-    for sentence in (rebuilds.conclusion(), context.conclusion()):
-        assert sentence.startswith("**What we measured.**")
-    assert len(rebuilds.per_edit("legacy")) == len(build_cache.HISTORY) and not context.summary().empty
-
-
-def test_recorded_rebuilds_keep_the_promised_properties(replay: LabSession) -> None:
-    rebuilds = build_cache.run_rebuilds(replay)
-    for builder in rebuilds.builders:
-        a, b = (rebuilds.executed(builder, d, "source") for d in "AB")
-        assert all(x < y for x, y in zip(a, b, strict=True)), builder
-        reran, edits = rebuilds.install_reran(builder, "B")
-        assert reran == edits > 0
-    steps = pd.read_csv(replay.results_root / build_cache.STEM / "steps.csv")
-    executed = steps[steps["status"] == "executed"].groupby(["builder", "dockerfile", "edit_index"]).size()
-    table = rebuilds.rebuilds.set_index(["builder", "dockerfile", "edit_index"])["executed"]
-    assert executed.reindex(table.index, fill_value=0).tolist() == table.tolist()
+@pytest.mark.parametrize(("a_source_s", "expected"), [
+    # A's source edits 0.5 s: B over A 12/0.5 = 24, 4/0.5 = 8 per pass → {8, 8, 24, 24}, median 16, [8, 24]: the
+    # interval reaches below 10 → holds with caveat.
+    (0.5, Verdict.CAVEAT),
+    # A's 0.2 s: 60, 20 → {20, 20, 60, 60}, median 40, interval [20, 60] ≥ 10 → holds.
+    (0.2, Verdict.HOLDS),
+    # A's 2 s: 6 and 2 → median 4 < 10 with the only builder → does not hold.
+    (2.0, Verdict.FAILS),
+])
+def test_the_ten_times_verdict_follows_the_interval(a_source_s: float, expected: Verdict) -> None:
+    rows = [(d, i, k, a_source_s if (d, k) == ("A", "source") else w, x, r, n) for d, i, k, w, x, r, n in KNOWN]
+    again = [(d, i, k, w * 2, x, r, n) for d, i, k, w, x, r, n in rows]
+    ledger = ClaimLedger(build_cache.STEM)
+    build_cache.check_claims(ledger, build_cache.RebuildResult(pd.DataFrame(_rows("buildkit", [rows, again])),
+                                                               pd.DataFrame()), build_cache.ContextResult(CONTEXT))
+    assert ledger.verdict("cache.thirty_seconds_to_five_minutes") == expected
 
 
 # ---------------------------------------------------------------- live
@@ -135,10 +201,17 @@ def _labelled_images(client: docker.DockerClient, run_id: str) -> list[str]:
 @pytest.mark.docker
 def test_live_a_source_edit_runs_fewer_steps_with_dependencies_first(
         live: LabSession, docker_client: docker.DockerClient) -> None:
-    result = build_cache.run_rebuilds(live, history=build_cache.HISTORY[:1], builders=["buildkit"])
-    a, b = result.executed("buildkit", "A", "source"), result.executed("buildkit", "B", "source")
-    assert a[0] < b[0]
-    assert result.install_reran("buildkit", "B") == (1, 1) and result.install_reran("buildkit", "A") == (0, 1)
+    result = build_cache.run_rebuilds(live, history=build_cache.HISTORY[:1])
+    for builder in ("buildkit", "legacy"):
+        a, b = result.executed(builder, "A", "source"), result.executed(builder, "B", "source")
+        assert a[0] < b[0], builder
+        assert result.install_reran(builder, "B") == (1, 1) and result.install_reran(builder, "A") == (0, 1)
+    # No build passed --label, so the legacy builder numbered only the Dockerfile's instructions ("Step i/n"): A has
+    # 8 (FROM, WORKDIR, COPY ×2, RUN, COPY . ., RUN, CMD) and B 6, not 8 + 3 and 6 + 3 with labkit's three labels;
+    # the images still carried the run's labels (inherited from the base): the scope found and removed them below.
+    legacy = result.steps[result.steps["builder"] == "legacy"]
+    assert legacy.groupby("dockerfile")["total"].unique().map(list).to_dict() == {"A": [8], "B": [6]}
+    assert set(result.rebuilds["packages_installed"]) == {0, 7}  # the cold builds and B's rebuild: 7 pins
     assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
     assert _labelled_images(docker_client, live.run_id) == []
 
