@@ -19,7 +19,7 @@ from labkit.labs.networking.rig import (
     base_tag,
     check_port,
     container_address,
-    guard_all_interfaces,
+    guard_outward,
     neighbour_client,
     published_port,
     start_container,
@@ -106,15 +106,14 @@ def _exposure(lab: LabSession, port: int) -> dict[str, pd.DataFrame]:
     probes: list[dict[str, Any]] = []
     listening: list[dict[str, Any]] = []
     image = base_tag(lab, SERVER_BASE)
-    # The guards go last, after the containers they guard (an ExitStack entered first is left last).
+    # The guards go up before the first container is published and come down after the last is removed.
     with ExitStack() as guards, lab.scope() as scope, netns.neighbour(lab.run_id) as neighbour:
+        guard_outward(guards, lab.run_id, range(port, port + len(MODES)))
         started = {}
         for number, (mode, options) in enumerate(MODES.items()):
             name = start_container(scope, f"exposure{number}", image, ["sh", "-c", httpd_script(1)],
                           [o.format(port=port + number) for o in options])
             address, host_port = container_address(name), published_port(name)
-            if host_port is not None and not any(o.startswith("127.0.0.1:") for o in options):
-                guard_all_interfaces(guards, lab.run_id, address, host_port)
             wait_ready(f"http://{address}:{CONTAINER_PORT}/")
             started[mode] = (address, host_port)
             listening += [{"mode": mode, "family": family, "address": s.local_address, "port": s.local_port}

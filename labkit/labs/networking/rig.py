@@ -167,15 +167,25 @@ def _outward_interfaces() -> list[str]:
     return sorted({str(r["dev"]) for r in routes if "dev" in r})
 
 
-def guard_all_interfaces(stack: ExitStack, run_id: str, container_address: str, host_port: int) -> None:
-    """For a port published on every address: DOCKER-USER drops what comes in from outside this machine to the
-    container, and ip6tables INPUT drops the port on the outward interfaces (docker-proxy listens on ``::``
-    too), so the run's traffic stays between this host, its containers and its neighbour."""
+def ephemeral_ports() -> tuple[int, int]:
+    """The host's ephemeral port range (``net.ipv4.ip_local_port_range``): where the engine picks `-P`'s ports."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(low), int(high)
+
+
+def guard_outward(stack: ExitStack, run_id: str, fixed_ports: range) -> None:
+    """Before anything is published on every address: on the interfaces other machines reach this host by,
+    DOCKER-USER drops new connections to a container's port 80 (the DNAT path) and ip6tables INPUT drops new
+    connections to `fixed_ports` and to the ephemeral range (docker-proxy listens on ``::`` too), for the block.
+    Put up first, so that there is no moment in which the run's ports are open beyond this machine."""
+    low, high = ephemeral_ports()
+    new = ["-m", "conntrack", "--ctstate", "NEW"]
     for device in _outward_interfaces():
         stack.enter_context(firewall.rule(run_id, "DOCKER-USER", [
-            "-i", device, "-d", f"{container_address}/32", "-p", "tcp", "--dport", str(CONTAINER_PORT), "-j", "DROP"]))
-        stack.enter_context(firewall.rule(run_id, "INPUT", [
-            "-i", device, "-p", "tcp", "--dport", str(host_port), "-j", "DROP"], program="ip6tables"))
+            "-i", device, "-p", "tcp", "--dport", str(CONTAINER_PORT), *new, "-j", "DROP"]))
+        for ports in (f"{fixed_ports.start}:{fixed_ports.stop - 1}", f"{low}:{high}"):
+            stack.enter_context(firewall.rule(run_id, "INPUT", [
+                "-i", device, "-p", "tcp", "--dport", ports, *new, "-j", "DROP"], program="ip6tables"))
 
 
 @contextmanager
