@@ -161,3 +161,30 @@ def test_a_large_docker_save_succeeds_on_a_throttled_engine_and_a_short_wait_nam
     # The daemons were let go and nothing of this test is left to undo (a throttle around the whole test session,
     # as when make test itself runs under a slowed engine, is another holder's).
     assert throttle.daemon_pids() and not [change for change in undo.pending() if change.pid == os.getpid()]
+
+
+@pytest.mark.parametrize("systemd", [True, False])
+def test_a_package_whose_daemon_labkit_runs_itself_is_installed_without_starting_its_service(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, systemd: bool) -> None:
+    """Debian's nginx would start on port 80 of every address when installed: during the install a policy-rc.d
+    answers 101 (no service may start), it is gone afterwards, and where systemd runs the unit is disabled."""
+    policy = tmp_path / "policy-rc.d"
+    commands: list[list[str]] = []
+
+    def run(argv: list[str], timeout: float, **kwargs: object) -> object:
+        commands.append(list(argv))
+        if argv[:2] == ["apt-get", "install"]:
+            assert policy.read_text().rstrip().endswith("exit 101") and os.access(policy, os.X_OK)
+        return type("Done", (), {"stdout": "", "returncode": 0})()
+
+    real_is_dir = engine.Path.is_dir
+    monkeypatch.setattr(engine, "run", run)
+    monkeypatch.setattr(engine, "POLICY_RC", policy)
+    monkeypatch.setattr(engine.Path, "is_dir", lambda self: systemd if str(self) == "/run/systemd/system"
+                        else real_is_dir(self))
+    monkeypatch.setenv("LABKIT_STATE", str(tmp_path / "state"))
+    assert engine.install_packages(("nginx", "busybox-static")) == ["nginx", "busybox-static"]
+    assert not policy.exists()
+    assert any(c[:2] == ["apt-get", "install"] for c in commands)
+    assert (["systemctl", "disable", "--now", "nginx.service"] in commands) is systemd
+    assert not undo.pending()

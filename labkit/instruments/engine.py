@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from labkit.errors import (
     LabkitError,
     NotPrepared,
 )
-from labkit.instruments import shell
+from labkit.instruments import shell, undo
 from labkit.instruments.shell import require_program, run, spawn
 
 log = logging.getLogger("labkit.engine")
@@ -234,15 +234,40 @@ def can_manage_host() -> bool:
     return os.geteuid() == 0 and Path("/etc/debian_version").exists() and shutil.which("apt-get") is not None
 
 
+# Packages whose daemon labkit runs itself, on 127.0.0.1 with a config of its own: their Debian service must not
+# start on install nor at boot (Debian's nginx would listen on port 80 of every address, its registry on 5000).
+OWN_SERVICES = {"nginx": "nginx.service", "docker-registry": "docker-registry.service"}
+POLICY_RC = Path("/usr/sbin/policy-rc.d")
+
+
 def install_packages(packages: tuple[str, ...]) -> list[str]:
-    """apt-get install whichever of `packages` are missing; return the ones installed."""
+    """apt-get install whichever of `packages` are missing; return the ones installed. The services of
+    :data:`OWN_SERVICES` are kept from starting (a ``policy-rc.d`` for the install, journalled, where the host has
+    none) and disabled where systemd runs."""
     missing = [p for p in packages if run(["dpkg-query", "-W", "-f=${Status}", p], 30, check=False)
                .stdout.strip() != "install ok installed"]
-    if missing:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run(["apt-get", "update", "-q"], 600, env=env)
+    if not missing:
+        return missing
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-q"], 600, env=env)
+    services = [OWN_SERVICES[p] for p in missing if p in OWN_SERVICES]
+    with ExitStack() as held:
+        if services and not POLICY_RC.exists():
+            held.enter_context(undo.recorded(f"{POLICY_RC}: no service starts while apt installs",
+                                             remove_policy_rc, {"path": str(POLICY_RC)}))
+            POLICY_RC.write_text("#!/bin/sh\n# labkit: no service starts during this install\nexit 101\n")
+            POLICY_RC.chmod(0o755)
         run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], 1800, env=env)
+    if services and Path("/run/systemd/system").is_dir():
+        run(["systemctl", "disable", "--now", *services], 120)
     return missing
+
+
+def remove_policy_rc(detail: dict[str, Any]) -> None:
+    """Undo of :func:`install_packages`' ``policy-rc.d`` (only the one labkit wrote)."""
+    path = Path(detail["path"])
+    if path.exists() and "labkit" in path.read_text():
+        path.unlink()
 
 
 def start_dockerd() -> Path:
