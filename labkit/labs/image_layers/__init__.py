@@ -13,12 +13,13 @@ build context), :mod:`.layers` (1 and 4), :mod:`.overlay` (2), :mod:`.copy_up` (
 
 from labkit.labs.image_layers.claims import check_claims
 from labkit.labs.image_layers.copy_up import CopyUpResult, run_copy_up
-from labkit.labs.image_layers.declaration import LAB, LAYERED, REPRODUCIBLE, STEM
-from labkit.labs.image_layers.layers import LayerResult, run_layers
+from labkit.labs.image_layers.declaration import LAB, LAYERED, REPRODUCIBLE, STEM, instruction
+from labkit.labs.image_layers.layers import LayerResult, history_matches_contents, run_layers
 from labkit.labs.image_layers.overlay import OverlayResult, run_overlay
 from labkit.labs.image_layers.reproducible import ReproducibleResult, run_reproducible
 
 __all__ = [
     "LAB", "LAYERED", "REPRODUCIBLE", "STEM", "CopyUpResult", "LayerResult", "OverlayResult", "ReproducibleResult",
-    "check_claims", "run_copy_up", "run_layers", "run_overlay", "run_reproducible",
+    "check_claims", "history_matches_contents", "instruction", "run_copy_up", "run_layers", "run_overlay",
+    "run_reproducible",
 ]

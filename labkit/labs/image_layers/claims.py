@@ -11,7 +11,6 @@ from labkit.labs.image_layers.declaration import (
     SECTION_DELETE,
     SECTION_IMAGE,
     SECTION_REPRO,
-    SIZE_TOLERANCE,
 )
 from labkit.labs.image_layers.layers import LayerResult
 from labkit.labs.image_layers.overlay import OverlayResult
@@ -23,19 +22,25 @@ def check_claims(ledger: ClaimLedger, layered: LayerResult, overlay: OverlayResu
     """The chapter's claims about layers and our findings beyond them, each with a criterion and a verdict computed
     from this notebook's measurements."""
     made = int((~layered.layers["empty_layer"]).sum())
-    config_only = ", ".join(layered.layers.loc[layered.layers["empty_layer"], "created_by"].fillna("")) or "none"
+    config_layers = layered.config_layers
     ledger.check(
         "layers.per_instruction", source=Source.CHAPTER, section=SECTION_IMAGE,
         claim="An image is a stack of read-only layers, each made by one Dockerfile instruction",
-        value=made, unit="layers",
-        measured=f"{made} layers for {len(layered.layers)} history entries (the imported base and each "
-                 f"instruction); no layer for {config_only}; history and layer contents agree on "
-                 f"{int(layered.layers['agree'].sum())} of {len(layered.layers)} (largest gap "
-                 f"{layered.largest_gap_bytes:,} bytes)",
-        criterion=f"every layer tar of docker save belongs to one instruction of the engine's history: its "
-                  f"instruction's history size matches the bytes of the files in the tar within "
-                  f"{SIZE_TOLERANCE:.1%}",
-        verdict=verdict(layered.all_agree), tables=("layers",))
+        value=made, unit="layers (BuildKit)",
+        measured=f"BuildKit: {made} layers for {len(layered.layers)} history entries (the imported base and each "
+                 f"instruction); per builder, layers made by " + "; ".join(
+                     f"{b}: " + ", ".join(k for k in ("RUN", "COPY", "ENV", "WORKDIR", "CMD")
+                                          if any(layered.made_layer(k, b)))
+                     for b in sorted(layered.instructions["builder"].unique()))
+                 + f"; history size = files + symlinks in the tar on {int(layered.layers['agree'].sum())} of "
+                   f"{len(layered.layers)} entries",
+        criterion="with both builders every RUN and COPY makes a layer, and each layer's history size equals the "
+                  "bytes of its files plus its symlinks' targets (the tar is larger by its headers); a "
+                  "config-only instruction (ENV, WORKDIR, CMD) that makes a layer anyway is a caveat",
+        verdict=verdict(layered.file_system_layers and layered.all_agree, caveat=bool(config_layers)),
+        caveat=(f"config-only instructions made a layer anyway: {', '.join(config_layers)} — an empty one, "
+                "the folder already existed; so an image's layer count depends on the builder")
+        if config_layers else "", tables=("layers", "instructions"))
 
     written, read = overlay.row("written inside"), overlay.row("only read")
     union = bool(written["in_upper"] and not written["in_lower"] and written["in_merged"]

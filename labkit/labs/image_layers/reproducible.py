@@ -19,6 +19,7 @@ from labkit.labs.image_layers.declaration import (
     SOURCE_DATE_EPOCH,
     STEM,
     build_context,
+    cached_steps,
 )
 
 
@@ -26,7 +27,8 @@ from labkit.labs.image_layers.declaration import (
 class ReproducibleResult:
     """`reproducible`: per variant, build (0 or 1, each --no-cache, from the same folder) and Dockerfile step (the
     base's own steps left out), the layer's diff id ('' for a config-only step) and the image id; on the second
-    build's rows, how many of the layer's paths carry another mtime than in the first, and up to three of them."""
+    build's rows, how many of the layer's paths carry another mtime than in the first, and up to three of them;
+    `cached_steps`, the instructions the build's log marks CACHED besides FROM ('' when it ran them all)."""
 
     reproducible: pd.DataFrame
 
@@ -61,12 +63,25 @@ class ReproducibleResult:
         rows = table[(table["variant"] == variant) & (table["layer"] == "differs")]
         return sorted({path for paths in rows["example_paths"] for path in str(paths).split()})
 
+    @property
+    def cached(self) -> set[str]:
+        """Instructions some build's log marked CACHED (FROM aside); a CSV gives back '' as NaN."""
+        return {str(steps) for steps in self.reproducible["cached_steps"].dropna() if str(steps)}
+
+    @property
+    def cold(self) -> bool:
+        """Every build ran every instruction (its log marks none CACHED but FROM, the base in the engine)."""
+        return not self.cached
+
     def conclusion(self) -> str:
         as_is, normalised = self.differing("as is"), self.differing("normalised")
+        cold = ("every build's log marks no instruction CACHED but `FROM` (the base, already in the engine)"
+                if self.cold else "**some steps came from the cache**: " + "; ".join(sorted(self.cached)))
         paths = ", ".join(f"`/{p}`" for p in self.reasons("as is")) or "none"
         left = (f": {', '.join(f'`{s[:50]}`' for s in normalised)}, at {', '.join(self.reasons('normalised'))}"
                 if normalised else "")
-        return (f"**What we measured.** Built twice as is, **{len(as_is)} of {self.layers_made('as is')}** layers "
+        return (f"**What we measured.** The builds were cold: {cold}. "
+                f"Built twice as is, **{len(as_is)} of {self.layers_made('as is')}** layers "
                 f"differed. Each time the recorded modification times differed ({paths} among them), besides the "
                 f"clock written into `built-at.txt`: the directories `COPY` creates, what a `RUN` makes, and `/etc`, "
                 f"where the builder creates and removes a mount point for `/etc/hosts` in every `RUN`. Normalised — "
@@ -111,7 +126,7 @@ def run_reproducible(lab: LabSession) -> ReproducibleResult:
                                      "created_by": row.created_by,
                                      "diff_id": saved[build].layers[row.layer].diff_id if row.layer >= 0 else "",
                                      "image_id": made.image_id, "other_mtimes": len(changed),
-                                     "example_paths": " ".join(changed[:3])})
+                                     "example_paths": " ".join(changed[:3]), "cached_steps": cached_steps(made)})
         return pd.DataFrame(rows, columns=list(LAB.tables["reproducible"]))
 
     return ReproducibleResult(lab.measure("reproducible", experiment, base=BASE,
