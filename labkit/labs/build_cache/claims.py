@@ -54,9 +54,10 @@ def check_claims(ledger: ClaimLedger, rebuilds: RebuildResult, context: ContextR
         claim="The wrong COPY order turns a 30-second rebuild into a 5-minute one (10×)",
         value=min(s.median for s in ratios.values()),
         unit="× (B over A per source-only edit, median, lowest builder)",
-        measured="; ".join(f"{b}: median {s.median:.2f}× over {s.n} source edits (interval {s.ci_low:.2f}–"
-                           f"{s.ci_high:.2f}×, {s.coverage:.0%}); {rebuilds.median_s(b, 'B', SOURCE):.2f} s (B) "
-                           f"against {rebuilds.median_s(b, 'A', SOURCE):.2f} s (A)" for b, s in ratios.items()),
+        measured="; ".join(f"{b}: median {s.median:.2f}× over {s.n} source edit{'' if s.n == 1 else 's'} "
+                           f"(interval {s.ci_low:.2f}–{s.ci_high:.2f}×, {s.coverage:.0%}); "
+                           f"{rebuilds.median_s(b, 'B', SOURCE):.2f} s (B) against "
+                           f"{rebuilds.median_s(b, 'A', SOURCE):.2f} s (A)" for b, s in ratios.items()),
         criterion=f"holds if, with every builder, the median of B's time over A's for the same source-only edit "
                   f"is ≥ {CHAPTER_RATIO:.0f}× and so is its interval's low end; holds with caveat if the median "
                   f"is ≥ {CHAPTER_RATIO:.0f}× with some builder; does not hold if it is below with every builder",

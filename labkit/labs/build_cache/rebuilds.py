@@ -148,8 +148,9 @@ class RebuildResult:
             parts.append(
                 f"With **{builder}**, a source-only edit rebuilt in a median **{a_src:.2f} s** with A and "
                 f"**{b_src:.2f} s** with B; edit by edit, B took a median **{ratio.median:.1f}×** A's time "
-                f"({_interval(ratio)}, {ratio.n} source edits). Over one pass of the history B spent "
-                f"**{self.total_s(builder, 'B'):.0f} s** against A's **{self.total_s(builder, 'A'):.0f} s** "
+                f"({_interval(ratio)}; {ratio.n} source edit{'' if ratio.n == 1 else 's'}). Over one pass of the "
+                f"history B spent **{self.total_s(builder, 'B'):.0f} s** against A's "
+                f"**{self.total_s(builder, 'A'):.0f} s** "
                 f"(**{self.ratio(builder):.1f}×**). B re-ran the dependency install on {reran} of {changing} rebuilds "
                 f"after an edit that changed a file ({self.packages_text(builder)}); A on "
                 f"{self.install_reran(builder, 'A')[0]}. A rebuild with nothing changed took "
