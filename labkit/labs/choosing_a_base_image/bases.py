@@ -176,7 +176,8 @@ class BaseTable:
                 f"**{', '.join(without_shell) or 'none'}**; a package manager in: "
                 f"{', '.join(b for b, r in s.iterrows() if r['package_manager']) or 'none'}. A program left out is "
                 "one an intruder cannot use. The distroless-style stand-ins are not free of libraries: they keep the "
-                "ones their runtime loads (for node: glibc, OpenSSL, ICU), only without the package records, so a "
+                "shared libraries their runtime loads (its ldd closure, copied from the slim image: the C library, "
+                "and for node its TLS and Unicode libraries among them), only without the package records, so a "
                 "scanner that reads those records cannot *see* them, let alone flag their vulnerabilities.")
 
 
