@@ -267,3 +267,31 @@ def test_start_times_are_grouped_by_the_runtime_that_prints() -> None:
     assert start.by_runtime_ms() == pytest.approx({"sh": 380.0, "a static binary": 390.0, "node": 510.0})
     assert list(start.by_runtime_ms()) == ["sh", "a static binary", "node"]
     assert start.node_family() == ["node-full", "node-slim"] and start.size_decides is True
+
+
+def _with_files(table: choosing_a_base_image.BaseTable, files: dict[str, int]) -> choosing_a_base_image.BaseTable:
+    return choosing_a_base_image.BaseTable(table.bases.assign(files=table.bases["base"].map(files)), table.transfers)
+
+
+@pytest.mark.parametrize(("pull_s", "better", "expected"), [
+    # pull = 0.2 s + 1 ms per file exactly; the compressed sizes (0.4, 16, 40, 120 MB) do not follow the files
+    # (1, 300, 3,600, 1,200): the file line fits exactly (R² 1), the bytes line does not → files, a caveat.
+    ({"scratch-static": 0.201, "node-distroless": 0.5, "node-slim": 3.8, "node-full": 1.4}, "files", Verdict.CAVEAT),
+    # pull = 0.5 s + 10 ms per compressed MB exactly: bytes fit exactly, and residuals 0 follow nothing → holds.
+    ({"scratch-static": 0.504, "node-distroless": 0.66, "node-slim": 0.9, "node-full": 1.7}, "bytes", Verdict.HOLDS),
+    # The better line (files) falls with its measure: the more files, the faster → does not hold.
+    ({"scratch-static": 4.0, "node-distroless": 3.7, "node-slim": 0.4, "node-full": 2.8}, "files", Verdict.FAILS),
+])
+def test_the_pull_verdict_follows_the_better_of_bytes_and_files(pull_s: dict[str, float], better: str,
+                                                                 expected: Verdict) -> None:
+    sizes = {"scratch-static": 1.0, "node-distroless": 40.0, "node-slim": 100.0, "node-full": 300.0}
+    files = {"scratch-static": 1, "node-distroless": 300, "node-slim": 3600, "node-full": 1200}
+    table = _with_files(_table(sizes, {b: [s] * 2 for b, s in pull_s.items()}), files)
+    fit = choosing_a_base_image.fit_pulls(table)
+    assert fit.better_model == better
+    ledger = ClaimLedger(choosing_a_base_image.STEM)
+    start = choosing_a_base_image.StartResult(pd.DataFrame({
+        "method": ["node-full", "node-distroless"] * 2, "repeat": [0, 0, 1, 1], "position": [0, 1, 1, 0],
+        "wall_s": [0.4, 0.4, 0.5, 0.5]}))
+    choosing_a_base_image.check_claims(ledger, table, fit, start)
+    assert ledger.verdict("pull.smaller_faster") == expected

@@ -51,20 +51,26 @@ def check_claims(ledger: ClaimLedger, table: BaseTable, fit: PullFit, start: Sta
                   "for: all of them holds, some holds with caveat, none does not hold",
         verdict=size_verdict, caveat=size_caveat, tables=("bases",))
 
-    faster = fit.slope_s_per_mb > 0 and fit.rank_correlation >= 0.8
-    files_matter = fit.residual_files_correlation >= 0.5
+    faster = fit.faster_when_smaller
+    files_matter = fit.better_model == "files" or fit.residual_files_correlation >= 0.5
     ledger.check(
         "pull.smaller_faster", source=Source.CHAPTER, section=SECTION,
         claim="The smaller the image, the faster it is pulled",
         value=fit.slope_s_per_mb * 1e3, unit="ms per compressed MB (fitted slope)",
         measured=f"pull ≈ {fit.intercept_s:.2f} s + {fit.slope_s_per_mb * 1e3:.1f} ms/MB (R² {fit.r_squared:.2f}, "
-                 f"rank correlation {fit.rank_correlation:.2f}); the smallest image pulled in {fit.fixed_cost_s:.2f} "
-                 f"s; residuals against file count: rank correlation {fit.residual_files_correlation:.2f}",
-        criterion="the fitted slope is positive and the rank correlation of compressed size and median pull time "
-                  "is ≥ 0.8; residuals that follow the file count (rank correlation ≥ 0.5) are a caveat",
+                 f"rank correlation {fit.rank_correlation:.2f}); against files ≈ {fit.files_intercept_s:.2f} s + "
+                 f"{fit.files_slope_s * 1e6:.0f} µs/file (R² {fit.files_r_squared:.2f}, rank correlation "
+                 f"{fit.files_rank_correlation:.2f}); the better model: {fit.better_model}; the smallest image "
+                 f"pulled in {fit.fixed_cost_s:.2f} s; residuals of the bytes line against file count: rank "
+                 f"correlation {fit.residual_files_correlation:.2f}",
+        criterion="of two straight lines through the cold pulls, pull time against compressed size and against "
+                  "file count, the one with the higher R² has a positive slope, and the bases' median pull times "
+                  "follow its measure (rank correlation ≥ 0.8); file count the better model, or residuals of the "
+                  "bytes line that follow the file count (rank correlation ≥ 0.5), is a caveat",
         verdict=verdict(faster, caveat=files_matter),
-        caveat="bytes are not the whole cost: at equal compressed size, an image with more files pulls slower"
-        if faster and files_matter else "", tables=("transfers", "bases"))
+        caveat="bytes are not the whole cost: the file count explains the pull times better, or at equal "
+               "compressed size an image with more files pulls slower" if faster and files_matter else "",
+        tables=("transfers", "bases"))
 
     surface = table.sizes
     pairs = [(slim, lean) for slim, lean in (("node-slim", "node-distroless"), ("python-slim", "python-distroless"))

@@ -16,15 +16,38 @@ from labkit.labs.choosing_a_base_image.declaration import MB
 
 @dataclass(frozen=True)
 class PullFit:
-    """A least-squares line through every cold pull: wall_s = intercept_s + slope_s_per_mb × compressed MB.
+    """A least-squares line through every cold pull: wall_s = intercept_s + slope_s_per_mb × compressed MB, and a
+    second through the same pulls against the image's file count: wall_s = files_intercept_s + files_slope_s ×
+    files. The verdict follows the better of the two (:attr:`better_model`, the higher R²).
 
-    `points`: base, compressed_mb, files, wall_s, predicted_s, residual_s (one per pull)."""
+    `points`: base, compressed_mb, files, wall_s, predicted_s, residual_s (one per pull; the bytes line's)."""
 
     intercept_s: float
     slope_s_per_mb: float
     r_squared: float
     points: pd.DataFrame
     left_out: tuple[str, ...] = ()  # bases whose pulls were not cold
+    files_intercept_s: float = math.nan
+    files_slope_s: float = math.nan  # s per file
+    files_r_squared: float = math.nan
+
+    @property
+    def better_model(self) -> str:
+        """'files' when the file-count line explains more of the pull times (higher R²), else 'bytes'."""
+        return "files" if self.files_r_squared > self.r_squared else "bytes"
+
+    @property
+    def files_rank_correlation(self) -> float:
+        """Spearman's rank correlation of file count and median pull time over the bases (NaN below 3)."""
+        return self._rank_correlation(self.per_base["files"], self.per_base["wall_s"])
+
+    @property
+    def faster_when_smaller(self) -> bool:
+        """The better model's line rises with its measure, and the bases' median pulls follow that measure's order
+        (rank correlation ≥ 0.8)."""
+        if self.better_model == "files":
+            return self.files_slope_s > 0 and self.files_rank_correlation >= 0.8
+        return self.slope_s_per_mb > 0 and self.rank_correlation >= 0.8
 
     @property
     def throughput_mb_s(self) -> float:
@@ -81,6 +104,10 @@ class PullFit:
                  if self.residual_files_correlation >= 0.5 else
                  f"The residuals do not follow the file count (rank correlation "
                  f"{self.residual_files_correlation:.2f}).")
+        models = (f" Against the file count instead: pull time ≈ {self.files_intercept_s:.2f} s + "
+                  f"{self.files_slope_s * 1e6:.0f} µs per file (R² = {self.files_r_squared:.2f}): the "
+                  f"**{'file count' if self.better_model == 'files' else 'compressed size'}** explains more of "
+                  "the pull times, and the verdict follows it.")
         return (f"**What we measured** ({len(self.points)} cold pulls of {len(t)} bases): pull time ≈ "
                 f"**{self.intercept_s:.2f} s + {self.slope_s_per_mb * 1e3:.1f} ms per compressed MB** "
                 f"(R² = {self.r_squared:.2f}; about {self.throughput_mb_s:.0f} MB/s of compressed layers fetched, "
@@ -90,7 +117,7 @@ class PullFit:
                 f"manifest, config and each layer, and the engine's bookkeeping), "
                 f"{t['fixed_share'].iloc[1]:.0%} of the next smallest image's pull. On a loopback registry it is "
                 f"small; across a real network each round trip adds latency to it, and bandwidth to the slope. "
-                f"{files}"
+                f"{files}{models}"
                 + (f" Left out: {', '.join(self.left_out)}, whose pulls found layers already in the engine (a "
                    "build cache still held them), so they were not cold." if self.left_out else ""))
 
@@ -104,13 +131,22 @@ def fit_pulls(table: BaseTable) -> PullFit:
                            "Measure two bases or more (bases=[...]) whose layers nothing else in the engine holds.")
     x = pulls["compressed_bytes"].to_numpy(dtype=float) / MB
     y = pulls["wall_s"].to_numpy(dtype=float)
+    slope, intercept, predicted, r_squared = _line(x, y)
+    files = table.bases.set_index("base")["files"].loc[pulls["base"]].to_numpy(dtype=float)
+    files_slope, files_intercept, _, files_r_squared = _line(files, y)
+    points = pd.DataFrame({"base": pulls["base"].to_numpy(), "compressed_mb": x, "files": files, "wall_s": y,
+                           "predicted_s": predicted, "residual_s": y - predicted})
+    return PullFit(intercept, slope, r_squared, points, tuple(table.warm_pulls), files_intercept, files_slope,
+                   files_r_squared)
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray, float]:
+    """Least squares y = intercept + slope × x: slope, intercept, the predicted values and R² (NaN when y does not
+    vary; slope NaN and R² 0 when x does not)."""
+    if np.ptp(x) == 0:
+        return math.nan, float(y.mean()), np.full_like(y, y.mean()), 0.0
     slope, intercept = np.polyfit(x, y, 1)
     predicted = intercept + slope * x
-    residual = y - predicted
     total = float(((y - y.mean()) ** 2).sum())
-    r_squared = 1 - float((residual ** 2).sum()) / total if total > 0 else math.nan
-    files = table.bases.set_index("base")["files"]
-    points = pd.DataFrame({"base": pulls["base"].to_numpy(), "compressed_mb": x,
-                           "files": files.loc[pulls["base"]].to_numpy(), "wall_s": y, "predicted_s": predicted,
-                           "residual_s": residual})
-    return PullFit(float(intercept), float(slope), r_squared, points, tuple(table.warm_pulls))
+    r_squared = 1 - float(((y - predicted) ** 2).sum()) / total if total > 0 else math.nan
+    return float(slope), float(intercept), predicted, r_squared
