@@ -299,7 +299,8 @@ def _build_row(service: str, variant: str, repeat: int, build: str, made: builds
     return {"service": service, "variant": variant, "repeat": repeat, "build": build, "wall_s": made.wall_s,
             "cached": made.log.cached, "executed": made.log.executed, "first_executed": made.log.first_executed or "",
             "executed_steps": "; ".join(ran),
-            "cached_steps": "; ".join(s.instruction for s in made.log.steps if s.cached)}
+            "cached_steps": "; ".join(s.instruction for s in made.log.steps
+                                      if s.cached and not s.instruction.startswith("FROM "))}
 
 
 def _measure_image(client: docker.DockerClient, name: str, service: Service, variant: str, image_id: str,
@@ -321,8 +322,10 @@ def run_images(lab: LabSession, services: list[str] | tuple[str, ...] = tuple(SE
                repeats: int = 1) -> MultiStageResult:
     """Build each service single-stage and multi-stage (BuildKit) cold with --no-cache, then (when `rebuild`) again
     after appending a comment line to its source, `repeats` times, single- and multi-stage alternating first; the
-    images of the first cold builds are measured. Each edit names this experiment and repeat, so no layer cached
-    by an earlier run matches it."""
+    images of the first cold builds are measured. Each edit names this experiment, repeat and variant, so no layer
+    cached by an earlier run, or by the other variant (both copy the same files onto the same builder base),
+    matches it. The logs check both: FROM is never counted (a second stage on the builder's base is reported
+    CACHED)."""
     validate_services(services)
     measure.validate_repeats(repeats)
 
@@ -346,7 +349,8 @@ def run_images(lab: LabSession, services: list[str] | tuple[str, ...] = tuple(SE
                         if rebuild:
                             edited = folder / service.edited
                             comment = "#" if name == "python" else "//"
-                            edited.write_text(edited.read_text() + f"{comment} edited in {scope.scope_id}-{repeat}\n")
+                            mark = f"{comment} edited in {scope.scope_id}-{repeat}-{variant}\n"
+                            edited.write_text(edited.read_text() + mark)
                             build_rows.append(_build_row(name, variant, repeat, EDITED,
                                                          builds.build(folder, tag + "-edited", scope)))
                         if repeat == 0:
