@@ -295,3 +295,11 @@ def test_the_pull_verdict_follows_the_better_of_bytes_and_files(pull_s: dict[str
         "wall_s": [0.4, 0.4, 0.5, 0.5]}))
     choosing_a_base_image.check_claims(ledger, table, fit, start)
     assert ledger.verdict("pull.smaller_faster") == expected
+
+
+def test_one_swap_among_four_bases_is_a_rank_correlation_of_exactly_0_8() -> None:
+    # Spearman: 1 − 6·Σd²/(n(n²−1)) = 1 − 6·2/(4·15) = 0.8 when two neighbours swap; the criterion's ≥ 0.8 holds.
+    sizes = {"scratch-static": 1.0, "node-distroless": 40.0, "node-slim": 100.0, "node-full": 300.0}
+    pulls = {"scratch-static": 0.3, "node-distroless": 1.2, "node-slim": 1.0, "node-full": 4.0}
+    fit = choosing_a_base_image.fit_pulls(_table(sizes, {b: [s] * 2 for b, s in pulls.items()}))
+    assert fit.rank_correlation == 0.8 and fit.faster_when_smaller

@@ -81,7 +81,10 @@ class PullFit:
 
     @staticmethod
     def _rank_correlation(a: pd.Series, b: pd.Series) -> float:
-        return float(a.rank().corr(b.rank())) if len(a) >= 3 else math.nan
+        """Spearman's rho, rounded to 12 places: computed as a Pearson correlation of ranks it comes out as
+        0.7999999999999998 for one swap among four (exactly 1 − 6·2/(4·15) = 0.8), which a ≥ 0.8 criterion must
+        not refuse."""
+        return round(float(a.rank().corr(b.rank())), 12) if len(a) >= 3 else math.nan
 
     @property
     def rank_correlation(self) -> float:
