@@ -267,7 +267,8 @@ class MultiStageResult:
         cold = self.builds[self.builds["build"] == COLD]
         shared = cold[cold["cached"] > 0]
         checked = ("As their logs show, every cold build ran every step that writes files"
-                   + (f" (BuildKit still reported `{shared['cached_steps'].iloc[0]}` cached in {len(shared)} of "
+                   + (f" (BuildKit still reported `{'`, `'.join(sorted(set(shared['cached_steps'])))}` cached in "
+                      f"{len(shared)} of "
                       f"{len(cold)}: an empty folder it had made for an earlier build on the same base)"
                       if len(shared) else "")
                    + (" and every build after an edit re-ran from the `COPY` of the edited file on; for the "
