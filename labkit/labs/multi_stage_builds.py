@@ -344,14 +344,16 @@ def run_images(lab: LabSession, services: list[str] | tuple[str, ...] = tuple(SE
                     for variant, template in (variants if repeat % 2 == 0 else variants[::-1]):
                         folder = Path(scratch) / f"{name}-{variant}-{repeat}"
                         _context(folder, service, template.format(base=base, runtime=runtime))
+                        # A line naming this build in the edited file: BuildKit's --no-cache still took the
+                        # other variant's just-made COPY of the same files on the same base (seen in a full run).
+                        edited = folder / service.edited
+                        comment = "#" if name == "python" else "//"
+                        edited.write_text(edited.read_text() + f"{comment} {scope.scope_id}-{repeat}-{variant}\n")
                         tag = f"labkit-exp/{STEM}-{name}:{variant}-{repeat}-{scope.scope_id}"
                         cold = builds.build(folder, tag, scope, no_cache=True)
                         build_rows.append(_build_row(name, variant, repeat, COLD, cold))
                         if rebuild:
-                            edited = folder / service.edited
-                            comment = "#" if name == "python" else "//"
-                            mark = f"{comment} edited in {scope.scope_id}-{repeat}-{variant}\n"
-                            edited.write_text(edited.read_text() + mark)
+                            edited.write_text(edited.read_text() + f"{comment} edited\n")
                             build_rows.append(_build_row(name, variant, repeat, EDITED,
                                                          builds.build(folder, tag + "-edited", scope)))
                         if repeat == 0:
