@@ -70,3 +70,16 @@ def test_unknown_notebook_is_refused_naming_the_choices() -> None:
     done = subprocess.run([sys.executable, "-m", "labkit", "run", "99"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "notebook '99' not found" in done.stderr and "01-what-a-container-is" in done.stderr
+
+
+def test_every_program_a_lab_requires_names_a_debian_package_apt_knows() -> None:
+    """`labkit setup` installs a missing requirement by its Debian package: a wrong name (``losetup`` is in
+    ``mount``, ``fincore`` in ``util-linux-extra``) stops setup for every notebook, so each is checked against apt."""
+    from labkit.app.catalog import all_labs
+
+    if not Path("/etc/debian_version").exists():
+        pytest.skip("needs a Debian host's package index")
+    packages = {p for lab in all_labs() for r in lab.requirements for p in r.packages}
+    unknown = [p for p in sorted(packages)
+               if subprocess.run(["apt-cache", "show", p], capture_output=True, check=False).returncode != 0]
+    assert not unknown, f"not a Debian package: {unknown}"

@@ -77,6 +77,8 @@ DEBIAN_PACKAGE = {
     "nsenter": "util-linux",
     "ip": "iproute2",
     "dmesg": "util-linux",
+    "losetup": "mount",
+    "fincore": "util-linux-extra",
     "apt-get": "apt",
     "dpkg": "dpkg",
     "dpkg-deb": "dpkg",
