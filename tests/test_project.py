@@ -23,7 +23,7 @@ def _conda_names(path: Path) -> set[str]:
     names = set()
     dependencies = path.read_text().split("\ndependencies:\n", 1)[1]
     for line in dependencies.splitlines():
-        match = re.match(r"^  - ([A-Za-z0-9_.-]+)", line)
+        match = re.match(r"^ +- ([A-Za-z0-9_.][A-Za-z0-9_.-]*)", line)  # conda's entries and pip's below them
         if match and match.group(1) not in ("python", "pip"):
             names.add(CONDA_NAMES.get(match.group(1), match.group(1)).lower())
     return names

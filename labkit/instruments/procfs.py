@@ -685,6 +685,13 @@ def start_ticks(pid: Pid = "self", proc_root: Path = PROC) -> int:
 # Host-wide files: boot id, CPU flags
 
 
+def ephemeral_ports(proc_root: Path = PROC) -> tuple[int, int]:
+    """The host's ephemeral port range, lowest and highest (``/proc/sys/net/ipv4/ip_local_port_range``): where
+    the kernel picks a client's port, and the engine a `-P` publish's host port."""
+    low, high = (proc_root / "sys" / "net" / "ipv4" / "ip_local_port_range").read_text().split()
+    return int(low), int(high)
+
+
 def boot_id(proc_root: Path = PROC) -> str:
     """``/proc/sys/kernel/random/boot_id``: a UUID the kernel draws once per boot, the same for every process
     on that kernel, containers included (reading it in a container and on the host tells one kernel from two)."""

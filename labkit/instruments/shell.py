@@ -14,7 +14,8 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from labkit.errors import LabkitError
@@ -104,6 +105,32 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
+# An interrupt raised while Python forks runs inside its at-fork handlers, which swallow it and leave logging's
+# lock held: the process then hangs at its next log line (seen in CI as a SIGINT or SIGTERM that never ended a
+# run). This thread holds them back while it forks; they arrive the moment the child has started.
+HELD_WHILE_FORKING = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _interrupts_held_while_forking() -> Iterator[None]:
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_WHILE_FORKING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _unblocked_then(preexec: Callable[[], None] | None) -> Callable[[], None]:
+    """A preexec_fn for :func:`spawn`: the child starts with the interrupts this process held while forking."""
+
+    def child() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_WHILE_FORKING)
+        if preexec is not None:
+            preexec()
+
+    return child
+
+
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """A preexec_fn: the child is SIGKILLed when `parent` (this process) dies, however it dies.
 
@@ -112,6 +139,7 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     """
 
     def arm() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_WHILE_FORKING)  # held by the parent: not for the program
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
@@ -138,25 +166,27 @@ def run(
     argv = [str(a) for a in argv]
     log.info("run: %s", shlex.join(argv))
     try:
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input_text,
-            env=None if env is None else dict(env),
-            cwd=cwd,
-            check=False,
-            preexec_fn=_die_with_parent(os.getpid()),
-        )
+        with _interrupts_held_while_forking():
+            proc = subprocess.Popen(
+                argv, stdin=None if input_text is None else subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True, env=None if env is None else dict(env), cwd=cwd,
+                preexec_fn=_die_with_parent(os.getpid()))
     except FileNotFoundError:
         require_program(argv[0])
         raise
-    except subprocess.TimeoutExpired as exc:
-        raise CommandError(argv, None, _text(exc.stdout), _text(exc.stderr), hint=hint) from exc
+    with proc:  # as subprocess.run: whatever ends the wait (a timeout, an interrupt) kills the program first
+        try:
+            stdout, stderr = proc.communicate(input_text, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            raise CommandError(argv, None, _text(stdout), _text(stderr), hint=hint) from exc
+        except BaseException:
+            proc.kill()
+            raise
     if check and proc.returncode != 0:
-        raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr, hint=hint)
-    return Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+        raise CommandError(argv, proc.returncode, stdout, stderr, hint=hint)
+    return Completed(tuple(argv), proc.returncode, stdout, stderr)
 
 
 def _text(output: bytes | str | None) -> str:
@@ -173,4 +203,7 @@ def spawn(argv: Sequence[str], **popen_kwargs: object) -> subprocess.Popen[str]:
     argv = [str(a) for a in argv]
     log.info("spawn: %s", shlex.join(argv))
     require_program(argv[0])
-    return subprocess.Popen(argv, text=True, **popen_kwargs)  # type: ignore[call-overload]
+    preexec = popen_kwargs.pop("preexec_fn", None)
+    with _interrupts_held_while_forking():
+        return subprocess.Popen(argv, text=True, preexec_fn=_unblocked_then(preexec),  # type: ignore[call-overload,arg-type]
+                                **popen_kwargs)

@@ -16,7 +16,7 @@ from typing import Any
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, NotPrepared
-from labkit.instruments import firewall, images, loadclient, measure, netns, shell
+from labkit.instruments import firewall, images, loadclient, measure, netns, procfs, shell
 from labkit.instruments.containers import NO_DNS
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.shell import run
@@ -167,18 +167,12 @@ def _outward_interfaces() -> list[str]:
     return sorted({str(r["dev"]) for r in routes if "dev" in r})
 
 
-def ephemeral_ports() -> tuple[int, int]:
-    """The host's ephemeral port range (``net.ipv4.ip_local_port_range``): where the engine picks `-P`'s ports."""
-    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-    return int(low), int(high)
-
-
 def guard_outward(stack: ExitStack, run_id: str, fixed_ports: range) -> None:
     """Before anything is published on every address: on the interfaces other machines reach this host by,
     DOCKER-USER drops new connections to a container's port 80 (the DNAT path) and ip6tables INPUT drops new
     connections to `fixed_ports` and to the ephemeral range (docker-proxy listens on ``::`` too), for the block.
     Put up first, so that there is no moment in which the run's ports are open beyond this machine."""
-    low, high = ephemeral_ports()
+    low, high = procfs.ephemeral_ports()
     new = ["-m", "conntrack", "--ctstate", "NEW"]
     for device in _outward_interfaces():
         stack.enter_context(firewall.rule(run_id, "DOCKER-USER", [
