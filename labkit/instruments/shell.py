@@ -112,7 +112,9 @@ HELD_WHILE_FORKING = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextmanager
-def _interrupts_held_while_forking() -> Iterator[None]:
+def interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (in this thread) until the block ends: for a fork, and for an undo that must not be
+    cut between the change undone and its journal record removed."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_WHILE_FORKING)
     try:
         yield
@@ -166,7 +168,7 @@ def run(
     argv = [str(a) for a in argv]
     log.info("run: %s", shlex.join(argv))
     try:
-        with _interrupts_held_while_forking():
+        with interrupts_held():
             proc = subprocess.Popen(
                 argv, stdin=None if input_text is None else subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True, env=None if env is None else dict(env), cwd=cwd,
@@ -204,6 +206,6 @@ def spawn(argv: Sequence[str], **popen_kwargs: object) -> subprocess.Popen[str]:
     log.info("spawn: %s", shlex.join(argv))
     require_program(argv[0])
     preexec = popen_kwargs.pop("preexec_fn", None)
-    with _interrupts_held_while_forking():
+    with interrupts_held():
         return subprocess.Popen(argv, text=True, preexec_fn=_unblocked_then(preexec),  # type: ignore[call-overload,arg-type]
                                 **popen_kwargs)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import paths
-from labkit.instruments import procfs
+from labkit.instruments import procfs, shell
 
 log = logging.getLogger("labkit.undo")
 
@@ -84,8 +84,9 @@ def recorded(what: str, undo: Callable[[dict[str, Any]], None], detail: dict[str
     try:
         yield change
     finally:
-        undo(detail)
-        path.unlink(missing_ok=True)
+        with shell.interrupts_held():  # an interrupt arriving now is raised after the record is gone
+            undo(detail)
+            path.unlink(missing_ok=True)
 
 
 def pending() -> list[Change]:
