@@ -14,7 +14,7 @@ from typing import Any
 import docker
 
 from labkit.errors import LabkitError
-from labkit.instruments.engine import Scope, docker_cli
+from labkit.instruments.engine import Scope, ignore_gone, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import Completed, run
 
@@ -28,8 +28,15 @@ def running(client: docker.DockerClient, scope: Scope, image: str, argv: Sequenc
     anonymous volumes) when the block ends, also on an exception or Ctrl-C. `options` are SDK keyword arguments
     (``pid_mode="host"``, ``cap_drop=["ALL"]`` …); they override `limits`' own (``mem_limit=0``: no memory limit of
     its own, for a container bounded by the group its ``cgroup_parent`` names)."""
-    container = client.containers.run(image, list(argv), detach=True, labels=scope.labels, name=scope.name(stem),
-                                      dns=[NO_DNS], **{**limits.sdk_kwargs(), **options})
+    name = scope.name(stem)
+    try:
+        container = client.containers.run(image, list(argv), detach=True, labels=scope.labels, name=name,
+                                          dns=[NO_DNS], **{**limits.sdk_kwargs(), **options})
+    except BaseException:
+        # Ctrl-C between the engine's create and its start (or while start runs) leaves a container this block
+        # never got hold of; its processes would keep the caller's cgroup busy until the scope's sweep.
+        ignore_gone(lambda: client.api.remove_container(name, force=True, v=True), going=True)
+        raise
     try:
         yield container
     finally:

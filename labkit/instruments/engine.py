@@ -346,13 +346,13 @@ def cleanup(client: docker.DockerClient, label: str = LABEL_RUN, value: str | No
 def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupReport:
     report = CleanupReport()
     for container in client.containers.list(all=True, filters=filters):
-        _ignore_gone(lambda c=container: c.remove(force=True, v=True), going=True)
+        ignore_gone(lambda c=container: c.remove(force=True, v=True), going=True)
         report.containers.append(container.name)
     for network in client.networks.list(filters=filters):
-        _ignore_gone(network.remove)
+        ignore_gone(network.remove)
         report.networks.append(network.name)
     for volume in client.volumes.list(filters=filters):
-        _ignore_gone(lambda v=volume: v.remove(force=True))
+        ignore_gone(lambda v=volume: v.remove(force=True))
         report.volumes.append(volume.name)
     # An image another one was built on (a FROM, the legacy builder's layer chain) can only go after it: remove
     # what can be removed, then try the rest again; a pass that removes nothing ends with the engine's error.
@@ -362,7 +362,7 @@ def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupRep
         conflict: docker.errors.APIError | None = None
         for image in pending:
             try:
-                _ignore_gone(lambda i=image: client.images.remove(i.id, force=True, noprune=False))
+                ignore_gone(lambda i=image: client.images.remove(i.id, force=True, noprune=False))
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
@@ -376,7 +376,7 @@ def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupRep
     return report
 
 
-def _ignore_gone(action: Any, *, going: bool = False) -> None:
+def ignore_gone(action: Any, *, going: bool = False) -> None:
     """Run a removal; an object already gone is not an error, nor (`going`) one whose removal another sweep has
     begun (the engine's 409 "removal of container … is already in progress")."""
     try:

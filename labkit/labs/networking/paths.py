@@ -73,8 +73,14 @@ class PathsResult:
     throughput: pd.DataFrame
 
     @property
+    def failed(self) -> pd.Series:
+        """True for each request that ended in an error (a replayed CSV reads an all-empty column as floats)."""
+        error = self.latency["error"]
+        return error.notna() & (error.astype(str) != "")
+
+    @property
     def ok(self) -> pd.DataFrame:
-        return self.latency[self.latency["error"].fillna("") == ""]
+        return self.latency[~self.failed]
 
     @property
     def ok_ms(self) -> pd.DataFrame:
@@ -82,7 +88,7 @@ class PathsResult:
         return self.ok.assign(latency_ms=self.ok["latency_s"] * 1e3)
 
     def errors(self) -> pd.Series:
-        return (self.latency["error"].fillna("") != "").groupby(self.latency["path"], sort=False).sum()
+        return self.failed.groupby(self.latency["path"], sort=False).sum()
 
     def percentiles(self) -> pd.DataFrame:
         """Per path: p50, p90, p99 (ms) with 95 % order-statistic intervals, pooled over rounds; errors."""
