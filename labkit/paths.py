@@ -47,6 +47,12 @@ def build_dir() -> Path:
     return project_root() / "build"
 
 
+def run_dir(quick: bool = False) -> Path:
+    """Where `labkit run` keeps executed copies (``notebooks/``) and fresh results (``results/``): build/ for full
+    runs, build/quick/ for quick ones, so that `make test` leaves `make lab`'s executions (and its cache) alone."""
+    return build_dir() / "quick" if quick else build_dir()
+
+
 def atomic_write(path: Path, content: str | bytes) -> None:
     """Write `content` to `path` so a reader sees the old file or the new one, never half of one.
 

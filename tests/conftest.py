@@ -94,7 +94,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say in the log which engine the notebooks ran against, and how each execution went."""
-    report = Path(__file__).resolve().parent.parent / "build" / "notebooks" / "run-report.json"
+    report = Path(__file__).resolve().parent.parent / "build" / "quick" / "notebooks" / "run-report.json"
     if not report.exists() or report.stat().st_mtime < SESSION_STARTED:
         return
     terminalreporter.section("notebooks executed in this session")

@@ -75,7 +75,8 @@ def test_a_container_interrupted_between_create_and_start_is_removed_before_the_
     scope = engine.Scope(docker_client, run_id, lab="tests")
     try:
         with pytest.raises(KeyboardInterrupt), containers.running(
-                Client(), scope, busybox.tag, ["sleep", "60"], stem="interrupted", limits=limits.Limits(64 * 2**20, 16, 0.5)):
+                Client(), scope, busybox.tag, ["sleep", "60"], stem="interrupted",
+                limits=limits.Limits(64 * 2**20, 16, 0.5)):
             pytest.fail("the block must not run")
         assert leftovers(docker_client, run_id)["containers"] == []  # before the scope's own sweep
     finally:

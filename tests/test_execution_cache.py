@@ -88,9 +88,11 @@ class Project:
         return self.root / "build" / "results"
 
     def run(self, *, quick: bool = False, fresh: str = "") -> runner.NotebookRun:
-        """`labkit run` as `make lab` calls it (full, live, reuse allowed unless `fresh`); its one notebook."""
-        [done] = runner.execute([self.notebook], quick=quick, mode="live", output_dir=self.executed.parent,
-                                results_dir=self.results, fresh=fresh)
+        """`labkit run` as `make lab` calls it (full, live, reuse allowed unless `fresh`), or with `quick` as
+        `make test` does (into the runner's default folders); its one notebook."""
+        output, results = (None, None) if quick else (self.executed.parent, self.results)
+        [done] = runner.execute([self.notebook], quick=quick, mode="live", fresh=fresh, output_dir=output,
+                                results_dir=results)
         return done
 
     def printed(self) -> str:
@@ -106,6 +108,7 @@ class Project:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     made = Project(tmp_path)
     monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
+    monkeypatch.delenv("LABKIT_RESULTS_DIR", raising=False)  # the runner's own folders, as on a reader's machine
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the kernel imports the tiny project's labkit
     monkeypatch.setattr(runner, "sweep_run", lambda run_id: None)  # nothing of an engine's to sweep
     tiny = Lab(STEM, "A tiny notebook", requirements=(), bases=("tiny-base",), tables={})
@@ -175,7 +178,9 @@ def test_fresh_quick_lost_results_and_a_failure_never_reuse(project: Project, mo
     assert (fresh.status, fresh.reason) == ("ok", "--fresh: every notebook is executed again")
     quick = project.run(quick=True)
     assert (quick.status, quick.reason) == ("ok", "quick mode: only full live runs reuse an earlier execution")
-    assert project.run().reason == "mode changed (quick, live → full, live)"
+    assert (Path(quick.output), (project.root / "build" / "quick" / "results" / STEM).is_dir()) == (
+        project.root / "build" / "quick" / "notebooks" / f"{STEM}.ipynb", True)
+    assert project.run().status == "reused"  # the quick run left the full execution and its results alone
     shutil.rmtree(project.results / STEM)  # an executed copy without its results is not reused
     gone = project.run()
     assert (gone.status, gone.reason) == ("ok", f"its results (build/results/{STEM}) are gone")

@@ -25,6 +25,7 @@ from tests.conftest import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "01-what-a-container-is"
+QUICK_EXECUTED = ROOT / "build" / "quick" / "notebooks"  # where `labkit run --quick` keeps its executed copies
 KINDS = ["pid", "net", "mnt", "uts", "ipc"]
 REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.IGNORECASE)
 
@@ -49,7 +50,7 @@ def executed(quick_series: Path) -> Path:
 
 
 def test_run_report_names_each_notebook_ok(executed: Path) -> None:
-    report = json.loads((ROOT / "build" / "notebooks" / "run-report.json").read_text())
+    report = json.loads((QUICK_EXECUTED / "run-report.json").read_text())
     assert [(n["notebook"], n["status"]) for n in report["notebooks"]] == [
         (nb.stem, "ok") for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))]
 
@@ -184,12 +185,13 @@ def test_sigint_in_the_middle_of_notebook_01_leaves_nothing(
 
 
 def test_book_every_page_loads_offline_with_its_images_links_and_data(executed: Path, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "labkit", "book", "--results", str(executed.parent)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "labkit", "book", "--executed", str(QUICK_EXECUTED), "--results",
+                           str(executed.parent)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     index = Path(done.stdout.strip().splitlines()[-1])
     assert index.name == "index.html" and index.exists()
-    check_book(index, ROOT / "build" / "notebooks", executed.parent, tmp_path)
+    check_book(index, QUICK_EXECUTED, executed.parent, tmp_path)
 
 
 def check_book(index: Path, executed_dir: Path, results: Path, tmp_path: Path) -> None:

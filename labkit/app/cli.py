@@ -136,7 +136,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         if args.bases:
             print(f"base images: {engine.cleanup(engine.connect(), engine.LABEL_BASE)}")
     print(f"cgroups: removed {len(removed)}" + "".join(f"\n  {path}" for path in removed))
-    partials = results.prune_partials(paths.build_dir() / "results", keep=0)
+    partials = [p for quick in (False, True) for p in results.prune_partials(paths.run_dir(quick) / "results", keep=0)]
     print(f"unfinished runs' results: removed {len(partials)}" + "".join(f"\n  {p}" for p in partials))
     return 0
 
@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     setup = sub.add_parser("setup", help="install what the labs need, start an engine, make bases and assets")
     setup.add_argument("notebooks", nargs="*", help="01 or a notebook stem (default: all)")
     setup.set_defaults(func=cmd_setup)
-    run = sub.add_parser("run", help="execute notebooks with papermill into build/notebooks")
+    run = sub.add_parser("run", help="execute notebooks with papermill into build/notebooks "
+                                                   "(quick runs: build/quick/notebooks)")
     run.add_argument("notebooks", nargs="*", help="01, a notebook stem or path (default: all)")
     run.add_argument("--quick", action="store_true", help="fewer repeats: about a minute per notebook")
     run.add_argument("--mode", choices=["live", "replay", "auto"], default="live",
@@ -161,14 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true",
                      help="execute every notebook again, even one whose inputs did not change since its last run")
     run.add_argument("--timeout", type=float, default=1800.0, help="seconds per notebook (default 1800)")
-    run.add_argument("--output", help="folder for the executed notebooks (default build/notebooks)")
+    run.add_argument("--output", help="folder for the executed notebooks (default build/notebooks, with --quick "
+                                      "build/quick/notebooks and their results in build/quick/results)")
     run.set_defaults(func=cmd_run)
     claims = sub.add_parser("claims", help="merge every notebook's claims into one ledger (claims.csv)")
     claims.add_argument("--results", help="results folder to merge (default data/results)")
     claims.set_defaults(func=cmd_claims)
     book = sub.add_parser("book", help="build the static book; prints the path of index.html last")
-    book.add_argument("--executed", help="folder of executed notebooks (default build/notebooks)")
-    book.add_argument("--results", help="results behind them, for the claims page (default build/results)")
+    book.add_argument("--executed", help="folder of executed notebooks (default build/notebooks; a quick run's: "
+                                         "build/quick/notebooks)")
+    book.add_argument("--results", help="results behind them, for the claims page (default build/results; a quick "
+                                        "run's: build/quick/results)")
     book.set_defaults(func=cmd_book)
     bench = sub.add_parser("bench", help="time the README's commands by phase, each notebook, container start; "
                                          "writes data/bench/")

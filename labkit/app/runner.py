@@ -88,7 +88,9 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
     """
     if timeout_s <= 0:
         raise BadParameter(f"timeout={timeout_s}: need a positive number of seconds.", "E.g. --timeout 1800.")
-    output_dir = output_dir or paths.build_dir() / "notebooks"
+    output_dir = output_dir or paths.run_dir(quick) / "notebooks"
+    if results_dir is None and quick and "LABKIT_RESULTS_DIR" not in os.environ:
+        results_dir = paths.run_dir(quick) / "results"
     output_dir.mkdir(parents=True, exist_ok=True)
     run_id = engine.new_run_id()
     runs: list[NotebookRun] = []
@@ -147,7 +149,7 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
         sweep_run(run_id)
         for line in undo.undo_orphans():  # what a kernel that was shut down mid-cell left on the host
             log.warning("host: %s", line)
-        prune_partials(results_dir or paths.build_dir() / "results", keep=KEEP_PARTIAL_RUNS)
+        prune_partials(results_dir or session.results_root(), keep=KEEP_PARTIAL_RUNS)
         runs += [NotebookRun(notebook.stem, "not run", 0.0, "", error="the run was interrupted before it")
                  for notebook in notebooks[len(runs):]]
         _write_report(output_dir / REPORT, run_id, runs)

@@ -14,7 +14,7 @@ from typing import Any
 import docker
 
 from labkit.errors import LabkitError
-from labkit.instruments.engine import Scope, ignore_gone, docker_cli
+from labkit.instruments.engine import Scope, docker_cli, ignore_gone
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import Completed, run
 
