@@ -208,7 +208,7 @@ def test_claims_on_hand_made_tables_of_what_this_host_does() -> None:
     verdicts = {c.id: c.verdict for c in ledger}
     assert verdicts["pitfalls.pid1_zombies"] == Verdict.HOLDS
     assert verdicts["pitfalls.sigterm_shell_form"] == Verdict.CAVEAT  # exec form alone waited the 10 s too
-    assert verdicts["pitfalls.log_file_lost"] == Verdict.FAILS  # survives docker restart
+    assert not any(c.startswith("pitfalls.log_file") for c in verdicts)  # judged once, in 09
     assert verdicts["security.lsm_confines"] == Verdict.INCONCLUSIVE
     held = {"pitfalls.root_by_default", "pitfalls.log_to_stdout", "logs.rotation_bounds_disk",
             "pitfalls.time_is_the_host_s", "time.tz_display_only", "security.seccomp_blocks",
