@@ -85,13 +85,8 @@ def check_claims(ledger: ClaimLedger, exposure: ExposureResult, names: NamesResu
                                 "both fail within the probe's time limit while a plain user network reaches the "
                                 "neighbour"),
         verdict=verdict(isolated), tables=("names",))
-    ledger.check(
-        "net.host_skips_namespacing", source=Source.CHAPTER, section=SECTION,
-        claim="--network host skips namespacing entirely",
-        value=float(len(names.shared)), unit=f"of {len(names.namespaces)} namespaces shared with the host",
-        measured=f"shared: {', '.join(names.shared)}; its own: {', '.join(names.own)}",
-        criterion="every namespace kind of the container is the host's (same inode)",
-        verdict=verdict(not names.own), tables=("host_namespaces",))
+    # "--network host skips namespacing entirely" is judged once, in notebook 01 (namespaces.host_network), from
+    # the same inode comparison that §2 shows here.
     ledger.check(
         "net.outbound_nat", source=Source.CHAPTER, section=SECTION,
         claim="The daemon NATs containers' outbound traffic",

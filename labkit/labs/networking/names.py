@@ -70,7 +70,8 @@ class NamesResult:
                 f"**{self.ok(INTERNAL_OUT)}** (a user network did: **{self.ok(USER_OUT)}**). `--network none` "
                 f"has the interfaces `{self.output(NONE)}`. A `--network host` container shares "
                 f"{', '.join(self.shared) or 'no namespace'} with this host and has its own "
-                f"{', '.join(self.own) or 'nothing'}.")
+                f"{', '.join(self.own) or 'nothing'} (the ledger judges the chapter's \"skips namespacing "
+                f"entirely\" once, in notebook 01: `namespaces.host_network`).")
 
 
 BY_NAME, RESOLVER = "user network: by name", "user network: resolv.conf"
