@@ -284,6 +284,29 @@ def test_neighbour_summary_on_known_shares() -> None:
     assert per_thread.worst_miss > cgroups_and_limits.NEIGHBOUR_TOLERANCE
 
 
+def test_shares_ratio_is_the_median_of_per_round_ratios_over_the_overlap() -> None:
+    # Three rounds on one CPU, 1024 against 512 shares. The pair runs from 0 to 2 s; in round r the first container
+    # does 200, 180, 190 units/s and the second 100 (work ratios 2.0, 1.8, 1.9: median 1.9, 5 % under 2.0 —
+    # within 15 %). Its CPU time follows: 2/3, 0.64, 0.655 of the CPU. Three sorted ratios: [min, max], 75 %.
+    first_rates, cpu_first = [200, 180, 190], [2 / 3, 180 / 280, 190 / 290]
+    work, samples = [], []
+    for r, (rate, cpu_part) in enumerate(zip(first_rates, cpu_first, strict=True)):
+        for name, shares, per_s, part in (("shares=1024", 1024, rate, cpu_part),
+                                          ("shares=512", 512, 100, 1 - cpu_part)):
+            work += [{"round": r, "container": name, "shares": shares, "t_s": t, "work_units": per_s * t}
+                     for t in (0.0, 1.0, 2.0)]
+            samples += [{"round": r, "container": name, "shares": shares, "t_s": t, "cpu_s": part * t}
+                        for t in (0.0, 2.0)]
+    result = cgroups_and_limits.SharesResult(pd.DataFrame(samples), pd.DataFrame(work))
+    assert result.ratios["work_ratio"].tolist() == pytest.approx([2.0, 1.8, 1.9])
+    assert result.work_ratio == pytest.approx(1.9) and result.shares_ratio == 2.0 and result.within_tolerance
+    assert result.work_ratio_interval == pytest.approx((1.8, 2.0, 0.75))
+    assert result.cpu_ratio == pytest.approx(1.9)  # CPU time in the same ratio as the work
+    assert result.summary["work_per_s"].tolist() == pytest.approx([190, 100])
+    assert "[1.80, 2.00] (75% interval over 3 rounds" in result.conclusion()
+    assert len(result.first_work) == 6 and result.window(2) == (0.0, 2.0)
+
+
 def test_memory_neighbour_summary_and_verdict_on_a_known_table() -> None:
     # A 64 MiB file, all of it cached after the victim's read; the unlimited neighbour leaves 8 MiB of it (1/8),
     # the limited one all 64 (1); re-reads 150 ms and 50 ms against first reads of 100 ms.

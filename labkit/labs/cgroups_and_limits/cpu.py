@@ -24,11 +24,21 @@ from labkit.labs.cgroups_and_limits.declaration import (
     NEIGHBOUR_CPU_COLUMNS,
     NEIGHBOUR_TOLERANCE,
     PIDS_LIMIT,
+    SHARES_SAMPLE_COLUMNS,
     SHARES_TOLERANCE,
+    SHARES_WORK_COLUMNS,
     WAIT_S,
     WORK_COLUMNS,
 )
-from labkit.labs.cgroups_and_limits.rig import T, by_mode, check_hz, check_positive, host_cores, stress_rig
+from labkit.labs.cgroups_and_limits.rig import (
+    StressRig,
+    T,
+    by_mode,
+    check_hz,
+    check_positive,
+    host_cores,
+    stress_rig,
+)
 
 
 def _work_rate(work: pd.DataFrame, start_s: float | None = None, end_s: float | None = None) -> float:
@@ -175,93 +185,137 @@ def run_cpu_quota(lab: LabSession, cpus: Sequence[float] = (0.5, 1.5), seconds: 
 
 @dataclass(frozen=True)
 class SharesResult:
-    """Two single-threaded busy containers pinned to CPU 0 with different ``--cpu-shares``: `samples`
-    (container, shares, t_s, cpu_s) and `work` (container, shares, t_s, work_units), on one time axis."""
+    """Two single-threaded busy containers pinned to CPU 0 with different ``--cpu-shares``, in rounds: `samples`
+    (round, container, shares, t_s, cpu_s) and `work` (round, container, shares, t_s, work_units), each round on
+    its own time axis (s since it started)."""
 
     samples: pd.DataFrame
     work: pd.DataFrame
 
-    @cached_property
-    def window(self) -> tuple[float, float]:
-        """The seconds in which both programs were running (from both their own reports)."""
-        spans = self.work.groupby("container")["t_s"].agg(["min", "max"])
+    def window(self, round_: int) -> tuple[float, float]:
+        """The seconds of round `round_` in which both programs were running (from both their own reports)."""
+        spans = self.work[self.work["round"] == round_].groupby("container")["t_s"].agg(["min", "max"])
         return float(spans["min"].max()), float(spans["max"].min())
 
+    @property
+    def first_round(self) -> int:
+        return int(self.work["round"].min())
+
+    @property
+    def first_work(self) -> pd.DataFrame:
+        """The first round's work (what the plot shows)."""
+        return self.work[self.work["round"] == self.first_round]
+
     @cached_property
-    def summary(self) -> pd.DataFrame:
-        """Per container over the common window: shares, work per second, CPU cores."""
-        start, end = self.window
+    def by_round(self) -> pd.DataFrame:
+        """Per round and container, over the window both ran: shares, work per second, CPU cores."""
         rows = []
-        for name, work in self.work.groupby("container", sort=False):
-            samples = self.samples[self.samples["container"] == name]
+        for (round_, name), work in self.work.groupby(["round", "container"], sort=False):
+            start, end = self.window(int(round_))
+            samples = self.samples[(self.samples["round"] == round_) & (self.samples["container"] == name)]
             t, cpu = samples["t_s"].to_numpy(float), samples["cpu_s"].to_numpy(float)
-            rows.append({"container": name, "shares": int(work["shares"].iloc[0]),
-                         "work_per_s": _work_rate(work, start, end),
+            rows.append({"round": int(round_), "container": name, "shares": int(work["shares"].iloc[0]),
+                         "overlap_s": end - start, "work_per_s": _work_rate(work, start, end),
                          "cpu_cores": float((np.interp(end, t, cpu) - np.interp(start, t, cpu)) / (end - start))})
         return pd.DataFrame(rows)
 
+    @cached_property
+    def ratios(self) -> pd.DataFrame:
+        """Per round: the first container's work and CPU time over the second's."""
+        rows = []
+        for round_, pair in self.by_round.groupby("round", sort=True):
+            first, second = pair.iloc[0], pair.iloc[1]
+            rows.append({"round": int(round_), "work_ratio": first["work_per_s"] / second["work_per_s"],
+                         "cpu_ratio": first["cpu_cores"] / second["cpu_cores"]})
+        return pd.DataFrame(rows)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Per container: shares, and the median over rounds of its work per second and CPU cores."""
+        return (self.by_round.groupby(["container", "shares"], sort=False)[["work_per_s", "cpu_cores"]]
+                .median().reset_index())
+
     @property
     def shares_ratio(self) -> float:
-        s = self.summary
-        return float(s["shares"].iloc[0] / s["shares"].iloc[1])
+        first, second = self.by_round.iloc[0], self.by_round.iloc[1]
+        return float(first["shares"] / second["shares"])
 
     @property
     def work_ratio(self) -> float:
-        s = self.summary
-        return float(s["work_per_s"].iloc[0] / s["work_per_s"].iloc[1])
+        """The median over rounds of the work ratio."""
+        return float(self.ratios["work_ratio"].median())
+
+    @property
+    def work_ratio_interval(self) -> tuple[float, float, float]:
+        """The work ratio's order-statistic interval: low, high, coverage."""
+        return median_interval(self.ratios["work_ratio"].to_numpy(float))
 
     @property
     def cpu_ratio(self) -> float:
-        s = self.summary
-        return float(s["cpu_cores"].iloc[0] / s["cpu_cores"].iloc[1])
+        return float(self.ratios["cpu_ratio"].median())
 
     @property
     def within_tolerance(self) -> bool:
         return abs(self.work_ratio / self.shares_ratio - 1) <= SHARES_TOLERANCE
 
-
     def conclusion(self) -> str:
-        start, end = self.window
-        return (f"**What we measured.** Both containers on CPU 0, {end - start:.2f} s of overlap: work rates "
-                f"{self.summary['work_per_s'].iloc[0]:.0f} and {self.summary['work_per_s'].iloc[1]:.0f} units/s, a "
-                f"ratio of {self.work_ratio:.2f} (CPU time ratio {self.cpu_ratio:.2f}) for shares in the ratio "
-                f"{self.shares_ratio:.2f} — {abs(self.work_ratio / self.shares_ratio - 1):.1%} off, "
+        low, high, coverage = self.work_ratio_interval
+        rounds = len(self.ratios)
+        spread = (f" [{low:.2f}, {high:.2f}] ({coverage:.0%} interval over {rounds} rounds, the starting order "
+                  "alternated)") if rounds > 1 else " (one round: no interval)"
+        overlap = self.by_round["overlap_s"]
+        return (f"**What we measured.** Both containers on CPU 0, {overlap.min():.2f}–{overlap.max():.2f} s of "
+                f"overlap per round: median work rates {self.summary['work_per_s'].iloc[0]:.0f} and "
+                f"{self.summary['work_per_s'].iloc[1]:.0f} units/s, a ratio of {self.work_ratio:.2f}{spread} (CPU time "
+                f"ratio {self.cpu_ratio:.2f}) for shares in the ratio {self.shares_ratio:.2f} — "
+                f"{abs(self.work_ratio / self.shares_ratio - 1):.1%} off, "
                 + ("within" if self.within_tolerance else "outside")
                 + f" the {SHARES_TOLERANCE:.0%} tolerance. Shares are a weight that matters only under contention: "
                 "alone, either container could use the whole CPU.")
 
 
 def run_cpu_shares(lab: LabSession, shares: tuple[int, int] = (1024, 512), seconds: int | None = None,
-                   sample_hz: float = 10) -> SharesResult:
-    """Two busy single-threaded containers, ``--cpuset-cpus 0`` both, ``--cpu-shares`` `shares`, for `seconds` s."""
+                   sample_hz: float = 10, repeats: int | None = None) -> SharesResult:
+    """Two busy single-threaded containers, ``--cpuset-cpus 0`` both, ``--cpu-shares`` `shares`, for `seconds` s;
+    `repeats` rounds (None: 1 in quick mode, 5 otherwise), the one started first alternating."""
     if len(shares) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 2 for s in shares):
         raise BadParameter(f"shares={shares!r}: two whole numbers ≥ 2 are needed (the kernel's smallest weight).",
                            "E.g. shares=(1024, 512).")
     seconds = _check_seconds(lab, seconds)
     hz = check_hz(sample_hz)
+    repeats = check_positive(by_mode(lab, repeats, 1, 5), "repeats", "rounds", 5)
 
-    def experiment() -> dict[str, pd.DataFrame]:
+    def one_round(rig: StressRig, round_: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         names = [f"shares={s}" for s in shares]
         limits = Limits(64 * MIB, PIDS_LIMIT, 1.0)
-        origin = time.perf_counter_ns()
         fence_limits = Limits(256 * MIB, PIDS_LIMIT, float(host_cores()))
-        with stress_rig(lab) as rig, rig.fence("shares", fence_limits) as (_, parent), contextlib.ExitStack() as stack:
-            started = [stack.enter_context(rig.container(["cpu", str(seconds), "1", "100"], stem=f"shares-{s}",
-                                                         limits=limits, parent=parent, cpu_shares=s,
-                                                         cpuset_cpus="0")) for s in shares]
-            samplers = [stack.enter_context(CgroupSampler(rig.group_of(c), 1 / hz, ("cpu",))) for c in started]
-            for container in started:
-                rig.go(container)
-            outputs = [rig.finish(c)[2] for c in started]
-        samples = pd.concat([_shifted(s.frame(), s, origin).assign(container=n, shares=v)
-                             for s, n, v in zip(samplers, names, shares, strict=True)], ignore_index=True)
-        work = pd.concat([_program_times(o, origin, n).rename(columns={"condition": "container"}).assign(shares=v)
-                          for o, n, v in zip(outputs, names, shares, strict=True)], ignore_index=True)
-        return {"shares_samples": samples[["container", "shares", "t_s", "cpu_s"]],
-                "shares_work": work[["container", "shares", "t_s", "work_units"]]}
+        order = [0, 1] if round_ % 2 == 0 else [1, 0]  # who starts first must not decide the split
+        origin = time.perf_counter_ns()
+        with rig.fence(f"shares-{round_}", fence_limits) as (_, parent), contextlib.ExitStack() as stack:
+            started = {i: stack.enter_context(rig.container(["cpu", str(seconds), "1", "100"],
+                                                            stem=f"shares-{round_}-{shares[i]}", limits=limits,
+                                                            parent=parent, cpu_shares=shares[i], cpuset_cpus="0"))
+                       for i in order}
+            samplers = {i: stack.enter_context(CgroupSampler(rig.group_of(c), 1 / hz, ("cpu",)))
+                        for i, c in started.items()}
+            for i in order:
+                rig.go(started[i])
+            outputs = {i: rig.finish(started[i])[2] for i in order}
+        samples = pd.concat([_shifted(samplers[i].frame(), samplers[i], origin).assign(container=names[i],
+                                                                                     shares=shares[i])
+                             for i in (0, 1)], ignore_index=True)
+        work = pd.concat([_program_times(outputs[i], origin, names[i]).rename(columns={"condition": "container"})
+                          .assign(shares=shares[i]) for i in (0, 1)], ignore_index=True)
+        return samples.assign(round=round_), work.assign(round=round_)
+
+    def experiment() -> dict[str, pd.DataFrame]:
+        with stress_rig(lab) as rig:
+            rounds = [one_round(rig, r) for r in range(repeats)]
+        return {"shares_samples": pd.concat([s for s, _ in rounds], ignore_index=True)[list(SHARES_SAMPLE_COLUMNS)],
+                "shares_work": pd.concat([w for _, w in rounds], ignore_index=True)[list(SHARES_WORK_COLUMNS)]}
 
     tables = lab.record("cpu_shares", ("shares_samples", "shares_work"), experiment, shares=list(shares),
-                        seconds=seconds, sample_hz=sample_hz)
+                        seconds=seconds, sample_hz=sample_hz, repeats=repeats)
     return SharesResult(tables["shares_samples"], tables["shares_work"])
 
 

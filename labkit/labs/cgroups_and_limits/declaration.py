@@ -20,6 +20,8 @@ CPUS = 1.0  # every memory experiment's CPU limit: one core
 EXIT_SIGKILL = 128 + 9  # what a shell and the engine report for a process ended by SIGKILL
 CPU_TOLERANCE = 0.10  # a quota is "held" when the measured rate is within 10 % of it
 SHARES_TOLERANCE = 0.15  # a shares ratio is "met" within 15 %
+SHARES_SAMPLE_COLUMNS = ("round", "container", "shares", "t_s", "cpu_s")
+SHARES_WORK_COLUMNS = ("round", "container", "shares", "t_s", "work_units")
 EVICTED_BELOW = 0.5  # less of the victim's cached file left than this beside a neighbour: evicted
 KEPT_FROM = 0.9  # at least this much left: kept
 IO_TOLERANCE = 0.15  # an IO rate "at the limit" within 15 %
@@ -94,8 +96,8 @@ LAB = Lab(
                       "kernel_memcg_kills", "child_signal", "child_exit", "pid1_survived"),
         "cpu_samples": CPU_SAMPLE_COLUMNS,
         "cpu_work": ("round", *WORK_COLUMNS),
-        "shares_samples": ("container", "shares", "t_s", "cpu_s"),
-        "shares_work": ("container", "shares", "t_s", "work_units"),
+        "shares_samples": SHARES_SAMPLE_COLUMNS,
+        "shares_work": SHARES_WORK_COLUMNS,
         "neighbour_work": NEIGHBOUR_COLUMNS,
         "neighbour_cpu": NEIGHBOUR_CPU_COLUMNS,
         "memory_neighbour": MEMORY_NEIGHBOUR_COLUMNS,
