@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labkit import paths
-from labkit.instruments import shell, undo
+from labkit.instruments import firewall, shell, undo
 from labkit.instruments.shell import CommandError, Completed, run
 
 NAME_PREFIX = "labkit-nb-"
@@ -73,12 +73,14 @@ def used_networks() -> list[ipaddress.IPv4Network]:
     return found
 
 
-def free_subnet(used: Sequence[ipaddress.IPv4Network], pool: ipaddress.IPv4Network = POOL) -> ipaddress.IPv4Network:
-    """The first /30 of `pool` that overlaps none of `used`; LookupError when every one is taken."""
-    for candidate in pool.subnets(new_prefix=30):
+def free_subnet(used: Sequence[ipaddress.IPv4Network], pool: ipaddress.IPv4Network = POOL,
+                prefix: int = 30) -> ipaddress.IPv4Network:
+    """The first /`prefix` (a /30 unless asked) of `pool` that overlaps none of `used`; LookupError when every one
+    is taken."""
+    for candidate in pool.subnets(new_prefix=prefix):
         if not any(candidate.overlaps(network) for network in used):
             return candidate
-    raise LookupError(f"every /30 of {pool} is in use on this host")
+    raise LookupError(f"every /{prefix} of {pool} is in use on this host")
 
 
 def remove(detail: dict[str, Any]) -> None:
@@ -146,15 +148,95 @@ def neighbour(run_id: str) -> Iterator[Neighbour]:
 
 
 def sweep(run_id: str | None = None) -> list[str]:
-    """Remove the neighbour namespaces of run `run_id` (every run's when None); return their names."""
+    """Remove the neighbour namespaces and LAN bridges of run `run_id` (every run's when None); return their
+    names."""
     try:
         listed = names()
     except CommandError:  # no `ip` (iproute2) here: no namespace can have been made
         return []
-    prefix = NAME_PREFIX + (f"{run_id}-" if run_id else "")
     removed = []
+    for bridge in lan_bridges(run_id):
+        remove_lan({"bridge": bridge, "members": []})
+        removed.append(f"bridge {bridge}")
+    prefix = NAME_PREFIX + (f"{run_id}-" if run_id else "")
     for name in listed:
         if name.startswith(prefix):
             remove({"namespace": name, "host_link": f"lkh{name.rsplit('-', 1)[-1]}"})
             removed.append(name)
     return removed
+
+
+# ---------------------------------------------------------------- several neighbours on one LAN
+
+BRIDGE_PREFIX = "lkb"  # interface names: at most 15 characters, so the run is in the bridge's alias
+LAN_ALIAS_PREFIX = "labkit-lan-"
+MAX_LAN_MEMBERS = 13  # a /28 holds 14 hosts: the host's address on the bridge and up to 13 neighbours
+
+
+@dataclass(frozen=True)
+class Lan:
+    """Neighbour namespaces `members` on one host bridge `bridge` (the host's address on it: `host_address`, in
+    `subnet`): machines on one LAN segment, each reaching the others directly and the host at its address."""
+
+    bridge: str
+    host_address: str
+    subnet: str
+    members: tuple[Neighbour, ...]
+
+
+def remove_lan(detail: dict[str, Any]) -> None:
+    """Undo :func:`lan`: remove each member namespace (what runs in it killed), then the bridge (idempotent)."""
+    for member in detail["members"]:
+        remove(member)
+    run(["ip", "link", "delete", detail["bridge"]], IP_TIMEOUT_S, check=False)
+
+
+def lan_bridges(run_id: str | None = None) -> list[str]:
+    """The LAN bridges :func:`lan` made for run `run_id` (every run's when None), found by their alias."""
+    wanted = LAN_ALIAS_PREFIX + (f"{run_id}-" if run_id else "")
+    listed = json.loads(run(["ip", "-j", "link", "show", "type", "bridge"], IP_TIMEOUT_S).stdout or "[]")
+    return [link["ifname"] for link in listed if str(link.get("ifalias", "")).startswith(wanted)]
+
+
+def _forward_within(bridge: str) -> list[str]:
+    """The FORWARD rule that lets the bridge's members reach each other. With ``br_netfilter`` loaded (Docker
+    loads it) bridged frames pass the host's FORWARD chain, whose policy Docker sets to DROP."""
+    return ["-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+
+
+@contextmanager
+def lan(run_id: str, count: int) -> Iterator[Lan]:
+    """`count` neighbour namespaces of run `run_id` on one new host bridge, with a narrow FORWARD rule letting
+    them reach each other; all removed when the block ends (error, Ctrl-C and SIGTERM included; a SIGKILL leaves
+    journal records that the next labkit command undoes). ValueError for a count outside 1..MAX_LAN_MEMBERS."""
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_LAN_MEMBERS:
+        raise ValueError(f"count={count!r}: a LAN here holds 1 to {MAX_LAN_MEMBERS} neighbours")
+    short = uuid.uuid4().hex[:7]
+    bridge = f"{BRIDGE_PREFIX}{short}"
+    members = [{"namespace": f"{NAME_PREFIX}{run_id}-{short}{i}", "host_link": f"lkh{short}{i}"}
+               for i in range(count)]
+    with ExitStack() as made:
+        with _creation_lock():
+            subnet = free_subnet(used_networks(), prefix=28)
+            host_address, *addresses = (str(a) for a in list(subnet.hosts())[:count + 1])
+            made.enter_context(undo.recorded(f"LAN bridge {bridge} ({subnet}) with {count} namespaces",
+                                             remove_lan, {"bridge": bridge, "members": members}))
+            run(["ip", "link", "add", bridge, "type", "bridge"], IP_TIMEOUT_S)
+            run(["ip", "link", "set", bridge, "alias", f"{LAN_ALIAS_PREFIX}{run_id}-{short}"], IP_TIMEOUT_S)
+            run(["ip", "addr", "add", f"{host_address}/28", "dev", bridge], IP_TIMEOUT_S)
+            run(["ip", "link", "set", bridge, "up"], IP_TIMEOUT_S)
+            found = []
+            for member, address in zip(members, addresses, strict=True):
+                name, host_link, link = member["namespace"], member["host_link"], "eth0"
+                run(["ip", "netns", "add", name], IP_TIMEOUT_S)
+                run(["ip", "link", "add", host_link, "type", "veth", "peer", "name", link, "netns", name],
+                    IP_TIMEOUT_S)
+                run(["ip", "link", "set", host_link, "master", bridge, "up"], IP_TIMEOUT_S)
+                neighbour_ = Neighbour(name, host_link, link, host_address, address, str(subnet))
+                for command in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{address}/28", "dev", link],
+                                ["ip", "link", "set", link, "up"],
+                                ["ip", "route", "add", "default", "via", host_address]):
+                    neighbour_.run(command, IP_TIMEOUT_S)
+                found.append(neighbour_)
+        made.enter_context(firewall.rule(run_id, "FORWARD", _forward_within(bridge)))
+        yield Lan(bridge, host_address, str(subnet), tuple(found))

@@ -1,0 +1,314 @@
+"""A real Swarm-mode cluster on one machine: extra Docker daemons, each in its own network namespace on one LAN.
+
+Each node is a ``dockerd`` started with ``nsenter --net`` into a neighbour namespace of :func:`labkit.instruments.
+netns.lan` (one host bridge, a narrow FORWARD rule so the members reach each other). ``nsenter`` enters the network
+namespace only: ``ip netns exec`` would also remount ``/sys`` for the namespace, hiding the cgroup mounts below it,
+and dockerd then refuses to start ("Devices cgroup isn't mounted"). Each node has its own data-root, exec-root
+(its managed containerd's socket and state live there), pidfile and unix socket, all under one folder of labkit's
+state, and its containers' cgroups below ``labkit/<run>/swarm-<id>/`` (so ``labkit clean``'s cgroup sweep finds
+them too). The daemons keep ``--iptables`` on: their rules are written in their own namespace, which is deleted
+with them, so they never touch the host engine's rules. The host's own engine never joins the swarm.
+
+Images reach the nodes by ``docker save`` on the host engine and ``docker load`` on each node (no registry is
+reachable from a namespace without a host-wide port forward), with ``docker stack deploy --resolve-image never``.
+
+Made and removed by :func:`cluster`: nodes leave, daemons stop (SIGTERM, then SIGKILL after a bound), whatever
+still runs in their cgroups is killed, every mount under their folders is unmounted, the folders, namespaces,
+bridge and rule removed — also on an error, Ctrl-C or SIGTERM. Every host-wide change is journalled with
+:mod:`labkit.instruments.undo` before it is made, so a SIGKILLed maker's cluster is removed by the next labkit
+command. Bad input is refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labkit import paths
+from labkit.instruments import cgroups, netns, procfs, shell, undo
+from labkit.instruments.engine import docker_cli
+from labkit.instruments.shell import CommandError, Completed, require_program, run
+
+DOCKERD, NSENTER = "dockerd", "nsenter"
+MIN_NODES, MAX_NODES = 1, 7
+NODE_MEMORY_MIB = 400  # what a node's dockerd + containerd + a few small tasks take (measured: ~250 MiB)
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0  # dockerd's own shutdown timeout for containers is 15 s
+CLI_TIMEOUT_S = 60.0
+SWARM_PORT = 2377
+POLL_S = 0.1
+DEFAULT_HEARTBEAT_S = 5.0  # swarmkit's dispatcher heartbeat period
+
+
+class BadCluster(ValueError):
+    """A cluster the instrument refuses before anything starts (the message names the fix)."""
+
+
+# ---------------------------------------------------------------- what this kernel can do
+
+
+@dataclass(frozen=True)
+class KernelSupport:
+    """What Swarm's networking needs from the kernel: `vxlan` (overlay networks) and `ip_vs` (virtual IPs and the
+    ingress routing mesh), and where each answer came from (`evidence`)."""
+
+    vxlan: bool
+    ip_vs: bool
+    evidence: str
+
+    @property
+    def endpoint_mode(self) -> str:
+        """``vip`` when IPVS is there, else ``dnsrr`` (a service name resolves to every task's address)."""
+        return "vip" if self.ip_vs else "dnsrr"
+
+    @property
+    def publish_mode(self) -> str:
+        """``ingress`` (the routing mesh: any node answers) when IPVS is there, else ``host`` (a task's own node
+        answers on the port)."""
+        return "ingress" if self.ip_vs else "host"
+
+
+def parse_kernel_config(text: str) -> dict[str, str]:
+    """``CONFIG_X=value`` lines of a kernel config (``# CONFIG_X is not set`` lines are left out)."""
+    found = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("CONFIG_"):
+            found[name] = value
+    return found
+
+
+def support_from(config: dict[str, str], ip_vs_table: bool, vxlan_module: bool) -> KernelSupport:
+    """Decide from a kernel `config` (may be empty: not readable), whether ``/proc/net/ip_vs`` exists
+    (`ip_vs_table`: IPVS loaded) and whether the vxlan module is loaded (`vxlan_module`). A module (``=m``) that is
+    not loaded counts for vxlan (the engine loads it when it makes an overlay), not for IPVS (its table is what
+    the engine checks)."""
+    vxlan = config.get("CONFIG_VXLAN") in ("y", "m") or vxlan_module
+    ip_vs = ip_vs_table or config.get("CONFIG_IP_VS") == "y"
+    said = (f"CONFIG_VXLAN={config.get('CONFIG_VXLAN', 'unset')}, CONFIG_IP_VS={config.get('CONFIG_IP_VS', 'unset')}"
+            if config else "no kernel config readable")
+    return KernelSupport(vxlan, ip_vs, f"{said}; /proc/net/ip_vs {'present' if ip_vs_table else 'absent'}")
+
+
+def kernel_support() -> KernelSupport:
+    """This kernel's answer (``/proc/config.gz`` when the kernel exposes it)."""
+    config = run(["zcat", "/proc/config.gz"], 30, check=False) if Path("/proc/config.gz").exists() else None
+    return support_from(parse_kernel_config(config.stdout) if config and config.exit_code == 0 else {},
+                        Path("/proc/net/ip_vs").exists(), Path("/sys/module/vxlan").exists())
+
+
+# ---------------------------------------------------------------- nodes and the cluster
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node: its `name`, its `address` on the LAN, its `namespace`, the folder `root` holding its data-root,
+    exec-root, pidfile, socket and log, and its swarm `node_id` (empty until it joined)."""
+
+    name: str
+    address: str
+    namespace: str
+    root: str
+    node_id: str = ""
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.root) / "docker.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return Path(self.root) / "dockerd.pid"
+
+    def docker(self, args: Sequence[str], timeout: float = CLI_TIMEOUT_S, *, check: bool = True) -> Completed:
+        """Run the docker CLI against this node's daemon."""
+        return run([docker_cli(), "-H", f"unix://{self.socket}", *args], timeout, check=check)
+
+    def pid(self) -> int | None:
+        """The node's dockerd pid while it runs, else None."""
+        return _daemon_pid(self.root)
+
+    def kill(self) -> None:
+        """SIGKILL the node's dockerd, as a machine that loses power (its containers stay until it is removed)."""
+        pid = self.pid()
+        if pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A swarm of `nodes` (the first is the manager) on the LAN `lan`; `support` says which networking modes this
+    kernel allows; `heartbeat_s` is the dispatcher's heartbeat period the swarm was made with."""
+
+    nodes: tuple[Node, ...]
+    lan: netns.Lan
+    support: KernelSupport
+    heartbeat_s: float
+
+    @property
+    def manager(self) -> Node:
+        return self.nodes[0]
+
+    def docker(self, args: Sequence[str], timeout: float = CLI_TIMEOUT_S, *, check: bool = True) -> Completed:
+        """Run the docker CLI against the manager."""
+        return self.manager.docker(args, timeout, check=check)
+
+    def node_name(self, node_id: str) -> str:
+        """Our name of the node with swarm id `node_id` ('' when none: a task not yet placed)."""
+        return next((n.name for n in self.nodes if n.node_id == node_id), "")
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def load_image(self, reference: str) -> None:
+        """Copy an image of the host engine to every node (``docker save`` here, ``docker load`` there)."""
+        tarball = Path(self.manager.root).parent / f"image-{uuid.uuid4().hex[:8]}.tar"
+        try:
+            run([docker_cli(), "save", "-o", str(tarball), reference], 300)
+            for node in self.nodes:
+                node.docker(["load", "-i", str(tarball)], 300)
+        finally:
+            tarball.unlink(missing_ok=True)
+
+
+def validate(count: int, heartbeat_s: float | None, available_mib: int) -> None:
+    """BadCluster for a node count outside MIN..MAX_NODES, more nodes than `available_mib` holds at NODE_MEMORY_MIB
+    each, or a heartbeat that is not a number of seconds from 0.1 to 60."""
+    if not isinstance(count, int) or isinstance(count, bool) or not MIN_NODES <= count <= MAX_NODES:
+        raise BadCluster(f"nodes={count!r}: need a whole number from {MIN_NODES} to {MAX_NODES}.")
+    if count * NODE_MEMORY_MIB > available_mib:
+        raise BadCluster(f"nodes={count}: {count} × {NODE_MEMORY_MIB} MiB is more than the "
+                         f"{available_mib} MiB this machine has available. Use at most "
+                         f"{available_mib // NODE_MEMORY_MIB} nodes, or free memory first.")
+    if heartbeat_s is not None and (isinstance(heartbeat_s, bool) or not isinstance(heartbeat_s, (int, float))
+                                    or not 0.1 <= heartbeat_s <= 60):
+        raise BadCluster(f"heartbeat_s={heartbeat_s!r}: need seconds from 0.1 to 60, or None for the default (5 s).")
+
+
+def available_mib() -> int:
+    """MemAvailable of this machine, in MiB."""
+    return procfs.read_meminfo()["MemAvailable"] // (1024 * 1024)
+
+
+def _daemon_pid(root: str) -> int | None:
+    """The pid in `root`'s pidfile while that process is a dockerd of `root` (a reused pid is not ours; an exited
+    one, a zombie, has an empty command line)."""
+    try:
+        pid = int((Path(root) / "dockerd.pid").read_text().strip())
+        return pid if any(root in arg for arg in procfs.cmdline(pid)) else None
+    except (OSError, ValueError, procfs.ProcessGone):
+        return None
+
+
+def _unmount_below(folder: str) -> None:
+    """Unmount (lazily) every mount at or below `folder`, deepest first: overlays, the netns and shm mounts a
+    daemon leaves when it is killed; without this, removing the folder would reach into them."""
+    prefix = folder.rstrip("/") + "/"
+    below = [m.mount_point for m in procfs.read_mountinfo() if m.mount_point.startswith(prefix)]
+    for point in sorted(set(below), key=lambda p: -p.count("/")):
+        run(["umount", "-l", point], 30, check=False)
+
+
+def remove_nodes(detail: dict[str, Any]) -> None:
+    """Undo the daemons of :func:`cluster` (idempotent): SIGTERM each dockerd, SIGKILL it after STOP_TIMEOUT_S,
+    kill and remove its containers' cgroups, unmount what is left below its folder and remove the folder."""
+    pids = [pid for pid in (_daemon_pid(root) for root in detail["roots"]) if pid is not None]
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while any(_daemon_pid(root) is not None for root in detail["roots"]) and time.monotonic() < deadline:
+        time.sleep(POLL_S)  # waiting for the daemons' own shutdown, bounded
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with suppress(cgroups.CgroupUnavailable):
+        cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=detail["cgroup"])
+    _unmount_below(detail["folder"])
+    shutil.rmtree(detail["folder"], ignore_errors=True)
+
+
+def _wait_answers(node: Node, process: shell.Process[str], deadline: float) -> None:
+    while node.docker(["version", "--format", "{{.Server.Version}}"], 10, check=False).exit_code != 0:
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = (Path(node.root) / "dockerd.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise CommandError([DOCKERD], process.poll(), "", "\n".join(tail),
+                               hint=f"node {node.name}'s dockerd did not answer on {node.socket}; its log is "
+                                    f"{node.root}/dockerd.log.")
+        time.sleep(POLL_S)  # polling for the daemon to come up, not standing in for work
+
+
+def _dockerd_argv(node: Node, cgroup_parent: str) -> list[str]:
+    root = Path(node.root)
+    return [require_program(NSENTER), f"--net=/run/netns/{node.namespace}", require_program(DOCKERD),
+            "--data-root", str(root / "data"), "--exec-root", str(root / "exec"), "--pidfile", str(node.pidfile),
+            "--host", f"unix://{node.socket}", "--cgroup-parent", f"/{cgroup_parent}", "--log-level", "warn"]
+
+
+@contextmanager
+def cluster(run_id: str, count: int = 3, *, heartbeat_s: float | None = None) -> Iterator[Cluster]:
+    """A swarm of `count` nodes for run `run_id` (one manager, the rest workers), with the dispatcher heartbeat
+    `heartbeat_s` (None: the engine's default, 5 s); removed when the block ends, whatever ends it."""
+    validate(count, heartbeat_s, available_mib())
+    for program in (DOCKERD, NSENTER, "ip", "iptables", "umount"):
+        require_program(program)
+    short = uuid.uuid4().hex[:8]
+    folder = paths.state_dir() / "swarm" / f"{run_id}-{short}"
+    cgroup = f"labkit/{run_id}/swarm-{short}"
+    roots = [str(folder / f"node{i + 1}") for i in range(count)]
+    with ExitStack() as made:
+        lan = made.enter_context(netns.lan(run_id, count))
+        processes: list[shell.Process[str]] = []
+        made.callback(_reap, processes)  # after the daemons are stopped: collect their exit status
+        made.enter_context(undo.recorded(f"{count} swarm daemons under {folder}", remove_nodes,
+                                         {"folder": str(folder), "roots": roots, "cgroup": cgroup}))
+        nodes = [Node(f"node{i + 1}", member.address, member.name, roots[i]) for i, member in enumerate(lan.members)]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        logs = []
+        try:
+            for i, node in enumerate(nodes):
+                Path(node.root).mkdir(parents=True)
+                logs.append((Path(node.root) / "dockerd.log").open("w"))
+                processes.append(shell.spawn(_dockerd_argv(node, f"{cgroup}/node{i + 1}"), stdout=logs[-1],
+                                             stderr=shell.STDOUT, stdin=shell.DEVNULL))
+            for node, process in zip(nodes, processes, strict=True):
+                _wait_answers(node, process, deadline)
+        finally:
+            for log_file in logs:
+                log_file.close()
+        made.callback(_leave, nodes)  # runs before the daemons stop
+        joined = _form_swarm(nodes, heartbeat_s)
+        yield Cluster(tuple(joined), lan, kernel_support(), heartbeat_s or DEFAULT_HEARTBEAT_S)
+
+
+def _reap(processes: list[shell.Process[str]]) -> None:
+    for process in processes:
+        with suppress(shell.TimeoutExpired):
+            process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def _form_swarm(nodes: list[Node], heartbeat_s: float | None) -> list[Node]:
+    manager = nodes[0]
+    init = ["swarm", "init", "--advertise-addr", manager.address, "--listen-addr", f"{manager.address}:{SWARM_PORT}"]
+    manager.docker(init + (["--dispatcher-heartbeat", f"{heartbeat_s}s"] if heartbeat_s else []))
+    token = manager.docker(["swarm", "join-token", "-q", "worker"]).stdout.strip()
+    for worker in nodes[1:]:
+        worker.docker(["swarm", "join", "--token", token, "--advertise-addr", worker.address,
+                       f"{manager.address}:{SWARM_PORT}"], 90)
+    return [Node(n.name, n.address, n.namespace, n.root,
+                 n.docker(["info", "--format", "{{.Swarm.NodeID}}"]).stdout.strip()) for n in nodes]
+
+
+def _leave(nodes: list[Node]) -> None:
+    """Each node leaves the swarm, workers first (bounded; a node already dead is skipped)."""
+    for node in reversed(nodes):
+        if node.pid() is not None:
+            node.docker(["swarm", "leave", "--force"], 30, check=False)
