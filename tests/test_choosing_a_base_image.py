@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from labkit.core.claims import ClaimLedger, Verdict
+from labkit.core.results import ResultStore
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, NotPrepared
 from labkit.instruments import images, inventory
@@ -150,7 +151,7 @@ def _table(sizes_mb: dict[str, float], pulls: dict[str, list[float]]) -> choosin
                            "packages": 0, "user": "", "app": "", "app_output": "hello"} for b, mb in sizes_mb.items()])
     transfers = pd.DataFrame([{"base": b, "action": "pull", "repeat": i, "wall_s": s,
                                "compressed_bytes": sizes_mb[b] * 1e6 / 2.5, "size_bytes": sizes_mb[b] * 1e6,
-                               "same_image": True, "layers_reused": 0}
+                               "same_image": True, "layers_reused": 0, "position": 0, "layers_before": 0}
                               for b, series in pulls.items() for i, s in enumerate(series)],
                              columns=list(choosing_a_base_image.LAB.tables["transfers"]))
     return choosing_a_base_image.BaseTable(bases, transfers)
@@ -186,7 +187,8 @@ def test_the_chapter_s_sizes_can_hold_or_fail(sizes_mb: dict[str, float], verdic
     start = choosing_a_base_image.StartResult(pd.DataFrame({
         "method": ["node-full", "node-distroless"] * 2, "repeat": [0, 0, 1, 1], "position": [0, 1, 1, 0],
         "wall_s": [0.4, 0.4, 0.5, 0.5]}))
-    choosing_a_base_image.check_claims(ledger, table, choosing_a_base_image.fit_pulls(table), start)
+    choosing_a_base_image.check_claims(ledger, table, choosing_a_base_image.fit_pulls(table), start,
+                                       _as_measured_here())
     assert ledger.verdict("size.chapter_sizes") == verdict
     assert ledger.verdict("size.base_ordering") == Verdict.CAVEAT  # the order is certain by construction
 
@@ -293,7 +295,7 @@ def test_the_pull_verdict_follows_the_better_of_bytes_and_files(pull_s: dict[str
     start = choosing_a_base_image.StartResult(pd.DataFrame({
         "method": ["node-full", "node-distroless"] * 2, "repeat": [0, 0, 1, 1], "position": [0, 1, 1, 0],
         "wall_s": [0.4, 0.4, 0.5, 0.5]}))
-    choosing_a_base_image.check_claims(ledger, table, fit, start)
+    choosing_a_base_image.check_claims(ledger, table, fit, start, _as_measured_here())
     assert ledger.verdict("pull.smaller_faster") == expected
 
 
@@ -303,3 +305,153 @@ def test_one_swap_among_four_bases_is_a_rank_correlation_of_exactly_0_8() -> Non
     pulls = {"scratch-static": 0.3, "node-distroless": 1.2, "node-slim": 1.0, "node-full": 4.0}
     fit = choosing_a_base_image.fit_pulls(_table(sizes, {b: [s] * 2 for b, s in pulls.items()}))
     assert fit.rank_correlation == 0.8 and fit.faster_when_smaller
+
+
+# ---------------------------------------------------------------- the musl base and native modules (issue 17)
+
+
+def test_the_alpine_row_shows_the_musl_stand_in_s_size_without_judging_it() -> None:
+    table = _table({"node-full": 800, "node-slim": 200, "musl-busybox": 2.8, "node-distroless": 90,
+                    "scratch-static": 1.5}, {})
+    alpine = table.chapter.set_index("image").loc["node:20-alpine"]
+    # 2.8 MB against the chapter's ~150 MB would be 0.02×: it has no node, so it is shown and not judged.
+    assert alpine["measured_mb"] == pytest.approx(2.8) and alpine["verdict"] == Verdict.INCONCLUSIVE.value
+    assert "not judged" in alpine["why"] and "node" in alpine["why"]
+    assert "node:20-alpine" not in set(table.sized_rows["image"])
+    # The musl base sits between distroless (90) and scratch (1.5) by size, not where the chapter's alpine row
+    # sits (above distroless): left out of the order, it does not make the four judged rows disagree.
+    assert table.chapter.set_index("image").drop("node:20-alpine")["rank_agrees"].all()
+
+
+def _native(loaded: dict[tuple[str, str], bool]) -> choosing_a_base_image.NativeResult:
+    """A hand-made native_modules table: (base, module) → loaded; the failures carry the loader's error."""
+    symbols = {"musl": "snprintf", "glibc": "snprintf@GLIBC_2.2.5", "glibc-hardened": "__snprintf_chk@GLIBC_2.3.4"}
+    libc = {"musl-busybox": "musl", "debian-slim": "glibc"}
+    rows = [{"base": base, "base_libc": libc[base], "loader_libc": libc[base], "module": module,
+             "module_libc": module.split("-")[0], "hardened": module.endswith("hardened"),
+             "libc_symbols": symbols[module], "exit_code": 0 if ok else 1, "loaded": ok,
+             "output": "native module says hello" if ok else "Error relocating: symbol not found"}
+            for (base, module), ok in loaded.items()]
+    return choosing_a_base_image.NativeResult(pd.DataFrame(rows))
+
+
+def _loads(on_musl: tuple[bool, bool, bool], on_glibc: tuple[bool, bool, bool]) -> dict[tuple[str, str], bool]:
+    modules = ("musl", "glibc", "glibc-hardened")
+    return {**{("musl-busybox", m): ok for m, ok in zip(modules, on_musl, strict=True)},
+            **{("debian-slim", m): ok for m, ok in zip(modules, on_glibc, strict=True)}}
+
+
+def _as_measured_here() -> choosing_a_base_image.NativeResult:
+    """The native-module outcome this host gave: the plain glibc build loads on musl, the hardened one does not."""
+    return _native(_loads((True, True, False), (False, True, True)))
+
+
+@pytest.mark.parametrize(("on_musl", "on_glibc", "expected"), [
+    # What this host gave: the plain glibc build loads on musl, the hardened one does not → "occasionally".
+    ((True, True, False), (False, True, True), Verdict.CAVEAT),
+    ((True, False, False), (False, True, True), Verdict.HOLDS),  # every glibc build trips
+    ((True, True, True), (False, True, True), Verdict.FAILS),  # nothing tripped on musl
+    ((False, False, False), (False, True, True), Verdict.FAILS),  # not even the musl build works on musl
+    ((True, False, False), (False, True, False), Verdict.INCONCLUSIVE),  # a glibc build fails on glibc too
+])
+def test_the_native_module_verdict(on_musl: tuple[bool, bool, bool], on_glibc: tuple[bool, bool, bool],
+                                   expected: Verdict) -> None:
+    native = _native(_loads(on_musl, on_glibc))
+    table = _table({"node-full": 800, "node-slim": 200, "scratch-static": 1.5},
+                   {b: [1.0, 2.0] for b in ("node-full", "node-slim", "scratch-static")})
+    ledger = ClaimLedger(choosing_a_base_image.STEM)
+    start = choosing_a_base_image.StartResult(pd.DataFrame({
+        "method": ["node-full", "node-slim"] * 2, "repeat": [0, 0, 1, 1], "position": [0, 1, 1, 0],
+        "wall_s": [0.4, 0.4, 0.5, 0.5]}))
+    choosing_a_base_image.check_claims(ledger, table, choosing_a_base_image.fit_pulls(table), start, native)
+    assert ledger.verdict("musl.native_modules") == expected
+
+
+def test_the_symbols_only_glibc_defines_name_the_hardened_build_s_checked_snprintf() -> None:
+    native = _native(_loads((True, True, False), (False, True, True)))
+    assert native.only_glibc_has("glibc-hardened") == ["__snprintf_chk"]
+    assert native.only_glibc_has("glibc") == []  # snprintf@GLIBC_2.2.5 is musl's snprintf too
+    assert native.glibc_builds_failing_on_musl == ["glibc-hardened"]
+    assert "__snprintf_chk" in native.conclusion() and "1 of 2 glibc builds" in native.conclusion()
+
+
+def test_an_older_recording_without_the_native_table_replays_without_it(tmp_path: Path) -> None:
+    # A recording made before section 3 and the cold check existed: no native_modules.csv, and transfers without
+    # position and layers_before. It must replay, with the musl claim left out rather than a crash.
+    folder = tmp_path / choosing_a_base_image.STEM
+    folder.mkdir()
+    (folder / "provenance.json").write_text('{"run_id": "old", "experiments": {}}')
+    sizes = {"node-full": 800.0, "node-slim": 200.0, "scratch-static": 1.5}
+    old = _table(sizes, {b: [0.5 + 0.010 * mb / 2.5] * 2 for b, mb in sizes.items()})
+    old.bases.to_csv(folder / "bases.csv", index=False)
+    old.transfers.drop(columns=["position", "layers_before"]).to_csv(folder / "transfers.csv", index=False)
+    session = LabSession(choosing_a_base_image.STEM, False, tmp_path, None, ResultStore(folder))
+    native = choosing_a_base_image.run_native_modules(session)
+    assert not native.recorded and "Not in this recording" in native.conclusion()
+    table = choosing_a_base_image.run_bases(session, bases=list(sizes), pull_repeats=2)
+    fit = choosing_a_base_image.fit_pulls(table)
+    assert len(fit.points) == 6 and fit.checked_cold == 0  # none was checked then
+    start = choosing_a_base_image.StartResult(pd.DataFrame({
+        "method": ["node-full", "node-slim"] * 2, "repeat": [0, 0, 1, 1], "position": [0, 1, 1, 0],
+        "wall_s": [0.4, 0.4, 0.5, 0.5]}))
+    ledger = ClaimLedger(choosing_a_base_image.STEM)
+    choosing_a_base_image.check_claims(ledger, table, fit, start, native)
+    assert "musl.native_modules" not in set(ledger.frame()["id"])
+
+
+# ---------------------------------------------------------------- cold pulls, interleaved
+
+
+def test_a_pull_whose_layers_were_still_in_the_engine_is_not_cold() -> None:
+    sizes = {"scratch-static": 1.0, "node-slim": 100.0, "node-full": 300.0}
+    table = _table(sizes, {b: [0.5 + 0.010 * mb / 2.5] * 2 for b, mb in sizes.items()})
+    t = table.transfers.assign(layers_before=0)
+    t.loc[(t["base"] == "node-slim") & (t["repeat"] == 1), "layers_before"] = 1  # one layer survived the rmi
+    checked = choosing_a_base_image.BaseTable(table.bases, t)
+    assert len(checked.cold_pulls) == 5 and checked.checked_cold == 5 and checked.warm_pulls == ["node-slim"]
+
+
+def test_the_rounds_show_a_drift_over_the_run() -> None:
+    sizes = {"scratch-static": 1.0, "node-distroless": 40.0, "node-slim": 100.0, "node-full": 300.0}
+    # Round 0 pulls at 0.8× and round 1 at 1.2× of a base's own time t: each base's median is t (the mean of
+    # two), so the rounds sit at 0.8× and 1.2× of it; with t = 0.5 s + 10 ms per compressed MB, round 0's own
+    # line has slope 0.8 × 10 = 8 ms/MB and round 1's 12 ms/MB, both exact (R² 1).
+    table = _table(sizes, {b: [f * (0.5 + 0.010 * mb / 2.5) for f in (0.8, 1.2)] for b, mb in sizes.items()})
+    rounds = choosing_a_base_image.fit_pulls(table).per_round
+    assert rounds["relative"].tolist() == pytest.approx([0.8, 1.2])
+    assert rounds["slope_ms_per_mb"].tolist() == pytest.approx([8.0, 12.0])
+    assert rounds["r_squared"].tolist() == pytest.approx([1.0, 1.0]) and rounds["n"].tolist() == [4, 4]
+    assert "drifted" in choosing_a_base_image.fit_pulls(table).conclusion()
+
+
+@pytest.mark.docker
+def test_the_layer_check_finds_every_layer_of_an_image_in_the_engine(docker_client: docker.DockerClient) -> None:
+    busybox = images.require_base(docker_client, "busybox")  # built by BuildKit: two layers
+    diff_ids = docker_client.images.get(busybox.tag).attrs["RootFS"]["Layers"]
+    assert len(diff_ids) == 2
+    assert choosing_a_base_image.bases.layers_in_engine(docker_client, diff_ids) == 2
+    # A layer on top of busybox's that nobody made: its chain ID names no folder in the store.
+    absent = [*diff_ids, "sha256:" + "0" * 64]
+    assert choosing_a_base_image.bases.layers_in_engine(docker_client, absent) == 2
+    assert choosing_a_base_image.bases.layers_in_engine(docker_client, ["sha256:" + "1" * 64]) == 0
+
+
+@pytest.mark.docker
+def test_the_glibc_module_fails_on_the_musl_base_with_the_loader_s_error(executed: Path) -> None:
+    modules = pd.read_csv(executed / "native_modules.csv").set_index(["base", "module"])
+    assert modules.loc[("musl-busybox", "musl"), "loaded"]
+    assert modules.loc[("musl-busybox", "musl"), "output"] == "native module says hello"
+    hardened = modules.loc[("musl-busybox", "glibc-hardened")]
+    assert not hardened["loaded"] and hardened["exit_code"] == 1
+    # musl's dynamic loader's own words for a symbol it does not define
+    assert hardened["output"] == ("Error relocating /native/module-glibc-hardened.so: __snprintf_chk: "
+                                  "symbol not found")
+    assert modules.loc[("debian-slim", "glibc-hardened"), "loaded"]  # the same file works on glibc
+    assert "cannot open shared object file" in modules.loc[("debian-slim", "musl"), "output"]
+
+
+@pytest.mark.docker
+def test_every_pull_was_checked_cold_and_the_rounds_rotate(executed: Path) -> None:
+    pulls = pd.read_csv(executed / "transfers.csv").query("action == 'pull'")
+    assert (pulls["layers_before"] == 0).all() and (pulls["layers_reused"] == 0).all()
+    assert sorted(pulls["position"]) == list(range(len(pulls)))  # quick mode: one round, each base once

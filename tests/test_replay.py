@@ -136,7 +136,8 @@ def _tags_digests_and_registries(lab: LabSession, moved: tags_digests_and_regist
 
 def _choosing_a_base_image(lab: LabSession, table: choosing_a_base_image.BaseTable) -> None:
     choosing_a_base_image.check_claims(lab.claims, table, choosing_a_base_image.fit_pulls(table),
-                                       choosing_a_base_image.run_startup(lab, bases=choosing_a_base_image.BASES))
+                                       choosing_a_base_image.run_startup(lab, bases=choosing_a_base_image.BASES),
+                                       choosing_a_base_image.run_native_modules(lab))
 
 
 LABS = catalog.all_labs()

@@ -161,6 +161,33 @@ DEBIAN_PACKAGE_BASES = {
 
 
 @dataclass(frozen=True)
+class UnpackedPackagesBase:
+    """Debian `packages` unpacked side by side (dpkg-deb -x: no maintainer scripts, no dpkg records) with an applet
+    link per command of the static `binary`, imported from a tarball as one layer on FROM scratch (a pulled copy
+    fetches it whole: a layer BuildKit made would stay in its build cache)."""
+
+    packages: tuple[str, ...]
+    binary: str  # the static executable whose commands get links in /bin, e.g. bin/busybox
+    stands_in_for: str
+    arch: str = "amd64"
+    command: str = "/bin/sh"
+
+    def recipe(self, name: str) -> Recipe:
+        return Recipe(name, f"Debian {DEBIAN_SUITE}'s {' and '.join(self.packages)} for {self.arch}, unpacked on "
+                            f"FROM scratch (stands in for {self.stands_in_for})",
+                      (("suite", DEBIAN_SUITE), ("packages", ",".join(self.packages)), ("arch", self.arch),
+                       ("binary", self.binary), ("made_by", "dpkg-deb -x, docker import")))
+
+
+# Notebook 05's Alpine stand-in: Alpine's two building blocks, the musl C library (its dynamic loader too) and busybox.
+UNPACKED_PACKAGE_BASES = {
+    "musl-busybox": UnpackedPackagesBase(("musl", "busybox-static"), "bin/busybox",
+                                         "alpine, the base of node:20-alpine: musl libc and busybox, without apk "
+                                         "and without node"),
+}
+
+
+@dataclass(frozen=True)
 class DistrolessBase:
     """A runtime and nothing else on FROM scratch, taken from the rootfs of Debian base `source`: `programs`,
     whole `trees` (a language's library folders), the ``ldd`` closure of every ELF file among them, an
@@ -236,6 +263,8 @@ RECIPES: dict[str, Callable[[], Recipe]] = {"busybox": _busybox_recipe,
                                             **{name: partial(_debian_recipe, name) for name in DEBIAN_BASES},
                                             **{name: partial(DEBIAN_PACKAGE_BASES[name].recipe, name)
                                                for name in DEBIAN_PACKAGE_BASES},
+                                            **{name: partial(UNPACKED_PACKAGE_BASES[name].recipe, name)
+                                               for name in UNPACKED_PACKAGE_BASES},
                                             **{name: partial(DISTROLESS_BASES[name].recipe, name)
                                                for name in DISTROLESS_BASES},
                                             **{name: partial(STATIC_BASES[name].recipe, name) for name in STATIC_BASES}}
@@ -304,6 +333,8 @@ def ensure_base(client: docker.DockerClient, name: str) -> BaseImage:
         _build_static(client, wanted, STATIC_BASES[name])
     elif name in DEBIAN_PACKAGE_BASES:
         _build_rootfs_image(wanted, rootfs_dir(name), DEBIAN_PACKAGE_BASES[name].platform, "/bin/sh")
+    elif name in UNPACKED_PACKAGE_BASES:
+        _import_rootfs(wanted, rootfs_tarball(name), UNPACKED_PACKAGE_BASES[name].command)
     elif _foreign(DEBIAN_BASES[name].arch):
         base = DEBIAN_BASES[name]
         _build_rootfs_image(wanted, rootfs_tarball(name), base.platform, base.command)
@@ -391,11 +422,14 @@ def rootfs_dir(name: str = "debian-minbase") -> Path:
         _unpack_busybox(staging)
     elif name in DEBIAN_PACKAGE_BASES:
         _unpack_debian_package(staging, DEBIAN_PACKAGE_BASES[name])
+    elif name in UNPACKED_PACKAGE_BASES:
+        _unpack_debian_package(staging, UNPACKED_PACKAGE_BASES[name])
     elif name in DEBIAN_BASES:
         _debootstrap(staging, DEBIAN_BASES[name])
     else:
         raise BadParameter(f"base {name!r} is built into an image directly: it has no root filesystem tree.",
-                           f"Ask for one of {sorted(['busybox', *DEBIAN_BASES, *DEBIAN_PACKAGE_BASES])}.")
+                           "Ask for one of "
+                           f"{sorted(['busybox', *DEBIAN_BASES, *DEBIAN_PACKAGE_BASES, *UNPACKED_PACKAGE_BASES])}.")
     (staging / ".labkit-complete").write_text(wanted.digest + "\n")
     if target.exists():
         shutil.rmtree(target)
@@ -577,14 +611,15 @@ def debian_package_file(package: str, debian_arch: str, folder: Path) -> Path:
     return target
 
 
-def _unpack_debian_package(staging: Path, base: DebianPackageBase) -> None:
-    """The package's files (dpkg-deb -x) with an applet link per command the binary lists for itself."""
+def _unpack_debian_package(staging: Path, base: DebianPackageBase | UnpackedPackagesBase) -> None:
+    """The packages' files (dpkg-deb -x) with an applet link per command the binary lists for itself."""
+    packages = base.packages if isinstance(base, UnpackedPackagesBase) else (base.package,)
     with tempfile.TemporaryDirectory(prefix="labkit-deb-") as folder:
-        deb = debian_package_file(base.package, base.arch, Path(folder))
-        run(["dpkg-deb", "-x", str(deb), str(staging)], 120)
+        for package in packages:
+            run(["dpkg-deb", "-x", str(debian_package_file(package, base.arch, Path(folder))), str(staging)], 120)
     binary = staging / base.binary
     if _foreign(base.arch):
-        arch.enable_emulation(base.platform)
+        arch.enable_emulation(_platform_of_debian_arch(base.arch))
     for folder_name in ("bin", "proc", "dev", "sys", "tmp", "etc"):
         (staging / folder_name).mkdir(exist_ok=True)
     for applet in run([str(binary), "--list"], 60).stdout.split():

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -42,8 +45,11 @@ class BaseTable:
     present (';'-joined), packages (installed per dpkg), user (the image's USER; '' is root), app (the command
     timed) and app_output (what it printed).
 
-    `transfers`: base, action (push / pull), repeat, wall_s, compressed_bytes, size_bytes, same_image (the pulled
-    image has the pushed image's id)."""
+    `transfers`: base, action (push / pull), repeat (the round of pulls), position (in its round's order), wall_s,
+    compressed_bytes, size_bytes, same_image (the pulled image has the pushed image's id), layers_reused (layers the
+    CLI reported "Already exists") and layers_before (the image's layers the engine held as the pull began, checked
+    after the image was removed; 0 for a cold pull, -1 where the engine's layer store cannot be read, empty in a
+    recording made before it was checked)."""
 
     bases: pd.DataFrame
     transfers: pd.DataFrame
@@ -58,17 +64,28 @@ class BaseTable:
         return float(self.row(base)[column]) / MB
 
     @property
-    def cold_pulls(self) -> pd.DataFrame:
-        """The pulls that fetched every layer (none was already in the engine)."""
+    def _warm(self) -> pd.Series:
+        """Pulls that did not start from nothing: a layer was in the engine before, or the CLI found one there."""
         t = self.transfers
-        return t[(t["action"] == "pull") & (t["layers_reused"] == 0)]
+        return (t["action"] == "pull") & ((t["layers_reused"] > 0) | (t["layers_before"] > 0))
+
+    @property
+    def cold_pulls(self) -> pd.DataFrame:
+        """The pulls that fetched every layer: none of the image's layers was in the engine before (checked) and
+        the CLI reported none already there."""
+        t = self.transfers
+        return t[(t["action"] == "pull") & ~self._warm]
+
+    @property
+    def checked_cold(self) -> int:
+        """Cold pulls whose start was checked: the image gone and none of its layers in the engine's layer store."""
+        return int((self.cold_pulls["layers_before"] == 0).sum())
 
     @property
     def warm_pulls(self) -> list[str]:
         """Bases with a pull that found a layer already in the engine (e.g. one BuildKit's build cache still holds
         after the image was removed): those pulls are left out of the pull times and the fit."""
-        t = self.transfers
-        return sorted(set(t.loc[(t["action"] == "pull") & (t["layers_reused"] > 0), "base"]))
+        return sorted(set(self.transfers.loc[self._warm, "base"]))
 
     @cached_property
     def sizes(self) -> pd.DataFrame:
@@ -93,13 +110,21 @@ class BaseTable:
 
         A row with a size holds when its stand-in is within :data:`SIZE_TOLERANCE`× of the chapter's size and does
         not hold otherwise; the scratch row (the base adds nothing) holds with the caveat that one program on
-        FROM scratch is all there is by construction; a row without a stand-in here is inconclusive."""
-        measured = [r for r in CHAPTER_TABLE if r.base and self.has(r.base)]
+        FROM scratch is all there is by construction; a row without a stand-in here, or whose stand-in lacks what
+        the chapter's image carries (its size shown, `why` says what is missing), is inconclusive."""
+        measured = [r for r in CHAPTER_TABLE if r.base and self.has(r.base) and not r.not_judged]
         ours = {r.image: self.mb(r.base) for r in measured}
         chapter_order = [r.image for r in sorted(measured, key=lambda r: -r.chapter_mb)]
         our_order = sorted(ours, key=lambda image: -ours[image])
         rows = []
         for r in CHAPTER_TABLE:
+            if r.not_judged and self.has(r.base):
+                rows.append({"image": r.image, "chapter_mb": r.chapter_mb, "base": r.base,
+                             "measured_mb": self.mb(r.base), "factor": math.nan, "rank_agrees": False,
+                             "verdict": Verdict.INCONCLUSIVE.value,
+                             "why": f"{self.mb(r.base):.1f} MB, not judged: {r.not_judged}; the stand-in: "
+                                    f"{r.stand_in}"})
+                continue
             if r.image not in ours:
                 why = r.why_not or f"base {r.base} was not measured in this run (quick mode measures fewer)"
                 rows.append({"image": r.image, "chapter_mb": r.chapter_mb, "base": r.base or "—",
@@ -124,9 +149,9 @@ class BaseTable:
 
     @property
     def sized_rows(self) -> pd.DataFrame:
-        """The rows of :attr:`chapter` with a size in the chapter and a stand-in measured here."""
+        """The rows of :attr:`chapter` with a size in the chapter and a stand-in measured and judged here."""
         c = self.chapter
-        return c[(c["chapter_mb"] > 0) & c["measured_mb"].notna()]
+        return c[(c["chapter_mb"] > 0) & c["measured_mb"].notna() & (c["verdict"] != Verdict.INCONCLUSIVE.value)]
 
     @property
     def node_family_measured(self) -> list[str]:
@@ -155,14 +180,15 @@ class BaseTable:
         judged = c[c["verdict"] != Verdict.INCONCLUSIVE.value]
         close = sized[sized["verdict"] == Verdict.HOLDS.value]
         off = sized[sized["verdict"] != Verdict.HOLDS.value]
-        missing = ", ".join(c.loc[c["verdict"] == Verdict.INCONCLUSIVE.value, "image"]) or "none"
+        missing = " ".join(f"**{r.image}**: {r.why}." for r in c[c["verdict"] == Verdict.INCONCLUSIVE.value]
+                           .itertuples()) or "none."
         return (f"**Beside the chapter.** Of the {len(sized)} rows with a size that we could measure, **{len(close)}** "
                 f"come within {SIZE_TOLERANCE:g}× of the chapter's: "
                 + ("; ".join(f"{r.image} {r.factor:.2f}×" for r in close.itertuples()) or "none")
                 + (". Off by more: " + "; ".join(f"{r.image}, {r.why}" for r in off.itertuples()) if len(off) else "")
                 + f". {int(judged['rank_agrees'].sum())} of {len(judged)} rows sit in the chapter's order, which is "
                 "certain here by construction: each stand-in holds a subset of the one before it. Registry images are "
-                f"built apart from one another, so only they can test the order. Not measured here: {missing}.")
+                f"built apart from one another, so only they can test the order. Not judged here: {missing}")
 
     def surface_conclusion(self) -> str:
         s = self.sizes
@@ -189,9 +215,11 @@ def stands_in_for(description: str) -> str:
 
 
 @contextmanager
-def _cold(client: docker.DockerClient, base: images.BaseImage, reference: str) -> Iterator[None]:
-    """Remove `base`'s image from the engine entirely (its tag and the registry reference), so that the next pull
-    fetches every layer; afterwards the pulled image carries the base's tag again, whatever happened."""
+def _cold(client: docker.DockerClient, base: images.BaseImage, reference: str, layers: Sequence[str]) -> Iterator[int]:
+    """Remove `base`'s image from the engine entirely (its tag and the registry reference) and check that it is
+    gone and how many of its `layers` (diff IDs) the engine still holds, which the block receives (0: the next
+    pull must fetch every layer; -1: the engine's layer store cannot be read here). Afterwards the pulled image
+    carries the base's tag again, whatever happened."""
     run([docker_cli(), "rmi", reference, base.tag], 120)
     try:
         kept = client.images.get(base.image_id)
@@ -202,7 +230,7 @@ def _cold(client: docker.DockerClient, base: images.BaseImage, reference: str) -
         raise EngineError(f"{base.tag} stays in the engine (tags {kept.tags}, or images built on it), so a pull "
                           "would not be cold.", "Remove those tags or images first (`docker images` lists them).")
     try:
-        yield
+        yield layers_in_engine(client, layers)
     finally:
         try:
             client.images.get(reference)
@@ -210,6 +238,27 @@ def _cold(client: docker.DockerClient, base: images.BaseImage, reference: str) -
             pass  # the pull failed: `labkit setup 05` makes the base again
         else:
             run([docker_cli(), "tag", reference, base.tag], 30)
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """The engine's names for an image's layer stack (OCI chain IDs): the first layer's diff ID, then
+    sha256 of "<chain below> <diff ID>" for each next layer."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        chain.append(diff_id if not chain else
+                     "sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest())
+    return chain
+
+
+def layers_in_engine(client: docker.DockerClient, diff_ids: Sequence[str]) -> int:
+    """How many of an image's layers (its diff IDs) the engine holds: a folder per chain ID in its layer store
+    (<DockerRootDir>/image/<driver>/layerdb/sha256/), read on this host; -1 when that store is not readable here
+    (a remote engine, or not root)."""
+    info = client.info()
+    store = Path(info["DockerRootDir"]) / "image" / info["Driver"] / "layerdb" / "sha256"
+    if not os.access(store, os.R_OK | os.X_OK):
+        return -1
+    return sum((store / chain.removeprefix("sha256:")).is_dir() for chain in chain_ids(diff_ids))
 
 
 def _timed_cli(action: str, reference: str) -> tuple[float, str]:
@@ -235,8 +284,9 @@ def _pushed_bytes(reg: registry.Registry, repository: str, tag: str) -> tuple[in
 def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats: int = 1,
               extra_images: Sequence[str] = (), extra_argv: Sequence[str] = (), port: int | None = None) -> BaseTable:
     """For each base (and each of `extra_images`, already pulled by the reader, run with `extra_argv`): its size,
-    what its filesystem holds, the app's output, one push to a fresh local registry on 127.0.0.1 (`port` or a
-    free one) and `pull_repeats` cold pulls, each after the image was removed from the engine."""
+    what its filesystem holds, the app's output and one push to a fresh local registry on 127.0.0.1 (`port` or a
+    free one); then `pull_repeats` rounds of cold pulls, every base once per round in an order rotated by one place
+    each round, each pull after the image was removed from the engine and checked gone with all of its layers."""
     chosen = validate_bases(bases)
     measure.validate_repeats(pull_repeats, names=("pull_repeats", "warmup"))
     registry.validate_port(port)
@@ -249,7 +299,9 @@ def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats:
         client = lab.engine
         made = {name: images.require_base(client, name) for name in chosen}
         rows, transfers = [], []
-        with registry.running(port) as reg, lab.scope() as scope:
+        # base → (its image, its registry reference, the columns every transfer of it shares, its diff IDs)
+        pushed: dict[str, tuple[images.BaseImage, str, dict[str, object], list[str]]] = {}
+        with registry.running(port) as reg, lab.scope() as scope, ExitStack() as untag_afterwards:
             for name in [*chosen, *extra]:
                 base = made.get(name)
                 tag = base.tag if base else name
@@ -260,21 +312,14 @@ def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats:
                 repository = f"labkit/{scope.scope_id}/{name.replace(':', '-').replace('/', '-')}"
                 reference = reg.reference(repository, "1")
                 run([docker_cli(), "tag", tag, reference], 30)
-                try:
-                    push_s, pushed = _timed_cli("push", reference)
-                    compressed, layer_count = _pushed_bytes(reg, repository, "1")
-                    common = {"base": name, "compressed_bytes": compressed, "size_bytes": int(image.attrs["Size"])}
-                    transfers.append({**common, "action": "push", "repeat": 0, "wall_s": push_s, "same_image": True,
-                                      "layers_reused": _reused(pushed)})
-                    for repeat in range(pull_repeats):
-                        owned = base if base else images.BaseImage(name, tag, image.id, "", 0, 0.0)
-                        with _cold(client, owned, reference):
-                            pull_s, pulled = _timed_cli("pull", reference)
-                        same = client.images.get(tag).id == image.id
-                        transfers.append({**common, "action": "pull", "repeat": repeat, "wall_s": pull_s,
-                                          "same_image": same, "layers_reused": _reused(pulled)})
-                finally:
-                    run([docker_cli(), "rmi", reference], 60, check=False)
+                untag_afterwards.callback(run, [docker_cli(), "rmi", reference], 60, check=False)
+                push_s, push_output = _timed_cli("push", reference)
+                compressed, layer_count = _pushed_bytes(reg, repository, "1")
+                common = {"base": name, "compressed_bytes": compressed, "size_bytes": int(image.attrs["Size"])}
+                transfers.append({**common, "action": "push", "repeat": 0, "position": len(pushed), "wall_s": push_s,
+                                  "same_image": True, "layers_reused": _reused(push_output), "layers_before": -1})
+                pushed[name] = (base or images.BaseImage(name, tag, image.id, "", 0, 0.0), reference, common,
+                                image.attrs["RootFS"]["Layers"])
                 config = image.attrs.get("Config") or {}
                 rows.append({
                     "base": name, "image": tag,
@@ -285,8 +330,22 @@ def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats:
                     "setuid_paths": ";".join(found.setuid), "shells": ";".join(found.shells),
                     "package_managers": ";".join(found.package_managers), "packages": found.packages,
                     "user": str(config.get("User") or ""), "app": " ".join(argv), "app_output": output})
+            # Every base once per round, the order rotated by one place each round: a drift over the run (a disk
+            # or cache that fills, a busier machine) falls on every base alike, not on the ones pulled last.
+            names = list(pushed)
+            for repeat in range(pull_repeats):
+                shift = repeat % len(names)
+                for position, name in enumerate(names[shift:] + names[:shift]):
+                    owned, reference, common, layers = pushed[name]
+                    with _cold(client, owned, reference, layers) as layers_before:
+                        pull_s, pulled = _timed_cli("pull", reference)
+                    transfers.append({**common, "action": "pull", "repeat": repeat, "position": position,
+                                      "wall_s": pull_s, "same_image": client.images.get(owned.tag).id == owned.image_id,
+                                      "layers_reused": _reused(pulled), "layers_before": layers_before})
         return {"bases": pd.DataFrame(rows), "transfers": pd.DataFrame(transfers)[list(LAB.tables["transfers"])]}
 
     tables = lab.record("bases", ("bases", "transfers"), experiment, bases=list(chosen), pull_repeats=pull_repeats,
                         extra_images=list(extra), port=port)
-    return BaseTable(tables["bases"], tables["transfers"])
+    # A recording made before a column existed replays with that column empty (NaN).
+    return BaseTable(tables["bases"], tables["transfers"].reindex(columns=list(LAB.tables["transfers"])))
+

@@ -7,11 +7,13 @@ import math
 from labkit.core.claims import ClaimLedger, Source, Verdict, verdict
 from labkit.labs.choosing_a_base_image.bases import BaseTable
 from labkit.labs.choosing_a_base_image.declaration import SECTION, SECTION_START, SIZE_TOLERANCE
+from labkit.labs.choosing_a_base_image.native import NativeResult
 from labkit.labs.choosing_a_base_image.pulls import PullFit
 from labkit.labs.choosing_a_base_image.startup import StartResult
 
 
-def check_claims(ledger: ClaimLedger, table: BaseTable, fit: PullFit, start: StartResult) -> None:
+def check_claims(ledger: ClaimLedger, table: BaseTable, fit: PullFit, start: StartResult,
+                 native: NativeResult) -> None:
     """The chapter's claims about bases and our findings beyond them, each with a criterion and a verdict computed
     from this notebook's measurements."""
     chapter = table.chapter
@@ -97,6 +99,9 @@ def check_claims(ledger: ClaimLedger, table: BaseTable, fit: PullFit, start: Sta
                    "scratch, so nothing else is there to count; its libraries carry no package metadata, so a "
                    "scanner sees fewer packages than it holds", tables=("bases",))
 
+    if native.recorded:
+        _check_native(ledger, native)
+
     decides = start.size_decides
     family = start.node_family()
     ledger.check(
@@ -110,3 +115,31 @@ def check_claims(ledger: ClaimLedger, table: BaseTable, fit: PullFit, start: Sta
                   "above the smallest's",
         verdict=Verdict.INCONCLUSIVE if decides is None else verdict(decides),
         caveat="fewer than two node images were measured" if decides is None else "", tables=("startup",))
+
+
+def _check_native(ledger: ClaimLedger, native: NativeResult) -> None:
+    failing = native.glibc_builds_failing_on_musl
+    if not native.glibc_builds_load_on_glibc:
+        native_verdict = Verdict.INCONCLUSIVE  # the module fails where it was built for: it says nothing of musl
+    else:
+        native_verdict = verdict(native.musl_build_loads_on_musl and bool(failing),
+                                 caveat=len(failing) < len(native.glibc_builds))
+    ledger.check(
+        "musl.native_modules", source=Source.CHAPTER, section=SECTION,
+        claim="On a musl base such as Alpine, a native module built against glibc can fail to load, where the same "
+              "code built against musl works",
+        value=float(len(failing)), unit=f"of {len(native.glibc_builds)} glibc builds failing on {native.musl_base}",
+        measured="; ".join(f"{r.module} on {r.base}: " + ("loaded" if r.loaded else f"failed ({r.output})")
+                           for r in native.modules.itertuples()),
+        criterion=f"on {native.musl_base} (musl's loader, no glibc) the musl build of the module loads and answers, "
+                  "and at least one glibc build of the same source fails to load; every glibc build loads on "
+                  f"{native.glibc_base} (else the module itself is at fault: inconclusive); a glibc build that "
+                  "loads on musl is a caveat",
+        verdict=native_verdict,
+        caveat={Verdict.CAVEAT: f"only {len(failing)} of {len(native.glibc_builds)} glibc builds failed: whether "
+                                "one trips depends on the glibc-only functions its build calls; the module is a "
+                                "small C stand-in for a Python extension or node addon, loaded by a small program "
+                                "standing in for the interpreter",
+                Verdict.INCONCLUSIVE: f"a glibc build failed on {native.glibc_base} too, so the module, not "
+                                      "musl, is at fault"}.get(native_verdict, ""),
+        tables=("native_modules",))

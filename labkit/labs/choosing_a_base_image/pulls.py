@@ -20,7 +20,8 @@ class PullFit:
     second through the same pulls against the image's file count: wall_s = files_intercept_s + files_slope_s ×
     files. The verdict follows the better of the two (:attr:`better_model`, the higher R²).
 
-    `points`: base, compressed_mb, files, wall_s, predicted_s, residual_s (one per pull; the bytes line's)."""
+    `points`: base, repeat, compressed_mb, files, wall_s, predicted_s, residual_s (one per pull; the bytes
+    line's). `checked_cold`: how many of them were checked cold before they began (image and layers gone)."""
 
     intercept_s: float
     slope_s_per_mb: float
@@ -30,6 +31,21 @@ class PullFit:
     files_intercept_s: float = math.nan
     files_slope_s: float = math.nan  # s per file
     files_r_squared: float = math.nan
+    checked_cold: int = 0
+
+    @cached_property
+    def per_round(self) -> pd.DataFrame:
+        """Per round of pulls (every base once): n, the bytes line's slope_ms_per_mb and r_squared through that
+        round's pulls alone, and relative (the median over its pulls of each pull over its base's median pull): a
+        round above 1 pulled slower than the bases' typical pulls, so a drift over the run shows here."""
+        medians = self.points.groupby("base")["wall_s"].transform("median")
+        rows = []
+        for repeat, group in self.points.assign(relative=self.points["wall_s"] / medians).groupby("repeat"):
+            slope, _, _, r_squared = _line(group["compressed_mb"].to_numpy(dtype=float),
+                                           group["wall_s"].to_numpy(dtype=float))
+            rows.append({"repeat": repeat, "n": len(group), "slope_ms_per_mb": slope * 1e3, "r_squared": r_squared,
+                         "relative": float(group["relative"].median())})
+        return pd.DataFrame(rows).set_index("repeat")
 
     @property
     def better_model(self) -> str:
@@ -120,9 +136,27 @@ class PullFit:
                 f"manifest, config and each layer, and the engine's bookkeeping), "
                 f"{t['fixed_share'].iloc[1]:.0%} of the next smallest image's pull. On a loopback registry it is "
                 f"small; across a real network each round trip adds latency to it, and bandwidth to the slope. "
-                f"{files}{models}"
-                + (f" Left out: {', '.join(self.left_out)}, whose pulls found layers already in the engine (a "
-                   "build cache still held them), so they were not cold." if self.left_out else ""))
+                f"{files}{models}{self._rounds()}"
+                + (f" Left out: {', '.join(self.left_out)}, whose pulls found layers already in the engine (seen "
+                   "before the pull began, or reported \"Already exists\" by it: another image or a build cache "
+                   "still held them), so they were not cold." if self.left_out else ""))
+
+
+    def _rounds(self) -> str:
+        """The pulls round by round, when there was more than one round."""
+        r = self.per_round
+        checked = (f" {self.checked_cold} of {len(self.points)} pulls were checked cold as they began: the image "
+                   "and every one of its layers gone from the engine." if self.checked_cold else
+                   " No pull was checked cold before it began (the recording predates that check): that they were "
+                   "rests on the CLI reporting no layer \"Already exists\".")
+        if len(r) < 2:
+            return checked
+        return (f" Round by round (each base once per round, the order rotated): slope "
+                f"{' / '.join(f'{v:.0f}' for v in r['slope_ms_per_mb'])} ms/MB, and the round's pulls at "
+                f"{' / '.join(f'{v:.2f}' for v in r['relative'])}× their base's median — "
+                + ("no drift over the run beyond 10 %" if (r["relative"] - 1).abs().max() <= 0.1 else
+                   "the pulls drifted over the run, and interleaving spread that drift over every base")
+                + "." + checked)
 
 
 def fit_pulls(table: BaseTable) -> PullFit:
@@ -137,10 +171,11 @@ def fit_pulls(table: BaseTable) -> PullFit:
     slope, intercept, predicted, r_squared = _line(x, y)
     files = table.bases.set_index("base")["files"].loc[pulls["base"]].to_numpy(dtype=float)
     files_slope, files_intercept, _, files_r_squared = _line(files, y)
-    points = pd.DataFrame({"base": pulls["base"].to_numpy(), "compressed_mb": x, "files": files, "wall_s": y,
-                           "predicted_s": predicted, "residual_s": y - predicted})
+    points = pd.DataFrame({"base": pulls["base"].to_numpy(), "repeat": pulls["repeat"].to_numpy(),
+                           "compressed_mb": x, "files": files, "wall_s": y, "predicted_s": predicted,
+                           "residual_s": y - predicted})
     return PullFit(intercept, slope, r_squared, points, tuple(table.warm_pulls), files_intercept, files_slope,
-                   files_r_squared)
+                   files_r_squared, table.checked_cold)
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray, float]:
