@@ -38,13 +38,15 @@ class BadLoad(ValueError):
 @dataclass(frozen=True)
 class Request:
     """One request: its `index`, `latency_s` (connect to last byte), `status` (0 when no response), `bytes`
-    received and `error` ('' when it succeeded)."""
+    received, `error` ('' when it succeeded) and `started_s`, when it started, in seconds since the load
+    started (where in a load its failures fell)."""
 
     index: int
     latency_s: float
     status: int
     bytes: int
     error: str
+    started_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def validate(url: str, count: int, concurrency: int, time_limit_s: float) -> tup
     return parts.hostname, parts.port or 80, parts.path or "/"
 
 
-def _one(host: str, port: int, path: str, index: int, timeout_s: float) -> Request:
+def _one(host: str, port: int, path: str, index: int, timeout_s: float, load_started_ns: int = 0) -> Request:
     started = time.perf_counter_ns()
     connection = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
@@ -92,14 +94,21 @@ def _one(host: str, port: int, path: str, index: int, timeout_s: float) -> Reque
         received, status, error = 0, 0, f"{type(exc).__name__}: {exc}"
     finally:
         connection.close()
-    return Request(index, (time.perf_counter_ns() - started) / 1e9, status, received, error)
+    return Request(index, (time.perf_counter_ns() - started) / 1e9, status, received, error,
+                   (started - load_started_ns) / 1e9 if load_started_ns else 0.0)
 
 
-def run_load(url: str, count: int, concurrency: int, time_limit_s: float) -> Load:
+def run_load(url: str, count: int, concurrency: int, time_limit_s: float,
+             request_timeout_s: float | None = None) -> Load:
     """Send `count` GETs to `url` from `concurrency` threads; no request starts after `time_limit_s` seconds, and
-    none waits longer than what is left of it (so the whole load ends within about the limit)."""
+    none waits longer than what is left of it (so the whole load ends within about the limit), nor longer than
+    `request_timeout_s` when given (a request to an address that went silent then fails instead of holding its
+    worker to the end)."""
     host, port, path = validate(url, count, concurrency, time_limit_s)
+    if request_timeout_s is not None and not 0 < request_timeout_s < math.inf:
+        raise BadLoad(f"request_timeout_s={request_timeout_s!r}: need a number of seconds > 0, or None.")
     started = time.perf_counter()
+    started_ns = time.perf_counter_ns()
     deadline = started + time_limit_s
     next_index = iter(range(count))
     lock = threading.Lock()
@@ -112,7 +121,7 @@ def run_load(url: str, count: int, concurrency: int, time_limit_s: float) -> Loa
                 index = next(next_index, None) if left > 0 else None
             if index is None:
                 return
-            finished = _one(host, port, path, index, left)
+            finished = _one(host, port, path, index, min(left, request_timeout_s or left), started_ns)
             with lock:
                 done.append(finished)
 
@@ -165,13 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--time-limit", type=float, default=10.0)
     parser.add_argument("--bulk", action="store_true", help="one GET of a large body (throughput)")
+    parser.add_argument("--request-timeout", type=float, default=None, help="seconds one request may take")
     args = parser.parse_args(argv)
     try:
         if args.bulk:
             started = time.perf_counter()
             load = Load([bulk(args.url, args.time_limit)], 0, time.perf_counter() - started)
         else:
-            load = run_load(args.url, args.count, args.concurrency, args.time_limit)
+            load = run_load(args.url, args.count, args.concurrency, args.time_limit, args.request_timeout)
     except BadLoad as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
