@@ -161,6 +161,21 @@ def test_claims_match_what_this_host_is_known_to_do(executed: Path) -> None:
     assert claims.loc["startup.milliseconds", "value"] == pytest.approx(docker_ms)
 
 
+def test_the_clock_and_apparmor_are_what_this_host_has(executed: Path) -> None:
+    clock = pd.read_csv(executed / "clock.csv").set_index("check")
+    # Docker 20.10 makes no time namespace: the container's is this test's own (the host's), read here directly.
+    host_time = int(os.readlink("/proc/self/ns/time").split("[")[1].rstrip("]"))
+    assert clock.loc["time namespace", "inside"] == clock.loc["time namespace for its children", "inside"] == host_time
+    assert clock["within"].all()
+    confinement = pd.read_csv(executed / "confinement.csv").set_index("subject")
+    enabled = Path("/sys/module/apparmor/parameters/enabled")
+    apparmor = enabled.exists() and enabled.read_text().strip() == "Y"
+    label = confinement.loc["docker run (default)", "label"]
+    assert label == "docker-default (enforce)" if apparmor else label == procfs.NO_SECURITY_LABEL
+    claims = pd.read_csv(executed / "claims.csv").set_index("id")
+    assert claims.loc["namespaces.time_is_the_host_s", "verdict"] == "holds"
+
+
 def test_nothing_is_left_behind(executed: Path, docker_client: docker.DockerClient) -> None:
     assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
     assert _scratch_cgroups() == []

@@ -92,7 +92,7 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
     what_a_container_is.STEM: lambda lab: what_a_container_is.check_claims(
         lab.claims, what_a_container_is.run_namespaces(lab), what_a_container_is.run_privileges(lab),
         what_a_container_is.run_from_scratch(lab), what_a_container_is.run_startup(lab),
-        what_a_container_is.run_vm_boot(lab)),
+        what_a_container_is.run_vm_boot(lab), what_a_container_is.run_clock(lab)),
     image_layers.STEM: lambda lab: image_layers.check_claims(
         lab.claims, image_layers.run_layers(lab), image_layers.run_overlay(lab), image_layers.run_copy_up(lab),
         image_layers.run_reproducible(lab)),

@@ -11,6 +11,7 @@ Nothing happens at import.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "cmdline",
     "decode_capabilities",
     "interfaces",
+    "namespace_for_children",
     "namespaces",
     "parse_cgroup",
     "parse_cmdline",
@@ -51,6 +53,7 @@ __all__ = [
     "read_net_dev",
     "read_status",
     "running",
+    "security_label",
 ]
 
 PROC = Path("/proc")
@@ -155,6 +158,53 @@ def namespaces(pid: Pid = "self", proc_root: Path = PROC) -> dict[str, int]:
             raise ValueError(f"{path} points to a {link_kind!r} namespace, expected {kind!r}: {text!r}")
         found[kind] = inode
     return found
+
+
+def namespace_for_children(kind: str, pid: Pid = "self", proc_root: Path = PROC) -> int | None:
+    """The inode of the `kind` namespace (``pid`` or ``time``) that ``pid``'s next children will be born in
+    (``ns/<kind>_for_children``), or None where the kernel has no such link (no time namespaces before Linux 5.6).
+
+    A process cannot move itself into a new pid or time namespace: ``unshare`` changes only this link, so a
+    runtime that gave a container its own clock offsets would show it here before the container's own ``ns/time``.
+    """
+    path = _pid_dir(pid, proc_root) / "ns" / f"{kind}_for_children"
+    try:
+        text = _ns_link_text(path)
+    except (FileNotFoundError, ProcessLookupError) as err:
+        if _pid_dir(pid, proc_root).is_dir():
+            return None
+        raise _gone_or_raise(pid, proc_root, err) from err
+    link_kind, inode = parse_ns_link(text)
+    if link_kind != kind:
+        raise ValueError(f"{path} points to a {link_kind!r} namespace, expected {kind!r}: {text!r}")
+    return inode
+
+
+NO_SECURITY_LABEL = "(none: no security module labels processes)"
+
+
+def security_label(pid: Pid = "self", proc_root: Path = PROC) -> str:
+    """The security module's label of ``pid``: AppArmor's profile and mode (``docker-default (enforce)``,
+    ``unconfined``) or an SELinux context. Read from ``attr/apparmor/current`` (Linux >= 5.8) and else
+    ``attr/current``; :data:`NO_SECURITY_LABEL` when no module that labels processes is active (the kernel
+    answers EINVAL, or the files are absent)."""
+    folder = _pid_dir(pid, proc_root) / "attr"
+    for path in (folder / "apparmor" / "current", folder / "current"):
+        try:
+            text = path.read_bytes().decode(errors="replace").strip("\x00\n ")
+        except FileNotFoundError:
+            continue
+        except ProcessLookupError as err:
+            raise _gone_or_raise(pid, proc_root, err) from err
+        except OSError as err:
+            if err.errno == errno.EINVAL:  # the file exists for every process; only an active module answers
+                continue
+            raise
+        if text:
+            return text
+    if not _pid_dir(pid, proc_root).is_dir():
+        raise ProcessGone(pid, proc_root)
+    return NO_SECURITY_LABEL
 
 
 # ----------------------------------------------------------------------------------------------------

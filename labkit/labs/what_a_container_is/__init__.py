@@ -5,9 +5,9 @@ recorded tables) and returns a frozen result holding tidy DataFrames; the number
 quotes are properties and methods of those results, computed from the frames.
 
 The package follows the notebook's sections: :mod:`.declaration` (the lab's tables, requirements and the budget
-every container runs under), :mod:`.namespaces` (1), :mod:`.privileges` (2), :mod:`.from_scratch` (3),
-:mod:`.startup` (4), :mod:`.vm_boot` (5) and :mod:`.claims` (6). The names the notebook and the tests use are
-re-exported here.
+every container runs under), :mod:`.namespaces` (1, with the clock), :mod:`.privileges` (2, with AppArmor),
+:mod:`.from_scratch` (3), :mod:`.startup` (4), :mod:`.vm_boot` (5) and :mod:`.claims` (6). The names the notebook
+and the tests use are re-exported here.
 """
 
 from labkit.labs.what_a_container_is.claims import check_claims
@@ -22,13 +22,19 @@ from labkit.labs.what_a_container_is.declaration import (
     STEM,
 )
 from labkit.labs.what_a_container_is.from_scratch import ScratchResult, run_from_scratch
-from labkit.labs.what_a_container_is.namespaces import NamespaceResult, run_namespaces
-from labkit.labs.what_a_container_is.privileges import PrivilegeResult, run_privileges
+from labkit.labs.what_a_container_is.namespaces import ClockResult, NamespaceResult, run_clock, run_namespaces
+from labkit.labs.what_a_container_is.privileges import (
+    ConfinementResult,
+    PrivilegeResult,
+    run_confinement,
+    run_privileges,
+)
 from labkit.labs.what_a_container_is.startup import StartupResult, run_startup
 from labkit.labs.what_a_container_is.vm_boot import VmBootResult, run_vm_boot
 
 __all__ = [
-    "DEFAULT", "DOCKER_SDK", "HOST", "HOST_NETWORK", "LAB", "NET_RAW", "STARTUP_METHODS", "STEM", "NamespaceResult",
-    "PrivilegeResult", "ScratchResult", "StartupResult", "VmBootResult", "check_claims", "run_from_scratch",
-    "run_namespaces", "run_privileges", "run_startup", "run_vm_boot",
+    "DEFAULT", "DOCKER_SDK", "HOST", "HOST_NETWORK", "LAB", "NET_RAW", "STARTUP_METHODS", "STEM", "ClockResult",
+    "ConfinementResult", "NamespaceResult", "PrivilegeResult", "ScratchResult", "StartupResult", "VmBootResult",
+    "check_claims", "run_clock", "run_confinement", "run_from_scratch", "run_namespaces", "run_privileges",
+    "run_startup", "run_vm_boot",
 ]

@@ -14,6 +14,7 @@ from labkit.labs.what_a_container_is.declaration import (
     MINUTE_S,
     NET_RAW,
     SCRATCH_START,
+    SECTION_NAMESPACES,
     SECTION_NETWORKING,
     SECTION_WHAT,
     SLEEP_ARGV,
@@ -21,16 +22,17 @@ from labkit.labs.what_a_container_is.declaration import (
     short_caps,
 )
 from labkit.labs.what_a_container_is.from_scratch import ScratchResult
-from labkit.labs.what_a_container_is.namespaces import NamespaceResult
+from labkit.labs.what_a_container_is.namespaces import BOOTTIME, REALTIME, ClockResult, NamespaceResult
 from labkit.labs.what_a_container_is.privileges import PrivilegeResult
 from labkit.labs.what_a_container_is.startup import StartupResult
 from labkit.labs.what_a_container_is.vm_boot import VmBootResult
 
 
 def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: PrivilegeResult, from_scratch: ScratchResult,
-                 startup: StartupResult, boot: VmBootResult) -> None:
+                 startup: StartupResult, boot: VmBootResult, clock: ClockResult) -> None:
     """The chapter's claims about what a container is, each with a criterion and a verdict computed from this
-    notebook's measurements."""
+    notebook's measurements (the clock's only where the replayed recording holds it). The chapter's AppArmor claim
+    is ledgered once, by notebook 10 (``security.lsm_confines``); section 2 reads the same facts here."""
     pid = ns.fact("its PID")
     ordinary = str(pid["inside"]) == "1" and str(pid["host"]) != "1" and "shim" in ns.parent_name
     ledger.check(
@@ -134,6 +136,9 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
                "when the run drops it (--cap-drop NET_RAW or ALL)" if keeps_net_raw else "",
         tables=("capabilities",))
 
+    if clock.recorded:
+        check_clock(ledger, clock, privileges)
+
     docker_ms = startup.ms(DOCKER_SDK)
     fast, bearable = docker_ms < 100, docker_ms < 1000
     ledger.check(
@@ -178,3 +183,24 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
         criterion="holds if even the lower bound is ≥ 60 s with KVM; ≥ 60 s only under emulation is inconclusive; "
                   "below 60 s it does not hold for this minimal VM (emulation only makes it slower)",
         verdict=vm_verdict, caveat=vm_caveat, tables=("vm_boot",))
+
+
+def check_clock(ledger: ClaimLedger, clock: ClockResult, privileges: PrivilegeResult) -> None:
+    """The time namespace: not among the chapter's six, and a default container does not get one. Notebook 10
+    ledgers the chapter's clock pitfall (pitfalls.time_is_the_host_s) from the wall clock alone."""
+    wall, boot = clock.row(REALTIME), clock.row(BOOTTIME)
+    can_set = "CAP_SYS_TIME" in privileges.effective(DEFAULT)
+    ledger.check(
+        "namespaces.time_is_the_host_s", source=Source.FINDING, section=SECTION_NAMESPACES,
+        claim="Docker gives a container no time namespace (a seventh kind, beyond the chapter's six): every clock "
+              "it reads, since boot included, is the host's",
+        value=float(clock.shares_time_namespace and clock.clocks_agree), unit="1 = the host's namespace and clocks",
+        measured=f"time namespace {'the host' if clock.shares_time_namespace else 'its own'}'s (its children's "
+                 f"too); date +%s inside {wall['inside']:.0f} against the host's {wall['host_low']:.0f}–"
+                 f"{wall['host_high']:.2f}; uptime {boot['inside']:.2f} s against {boot['host_low']:.2f}–"
+                 f"{boot['host_high']:.2f} s; {'holds' if can_set else 'lacks'} CAP_SYS_TIME",
+        criterion="its ns/time and ns/time_for_children are the host's, and its wall clock and time since boot read "
+                  "inside lie between the host's readings just before and after",
+        verdict=verdict(clock.shares_time_namespace and clock.clocks_agree),
+        caveat="" if clock.kernel_has_time_namespaces else "this kernel has no time namespaces (before 5.6)",
+        tables=("clock", "capabilities"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import docker
+import pandas as pd
 
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
@@ -64,6 +65,7 @@ MINUTE_S = 60.0
 # The chapter's sections these claims come from, as it spells them.
 SECTION_WHAT = "What a Container Actually Is"
 SECTION_NETWORKING = "Networking — How Containers Talk"
+SECTION_NAMESPACES = "Namespaces, read from /proc"  # the notebook's section 1, for its finding
 
 
 def prepare(client: docker.DockerClient) -> list[str]:
@@ -94,7 +96,10 @@ LAB = Lab(
         "namespaces": ("subject", "kind", "inode", "host_inode", "shared"),
         "inside": ("subject", "check", "inside", "host", "same"),
         "ancestry": ("subject", "depth", "pid", "name", "command"),
+        "clock": ("subject", "check", "inside", "host_low", "host_high", "within"),
         "capabilities": ("subject", "capability", "effective", "host_effective", "seccomp_mode", "bounding"),
+        "confinement": ("subject", "apparmor_enabled", "apparmor_fs", "active_modules", "label",
+                        "engine_security_options"),
         "scratch_cgroup": ("memory_limit_bytes", "pids_limit", "cpus", "memory_limit_read_bytes", "cgroup",
                            "pid_in_cgroup", "cleaned", "cgroup_version", "effective_capabilities", "seccomp_mode",
                            "hog_exit_code", "hog_raw_exit", "hog_oom_kills"),
@@ -119,6 +124,16 @@ def limits_for(lab: LabSession, memory_limit_mib: int) -> Limits:
     if lab.live:
         space.require_memory({space.Size(LIMIT_NAMES[0], memory_limit_mib): 1})
     return limits
+
+
+def replayed_without(lab: LabSession, table: str) -> bool:
+    """Replaying a recording made before this lab measured `table`: its section says so rather than failing."""
+    return lab.replay is not None and table not in lab.replay.tables()
+
+
+def empty_table(table: str) -> pd.DataFrame:
+    """`table` with its declared columns and no rows: what a section holds when its recording lacks it."""
+    return pd.DataFrame(columns=list(LAB.tables[table]))
 
 
 def listed(names: list[str] | set[str]) -> str:

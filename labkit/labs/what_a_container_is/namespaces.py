@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +19,13 @@ from labkit.labs.what_a_container_is.declaration import (
     HOST,
     SHARED_NAMESPACE_VARIANTS,
     SLEEP_ARGV,
+    empty_table,
     limits_for,
     listed,
+    replayed_without,
 )
+
+SHOWN_KINDS = (*procfs.NAMESPACE_KINDS, "time")  # "time": Linux >= 5.6, absent from older kernels' tables
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class NamespaceResult:
         labels = self.namespaces.assign(verdict=self.namespaces["shared"].map({True: "shared", False: "new"}))
         table = labels.pivot(index="subject", columns="kind", values="verdict")
         order = list(dict.fromkeys(self.namespaces["subject"]))
-        return table.loc[order, [k for k in procfs.NAMESPACE_KINDS if k in table.columns]]
+        return table.loc[order, [k for k in SHOWN_KINDS if k in table.columns]]
 
     def inodes(self) -> pd.DataFrame:
         """subject × kind table of namespace inode numbers, in the order of :meth:`verdicts`."""
@@ -88,6 +94,9 @@ class NamespaceResult:
                      "by capabilities and seccomp (section 2).")
         if "cgroup" in shared:
             text += " The cgroup namespace is the host's too: Docker makes a private one only on cgroup v2 hosts."
+        if "time" in shared:
+            text += (" So is the time namespace (Linux ≥ 5.6): the container's clocks are the host's clocks, "
+                     "read below.")
         return text
 
     def inside_conclusion(self) -> str:
@@ -108,7 +117,7 @@ class NamespaceResult:
 def namespace_rows(subject: str, pid: int | str, host: dict[str, int]) -> list[dict[str, Any]]:
     found = procfs.namespaces(pid)
     return [{"subject": subject, "kind": kind, "inode": found[kind], "host_inode": host[kind],
-             "shared": found[kind] == host[kind]} for kind in procfs.NAMESPACE_KINDS]
+             "shared": found[kind] == host[kind]} for kind in SHOWN_KINDS if kind in found]
 
 
 def inside_rows(subject: str, pid: int, inside_argv: Callable[[list[str]], str]) -> list[dict[str, Any]]:
@@ -168,3 +177,110 @@ def run_namespaces(lab: LabSession, base: str = "busybox", memory_limit_mib: int
 
     tables = lab.record("namespaces", ("namespaces", "inside", "ancestry"), experiment, base=base, **limits.record())
     return NamespaceResult(tables["namespaces"], tables["inside"], tables["ancestry"])
+
+
+TIME_NAMESPACE = "time namespace"
+TIME_FOR_CHILDREN = "time namespace for its children"
+REALTIME = "wall clock (date +%s), s"
+BOOTTIME = "time since boot (/proc/uptime), s"
+
+
+@dataclass(frozen=True)
+class ClockResult:
+    """`clock`: subject, check, inside, host_low, host_high, within — the default container's time namespaces
+    (inode numbers; the host's in both host columns; NaN where the kernel has none) and its clocks read inside,
+    bracketed by the host's clock read just before (floored to the inside reading's resolution) and just after:
+    `within` says the inside reading lies in that bracket. Empty when replaying a recording made without it."""
+
+    clock: pd.DataFrame
+
+    @property
+    def recorded(self) -> bool:
+        return not self.clock.empty
+
+    def row(self, check: str) -> pd.Series:
+        return self.clock.set_index("check").loc[check]
+
+    def readings(self) -> pd.DataFrame:
+        """:attr:`clock` for display: inode numbers whole, clocks to the hundredth of a second."""
+        shown = self.clock.copy()
+        inodes = shown["check"].isin([TIME_NAMESPACE, TIME_FOR_CHILDREN])
+        for column in ("inside", "host_low", "host_high"):
+            shown[column] = [f"{v:.0f}" if inode else f"{v:.2f}" for v, inode in zip(shown[column], inodes,
+                                                                                       strict=True)]
+        return shown
+
+    @property
+    def kernel_has_time_namespaces(self) -> bool:
+        return bool(pd.notna(self.row(TIME_NAMESPACE)["inside"]))
+
+    @property
+    def shares_time_namespace(self) -> bool:
+        """Its time namespace and its children's are the host's (or the kernel has none: one clock for all)."""
+        return (not self.kernel_has_time_namespaces
+                or bool(self.row(TIME_NAMESPACE)["within"] and self.row(TIME_FOR_CHILDREN)["within"]))
+
+    @property
+    def clocks_agree(self) -> bool:
+        """Both clocks read inside fall within the host's readings around them."""
+        return bool(self.row(REALTIME)["within"] and self.row(BOOTTIME)["within"])
+
+    def conclusion(self) -> str:
+        if not self.recorded:
+            return ("*The clock was not measured in the recording this notebook replays (it predates this "
+                    "section): a live run measures it.*")
+        wall, boot = self.row(REALTIME), self.row(BOOTTIME)
+        if not self.kernel_has_time_namespaces:
+            ns = "This kernel has no time namespaces (before Linux 5.6): one set of clocks serves every process."
+        else:
+            own = self.row(TIME_NAMESPACE)
+            ns = (f"Its time namespace is `{int(own['inside'])}` against the host's `{int(own['host_low'])}`, and "
+                  f"the one its children would be born in is `{int(self.row(TIME_FOR_CHILDREN)['inside'])}`: "
+                  + ("**the host's**, both." if self.shares_time_namespace else "**its own**."))
+        return (f"**What we measured.** {ns} Inside, `date +%s` read **{wall['inside']:.0f}** while the host read "
+                f"{wall['host_low']:.0f}–{wall['host_high']:.2f} around it "
+                f"({'within' if wall['within'] else 'OUTSIDE'} the bracket); `/proc/uptime` read "
+                f"{boot['inside']:.2f} s against the host's {boot['host_low']:.2f}–{boot['host_high']:.2f} s "
+                f"({'within' if boot['within'] else 'OUTSIDE'}). A time namespace could only offset the clocks "
+                "since boot; the wall clock is not namespaced at all. So a host whose clock is wrong (NTP stopped, "
+                "a skewed RTC) is wrong in every container on it; notebook 10 shows that a container cannot set it.")
+
+
+def _clock_row(check: str, inside: float | None, low: float | None, high: float | None) -> dict[str, Any]:
+    missing = inside is None or low is None or high is None
+    return {"subject": DEFAULT, "check": check, "inside": math.nan if inside is None else inside,
+            "host_low": math.nan if low is None else low, "host_high": math.nan if high is None else high,
+            "within": (not missing) and low <= inside <= high}  # type: ignore[operator]
+
+
+def run_clock(lab: LabSession, base: str = "busybox", memory_limit_mib: int = 64) -> ClockResult:
+    """The default container's time namespaces against the host's, and its wall clock (s since the epoch) and
+    time since boot (s) read inside, each between two readings of the host's. Under `memory_limit_mib` MiB,
+    32 pids and half a core."""
+    images.validate_base(base)
+    limits = limits_for(lab, memory_limit_mib)
+    if replayed_without(lab, "clock"):
+        return ClockResult(empty_table("clock"))
+    lab.require_root("reading a container's /proc/<pid>/ns/time")
+
+    def experiment() -> pd.DataFrame:
+        client = lab.engine
+        image = images.require_base(client, base).tag
+        with lab.scope() as scope, containers.running(client, scope, image, SLEEP_ARGV, stem="clock",
+                                                      limits=limits) as container:
+            pid = containers.host_pid(client, container.id)
+            host_ns = procfs.namespaces("self").get("time")
+            host_children = procfs.namespace_for_children("time", "self")
+            rows = [_clock_row(TIME_NAMESPACE, procfs.namespaces(pid).get("time"), host_ns, host_ns),
+                    _clock_row(TIME_FOR_CHILDREN, procfs.namespace_for_children("time", pid), host_children,
+                               host_children)]
+            before = time.time()
+            wall = float(containers.exec_text(container, ["date", "+%s"]))
+            rows.append(_clock_row(REALTIME, wall, math.floor(before), time.time()))  # date prints whole seconds
+            before = time.clock_gettime(time.CLOCK_BOOTTIME)
+            since_boot = float(containers.exec_text(container, ["cat", "/proc/uptime"]).split()[0])
+            after = time.clock_gettime(time.CLOCK_BOOTTIME)
+            rows.append(_clock_row(BOOTTIME, since_boot, math.floor(before * 100) / 100, after))  # 1/100 s
+        return pd.DataFrame(rows)
+
+    return ClockResult(lab.measure("clock", experiment, base=base, **limits.record()))

@@ -8,7 +8,7 @@ from functools import cached_property
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import containers, images, procfs
+from labkit.instruments import containers, engine, images, lsm, procfs
 from labkit.labs.what_a_container_is.declaration import (
     CAP_ADD,
     CAP_DROP_ALL,
@@ -18,7 +18,9 @@ from labkit.labs.what_a_container_is.declaration import (
     PRIVILEGE_VARIANTS,
     SLEEP_ARGV,
     UNCONFINED,
+    empty_table,
     limits_for,
+    replayed_without,
     short_caps,
 )
 
@@ -90,3 +92,87 @@ def run_privileges(lab: LabSession, base: str = "busybox", memory_limit_mib: int
             for subject, status in statuses.items() for name in names])
 
     return PrivilegeResult(lab.measure("capabilities", experiment, base=base, **limits.record()))
+
+
+APPARMOR_DEFAULT_PROFILE = "docker-default"  # the profile Docker loads and applies where AppArmor is enabled
+
+
+@dataclass(frozen=True)
+class ConfinementResult:
+    """`confinement`: subject (the host's own process, a default container), apparmor_enabled (the module's
+    parameter, or "not in this kernel"), apparmor_fs (AppArmor's folder in securityfs), active_modules (the
+    kernel's list of security modules, where readable), label (the process's AppArmor profile or other security
+    label, read from /proc/<pid>/attr), engine_security_options (``docker info``'s SecurityOptions, ``;``-joined).
+    Empty when replaying a recording made without it."""
+
+    confinement: pd.DataFrame
+
+    @property
+    def recorded(self) -> bool:
+        return not self.confinement.empty
+
+    def label(self, subject: str) -> str:
+        return str(self.confinement.set_index("subject").loc[subject, "label"])
+
+    @property
+    def apparmor_enabled(self) -> bool:
+        return str(self.confinement["apparmor_enabled"].iloc[0]) == "Y"
+
+    @property
+    def engine_options(self) -> list[str]:
+        return str(self.confinement["engine_security_options"].iloc[0]).split(";")
+
+    @property
+    def engine_lists_apparmor(self) -> bool:
+        return any(option.startswith("name=apparmor") for option in self.engine_options)
+
+    @property
+    def confined(self) -> bool:
+        """A default container runs under Docker's AppArmor profile, in enforce mode."""
+        return self.label(DEFAULT).startswith(APPARMOR_DEFAULT_PROFILE) and "(enforce)" in self.label(DEFAULT)
+
+    def conclusion(self) -> str:
+        if not self.recorded:
+            return ("*AppArmor was not read in the recording this notebook replays (it predates this part): a live "
+                    "run reads it.*")
+        row = self.confinement.iloc[0]
+        host = (f"AppArmor on this host: module parameter **{row['apparmor_enabled']}**, securityfs folder "
+                f"{'present' if row['apparmor_fs'] else 'absent'}, active modules: {row['active_modules']}. ")
+        engine_text = f"`docker info` lists the security options **{', '.join(self.engine_options)}**. "
+        if self.apparmor_enabled:
+            found = (f"A default container runs under **{self.label(DEFAULT)}** (this notebook's own process: "
+                     f"{self.label(HOST)}): " + ("Docker's profile, enforced, on top of seccomp." if self.confined
+                                                 else "NOT Docker's enforced profile."))
+        else:
+            found = (f"A default container's label reads **{self.label(DEFAULT)}**: with no AppArmor in the "
+                     "kernel, Docker applies no profile, and what restricts root in a container here is the "
+                     "capability set and the seccomp filter of section 2 (on Debian or Ubuntu with AppArmor, "
+                     f"`/proc/<pid>/attr/current` would read `{APPARMOR_DEFAULT_PROFILE} (enforce)`).")
+        return (f"**What we measured.** {host}{engine_text}{found} The chapter's claim that AppArmor or SELinux "
+                "further restricts a container is judged once, in notebook 10 (`security.lsm_confines`), from these "
+                "same facts.")
+
+
+def run_confinement(lab: LabSession, base: str = "busybox", memory_limit_mib: int = 64) -> ConfinementResult:
+    """Whether the kernel has AppArmor enabled (/sys), the security label of this lab's process and of a default
+    container (/proc/<pid>/attr), and the security options the engine reports (docker info)."""
+    images.validate_base(base)
+    limits = limits_for(lab, memory_limit_mib)
+    if replayed_without(lab, "confinement"):
+        return ConfinementResult(empty_table("confinement"))
+    lab.require_root("reading a container's /proc/<pid>/attr")
+
+    def experiment() -> pd.DataFrame:
+        client = lab.engine
+        image = images.require_base(client, base).tag
+        modules = lsm.host_modules()
+        options = ";".join(engine.info(client).security_options)
+        labels = {HOST: procfs.security_label("self")}
+        with lab.scope() as scope, containers.running(client, scope, image, SLEEP_ARGV, stem="confinement",
+                                                      limits=limits) as container:
+            labels[DEFAULT] = procfs.security_label(containers.host_pid(client, container.id))
+        return pd.DataFrame([{"subject": subject, "apparmor_enabled": modules.apparmor_enabled,
+                              "apparmor_fs": modules.apparmor_fs, "active_modules": modules.active, "label": label,
+                              "engine_security_options": options} for subject, label in labels.items()])
+
+    return ConfinementResult(lab.measure("confinement", experiment, base=base, **limits.record()))
