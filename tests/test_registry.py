@@ -3,11 +3,13 @@ storage removed after the block, after an error and after Ctrl-C; an image pushe
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -120,3 +122,32 @@ def test_an_image_pushed_to_the_registry_pulls_back(needs_registry: None,
             assert pushed["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
         finally:
             run([docker_cli(), "rmi", ref], 30, check=False)
+
+
+@pytest.fixture
+def needs_htpasswd(needs_registry: None) -> None:
+    if not os.path.exists("/usr/bin/htpasswd"):
+        missing("htpasswd (`apt-get install apache2-utils`, or `labkit setup 06`)")
+
+
+def _basic(address: str, user: str, password: str) -> int:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(f"http://{address}/v2/", headers={"Authorization": f"Basic {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as answer:
+        return int(answer.code)
+
+
+def test_a_registry_with_a_password_file_answers_only_that_password(needs_htpasswd: None) -> None:
+    entry = registry.htpasswd_entry("ci", "correct horse")
+    assert entry.startswith("ci:$2y$")  # htpasswd -B: bcrypt, the only hash the registry reads
+    with registry.running(htpasswd=entry) as reg:
+        status, headers = reg.status("GET", "")
+        assert (status, headers["www-authenticate"]) == (401, 'Basic realm="labkit"')
+        assert reg.status("POST", "lab/app/blobs/uploads/")[0] == 401  # where a push starts
+        assert _basic(reg.address, "ci", "correct horse") == 200
+        assert _basic(reg.address, "ci", "correct horse!") == 401
+        assert _basic(reg.address, "root", "correct horse") == 401
+    assert not reg.storage.exists()

@@ -131,7 +131,10 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
 def _tags_digests_and_registries(lab: LabSession, moved: tags_digests_and_registries.MovedTagResult,
                                  latest: tags_digests_and_registries.LatestResult, _manifest: object) -> None:
     """06 shows the manifest list (its section 3) but leaves its claim to 11's ledger."""
-    tags_digests_and_registries.check_claims(lab.claims, moved, latest, tags_digests_and_registries.run_lint(lab))
+    tags_digests_and_registries.check_claims(lab.claims, moved, latest, tags_digests_and_registries.run_lint(lab),
+                                             tags_digests_and_registries.run_release(lab),
+                                             tags_digests_and_registries.run_rollback(lab),
+                                             tags_digests_and_registries.run_login(lab))
 
 
 def _choosing_a_base_image(lab: LabSession, table: choosing_a_base_image.BaseTable) -> None:
@@ -166,7 +169,8 @@ def test_recorded_results_replay_into_the_same_claims(lab: Lab) -> None:
 # Each experiment that starts a registry on a port the reader chooses.
 REGISTRY_ON_A_PORT = [(choosing_a_base_image, "run_bases"), (arm64_vs_amd64, "run_manifest_list"),
                       (tags_digests_and_registries, "run_moved_tag"),
-                      (tags_digests_and_registries, "run_latest")]
+                      (tags_digests_and_registries, "run_latest"), (tags_digests_and_registries, "run_release"),
+                      (tags_digests_and_registries, "run_rollback"), (tags_digests_and_registries, "run_login")]
 
 
 @pytest.mark.parametrize(("module", "experiment"), REGISTRY_ON_A_PORT,

@@ -6,6 +6,7 @@ registry is gone afterwards."""
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +14,13 @@ import docker
 import pandas as pd
 import pytest
 
+from labkit.core.claims import ClaimLedger, Verdict
+from labkit.core.results import ResultStore
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import registry
 from labkit.labs import tags_digests_and_registries
+from labkit.labs.tags_digests_and_registries import claims, login, release
 from tests.conftest import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +32,9 @@ LAB = tags_digests_and_registries.LAB  # what the `replay` fixture (conftest.py)
     (lambda lab: tags_digests_and_registries.run_moved_tag(lab, port=80), r"port=80.*1024 to 65535"),
     (lambda lab: tags_digests_and_registries.run_latest(lab, port=70000), r"port=70000"),
     (lambda lab: tags_digests_and_registries.run_manifest_list(lab, port=True), r"port=True"),
+    (lambda lab: tags_digests_and_registries.run_release(lab, port=1023), r"port=1023"),
+    (lambda lab: tags_digests_and_registries.run_rollback(lab, port=65536), r"port=65536"),
+    (lambda lab: tags_digests_and_registries.run_login(lab, port=0), r"port=0"),
 ])
 def test_bad_ports_are_refused(replay: LabSession, call: Callable[[LabSession], object], message: str) -> None:
     with pytest.raises(BadParameter, match=message):
@@ -157,10 +164,38 @@ def test_the_manifest_list_resolves_per_platform(executed: Path) -> None:
 
 
 @pytest.mark.docker
+def test_the_release_tag_leads_back_to_its_commit(executed: Path) -> None:
+    row = release.ReleaseResult(pd.read_csv(executed / "release.csv", dtype=str)).row
+    # The pulled image's label is the commit git made, and the tag carries its first 7 hex digits.
+    assert re.fullmatch(r"[0-9a-f]{40}", row["commit"]) and row["label"] == row["commit"]
+    assert row["tag"] == "1.4.2-" + row["commit"][:7] and row["git_object_type"] == "commit"
+
+
+@pytest.mark.docker
+def test_a_cached_latest_runs_the_old_release_until_pulled(executed: Path) -> None:
+    table = pd.read_csv(executed / "rollback.csv").set_index("step")
+    assert list(table["cached_run"]) == ["(nothing cached)", "app 1.0.0", "app 1.1.0"]
+    assert list(table["pulled_run"]) == list(table["by_digest_run"]) == ["app 1.0.0", "app 1.1.0", "app 1.0.0"]
+    assert set(table["running_container"]) == {"app 1.0.0"}
+
+
+@pytest.mark.docker
+def test_the_unauthenticated_push_answers_401_and_the_password_lands_in_config_json(executed: Path) -> None:
+    result = login.LoginResult(pd.read_csv(executed / "login.csv"))
+    assert result.code(login.NO_CREDENTIALS) == 401 and result.code(login.PUSH_ANONYMOUS) == 1
+    assert "no basic auth credentials" in result.detail(login.PUSH_ANONYMOUS)
+    assert "401 Unauthorized" in result.detail(login.LOGIN_WRONG) and result.code(login.LOGIN) == 0
+    assert "stored unencrypted" in result.detail(login.LOGIN)
+    assert result.code(login.STORED) == 1 and "mode 0o600" in result.detail(login.STORED)
+    assert "<password>" in result.detail(login.STORED)
+
+
+@pytest.mark.docker
 def test_nothing_is_left_behind(executed: Path, docker_client: docker.DockerClient) -> None:
     assert leftovers(docker_client) == {"containers": [], "networks": [], "volumes": []}
     assert not [i for i in docker_client.images.list() if any("127.0.0.1:" in t for t in i.tags)]
     assert not list(Path("/tmp").glob("labkit-registry-*"))
+    assert not list(Path("/tmp").glob("labkit-docker-config-*")) and not list(Path("/tmp").glob("labkit-release-*"))
 
 
 @pytest.mark.parametrize(("line", "flagged"), [
@@ -175,3 +210,96 @@ def test_pip_by_its_path_is_found_where_hadolint_does_not_look(line: str, flagge
     assert {n for n, t in series.items() if tags_digests_and_registries.PIP_BY_PATH.search(t)} == {
         "assets/greeter/Dockerfile.dependencies-first", "assets/greeter/Dockerfile.everything-first",
         "assets/greeter/Dockerfile.multi-stage"}
+
+
+# ---------------------------------------------------------------- the new sections' verdicts, on hand-made tables
+
+COMMIT = "d9c43061d649e5a9479f87963c23ff0f37d26220"  # a commit as git prints it (from a quick run, 2026-12-05)
+
+
+def _release(**changes: str) -> release.ReleaseResult:
+    row = {"version": "1.4.2", "commit": COMMIT, "tag": "1.4.2-d9c4306", "pushed_digest": "sha256:4a", "pulled_digest":
+           "sha256:4a", "label": COMMIT, "git_object_type": "commit", **changes}
+    return release.ReleaseResult(pd.DataFrame([row]))
+
+
+@pytest.mark.parametrize(("changes", "traceable"), [
+    ({}, True),
+    ({"label": ""}, False),  # the label lost on the way (a build without --build-arg REVISION)
+    ({"label": "0" * 40, "git_object_type": "not an object here"}, False),
+    ({"tag": "1.4.2-d9c4307"}, False),  # another commit's SHA in the tag
+    ({"tag": "1.4.2"}, False),
+    ({"pulled_digest": "sha256:5b"}, False),  # the tag pulled another image
+])
+def test_a_release_is_traceable_only_when_tag_label_and_commit_agree(changes: dict[str, str],
+                                                                     traceable: bool) -> None:
+    result = _release(**changes)
+    assert result.traceable == traceable
+    ledger = ClaimLedger(tags_digests_and_registries.STEM)
+    claims.check_release(ledger, result)
+    assert ledger.verdict("tags.semver_and_sha") == (Verdict.HOLDS if traceable else Verdict.FAILS)
+
+
+def _rollback(cached: tuple[str, str, str]) -> release.RollbackResult:
+    old, new = release.OLD, release.NEW
+    return release.RollbackResult(pd.DataFrame({
+        "step": [release.RELEASE_OLD, release.RELEASE_NEW, release.ROLL_BACK], "registry_latest": [old, new, old],
+        "cached_run": list(cached), "pulled_run": [old, new, old], "running_container": [old, old, old],
+        "by_digest_run": [old, new, old]}))
+
+
+def test_the_rollback_verdicts_follow_what_the_cache_ran() -> None:
+    # As measured: the cache lags one step behind the registry.
+    lagging = ClaimLedger(tags_digests_and_registries.STEM)
+    claims.check_rollback(lagging, _rollback(("(nothing cached)", release.OLD, release.NEW)))
+    assert lagging.verdict("tags.rollback_by_retag") == Verdict.CAVEAT
+    assert lagging.verdict("pitfalls.latest_in_production") == Verdict.HOLDS
+    # An engine that pulled latest before every run (what --pull always does): no host would run a stale latest.
+    pulling = ClaimLedger(tags_digests_and_registries.STEM)
+    claims.check_rollback(pulling, _rollback(("(nothing cached)", release.NEW, release.OLD)))
+    assert pulling.verdict("tags.rollback_by_retag") == Verdict.HOLDS
+    assert pulling.verdict("pitfalls.latest_in_production") == Verdict.FAILS
+    # A digest that ran another release breaks the rollback claim whatever the cache did.
+    result = _rollback(("(nothing cached)", release.OLD, release.NEW))
+    broken = release.RollbackResult(result.rollback.assign(by_digest_run=release.NEW))
+    assert not broken.digest_exact
+
+
+def _login(upload: int = 401, helper: int = 0, stored: int = 1) -> login.LoginResult:
+    codes = {login.NO_CREDENTIALS: upload, login.PUSH_ANONYMOUS: 1 if upload == 401 else 0, login.LOGIN_WRONG: 1,
+             login.LOGIN: 0, login.STORED: stored, login.HELPER: helper, login.PUSH_LOGGED_IN: 0, login.LOGOUT: 0}
+    return login.LoginResult(pd.DataFrame([{"step": step, "kind": "", "code": code, "detail": ""}
+                                           for step, code in codes.items()]))
+
+
+@pytest.mark.parametrize(("result", "expected"), [
+    (_login(), {"registry.login_before_push": Verdict.HOLDS, "login.password_in_config": Verdict.HOLDS}),
+    # A registry without a password file: the upload starts (202) and the anonymous push works.
+    (_login(upload=202), {"registry.login_before_push": Verdict.FAILS, "login.password_in_config": Verdict.HOLDS}),
+    # A credential helper configured: the file holds no password.
+    (_login(helper=1, stored=0), {"registry.login_before_push": Verdict.HOLDS,
+                                  "login.password_in_config": Verdict.FAILS}),
+])
+def test_the_login_verdicts_follow_the_codes(result: login.LoginResult, expected: dict[str, Verdict]) -> None:
+    ledger = ClaimLedger(tags_digests_and_registries.STEM)
+    claims.check_login(ledger, result)
+    assert {claim_id: ledger.verdict(claim_id) for claim_id in expected} == expected
+
+
+def test_a_recording_made_before_the_new_sections_replays_saying_so(replay: LabSession, tmp_path: Path) -> None:
+    assert replay.replay is not None
+    older = tmp_path / tags_digests_and_registries.STEM
+    shutil.copytree(replay.replay.folder, older)
+    for table in ("release", "rollback", "login"):  # what a recording made before these sections lacks
+        (older / f"{table}.csv").unlink(missing_ok=True)
+    session = LabSession(tags_digests_and_registries.STEM, False, tmp_path, None, ResultStore(older))
+    new = (tags_digests_and_registries.run_release(session), tags_digests_and_registries.run_rollback(session),
+           tags_digests_and_registries.run_login(session))
+    assert not any(result.recorded for result in new)
+    assert all("predates this section" in result.conclusion() for result in new)
+    ledger = ClaimLedger(tags_digests_and_registries.STEM)
+    tags_digests_and_registries.check_claims(ledger, tags_digests_and_registries.run_moved_tag(session),
+                                             tags_digests_and_registries.run_latest(session),
+                                             tags_digests_and_registries.run_lint(session), *new)
+    assert {c.id for c in ledger} == {"tags.mutable", "digests.pin", "tags.latest_is_just_a_tag",
+                                      "lint.hadolint_catches_mistakes"}

