@@ -177,15 +177,18 @@ class RollbackResult:
         if not self.recorded:
             return "*Not in the recording this notebook replays (it predates this section): a live run measures it.*"
         new, back = self.step(RELEASE_NEW), self.step(ROLL_BACK)
+        still = "still " if self.stale_after_release else ""
+        went_on = "went on printing" if self.stale_after_rollback else "printed"
         return (f"**What we measured.** After 1.1.0 became `latest` in the registry, `docker run app:latest` on "
-                f"this host still printed **{new['cached_run']!r}** from its cache; only after `docker pull` did "
-                f"it print {new['pulled_run']!r}. Rolling back by re-pointing `latest` to 1.0.0 changed the "
-                f"registry at once, but the host's cached `latest` went on printing **{back['cached_run']!r}** "
-                f"until it pulled again ({back['pulled_run']!r} after). The container started at the first "
+                f"this host {still}printed **{new['cached_run']!r}** from its cache, and after `docker pull` "
+                f"{new['pulled_run']!r}. Rolling back by re-pointing `latest` to 1.0.0 changed the registry at once; "
+                f"the host's cached `latest` {went_on} **{back['cached_run']!r}** until it pulled again "
+                f"({back['pulled_run']!r} after). The container started at the first "
                 f"release printed {', '.join(repr(v) for v in dict.fromkeys(self.rollback['running_container']))} "
-                "throughout: moving a tag never touches a running container, so a rollback by tag needs a pull "
-                "and a restart on every host, and each host's cache decides what it runs until then. Deploying "
-                "by digest ran "
+                + ("throughout: moving a tag did not touch the running container, so a rollback by tag needs a pull "
+                   "and a restart on every host, and each host's cache decides what it runs until then. "
+                   if self.running_untouched else "— THE RUNNING CONTAINER CHANGED WITH THE TAG. ")
+                + "Deploying by digest ran "
                 + ("exactly the release each step meant, every time, whatever was cached."
                    if self.digest_exact else "NOT always the release the step meant."))
 
