@@ -120,6 +120,10 @@ def test_an_image_pushed_to_the_registry_pulls_back(needs_registry: None,
             run([docker_cli(), "pull", ref], 120)
             assert docker_client.images.get(ref).id == base.image_id
             assert pushed["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+            # A tag re-pointed in the registry by copying the manifest: the same digest, and the engine not told.
+            digest = reg.get("labkit-test/busybox/manifests/1.0", registry.MANIFEST_TYPES)[0]["Docker-Content-Digest"]
+            assert reg.point_tag("labkit-test/busybox", "stable", "1.0") == digest
+            assert sorted(reg.tags("labkit-test/busybox")) == ["1.0", "stable"]
         finally:
             run([docker_cli(), "rmi", ref], 30, check=False)
 
