@@ -130,6 +130,11 @@ DEBIAN_BASES = {
                             command="/usr/bin/node", variant="default"),
     "node-slim": DebianBase(("nodejs",), "node:20-slim (Debian's nodejs 18, without npm)", command="/usr/bin/node",
                             slim=True),
+    # Notebooks 12 and 13's service stand-ins: Debian's own server packages (notebook 12's thin image on top adds
+    # the first-start entrypoint and the non-root user the registry images run as).
+    "postgres-15": DebianBase(("postgresql-15",), "postgres:16-alpine (Debian's PostgreSQL 15)", slim=True),
+    "redis-7": DebianBase(("redis-server",), "redis:7-alpine (Debian's Redis 7)", command="/usr/bin/redis-server",
+                          slim=True),
 }
 
 

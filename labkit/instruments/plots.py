@@ -247,3 +247,24 @@ def written_over_time(writes: pd.DataFrame, *, limit_mib_per_s: float, title: st
     ax.set_title(title)
     ax.legend(fontsize="small")
     return ax
+
+
+def event_lanes(events: pd.DataFrame, lane: str, event: str, *, time: str = "t_s", markers: dict[str, str],
+                xlabel: str = "", ax: Axes | None = None) -> Axes:
+    """One horizontal lane per value of `lane` (in order of first appearance, top down), each `event` drawn at
+    its `time` (s) with its marker from `markers` (event → matplotlib marker), a line from the lane's first event
+    to its last; used for notebook 12's bring-up timelines (service × variant: created, started, healthy)."""
+    ax = _axes(ax)
+    lanes = list(dict.fromkeys(events[lane]))
+    for position, name in enumerate(lanes):
+        rows = events[events[lane] == name]
+        ax.plot([rows[time].min(), rows[time].max()], [position, position], color="#bbbbbb", zorder=1)
+    for index, (name, marker) in enumerate(markers.items()):
+        rows = events[events[event] == name]
+        ax.scatter(rows[time], [lanes.index(value) for value in rows[lane]], marker=marker, color=f"C{index}",
+                   label=name, zorder=2)
+    ax.set_yticks(range(len(lanes)), lanes)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize="small")
+    return ax

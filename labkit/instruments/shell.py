@@ -90,6 +90,7 @@ DEBIAN_PACKAGE = {
     "musl-gcc": "musl-tools",  # gcc against Debian's musl: its headers, libc and loader (musl-dev, musl)
     "dpkg-buildflags": "dpkg-dev",
     "nm": "binutils",
+    "systemd-analyze": "systemd",
 }
 
 

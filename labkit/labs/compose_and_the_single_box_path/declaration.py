@@ -1,0 +1,63 @@
+"""Notebook 12's declaration: its tables, requirements, sections, the service images it makes at setup, and the
+knobs every experiment shares."""
+
+from __future__ import annotations
+
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
+from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.labs.compose_and_the_single_box_path.service_images import APP_BASE, CACHE_BASE, DB_BASE, prepare
+
+STEM = "12-compose-and-the-single-box-path"
+SECTION = "docker compose — The Local Stack"  # the chapter's headings, as it spells them
+SECTION_SINGLE_BOX = "Running Containers in Production — The Single-Box Path"
+SECTION_BRINGUP = "1 · Bring-up: healthy before started"
+SECTION_PERSISTENCE = "2 · Persistence in the named volume"
+SECTION_EXPOSURE = "3 · Exposure on 127.0.0.1"
+SECTION_FAILURES = "4 · What Compose does when things fail"
+SECTION_VOLUMES = "Volumes and Persistence"
+SECTION_PITFALLS = "Container Pitfalls"
+SECTION_LIMITS = "5 · Limits in the file"
+SECTION_DEPLOY = "7 · The single-box deploy"
+
+SERVICES = ("app", "db", "cache")
+VOLUMES = ("db_data",)
+APP_CONTAINER_PORT = 3000
+PORTS_USED = 1
+CHAPTER_INTERVAL_S = 5  # the chapter's db healthcheck: interval 5s, retries 10
+WAIT_TIMEOUT_S = 120  # `up --wait`: every service running (and healthy where it has a check) within this
+PROBE_TIMEOUT_S = 2.0
+# Conditions of `depends_on` the notebook compares for the db: the chapter's, and the one its cache gets.
+HEALTHY, STARTED = "service_healthy", "service_started"
+
+
+LAB = Lab(
+    stem=STEM,
+    topic="The local stack with Compose, and the single-box path",
+    requirements=(
+        ENGINE, ROOT,
+        Requirement("program", "ip", "the neighbour host: a network namespace and a veth pair"),
+        Requirement("program", "debootstrap", "the PostgreSQL and Redis stand-ins (Debian's packages)"),
+        Requirement("program", "docker-compose", "Compose v1 (Debian's 1.29) beside v2 for the limits in the file",
+                    required=False),
+        Requirement("program", "systemd-analyze", "checking the chapter's systemd unit", required=False),
+    ),
+    bases=(DB_BASE, CACHE_BASE, APP_BASE),
+    tables={
+        "bringup": ("variant", "condition", "interval_s", "repeat", "up_s", "db_ready_s", "db_healthy_s",
+                    "app_started_s", "app_healthy_s", "connect_failures", "left_after_down"),
+        "timeline": ("variant", "repeat", "service", "event", "t_s"),
+        "persistence": ("step", "count", "source", "volume_kept"),
+        "exposure": ("client", "target", "reachable", "status", "error"),
+        "restarts": ("policy", "state_after", "restart_count", "back_s", "answering_s", "watched_s"),
+        "unhealthy": ("health", "same_container", "running", "restart_count", "unhealthy_after_s", "watched_s"),
+        "scale": ("port", "exit_code", "running", "error"),
+        "ci_config": ("path", "dev", "ci"),
+        "limits": ("compose", "memory_bytes", "cpus", "pids", "error"),
+        "deploy_requests": ("t_s", "latency_s", "status", "version", "error"),
+        "deploy": ("up_start_s", "up_end_s", "requests", "failed", "longest_gap_s", "first_new_s"),
+        "rollout": ("replica", "stopped_s", "started_s"),
+        "unit": ("step", "command", "exit_code", "output", "pid1"),
+        CLAIMS_TABLE: CLAIM_COLUMNS,
+    },
+    prepare=prepare,
+)

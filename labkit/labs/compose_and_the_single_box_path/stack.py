@@ -1,0 +1,231 @@
+"""What every section of notebook 12 stands on: parameter checks, the project folder (the chapter's compose file
+and the labels file), a stack brought up and always taken down, the engine's events, HTTP probes and polling."""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pandas as pd
+
+from labkit import assets
+from labkit.core.session import LabSession
+from labkit.errors import BadParameter, LabkitError
+from labkit.instruments import compose
+from labkit.instruments.containers import host_pid
+from labkit.instruments.engine import Scope
+from labkit.labs.compose_and_the_single_box_path import service_images
+from labkit.labs.compose_and_the_single_box_path.declaration import (
+    PROBE_TIMEOUT_S,
+    SERVICES,
+    VOLUMES,
+    WAIT_TIMEOUT_S,
+)
+
+COMPOSE_FILE, CI_FILE, LABELS_FILE = "compose.yaml", "compose.ci.yaml", "labkit-labels.yaml"
+LIMITS_FILE, ROLLING_FILE = "compose.limits.yaml", "compose.rolling.yaml"
+POLL_S = 0.1  # how often a wait looks again at the engine or the app
+
+# ---------------------------------------------------------------- parameters, checked before anything starts
+
+
+def port_free(port: int) -> bool:
+    """Whether TCP `port` can be bound on 127.0.0.1 (nothing listens on it)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_port(port: object, *, live: bool = True) -> int:
+    """`port` when it is an unprivileged TCP port and (when `live`) free on 127.0.0.1; else BadParameter."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
+        raise BadParameter(f"port={port!r}: need a whole number from 1024 to 65535.", "E.g. port=18120.")
+    if live and not port_free(port):
+        raise BadParameter(f"port={port}: something on this host already listens on 127.0.0.1:{port}.",
+                           "Choose another port, e.g. port=18121 (`ss -ltn` lists the ones in use).")
+    return port
+
+
+def check_count(name: str, value: object, low: int = 1, high: int = 10_000) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise BadParameter(f"{name}={value!r}: need a whole number from {low} to {high}.", f"E.g. {name}={low + 2}.")
+    return value
+
+
+def check_seconds(name: str, value: object, low: float, high: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise BadParameter(f"{name}={value!r}: need a number of seconds from {low:g} to {high:g}.",
+                           f"E.g. {name}={max(low, 1):g}.")
+    return float(value)
+
+
+def check_service(service: object) -> str:
+    if service not in SERVICES:
+        raise BadParameter(f"service={service!r} is not a service of the stack.", f"Use one of {list(SERVICES)}.")
+    return str(service)
+
+
+# ---------------------------------------------------------------- the project
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A stack's project and where its app answers on the host (port 0: published on no fixed port)."""
+
+    project: compose.Project
+    port: int
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def up(self, *arguments: str) -> float:
+        """``up -d --wait`` (every service running, and healthy where it has a check); its wall time in s."""
+        started = time.perf_counter()
+        self.project.run("up", "-d", "--wait", "--wait-timeout", str(WAIT_TIMEOUT_S), *arguments,
+                         timeout=WAIT_TIMEOUT_S + 60)
+        return time.perf_counter() - started
+
+    def container(self, client: docker.DockerClient, service: str, index: int = 1) -> Any:
+        """The container of `service` (its `index`-th replica)."""
+        found = client.containers.list(all=True, filters={"label": [f"{compose.PROJECT_LABEL}={self.project.name}",
+                                                                    f"{compose.SERVICE_LABEL}={service}",
+                                                                    f"com.docker.compose.container-number={index}"]})
+        if not found:
+            raise LabkitError(f"no container of service {service!r} (replica {index}) in {self.project.name}.",
+                              "Read `docker compose ps` of the project: it may not have started.")
+        return found[0]
+
+    def logs(self, service: str) -> str:
+        return self.project.run("logs", "--no-color", "--no-log-prefix", service, timeout=60).stdout
+
+
+@contextmanager
+def project_folder(scope: Scope) -> Iterator[Path]:
+    """A folder holding the chapter's compose file (ours: labkit/assets/compose), its CI override, the app's source
+    (the dev bind mount's source) and the labels file that puts the scope's labels on every object."""
+    with tempfile.TemporaryDirectory(prefix="labkit-compose-") as folder:
+        root = Path(folder)
+        for name in (COMPOSE_FILE, CI_FILE, LIMITS_FILE, ROLLING_FILE):
+            (root / name).write_text(assets.text(f"{service_images.ASSETS}/{name}"))
+        shutil.copytree(assets.FOLDER / service_images.ASSETS / "app" / "source", root / "app" / "source",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (root / LABELS_FILE).write_text(compose.labels_file(SERVICES, VOLUMES, scope.labels))
+        yield root
+
+
+def image_variables(client: docker.DockerClient) -> dict[str, str]:
+    return {"DB_IMAGE": service_images.require(client, service_images.DB),
+            "CACHE_IMAGE": service_images.require(client, service_images.CACHE),
+            "APP_IMAGE": service_images.require(client, service_images.APP),
+            "CI_APP_IMAGE": service_images.require(client, service_images.APP_NEXT)}
+
+
+@contextmanager
+def stack(lab: LabSession, scope: Scope, folder: Path, name: str, port: int, interval_s: float,
+          **variables: str) -> Iterator[Stack]:
+    """A project named after the scope and `name`, on `port` (0: no fixed host port), healthchecks every
+    `interval_s`; ``down -v`` when the block ends, whatever happened. Not started: the caller runs ``up``."""
+    project = compose.Project(f"labkit-{scope.scope_id}-{name}", folder, (COMPOSE_FILE, LABELS_FILE), {
+        **image_variables(lab.engine), "APP_PORT": str(port) if port else "",
+        "HEALTH_INTERVAL": f"{interval_s:g}s", **variables})
+    with compose.brought_down(project):
+        yield Stack(project, port)
+
+
+# ---------------------------------------------------------------- what happened, from the engine and the app
+
+
+def events(client: docker.DockerClient, project: str, since_ns: int) -> pd.DataFrame:
+    """The engine's container events of `project` from `since_ns` (host clock, ns) until now: service, event
+    (``create``, ``start``, ``health_status: healthy`` …), t_s after `since_ns`."""
+    rows = []
+    for event in client.api.events(since=f"{since_ns / 1e9:.9f}", until=f"{time.time():.9f}", decode=True,
+                                   filters={"type": "container", "label": f"{compose.PROJECT_LABEL}={project}"}):
+        attributes = event.get("Actor", {}).get("Attributes", {})
+        rows.append({"service": attributes.get(compose.SERVICE_LABEL, "?"), "event": event.get("Action", ""),
+                     "t_s": (int(event["timeNano"]) - since_ns) / 1e9})
+    return pd.DataFrame(rows, columns=["service", "event", "t_s"])
+
+
+def leftovers(client: docker.DockerClient, project: str) -> int:
+    """How many containers, networks and volumes carry `project`'s Compose label."""
+    label = {"label": f"{compose.PROJECT_LABEL}={project}"}
+    return (len(client.containers.list(all=True, filters=label)) + len(client.networks.list(filters=label))
+            + len(client.volumes.list(filters=label)))
+
+
+def first(frame: pd.DataFrame, service: str, event: str) -> float:
+    """The first instant (s) of `event` for `service` in an events frame, NaN when there is none."""
+    found = frame[(frame["service"] == service) & (frame["event"] == event)]["t_s"]
+    return float(found.min()) if len(found) else float("nan")
+
+
+def log_instant(container: Any, text: str, since_ns: int) -> float:
+    """When the container first logged a line containing `text` (``docker logs --timestamps``), s after
+    `since_ns`; NaN when it did not."""
+    for line in container.logs(timestamps=True).decode(errors="replace").splitlines():
+        stamp, _, message = line.partition(" ")
+        if text in message:
+            head, _, fraction = stamp.rstrip("Z").partition(".")
+            at = datetime.datetime.fromisoformat(f"{head}.{fraction[:6].ljust(6, '0')}+00:00")
+            return at.timestamp() - since_ns / 1e9
+    return float("nan")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP GET: its status (0 when none), the JSON body ({} when none) and the error ('' when it answered)."""
+
+    status: int
+    body: dict[str, Any]
+    error: str
+
+
+def get(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> Answer:
+    """One GET of `url` (http://127.0.0.1:PORT/path) on a new connection."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+    try:
+        connection.request("GET", "/" + path)
+        response = connection.getresponse()
+        text = response.read().decode(errors="replace")
+        body = json.loads(text) if text.startswith("{") else {}
+        return Answer(response.status, body, "" if response.status == 200 else f"HTTP {response.status}")
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return Answer(0, {}, f"{type(exc).__name__}: {exc}")
+    finally:
+        connection.close()
+
+
+def wait_for(condition: Callable[[], bool], limit_s: float) -> float:
+    """Poll `condition` every POLL_S until it holds; the seconds that took, NaN when it did not within `limit_s`."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if condition():
+            return time.perf_counter() - started
+        time.sleep(POLL_S)  # polling the engine or the app, bounded by limit_s
+    return float("nan")
+
+
+def kill_main_process(client: docker.DockerClient, container_id: str) -> None:
+    """SIGKILL the container's main process from the host, as a crash would end it (not ``docker kill`` or
+    ``stop``: the engine would count those as asked for)."""
+    os.kill(host_pid(client, container_id), signal.SIGKILL)

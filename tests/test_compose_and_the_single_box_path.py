@@ -1,0 +1,396 @@
+"""Notebook 12's lab: the results' arithmetic on hand-made tables, the labels file, bad input refused before
+anything starts, the live experiments against known answers (the app healthy only after the db, the counter
+across down/up and down -v, the restart policy's restart, the unhealthy app left in place, the scale clash), and
+interrupted runs (SIGINT, SIGTERM) that leave no project, container, network or volume behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import pandas as pd
+import pytest
+
+from labkit.app import runner
+from labkit.core.claims import ClaimLedger, Verdict
+from labkit.core.session import LabSession, open_session
+from labkit.errors import BadParameter
+from labkit.instruments import compose, netns, undo
+from labkit.labs import compose_and_the_single_box_path as stack_lab
+from labkit.labs.compose_and_the_single_box_path import (
+    ci_variant,
+    deploy,
+    failures,
+    limits,
+    service_images,
+    stack,
+    state,
+)
+from labkit.labs.compose_and_the_single_box_path.bringup import BringupResult
+from labkit.labs.compose_and_the_single_box_path.claims import check_stack_claims
+from labkit.labs.compose_and_the_single_box_path.declaration import HEALTHY, STARTED
+from tests.conftest import default_sigint, leftovers
+
+LAB = stack_lab.LAB
+
+
+# ---------------------------------------------------------------- results' arithmetic on hand-made tables
+
+
+def _bringup_row(condition: str, interval_s: float, ready: float, healthy: float, app_started: float,
+                 failures_: int) -> dict[str, object]:
+    return {"variant": f"{condition} {interval_s}", "condition": condition, "interval_s": interval_s, "repeat": 0,
+            "up_s": app_started + 2, "db_ready_s": ready, "db_healthy_s": healthy, "app_started_s": app_started,
+            "app_healthy_s": app_started + 1, "connect_failures": failures_, "left_after_down": 0}
+
+
+BRINGUPS = BringupResult(pd.DataFrame([
+    _bringup_row(HEALTHY, 1.0, ready=2.0, healthy=2.5, app_started=3.0, failures_=0),
+    _bringup_row(STARTED, 1.0, ready=2.0, healthy=2.5, app_started=1.0, failures_=9),
+    _bringup_row(HEALTHY, 5.0, ready=2.0, healthy=6.0, app_started=6.5, failures_=0),
+], columns=LAB.tables["bringup"]), pd.DataFrame(columns=LAB.tables["timeline"]))
+
+
+def test_the_interval_share_is_the_wait_after_ready_over_the_time_to_healthy() -> None:
+    # 5 s: (6.0 − 2.0) / 6.0 = 2/3; 1 s: (2.5 − 2.0) / 2.5 = 0.2.
+    assert BRINGUPS.interval_share(5.0) == pytest.approx(2 / 3)
+    assert BRINGUPS.interval_share(1.0) == pytest.approx(0.2)
+    assert BRINGUPS.app_after_db and BRINGUPS.all_healthy
+    assert (BRINGUPS.failures_with_health, BRINGUPS.failures_without_health) == (0, 9)
+
+
+def test_an_app_started_before_the_db_was_healthy_breaks_the_order() -> None:
+    early = BringupResult(pd.DataFrame([_bringup_row(HEALTHY, 1.0, 2.0, 2.5, 2.4, 0)],
+                                       columns=LAB.tables["bringup"]), BRINGUPS.timeline)
+    assert not early.app_after_db
+
+
+def _claims(bringup: BringupResult, state_: state.StateResult, failures_: failures.FailuresResult) -> pd.Series:
+    ledger = ClaimLedger(stack_lab.STEM)
+    check_stack_claims(ledger, bringup, state_, failures_)
+    return ledger.frame().set_index("id")["verdict"]
+
+
+def _state(after_down: int, after_down_v: int, direct: bool) -> state.StateResult:
+    persistence = pd.DataFrame([{"step": state.FIRST_UP, "count": 3, "source": "redis", "volume_kept": True},
+                                {"step": state.AFTER_DOWN, "count": after_down, "source": "postgres",
+                                 "volume_kept": True},
+                                {"step": state.AFTER_DOWN_V, "count": after_down_v, "source": "postgres",
+                                 "volume_kept": False}], columns=LAB.tables["persistence"])
+    exposure = pd.DataFrame([{"client": "host", "target": state.HOST, "reachable": True, "status": 200, "error": ""},
+                             {"client": "neighbour", "target": state.NEIGHBOUR_HOST, "reachable": False, "status": 0,
+                              "error": "refused"},
+                             {"client": "neighbour", "target": state.NEIGHBOUR_DIRECT, "reachable": direct,
+                              "status": 200 if direct else 0, "error": "" if direct else "timed out"}],
+                            columns=LAB.tables["exposure"])
+    return state.StateResult(persistence, exposure)
+
+
+def _failures(back: str, restarts_after_unhealthy: int, clash_error: str) -> failures.FailuresResult:
+    restarts = pd.DataFrame([
+        {"policy": failures.UNLESS_STOPPED, "state_after": back, "restart_count": 1 if back == "running" else 0,
+         "back_s": 0.4, "answering_s": 1.2, "watched_s": 1.2},
+        {"policy": failures.NO, "state_after": "exited", "restart_count": 0, "back_s": float("nan"),
+         "answering_s": float("nan"), "watched_s": 3.0}], columns=LAB.tables["restarts"])
+    unhealthy = pd.DataFrame([{"health": "unhealthy", "same_container": True, "running": True,
+                               "restart_count": restarts_after_unhealthy, "unhealthy_after_s": 3.5,
+                               "watched_s": 3.0}], columns=LAB.tables["unhealthy"])
+    scale = pd.DataFrame([{"port": failures.FIXED, "exit_code": 1, "running": 1, "error": clash_error},
+                          {"port": failures.NONE, "exit_code": 0, "running": 3, "error": ""}],
+                         columns=LAB.tables["scale"])
+    return failures.FailuresResult(restarts, unhealthy, scale)
+
+
+CLASH = "Bind for 127.0.0.1:18120 failed: port is already allocated"
+
+
+def test_the_claims_follow_hand_made_tables() -> None:
+    verdicts = _claims(BRINGUPS, _state(3, 0, direct=False), _failures("running", 0, CLASH))
+    assert set(verdicts.index) == {"compose.one_command_stack", "compose.service_healthy_waits",
+                             "compose.service_started_races", "compose.interval_share",
+                             "compose.named_volume_keeps_state", "compose.loopback_port", "compose.restart_policy",
+                             "compose.not_an_orchestrator"}
+    assert verdicts["compose.interval_share"] == Verdict.HOLDS  # 2/3 > 0.5 and > 0.2
+    assert verdicts["compose.loopback_port"] == Verdict.HOLDS
+    assert verdicts["compose.named_volume_keeps_state"] == Verdict.HOLDS
+    assert verdicts["compose.not_an_orchestrator"] == Verdict.HOLDS
+    assert verdicts["compose.one_command_stack"] == Verdict.CAVEAT  # the stand-ins are not the chapter's images
+
+
+def test_the_claims_fail_on_data_that_contradicts_them() -> None:
+    verdicts = _claims(BRINGUPS, _state(0, 0, direct=True), _failures("exited", 1, "some other error"))
+    assert verdicts["compose.named_volume_keeps_state"] == Verdict.FAILS  # 0 read back after down + up
+    assert verdicts["compose.loopback_port"] == Verdict.CAVEAT  # the direct route reached it
+    assert verdicts["compose.restart_policy"] == Verdict.FAILS
+    assert verdicts["compose.not_an_orchestrator"] == Verdict.FAILS
+
+
+def test_without_a_5_s_bringup_the_interval_claim_is_inconclusive() -> None:
+    short_only = BringupResult(BRINGUPS.runs[BRINGUPS.runs["interval_s"] == 1.0], BRINGUPS.timeline)
+    verdicts = _claims(short_only, _state(3, 0, direct=False), _failures("running", 0, CLASH))
+    assert verdicts["compose.interval_share"] == Verdict.INCONCLUSIVE
+
+
+# ---------------------------------------------------------------- the project's files
+
+
+def test_the_labels_file_labels_every_service_the_network_and_the_volume() -> None:
+    written = json.loads(compose.labels_file(("app", "db"), ("db_data",), {"labkit.run": "r1"}))
+    assert written == {"services": {"app": {"labels": {"labkit.run": "r1"}}, "db": {"labels": {"labkit.run": "r1"}}},
+                       "networks": {"default": {"labels": {"labkit.run": "r1"}}},
+                       "volumes": {"db_data": {"labels": {"labkit.run": "r1"}}}}
+
+
+def test_a_project_name_compose_would_refuse_is_refused_first() -> None:
+    with pytest.raises(BadParameter, match="lowercase"):
+        compose.Project("Labkit Stack", Path("/tmp"), ("compose.yaml",), {})
+
+
+def test_service_images_change_tag_with_their_version_and_base() -> None:
+    assert service_images.APP.digest("labkit/python-runtime:a") != service_images.APP_NEXT.digest(
+        "labkit/python-runtime:a")
+    assert service_images.DB.digest("labkit/postgres-15:a") != service_images.DB.digest("labkit/postgres-15:b")
+
+
+# ---------------------------------------------------------------- bad input refused before anything starts
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda lab: stack_lab.run_bringup(lab, 80, 1, 1.0), "port=80"),
+    (lambda lab: stack_lab.run_bringup(lab, 18120, 0, 1.0), "repeats=0"),
+    (lambda lab: stack_lab.run_bringup(lab, 18120, 1, 0.0), "short_interval_s=0.0"),
+    (lambda lab: stack_lab.run_state(lab, 18120, 0, 1.0), "writes=0"),
+    (lambda lab: stack_lab.run_failures(lab, 18120, 1.0, 0.0), "watch_s=0.0"),
+])
+def test_bad_input_is_refused_before_anything_starts(call: object, message: str, tmp_path: Path) -> None:
+    # A live session without an engine: the call must refuse its input before it asks the engine for anything.
+    lab = LabSession(stack_lab.STEM, True, tmp_path, None, None, LAB.tables)
+    with pytest.raises(BadParameter, match=message):
+        call(lab)  # type: ignore[operator]
+
+
+def test_an_unknown_service_and_a_port_in_use_are_refused() -> None:
+    with pytest.raises(BadParameter, match="service='web'"):
+        stack.check_service("web")
+    import socket
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        with pytest.raises(BadParameter, match="already listens"):
+            stack.check_port(holder.getsockname()[1])
+
+
+@pytest.mark.docker
+def test_live_a_port_in_use_is_refused_before_any_container_starts(docker_client: docker.DockerClient,
+                                                                    tmp_path: Path) -> None:
+    import socket
+    os.environ["LABKIT_RESULTS_DIR"] = str(tmp_path)
+    lab = open_session(LAB, mode="live", quick=True)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        with pytest.raises(BadParameter, match="already listens"):
+            stack_lab.run_bringup(lab, holder.getsockname()[1], 1, 1.0)
+    assert leftovers(docker_client, lab.run_id) == {"containers": [], "networks": [], "volumes": []}
+
+
+# ---------------------------------------------------------------- live, against known answers
+
+
+def _free_port() -> int:
+    for _ in range(100):
+        port = random.randrange(20000, 60000)
+        if stack.port_free(port):
+            return port
+    raise AssertionError("no free port found")
+
+
+def _no_trace_of(client: docker.DockerClient, run_id: str) -> None:
+    assert leftovers(client, run_id) == {"containers": [], "networks": [], "volumes": []}
+    projects = {c.labels.get(compose.PROJECT_LABEL, "") for c in client.containers.list(all=True, filters={
+        "label": compose.PROJECT_LABEL})}
+    assert not [p for p in projects if p.startswith("labkit-") and run_id in p]
+    assert not [n for n in netns.names() if n.startswith(f"{netns.NAME_PREFIX}{run_id}-")]
+
+
+@pytest.fixture(scope="module")
+def live(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> object:
+    os.environ["LABKIT_RESULTS_DIR"] = str(tmp_path_factory.mktemp("results"))
+    return open_session(LAB, mode="live", quick=True)
+
+
+@pytest.mark.docker
+def test_live_the_app_is_started_only_after_the_db_is_healthy(docker_client: docker.DockerClient,
+                                                               live: object) -> None:
+    result = stack_lab.run_bringup(live, _free_port(), 1, 1.0)  # type: ignore[arg-type]
+    healthy = result.runs[result.runs["condition"] == HEALTHY]
+    # The engine's own instants: the app's start event after the db's healthy event, in every run.
+    assert (healthy["app_started_s"] > healthy["db_healthy_s"]).all()
+    assert result.failures_with_health == 0
+    # With 5 s checks the db cannot be healthy before the first check, one interval after its start.
+    chapter = healthy[healthy["interval_s"] == 5.0]
+    assert (chapter["db_healthy_s"] >= 5.0).all()
+    assert result.left_after_down == 0
+    _no_trace_of(docker_client, live.run_id)  # type: ignore[attr-defined]
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_the_counter_survives_down_and_not_down_v(docker_client: docker.DockerClient, live: object) -> None:
+    result = stack_lab.run_state(live, _free_port(), 4, 1.0)  # type: ignore[arg-type]
+    assert result.count(state.FIRST_UP) == 4
+    assert (result.count(state.AFTER_DOWN), result.source(state.AFTER_DOWN)) == (4, "postgres")
+    assert result.count(state.AFTER_DOWN_V) == 0
+    assert result.reached(state.HOST) and not result.reached(state.NEIGHBOUR_HOST)
+    _no_trace_of(docker_client, live.run_id)  # type: ignore[attr-defined]
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_restart_policy_unhealthy_left_in_place_and_the_scale_clash(docker_client: docker.DockerClient,
+                                                                           live: object) -> None:
+    port = _free_port()
+    result = stack_lab.run_failures(live, port, 1.0, 2.0)  # type: ignore[arg-type]
+    assert result.restarted and result.stayed_down
+    assert result.left_in_place
+    fixed = result.scaled(failures.FIXED)
+    assert fixed["exit_code"] != 0 and f"127.0.0.1:{port}" in fixed["error"] and "already allocated" in fixed["error"]
+    assert result.scaled(failures.NONE)["running"] == 3
+    _no_trace_of(docker_client, live.run_id)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- interrupted runs leave nothing behind
+
+CHILD = """
+import signal, sys
+from labkit.core.session import LabSession, open_session
+from labkit.errors import Terminated
+from labkit.labs import compose_and_the_single_box_path as stack_lab
+
+def terminated(signum, frame):
+    raise Terminated(f"signal {signum}")  # as the labkit command does
+
+signal.signal(signal.SIGTERM, terminated)
+lab = open_session(stack_lab.LAB, mode="live", quick=True)
+print(lab.run_id, flush=True)
+stack_lab.run_state(lab, int(sys.argv[1]), 3, 1.0)
+"""
+
+
+def _project_containers(client: docker.DockerClient, run_id: str) -> list[str]:
+    return leftovers(client, run_id)["containers"]
+
+
+@pytest.mark.docker
+@pytest.mark.root
+@pytest.mark.parametrize(("signum", "moment"), [
+    (signal.SIGINT, "the project's containers exist"),
+    (signal.SIGTERM, "the app answers"),
+    (signal.SIGTERM, "the neighbour exists"),
+])
+def test_live_interrupted_run_leaves_nothing_behind(docker_client: docker.DockerClient, tmp_path: Path,
+                                                    signum: int, moment: str) -> None:
+    port = _free_port()
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(port)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}, preexec_fn=default_sigint)
+    run_id = ""
+    try:
+        assert child.stdout is not None
+        run_id = child.stdout.readline().strip()
+        reached = {
+            "the project's containers exist": lambda: bool(_project_containers(docker_client, run_id)),
+            "the app answers": lambda: not stack.get(f"http://127.0.0.1:{port}/healthz", 0.5).error,
+            "the neighbour exists": lambda: any(n.startswith(f"{netns.NAME_PREFIX}{run_id}-") for n in netns.names()),
+        }
+        deadline = time.monotonic() + 240
+        while not reached[moment]():
+            assert time.monotonic() < deadline and child.poll() is None, f"the experiment never got to: {moment}"
+            time.sleep(0.05)  # polling for the moment to interrupt at
+        child.send_signal(signum)
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signum)
+            child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+            if run_id:
+                runner.sweep(run_id)
+    _no_trace_of(docker_client, run_id)
+    assert not [c for c in undo.pending() if c.pid == child.pid]
+
+
+# ---------------------------------------------------------------- sections 5–7 on hand-made tables
+
+
+def test_the_longest_gap_runs_from_one_answer_to_the_next() -> None:
+    # Answers end at 0.1, 0.6, 2.6 (t + latency); the failure in between is skipped: gaps 0.5 and 2.0.
+    requests = pd.DataFrame([{"t_s": 0.0, "latency_s": 0.1, "status": 200, "version": "1", "error": ""},
+                             {"t_s": 0.5, "latency_s": 0.1, "status": 200, "version": "1", "error": ""},
+                             {"t_s": 1.0, "latency_s": 1.0, "status": 0, "version": "", "error": "refused"},
+                             {"t_s": 2.5, "latency_s": 0.1, "status": 200, "version": "2", "error": ""}],
+                            columns=LAB.tables["deploy_requests"])
+    assert deploy.longest_gap(requests) == pytest.approx(2.0)
+
+
+def _deploy_result(starts: list[float]) -> deploy.DeployResult:
+    rollout = pd.DataFrame([{"replica": i + 1, "stopped_s": s - 0.5, "started_s": s} for i, s in enumerate(starts)],
+                           columns=LAB.tables["rollout"])
+    summary = pd.DataFrame([{"up_start_s": 1.0, "up_end_s": 4.0, "requests": 100, "failed": 12,
+                             "longest_gap_s": 2.5, "first_new_s": 3.0}], columns=LAB.tables["deploy"])
+    return deploy.DeployResult(pd.DataFrame(columns=LAB.tables["deploy_requests"]), summary, rollout)
+
+
+def test_one_at_a_time_needs_each_start_the_delay_after_the_last() -> None:
+    assert _deploy_result([1.0, 6.5, 12.0]).one_at_a_time  # 5.5 s apart, delay 5 s
+    together = _deploy_result([1.0, 1.4, 2.1])
+    assert not together.one_at_a_time and together.start_spread_s == pytest.approx(1.1)
+    assert not _deploy_result([1.0, 6.5]).one_at_a_time  # a replica missing
+
+
+def test_the_ci_difference_is_read_path_by_path() -> None:
+    dev = {"services": {"app": {"image": "a:1", "volumes": [{"type": "bind", "source": "/p/app"}],
+                                "environment": {"X": "1"}}}}
+    ci = {"services": {"app": {"image": "a:2", "environment": {"X": "1", "APP_ENV": "ci"}}}}
+    found = ci_variant.CiResult(ci_variant.differences(dev, ci, "/p"))
+    assert found.differences.to_dict("records") == [
+        {"path": "services.app.environment.APP_ENV", "dev": "", "ci": "ci"},
+        {"path": "services.app.image", "dev": "a:1", "ci": "a:2"},
+        {"path": "services.app.volumes[0].source", "dev": "./app", "ci": ""},
+        {"path": "services.app.volumes[0].type", "dev": "bind", "ci": ""}]
+    assert found.as_the_chapter_says
+    ci["services"]["app"]["ports"] = ["8080"]
+    assert ci_variant.CiResult(ci_variant.differences(dev, ci)).outside_the_chapters == ["services.app.ports[0]"]
+
+
+def test_the_unit_is_verified_only_when_its_broken_copy_is_refused() -> None:
+    def unit(broken_exit: int) -> deploy.UnitResult:
+        return deploy.UnitResult(pd.DataFrame([
+            {"step": "verify", "command": "v", "exit_code": 0, "output": "", "pid1": "init"},
+            {"step": "verify a broken copy", "command": "v", "exit_code": broken_exit, "output": "", "pid1": "init"},
+            {"step": "ExecStart 1", "command": "pull", "exit_code": 0, "output": "", "pid1": "init"},
+            {"step": "ExecStart 2", "command": "up", "exit_code": 0, "output": "", "pid1": "init"},
+            {"step": "ExecStop", "command": "down", "exit_code": 0, "output": "True", "pid1": "init"},
+        ], columns=LAB.tables["unit"]))
+    assert unit(1).verified and unit(1).sequence_ran
+    assert not unit(0).verified  # a verify that refuses nothing proves nothing
+
+
+def test_limits_count_as_applied_only_when_every_wanted_value_is_in_the_cgroup() -> None:
+    rows = pd.DataFrame([
+        {"compose": limits.V2, "memory_bytes": 256 * 2**20, "cpus": 0.5, "pids": float("nan"), "error": ""},
+        {"compose": limits.V1, "memory_bytes": float("nan"), "cpus": float("nan"), "pids": float("nan"), "error": ""},
+        {"compose": limits.V1_COMPAT, "memory_bytes": float("nan"), "cpus": float("nan"), "pids": float("nan"),
+         "error": "not installed"}], columns=LAB.tables["limits"])
+    found = limits.LimitsResult(rows)
+    assert found.applied(limits.V2) and not found.applied(limits.V1) and not found.applied(limits.V1_COMPAT)
+    assert found.ran(limits.V1) and not found.ran(limits.V1_COMPAT)
