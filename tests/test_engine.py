@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 
@@ -111,6 +112,21 @@ def test_bases_are_reused_not_rebuilt(docker_client: docker.DockerClient) -> Non
     assert again.image_id == first.image_id and again.made_s == 0.0
     labels = docker_client.images.get(first.tag).labels
     assert labels[engine.LABEL_RECIPE] == first.recipe_digest
+
+
+@pytest.mark.docker
+def test_an_image_built_from_a_base_is_never_taken_for_the_base(docker_client: docker.DockerClient) -> None:
+    """An image built FROM a base inherits its labels, recipe digest included; the base is its tag."""
+    busybox = images.ensure_base(docker_client, "busybox")
+    run_id = engine.new_run_id()
+    with engine.Scope(docker_client, run_id, lab="tests") as scope:
+        derived, _ = docker_client.images.build(
+            fileobj=io.BytesIO(f"FROM {busybox.tag}\nRUN echo derived > /derived\n".encode()), rm=True,
+            forcerm=True, labels=scope.labels, tag=scope.name("derived").lower() + ":latest", network_mode="none")
+        assert derived.labels[engine.LABEL_RECIPE] == busybox.recipe_digest  # inherited: a label search finds it
+        found = images.find(docker_client, "busybox")
+        assert found is not None and found.image_id == busybox.image_id != derived.id
+        docker_client.images.remove(derived.id, force=True)
 
 
 @pytest.mark.docker

@@ -130,11 +130,6 @@ DEBIAN_BASES = {
                             command="/usr/bin/node", variant="default"),
     "node-slim": DebianBase(("nodejs",), "node:20-slim (Debian's nodejs 18, without npm)", command="/usr/bin/node",
                             slim=True),
-    # Notebooks 12 and 13's service stand-ins: Debian's own server packages (notebook 12's thin image on top adds
-    # the first-start entrypoint and the non-root user the registry images run as).
-    "postgres-15": DebianBase(("postgresql-15",), "postgres:16-alpine (Debian's PostgreSQL 15)", slim=True),
-    "redis-7": DebianBase(("redis-server",), "redis:7-alpine (Debian's Redis 7)", command="/usr/bin/redis-server",
-                          slim=True),
 }
 
 
@@ -315,11 +310,15 @@ def find(client: docker.DockerClient, name: str) -> BaseImage | None:
 
 
 def _find(client: docker.DockerClient, wanted: Recipe) -> BaseImage | None:
+    """The image tagged ``wanted.tag`` when its recipe label matches. By tag, not by label: every image built
+    FROM a base inherits the base's labels, so a label search also finds the labs' own images."""
     with sdk_errors(f"looking up base {wanted.name!r} (docker images)"):
-        images = client.images.list(filters={"label": f"{LABEL_RECIPE}={wanted.digest}"})
-    if not images:
+        try:
+            image = client.images.get(wanted.tag)
+        except docker.errors.ImageNotFound:
+            return None
+    if image.labels.get(LABEL_RECIPE) != wanted.digest:
         return None
-    image = images[0]
     return BaseImage(wanted.name, wanted.tag, image.id, wanted.digest, int(image.attrs.get("Size", 0)), 0.0)
 
 
