@@ -19,6 +19,7 @@ import argparse
 import http.client
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -99,11 +100,11 @@ def _one(host: str, port: int, path: str, index: int, timeout_s: float, load_sta
 
 
 def run_load(url: str, count: int, concurrency: int, time_limit_s: float,
-             request_timeout_s: float | None = None) -> Load:
+             request_timeout_s: float | None = None, stop: threading.Event | None = None) -> Load:
     """Send `count` GETs to `url` from `concurrency` threads; no request starts after `time_limit_s` seconds, and
     none waits longer than what is left of it (so the whole load ends within about the limit), nor longer than
     `request_timeout_s` when given (a request to an address that went silent then fails instead of holding its
-    worker to the end)."""
+    worker to the end). Once `stop` is set, no request starts either (the caller ends the load early)."""
     host, port, path = validate(url, count, concurrency, time_limit_s)
     if request_timeout_s is not None and not 0 < request_timeout_s < math.inf:
         raise BadLoad(f"request_timeout_s={request_timeout_s!r}: need a number of seconds > 0, or None.")
@@ -118,7 +119,7 @@ def run_load(url: str, count: int, concurrency: int, time_limit_s: float,
         while True:
             left = deadline - time.perf_counter()
             with lock:
-                index = next(next_index, None) if left > 0 else None
+                index = next(next_index, None) if left > 0 and not (stop and stop.is_set()) else None
             if index is None:
                 return
             finished = _one(host, port, path, index, min(left, request_timeout_s or left), started_ns)
@@ -167,7 +168,10 @@ def bulk(url: str, time_limit_s: float) -> Request:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python3 loadclient.py URL --count N --concurrency C --time-limit S [--bulk]``: print the load as JSON
-    (``{"requests": [...], "not_started": n, "wall_s": s}``); exit 2 on a refused load."""
+    (``{"requests": [...], "not_started": n, "wall_s": s}``); exit 2 on a refused load. SIGTERM ends the load
+    early: no request starts after it, and what was done is printed as usual."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--count", type=int, default=1)
@@ -181,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.perf_counter()
             load = Load([bulk(args.url, args.time_limit)], 0, time.perf_counter() - started)
         else:
-            load = run_load(args.url, args.count, args.concurrency, args.time_limit, args.request_timeout)
+            load = run_load(args.url, args.count, args.concurrency, args.time_limit, args.request_timeout, stop)
     except BadLoad as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2

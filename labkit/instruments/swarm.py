@@ -46,6 +46,7 @@ CLI_TIMEOUT_S = 60.0
 SWARM_PORT = 2377
 POLL_S = 0.1
 DEFAULT_HEARTBEAT_S = 5.0  # swarmkit's dispatcher heartbeat period
+RUNTIME_PARENT = "/run/labkit-swarm"  # short paths for the nodes' sockets (see Node)
 
 
 class BadCluster(ValueError):
@@ -110,22 +111,25 @@ def kernel_support() -> KernelSupport:
 
 @dataclass(frozen=True)
 class Node:
-    """One node: its `name`, its `address` on the LAN, its `namespace`, the folder `root` holding its data-root,
-    exec-root, pidfile, socket and log, and its swarm `node_id` (empty until it joined)."""
+    """One node: its `name`, its `address` on the LAN, its `namespace`, the folder `root` holding its data-root
+    and log, the short folder `runtime` under /run holding its exec-root, pidfile and socket (a unix socket's path
+    is at most 107 bytes, and containerd's lives in the exec-root), and its swarm `node_id` (empty until it
+    joined)."""
 
     name: str
     address: str
     namespace: str
     root: str
+    runtime: str
     node_id: str = ""
 
     @property
     def socket(self) -> Path:
-        return Path(self.root) / "docker.sock"
+        return Path(self.runtime) / "docker.sock"
 
     @property
     def pidfile(self) -> Path:
-        return Path(self.root) / "dockerd.pid"
+        return Path(self.runtime) / "dockerd.pid"
 
     def docker(self, args: Sequence[str], timeout: float = CLI_TIMEOUT_S, *, check: bool = True) -> Completed:
         """Run the docker CLI against this node's daemon."""
@@ -133,7 +137,7 @@ class Node:
 
     def pid(self) -> int | None:
         """The node's dockerd pid while it runs, else None."""
-        return _daemon_pid(self.root)
+        return _daemon_pid(self.runtime)
 
     def kill(self) -> None:
         """SIGKILL the node's dockerd, as a machine that loses power (its containers stay until it is removed)."""
@@ -168,12 +172,13 @@ class Cluster:
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
-    def load_image(self, reference: str) -> None:
-        """Copy an image of the host engine to every node (``docker save`` here, ``docker load`` there)."""
+    def load_image(self, reference: str, nodes: Sequence[Node] = ()) -> None:
+        """Copy an image of the host engine to `nodes` (every node when empty): ``docker save`` here, ``docker
+        load`` there."""
         tarball = Path(self.manager.root).parent / f"image-{uuid.uuid4().hex[:8]}.tar"
         try:
             run([docker_cli(), "save", "-o", str(tarball), reference], 300)
-            for node in self.nodes:
+            for node in nodes or self.nodes:
                 node.docker(["load", "-i", str(tarball)], 300)
         finally:
             tarball.unlink(missing_ok=True)
@@ -198,12 +203,12 @@ def available_mib() -> int:
     return procfs.read_meminfo()["MemAvailable"] // (1024 * 1024)
 
 
-def _daemon_pid(root: str) -> int | None:
-    """The pid in `root`'s pidfile while that process is a dockerd of `root` (a reused pid is not ours; an exited
-    one, a zombie, has an empty command line)."""
+def _daemon_pid(runtime: str) -> int | None:
+    """The pid in `runtime`'s pidfile while that process is a dockerd of `runtime` (a reused pid is not ours; an
+    exited one, a zombie, has an empty command line)."""
     try:
-        pid = int((Path(root) / "dockerd.pid").read_text().strip())
-        return pid if any(root in arg for arg in procfs.cmdline(pid)) else None
+        pid = int((Path(runtime) / "dockerd.pid").read_text().strip())
+        return pid if any(runtime in arg for arg in procfs.cmdline(pid)) else None
     except (OSError, ValueError, procfs.ProcessGone):
         return None
 
@@ -220,24 +225,34 @@ def _unmount_below(folder: str) -> None:
 def remove_nodes(detail: dict[str, Any]) -> None:
     """Undo the daemons of :func:`cluster` (idempotent): SIGTERM each dockerd, SIGKILL it after STOP_TIMEOUT_S,
     kill and remove its containers' cgroups, unmount what is left below its folder and remove the folder."""
-    pids = [pid for pid in (_daemon_pid(root) for root in detail["roots"]) if pid is not None]
+    pids = [pid for pid in (_daemon_pid(runtime) for runtime in detail["runtimes"]) if pid is not None]
     for pid in pids:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while any(_daemon_pid(root) is not None for root in detail["roots"]) and time.monotonic() < deadline:
+    while any(_daemon_pid(runtime) is not None for runtime in detail["runtimes"]) and time.monotonic() < deadline:
         time.sleep(POLL_S)  # waiting for the daemons' own shutdown, bounded
     for pid in pids:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     with suppress(cgroups.CgroupUnavailable):
         cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=detail["cgroup"])
-    _unmount_below(detail["folder"])
-    shutil.rmtree(detail["folder"], ignore_errors=True)
+    for folder in detail["folders"]:
+        _unmount_below(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    with suppress(OSError):  # the shared parent goes with its last cluster
+        os.rmdir(RUNTIME_PARENT)
+
+
+def _answers(node: Node) -> bool:
+    try:
+        return node.docker(["version", "--format", "{{.Server.Version}}"], 10, check=False).exit_code == 0
+    except CommandError:  # a daemon still starting may hold the connection past the timeout
+        return False
 
 
 def _wait_answers(node: Node, process: shell.Process[str], deadline: float) -> None:
-    while node.docker(["version", "--format", "{{.Server.Version}}"], 10, check=False).exit_code != 0:
+    while not _answers(node):
         if process.poll() is not None or time.monotonic() > deadline:
             tail = (Path(node.root) / "dockerd.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise CommandError([DOCKERD], process.poll(), "", "\n".join(tail),
@@ -247,9 +262,9 @@ def _wait_answers(node: Node, process: shell.Process[str], deadline: float) -> N
 
 
 def _dockerd_argv(node: Node, cgroup_parent: str) -> list[str]:
-    root = Path(node.root)
     return [require_program(NSENTER), f"--net=/run/netns/{node.namespace}", require_program(DOCKERD),
-            "--data-root", str(root / "data"), "--exec-root", str(root / "exec"), "--pidfile", str(node.pidfile),
+            "--data-root", str(Path(node.root) / "data"), "--exec-root", str(Path(node.runtime) / "exec"),
+            "--pidfile", str(node.pidfile),
             "--host", f"unix://{node.socket}", "--cgroup-parent", f"/{cgroup_parent}", "--log-level", "warn"]
 
 
@@ -262,20 +277,25 @@ def cluster(run_id: str, count: int = 3, *, heartbeat_s: float | None = None) ->
         require_program(program)
     short = uuid.uuid4().hex[:8]
     folder = paths.state_dir() / "swarm" / f"{run_id}-{short}"
+    runtime = Path(RUNTIME_PARENT) / short
     cgroup = f"labkit/{run_id}/swarm-{short}"
     roots = [str(folder / f"node{i + 1}") for i in range(count)]
+    runtimes = [str(runtime / f"n{i + 1}") for i in range(count)]
     with ExitStack() as made:
         lan = made.enter_context(netns.lan(run_id, count))
         processes: list[shell.Process[str]] = []
         made.callback(_reap, processes)  # after the daemons are stopped: collect their exit status
-        made.enter_context(undo.recorded(f"{count} swarm daemons under {folder}", remove_nodes,
-                                         {"folder": str(folder), "roots": roots, "cgroup": cgroup}))
-        nodes = [Node(f"node{i + 1}", member.address, member.name, roots[i]) for i, member in enumerate(lan.members)]
+        made.enter_context(undo.recorded(f"{count} swarm daemons under {folder} and {runtime}", remove_nodes,
+                                         {"folders": [str(folder), str(runtime)], "runtimes": runtimes,
+                                          "cgroup": cgroup}))
+        nodes = [Node(f"node{i + 1}", member.address, member.name, roots[i], runtimes[i])
+                 for i, member in enumerate(lan.members)]
         deadline = time.monotonic() + START_TIMEOUT_S
         logs = []
         try:
             for i, node in enumerate(nodes):
                 Path(node.root).mkdir(parents=True)
+                Path(node.runtime).mkdir(parents=True)
                 logs.append((Path(node.root) / "dockerd.log").open("w"))
                 processes.append(shell.spawn(_dockerd_argv(node, f"{cgroup}/node{i + 1}"), stdout=logs[-1],
                                              stderr=shell.STDOUT, stdin=shell.DEVNULL))
@@ -303,7 +323,7 @@ def _form_swarm(nodes: list[Node], heartbeat_s: float | None) -> list[Node]:
     for worker in nodes[1:]:
         worker.docker(["swarm", "join", "--token", token, "--advertise-addr", worker.address,
                        f"{manager.address}:{SWARM_PORT}"], 90)
-    return [Node(n.name, n.address, n.namespace, n.root,
+    return [Node(n.name, n.address, n.namespace, n.root, n.runtime,
                  n.docker(["info", "--format", "{{.Swarm.NodeID}}"]).stdout.strip()) for n in nodes]
 
 

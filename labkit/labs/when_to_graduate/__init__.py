@@ -1,0 +1,14 @@
+"""Notebook 13, when to graduate: what a real orchestrator adds, measured on a three-node Swarm on one machine.
+
+The cluster is :mod:`labkit.instruments.swarm` (three extra daemons in network namespaces on one bridge); the load
+is :mod:`labkit.instruments.loadclient`. :mod:`.declaration` holds the tables and bounds, :mod:`.orchestrator` the
+live experiments, :mod:`.result` what they mean (computed from the tables) and :mod:`.claims` the ledger rows.
+"""
+
+from labkit.labs.when_to_graduate.claims import check_claims
+from labkit.labs.when_to_graduate.declaration import LAB, STEM
+from labkit.labs.when_to_graduate.orchestrator import Knobs, check, run_orchestrator, stack_file
+from labkit.labs.when_to_graduate.result import OrchestratorResult, gaps_and_failures
+
+__all__ = ["LAB", "STEM", "Knobs", "OrchestratorResult", "check", "check_claims", "gaps_and_failures",
+           "run_orchestrator", "stack_file"]

@@ -1,0 +1,73 @@
+"""Notebook 13's claims: the chapter's "When to Graduate" signs that a real orchestrator answers, and our findings."""
+
+from __future__ import annotations
+
+from labkit.core.claims import ClaimLedger, Source, demonstration, verdict
+from labkit.labs.when_to_graduate.declaration import SECTION, SECTION_HEALING, SECTION_ROLLOUT, SECTION_SINGLE_BOX
+from labkit.labs.when_to_graduate.result import OrchestratorResult
+
+SWARM_HEALS = "Swarm's reconciliation loop: a task that is not running is replaced"
+
+
+def check_claims(ledger: ClaimLedger, result: OrchestratorResult) -> None:
+    """The claims of notebook 13, with verdicts from its data."""
+    ledger.check(
+        "graduate.more_than_one_box", source=Source.CHAPTER, section=SECTION,
+        claim="Needing more than one box is the first sign it is time for an orchestrator",
+        value=float(result.nodes_used), unit="nodes running the service's tasks",
+        measured=f"one `docker stack deploy` placed the tasks on {result.nodes_used} nodes "
+                 f"({result.placement_text()})",
+        criterion=demonstration("Swarm's spread scheduler", "one deploy command runs the service on more than one "
+                                "node; the chapter's sign itself (when a team needs this) is a judgement we cannot "
+                                "measure"),
+        verdict=verdict(result.nodes_used > 1, caveat=True),
+        caveat="the nodes are daemons in network namespaces of one machine, not separate boxes",
+        tables=("placement",))
+    killed, sick, plain = result.healed("task killed"), result.healed("task unhealthy"), \
+        result.healed("container unhealthy")
+    nodes = result.healed("node killed")
+    swarm_heals = bool(killed["replaced"].all() and sick["replaced"].all() and nodes["replaced"].all())
+    plain_left = bool(len(plain) and not plain["replaced"].any())
+    ledger.check(
+        "graduate.orchestrator_heals", source=Source.FINDING, section=SECTION_HEALING,
+        claim="The orchestrator replaces a killed task, an unhealthy task and a dead node's tasks; one engine "
+              "leaves an unhealthy container running",
+        value=float(swarm_heals and plain_left), unit="1 = all replaced by Swarm and left by one engine",
+        measured=f"killed task replaced after {killed['replaced_s'].max():.1f} s, unhealthy task after "
+                 f"{sick['replaced_s'].max():.1f} s, dead node's tasks after "
+                 + ", ".join(f"{r.replaced_s:.1f} s (heartbeat {r.heartbeat_s:g} s)" for r in nodes.itertuples())
+                 + f"; one engine: {plain['detail'].iloc[0] if len(plain) else 'not run'}",
+        criterion=demonstration(SWARM_HEALS, "each Swarm case ends with the service's replicas running again and "
+                                "the one-engine container is still running and unhealthy after the watch"),
+        verdict=verdict(swarm_heals and plain_left), tables=("healing",))
+    table = result.table
+    updates = table[table.index.str.startswith("update")]
+    broken = table[table.index.str.startswith("broken")]
+    start_first = updates[updates.index.str.endswith("start-first")]
+    zero_loss = bool(len(start_first) and (start_first["failed"] == 0).all()
+                     and (start_first["final_state"] == "completed").all())
+    ledger.check(
+        "graduate.rolling_update_without_loss", source=Source.CHAPTER, section=SECTION_SINGLE_BOX,
+        claim="A real rolling deploy is what a higher-level orchestrator gives you",
+        value=float(start_first["failed"].sum()) if len(start_first) else float("nan"),
+        unit="failed requests during start-first updates",
+        measured="; ".join(f"{case}: {int(r.failed)} of {int(r.requests)} failed, longest gap "
+                           f"{r.longest_gap_s:.2f} s, {r.median_duration_s:.1f} s" for case, r in updates.iterrows()),
+        criterion="every start-first update (parallelism 1, a delay between tasks) completes with zero failed "
+                  "requests from a client inside the swarm",
+        verdict=verdict(zero_loss, caveat=True),
+        caveat="measured on Swarm, not on the chapter's ECS or Kubernetes; the client resolves the service by "
+               "DNS round robin (no IPVS here) and tries the next address when one refuses",
+        tables=("rollout", "requests"))
+    rolled_back = bool(len(broken) and (broken["final_state"] == "rollback_completed").all()
+                       and broken["images_match"].all())
+    ledger.check(
+        "graduate.broken_release_rolled_back", source=Source.FINDING, section=SECTION_ROLLOUT,
+        claim="A release whose health check fails is rolled back to the running image by the orchestrator",
+        value=float(broken["median_duration_s"].iloc[0]) if len(broken) else float("nan"),
+        unit="s from the update's start to the rollback completed",
+        measured="; ".join(f"{case}: {r.final_state}, {r.median_duration_s:.1f} s, {int(r.failed)} of "
+                           f"{int(r.requests)} requests failed; running image as before: {r.images_match}"
+                           for case, r in broken.iterrows()),
+        criterion="the update ends rollback_completed and every running task's image id is the previous one's",
+        verdict=verdict(rolled_back), tables=("rollout",))

@@ -1,0 +1,50 @@
+"""Notebook 13's declaration: its tables, requirements and the knobs' bounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
+from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.instruments import loadclient
+from labkit.instruments.limits import Limits
+
+STEM = "13-when-to-graduate"
+SECTION = "When to Graduate"  # the chapter's heading, as it spells it
+SECTION_SINGLE_BOX = "Running Containers in Production — The Single-Box Path"
+SECTION_HEALING = "2 · Self-healing"
+SECTION_ROLLOUT = "3 · Rolling updates under load"
+APP_BASE, CLIENT_BASE = "busybox", "python-distroless"
+APP_PORT = 8080
+STACK = "lk13"  # the stack's name: its service is lk13_web, its overlay network lk13_default
+SERVICE = f"{STACK}_web"
+NETWORK = f"{STACK}_default"
+ORDERS = ("stop-first", "start-first")
+LOADCLIENT = Path(loadclient.__file__)
+CLIENT_LIMITS = Limits.of(memory_mib=128, pids=64, cpus=1.0)
+APP_LIMITS = Limits.of(memory_mib=32, pids=32, cpus=0.5)
+MAX_REPLICAS = 12
+LOAD_CONCURRENCY = 2
+MAX_REQUESTS_PER_LOAD = 200_000  # the load's count bound; the end of the update (or the window) ends it first
+REQUEST_TIMEOUT_S = 2.0  # one request may take this long: an address that went silent fails instead of stalling
+
+LAB = Lab(
+    stem=STEM,
+    topic="When to graduate",
+    requirements=(
+        ENGINE, ROOT,
+        Requirement("program", "dockerd", "the cluster's three extra daemons"),
+        Requirement("program", "nsenter", "starting each daemon inside its node's network namespace"),
+        Requirement("program", "ip", "the nodes' namespaces, their veths and the LAN bridge"),
+        Requirement("program", "iptables", "one narrow FORWARD rule letting the nodes reach each other"),
+    ),
+    bases=(APP_BASE, CLIENT_BASE),
+    tables={
+        "placement": ("task", "node", "state", "image"),
+        "healing": ("event", "heartbeat_s", "detected_s", "replaced_s", "replaced", "detail"),
+        "rollout": ("case", "order", "round", "from_image", "to_image", "final_image", "state", "duration_s",
+                    "requests", "failed", "longest_gap_s", "images_match", "load_covered"),
+        "requests": ("case", "round", "index", "started_s", "latency_s", "status", "error"),
+        CLAIMS_TABLE: CLAIM_COLUMNS,
+    },
+)

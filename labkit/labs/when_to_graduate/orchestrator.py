@@ -1,0 +1,345 @@
+"""Notebook 13's live experiments on a real three-node swarm (:mod:`labkit.instruments.swarm`): the stack
+deployed, a task killed, a task turned unhealthy, rolling updates under load, a broken release rolled back, and a
+node killed. One cluster serves every experiment (it takes seconds to make); each table is recorded by
+:func:`run_orchestrator` in one experiment."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from labkit import assets
+from labkit.core.session import LabSession
+from labkit.errors import BadParameter
+from labkit.instruments import builds, containers, images, loadclient, shell, swarm
+from labkit.instruments.engine import Scope, docker_cli
+from labkit.labs.when_to_graduate.declaration import (
+    APP_BASE,
+    APP_LIMITS,
+    APP_PORT,
+    CLIENT_BASE,
+    CLIENT_LIMITS,
+    LAB,
+    LOAD_CONCURRENCY,
+    LOADCLIENT,
+    MAX_REPLICAS,
+    MAX_REQUESTS_PER_LOAD,
+    NETWORK,
+    ORDERS,
+    REQUEST_TIMEOUT_S,
+    SERVICE,
+    STACK,
+)
+from labkit.labs.when_to_graduate.result import OrchestratorResult, gaps_and_failures
+
+POLL_S = 0.25  # between polls of the manager (each poll is two or three CLI calls)
+CONVERGE_TIMEOUT_S = 90.0
+UNHEALTHY_WATCH_S = 6.0  # how long the plain engine's unhealthy container is watched after it turned unhealthy
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The notebook's parameters, checked before anything starts (:func:`check`)."""
+
+    nodes: int
+    replicas: int
+    rounds: int
+    update_delay_s: float
+    restart_delay_s: float
+    load_window_s: float
+    heartbeats_s: tuple[float, ...]
+    broken_order: str
+
+
+def check(knobs: Knobs) -> None:
+    """BadParameter for replicas outside 1..MAX_REPLICAS, an unknown update order, no rounds, a load window too
+    short to hold an update, a heartbeat list that kills more nodes than leaves one, or a bad cluster size."""
+    if not isinstance(knobs.replicas, int) or isinstance(knobs.replicas, bool) or \
+            not 1 <= knobs.replicas <= MAX_REPLICAS:
+        raise BadParameter(f"replicas={knobs.replicas!r}: need a whole number from 1 to {MAX_REPLICAS}.",
+                           "A service with 0 replicas has nothing to heal or update.")
+    if knobs.broken_order not in ORDERS:
+        raise BadParameter(f"broken_order={knobs.broken_order!r} is not an update order.", f"Use one of {ORDERS}.")
+    if not isinstance(knobs.rounds, int) or isinstance(knobs.rounds, bool) or knobs.rounds < 1:
+        raise BadParameter(f"rounds={knobs.rounds!r}: need a whole number >= 1.")
+    for name, value, low, high in (("update_delay_s", knobs.update_delay_s, 0, 30),
+                                   ("restart_delay_s", knobs.restart_delay_s, 0, 30),
+                                   ("load_window_s", knobs.load_window_s, 30, 600)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise BadParameter(f"{name}={value!r}: need seconds from {low} to {high}.")
+    if not knobs.heartbeats_s or len(knobs.heartbeats_s) > knobs.nodes - 1:
+        raise BadParameter(f"heartbeats_s={knobs.heartbeats_s!r}: one node is killed per heartbeat, and the "
+                           f"manager must survive: give 1 to {knobs.nodes - 1} values for {knobs.nodes} nodes.")
+    try:
+        swarm.validate(knobs.nodes, min(knobs.heartbeats_s), swarm.available_mib())
+        for heartbeat in knobs.heartbeats_s:
+            swarm.validate(knobs.nodes, heartbeat, swarm.available_mib())
+    except swarm.BadCluster as exc:
+        raise BadParameter(str(exc), "Change the notebook's parameters.") from exc
+
+
+STACK_FILE = """\
+version: "3.8"
+services:
+  web:
+    image: {image}
+    deploy:
+      replicas: {replicas}
+      endpoint_mode: {endpoint_mode}
+      restart_policy: {{condition: any, delay: {restart_delay_s}s}}
+      resources: {{limits: {{cpus: "{cpus}", memory: {memory_mib}M}}}}
+networks:
+  default:
+    attachable: true
+"""
+
+
+def stack_file(image: str, replicas: int, endpoint_mode: str, restart_delay_s: float) -> str:
+    """The stack: one service of `replicas` tasks of `image` under APP_LIMITS, on an attachable overlay network
+    (the load client joins it), reached by name with `endpoint_mode`. No port is published: the load runs on the
+    overlay, as a service's clients inside the swarm do."""
+    return STACK_FILE.format(image=image, replicas=replicas, endpoint_mode=endpoint_mode,
+                             restart_delay_s=restart_delay_s, cpus=APP_LIMITS.cpus,
+                             memory_mib=APP_LIMITS.memory_bytes // 2**20)
+
+
+# ---------------------------------------------------------------- reading the swarm
+
+
+def tasks(cluster: swarm.Cluster) -> list[dict[str, Any]]:
+    """The service's tasks that should run now: id, node (our name), state, image (the spec's), container id."""
+    ids = cluster.docker(["service", "ps", "-q", "--no-trunc", "--filter", "desired-state=running", SERVICE],
+                         check=False).stdout.split()
+    if not ids:
+        return []
+    found = json.loads(cluster.docker(["inspect", *ids], check=False).stdout or "[]")
+    return [{"task": t["ID"], "node": cluster.node_name(t.get("NodeID", "")), "state": t["Status"]["State"],
+             "image": t["Spec"]["ContainerSpec"]["Image"],
+             "container": t["Status"].get("ContainerStatus", {}).get("ContainerID", "")} for t in found]
+
+
+def _running(cluster: swarm.Cluster, replicas: int, unless: Callable[[dict[str, Any]], bool]) -> bool:
+    """`replicas` tasks are running (Swarm says running only once a health check passed) and none is `unless`."""
+    up = [t for t in tasks(cluster) if t["state"] == "running"]
+    return len(up) >= replicas and not any(unless(t) for t in up)
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float = CONVERGE_TIMEOUT_S) -> float:
+    """Poll `condition` until it holds; return the seconds it took. TimeoutError naming `what` after `timeout_s`."""
+    started = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - started > timeout_s:
+            raise TimeoutError(f"{what}: not reached within {timeout_s:.0f} s")
+        time.sleep(POLL_S)  # polling the manager, not standing in for work
+    return time.perf_counter() - started
+
+
+def _image_ids(cluster: swarm.Cluster, running: list[dict[str, Any]]) -> set[str]:
+    """The image ids of the running tasks' containers, read on the node each runs on."""
+    found = set()
+    for task in running:
+        node = cluster.node(task["node"])
+        found.add(node.docker(["inspect", "--format", "{{.Image}}", task["container"]]).stdout.strip())
+    return found
+
+
+# ---------------------------------------------------------------- images
+
+
+def build_app(scope: Scope, base: str, version: str, healthy: bool) -> builds.Build:
+    """The app image (labkit/assets/when_to_graduate/Dockerfile) serving `version`; without /healthz when not
+    `healthy`."""
+    with tempfile.TemporaryDirectory(prefix="labkit-13-") as folder:
+        (Path(folder) / "Dockerfile").write_text(assets.text("when_to_graduate/Dockerfile").replace("{base}", base))
+        return builds.build(Path(folder), f"labkit-13-app:{version}-{scope.scope_id}", scope,
+                            build_args={"VERSION": version, "HEALTHY": "yes" if healthy else "no"})
+
+
+# ---------------------------------------------------------------- experiments
+
+
+def _deploy(cluster: swarm.Cluster, image: str, knobs: Knobs) -> pd.DataFrame:
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", prefix="labkit-13-stack-") as handle:
+        handle.write(stack_file(image, knobs.replicas, cluster.support.endpoint_mode, knobs.restart_delay_s))
+        handle.flush()
+        cluster.docker(["stack", "deploy", "--resolve-image", "never", "-c", handle.name, STACK])
+    _wait(lambda: _running(cluster, knobs.replicas, lambda t: False), "the stack's tasks running")
+    return pd.DataFrame([{k: t[k] for k in ("task", "node", "state", "image")} for t in tasks(cluster)])
+
+
+def _task_killed(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
+    victim = next(t for t in tasks(cluster) if t["state"] == "running")
+    cluster.node(victim["node"]).docker(["kill", victim["container"]])
+    replaced = _wait(lambda: _running(cluster, knobs.replicas, lambda t: t["task"] == victim["task"]),
+                     "a killed task's replacement")
+    return {"event": "task killed (SIGKILL)", "heartbeat_s": cluster.heartbeat_s, "detected_s": float("nan"),
+            "replaced_s": replaced, "replaced": True,
+            "detail": f"task {victim['task'][:12]} on {victim['node']}; restart delay {knobs.restart_delay_s} s"}
+
+
+def _task_unhealthy(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
+    victim = next(t for t in tasks(cluster) if t["state"] == "running")
+    cluster.node(victim["node"]).docker(["exec", victim["container"], "touch", "/tmp/sick"])
+    replaced = _wait(lambda: _running(cluster, knobs.replicas, lambda t: t["task"] == victim["task"]),
+                     "an unhealthy task's replacement")
+    return {"event": "task unhealthy (swarm)", "heartbeat_s": cluster.heartbeat_s, "detected_s": float("nan"),
+            "replaced_s": replaced, "replaced": True,
+            "detail": f"task {victim['task'][:12]} on {victim['node']}: its health check failed twice at 1 s"}
+
+
+def _unhealthy_on_plain_engine(lab: LabSession, image: str) -> dict[str, Any]:
+    """The same image and health check on the host's engine alone (what Compose runs on): the container turns
+    unhealthy and is left running."""
+    with lab.scope() as scope, containers.running(lab.engine, scope, image, [], stem="13-unhealthy",
+                                                  limits=APP_LIMITS, restart_policy={"Name": "unless-stopped"}) as c:
+        _wait(lambda: _health(c) == "healthy", "the plain container healthy", 30)
+        c.exec_run(["touch", "/tmp/sick"])
+        turned = _wait(lambda: _health(c) == "unhealthy", "the plain container unhealthy", 30)
+        time.sleep(UNHEALTHY_WATCH_S)  # watching for a replacement that never comes: the observation window
+        c.reload()
+        still = c.status == "running" and _health(c) == "unhealthy"
+        return {"event": "container unhealthy (one engine, as Compose)", "heartbeat_s": float("nan"),
+                "detected_s": turned, "replaced_s": float("nan"), "replaced": not still,
+                "detail": f"after {turned + UNHEALTHY_WATCH_S:.1f} s: status {c.status}, health {_health(c)}, "
+                          f"restarts {c.attrs['RestartCount']}"}
+
+
+def _health(container: Any) -> str:
+    container.reload()
+    return str(container.attrs["State"].get("Health", {}).get("Status", ""))
+
+
+def _node_killed(cluster: swarm.Cluster, node: swarm.Node, heartbeat_s: float, knobs: Knobs) -> dict[str, Any]:
+    cluster.docker(["swarm", "update", "--dispatcher-heartbeat", f"{heartbeat_s}s"])
+    had = [t["task"] for t in tasks(cluster) if t["node"] == node.name]
+    started = time.perf_counter()
+    node.kill()
+    down = _wait(lambda: cluster.docker(["node", "inspect", "--format", "{{.Status.State}}", node.node_id]
+                                        ).stdout.strip() == "down", f"{node.name} seen down")
+    moved = _wait(lambda: _running(cluster, knobs.replicas, lambda t: t["node"] == node.name),
+                  f"{node.name}'s tasks running elsewhere")
+    return {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": heartbeat_s, "detected_s": down,
+            "replaced_s": time.perf_counter() - started, "replaced": moved >= 0,
+            "detail": f"{node.name} ran {len(had)} task(s)"}
+
+
+def _client_argv(cluster: swarm.Cluster, client_image: str, window_s: float, name: str) -> list[str]:
+    node = cluster.manager
+    return [docker_cli(), "-H", f"unix://{node.socket}", "run", "--rm", "--name", name, "--network", NETWORK,
+            *CLIENT_LIMITS.cli_args(), "-v", f"{LOADCLIENT}:/loadclient.py:ro", "--entrypoint", "python3",
+            client_image, "/loadclient.py", f"http://web:{APP_PORT}/", "--count", str(MAX_REQUESTS_PER_LOAD),
+            "--concurrency", str(LOAD_CONCURRENCY), "--time-limit", str(window_s),
+            "--request-timeout", str(REQUEST_TIMEOUT_S)]
+
+
+def _update_state(cluster: swarm.Cluster) -> str:
+    state = cluster.docker(["service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+                            SERVICE]).stdout.strip()
+    return state
+
+
+def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, round_index: int,
+             image: str, knobs: Knobs) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Update the service to `image` with `order` while the load client runs; the update's duration is from its
+    start until the manager reports it completed (or rolled back). The load is ended (SIGTERM: the client stops
+    starting requests and prints what it did) once the service has converged; `load_covered` says whether it was
+    still running then (else its window, the cap, ended first)."""
+    before = tasks(cluster)[0]["image"]
+    name = f"labkit-13-load-{uuid.uuid4().hex[:8]}"
+    argv = _client_argv(cluster, client_image, knobs.load_window_s, name)
+    client = shell.spawn(argv, stdout=shell.PIPE,
+                         stderr=shell.PIPE, stdin=shell.DEVNULL)
+    try:
+        _wait(lambda: bool(cluster.manager.docker(["ps", "-q", "--filter", f"name={name}"]).stdout.strip()),
+              "the load client running", 30)
+        started = time.perf_counter()
+        cluster.docker(["service", "update", "--detach", "--image", image, "--update-order", order,
+                        "--update-parallelism", "1", "--update-delay", f"{knobs.update_delay_s}s",
+                        "--update-failure-action", "rollback", "--update-monitor", "2s",
+                        "--rollback-order", order, "--rollback-parallelism", "1", SERVICE])
+        finished = ("completed", "rollback_completed", "paused", "rollback_paused")
+        _wait(lambda: _update_state(cluster) in finished, f"the update to {image}")
+        duration = time.perf_counter() - started
+        state = _update_state(cluster)
+        _wait(lambda: _running(cluster, knobs.replicas, lambda t: False), "the service converged")
+        covered = client.poll() is None
+        cluster.manager.docker(["kill", "--signal", "TERM", name], check=False)
+        out, err = client.communicate(timeout=knobs.load_window_s + 60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    if client.returncode != 0:
+        raise shell.CommandError(argv, client.returncode, out, err, hint="the load client failed")
+    load = loadclient.parse_output(out)
+    up = [t for t in tasks(cluster) if t["state"] == "running"]
+    final = up[0]["image"] if up else ""
+    expected = image if state == "completed" else before
+    ids = _image_ids(cluster, up)
+    wanted = set(_local_id(cluster, expected).split())
+    requests = [{"case": case, "round": round_index, "index": r.index, "started_s": r.started_s,
+                 "latency_s": r.latency_s, "status": r.status, "error": r.error} for r in load.requests]
+    failed, gap = gaps_and_failures(pd.DataFrame(requests))
+    return ({"case": case, "order": order, "round": round_index, "from_image": before, "to_image": image,
+             "final_image": final, "state": state, "duration_s": duration, "requests": len(requests),
+             "failed": failed, "longest_gap_s": gap, "images_match": ids == wanted and bool(ids),
+             "load_covered": covered}), requests
+
+
+def _local_id(cluster: swarm.Cluster, reference: str) -> str:
+    return cluster.manager.docker(["image", "inspect", "--format", "{{.Id}}", reference]).stdout.strip()
+
+
+def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
+    with ExitStack() as stack:
+        scope = stack.enter_context(lab.scope())
+        base = images.require_base(lab.engine, APP_BASE).tag
+        client_image = images.require_base(lab.engine, CLIENT_BASE).tag
+        versions = [build_app(scope, base, f"v{i + 1}", healthy=True).tag for i in range(1 + 2 * knobs.rounds)]
+        broken = build_app(scope, base, "broken", healthy=False).tag
+        healing = [_unhealthy_on_plain_engine(lab, versions[0])]
+        cluster = stack.enter_context(swarm.cluster(lab.run_id, knobs.nodes))
+        for image in (*versions, broken):
+            cluster.load_image(image)
+        cluster.load_image(client_image, (cluster.manager,))  # the load client runs on the manager only
+        placement = _deploy(cluster, versions[0], knobs)
+        healing += [_task_killed(cluster, knobs), _task_unhealthy(cluster, knobs)]
+        rollout, requests = [], []
+        upcoming = iter(versions[1:])
+        for round_index in range(knobs.rounds):
+            for order in ORDERS:
+                row, rows = _rollout(cluster, client_image, f"update, {order}", order, round_index,
+                                     next(upcoming), knobs)
+                rollout.append(row)
+                requests += rows
+            row, rows = _rollout(cluster, client_image, f"broken release, {knobs.broken_order}",
+                                 knobs.broken_order, round_index, broken, knobs)
+            rollout.append(row)
+            requests += rows
+        for node, heartbeat in zip(reversed(cluster.nodes[1:]), knobs.heartbeats_s, strict=False):
+            healing.append(_node_killed(cluster, node, heartbeat, knobs))
+        return {"placement": placement, "healing": pd.DataFrame(healing), "rollout": pd.DataFrame(rollout),
+                "requests": pd.DataFrame(requests, columns=list(LAB.tables["requests"]))}
+
+
+def run_orchestrator(lab: LabSession, knobs: Knobs) -> OrchestratorResult:
+    """Every experiment of the notebook on one cluster (checked first; see :class:`Knobs`)."""
+    check(knobs)
+    if lab.live:
+        lab.require_root("a cluster of extra daemons in network namespaces")
+    support = swarm.kernel_support()
+    tables = lab.record("orchestrator", ("placement", "healing", "rollout", "requests"),
+                        lambda: _experiment(lab, knobs), **{k: v for k, v in knobs.__dict__.items()},
+                        endpoint_mode=support.endpoint_mode, kernel=support.evidence)
+    return OrchestratorResult(tables["placement"], tables["healing"], tables["rollout"], tables["requests"],
+                              lab.provenance["experiments"]["placement"]["parameters"].get("endpoint_mode", ""),
+                              lab.provenance["experiments"]["placement"]["parameters"].get("kernel", ""))

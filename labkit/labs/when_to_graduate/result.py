@@ -1,0 +1,101 @@
+"""What notebook 13 measured, read from its tables: sentences and numbers computed from them (no engine here)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+def gaps_and_failures(requests: pd.DataFrame) -> tuple[int, float]:
+    """(failed requests, longest gap) of one load: a request failed when its `error` is not empty; the longest gap
+    is the longest time, in seconds, between two consecutive successful responses (each ends at `started_s` +
+    `latency_s`) — how long a client saw no answer at all. NaN with fewer than two successes."""
+    failed = int((requests["error"].fillna("") != "").sum())
+    done = requests[requests["error"].fillna("") == ""]
+    ends = sorted((done["started_s"] + done["latency_s"]).tolist())
+    gap = max((b - a for a, b in itertools.pairwise(ends)), default=math.nan)
+    return failed, float(gap)
+
+
+@dataclass(frozen=True)
+class OrchestratorResult:
+    """`placement`: task, node, state, image after the deploy; `healing`: event, heartbeat_s, detected_s,
+    replaced_s, replaced, detail; `rollout`: one row per update (case, order, round, images, state, duration_s,
+    requests, failed, longest_gap_s, images_match); `requests`: every request of every load; `endpoint_mode`
+    chosen for this kernel and the `kernel` evidence it was chosen on."""
+
+    placement: pd.DataFrame
+    healing: pd.DataFrame
+    rollout: pd.DataFrame
+    requests: pd.DataFrame
+    endpoint_mode: str
+    kernel: str
+
+    @property
+    def nodes_used(self) -> int:
+        return int(self.placement["node"].nunique())
+
+    def healed(self, event: str) -> pd.Series:
+        """The healing rows whose event starts with `event`."""
+        return self.healing[self.healing["event"].str.startswith(event)]
+
+    @property
+    def healing_times(self) -> pd.DataFrame:
+        """Per healing event (its label with the heartbeat): seconds until detected and until replaced."""
+        labels = [f"{r.event}" + (f", heartbeat {r.heartbeat_s:g} s" if r.event.startswith("node") else "")
+                  for r in self.healing.itertuples()]
+        return self.healing.set_index(pd.Index(labels))[["detected_s", "replaced_s"]]
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """Every request: case, when it started (t_s, s since its load started) and its latency in ms."""
+        return self.requests.assign(t_s=self.requests["started_s"], latency_ms=self.requests["latency_s"] * 1e3)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Per update case and order: median duration, total failed requests and the longest gap."""
+        return (self.rollout.groupby(["case"], sort=False)
+                .agg(updates=("round", "count"), final_state=("state", "last"),
+                     median_duration_s=("duration_s", "median"), requests=("requests", "sum"),
+                     failed=("failed", "sum"), longest_gap_s=("longest_gap_s", "max"),
+                     images_match=("images_match", "all"), load_covered=("load_covered", "all")))
+
+    def recount(self) -> pd.DataFrame:
+        """The rollout table's failed and gap columns recomputed from the client's own request log."""
+        rows = []
+        for (case, round_index), load in self.requests.groupby(["case", "round"], sort=False):
+            failed, gap = gaps_and_failures(load)
+            rows.append({"case": case, "round": round_index, "failed": failed, "longest_gap_s": gap})
+        return pd.DataFrame(rows)
+
+    def placement_text(self) -> str:
+        counts = self.placement.groupby("node").size()
+        return ", ".join(f"{node}: {n}" for node, n in counts.items())
+
+    def conclusion_deploy(self) -> str:
+        return (f"**What we measured.** This kernel: {self.kernel}, so the stack uses `endpoint_mode: "
+                f"{self.endpoint_mode}`. `docker stack deploy` placed {len(self.placement)} tasks on "
+                f"{self.nodes_used} nodes ({self.placement_text()}).")
+
+    def conclusion_healing(self) -> str:
+        parts = []
+        for row in self.healing.itertuples():
+            if row.event.startswith("container unhealthy"):
+                fate = "replaced" if row.replaced else "left running"
+                parts.append(f"on one engine, the unhealthy container was {fate} ({row.detail})")
+            elif row.event.startswith("node"):
+                parts.append(f"{row.event} with a {row.heartbeat_s:g} s heartbeat: seen down after "
+                             f"{row.detected_s:.1f} s, its tasks running elsewhere after {row.replaced_s:.1f} s")
+            else:
+                parts.append(f"{row.event}: a replacement ran after {row.replaced_s:.1f} s")
+        return "**What we measured.** " + "; ".join(parts) + "."
+
+    def conclusion_rollout(self) -> str:
+        parts = [f"`{case}`: {row.updates} update(s), {row.final_state}, median {row.median_duration_s:.1f} s, "
+                 f"{int(row.failed)} of {int(row.requests)} requests failed, longest gap without an answer "
+                 f"{row.longest_gap_s:.2f} s, running image as expected: {row.images_match}"
+                 for case, row in self.table.iterrows()]
+        return "**What we measured.** " + "; ".join(parts) + "."

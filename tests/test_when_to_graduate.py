@@ -1,0 +1,225 @@
+"""Notebook 13 (when to graduate): the swarm instrument's decisions and refusals against hand-made inputs, the lab's
+arithmetic against hand-made request logs, its claims against hand-made results, a live cluster made and removed,
+and an interrupted (SIGINT, SIGTERM) or SIGKILLed cluster that leaves no daemon, namespace, bridge, rule, folder or
+cgroup behind."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from labkit.core.claims import ClaimLedger, Verdict
+from labkit.errors import BadParameter
+from labkit.instruments import cgroups, firewall, netns, swarm, undo
+from labkit.labs import when_to_graduate as graduate
+from tests.conftest import default_sigint
+
+# ---------------------------------------------------------------- the kernel's answer
+
+CONFIG_NO_IPVS = "CONFIG_BRIDGE=y\nCONFIG_VXLAN=y\n# CONFIG_IP_VS is not set\n"
+CONFIG_IPVS_MODULE = "CONFIG_VXLAN=m\nCONFIG_IP_VS=m\n"
+
+
+def test_without_ipvs_the_service_uses_dns_round_robin_and_host_ports() -> None:
+    support = swarm.support_from(swarm.parse_kernel_config(CONFIG_NO_IPVS), ip_vs_table=False, vxlan_module=False)
+    assert (support.vxlan, support.ip_vs) == (True, False)
+    assert (support.endpoint_mode, support.publish_mode) == ("dnsrr", "host")
+    assert "CONFIG_IP_VS=unset" in support.evidence and "absent" in support.evidence
+
+
+def test_a_loaded_ipvs_table_allows_virtual_ips_and_an_unloaded_module_does_not() -> None:
+    config = swarm.parse_kernel_config(CONFIG_IPVS_MODULE)
+    assert swarm.support_from(config, ip_vs_table=True, vxlan_module=False).endpoint_mode == "vip"
+    assert swarm.support_from(config, ip_vs_table=False, vxlan_module=False).endpoint_mode == "dnsrr"
+    # No readable config: only what is loaded counts.
+    assert not swarm.support_from({}, ip_vs_table=False, vxlan_module=False).vxlan
+    assert swarm.support_from({}, ip_vs_table=False, vxlan_module=True).vxlan
+
+
+# ---------------------------------------------------------------- refusals before anything starts
+
+
+@pytest.mark.parametrize(("count", "heartbeat", "memory", "message"), [
+    (0, None, 8000, "nodes=0"),
+    (True, None, 8000, "nodes=True"),
+    (8, None, 80000, "nodes=8"),
+    (3, None, 1000, "more than the 1000 MiB"),  # 3 × 400 = 1200 MiB > 1000
+    (3, 0.0, 8000, "heartbeat_s=0.0"),
+    (3, 61, 8000, "heartbeat_s=61"),
+])
+def test_a_bad_cluster_is_refused(count: int, heartbeat: float | None, memory: int, message: str) -> None:
+    with pytest.raises(swarm.BadCluster, match=message.replace("(", r"\(")):
+        swarm.validate(count, heartbeat, memory)
+
+
+def test_a_cluster_that_fits_is_accepted() -> None:
+    swarm.validate(3, 1.0, 1200)  # exactly 3 × 400 MiB
+
+
+def knobs(**changes: object) -> graduate.Knobs:
+    fields = {"nodes": 3, "replicas": 3, "rounds": 1, "update_delay_s": 1.0, "restart_delay_s": 5.0,
+              "load_window_s": 60.0, "heartbeats_s": (1.0,), "broken_order": "stop-first", **changes}
+    return graduate.Knobs(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"replicas": 0}, "replicas=0"),
+    ({"broken_order": "rolling"}, "broken_order='rolling'"),
+    ({"rounds": 0}, "rounds=0"),
+    ({"load_window_s": 10.0}, "load_window_s=10.0"),
+    ({"heartbeats_s": (1.0, 5.0, 2.0)}, "manager must survive"),  # 3 kills of 3 nodes would kill the manager
+    ({"nodes": 0, "heartbeats_s": ()}, "heartbeats_s=()"),
+    ({"nodes": 9, "heartbeats_s": (1.0,)}, "nodes=9"),
+])
+def test_bad_knobs_are_refused_before_anything_starts(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(BadParameter, match=message.replace("(", r"\(").replace(")", r"\)")):
+        graduate.check(knobs(**changes))
+
+
+def test_the_stack_file_uses_the_chosen_endpoint_mode_and_limits() -> None:
+    text = graduate.stack_file("app:v1", 3, "dnsrr", 5.0)
+    assert "endpoint_mode: dnsrr" in text and "replicas: 3" in text and "delay: 5.0s" in text
+    assert 'memory: 32M' in text and "attachable: true" in text
+
+
+def test_a_lan_subnet_is_a_free_slash_28() -> None:
+    used = [ipaddress.IPv4Network("198.18.0.0/30"), ipaddress.IPv4Network("198.18.0.20/32")]
+    # 198.18.0.0/28 holds the /30, 198.18.0.16/28 holds .20: the first free /28 is .32
+    assert netns.free_subnet(used, prefix=28) == ipaddress.IPv4Network("198.18.0.32/28")
+
+
+# ---------------------------------------------------------------- arithmetic on hand-made logs
+
+LOG = pd.DataFrame([  # started_s, latency_s: ends at 0.1, 0.3, (failed), 1.4, 1.5
+    {"case": "a", "round": 0, "index": 0, "started_s": 0.0, "latency_s": 0.1, "status": 200, "error": ""},
+    {"case": "a", "round": 0, "index": 1, "started_s": 0.2, "latency_s": 0.1, "status": 200, "error": ""},
+    {"case": "a", "round": 0, "index": 2, "started_s": 0.3, "latency_s": 0.5, "status": 0, "error": "refused"},
+    {"case": "a", "round": 0, "index": 3, "started_s": 1.2, "latency_s": 0.2, "status": 200, "error": ""},
+    {"case": "a", "round": 0, "index": 4, "started_s": 1.4, "latency_s": 0.1, "status": 200, "error": ""},
+])
+
+
+def test_failures_and_the_longest_gap_come_from_the_clients_log() -> None:
+    failed, gap = graduate.gaps_and_failures(LOG)
+    assert failed == 1
+    assert gap == pytest.approx(1.1)  # successes end at 0.1, 0.3, 1.4, 1.5: the longest gap is 1.4 - 0.3
+
+
+def test_one_success_has_no_gap() -> None:
+    assert math.isnan(graduate.gaps_and_failures(LOG.iloc[:1])[1])
+
+
+def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_completed", plain_replaced: bool = False,
+           images_match: bool = True) -> graduate.OrchestratorResult:
+    placement = pd.DataFrame({"task": ["t1", "t2", "t3"], "node": ["node1", "node2", "node3"],
+                              "state": ["running"] * 3, "image": ["app:v1"] * 3})
+    healing = pd.DataFrame([
+        {"event": "container unhealthy (one engine, as Compose)", "heartbeat_s": math.nan, "detected_s": 2.0,
+         "replaced_s": math.nan, "replaced": plain_replaced, "detail": "running"},
+        {"event": "task killed (SIGKILL)", "heartbeat_s": 5.0, "detected_s": math.nan, "replaced_s": 6.0,
+         "replaced": True, "detail": ""},
+        {"event": "task unhealthy (swarm)", "heartbeat_s": 5.0, "detected_s": math.nan, "replaced_s": 9.0,
+         "replaced": True, "detail": ""},
+        {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": 1.0, "detected_s": 3.0,
+         "replaced_s": 8.0, "replaced": True, "detail": ""},
+    ])
+    row = {"round": 0, "from_image": "a", "to_image": "b", "final_image": "b", "duration_s": 10.0,
+           "requests": 100, "longest_gap_s": 0.1, "images_match": images_match, "load_covered": True}
+    rollout = pd.DataFrame([
+        {**row, "case": "update, stop-first", "order": "stop-first", "state": "completed", "failed": 3},
+        {**row, "case": "update, start-first", "order": "start-first", "state": "completed",
+         "failed": start_first_failed},
+        {**row, "case": "broken release, stop-first", "order": "stop-first", "state": rollback_state, "failed": 0},
+    ])
+    return graduate.OrchestratorResult(placement, healing, rollout, LOG, "dnsrr", "CONFIG_IP_VS=unset")
+
+
+def verdicts(found: graduate.OrchestratorResult) -> dict[str, Verdict]:
+    ledger = ClaimLedger(graduate.STEM)
+    graduate.check_claims(ledger, found)
+    return dict(zip(ledger.frame()["id"], ledger.frame()["verdict"], strict=True))
+
+
+def test_claims_follow_the_data() -> None:
+    good = verdicts(result())
+    assert good["graduate.more_than_one_box"] == Verdict.CAVEAT  # nodes share one machine
+    assert good["graduate.orchestrator_heals"] == Verdict.HOLDS
+    assert good["graduate.rolling_update_without_loss"] == Verdict.CAVEAT
+    assert good["graduate.broken_release_rolled_back"] == Verdict.HOLDS
+    assert verdicts(result(start_first_failed=1))["graduate.rolling_update_without_loss"] == Verdict.FAILS
+    assert verdicts(result(plain_replaced=True))["graduate.orchestrator_heals"] == Verdict.FAILS
+    assert verdicts(result(rollback_state="completed"))["graduate.broken_release_rolled_back"] == Verdict.FAILS
+    assert verdicts(result(images_match=False))["graduate.broken_release_rolled_back"] == Verdict.FAILS
+
+
+def test_the_update_table_sums_each_case() -> None:
+    table = result(start_first_failed=2).table
+    assert table.loc["update, start-first", "failed"] == 2 and table.loc["update, stop-first", "failed"] == 3
+    assert list(graduate.OrchestratorResult.recount(result())["failed"]) == [1]  # LOG: one error
+
+
+# ---------------------------------------------------------------- live: made, removed, interrupted
+
+
+def _no_trace(run_id: str) -> None:
+    assert not [n for n in netns.names() if n.startswith(f"{netns.NAME_PREFIX}{run_id}-")]
+    assert not netns.lan_bridges(run_id)
+    assert not firewall.labkit_rules(run_id)
+    assert not list((swarm.paths.state_dir() / "swarm").glob(f"{run_id}-*"))
+    layout = cgroups.CgroupLayout.from_system()
+    assert not [h for h in layout.hierarchies() if (h.path / "labkit" / run_id).exists()]
+
+
+@pytest.mark.root
+def test_live_cluster_forms_and_leaves_nothing_behind() -> None:
+    run_id = f"t13-{os.getpid()}"
+    with swarm.cluster(run_id, 2, heartbeat_s=1.0) as cluster:
+        listed = cluster.docker(["node", "ls", "--format", "{{.ID}} {{.Status}}"]).stdout.split("\n")
+        assert sorted(line.split()[0] for line in listed if line) == sorted(n.node_id for n in cluster.nodes)
+        assert all(line.endswith("Ready") for line in listed if line)
+        assert cluster.nodes[1].docker(["info", "--format", "{{.Swarm.ControlAvailable}}"]).stdout.strip() == "false"
+    _no_trace(run_id)
+
+
+CHILD = """
+import signal, sys, time
+from labkit.errors import Terminated
+from labkit.instruments import swarm
+
+def terminated(signum, frame):
+    raise Terminated(f"signal {signum}")  # as the labkit command does
+
+signal.signal(signal.SIGTERM, terminated)
+with swarm.cluster(sys.argv[1], 2) as cluster:
+    print("up", flush=True)
+    time.sleep(600)  # held open until the test interrupts it
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_live_interrupted_cluster_leaves_nothing_behind(signum: int) -> None:
+    run_id = f"t13i-{os.getpid()}-{signum}"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, run_id], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=default_sigint)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "up"
+        child.send_signal(signum)
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+    if signum == signal.SIGKILL:  # nothing ran in the child: its journal records are what removes the cluster
+        assert [c for c in undo.pending() if c.pid == child.pid]
+        undo.undo_orphans()
+    assert not [c for c in undo.pending() if c.pid == child.pid]
+    _no_trace(run_id)
