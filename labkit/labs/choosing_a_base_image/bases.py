@@ -20,7 +20,7 @@ import pandas as pd
 from labkit.core.claims import Verdict, verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, EngineError
-from labkit.instruments import containers, images, inventory, measure, registry
+from labkit.instruments import containers, diskquiet, images, inventory, measure, registry
 from labkit.instruments.engine import docker_cli
 from labkit.instruments.shell import run
 from labkit.labs.choosing_a_base_image.declaration import (
@@ -49,7 +49,8 @@ class BaseTable:
     compressed_bytes, size_bytes, same_image (the pulled image has the pushed image's id), layers_reused (layers the
     CLI reported "Already exists") and layers_before (the image's layers the engine held as the pull began, checked
     after the image was removed; 0 for a cold pull, -1 where the engine's layer store cannot be read, empty in a
-    recording made before it was checked)."""
+    recording made before it was checked), settle_s (how long the pull waited for the disk to go quiet after the
+    removal, the sync included) and quiet (whether it did within the limit; empty where nothing was watched)."""
 
     bases: pd.DataFrame
     transfers: pd.DataFrame
@@ -80,6 +81,12 @@ class BaseTable:
     def checked_cold(self) -> int:
         """Cold pulls whose start was checked: the image gone and none of its layers in the engine's layer store."""
         return int((self.cold_pulls["layers_before"] == 0).sum())
+
+    @property
+    def settles(self) -> pd.DataFrame:
+        """Per cold pull: settle_s and quiet, how long it waited for a quiet disk and whether it got one (NaN in a
+        recording made before pulls settled)."""
+        return self.cold_pulls[["settle_s", "quiet"]]
 
     @property
     def warm_pulls(self) -> list[str]:
@@ -126,7 +133,7 @@ class BaseTable:
                                     f"{r.stand_in}"})
                 continue
             if r.image not in ours:
-                why = r.why_not or f"base {r.base} was not measured in this run (quick mode measures fewer)"
+                why = r.why_not or f"base {r.base} was not among the bases this run measured"
                 rows.append({"image": r.image, "chapter_mb": r.chapter_mb, "base": r.base or "—",
                              "measured_mb": math.nan, "factor": math.nan, "rank_agrees": False,
                              "verdict": Verdict.INCONCLUSIVE.value, "why": why})
@@ -215,11 +222,10 @@ def stands_in_for(description: str) -> str:
 
 
 @contextmanager
-def _cold(client: docker.DockerClient, base: images.BaseImage, reference: str, layers: Sequence[str]) -> Iterator[int]:
+def _cold(client: docker.DockerClient, base: images.BaseImage, reference: str) -> Iterator[None]:
     """Remove `base`'s image from the engine entirely (its tag and the registry reference) and check that it is
-    gone and how many of its `layers` (diff IDs) the engine still holds, which the block receives (0: the next
-    pull must fetch every layer; -1: the engine's layer store cannot be read here). Afterwards the pulled image
-    carries the base's tag again, whatever happened."""
+    gone, so that the next pull of it must start from nothing; afterwards the pulled image carries the base's tag
+    again, whatever happened. Only this one image is removed, so a failure leaves every other base in place."""
     run([docker_cli(), "rmi", reference, base.tag], 120)
     try:
         kept = client.images.get(base.image_id)
@@ -230,7 +236,7 @@ def _cold(client: docker.DockerClient, base: images.BaseImage, reference: str, l
         raise EngineError(f"{base.tag} stays in the engine (tags {kept.tags}, or images built on it), so a pull "
                           "would not be cold.", "Remove those tags or images first (`docker images` lists them).")
     try:
-        yield layers_in_engine(client, layers)
+        yield
     finally:
         try:
             client.images.get(reference)
@@ -282,14 +288,20 @@ def _pushed_bytes(reg: registry.Registry, repository: str, tag: str) -> tuple[in
 
 
 def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats: int = 1,
-              extra_images: Sequence[str] = (), extra_argv: Sequence[str] = (), port: int | None = None) -> BaseTable:
+              extra_images: Sequence[str] = (), extra_argv: Sequence[str] = (), port: int | None = None,
+              settle_timeout_s: float = 10.0) -> BaseTable:
     """For each base (and each of `extra_images`, already pulled by the reader, run with `extra_argv`): its size,
     what its filesystem holds, the app's output and one push to a fresh local registry on 127.0.0.1 (`port` or a
     free one); then `pull_repeats` rounds of cold pulls, every base once per round in an order rotated by one place
-    each round, each pull after the image was removed from the engine and checked gone with all of its layers."""
+    each round. Before each pull the image is removed from the engine (checked gone), the disk under the engine's
+    storage is given up to `settle_timeout_s` seconds to go quiet, and none of the image's layers may be left in
+    the engine (counted)."""
     chosen = validate_bases(bases)
     measure.validate_repeats(pull_repeats, names=("pull_repeats", "warmup"))
     registry.validate_port(port)
+    if not 0 < settle_timeout_s < math.inf:
+        raise BadParameter(f"settle_timeout_s={settle_timeout_s!r}: need a positive number of seconds.",
+                           "E.g. settle_timeout_s=10.0 (the longest a round waits for the disk to go quiet).")
     extra = validate_extra_images(lab.client if lab.live else None, extra_images)
     if extra and not extra_argv:
         raise BadParameter("extra_images needs extra_argv: the command that prints a line in them.",
@@ -317,7 +329,8 @@ def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats:
                 compressed, layer_count = _pushed_bytes(reg, repository, "1")
                 common = {"base": name, "compressed_bytes": compressed, "size_bytes": int(image.attrs["Size"])}
                 transfers.append({**common, "action": "push", "repeat": 0, "position": len(pushed), "wall_s": push_s,
-                                  "same_image": True, "layers_reused": _reused(push_output), "layers_before": -1})
+                                  "same_image": True, "layers_reused": _reused(push_output), "layers_before": -1,
+                                  "settle_s": math.nan, "quiet": None})
                 pushed[name] = (base or images.BaseImage(name, tag, image.id, "", 0, 0.0), reference, common,
                                 image.attrs["RootFS"]["Layers"])
                 config = image.attrs.get("Config") or {}
@@ -331,21 +344,28 @@ def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats:
                     "package_managers": ";".join(found.package_managers), "packages": found.packages,
                     "user": str(config.get("User") or ""), "app": " ".join(argv), "app_output": output})
             # Every base once per round, the order rotated by one place each round: a drift over the run (a disk
-            # or cache that fills, a busier machine) falls on every base alike, not on the ones pulled last.
-            names = list(pushed)
+            # or cache that fills, a busier machine) falls on every base alike, not on the ones pulled last. Each
+            # pull waits for the disk to settle after its image's removal, so that it does not compete with the
+            # work the removal leaves behind (writeback, and the discards of a file system mounted with `discard`).
+            names, root = list(pushed), Path(client.info()["DockerRootDir"])
             for repeat in range(pull_repeats):
                 shift = repeat % len(names)
                 for position, name in enumerate(names[shift:] + names[:shift]):
                     owned, reference, common, layers = pushed[name]
-                    with _cold(client, owned, reference, layers) as layers_before:
+                    with _cold(client, owned, reference):
+                        settled = (diskquiet.settle(root, timeout_s=settle_timeout_s) if root.is_dir()
+                                   else diskquiet.Settled(0.0, None))
+                        layers_before = layers_in_engine(client, layers)
                         pull_s, pulled = _timed_cli("pull", reference)
-                    transfers.append({**common, "action": "pull", "repeat": repeat, "position": position,
-                                      "wall_s": pull_s, "same_image": client.images.get(owned.tag).id == owned.image_id,
-                                      "layers_reused": _reused(pulled), "layers_before": layers_before})
+                    transfers.append({
+                        **common, "action": "pull", "repeat": repeat, "position": position, "wall_s": pull_s,
+                        "same_image": client.images.get(owned.tag).id == owned.image_id,
+                        "layers_reused": _reused(pulled), "layers_before": layers_before,
+                        "settle_s": settled.waited_s, "quiet": settled.quiet})
         return {"bases": pd.DataFrame(rows), "transfers": pd.DataFrame(transfers)[list(LAB.tables["transfers"])]}
 
     tables = lab.record("bases", ("bases", "transfers"), experiment, bases=list(chosen), pull_repeats=pull_repeats,
-                        extra_images=list(extra), port=port)
+                        extra_images=list(extra), port=port, settle_timeout_s=settle_timeout_s)
     # A recording made before a column existed replays with that column empty (NaN).
     return BaseTable(tables["bases"], tables["transfers"].reindex(columns=list(LAB.tables["transfers"])))
 

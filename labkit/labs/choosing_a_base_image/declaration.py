@@ -92,7 +92,7 @@ LAB = Lab(
                   "file_bytes", "setuid_files", "setuid_paths", "shells", "package_managers", "packages", "user",
                   "app", "app_output"),
         "transfers": ("base", "action", "repeat", "position", "wall_s", "compressed_bytes", "size_bytes",
-                      "same_image", "layers_reused", "layers_before"),
+                      "same_image", "layers_reused", "layers_before", "settle_s", "quiet"),
         "startup": ("method", "repeat", "position", "wall_s"),
         "native_modules": ("base", "base_libc", "loader_libc", "module", "module_libc", "hardened", "libc_symbols",
                            "exit_code", "loaded", "output"),

@@ -158,8 +158,8 @@ class NativeResult:
                 + (f"failed as well (`{back.output}`): the mismatch trips in both directions."
                    if not back.loaded else "loaded.")
                 + f" {len(self.glibc_builds_failing_on_musl)} of {len(self.glibc_builds)} glibc builds of one "
-                  "source tripped on musl: whether one does depends on what its build pulled in from glibc, which "
-                  "is why it happens only occasionally.")
+                  "source tripped on musl: whether a build does depends on what it takes from glibc beyond what "
+                  "both C libraries define.")
 
 
 def run_native_modules(lab: LabSession) -> NativeResult:

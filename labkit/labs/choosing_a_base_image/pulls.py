@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from labkit.errors import BadParameter
+from labkit.instruments import diskquiet
 from labkit.labs.choosing_a_base_image.bases import BaseTable
 from labkit.labs.choosing_a_base_image.declaration import MB
 
@@ -32,6 +33,8 @@ class PullFit:
     files_slope_s: float = math.nan  # s per file
     files_r_squared: float = math.nan
     checked_cold: int = 0
+    interleaved: bool = True  # False: a recording whose pulls of each base ran back to back
+    settles: pd.DataFrame | None = None  # per cold pull: settle_s, quiet (BaseTable.settles)
 
     @cached_property
     def per_round(self) -> pd.DataFrame:
@@ -149,13 +152,22 @@ class PullFit:
                    "and every one of its layers gone from the engine." if self.checked_cold else
                    " No pull was checked cold before it began (the recording predates that check): that they were "
                    "rests on the CLI reporting no layer \"Already exists\".")
+        s = self.settles
+        if s is not None and s["settle_s"].notna().any():
+            checked += (f" After each removal the pull waited for the disk to go quiet (a sync, then nothing "
+                        f"written, discarded or in flight for {diskquiet.QUIET_S:g} s): {s['settle_s'].median():.1f} "
+                        f"s (median); quiet within the limit before {int(s['quiet'].eq(True).sum())} of {len(s)} "
+                        "pulls.")
         if len(r) < 2:
             return checked
-        return (f" Round by round (each base once per round, the order rotated): slope "
+        how = ("Round by round (each base once per round, the order rotated)" if self.interleaved else
+               "Repeat by repeat (this recording pulled each base's repeats back to back, not interleaved)")
+        return (f" {how}: slope "
                 f"{' / '.join(f'{v:.0f}' for v in r['slope_ms_per_mb'])} ms/MB, and the round's pulls at "
                 f"{' / '.join(f'{v:.2f}' for v in r['relative'])}× their base's median — "
                 + ("no drift over the run beyond 10 %" if (r["relative"] - 1).abs().max() <= 0.1 else
-                   "the pulls drifted over the run, and interleaving spread that drift over every base")
+                   "the pulls drifted over the run, and interleaving spread that drift over every base"
+                   if self.interleaved else "the later repeats pulled slower")
                 + "." + checked)
 
 
@@ -175,7 +187,7 @@ def fit_pulls(table: BaseTable) -> PullFit:
                            "compressed_mb": x, "files": files, "wall_s": y, "predicted_s": predicted,
                            "residual_s": y - predicted})
     return PullFit(intercept, slope, r_squared, points, tuple(table.warm_pulls), files_intercept, files_slope,
-                   files_r_squared, table.checked_cold)
+                   files_r_squared, table.checked_cold, bool(pulls["position"].notna().all()), table.settles)
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray, float]:
