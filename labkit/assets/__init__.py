@@ -5,7 +5,9 @@ compared for reproducibility).
 ``greeter/``: a tiny Flask app (``source/``, its build context's sources), the two Dockerfiles of notebook 03
 (dependencies first, everything first) and the multi-stage one of notebook 04. ``pitfalls/``: notebook 10's probe
 program (one action per pitfall) and its Dockerfiles (the probe image, a secret as a build ARG and as a BuildKit
-secret mount). ``{base}`` and ``{runtime}`` in a
+secret mount). ``quick_check/``: notebook 14's Node service (``app/``: an Express app in TypeScript with
+its package.json and package-lock.json; ``dependency-change/``: the same manifests with one dependency added)
+and its steps (``steps/``: one Dockerfile per fix and the .dockerignore). ``{base}`` and ``{runtime}`` in a
 Dockerfile are filled by the lab with the image it builds on. This module only reads them: it imports nothing of labkit.
 """
 

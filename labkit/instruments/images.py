@@ -89,6 +89,9 @@ class DebianBase:
     arch: str = "amd64"  # Debian's name; another than the host's is made with --foreign and finished under qemu
     variant: str = "minbase"  # debootstrap's --variant; "default" is its default set (required + important)
     slim: bool = False  # without docs, man pages, locales and apt lists, as debian:bookworm-slim is made
+    # Installed with apt-get in the finished root (which resolves the virtual packages that debootstrap's --include
+    # leaves out: npm's dependencies name several), without recommends.
+    apt_packages: tuple[str, ...] = ()
 
     @property
     def platform(self) -> str:
@@ -100,7 +103,9 @@ class DebianBase:
             inputs += (("packages", ",".join(self.packages)), ("command", self.command))
         if self.slim:
             inputs += (("slim", ",".join(SLIM_EXCLUDED)),)
-        extra = f" + {', '.join(self.packages)}" if self.packages else ""
+        if self.apt_packages:
+            inputs += (("apt_packages", ",".join(self.apt_packages)),)
+        extra = f" + {', '.join((*self.packages, *self.apt_packages))}" if self.packages or self.apt_packages else ""
         how = "debootstrap's default variant" if self.variant == "default" else f"debootstrap --variant={self.variant}"
         slim = f", without {', '.join(SLIM_EXCLUDED)}" if self.slim else ""
         return Recipe(name, f"Debian {DEBIAN_SUITE} made with {how}{extra}{slim}, imported "
@@ -130,6 +135,12 @@ DEBIAN_BASES = {
                             command="/usr/bin/node", variant="default"),
     "node-slim": DebianBase(("nodejs",), "node:20-slim (Debian's nodejs 18, without npm)", command="/usr/bin/node",
                             slim=True),
+    # Notebook 14's: 05's node-full and node-slim with Debian's npm (9.2), which node:20 and node:20-slim carry.
+    "node-full-npm": DebianBase(("nodejs",), "node:20 (Debian's nodejs 18 and npm 9, without buildpack-deps' "
+                                             "compilers)", command="/usr/bin/node", variant="default",
+                                apt_packages=("npm",)),
+    "node-slim-npm": DebianBase(("nodejs",), "node:20-slim (Debian's nodejs 18 and npm 9)", command="/usr/bin/node",
+                                slim=True, apt_packages=("npm",)),
 }
 
 
@@ -471,6 +482,10 @@ def _debootstrap(staging: Path, base: DebianBase) -> None:
         arch.enable_emulation(_platform_of_debian_arch(debian_arch))
         run(["chroot", str(staging), "/debootstrap/debootstrap", "--second-stage"], 3600,
             hint="The second stage runs under qemu-user: `labkit doctor 11` checks binfmt_misc.")
+    if base.apt_packages:
+        run(["chroot", str(staging), "apt-get", "update", "-q"], 600, hint=MIRROR_HINT)
+        run(["chroot", str(staging), "apt-get", "install", "-y", "-q", "--no-install-recommends", *base.apt_packages],
+            1800, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, hint=MIRROR_HINT)
     # Package caches are not part of the image.
     for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for entry in (staging / cache).glob("*"):

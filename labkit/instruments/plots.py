@@ -249,6 +249,25 @@ def written_over_time(writes: pd.DataFrame, *, limit_mib_per_s: float, title: st
     return ax
 
 
+def steps_against_target(table: pd.DataFrame, value: str, *, target: float, target_label: str, ylabel: str,
+                         low: str | None = None, high: str | None = None, ax: Axes | None = None) -> Axes:
+    """One vertical bar per row of `table` (its index, in order: the steps of a waterfall) at `value`, with the
+    interval [`low`, `high`] as error bars when given, and a dashed line at `target` (e.g. the chapter's 200 MB);
+    used for notebook 14's image sizes and rebuild times per fix."""
+    ax = _axes(ax)
+    labels = [str(label) for label in table.index]
+    colors = ["#2b5d8a" if v < target else "#c96b4b" for v in table[value]]
+    ax.bar(labels, table[value], color=colors)
+    if low is not None and high is not None:
+        ax.errorbar(labels, table[value], fmt="none", ecolor="black", capsize=4,
+                    yerr=[table[value] - table[low], table[high] - table[value]])
+    ax.axhline(target, color="black", linestyle="--", linewidth=1, label=target_label)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.legend(fontsize="small")
+    return ax
+
+
 def event_lanes(events: pd.DataFrame, lane: str, event: str, *, time: str = "t_s", markers: dict[str, str],
                 xlabel: str = "", ax: Axes | None = None) -> Axes:
     """One horizontal lane per value of `lane` (in order of first appearance, top down), each `event` drawn at

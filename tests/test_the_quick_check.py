@@ -1,0 +1,265 @@
+"""Notebook 14's lab against known answers: each step's Dockerfile differs from the one before only by its fix
+(the expected lines written out here by hand), install steps found in a hand-made BuildKit log, verdicts on
+hand-made tables, bad input refused before anything is built, and one live run of three steps."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pandas as pd
+import pytest
+
+from labkit.core.claims import ClaimLedger, Verdict
+from labkit.core.session import LabSession, open_session
+from labkit.errors import BadParameter
+from labkit.instruments import buildlog, builds, engine, npmcache
+from labkit.labs import the_quick_check
+from labkit.labs.the_quick_check import LAB, STEPS, waterfall
+from labkit.labs.the_quick_check.declaration import ignore_text
+from labkit.labs.the_quick_check.lint import LintResult
+from tests.conftest import leftovers
+
+MOUNT = "RUN --mount=type=bind,from={npm_cache},target=/npm-cache,rw"
+# Per step: the Dockerfile lines it removes and adds against the step before (by hand, from the chapter's answer).
+EXPECTED_CHANGES: dict[str, tuple[set[str], set[str]]] = {
+    "cache-deps": ({f"{MOUNT} npm install --offline --cache /npm-cache"},
+                   {"COPY package.json package-lock.json ./", f"{MOUNT} npm ci --offline --cache /npm-cache"}),
+    "slim-base": ({"FROM {node_full_npm}"}, {"FROM {node_slim_npm}"}),
+    "multi-stage": ({"FROM {node_slim_npm}"},
+                    {"FROM {node_slim_npm} AS build", "", "FROM {node_slim_npm} AS dependencies", "WORKDIR /app",
+                     "COPY package.json package-lock.json ./",
+                     f"{MOUNT} npm ci --offline --cache /npm-cache --omit=dev", "FROM {node_slim}",
+                     "COPY --from=dependencies /app/node_modules ./node_modules",
+                     "COPY --from=build /app/dist ./dist"}),
+    "dockerignore": (set(), set()),  # the fix is the build context's .dockerignore, not a Dockerfile line
+    "non-root": (set(), {"USER 1000:1000"}),
+    "exec-form": ({"CMD node dist/server.js"}, {'CMD ["node", "dist/server.js"]'}),
+}
+
+
+def _changes(before: str, after: str) -> tuple[set[str], set[str]]:
+    removed, added = set(), set()
+    for line in difflib.ndiff(before.splitlines(), after.splitlines()):
+        if line.startswith("- "):
+            removed.add(line[2:])
+        elif line.startswith("+ "):
+            added.add(line[2:])
+    return removed, added
+
+
+@pytest.mark.parametrize("index", range(1, len(STEPS)))
+def test_each_step_changes_only_its_fix(index: int) -> None:
+    before, after = STEPS[index - 1], STEPS[index]
+    assert _changes(before.template, after.template) == EXPECTED_CHANGES[after.name]
+    shown = the_quick_check.fix_diff(before, after)
+    for line in EXPECTED_CHANGES[after.name][1] - {""}:
+        assert f"+{line}" in shown
+
+
+def test_the_teammate_s_dockerfile_is_the_chapter_s_bad_one() -> None:
+    teammate = STEPS[0].template.splitlines()
+    assert teammate.index("COPY . .") < next(i for i, line in enumerate(teammate) if "npm install" in line)
+    assert "USER" not in STEPS[0].template and teammate[-1] == "CMD node dist/server.js"
+    assert not STEPS[0].ignores and all(step.ignores for step in STEPS[4:])
+
+
+def test_the_dockerignore_keeps_out_what_the_chapter_names() -> None:
+    assert {"node_modules", ".git", ".env"} <= set(ignore_text().split())
+    assert ".dockerignore" in the_quick_check.fix_diff(STEPS[3], STEPS[4])
+
+
+# A BuildKit log of a code-only rebuild after the first fix: the install cached, the source copied and compiled.
+CODE_ONLY_LOG = """\
+#5 [1/5] FROM docker.io/labkit/node-full-npm:abc
+#5 CACHED
+
+#6 [2/5] WORKDIR /app
+#6 CACHED
+
+#7 [3/5] COPY package.json package-lock.json ./
+#7 CACHED
+
+#8 [4/5] RUN --mount=type=bind,from=cache:1,target=/npm-cache,rw npm ci --offline --cache /npm-cache
+#8 CACHED
+
+#9 [5/5] COPY . .
+#9 DONE 0.4s
+
+#10 [6/6] RUN node_modules/.bin/tsc
+#10 DONE 2.1s
+"""
+
+
+def _build(text: str) -> builds.Build:
+    return builds.Build("t", buildlog.BUILDKIT, "sha256:0", 1.0, buildlog.parse(text), text)
+
+
+def test_a_cached_install_is_not_an_install_and_an_executed_one_is() -> None:
+    assert not waterfall.installs(_build(CODE_ONLY_LOG))
+    executed = CODE_ONLY_LOG.replace("#8 CACHED", "#8 DONE 5.0s")
+    assert waterfall.installs(_build(executed))
+    teammate = CODE_ONLY_LOG.replace("npm ci", "npm install").replace("#8 CACHED", "#8 DONE 5.0s")
+    assert waterfall.installs(_build(teammate))
+
+
+def test_an_edit_changes_the_greeting_line_only(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    original = (the_quick_check.declaration.APP / "src" / "server.ts").read_text()
+    (tmp_path / "src" / "server.ts").write_text(original)
+    waterfall.edit_source(tmp_path, 3, "abc")
+    removed, added = _changes(original, (tmp_path / "src" / "server.ts").read_text())
+    assert added == {'export const GREETING = "hello from the quick check (edit 3 of abc)";'}
+    assert removed == {'export const GREETING = "hello from the quick check";'}
+
+
+def test_the_dependency_change_adds_one_runtime_dependency() -> None:
+    import json
+
+    before = json.loads((the_quick_check.declaration.APP / "package.json").read_text())
+    after = json.loads((the_quick_check.declaration.DEPENDENCY_CHANGE / "package.json").read_text())
+    assert set(after["dependencies"]) - set(before["dependencies"]) == {"compression"}
+    assert after["devDependencies"] == before["devDependencies"]
+
+
+def test_the_npm_cache_is_keyed_by_the_manifests_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for manifest in npmcache.MANIFESTS:
+            (tmp_path / name / manifest).write_text("{}\n")
+    first = npmcache.key([tmp_path / "a"])
+    assert npmcache.key([tmp_path / "b"]) == first  # the same bytes: the same key
+    (tmp_path / "b" / "package-lock.json").write_text('{"lockfileVersion": 3}\n')
+    assert npmcache.key([tmp_path / "b"]) != first
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    done = npmcache.folder([tmp_path / "a"])
+    done.mkdir(parents=True)
+    (done / npmcache.COMPLETE).write_text("a\n")
+    monkeypatch.setenv("PATH", "")  # a fetch that ran npm would fail: a complete folder is reused as it is
+    assert npmcache.fetch([tmp_path / "a"], "labkit/no-such-image:0", []) == done
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def unstarted(tmp_path: Path) -> LabSession:
+    """A live session with no engine: every call below must be refused before it would need one."""
+    return LabSession(the_quick_check.STEM, True, tmp_path, None, None, tables=dict(LAB.tables))
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda lab: the_quick_check.run_waterfall(lab, steps=("teammate", "distroless")), r"distroless"),
+    (lambda lab: the_quick_check.run_waterfall(lab, steps=()), r"non-empty"),
+    (lambda lab: the_quick_check.run_waterfall(lab, steps=("slim-base", "teammate")), r"order"),
+    (lambda lab: the_quick_check.run_waterfall(lab, steps=("teammate", "teammate")), r"once"),
+    (lambda lab: the_quick_check.run_waterfall(lab, code_repeats=0), r"code_repeats=0"),
+    (lambda lab: the_quick_check.run_waterfall(lab, stop_timeout_s=0), r"stop_timeout_s=0"),
+    (lambda lab: the_quick_check.run_lint(lab, steps=("exec form",)), r"exec form"),
+])
+def test_bad_parameters_are_refused_naming_the_parameter(
+        unstarted: LabSession, call: Callable[[LabSession], object], message: str) -> None:
+    with pytest.raises(BadParameter, match=message):
+        call(unstarted)
+
+
+# ---------------------------------------------------------------------------------------------- known answers
+
+# Hand-made: three steps, sizes in MB, code-only rebuild times (s), installs on code edits, uid, stop, .env layers.
+HAND_MADE = {
+    "teammate": (900, [40.0, 42.0, 41.0], True, 0, 10.1, 137, True),
+    "cache-deps": (950, [8.0, 9.0, 10.0], False, 0, 10.1, 137, True),
+    "slim-base": (400, [7.0, 8.0, 9.0], False, 0, 10.1, 137, True),
+    "multi-stage": (190, [6.0, 7.0, 8.0], False, 0, 10.1, 137, False),
+    "exec-form": (190, [6.0, 7.0, 8.0], False, 1000, 0.2, 0, False),
+}
+
+
+def _result(table: dict[str, tuple[int, list[float], bool, int, float, int, bool]]) -> waterfall.WaterfallResult:
+    builds_rows, image_rows = [], []
+    for step, (size_mb, code_s, code_installs, uid, stop_s, exit_code, secret) in table.items():
+        for repeat, seconds in enumerate(code_s):
+            builds_rows.append({"step": step, "kind": waterfall.CODE, "repeat": repeat, "position": 0,
+                                "wall_s": seconds, "executed": 2, "cached": 3, "installs": code_installs,
+                                "first_executed": "COPY . .", "context_bytes": 1000})
+        builds_rows.append({"step": step, "kind": waterfall.DEPENDENCY, "repeat": 0, "position": 0, "wall_s": 30.0,
+                            "executed": 4, "cached": 1, "installs": True, "first_executed": "COPY", "context_bytes": 1})
+        image_rows.append({"step": step, "size_bytes": size_mb * 1_000_000, "layers": 4, "context_bytes": 1000,
+                           "cold_s": 50.0, "user": "", "uid": uid, "secret_file": secret,
+                           "dev_dependency_files": 0, "stop_timeout_s": 10, "stop_s": stop_s, "exit_code": exit_code,
+                           "pid1": "node dist/server.js"})
+    return waterfall.WaterfallResult(pd.DataFrame(builds_rows), pd.DataFrame(image_rows))
+
+
+def _lint(codes: dict[str, list[str]]) -> LintResult:
+    rows = [{"step": step, "line": 1, "code": code, "level": "warning", "message": "m"}
+            for step, found in codes.items() for code in found]
+    return LintResult(pd.DataFrame(rows, columns=["step", "line", "code", "level", "message"]), tuple(codes))
+
+
+def _verdicts(result: waterfall.WaterfallResult, lint: LintResult) -> dict[str, Verdict]:
+    ledger = ClaimLedger(the_quick_check.STEM)
+    the_quick_check.check_claims(ledger, result, lint)
+    return {claim.id: claim.verdict for claim in ledger}
+
+
+def test_verdicts_on_a_hand_made_waterfall() -> None:
+    result = _result(HAND_MADE)
+    assert result.code_only("cache-deps").median == 9.0  # the middle of 8, 9, 10
+    assert result.code_installs("teammate") and not result.code_installs("cache-deps")
+    # saved: cache-deps -50 MB and 32 s (41 → 9); slim-base 550 MB and 1 s; multi-stage 210 MB and 1 s
+    verdicts = _verdicts(result, _lint({"teammate": ["DL3025"], "exec-form": []}))
+    assert verdicts == {
+        "quick_check.under_200_mb": Verdict.CAVEAT, "quick_check.under_60_s": Verdict.CAVEAT,
+        "quick_check.code_only_about_10_s": Verdict.HOLDS, "quick_check.priority_order": Verdict.CAVEAT,
+        "mnemonic.non_root": Verdict.HOLDS, "mnemonic.exec_form": Verdict.HOLDS, "dockerignore.secret": Verdict.HOLDS,
+        "lint.mnemonic_reach": Verdict.HOLDS}
+
+
+def test_verdicts_turn_when_the_data_says_otherwise() -> None:
+    table = dict(HAND_MADE)
+    table["exec-form"] = (210, [70.0, 71.0, 72.0], True, 0, 10.1, 137, True)
+    table["slim-base"] = (900, [7.0, 8.0, 9.0], False, 0, 10.1, 137, True)  # the slim base saves 50 MB only
+    verdicts = _verdicts(_result(table), _lint({"teammate": ["DL3025", "DL3002"], "exec-form": ["DL3025"]}))
+    assert verdicts == {
+        "quick_check.under_200_mb": Verdict.FAILS, "quick_check.under_60_s": Verdict.FAILS,
+        "quick_check.code_only_about_10_s": Verdict.HOLDS, "quick_check.priority_order": Verdict.FAILS,
+        "mnemonic.non_root": Verdict.FAILS, "mnemonic.exec_form": Verdict.FAILS, "dockerignore.secret": Verdict.FAILS,
+        "lint.mnemonic_reach": Verdict.FAILS}
+
+
+# ---------------------------------------------------------------------------------------------- live
+
+
+def _temp_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("labkit-quick-check-*")}
+
+
+@pytest.fixture(scope="module")
+def live(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> LabSession:
+    os.environ.setdefault("LABKIT_RESULTS_DIR", str(tmp_path_factory.mktemp("results")))
+    return open_session(LAB, mode="live", quick=True)
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient) -> None:
+    """The first step, the first fix and the last: a code-only rebuild after the first fix runs no npm install; the
+    last image holds no .env and no typescript, runs as non-root, is smaller than the first and stops at once."""
+    before = _temp_folders()
+    result = the_quick_check.run_waterfall(live, steps=("teammate", "cache-deps", "exec-form"), code_repeats=1,
+                                           stop_timeout_s=2)
+    assert result.code_installs("teammate") and not result.code_installs("cache-deps")
+    assert not result.code_installs("exec-form")
+    final = result.image("exec-form")
+    assert not final["secret_file"] and final["dev_dependency_files"] == 0 and final["uid"] != 0
+    assert result.secret_shipped("teammate") and result.image("teammate")["dev_dependency_files"] > 0
+    assert result.size_bytes("exec-form") < result.size_bytes("teammate")
+    assert int(final["exit_code"]) == 0 and int(result.image("teammate")["exit_code"]) == 137
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
+    assert docker_client.images.list(filters={"label": f"{engine.LABEL_RUN}={live.run_id}"}) == []
+    assert _temp_folders() - before == set()
