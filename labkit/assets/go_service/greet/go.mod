@@ -1,0 +1,3 @@
+module labkit.example/greet
+
+go 1.19

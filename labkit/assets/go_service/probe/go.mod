@@ -1,0 +1,3 @@
+module labkit.example/probe
+
+go 1.19
