@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -223,3 +224,32 @@ def test_live_interrupted_cluster_leaves_nothing_behind(signum: int) -> None:
         undo.undo_orphans()
     assert not [c for c in undo.pending() if c.pid == child.pid]
     _no_trace(run_id)
+
+
+# ---------------------------------------------------------------- what the notebook's quick run recorded
+
+
+@pytest.fixture(scope="module")
+def executed(quick_series: Path) -> Path:
+    return quick_series / graduate.STEM
+
+
+@pytest.mark.docker
+def test_the_quick_run_recorded_the_known_answers(executed: Path) -> None:
+    healing = pd.read_csv(executed / "healing.csv", keep_default_na=False)
+    by_event = {event.split(" (")[0]: rows for event, rows in healing.groupby("event")}
+    assert by_event["task killed"]["replaced"].all()  # a killed task is replaced
+    assert by_event["task unhealthy"]["replaced"].all()
+    assert by_event["node killed"]["replaced"].all()  # the killed node ran tasks, and they run elsewhere
+    assert not by_event["container unhealthy"]["replaced"].any()  # one engine leaves it running
+    rollout = pd.read_csv(executed / "rollout.csv", keep_default_na=False)
+    requests = pd.read_csv(executed / "requests.csv", keep_default_na=False)
+    # The failed requests are the client's own error rows, counted again here without the lab's code.
+    errors = requests[requests["error"] != ""].groupby(["case", "round"]).size()
+    for row in rollout.itertuples():
+        assert row.failed == errors.get((row.case, row.round), 0)
+        assert row.requests == len(requests[(requests["case"] == row.case) & (requests["round"] == row.round)])
+    broken = rollout[rollout["case"].str.startswith("broken")]
+    # The rollback restores the old image: the running tasks' image ids are the previous release's.
+    assert (broken["state"] == "rollback_completed").all() and broken["images_match"].all()
+    assert (broken["final_image"] == broken["from_image"]).all()

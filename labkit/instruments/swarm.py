@@ -236,7 +236,9 @@ def remove_nodes(detail: dict[str, Any]) -> None:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     with suppress(cgroups.CgroupUnavailable):
-        cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=detail["cgroup"])
+        layout = cgroups.CgroupLayout.from_system()
+        cgroups.sweep(layout, prefix=detail["cgroup"])
+        layout.everywhere(detail["cgroup"]).remove(prune_parents=True)  # its parents too, when nothing else is there
     for folder in detail["folders"]:
         _unmount_below(folder)
         shutil.rmtree(folder, ignore_errors=True)

@@ -24,7 +24,7 @@ LOADCLIENT = Path(loadclient.__file__)
 CLIENT_LIMITS = Limits.of(memory_mib=128, pids=64, cpus=1.0)
 APP_LIMITS = Limits.of(memory_mib=32, pids=32, cpus=0.5)
 MAX_REPLICAS = 12
-LOAD_CONCURRENCY = 2
+LOAD_CONCURRENCY = 1  # one request at a time: the client must not starve the nodes' daemons of CPU
 MAX_REQUESTS_PER_LOAD = 200_000  # the load's count bound; the end of the update (or the window) ends it first
 REQUEST_TIMEOUT_S = 2.0  # one request may take this long: an address that went silent fails instead of stalling
 
