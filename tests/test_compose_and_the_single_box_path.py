@@ -22,7 +22,7 @@ from labkit.app import runner
 from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter
-from labkit.instruments import compose, netns, undo
+from labkit.instruments import compose, engine, netns, undo
 from labkit.labs import compose_and_the_single_box_path as stack_lab
 from labkit.labs.compose_and_the_single_box_path import (
     ci_variant,
@@ -285,7 +285,9 @@ stack_lab.run_state(lab, int(sys.argv[1]), 3, 1.0)
 
 
 def _project_containers(client: docker.DockerClient, run_id: str) -> list[str]:
-    return leftovers(client, run_id)["containers"]
+    """The run's containers from one list call (the SDK's list inspects each, and the child removes them)."""
+    found = client.api.containers(all=True, filters={"label": f"{engine.LABEL_RUN}={run_id}"})
+    return [str(c["Id"]) for c in found]
 
 
 @pytest.mark.docker

@@ -24,6 +24,7 @@ from labkit.labs import (
     build_cache,
     cgroups_and_limits,
     choosing_a_base_image,
+    compose_and_the_single_box_path,
     image_layers,
     multi_stage_builds,
     networking,
@@ -125,6 +126,13 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
     arm64_vs_amd64.STEM: lambda lab: arm64_vs_amd64.check_claims(
         lab.claims, arm64_vs_amd64.run_exec_format(lab), arm64_vs_amd64.run_emulation_cost(lab),
         arm64_vs_amd64.run_builds(lab), arm64_vs_amd64.run_manifest_list(lab)),
+    compose_and_the_single_box_path.STEM: lambda lab: compose_and_the_single_box_path.check_claims(
+        lab.claims, compose_and_the_single_box_path.run_bringup(lab, 18120, 5, 1.0),
+        compose_and_the_single_box_path.run_state(lab, 18120, 3, 1.0),
+        compose_and_the_single_box_path.run_failures(lab, 18120, 1.0, 10.0),
+        compose_and_the_single_box_path.run_limits(lab), compose_and_the_single_box_path.run_ci_variant(lab),
+        compose_and_the_single_box_path.run_deploy(lab, 18120, 1.0, 20, 12.0),
+        compose_and_the_single_box_path.run_unit(lab, 18120, 1.0)),
 }
 
 

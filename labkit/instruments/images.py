@@ -141,6 +141,11 @@ DEBIAN_BASES = {
                                 apt_packages=("npm",)),
     "node-slim-npm": DebianBase(("nodejs",), "node:20-slim (Debian's nodejs 18 and npm 9)", command="/usr/bin/node",
                                 slim=True, apt_packages=("npm",)),
+    # Notebooks 12 and 13's service stand-ins: Debian's own server packages (notebook 12's thin image on top adds
+    # the first-start entrypoint and the non-root user the registry images run as).
+    "postgres-15": DebianBase(("postgresql-15",), "postgres:16-alpine (Debian's PostgreSQL 15)", slim=True),
+    "redis-7": DebianBase(("redis-server",), "redis:7-alpine (Debian's Redis 7)", command="/usr/bin/redis-server",
+                          slim=True),
 }
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from labkit import assets
 from labkit.core.session import LabSession
-from labkit.instruments import compose
+from labkit.instruments import compose, procfs
 from labkit.instruments.shell import run
 from labkit.labs.compose_and_the_single_box_path import service_images
 from labkit.labs.compose_and_the_single_box_path.declaration import LAB, WAIT_TIMEOUT_S
@@ -216,7 +216,7 @@ def _unit_lines(text: str, key: str) -> list[str]:
 
 def _unit(lab: LabSession, port: int, interval_s: float) -> pd.DataFrame:
     text = assets.text(f"{service_images.ASSETS}/{UNIT_FILE}")
-    pid1 = Path("/proc/1/comm").read_text().strip()
+    pid1 = procfs.read_status(1).name
     rows: list[dict[str, Any]] = []
     with lab.scope() as scope, project_folder(scope) as folder:
         unit_dir = folder / "unit"
