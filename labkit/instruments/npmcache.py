@@ -40,6 +40,17 @@ def folder(manifests: Sequence[Path]) -> Path:
     return cache_dir() / "npm" / key(manifests)
 
 
+HOST_AUTHORITIES = Path("/etc/ssl/certs/ca-certificates.crt")  # Debian's bundle of the CAs this host trusts
+
+
+def _host_authorities() -> list[str]:
+    """docker run arguments that make node in the container trust the host's CAs beside its own (a proxy that
+    re-signs TLS with a local CA, as some networks do, is then trusted as it is on the host); none without them."""
+    if not HOST_AUTHORITIES.exists():
+        return []
+    return ["-v", f"{HOST_AUTHORITIES}:/etc/labkit-host-ca.crt:ro", "-e", "NODE_EXTRA_CA_CERTS=/etc/labkit-host-ca.crt"]
+
+
 def fetch(manifests: Sequence[Path], image: str, run_args: Sequence[str]) -> Path:
     """The cache folder for `manifests`, filled the first time by ``npm ci`` of each (install scripts off) against
     the registry in a ``docker run --rm`` of `image` with `run_args` (the caller's labels and limits), and reused
@@ -54,7 +65,7 @@ def fetch(manifests: Sequence[Path], image: str, run_args: Sequence[str]) -> Pat
         install.mkdir(parents=True)
         for name in MANIFESTS:
             shutil.copy2(manifest / name, install / name)
-        run([docker_cli(), "run", "--rm", "--pull=never", *run_args, "-v", f"{partial}:/fetch",
+        run([docker_cli(), "run", "--rm", "--pull=never", *run_args, *_host_authorities(), "-v", f"{partial}:/fetch",
              "-w", f"/fetch/installs/{index}", image, "npm", "ci", "--cache", "/fetch/" + NPM_CACHE,
              "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"], FETCH_TIMEOUT_S,
             hint="The npm packages are fetched once from the npm registry, in a container on the engine's default "
