@@ -30,6 +30,7 @@ from labkit.labs import (
     networking,
     pitfalls_and_security,
     tags_digests_and_registries,
+    the_quick_check,
     volumes_and_persistence,
     what_a_container_is,
 )
@@ -133,6 +134,8 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         compose_and_the_single_box_path.run_limits(lab), compose_and_the_single_box_path.run_ci_variant(lab),
         compose_and_the_single_box_path.run_deploy(lab, 18120, 1.0, 20, 12.0),
         compose_and_the_single_box_path.run_unit(lab, 18120, 1.0)),
+    the_quick_check.STEM: lambda lab: the_quick_check.check_claims(
+        lab.claims, the_quick_check.run_waterfall(lab), the_quick_check.run_lint(lab)),
 }
 
 
