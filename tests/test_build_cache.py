@@ -1,10 +1,13 @@
-"""Notebook 03's lab: edit histories and parameters refused before any build; the summaries and verdicts of a
-hand-made table of rebuilds (expected values worked out by hand in the comments); the packages pip installed, read
-from recorded logs; live, A's source edit executes fewer steps than B's, no build carries a LABEL step of labkit's,
-and the secret is found only without .dockerignore."""
+"""Notebook 03's lab: edit histories and parameters refused before any build; the summaries and verdicts of
+hand-made tables of rebuilds, dev-dependency builds and ignore patterns (expected values worked out by hand in the
+comments); the packages pip installed, read from recorded logs; a recording made before sections 4 and 5 replays
+saying so; live, A's source edit executes fewer steps than B's, no build carries a LABEL step of labkit's, the
+secret is found only without .dockerignore, the nested folder .gitignore excludes lands in the layer, and the dev
+dependencies add their packages to the image."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import pandas as pd
 import pytest
 
 from labkit.core.claims import ClaimLedger, Verdict
+from labkit.core.results import ResultStore
 from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter
 from labkit.instruments import engine
@@ -35,6 +39,9 @@ LAB = build_cache.LAB  # what the `replay` fixture (conftest.py) replays
     (lambda lab: build_cache.run_context(lab, repeats=0), r"repeats=0"),
     (lambda lab: build_cache.run_context(lab, repeats=-2), r"repeats=-2"),
     (lambda lab: build_cache.run_context(lab, local_data_mib=0), r"local_data_mib=0"),
+    (lambda lab: build_cache.run_dev_dependencies(lab, repeats=0), r"repeats=0"),
+    (lambda lab: build_cache.run_dev_dependencies(lab, builders=["kaniko"]), r"builder='kaniko'"),
+    (lambda lab: build_cache.run_ignore_patterns(lab, builders=[]), r"builders is empty"),
 ])
 def test_bad_input_is_refused_before_any_build(replay: LabSession, call: Callable[[LabSession], object],
                                                message: str) -> None:
@@ -142,6 +149,9 @@ def test_rebuild_summaries_of_a_hand_made_table() -> None:
 CONTEXT = pd.DataFrame([{"builder": "buildkit", "dockerignore": ignored, "repeat": 0, "context_bytes": 1,
                          "context_s": 0.1, "wall_s": 1.0, "image_bytes": 1, "secret_found": not ignored,
                          "secret_layer": 1, "secret_path": "app/.env"} for ignored in (False, True)])
+# Sections 4 and 5 as a recording made before them replays them: no rows, so no claims from them.
+NOT_RECORDED = (build_cache.DevResult(pd.DataFrame(columns=list(build_cache.LAB.tables["dev"]))),
+                build_cache.IgnoreResult(pd.DataFrame(columns=list(build_cache.LAB.tables["ignore"]))))
 
 
 @pytest.mark.parametrize(("legacy_b", "expected"), [
@@ -158,7 +168,7 @@ def test_the_chapter_s_ten_times_on_a_hand_made_table(legacy_b: tuple[float, flo
     rows = pd.concat([_known().rebuilds, pd.DataFrame(_rows("legacy", [legacy, again]))], ignore_index=True)
     ledger = ClaimLedger(build_cache.STEM)
     build_cache.check_claims(ledger, build_cache.RebuildResult(rows, pd.DataFrame()),
-                             build_cache.ContextResult(CONTEXT))
+                             build_cache.ContextResult(CONTEXT), *NOT_RECORDED)
     claim = next(c for c in ledger if c.id == "cache.thirty_seconds_to_five_minutes")
     assert claim.verdict == expected
     assert claim.value == pytest.approx(min(10.0, legacy_b[0] / 1.0))  # the lowest builder's median
@@ -181,8 +191,87 @@ def test_the_ten_times_verdict_follows_the_interval(a_source_s: float, expected:
     again = [(d, i, k, w * 2, x, r, n) for d, i, k, w, x, r, n in rows]
     ledger = ClaimLedger(build_cache.STEM)
     build_cache.check_claims(ledger, build_cache.RebuildResult(pd.DataFrame(_rows("buildkit", [rows, again])),
-                                                               pd.DataFrame()), build_cache.ContextResult(CONTEXT))
+                                                               pd.DataFrame()), build_cache.ContextResult(CONTEXT),
+                             *NOT_RECORDED)
     assert ledger.verdict("cache.thirty_seconds_to_five_minutes") == expected
+
+
+def _dev(walls: dict[bool, list[float]], extra_bytes: int = 6_000_000) -> build_cache.DevResult:
+    """One builder: cold builds without (False) and with (True) the dev set, 7 and 12 packages, 199 MB + extra."""
+    return build_cache.DevResult(pd.DataFrame([
+        {"repeat": i, "order": 0, "builder": "buildkit", "dev": dev, "wall_s": wall, "install_s": wall - 2,
+         "packages_installed": 12 if dev else 7, "image_bytes": 199_000_000 + (extra_bytes if dev else 0)}
+        for dev, times in walls.items() for i, wall in enumerate(times)]))
+
+
+@pytest.mark.parametrize(("walls", "extra_bytes", "expected"), [
+    # Without: 5, 6 s; with: 7, 8 s: max without 6 < min with 7, n = 2 each, and 6 MB smaller → holds.
+    ({False: [5.0, 6.0], True: [7.0, 8.0]}, 6_000_000, Verdict.HOLDS),
+    # Without 5, 7.5; with 7, 8: 7.5 ≥ 7, the times overlap → smaller only: holds with caveat.
+    ({False: [5.0, 7.5], True: [7.0, 8.0]}, 6_000_000, Verdict.CAVEAT),
+    # One build each (quick mode): faster, but not beyond doubt → holds with caveat.
+    ({False: [5.0], True: [9.0]}, 6_000_000, Verdict.CAVEAT),
+    # The same size with and without → does not hold, whatever the times.
+    ({False: [5.0, 6.0], True: [7.0, 8.0]}, 0, Verdict.FAILS),
+])
+def test_the_dev_dependencies_verdict_on_a_hand_made_table(walls: dict[bool, list[float]], extra_bytes: int,
+                                                           expected: Verdict) -> None:
+    result = _dev(walls, extra_bytes)
+    ledger = ClaimLedger(build_cache.STEM)
+    build_cache.check_claims(ledger, _known(), build_cache.ContextResult(CONTEXT), result, NOT_RECORDED[1])
+    assert ledger.verdict("deps.omit_dev") == expected
+    claim = next(c for c in ledger if c.id == "deps.omit_dev")
+    assert claim.value == pytest.approx(extra_bytes / 1e6)  # MB the dev set adds
+    assert (result.packages("buildkit", False), result.packages("buildkit", True)) == (7, 12)
+
+
+def _ignore(in_layer: dict[str, set[str]]) -> build_cache.IgnoreResult:
+    """Both builders alike: every planted path ignored by git; in the layer, per variant, the paths given."""
+    return build_cache.IgnoreResult(pd.DataFrame([
+        {"builder": builder, "variant": variant, "pattern": pattern, "path": path, "git_ignored": True,
+         "in_layer": path in in_layer[variant]}
+        for builder in ("buildkit", "legacy") for variant in (build_cache.SAME, build_cache.ANY_DEPTH)
+        for pattern, pair in build_cache.IGNORED.items() for path in pair]))
+
+
+# What the pattern languages give (found by hand): git ignores all 8 paths; the same lines in .dockerignore keep
+# out the 4 at the root only; with **/ none is left in.
+NESTED = {"app/node_modules/left-pad/index.js", "app/__pycache__/main.cpython-311.pyc", "app/debug.log", "app/.env"}
+
+
+@pytest.mark.parametrize(("in_layer", "mirrors", "any_depth"), [
+    ({build_cache.SAME: NESTED, build_cache.ANY_DEPTH: set()}, Verdict.FAILS, Verdict.HOLDS),
+    # A builder matching like git would leave nothing in with the same lines.
+    ({build_cache.SAME: set(), build_cache.ANY_DEPTH: set()}, Verdict.HOLDS, Verdict.HOLDS),
+    # One nested path still in with **/ (say a builder without ** support) → the finding does not hold.
+    ({build_cache.SAME: NESTED, build_cache.ANY_DEPTH: {"app/.env"}}, Verdict.FAILS, Verdict.FAILS),
+])
+def test_the_ignore_verdicts_on_a_hand_made_table(in_layer: dict[str, set[str]], mirrors: Verdict,
+                                                  any_depth: Verdict) -> None:
+    result = _ignore(in_layer)
+    ledger = ClaimLedger(build_cache.STEM)
+    build_cache.check_claims(ledger, _known(), build_cache.ContextResult(CONTEXT), NOT_RECORDED[0], result)
+    assert (ledger.verdict("ignore.mirrors_gitignore"), ledger.verdict("ignore.any_depth")) == (mirrors, any_depth)
+    assert result.leaked_paths(build_cache.SAME) == sorted(in_layer[build_cache.SAME])
+    assert result.git_ignored() == 8
+    matrix = result.matrix()
+    assert matrix.shape == (8, 4)  # 4 patterns × 2 paths; 2 builders × 2 variants
+
+
+def test_a_recording_made_before_sections_4_and_5_replays_saying_so(replay: LabSession, tmp_path: Path) -> None:
+    assert replay.replay is not None
+    older = tmp_path / build_cache.STEM
+    shutil.copytree(replay.replay.folder, older)
+    for table in ("dev", "ignore"):  # what a recording made before these sections lacks
+        (older / f"{table}.csv").unlink(missing_ok=True)
+    session = LabSession(build_cache.STEM, False, tmp_path, None, ResultStore(older))
+    dev, ignore = build_cache.run_dev_dependencies(session), build_cache.run_ignore_patterns(session)
+    assert not dev.recorded and not ignore.recorded
+    assert "predates this section" in dev.conclusion() and "predates this section" in ignore.conclusion()
+    ledger = ClaimLedger(build_cache.STEM)
+    build_cache.check_claims(ledger, build_cache.run_rebuilds(session), build_cache.run_context(session), dev, ignore)
+    ids = {claim.id for claim in ledger}
+    assert "cache.thirty_seconds_to_five_minutes" in ids and not ids & {"deps.omit_dev", "ignore.mirrors_gitignore"}
 
 
 # ---------------------------------------------------------------- live
@@ -222,5 +311,32 @@ def test_live_the_secret_is_in_a_layer_only_without_dockerignore(
     result = build_cache.run_context(live, local_data_mib=1, repeats=1, builders=["legacy"])
     assert result.secret_found(False) and not result.secret_found(True)
     assert result.median("context_bytes", "legacy", True) < result.median("context_bytes", "legacy", False)
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
+    assert _labelled_images(docker_client, live.run_id) == []
+
+
+@pytest.mark.docker
+def test_live_the_nested_folder_gitignore_excludes_lands_in_the_layer(
+        live: LabSession, docker_client: docker.DockerClient) -> None:
+    result = build_cache.run_ignore_patterns(live)
+    # git ignores all 8 planted paths; the same lines as .dockerignore keep out the 4 at the root only, with both
+    # builders; with **/ none lands.
+    assert result.git_ignored() == 8
+    table = result.ignore
+    for builder in ("buildkit", "legacy"):
+        same = table[(table["builder"] == builder) & (table["variant"] == build_cache.SAME)]
+        assert set(same.loc[same["in_layer"], "path"]) == NESTED, builder
+    assert result.leaked_paths(build_cache.ANY_DEPTH) == []
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
+    assert _labelled_images(docker_client, live.run_id) == []
+
+
+@pytest.mark.docker
+def test_live_the_dev_dependencies_add_their_packages_to_the_image(
+        live: LabSession, docker_client: docker.DockerClient) -> None:
+    result = build_cache.run_dev_dependencies(live, repeats=1)
+    # requirements.txt pins 7 packages; requirements-dev.txt 5 more (pytest, iniconfig, packaging, pluggy, coverage).
+    assert (result.packages("buildkit", False), result.packages("buildkit", True)) == (7, 12)
+    assert result.smaller_without("buildkit")
     assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
     assert _labelled_images(docker_client, live.run_id) == []

@@ -99,7 +99,8 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         lab.claims, image_layers.run_layers(lab), image_layers.run_overlay(lab), image_layers.run_copy_up(lab),
         image_layers.run_reproducible(lab)),
     build_cache.STEM: lambda lab: build_cache.check_claims(
-        lab.claims, build_cache.run_rebuilds(lab), build_cache.run_context(lab)),
+        lab.claims, build_cache.run_rebuilds(lab), build_cache.run_context(lab),
+        build_cache.run_dev_dependencies(lab), build_cache.run_ignore_patterns(lab)),
     multi_stage_builds.STEM: lambda lab: multi_stage_builds.check_claims(
         lab.claims, multi_stage_builds.run_images(lab)),
     choosing_a_base_image.STEM: lambda lab: _choosing_a_base_image(

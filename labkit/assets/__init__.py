@@ -3,7 +3,9 @@
 ``image_layers/``: notebook 02's Dockerfiles (the layered image, its one-RUN variant, the two builds
 compared for reproducibility).
 ``greeter/``: a tiny Flask app (``source/``, its build context's sources), the two Dockerfiles of notebook 03
-(dependencies first, everything first) and the multi-stage one of notebook 04. ``pitfalls/``: notebook 10's probe
+(dependencies first, everything first) and the multi-stage one of notebook 04; notebook 03 now builds the
+``venv-*`` twins of the first two on its pip base (``Dockerfile.pip-base``), its dev-dependency build
+(``requirements-dev.txt``) and its scratch copy of a context. ``pitfalls/``: notebook 10's probe
 program (one action per pitfall) and its Dockerfiles (the probe image, a secret as a build ARG and as a BuildKit
 secret mount). ``quick_check/``: notebook 14's Node service (``app/``: an Express app in TypeScript with
 its package.json and package-lock.json; ``dependency-change/``: the same manifests with one dependency added)

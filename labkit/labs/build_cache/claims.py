@@ -1,10 +1,14 @@
-"""Section 4: the chapter's claims about the cache and .dockerignore, with verdicts from sections 2 and 3."""
+"""Section 6: the chapter's claims about the cache, .dockerignore and dev dependencies, with verdicts from
+sections 2 to 5 (a section missing from a replayed recording adds no row)."""
 
 from __future__ import annotations
 
 from labkit.core.claims import ClaimLedger, Source, demonstration, verdict
 from labkit.labs.build_cache.context import ContextResult
 from labkit.labs.build_cache.declaration import SECTION, SOURCE
+from labkit.labs.build_cache.dev_dependencies import DevResult
+from labkit.labs.build_cache.ignore_patterns import ANY_DEPTH, SAME, IgnoreResult
+from labkit.labs.build_cache.ignore_patterns import SECTION as SECTION_IGNORE
 from labkit.labs.build_cache.rebuilds import RebuildResult
 
 CHAPTER_RATIO = 10.0  # the chapter's "from 30 s to 5 min"
@@ -14,9 +18,10 @@ def _listed(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers)
 
 
-def check_claims(ledger: ClaimLedger, rebuilds: RebuildResult, context: ContextResult) -> None:
-    """The chapter's claims about the cache and .dockerignore, each with a criterion and a verdict computed from
-    this notebook's measurements."""
+def check_claims(ledger: ClaimLedger, rebuilds: RebuildResult, context: ContextResult, dev: DevResult,
+                 ignore: IgnoreResult) -> None:
+    """The chapter's claims about the cache, .dockerignore and dev dependencies, each with a criterion and a
+    verdict computed from this notebook's measurements; our finding about ``**/``."""
     builders = rebuilds.builders
     fewer = {b: all(a < bb for a, bb in zip(rebuilds.executed(b, "A", SOURCE), rebuilds.executed(b, "B", SOURCE),
                                              strict=True)) for b in builders}
@@ -79,3 +84,56 @@ def check_claims(ledger: ClaimLedger, rebuilds: RebuildResult, context: ContextR
         criterion=demonstration("what COPY . . copies", "the fake .env is a file in one of the image's layer "
                                 "tars when built without .dockerignore, and in none with it"),
         verdict=verdict(leaked and kept_out), tables=("context",))
+    if dev.recorded:
+        _check_dev(ledger, dev)
+    if ignore.recorded:
+        _check_ignore(ledger, ignore)
+
+
+def _check_dev(ledger: ClaimLedger, dev: DevResult) -> None:
+    smaller = {b: dev.smaller_without(b) for b in dev.builders}
+    faster = {b: dev.faster_without(b) for b in dev.builders}
+    slow = [b for b, f in faster.items() if not f]
+    ledger.check(
+        "deps.omit_dev", source=Source.CHAPTER, section=SECTION,
+        claim="Installing only the production dependencies (npm ci --omit=dev) keeps the dev tools out of the "
+              "image: a smaller image, built faster",
+        value=min(dev.extra_mb(b) for b in dev.builders),
+        unit="MB (image with dev dependencies less without, lowest builder)",
+        measured="; ".join(f"{b}: {dev.image_mb(b, False):.1f} MB ({dev.packages(b, False)} packages) without, "
+                           f"{dev.image_mb(b, True):.1f} MB ({dev.packages(b, True)}) with; cold build median "
+                           f"{dev.wall(b, False).median:.1f} s against {dev.wall(b, True).median:.1f} s "
+                           f"({dev.wall(b, False).n} each)" for b in dev.builders),
+        criterion="holds if, with every builder, the image without the dev dependencies is smaller and every cold "
+                  "build without them is faster than every build with them (at least 2 each); holds with caveat "
+                  "if it is smaller only; does not hold if it is not smaller",
+        verdict=verdict(all(smaller.values()), caveat=bool(slow)),
+        caveat=("the size part is certain by construction (the dev set's files are added, nothing removed)"
+                + (f"; the build was not faster beyond doubt with {', '.join(slow)} (times overlap, or one build "
+                   "each)" if slow else "")),
+        tables=("dev",))
+
+
+def _check_ignore(ledger: ClaimLedger, ignore: IgnoreResult) -> None:
+    same, fixed = ignore.leaked_paths(SAME), ignore.leaked_paths(ANY_DEPTH)
+    ledger.check(
+        "ignore.mirrors_gitignore", source=Source.CHAPTER, section=SECTION,
+        claim=".dockerignore does for the build what .gitignore does for the repository: the same patterns keep "
+              "the same files out",
+        value=float(len(same)), unit="paths git ignores that land in the layer (same patterns, any builder)",
+        measured=f"git check-ignore ignores {ignore.git_ignored()} of {ignore.ignore['path'].nunique()} paths; "
+                 f"with the same patterns as .dockerignore, in the layer: {', '.join(same) or 'none'}",
+        criterion=demonstration("the two pattern languages (git matches a name without a slash at any depth; "
+                                ".dockerignore matches from the context's root)",
+                                "holds if, with the same patterns in both files, no path git ignores lands in the "
+                                "layer with any builder"),
+        verdict=verdict(not same), tables=("ignore",))
+    ledger.check(
+        "ignore.any_depth", source=Source.FINDING, section=SECTION_IGNORE,
+        claim="Prefixing each .gitignore pattern with **/ makes .dockerignore leave out what git ignores, "
+              "at any depth",
+        value=float(len(fixed)), unit="paths git ignores that land in the layer (**/ patterns, any builder)",
+        measured=f"with **/ patterns, in the layer: {', '.join(fixed) or 'none'} (same patterns: {len(same)})",
+        criterion=demonstration(".dockerignore's ** matching any number of folders",
+                                "holds if no path git ignores lands in the layer with any builder"),
+        verdict=verdict(not fixed), tables=("ignore",))

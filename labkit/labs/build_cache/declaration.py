@@ -15,10 +15,11 @@ import pandas as pd
 from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import builds, images
 from labkit.instruments import wheelhouse as wheelhouse_cache
-from labkit.instruments.buildlog import BUILDERS, LEGACY
+from labkit.instruments.buildlog import BUILDERS, BUILDKIT, LEGACY
 from labkit.instruments.engine import Scope
 
 STEM = "03-build-cache"
@@ -30,16 +31,28 @@ SECTION = "The Image — Layered, Cacheable, Reproducible"  # the chapter's sect
 APP_FILES: dict[str, str] = assets.tree("greeter/source")
 ADDED_DEPENDENCIES = assets.pins("greeter/added-requirements.txt")
 
-# A: the manifest and the wheels first, the dependencies installed, then the source. B: everything first.
+# A: the manifest and the wheels first, the dependencies installed, then the source. B: everything first. Both
+# start from the pip base: the python-runtime base plus a virtual environment with pip in /venv, made once
+# (python:3.11-slim ships pip; Debian's python3 bootstraps pip into each new venv, seconds no Dockerfile here measures).
 DOCKERFILES = {
-    "A": assets.text("greeter/Dockerfile.dependencies-first"),
-    "B": assets.text("greeter/Dockerfile.everything-first"),
+    "A": assets.text("greeter/Dockerfile.venv-dependencies-first"),
+    "B": assets.text("greeter/Dockerfile.venv-everything-first"),
 }
+PIP_BASE_DOCKERFILE = assets.text("greeter/Dockerfile.pip-base")
 DOCKERFILE_MEANING = {"A": "A: dependencies first", "B": "B: everything first"}
 # The .dockerignore experiment copies the context and nothing else, so its build time is the context's cost.
 CONTEXT_DOCKERFILE = assets.text("greeter/Dockerfile.context-only")
+EMPTY_BASE = "scratch"  # what the context is copied onto: the image then holds the context and nothing else
 IGNORE_FILE = ".env\nlocal-data/\n.git/\n__pycache__/\n"
 SECRET_FILE = ".env"
+BOUNDARY_FILE = "labkit-cache-boundary"  # what sets each experiment's base apart (isolated_base)
+# Section 4: the app built with its dev dependencies (`{requirements}` filled with pip's requirement arguments) and
+# without; the dev set is pinned in full (pytest and what it needs, and coverage), its wheels downloaded once.
+DEV_DOCKERFILE = assets.text("greeter/Dockerfile.venv-dev-dependencies")
+DEV_REQUIREMENTS_FILE = "requirements-dev.txt"
+DEV_REQUIREMENTS = assets.text(f"greeter/{DEV_REQUIREMENTS_FILE}")
+# Section 5: the context copied into an image of its own (no base: the layer holds the context and nothing else).
+SCRATCH_COPY_DOCKERFILE = assets.text("greeter/Dockerfile.scratch-copy")
 INSTALL_MARK = "pip install"  # the install step, found by its instruction text in either builder's log
 INSTALLED = re.compile(r"^(?:#\d+ [\d.]+ )?Successfully installed (.+)$", re.MULTILINE)  # pip's last line
 
@@ -114,6 +127,13 @@ def history_table(history: Sequence[Edit]) -> pd.DataFrame:
                          for i, e in enumerate(history, 1)]).set_index("edit_index")
 
 
+def dockerfiles_markdown(base: str = f"labkit/{BASE}") -> str:
+    """The pip base's Dockerfile, then A's and B's (on the pip base), as Markdown code blocks."""
+    shown = {"The pip base": PIP_BASE_DOCKERFILE.format(base=base),
+             **{DOCKERFILE_MEANING[name]: text.format(base="<the pip base>") for name, text in DOCKERFILES.items()}}
+    return "\n\n".join(f"**{title}**\n```dockerfile\n{text}```" for title, text in shown.items())
+
+
 def validate_builders(chosen: Sequence[str]) -> None:
     if not chosen:
         raise BadParameter("builders is empty.", f"Choose from {list(BUILDERS)}.")
@@ -129,15 +149,21 @@ def wheelhouse() -> Path:
     return wheelhouse_cache.download(assets.greeter_wheel_pins(), assets.GREETER_WHEEL_PLATFORM)
 
 
+def dev_wheelhouse() -> Path:
+    """The wheels of the dev dependencies (:data:`DEV_REQUIREMENTS`), downloaded once on the host and cached."""
+    return wheelhouse_cache.download(tuple(DEV_REQUIREMENTS.split()), assets.GREETER_WHEEL_PLATFORM)
+
+
 def prepare(client: docker.DockerClient) -> list[str]:
-    """The app's wheelhouse (the base is made by setup)."""
-    return [f"wheelhouse: {wheelhouse()}"]
+    """The app's wheelhouse and its dev dependencies' (the base is made by setup)."""
+    return [f"wheelhouse: {wheelhouse()}", f"dev wheelhouse: {dev_wheelhouse()}"]
 
 
 LAB = Lab(
     stem=STEM,
     topic="The build cache and COPY order",
-    requirements=(ENGINE, Requirement("program", "debootstrap", "the python-runtime base")),
+    requirements=(ENGINE, Requirement("program", "debootstrap", "the python-runtime base"),
+                  Requirement("program", "git", "what git check-ignore leaves out of a commit (section 5)")),
     bases=(BASE,),
     tables={
         "rebuilds": ("repeat", "order", "builder", "dockerfile", "edit_index", "edit", "kind", "wall_s", "cached",
@@ -147,6 +173,8 @@ LAB = Lab(
                   "status", "seconds"),
         "context": ("builder", "dockerignore", "repeat", "context_bytes", "context_s", "wall_s", "image_bytes",
                     "secret_found", "secret_layer", "secret_path"),
+        "dev": ("repeat", "order", "builder", "dev", "wall_s", "install_s", "packages_installed", "image_bytes"),
+        "ignore": ("builder", "variant", "pattern", "path", "git_ignored", "in_layer"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
@@ -154,11 +182,23 @@ LAB = Lab(
 )
 
 
-def write_context(folder: Path, files: dict[str, str], wheels: Path, dockerfile: str) -> None:
-    """The app's files, its wheels under wheels/ and its Dockerfile, in `folder`: only what differs is written,
-    as an editor would (a file's modification time changes only when it is edited)."""
+def replayed_without(lab: LabSession, table: str) -> bool:
+    """Replaying a recording made before this lab measured `table`: its section says so rather than failing."""
+    return lab.replay is not None and table not in lab.replay.tables()
+
+
+def empty_table(table: str) -> pd.DataFrame:
+    """`table` with its declared columns and no rows: what a section holds when its recording lacks it."""
+    return pd.DataFrame(columns=list(LAB.tables[table]))
+
+
+def write_context(folder: Path, files: dict[str, str], wheels: Path | Sequence[Path], dockerfile: str) -> None:
+    """The app's files, its wheels under wheels/ (from one wheelhouse or several) and its Dockerfile, in `folder`:
+    only what differs is written, as an editor would (a file's modification time changes only when it is edited)."""
     if not (folder / "wheels").exists():
-        shutil.copytree(wheels, folder / "wheels", ignore=shutil.ignore_patterns(wheelhouse_cache.COMPLETE))
+        for source in [wheels] if isinstance(wheels, Path) else wheels:
+            shutil.copytree(source, folder / "wheels", dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(wheelhouse_cache.COMPLETE))
     wanted = {**files, "Dockerfile": dockerfile, ".dockerignore": "Dockerfile\n.dockerignore\n"}
     for name, text in wanted.items():
         target = folder / name
@@ -167,21 +207,34 @@ def write_context(folder: Path, files: dict[str, str], wheels: Path, dockerfile:
             target.write_text(text)
 
 
-def isolated_base(client: docker.DockerClient, scope: Scope, folder: Path, key: str = "") -> str:
-    """The python-runtime base plus one file holding this experiment's scope id and `key`, so no build here can
-    reuse a layer cached by an earlier run, or by a build with another key: BuildKit's cache outlives the images we
-    remove, and its keys start from the base's layers (a label alone would not do: it changes the image's config,
-    not its layers). Dockerfiles A and B get a base each: they share their first steps (``WORKDIR /app``), and
-    the legacy builder, finding two cached images for a shared step, may continue from the other Dockerfile's and
-    miss every step after it.
+def pip_base(client: docker.DockerClient, scope: Scope, folder: Path) -> str:
+    """The python-runtime base plus a virtual environment with pip in /venv (:data:`PIP_BASE_DOCKERFILE`): every
+    Dockerfile of sections 2 and 4 installs into it. Its tag; the scope removes the image. Built with BuildKit,
+    whose cache outlives the image: the venv is made once, not once per experiment and run. No measured build
+    reuses anything through it: each experiment's :func:`isolated_base` sits on top."""
+    folder.mkdir()
+    (folder / "Dockerfile").write_text(PIP_BASE_DOCKERFILE.format(base=images.require_base(client, BASE).tag))
+    tag = f"labkit-exp/{STEM}-pip:{scope.scope_id}"
+    builds.build(folder, tag, scope, builder=BUILDKIT)
+    return tag
+
+
+def isolated_base(client: docker.DockerClient, scope: Scope, folder: Path, key: str = "", start: str = "") -> str:
+    """`start` (an image, or ``scratch``; default: the python-runtime base) plus one file holding this experiment's
+    scope id and `key` (copied: no container runs), so no build here can reuse a layer cached by an earlier run, or
+    by a build with another key: BuildKit's cache outlives the images we remove, and its keys start from the base's
+    layers (a label alone would not do: it changes the image's config, not its layers). Dockerfiles A and B get a
+    base each: they share their first steps (``WORKDIR /app``), and the legacy builder, finding two cached images
+    for a shared step, may continue from the other Dockerfile's and miss every step after it.
 
     It carries the scope's labels, and so does every image built FROM it: the experiments' builds pass no
     ``--label`` (``inherit_labels``), so the legacy builder adds no LABEL steps of its own and both builders do
     exactly the Dockerfile's work."""
-    base = images.require_base(client, BASE).tag
+    base = start or images.require_base(client, BASE).tag
     folder.mkdir()
     boundary = f"{scope.scope_id}{'-' + key if key else ''}"
-    (folder / "Dockerfile").write_text(f"FROM {base}\nRUN echo {boundary} > /etc/labkit-cache-boundary\n")
+    (folder / BOUNDARY_FILE).write_text(f"{boundary}\n")
+    (folder / "Dockerfile").write_text(f"FROM {base}\nCOPY {BOUNDARY_FILE} /etc/{BOUNDARY_FILE}\n")
     tag = f"labkit-exp/{STEM}-base:{boundary}"
     builds.build(folder, tag, scope, builder=LEGACY)
     return tag

@@ -27,6 +27,7 @@ from labkit.labs.build_cache.declaration import (
     Edit,
     isolated_base,
     packages_installed,
+    pip_base,
     validate_builders,
     validate_history,
     wheelhouse,
@@ -189,7 +190,8 @@ def run_rebuilds(lab: LabSession, history: Sequence[Edit] = HISTORY, builders: S
     """`repeats` passes over `history`: build A and B cold with each builder, then apply each edit to every
     context and rebuild each, every builder × Dockerfile in an order rotated per edit (:func:`build_order`), so
     drift on the machine hits all alike. Each pass starts from a base of its own per Dockerfile (cold, and A's
-    cache apart from B's).
+    cache apart from B's), each made from the pip base (:func:`pip_base`: the venv with pip is made once, not in
+    every install).
 
     No build passes ``--label``: the images inherit the run's labels from the pass's base, so the legacy builder
     runs no LABEL steps of its own and both builders do the same Dockerfile's work."""
@@ -203,9 +205,10 @@ def run_rebuilds(lab: LabSession, history: Sequence[Edit] = HISTORY, builders: S
         rows: list[dict[str, Any]] = []
         step_rows: list[pd.DataFrame] = []
         with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-03-") as scratch:
+            pip = pip_base(client, scope, Path(scratch) / "pip")
             for repeat in range(repeats):
-                bases = {name: isolated_base(client, scope, Path(scratch) / f"base-{repeat}-{name}", f"{repeat}-{name}")
-                         for name in DOCKERFILES}
+                bases = {name: isolated_base(client, scope, Path(scratch) / f"base-{repeat}-{name}",
+                                             f"{repeat}-{name}", start=pip) for name in DOCKERFILES}
                 for index, files in enumerate(snapshots):
                     for order, (builder, name) in enumerate(build_order(index, builders)):
                         folder = Path(scratch) / f"{repeat}-{builder}-{name}"
@@ -223,5 +226,6 @@ def run_rebuilds(lab: LabSession, history: Sequence[Edit] = HISTORY, builders: S
         return {"rebuilds": pd.DataFrame(rows, columns=list(LAB.tables["rebuilds"])), "steps": steps}
 
     tables = lab.record("rebuilds", ("rebuilds", "steps"), experiment, edits=[e.name for e in history],
-                        builders=list(builders), repeats=repeats, base=BASE, labels="inherited from the base")
+                        builders=list(builders), repeats=repeats, base=BASE, labels="inherited from the base",
+                        venv="made once in the pip base, not by the install step")
     return RebuildResult(tables["rebuilds"], tables["steps"])
