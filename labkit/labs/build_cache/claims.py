@@ -130,10 +130,10 @@ def _check_ignore(ledger: ClaimLedger, ignore: IgnoreResult) -> None:
         verdict=verdict(not same), tables=("ignore",))
     ledger.check(
         "ignore.any_depth", source=Source.FINDING, section=SECTION_IGNORE,
-        claim="Prefixing each .gitignore pattern with **/ makes .dockerignore leave out what git ignores, "
+        claim="Prefixing each .gitignore pattern with `**/` makes .dockerignore leave out what git ignores, "
               "at any depth",
-        value=float(len(fixed)), unit="paths git ignores that land in the layer (**/ patterns, any builder)",
-        measured=f"with **/ patterns, in the layer: {', '.join(fixed) or 'none'} (same patterns: {len(same)})",
-        criterion=demonstration(".dockerignore's ** matching any number of folders",
+        value=float(len(fixed)), unit="paths git ignores that land in the layer (`**/` patterns, any builder)",
+        measured=f"with `**/` patterns, in the layer: {', '.join(fixed) or 'none'} (same patterns: {len(same)})",
+        criterion=demonstration("`**` in .dockerignore matching any number of folders",
                                 "holds if no path git ignores lands in the layer with any builder"),
         verdict=verdict(not fixed), tables=("ignore",))

@@ -101,7 +101,8 @@ class DevResult:
                 f"them ({lean.n} build{'' if lean.n == 1 else 's'} each"
                 + ("; every build without them was faster than every build with them)" if self.faster_without(builder)
                    else "; the builds' times overlap, or one build each: no difference beyond doubt)"))
-        return "**What we measured.** " + "; ".join(parts) + "."
+        text = "; ".join(parts)
+        return f"**What we measured.** {text[:1].upper()}{text[1:]}."
 
 
 def _install_s(made: builds.Build) -> float:
