@@ -175,6 +175,21 @@ def test_the_chapter_s_ten_times_on_a_hand_made_table(legacy_b: tuple[float, flo
     # A executes 2 steps against B's 3 on every source edit, and spends less time: holds.
     assert ledger.verdict("cache.least_changing_first") == Verdict.HOLDS
     assert ledger.verdict("cache.copy_all_invalidates") == Verdict.HOLDS  # B: 6 of 6 with each builder
+    # The hand-made table has no steps: the caveat speaks of the pip base's venv.
+    assert "into the venv of the base" in claim.caveat
+
+
+@pytest.mark.parametrize(("instructions", "made"), [
+    # Recordings before the pip base (2026-12-05): the install step made the venv first.
+    (["COPY . .", "RUN python3 -m venv /venv && /venv/bin/pip install --no-index --find-links wheels -r "
+      "requirements.txt"], True),
+    (["COPY . .", "RUN /venv/bin/pip install --no-cache-dir --no-index --find-links wheels -r requirements.txt"],
+     False),
+    (["RUN python3 -m venv /venv", "RUN /venv/bin/pip install -r requirements.txt"], False),  # not the install step
+])
+def test_whether_the_install_made_the_venv_is_read_from_its_instruction(instructions: list[str], made: bool) -> None:
+    steps = pd.DataFrame({"instruction": instructions})
+    assert build_cache.RebuildResult(pd.DataFrame(), steps).install_makes_venv == made
 
 
 @pytest.mark.parametrize(("a_source_s", "expected"), [

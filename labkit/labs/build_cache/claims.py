@@ -69,7 +69,8 @@ def check_claims(ledger: ClaimLedger, rebuilds: RebuildResult, context: ContextR
         verdict=verdict(bool(reaching), caveat=bool(short)),
         caveat=(f"not surely ≥ {CHAPTER_RATIO:.0f}× with {', '.join(short)} (median below it, or the interval "
                 f"reaches below it, or one pair only); B's install here is pip copying wheels from a local "
-                f"wheelhouse, with no download and no compilation ({rebuilds.packages_text(short[0])} with "
+                f"wheelhouse into {'a venv it first makes' if rebuilds.install_makes_venv else 'the venv of the base'}"
+                f", with no download and no compilation ({rebuilds.packages_text(short[0])} with "
                 f"{short[0]}), so B pays less for it than a project that downloads or compiles would "
                 "(not measured)") if short else "",
         tables=("rebuilds",))

@@ -62,6 +62,15 @@ class RebuildResult:
         """The rebuilds after an edit (the cold builds left out)."""
         return self.rebuilds[self.rebuilds["edit_index"] > 0]
 
+    @property
+    def install_makes_venv(self) -> bool:
+        """Whether the install step also made the venv (``python3 -m venv``), as in recordings made before the pip
+        base: read from the steps' instructions (False without steps)."""
+        if self.steps.empty:
+            return False
+        instructions = self.steps["instruction"].astype(str)
+        return bool((instructions.str.contains(INSTALL_MARK) & instructions.str.contains("-m venv")).any())
+
     def _of(self, builder: str, dockerfile: str, kind: str | None = None) -> pd.DataFrame:
         rows = self.rebuilds[(self.rebuilds["builder"] == builder) & (self.rebuilds["dockerfile"] == dockerfile)]
         return rows[rows["edit_index"] > 0] if kind is None else rows[rows["kind"] == kind]
