@@ -33,6 +33,7 @@ from labkit.labs import (
     the_quick_check,
     volumes_and_persistence,
     what_a_container_is,
+    when_to_graduate,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +138,9 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         compose_and_the_single_box_path.run_unit(lab, 18120, 1.0)),
     the_quick_check.STEM: lambda lab: the_quick_check.check_claims(
         lab.claims, the_quick_check.run_waterfall(lab), the_quick_check.run_lint(lab)),
+    when_to_graduate.STEM: lambda lab: when_to_graduate.check_claims(
+        lab.claims, when_to_graduate.run_orchestrator(lab, when_to_graduate.Knobs(
+            3, 3, 3, 1.0, 5.0, 300.0, (1.0, 5.0), "stop-first"))),
 }
 
 

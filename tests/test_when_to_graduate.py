@@ -81,7 +81,13 @@ def knobs(**changes: object) -> graduate.Knobs:
 ])
 def test_bad_knobs_are_refused_before_anything_starts(changes: dict[str, object], message: str) -> None:
     with pytest.raises(BadParameter, match=message.replace("(", r"\(").replace(")", r"\)")):
-        graduate.check(knobs(**changes))
+        graduate.check(knobs(**changes), available_mib=8000)
+
+
+def test_more_nodes_than_memory_allows_are_refused_live_and_not_checked_in_a_replay() -> None:
+    with pytest.raises(BadParameter, match="more than the 1000 MiB"):
+        graduate.check(knobs(), available_mib=1000)  # 3 nodes × 400 MiB
+    graduate.check(knobs(), available_mib=None)
 
 
 def test_the_stack_file_uses_the_chosen_endpoint_mode_and_limits() -> None:

@@ -60,9 +60,10 @@ class Knobs:
     broken_order: str
 
 
-def check(knobs: Knobs) -> None:
+def check(knobs: Knobs, available_mib: int | None = None) -> None:
     """BadParameter for replicas outside 1..MAX_REPLICAS, an unknown update order, no rounds, a load window too
-    short to hold an update, a heartbeat list that kills more nodes than leaves one, or a bad cluster size."""
+    short to hold an update, a heartbeat list that kills more nodes than leaves one, or a bad cluster size (more
+    nodes than `available_mib` MiB hold; None: memory not checked, as in a replay)."""
     if not isinstance(knobs.replicas, int) or isinstance(knobs.replicas, bool) or \
             not 1 <= knobs.replicas <= MAX_REPLICAS:
         raise BadParameter(f"replicas={knobs.replicas!r}: need a whole number from 1 to {MAX_REPLICAS}.",
@@ -79,10 +80,10 @@ def check(knobs: Knobs) -> None:
     if not knobs.heartbeats_s or len(knobs.heartbeats_s) > knobs.nodes - 1:
         raise BadParameter(f"heartbeats_s={knobs.heartbeats_s!r}: one node is killed per heartbeat, and the "
                            f"manager must survive: give 1 to {knobs.nodes - 1} values for {knobs.nodes} nodes.")
+    memory = available_mib if available_mib is not None else knobs.nodes * swarm.NODE_MEMORY_MIB
     try:
-        swarm.validate(knobs.nodes, min(knobs.heartbeats_s), swarm.available_mib())
         for heartbeat in knobs.heartbeats_s:
-            swarm.validate(knobs.nodes, heartbeat, swarm.available_mib())
+            swarm.validate(knobs.nodes, heartbeat, memory)
     except swarm.BadCluster as exc:
         raise BadParameter(str(exc), "Change the notebook's parameters.") from exc
 
@@ -337,13 +338,13 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
 
 def run_orchestrator(lab: LabSession, knobs: Knobs) -> OrchestratorResult:
     """Every experiment of the notebook on one cluster (checked first; see :class:`Knobs`)."""
-    check(knobs)
+    check(knobs, swarm.available_mib() if lab.live else None)
     if lab.live:
         lab.require_root("a cluster of extra daemons in network namespaces")
-    support = swarm.kernel_support()
+    support = swarm.kernel_support() if lab.live else None  # a replay reads the recorded choice
+    chosen = {"endpoint_mode": support.endpoint_mode, "kernel": support.evidence} if support else {}
     tables = lab.record("orchestrator", ("placement", "healing", "rollout", "requests"),
-                        lambda: _experiment(lab, knobs), **{k: v for k, v in knobs.__dict__.items()},
-                        endpoint_mode=support.endpoint_mode, kernel=support.evidence)
+                        lambda: _experiment(lab, knobs), **knobs.__dict__, **chosen)
+    recorded = lab.provenance["experiments"]["placement"]["parameters"]
     return OrchestratorResult(tables["placement"], tables["healing"], tables["rollout"], tables["requests"],
-                              lab.provenance["experiments"]["placement"]["parameters"].get("endpoint_mode", ""),
-                              lab.provenance["experiments"]["placement"]["parameters"].get("kernel", ""))
+                              recorded.get("endpoint_mode", ""), recorded.get("kernel", ""))
