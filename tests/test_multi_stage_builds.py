@@ -9,15 +9,18 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import docker
 import pandas as pd
 import pytest
 
 from labkit.core.claims import ClaimLedger
 from labkit.core.results import ResultStore
-from labkit.core.session import LabSession
+from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter
+from labkit.instruments import engine
 from labkit.labs import multi_stage_builds
 from labkit.labs.multi_stage_builds import module_layer, runtime_bases
+from tests.conftest import leftovers
 
 MB = 10**6
 
@@ -286,3 +289,26 @@ def test_a_recording_made_before_sections_3_to_5_replays_without_them(replay: La
     multi_stage_builds.check_claims(ledger, multi_stage_builds.run_images(session), modules, stripping, runtime)
     assert {c.id for c in ledger} == {"multistage.go_700mb_to_10mb", "multistage.smaller",
                                       "multistage.attack_surface"}
+
+
+@pytest.fixture
+def live(docker_client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LabSession:
+    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path))
+    return open_session(multi_stage_builds.LAB, mode="live", quick=True)
+
+
+@pytest.mark.docker
+def test_live_scratch_refuses_the_tls_call_the_zone_and_the_dynamic_binary(
+        live: LabSession, docker_client: docker.DockerClient) -> None:
+    result = multi_stage_builds.run_runtime_bases(live)
+    # Go 1.19 finds no CA file on scratch and verifies against an empty pool; the kernel's execve of an ELF file
+    # whose interpreter (/lib64/ld-linux-x86-64.so.2) is missing returns ENOENT, which runc reports for the program.
+    assert "x509: certificate signed by unknown authority" in result.row(runtime_bases.SCRATCH, runtime_bases.TLS)[
+        "detail"]
+    assert result.row(runtime_bases.SCRATCH, runtime_bases.TIMEZONE)["detail"] == "unknown time zone Europe/Berlin"
+    assert result.row(runtime_bases.STATIC, runtime_bases.TLS)["detail"] == "200 OK: hello over tls"
+    assert result.row(runtime_bases.STATIC, runtime_bases.TIMEZONE)["detail"].endswith("14:00 CEST in Europe/Berlin")
+    assert result.row(runtime_bases.SCRATCH, runtime_bases.RUNS)["detail"] == "exec /dynamic: no such file or directory"
+    assert result.works(runtime_bases.BUILDER, runtime_bases.RUNS)
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
+    assert docker_client.images.list(all=True, filters={"label": f"{engine.LABEL_RUN}={live.run_id}"}) == []
