@@ -150,7 +150,8 @@ class PullFit:
         r = self.per_round
         checked = (f" {self.checked_cold} of {len(self.points)} pulls were checked cold as they began: the image "
                    "and every one of its layers gone from the engine." if self.checked_cold else
-                   " No pull was checked cold before it began (the recording predates that check): that they were "
+                   " No pull was checked cold before it began (a recording older than that check, or an engine "
+                   "whose layer store cannot be read here): that they were "
                    "rests on the CLI reporting no layer \"Already exists\".")
         s = self.settles
         if s is not None and s["settle_s"].notna().any():
