@@ -54,7 +54,7 @@ def test_an_image_not_in_the_engine_is_refused_with_the_pull_command(docker_clie
     ("debian-full", "buildpack-deps:bookworm"), ("debian-slim", "debian:bookworm-slim"),
     ("python-slim", "python:3.11-slim"), ("python-distroless", "gcr.io/distroless/python3-debian12"),
     ("node-full", "node:20"), ("node-slim", "node:20-slim"), ("node-distroless", "gcr.io/distroless/nodejs20"),
-    ("scratch-static", "FROM scratch + a static Go binary")])
+    ("scratch-static", "FROM scratch + a static Go binary"), ("musl-busybox", "alpine, the base of node:20-alpine")])
 def test_every_base_of_05_is_a_recipe_that_says_what_it_stands_in_for(name: str, stands_in_for: str) -> None:
     recipe = images.recipe(name)
     assert "stands in for" in recipe.description and stands_in_for in recipe.description
@@ -309,6 +309,11 @@ def test_one_swap_among_four_bases_is_a_rank_correlation_of_exactly_0_8() -> Non
 
 
 # ---------------------------------------------------------------- the musl base and native modules (issue 17)
+
+
+def test_the_musl_base_is_musl_s_loader_and_busybox_from_debian_s_packages() -> None:
+    recipe = images.recipe("musl-busybox")
+    assert dict(recipe.inputs)["packages"] == "musl,busybox-static" and "FROM scratch" in recipe.description
 
 
 def test_the_alpine_row_shows_the_musl_stand_in_s_size_without_judging_it() -> None:
