@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +26,9 @@ from labkit.labs import the_quick_check
 from labkit.labs.the_quick_check import LAB, STEPS, waterfall
 from labkit.labs.the_quick_check.declaration import ignore_text
 from labkit.labs.the_quick_check.lint import LintResult
-from tests.conftest import leftovers
+from tests.conftest import default_sigint, leftovers
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MOUNT = "RUN --mount=type=bind,from={npm_cache},target=/npm-cache,rw"
 # Per step: the Dockerfile lines it removes and adds against the step before (by hand, from the chapter's answer).
@@ -263,3 +269,34 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
     assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
     assert docker_client.images.list(filters={"label": f"{engine.LABEL_RUN}={live.run_id}"}) == []
     assert _temp_folders() - before == set()
+
+
+def _lab_objects(client: docker.DockerClient) -> dict[str, list[str]]:
+    """Containers and images of notebook 14 still present, from any run."""
+    filters = {"label": f"labkit.lab={the_quick_check.STEM}"}
+    return {"containers": [c.name for c in client.containers.list(all=True, filters=filters)],
+            "images": [i.short_id for i in client.images.list(all=True, filters=filters)]}
+
+
+@pytest.mark.docker
+@pytest.mark.root
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_leaves_no_container_image_or_folder(
+        signum: int, docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    """`labkit run --quick 14` interrupted once it has made an image (the npm cache's, or a step's)."""
+    assert _lab_objects(docker_client) == {"containers": [], "images": []}, "clean before the test"
+    before = _temp_folders()
+    env = {**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", "14", "--output",
+                             str(tmp_path)], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_sigint)
+    deadline = time.monotonic() + 300
+    while not _lab_objects(docker_client)["images"]:
+        assert proc.poll() is None, "the run ended before it made an image"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signum)
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0, output
+    assert _lab_objects(docker_client) == {"containers": [], "images": []}, output
+    assert _temp_folders() - before == set(), output
