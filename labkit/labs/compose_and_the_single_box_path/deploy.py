@@ -63,7 +63,8 @@ class DeployResult:
     @property
     def answered(self) -> pd.DataFrame:
         """t_s, answered (1 or 0) and client (one series) of every request, for a plot over time."""
-        return pd.DataFrame({"t_s": self.requests["t_s"], "answered": (self.requests["error"] == "").astype(int),
+        return pd.DataFrame({"t_s": self.requests["t_s"], "answered": (self.requests["error"].fillna("") == "")
+                             .astype(int),
                              "client": f"one GET at a time, {len(self.requests)} in all"})
 
     @property
@@ -89,7 +90,7 @@ class DeployResult:
 
 def longest_gap(requests: pd.DataFrame) -> float:
     """The longest time (s) between the ends of two consecutive answered requests (first and last included)."""
-    answered = requests[requests["error"] == ""]
+    answered = requests[requests["error"].fillna("") == ""]  # a replayed table reads '' back as NaN
     ends = sorted(answered["t_s"] + answered["latency_s"])
     return max((b - a for a, b in itertools.pairwise(ends)), default=float("nan"))
 

@@ -36,22 +36,25 @@ class LimitsResult:
 
     limits: pd.DataFrame
 
-    def applied(self, how: str) -> bool:
+    def error(self, how: str) -> str:
+        """Why `how` could not run ('' when it ran; a replayed table reads '' back as NaN)."""
         rows = self.limits[self.limits["compose"] == how]
-        if not len(rows) or rows["error"].iloc[0]:
+        return str(rows["error"].fillna("").iloc[0]) if len(rows) else "not run"
+
+    def applied(self, how: str) -> bool:
+        if self.error(how):
             return False
-        row = rows.iloc[0]
+        row = self.limits[self.limits["compose"] == how].iloc[0]
         return all(row[key] == value for key, value in WANTED.items())
 
     def ran(self, how: str) -> bool:
-        rows = self.limits[self.limits["compose"] == how]
-        return bool(len(rows)) and not rows["error"].iloc[0]
+        return not self.error(how)
 
     def conclusion(self) -> str:
         said = []
         for row in self.limits.itertuples():
-            if row.error:
-                said.append(f"{row.compose}: could not run ({row.error})")
+            if self.error(str(row.compose)):
+                said.append(f"{row.compose}: could not run ({self.error(str(row.compose))})")
             else:
                 said.append(f"{row.compose}: memory {_mib(row.memory_bytes)}, CPU {_of(row.cpus)}, pids "
                             f"{_of(row.pids)}")

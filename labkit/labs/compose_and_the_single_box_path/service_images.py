@@ -108,5 +108,6 @@ def prepare(client: docker.DockerClient) -> list[str]:
     for image in ALL:
         seconds = build(client, image)
         made = f"made in {seconds:.1f} s" if seconds else "reused"
-        lines.append(f"{image.name} v{image.version or '-'}: {require(client, image)} ({made})")
+        version = f" version {image.version}" if image.version else ""
+        lines.append(f"{image.name}{version}: {require(client, image)} ({made})")
     return lines

@@ -103,7 +103,8 @@ class Stack:
         return time.perf_counter() - started
 
     def container(self, client: docker.DockerClient, service: str, index: int = 1) -> Any:
-        """The container of `service` (its `index`-th replica)."""
+        """The container of `service` (its `index`-th replica); BadParameter for a service the stack lacks."""
+        check_service(service)
         found = client.containers.list(all=True, filters={"label": [f"{compose.PROJECT_LABEL}={self.project.name}",
                                                                     f"{compose.SERVICE_LABEL}={service}",
                                                                     f"com.docker.compose.container-number={index}"]})
@@ -113,6 +114,7 @@ class Stack:
         return found[0]
 
     def logs(self, service: str) -> str:
+        check_service(service)
         return self.project.run("logs", "--no-color", "--no-log-prefix", service, timeout=60).stdout
 
 
