@@ -124,6 +124,11 @@ def test_the_claims_follow_hand_made_tables() -> None:
     assert verdicts["compose.one_command_stack"] == Verdict.CAVEAT  # the stand-ins are not the chapter's images
 
 
+def test_the_clash_is_named_without_the_endpoint_before_it() -> None:
+    error = "driver failed programming external connectivity on endpoint x-app-2 (0c9d): " + CLASH
+    assert _failures("running", 0, error).clash_error == CLASH
+
+
 def test_the_claims_fail_on_data_that_contradicts_them() -> None:
     verdicts = _claims(BRINGUPS, _state(0, 0, direct=True), _failures("exited", 1, "some other error"))
     assert verdicts["compose.named_volume_keeps_state"] == Verdict.FAILS  # 0 read back after down + up

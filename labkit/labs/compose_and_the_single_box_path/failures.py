@@ -67,6 +67,11 @@ class FailuresResult:
         return int(fixed["exit_code"]) != 0 and "already allocated" in str(fixed["error"]) \
             and int(free["exit_code"]) == 0 and int(free["running"]) == REPLICAS
 
+    @property
+    def clash_error(self) -> str:
+        """The engine's reason for the fixed-port replicas, without the endpoint's name and id before it."""
+        return str(self.scaled(FIXED)["error"]).rsplit("): ", 1)[-1]
+
     def conclusion(self) -> str:
         back, down, sick = self.restart(UNLESS_STOPPED), self.restart(NO), self.unhealthy.iloc[0]
         fixed, free = self.scaled(FIXED), self.scaled(NONE)
@@ -78,7 +83,7 @@ class FailuresResult:
                 f"container: **{bool(sick['same_container'])}**, still running: **{bool(sick['running'])}**, "
                 f"restarted {sick['restart_count']} times — nothing acts on health here. `--scale app={REPLICAS}` "
                 f"with the fixed host port exited {fixed['exit_code']} with {fixed['running']} replica(s) running: "
-                f"*{fixed['error']}*; without a fixed host port it ran **{free['running']}**.")
+                f"*{self.clash_error}*; without a fixed host port it ran **{free['running']}**.")
 
 
 def _state(client: docker.DockerClient, container_id: str) -> dict[str, Any]:
