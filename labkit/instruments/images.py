@@ -475,13 +475,22 @@ def _mirror() -> str:
 MIRROR_HINT = "debootstrap and apt need Debian's package mirror; set LABKIT_DEBIAN_MIRROR to one you can reach."
 
 
+def deb_cache(debian_arch: str) -> Path:
+    """The .deb files debootstrap downloaded for `debian_arch`, kept for every recipe: each base is still its own
+    debootstrap (the images stay what they are), but a package is fetched once (debootstrap checks each cached file
+    against the mirror's index before it uses it)."""
+    folder = paths.cache_dir() / "debs" / f"{DEBIAN_SUITE}-{debian_arch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _debootstrap(staging: Path, base: DebianBase) -> None:
     include = [f"--include={','.join(base.packages)}"] if base.packages else []
     debian_arch = base.arch
     foreign = _foreign(debian_arch)
     variant = [] if base.variant == "default" else [f"--variant={base.variant}"]
     run(["debootstrap", *variant, f"--arch={debian_arch}", *(["--foreign"] if foreign else []), *include,
-         DEBIAN_SUITE, str(staging), _mirror()], 1800, hint=MIRROR_HINT)
+         f"--cache-dir={deb_cache(debian_arch)}", DEBIAN_SUITE, str(staging), _mirror()], 1800, hint=MIRROR_HINT)
     if foreign:
         # The second stage runs the target's own dpkg and maintainer scripts: under qemu, through binfmt_misc.
         arch.enable_emulation(_platform_of_debian_arch(debian_arch))
