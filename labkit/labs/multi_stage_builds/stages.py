@@ -168,14 +168,16 @@ def _build_row(service: str, variant: str, repeat: int, build: str, made: builds
 def _measure_image(client: docker.DockerClient, name: str, service: Service, variant: str, image_id: str,
                    scratch: Path) -> dict[str, Any]:
     saved_path = layers.save(client, image_id, scratch / f"{name}-{variant}.tar")
-    saved = layers.read_saved(saved_path)
-    view = saved.merged()
-    row = {"service": name, "variant": variant, "base": service.base,
-           "image_bytes": int(client.images.get(image_id).attrs["Size"]),
-           "files": sum(1 for kind in view.values() if kind == "file"),
-           "has_shell": any(p in view for p in SHELLS),
-           "has_package_manager": any(p in view for p in PACKAGE_MANAGERS),
-           "sbom_packages": sbom_packages(saved_path), "sbom_tool": f"syft {SYFT_VERSION}", "layers": len(saved.layers)}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="labkit-04-syft") as beside:
+        packages = beside.submit(sbom_packages, saved_path)  # syft reads the tarball while Python reads its layers
+        saved = layers.read_saved(saved_path)
+        view = saved.merged()
+        row = {"service": name, "variant": variant, "base": service.base,
+               "image_bytes": int(client.images.get(image_id).attrs["Size"]),
+               "files": sum(1 for kind in view.values() if kind == "file"),
+               "has_shell": any(p in view for p in SHELLS),
+               "has_package_manager": any(p in view for p in PACKAGE_MANAGERS),
+               "sbom_packages": packages.result(), "sbom_tool": f"syft {SYFT_VERSION}", "layers": len(saved.layers)}
     saved_path.unlink()
     return row
 
