@@ -193,7 +193,7 @@ def test_the_download_layer_claim_needs_the_order_to_decide(after_edit: dict[str
 
 
 def _stripping(unstripped_mb: float, stripped_mb: float, output: str = "ok") -> multi_stage_builds.StrippingResult:
-    rows = [{"variant": "unstripped", "ldflags": "", "binary_bytes": int(unstripped_mb * MB),
+    rows = [{"variant": "unstripped", "ldflags": "none", "binary_bytes": int(unstripped_mb * MB),
              "image_bytes": int(unstripped_mb * MB), "output": "ok"},
             {"variant": "stripped", "ldflags": '-ldflags="-s -w"', "binary_bytes": int(stripped_mb * MB),
              "image_bytes": int(stripped_mb * MB), "output": output}]

@@ -114,7 +114,7 @@ class ModuleResult:
 
     def table(self) -> pd.DataFrame:
         return self.builds.set_index(["dockerfile", "repeat", "build"])[
-            ["wall_s", "download", "download_s", "first_executed", "output"]]
+            ["wall_s", "download", "download_s", "first_executed", "output"]].fillna({"output": ""})
 
     def conclusion(self) -> str:
         if not self.recorded:

@@ -25,7 +25,7 @@ from labkit.labs.multi_stage_builds.declaration import (
     replayed_without,
 )
 
-VARIANTS = {"unstripped": "", "stripped": '-ldflags="-s -w"'}  # the Dockerfile's targets and their link flags
+VARIANTS = {"unstripped": "none", "stripped": '-ldflags="-s -w"'}  # the Dockerfile's targets and their link flags
 BINARY = "server"  # the binary's path in both final images
 
 
