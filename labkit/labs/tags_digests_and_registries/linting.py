@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,8 +12,7 @@ import pandas as pd
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments.shell import CommandError, run
-from labkit.labs.tags_digests_and_registries.declaration import hadolint_path
+from labkit.instruments import hadolint
 
 SERIES_CODE = Path(__file__).resolve().parents[2]  # labkit/: the labs and instruments that write Dockerfiles
 PLACEHOLDER_BASE = "labkit/base:tag"  # a labkit tag in a FROM line, as the labs fill it: hadolint never pulls it
@@ -122,17 +120,8 @@ def lint(dockerfiles: Mapping[str, str]) -> pd.DataFrame:
     """hadolint's findings for each Dockerfile text: dockerfile, line, code, level, message (one row each)."""
     if not dockerfiles:
         raise BadParameter("dockerfiles is empty: nothing to lint.", "Pass {name: Dockerfile text}.")
-    program = hadolint_path()
-    rows = []
-    for name, text in dockerfiles.items():
-        done = run([program, "--no-color", "-f", "json", "-"], 60, check=False, input_text=text)
-        if done.exit_code not in (0, 1):  # 1: findings at or above the failure threshold
-            raise CommandError(done.argv, done.exit_code, done.stdout, done.stderr,
-                               hint=f"hadolint failed on {name!r} by itself: reinstall it (`labkit setup 06`).")
-        for finding in json.loads(done.stdout or "[]"):
-            rows.append({"dockerfile": name, "line": int(finding["line"]), "code": finding["code"],
-                         "level": finding["level"], "message": finding["message"]})
-    return pd.DataFrame(rows, columns=["dockerfile", "line", "code", "level", "message"])
+    frames = [hadolint.findings(text).assign(dockerfile=name) for name, text in dockerfiles.items()]
+    return pd.concat(frames, ignore_index=True)[["dockerfile", *hadolint.FINDING_COLUMNS]]
 
 
 @dataclass(frozen=True)
@@ -201,5 +190,5 @@ def run_lint(lab: LabSession) -> LintResult:
     pip_by_path = tuple(name for name, text in dockerfiles.items() if PIP_BY_PATH.search(text))
     planted = {name: text for name, (text, _) in (*PLANTED_MISTAKES.items(), *BLIND_SPOTS.items())}
     return LintResult(lab.measure("lint", lambda: lint({**dockerfiles, **planted}),
-                                  hadolint=hadolint_path() if lab.live else ""), len(dockerfiles), pip_by_path)
+                                  hadolint=hadolint.path() if lab.live else ""), len(dockerfiles), pip_by_path)
 
