@@ -74,6 +74,13 @@ class LabSession:
                             "Run it as root, e.g. `sudo make lab`, or replay the recorded results with "
                             "mode='replay'.")
 
+    def unrecorded(self, table: str) -> pd.DataFrame | None:
+        """In a replay of a recording made before the lab measured `table`: that table with its declared columns
+        and no rows, so that its section says it was not recorded rather than failing; None otherwise."""
+        if self.replay is None or table in self.replay.tables():
+            return None
+        return pd.DataFrame(columns=list((self.tables or {}).get(table, ())))
+
     def scope(self) -> Scope:
         """Labels for one experiment's docker objects, removed when the `with` block ends."""
         return Scope(self.engine, self.run_id, lab=self.stem)
@@ -178,14 +185,14 @@ def open_session(lab: Lab, mode: str = "auto", quick: bool = False) -> LabSessio
     recorded = ResultStore(paths.recorded_results_dir() / lab.stem)
     if mode == "replay":
         recorded.read_provenance()  # a clear error when nothing was recorded
-        return LabSession(lab.stem, quick, recorded.folder.parent, None, recorded)
+        return LabSession(lab.stem, quick, recorded.folder.parent, None, recorded, tables=dict(lab.tables))
     try:
         client = engine.connect()
     except engine.EngineUnavailable:
         if mode == "live" or not (recorded.folder / "provenance.json").exists():
             raise
         log.warning("no engine answers: replaying %s", recorded.folder)
-        return LabSession(lab.stem, quick, recorded.folder.parent, None, recorded)
+        return LabSession(lab.stem, quick, recorded.folder.parent, None, recorded, tables=dict(lab.tables))
     return LabSession(lab.stem, quick, results_root(), client, None, tables=dict(lab.tables))
 
 

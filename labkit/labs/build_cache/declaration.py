@@ -15,7 +15,6 @@ import pandas as pd
 from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
-from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import builds, images
 from labkit.instruments import wheelhouse as wheelhouse_cache
@@ -180,16 +179,6 @@ LAB = Lab(
     prepare=prepare,
     headline="cache.thirty_seconds_to_five_minutes",
 )
-
-
-def replayed_without(lab: LabSession, table: str) -> bool:
-    """Replaying a recording made before this lab measured `table`: its section says so rather than failing."""
-    return lab.replay is not None and table not in lab.replay.tables()
-
-
-def empty_table(table: str) -> pd.DataFrame:
-    """`table` with its declared columns and no rows: what a section holds when its recording lacks it."""
-    return pd.DataFrame(columns=list(LAB.tables[table]))
 
 
 def write_context(folder: Path, files: dict[str, str], wheels: Path | Sequence[Path], dockerfile: str) -> None:

@@ -23,11 +23,9 @@ from labkit.labs.build_cache.declaration import (
     LAB,
     STEM,
     dev_wheelhouse,
-    empty_table,
     isolated_base,
     packages_installed,
     pip_base,
-    replayed_without,
     validate_builders,
     wheelhouse,
     write_context,
@@ -117,8 +115,8 @@ def run_dev_dependencies(lab: LabSession, repeats: int = 3, builders: Sequence[s
     pip base, with the dev set's wheels in both contexts (the same context, only the install differs)."""
     measure.validate_repeats(repeats)
     validate_builders(builders)
-    if replayed_without(lab, "dev"):
-        return DevResult(empty_table("dev"))
+    if (missing := lab.unrecorded("dev")) is not None:
+        return DevResult(missing)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

@@ -21,8 +21,6 @@ from labkit.labs.build_cache.declaration import (
     LAB,
     SCRATCH_COPY_DOCKERFILE,
     STEM,
-    empty_table,
-    replayed_without,
     validate_builders,
 )
 
@@ -108,8 +106,8 @@ def run_ignore_patterns(lab: LabSession, builders: Sequence[str] = BUILDERS) -> 
     .dockerignore, asked of ``git check-ignore``, then copied into an image FROM scratch (its layer holds the
     context and nothing else) whose layer tar is read back."""
     validate_builders(builders)
-    if replayed_without(lab, "ignore"):
-        return IgnoreResult(empty_table("ignore"))
+    if (missing := lab.unrecorded("ignore")) is not None:
+        return IgnoreResult(missing)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

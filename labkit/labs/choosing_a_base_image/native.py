@@ -165,8 +165,8 @@ class NativeResult:
 def run_native_modules(lab: LabSession) -> NativeResult:
     """Build module.c and its loader on this host (musl-gcc and gcc) and load every module build on the musl and
     the glibc base, each in its own container (no network, the build folder mounted read-only)."""
-    if lab.replay is not None and TABLE not in lab.replay.tables():
-        return NativeResult(pd.DataFrame(columns=list(LAB.tables[TABLE])), recorded=False)
+    if (missing := lab.unrecorded(TABLE)) is not None:
+        return NativeResult(missing, recorded=False)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

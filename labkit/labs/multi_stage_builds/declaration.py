@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import pandas as pd
 
 from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
-from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import images, wheelhouse
 from labkit.instruments.limits import Limits
@@ -187,16 +185,6 @@ LAB = Lab(
 )
 
 
-def replayed_without(lab: LabSession, table: str) -> bool:
-    """Replaying a recording made before this lab measured `table`: its section says so rather than failing."""
-    return lab.replay is not None and table not in lab.replay.tables()
-
-
-def empty_table(table: str) -> pd.DataFrame:
-    """`table` with its declared columns and no rows: what a section holds when its recording lacks it."""
-    return pd.DataFrame(columns=list(LAB.tables[table]))
-
-
 # ---------------------------------------------------------------- what sections 3-5 share
 
 GO_SERVICE = "go_service"  # the assets folder of sections 3-5: the module, the probe, their Dockerfiles
@@ -209,5 +197,3 @@ def base_tags(client: docker.DockerClient) -> dict[str, str]:
     return {"base": images.require_base(client, "go-builder").tag,
             "c_base": images.require_base(client, "c-builder").tag,
             "ca_base": images.require_base(client, "python-runtime").tag}
-
-

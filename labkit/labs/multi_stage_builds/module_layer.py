@@ -32,8 +32,6 @@ from labkit.labs.multi_stage_builds.declaration import (
     MODULE_COLUMNS,
     STEM,
     base_tags,
-    empty_table,
-    replayed_without,
 )
 from labkit.paths import cache_dir
 
@@ -163,8 +161,8 @@ def run_module_layer(lab: LabSession, repeats: int = 1) -> ModuleResult:
     """Build the service with each Dockerfile, then again after appending a comment to main.go, `repeats` times
     (the two Dockerfiles taking turns to go first), and run each rebuilt image once."""
     measure.validate_repeats(repeats)
-    if replayed_without(lab, "module_builds"):
-        return ModuleResult(empty_table("module_builds"))
+    if (missing := lab.unrecorded("module_builds")) is not None:
+        return ModuleResult(missing)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

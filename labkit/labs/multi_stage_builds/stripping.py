@@ -21,8 +21,6 @@ from labkit.labs.multi_stage_builds.declaration import (
     STEM,
     STRIPPING_COLUMNS,
     base_tags,
-    empty_table,
-    replayed_without,
 )
 
 VARIANTS = {"unstripped": "none", "stripped": '-ldflags="-s -w"'}  # the Dockerfile's targets and their link flags
@@ -73,8 +71,8 @@ def _binary_bytes(saved: layers.SavedImage) -> int:
 def run_stripping(lab: LabSession) -> StrippingResult:
     """Build the stripping Dockerfile's two targets from one context and measure each binary and image (sizes
     are the same on every build of the same source and toolchain: one build each, in quick and full mode)."""
-    if replayed_without(lab, "stripping"):
-        return StrippingResult(empty_table("stripping"))
+    if (missing := lab.unrecorded("stripping")) is not None:
+        return StrippingResult(missing)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

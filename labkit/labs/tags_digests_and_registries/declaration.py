@@ -8,11 +8,9 @@ from pathlib import Path
 
 import docker
 import docker.errors
-import pandas as pd
 
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
-from labkit.core.session import LabSession
 from labkit.instruments import arch, builds, containers, hadolint, registry
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
@@ -101,13 +99,3 @@ def forget(client: docker.DockerClient, *references: str) -> None:
         except docker.errors.ImageNotFound:
             continue
         run([docker_cli(), "rmi", "--force", image_id], 60)
-
-
-def replayed_without(lab: LabSession, table: str) -> bool:
-    """Replaying a recording made before this lab measured `table`: its section says so rather than failing."""
-    return lab.replay is not None and table not in lab.replay.tables()
-
-
-def empty_table(table: str) -> pd.DataFrame:
-    """`table` with its declared columns and no rows: what a section holds when its recording lacks it."""
-    return pd.DataFrame(columns=list(LAB.tables[table]))

@@ -19,9 +19,7 @@ from labkit.instruments.shell import Completed, run
 from labkit.labs.tags_digests_and_registries.declaration import (
     BASE,
     build_app,
-    empty_table,
     forget,
-    replayed_without,
 )
 
 USER = "ci"
@@ -100,8 +98,8 @@ def run_login(lab: LabSession, port: int | None = None) -> LoginResult:
     credentials, log in wrongly and rightly with ``--password-stdin``, read what the CLI stored, push, log out.
     The CLI's config is a throwaway folder (DOCKER_CONFIG), never the user's ~/.docker; it is removed after."""
     registry.validate_port(port)
-    if replayed_without(lab, "login"):
-        return LoginResult(empty_table("login"))
+    if (missing := lab.unrecorded("login")) is not None:
+        return LoginResult(missing)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

@@ -21,9 +21,7 @@ from labkit.labs.tags_digests_and_registries.declaration import (
     SLEEP_ARGV,
     build_app,
     digest_of,
-    empty_table,
     forget,
-    replayed_without,
     say,
     write_app,
 )
@@ -83,8 +81,8 @@ def run_release(lab: LabSession, port: int | None = None) -> ReleaseResult:
     """Commit the app in a fresh git repository, build it with the commit in its revision label, tag it
     ``1.4.2-<short SHA>``, push it, remove it from the engine, pull the tag and read the label back."""
     registry.validate_port(port)
-    if replayed_without(lab, "release"):
-        return ReleaseResult(empty_table("release"))
+    if (missing := lab.unrecorded("release")) is not None:
+        return ReleaseResult(missing)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
@@ -198,8 +196,8 @@ def run_rollback(lab: LabSession, port: int | None = None) -> RollbackResult:
     registry (as a CI job elsewhere would); after each step, run ``latest`` on this host from its cache and after
     a pull, read the container started at the first release, and run the step's release by digest."""
     registry.validate_port(port)
-    if replayed_without(lab, "rollback"):
-        return RollbackResult(empty_table("rollback"))
+    if (missing := lab.unrecorded("rollback")) is not None:
+        return RollbackResult(missing)
 
     def experiment() -> pd.DataFrame:
         client = lab.engine

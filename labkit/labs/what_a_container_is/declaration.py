@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import docker
-import pandas as pd
 
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
@@ -124,16 +123,6 @@ def limits_for(lab: LabSession, memory_limit_mib: int) -> Limits:
     if lab.live:
         space.require_memory({space.Size(LIMIT_NAMES[0], memory_limit_mib): 1})
     return limits
-
-
-def replayed_without(lab: LabSession, table: str) -> bool:
-    """Replaying a recording made before this lab measured `table`: its section says so rather than failing."""
-    return lab.replay is not None and table not in lab.replay.tables()
-
-
-def empty_table(table: str) -> pd.DataFrame:
-    """`table` with its declared columns and no rows: what a section holds when its recording lacks it."""
-    return pd.DataFrame(columns=list(LAB.tables[table]))
 
 
 def listed(names: list[str] | set[str]) -> str:

@@ -18,9 +18,7 @@ from labkit.labs.what_a_container_is.declaration import (
     PRIVILEGE_VARIANTS,
     SLEEP_ARGV,
     UNCONFINED,
-    empty_table,
     limits_for,
-    replayed_without,
     short_caps,
 )
 
@@ -158,8 +156,8 @@ def run_confinement(lab: LabSession, base: str = "busybox", memory_limit_mib: in
     container (/proc/<pid>/attr), and the security options the engine reports (docker info)."""
     images.validate_base(base)
     limits = limits_for(lab, memory_limit_mib)
-    if replayed_without(lab, "confinement"):
-        return ConfinementResult(empty_table("confinement"))
+    if (missing := lab.unrecorded("confinement")) is not None:
+        return ConfinementResult(missing)
     lab.require_root("reading a container's /proc/<pid>/attr")
 
     def experiment() -> pd.DataFrame:
