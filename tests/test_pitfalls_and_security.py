@@ -47,11 +47,10 @@ def test_descendants_follow_parents_and_leave_out_the_root_and_strangers() -> No
     assert sum(p.state == "Z" for p in processes.descendants(table, 10)) == 2  # 20 is a zombie elsewhere
 
 
-def test_environ_and_a_missing_security_label_read_from_a_fixture_tree(tmp_path: Path) -> None:
+def test_environ_read_from_a_fixture_tree(tmp_path: Path) -> None:
     (tmp_path / "5").mkdir()
     (tmp_path / "5" / "environ").write_bytes(b"PATH=/bin\0API_TOKEN=abc\0")
     assert processes.environ(5, tmp_path) == ["PATH=/bin", "API_TOKEN=abc"]
-    assert processes.security_label(5, tmp_path) is None
 
 
 def _saved_image(path: Path, config: dict[str, object], layer_files: list[dict[str, bytes]]) -> Path:

@@ -1,5 +1,5 @@
 """The host's process table and the per-process files notebook 10 reads from /proc: zombies below a container's
-main process, the environment a process started with, its security module label.
+main process and the environment a process started with (its security module label: :mod:`procfs`).
 
 Pure parsers take text; readers take ``proc_root`` (``/proc`` by default, or a fixture tree laid out as
 ``<proc_root>/<pid>/...``), as :mod:`labkit.instruments.procfs` does. Nothing happens at import.
@@ -7,12 +7,11 @@ Pure parsers take text; readers take ``proc_root`` (``/proc`` by default, or a f
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.instruments.procfs import PROC, parse_cmdline
+from labkit.instruments.procfs import PROC, parse_cmdline, stat_fields_after_name
 
 
 @dataclass(frozen=True)
@@ -25,10 +24,9 @@ class ProcessState:
 
 
 def parse_process_state(pid: int, stat_text: str) -> ProcessState:
-    """Fields 3 (state) and 4 (parent pid) of ``/proc/<pid>/stat``. The command name (field 2) is in parentheses
-    and may hold spaces and parentheses itself, so fields are counted after its last ``)``."""
-    after_name = stat_text[stat_text.rindex(")") + 2:].split()
-    return ProcessState(pid, int(after_name[1]), after_name[0])
+    """Fields 3 (state) and 4 (parent pid) of ``/proc/<pid>/stat``."""
+    state, ppid = stat_fields_after_name(stat_text)[:2]
+    return ProcessState(pid, int(ppid), state)
 
 
 def process_table(proc_root: Path = PROC) -> list[ProcessState]:
@@ -61,17 +59,3 @@ def environ(pid: int, proc_root: Path = PROC) -> list[str]:
     """The environment `pid` started with (``KEY=value`` entries) from ``<proc_root>/<pid>/environ``: readable by
     root from the host for any process, a container's included."""
     return parse_cmdline((proc_root / str(pid) / "environ").read_bytes())
-
-
-def security_label(pid: int, proc_root: Path = PROC) -> str | None:
-    """The Linux security module's label of `pid` (``<proc_root>/<pid>/attr/current``: an AppArmor profile such as
-    ``docker-default (enforce)``, or an SELinux context); None when no module that keeps labels is active (the
-    kernel answers EINVAL) or there is no such file."""
-    try:
-        return (proc_root / str(pid) / "attr" / "current").read_bytes().decode().strip("\0\n ")
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        if err.errno == errno.EINVAL:
-            return None
-        raise

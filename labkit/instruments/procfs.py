@@ -54,6 +54,7 @@ __all__ = [
     "read_status",
     "running",
     "security_label",
+    "stat_fields_after_name",
 ]
 
 PROC = Path("/proc")
@@ -717,12 +718,15 @@ def running(argv: list[str], proc_root: Path = PROC) -> list[int]:
     return _processes_where(lambda pid: cmdline(pid, proc_root) == argv, proc_root)
 
 
+def stat_fields_after_name(stat_text: str) -> list[str]:
+    """Fields 3 onwards of ``/proc/<pid>/stat`` (state, parent pid, …). The command name (field 2) is in
+    parentheses and may hold spaces and parentheses itself, so fields are counted after its last ``)``."""
+    return stat_text[stat_text.rindex(")") + 2:].split()
+
+
 def parse_start_ticks(stat_text: str) -> int:
-    """Field 22 of ``/proc/<pid>/stat``: when the process started, in clock ticks since boot. The command name
-    (field 2) is in parentheses and may hold spaces and parentheses itself, so fields are counted after its last
-    ``)``."""
-    after_name = stat_text[stat_text.rindex(")") + 2:].split()
-    return int(after_name[19])  # fields 3.. follow the name: field 22 is the 20th of them
+    """Field 22 of ``/proc/<pid>/stat``: when the process started, in clock ticks since boot."""
+    return int(stat_fields_after_name(stat_text)[19])  # field 22 is the 20th after the name
 
 
 def start_ticks(pid: Pid = "self", proc_root: Path = PROC) -> int:

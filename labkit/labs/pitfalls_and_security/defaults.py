@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import containers, engine, processes
+from labkit.instruments import containers, engine, procfs
+from labkit.instruments import lsm as host_lsm
 from labkit.labs.pitfalls_and_security.declaration import (
     limits_for,
     probe_argv,
@@ -40,7 +41,6 @@ CHECKS: dict[str, dict[str, tuple[str, list[str], dict[str, Any]]]] = {
         "--security-opt no-new-privileges": ("nonroot", ["suid-python", "/opt/probe.py", "ids"],
                                              {"security_opt": ["no-new-privileges"]})},
 }
-APPARMOR_ENABLED = Path("/sys/module/apparmor/parameters/enabled")
 SELINUX_ENFORCE = Path("/sys/fs/selinux/enforce")
 
 
@@ -114,9 +114,8 @@ def run_defaults(lab: LabSession, memory_limit_mib: int = 64) -> DefaultsResult:
                                     limits=limits) as container:
                 wait_ready(container)
                 profile = client.api.inspect_container(container.id).get("AppArmorProfile", "") or "(none)"
-                label = processes.security_label(containers.host_pid(client, container.id)) or \
-                    "(none: no security module keeps labels)"
-        lsm = {"AppArmor enabled (kernel)": _read_or(APPARMOR_ENABLED, "no apparmor module"),
+                label = procfs.security_label(containers.host_pid(client, container.id))
+        lsm = {"AppArmor enabled (kernel)": host_lsm.host_modules().apparmor_enabled,
                "SELinux enforce (kernel)": _read_or(SELINUX_ENFORCE, "no selinuxfs"),
                "engine security options": ", ".join(engine.info(client).security_options),
                "container AppArmorProfile": profile, "container /proc/<pid>/attr/current": label}
