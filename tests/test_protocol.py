@@ -28,11 +28,15 @@ def test_every_notebook_has_exactly_one_lab_and_one_results_folder() -> None:
 
 @pytest.mark.parametrize("stem", NOTEBOOKS)
 def test_recorded_tables_carry_the_columns_the_lab_declares(stem: str) -> None:
+    # Everything recorded is declared, columns in the declared order. A recording made before a section existed
+    # lacks its tables or columns: the section replays saying so (test_replay); the claims table is always there.
     lab = LABS[stem]
     folder = ROOT / "data" / "results" / stem
-    assert sorted(p.stem for p in folder.glob("*.csv")) == sorted(lab.tables)
-    for table, columns in lab.tables.items():
-        assert list(pd.read_csv(folder / f"{table}.csv", nrows=0).columns) == list(columns), table
+    recorded = sorted(p.stem for p in folder.glob("*.csv"))
+    assert set(recorded) <= set(lab.tables) and "claims" in recorded
+    for table in recorded:
+        columns = list(pd.read_csv(folder / f"{table}.csv", nrows=0).columns)
+        assert columns == [c for c in lab.tables[table] if c in columns], table
 
 
 def lab_module_name(stem: str) -> str:

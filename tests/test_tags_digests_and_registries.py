@@ -72,9 +72,9 @@ def test_placeholders_are_filled_as_the_labs_fill_them() -> None:
 # out before (02's and 04's), and the planted mistakes that must not count as the series' own.
 KNOWN_SERIES = ("assets/image_layers/Dockerfile.layered", "assets/image_layers/Dockerfile.one-layer",
                 "assets/image_layers/Dockerfile.as-is", "assets/image_layers/Dockerfile.normalised",
-                "assets/greeter/Dockerfile.multi-stage", "labs/multi_stage_builds/declaration.py:94",
-                "labs/multi_stage_builds/declaration.py:97", "labs/multi_stage_builds/declaration.py:102",
-                "labs/multi_stage_builds/declaration.py:104")
+                "assets/greeter/Dockerfile.multi-stage", "labs/multi_stage_builds/declaration.py:92",
+                "labs/multi_stage_builds/declaration.py:95", "labs/multi_stage_builds/declaration.py:100",
+                "labs/multi_stage_builds/declaration.py:102")
 # A string starting a Dockerfile, as written in Python: a FROM line (ending the line or at "\n") or an ARG line.
 STARTS_DOCKERFILE = re.compile(r"""(?:^|["'])(?:FROM [^\s"']+(?: AS \w+)?(?:\\n|$)|ARG \w+(?:=\S*)?\\n)""")
 

@@ -114,6 +114,7 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 # lock held: the process then hangs at its next log line (seen in CI as a SIGINT or SIGTERM that never ended a
 # run). This thread holds them back while it forks; they arrive the moment the child has started.
 HELD_WHILE_FORKING = {signal.SIGINT, signal.SIGTERM}
+INTERRUPTED_WAIT_S = 30.0  # how long a program started as an interrupt arrived may finish before it is killed
 
 
 @contextmanager
@@ -172,6 +173,7 @@ def run(
     """
     argv = [str(a) for a in argv]
     log.info("run: %s", shlex.join(argv))
+    proc: subprocess.Popen[str] | None = None
     try:
         with interrupts_held():
             proc = subprocess.Popen(
@@ -180,6 +182,19 @@ def run(
                 preexec_fn=_die_with_parent(os.getpid()))
     except FileNotFoundError:
         require_program(argv[0])
+        raise
+    except BaseException:
+        # An interrupt held while forking arrives as the hold ends, with the program started: let it finish
+        # (bounded) so that what it makes (a `docker run -d`'s container) exists before the caller's cleanup
+        # looks for it, then pass the interrupt on. Seen in CI: a container made after its scope was swept.
+        if proc is not None:
+            try:
+                proc.communicate(input_text, timeout=min(timeout, INTERRUPTED_WAIT_S))
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                proc.kill()
+                proc.wait()
         raise
     with proc:  # as subprocess.run: whatever ends the wait (a timeout, an interrupt) kills the program first
         try:
