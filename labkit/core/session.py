@@ -77,9 +77,13 @@ class LabSession:
     def unrecorded(self, table: str) -> pd.DataFrame | None:
         """In a replay of a recording made before the lab measured `table`: that table with its declared columns
         and no rows, so that its section says it was not recorded rather than failing; None otherwise."""
+        declared = self.tables or {}
+        if table not in declared:
+            raise BadParameter(f"table {table!r} is not one of {self.stem}'s tables.",
+                               f"Declare it in the lab's LAB (tables=…); declared: {', '.join(declared)}.")
         if self.replay is None or table in self.replay.tables():
             return None
-        return pd.DataFrame(columns=list((self.tables or {}).get(table, ())))
+        return pd.DataFrame(columns=list(declared[table]))
 
     def scope(self) -> Scope:
         """Labels for one experiment's docker objects, removed when the `with` block ends."""
