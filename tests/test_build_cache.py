@@ -279,7 +279,7 @@ def test_a_recording_made_before_sections_4_and_5_replays_saying_so(replay: LabS
     shutil.copytree(replay.replay.folder, older)
     for table in ("dev", "ignore"):  # what a recording made before these sections lacks
         (older / f"{table}.csv").unlink(missing_ok=True)
-    session = LabSession(build_cache.STEM, False, tmp_path, None, ResultStore(older))
+    session = LabSession.replaying(build_cache.LAB, ResultStore(older))
     dev, ignore = build_cache.run_dev_dependencies(session), build_cache.run_ignore_patterns(session)
     assert not dev.recorded and not ignore.recorded
     assert "predates this section" in dev.conclusion() and "predates this section" in ignore.conclusion()

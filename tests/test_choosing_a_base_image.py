@@ -391,7 +391,7 @@ def test_an_older_recording_without_the_native_table_replays_without_it(tmp_path
     old = _table(sizes, {b: [0.5 + 0.010 * mb / 2.5] * 2 for b, mb in sizes.items()})
     old.bases.to_csv(folder / "bases.csv", index=False)
     old.transfers.drop(columns=["position", "layers_before"]).to_csv(folder / "transfers.csv", index=False)
-    session = LabSession(choosing_a_base_image.STEM, False, tmp_path, None, ResultStore(folder))
+    session = LabSession.replaying(choosing_a_base_image.LAB, ResultStore(folder))
     native = choosing_a_base_image.run_native_modules(session)
     assert not native.recorded and "Not in this recording" in native.conclusion()
     table = choosing_a_base_image.run_bases(session, bases=list(sizes), pull_repeats=2)

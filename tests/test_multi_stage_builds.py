@@ -280,7 +280,7 @@ def test_a_recording_made_before_sections_3_to_5_replays_without_them(replay: La
     shutil.copytree(replay.replay.folder, older)
     for table in ("module_builds", "stripping", "runtime_bases"):  # what a recording made before them lacks
         (older / f"{table}.csv").unlink(missing_ok=True)
-    session = LabSession(multi_stage_builds.STEM, False, tmp_path, None, ResultStore(older))
+    session = LabSession.replaying(multi_stage_builds.LAB, ResultStore(older))
     modules, stripping = multi_stage_builds.run_module_layer(session), multi_stage_builds.run_stripping(session)
     runtime = multi_stage_builds.run_runtime_bases(session)
     for section in (modules, stripping, runtime):

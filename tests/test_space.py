@@ -63,8 +63,9 @@ def test_sizes_in_bytes_are_answered_in_bytes() -> None:
         _fits({Size("sizes['hash']", 2 * GIB, "bytes"): 1}, 3 * GIB, 2 * GIB)
 
 
-def test_the_reserve_is_a_tenth_of_the_disk_or_two_gib_and_a_tenth_of_memory_or_256_mib() -> None:
-    assert space.disk_reserve(100 * GIB) == 10 * GIB and space.disk_reserve(8 * GIB) == 2 * GIB
+def test_the_reserve_is_a_tenth_of_the_disk_within_two_to_eight_gib_and_a_tenth_of_memory_or_256_mib() -> None:
+    assert space.disk_reserve(50 * GIB) == 5 * GIB and space.disk_reserve(8 * GIB) == 2 * GIB
+    assert space.disk_reserve(252 * GIB) == 8 * GIB  # this machine's disk: 10 % would be 25 GiB
     assert space.memory_reserve(16 * GIB) == int(1.6 * GIB) and space.memory_reserve(GIB) == 256 * MIB
 
 
@@ -72,15 +73,15 @@ def test_the_reserve_is_a_tenth_of_the_disk_or_two_gib_and_a_tenth_of_memory_or_
 
 
 def test_folders_on_one_file_system_share_its_free_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # 20 GiB free of 100 GiB, 10 GiB kept: 10240 MiB for 2 copies in one folder and 1 in another
-    monkeypatch.setattr(space.shutil, "disk_usage", _disk(100 * GIB, 20 * GIB))
+    # 20 GiB free of 60 GiB, 6 GiB kept: 14336 MiB for 2 copies in one folder and 1 in another
+    monkeypatch.setattr(space.shutil, "disk_usage", _disk(60 * GIB, 20 * GIB))
     engine, ours = tmp_path / "engine", tmp_path / "not-made-yet" / "scratch"
     engine.mkdir()
-    space.require_disk((engine, {Size("blob_mib", 3413): 2}), (ours, {Size("blob_mib", 3413): 1}))
+    space.require_disk((engine, {Size("blob_mib", 4778): 2}), (ours, {Size("blob_mib", 4778): 1}))
     with pytest.raises(BadParameter, match=rf"on the file system of {engine} and {ours}, which has 20.0 GiB free; "
-                                           r"labkit keeps 10.0 GiB of it free. The largest blob_mib that fits is "
-                                           r"3413 \(MiB\)"):
-        space.require_disk((engine, {Size("blob_mib", 3414): 2}), (ours, {Size("blob_mib", 3414): 1}))
+                                           r"labkit keeps 6.0 GiB of it free. The largest blob_mib that fits is "
+                                           r"4778 \(MiB\)"):
+        space.require_disk((engine, {Size("blob_mib", 4779): 2}), (ours, {Size("blob_mib", 4779): 1}))
 
 
 def test_memory_is_checked_against_memavailable_less_the_reserve() -> None:
@@ -151,16 +152,16 @@ def _session(live: bool, tmp_path: Path) -> LabSession:
 
 def test_a_blob_larger_than_the_disk_is_refused_before_anything_starts(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(space.shutil, "disk_usage", _disk(100 * GIB, 50 * GIB))
+    monkeypatch.setattr(space.shutil, "disk_usage", _disk(60 * GIB, 50 * GIB))
     with pytest.raises(BadParameter) as refused:
         image_layers.run_layers(_session(True, tmp_path), blob_mib=HUGE)
-    # 50 GiB free less 10 GiB kept: 40960 MiB, of which big_mib takes 4 × 64; the blob is written 4 times (3 in the
-    # engine's storage, 1 saved tarball in the temp folder: one file system here): (40960 - 256) / 4 = 10176
+    # 50 GiB free less 6 GiB kept: 45056 MiB, of which big_mib takes 4 × 64; the blob is written 4 times (3 in the
+    # engine's storage, 1 saved tarball in the temp folder: one file system here): (45056 - 256) / 4 = 11200
     where = f"{tmp_path} and {tempfile.gettempdir()}"
     assert str(refused.value) == (
         f"blob_mib={HUGE} with big_mib=64 does not fit: the experiment needs about 3.7 PiB (each MiB of blob_mib "
-        f"counts 4 times) on the file system of {where}, which has 50.0 GiB free; labkit keeps 10.0 GiB of it free. "
-        f"The largest blob_mib that fits is 10176 (MiB).\nGive blob_mib=10176 or less, or make room on {where}.")
+        f"counts 4 times) on the file system of {where}, which has 50.0 GiB free; labkit keeps 6.0 GiB of it free. "
+        f"The largest blob_mib that fits is 11200 (MiB).\nGive blob_mib=11200 or less, or make room on {where}.")
 
 
 def test_a_replayed_session_writes_nothing_so_its_sizes_are_not_checked(tmp_path: Path) -> None:
@@ -171,9 +172,9 @@ def test_a_replayed_session_writes_nothing_so_its_sizes_are_not_checked(tmp_path
 
 
 def test_sizes_that_fit_reach_the_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(space.shutil, "disk_usage", _disk(100 * GIB, 50 * GIB))
+    monkeypatch.setattr(space.shutil, "disk_usage", _disk(60 * GIB, 50 * GIB))
     with pytest.raises(_Reached):
-        image_layers.run_layers(_session(True, tmp_path), blob_mib=10176)
+        image_layers.run_layers(_session(True, tmp_path), blob_mib=11200)
 
 
 @pytest.mark.parametrize(("call", "parameter"), [

@@ -293,7 +293,7 @@ def test_a_recording_made_before_the_new_sections_replays_saying_so(replay: LabS
     shutil.copytree(replay.replay.folder, older)
     for table in ("release", "rollback", "login"):  # what a recording made before these sections lacks
         (older / f"{table}.csv").unlink(missing_ok=True)
-    session = LabSession(tags_digests_and_registries.STEM, False, tmp_path, None, ResultStore(older))
+    session = LabSession.replaying(tags_digests_and_registries.LAB, ResultStore(older))
     new = (tags_digests_and_registries.run_release(session), tags_digests_and_registries.run_rollback(session),
            tags_digests_and_registries.run_login(session))
     assert not any(result.recorded for result in new)

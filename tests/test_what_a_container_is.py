@@ -194,7 +194,7 @@ def test_a_recording_made_before_the_clock_and_apparmor_replays_saying_so(replay
     shutil.copytree(replay.replay.folder, older)
     for table in ("clock", "confinement"):  # what a recording made before these sections lacks
         (older / f"{table}.csv").unlink(missing_ok=True)
-    session = LabSession(what_a_container_is.STEM, False, tmp_path, None, ResultStore(older))
+    session = LabSession.replaying(what_a_container_is.LAB, ResultStore(older))
     clock, confinement = what_a_container_is.run_clock(session), what_a_container_is.run_confinement(session)
     assert not clock.recorded and "not measured in the recording" in clock.conclusion()
     assert not confinement.recorded and "not read in the recording" in confinement.conclusion()

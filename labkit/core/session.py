@@ -56,6 +56,11 @@ class LabSession:
             "experiments": {},
         }
 
+    @classmethod
+    def replaying(cls, lab: Lab, recorded: ResultStore, quick: bool = False) -> LabSession:
+        """A session that replays `recorded` (a folder of `lab`'s tables) and knows `lab`'s declared tables."""
+        return cls(lab.stem, quick, recorded.folder.parent, None, recorded, tables=dict(lab.tables))
+
     @property
     def live(self) -> bool:
         return self.replay is None
@@ -189,14 +194,14 @@ def open_session(lab: Lab, mode: str = "auto", quick: bool = False) -> LabSessio
     recorded = ResultStore(paths.recorded_results_dir() / lab.stem)
     if mode == "replay":
         recorded.read_provenance()  # a clear error when nothing was recorded
-        return LabSession(lab.stem, quick, recorded.folder.parent, None, recorded, tables=dict(lab.tables))
+        return LabSession.replaying(lab, recorded, quick)
     try:
         client = engine.connect()
     except engine.EngineUnavailable:
         if mode == "live" or not (recorded.folder / "provenance.json").exists():
             raise
         log.warning("no engine answers: replaying %s", recorded.folder)
-        return LabSession(lab.stem, quick, recorded.folder.parent, None, recorded, tables=dict(lab.tables))
+        return LabSession.replaying(lab, recorded, quick)
     return LabSession(lab.stem, quick, results_root(), client, None, tables=dict(lab.tables))
 
 

@@ -28,11 +28,13 @@ UNITS = {"MiB": MIB, "bytes": 1}
 GIB = 2**30
 # Disk: dockerd and containerd keep their metadata databases, logs and staging folders on the same file system as
 # the layers; when it fills, builds and container starts fail with errors that do not say why, and root (which
-# dockerd is) writes into ext4's 5 % root reserve too. So labkit leaves 10 % of the disk free, and at least 2 GiB
+# dockerd is) writes into ext4's 5 % root reserve too. So labkit leaves 10 % of the disk free, at least 2 GiB
 # on a small disk: room for what an experiment writes that no parameter sizes (a base image's layers in a
-# `docker save`, build contexts, the results).
+# `docker save`, build contexts, the results; the largest, node-full's save, is about 1 GB). On a large disk 10 % is
+# far more than that — 25 GiB of a 252 GB disk refused an 8 MiB experiment with 24 GiB free — so at most 8 GiB.
 DISK_RESERVE_FRACTION = 0.10
 DISK_RESERVE_MIN_BYTES = 2 * GIB
+DISK_RESERVE_MAX_BYTES = 8 * GIB
 # Memory: while a container sits at its limit, the notebook's kernel, the sampler and dockerd still need room, and
 # the host's OOM killer must not be the one to act; MemAvailable is itself an estimate. So 10 % of MemTotal, and at
 # least 256 MiB, stay free.
@@ -57,8 +59,8 @@ class Size:
 
 
 def disk_reserve(total_bytes: int) -> int:
-    """Bytes labkit leaves free on a file system of `total_bytes`: 10 % of it or 2 GiB, whichever is larger."""
-    return max(int(total_bytes * DISK_RESERVE_FRACTION), DISK_RESERVE_MIN_BYTES)
+    """Bytes labkit leaves free on a file system of `total_bytes`: 10 % of it, at least 2 GiB and at most 8 GiB."""
+    return min(max(int(total_bytes * DISK_RESERVE_FRACTION), DISK_RESERVE_MIN_BYTES), DISK_RESERVE_MAX_BYTES)
 
 
 def memory_reserve(total_bytes: int) -> int:

@@ -105,9 +105,8 @@ class BaseTable:
             "stands_in_for": b["stands_in_for"], "size_mb": b["size_bytes"] / MB,
             "compressed_mb": b["compressed_bytes"] / MB, "compression": b["size_bytes"] / b["compressed_bytes"],
             "push_s": pushes, "pull_s": pulls, "files": b["files"], "packages": b["packages"],
-            "setuid_files": b["setuid_files"], "shell": b["shells"].fillna("").astype(str),
-            "package_manager": b["package_managers"].fillna("").astype(str),
-            "user": b["user"].fillna("").astype(str).replace("", "root")})
+            "setuid_files": b["setuid_files"], "shell": _text(b["shells"]),
+            "package_manager": _text(b["package_managers"]), "user": _text(b["user"]).replace("", "root")})
         return table.sort_values("size_mb", ascending=False)
 
     @cached_property
@@ -369,3 +368,7 @@ def run_bases(lab: LabSession, bases: Sequence[str] = QUICK_BASES, pull_repeats:
     # A recording made before a column existed replays with that column empty (NaN).
     return BaseTable(tables["bases"], tables["transfers"].reindex(columns=list(LAB.tables["transfers"])))
 
+
+def _text(column: pd.Series) -> pd.Series:
+    """`column` as text with "" for a missing value (read back from CSV, a column of only blanks is float NaN)."""
+    return column.astype("string").fillna("").astype(str)
