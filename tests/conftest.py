@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
 
+from labkit.app import runner
+from labkit.core.lab import Lab
 from labkit.core.session import LabSession, open_session
 from labkit.instruments import engine, undo
 
@@ -69,6 +72,99 @@ def replay(request: pytest.FixtureRequest) -> LabSession:
     """The test module's lab (its module-level ``LAB``) on its recorded results. A replay session hands back the
     recorded tables, so a call fails only where the lab validates its parameters first."""
     return open_session(request.module.LAB, mode="replay")
+
+
+def open_live(lab: Lab, results: Path) -> LabSession:
+    """`lab` live in quick mode, its results written under `results` rather than the checkout's build folder. The
+    variable that says so is set only while the session opens: a notebook run later in the same pytest must still
+    write where `make test` reads."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LABKIT_RESULTS_DIR", str(results))
+        return open_session(lab, mode="live", quick=True)
+
+
+@pytest.fixture(scope="module")
+def live(docker_client: docker.DockerClient, request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> LabSession:
+    """The test module's lab (its module-level ``LAB``) live in quick mode, one session for the module."""
+    return open_live(request.module.LAB, tmp_path_factory.mktemp("results"))
+
+
+EXPERIMENT_CHILD = """
+import signal
+from labkit.core.session import open_session
+from labkit.errors import Terminated
+from labkit.labs import {module} as lab_module
+
+def terminated(signum, frame):
+    raise Terminated(f"signal {{signum}}")  # as the labkit command does
+
+signal.signal(signal.SIGTERM, terminated)
+lab = open_session(lab_module.LAB, mode="live", quick=True)
+print(lab.run_id, flush=True)
+lab_module.{call}
+"""
+
+
+def interrupt_experiment(module: str, call: str, results: Path, signum: int, reached: Callable[[str], bool],
+                         moment: str, within_s: float = 240) -> tuple[str, subprocess.Popen[str]]:
+    """Run `lab_module.<call>` (`lab` is a live quick session of ``labkit.labs.<module>``) in a process of its own,
+    send it `signum` once `reached(run_id)` is true (polled; `moment` names it for the failure message), and
+    return its run id and the ended process.
+
+    As a reader presses Ctrl-C again when the first goes unanswered: an interrupt that lands while Python forks can
+    be lost (its at-fork handlers swallow it; see shell.HELD_WHILE_FORKING), so one more is sent after 30 s. A child
+    that finished its experiment before the interrupt took effect ends 0; either way nothing may be left behind.
+    A child that outlives the test is killed and its run swept, so that no later test finds its objects."""
+    child = subprocess.Popen([sys.executable, "-c", EXPERIMENT_CHILD.format(module=module, call=call)], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "LABKIT_RESULTS_DIR": str(results)},
+                             preexec_fn=default_sigint)
+    run_id = ""
+    try:
+        assert child.stdout is not None
+        run_id = child.stdout.readline().strip()
+        deadline = time.monotonic() + within_s
+        while not reached(run_id):
+            assert time.monotonic() < deadline and child.poll() is None, f"the experiment never got to: {moment}"
+            time.sleep(0.05)  # polling for the moment to interrupt at
+        child.send_signal(signum)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signum)
+            child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+            if run_id:
+                runner.sweep(run_id)
+    return run_id, child
+
+
+def interrupt_labkit_run(number: str, results: Path, signum: int, ready: Callable[[], bool],
+                         moment: str) -> tuple[int, str]:
+    """`labkit run --quick --mode live <number>` in a session of its own, sent `signum` to its whole process group
+    (as Ctrl-C in a terminal does) once `ready()` (polled; `moment` names it); its exit status and output."""
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", number, "--output",
+                             str(results)], cwd=ROOT, env={**os.environ, "LABKIT_RESULTS_DIR": str(results)},
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=default_sigint)
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert proc.poll() is None, f"the run ended before {moment}"
+        assert time.monotonic() < deadline, f"the run never got to: {moment}"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signum)
+    output, _ = proc.communicate(timeout=180)
+    return proc.returncode, output
+
+
+def lab_objects(client: docker.DockerClient, stem: str) -> dict[str, list[str]]:
+    """Containers and images of notebook `stem` still present, from any run."""
+    filters = {"label": f"labkit.lab={stem}"}
+    return {"containers": [c.name for c in client.containers.list(all=True, filters=filters)],
+            "images": [i.short_id for i in client.images.list(all=True, filters=filters)]}
 
 
 def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[str, list[str]]:

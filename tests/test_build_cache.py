@@ -17,12 +17,12 @@ import pytest
 
 from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.results import ResultStore
-from labkit.core.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import engine
 from labkit.labs import build_cache
 from labkit.labs.build_cache import Edit
-from tests.conftest import leftovers
+from tests.conftest import leftovers, open_live
 
 LAB = build_cache.LAB  # what the `replay` fixture (conftest.py) replays
 
@@ -293,9 +293,8 @@ def test_a_recording_made_before_sections_4_and_5_replays_saying_so(replay: LabS
 
 
 @pytest.fixture
-def live(docker_client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LabSession:
-    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path))
-    return open_session(build_cache.LAB, mode="live", quick=True)
+def live(docker_client: docker.DockerClient, tmp_path: Path) -> LabSession:
+    return open_live(build_cache.LAB, tmp_path)
 
 
 def _labelled_images(client: docker.DockerClient, run_id: str) -> list[str]:

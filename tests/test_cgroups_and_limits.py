@@ -3,11 +3,9 @@ each experiment live against known answers (exit 137, the pids limit, the CPU qu
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pandas as pd
 import pytest
 
 from labkit.core.claims import ClaimLedger
-from labkit.core.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import cgroups, elf, kernel_log, procfs, sampler, stress, undo
 from labkit.instruments.limits import MIB
@@ -24,7 +22,7 @@ from labkit.labs import cgroups_and_limits
 from labkit.labs.cgroups_and_limits import claims, cpu, memory_neighbour, rig
 from labkit.labs.cgroups_and_limits.cpu import _work_rate
 from labkit.labs.cgroups_and_limits.declaration import OUTCOME_COLUMNS
-from tests.conftest import ROOT, default_sigint, leftovers
+from tests.conftest import ROOT, interrupt_experiment, leftovers, open_live
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LAB = cgroups_and_limits.LAB  # what the `replay` fixture (conftest.py) replays
@@ -403,10 +401,8 @@ def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabS
 
 
 @pytest.fixture
-def live(docker_client: docker.DockerClient, tmp_path: Path,
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[LabSession]:
-    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path))
-    lab = open_session(cgroups_and_limits.LAB, mode="live", quick=True)
+def live(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[LabSession]:
+    lab = open_live(cgroups_and_limits.LAB, tmp_path)
     yield lab
     assert leftovers(docker_client, lab.run_id) == {"containers": [], "networks": [], "volumes": []}
     assert _labkit_groups(lab.run_id) == []
@@ -508,20 +504,12 @@ def test_live_fork_loop_stops_at_the_pids_limit(live: LabSession) -> None:
 @pytest.mark.root
 def test_live_interrupted_experiment_leaves_no_container_and_no_cgroup(
         docker_client: docker.DockerClient, tmp_path: Path) -> None:
-    # A slow ramp in its own process, interrupted (SIGINT, as Ctrl-C) once its fence exists.
-    script = ("import sys; from labkit.core.session import open_session; from labkit.labs import cgroups_and_limits; "
-              "lab = open_session(cgroups_and_limits.LAB, mode='live'); print(lab.run_id, flush=True); "
-              "cgroups_and_limits.run_memory_unlimited(lab, fence_mib=256, step_mib=6, step_interval_ms=1000)")
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}, preexec_fn=default_sigint)
-    assert child.stdout is not None
-    run_id = child.stdout.readline().strip()
-    deadline = time.monotonic() + 60
-    while not (_labkit_groups(run_id) and leftovers(docker_client, run_id)["containers"]):
-        assert time.monotonic() < deadline and child.poll() is None, "the experiment never started"
-        time.sleep(0.05)  # waiting for the experiment's fence and container to exist
-    child.send_signal(signal.SIGINT)
-    assert child.wait(timeout=60) != 0
+    # A slow ramp in its own process, interrupted (SIGINT, as Ctrl-C) once its fence and container exist.
+    run_id, child = interrupt_experiment(
+        "cgroups_and_limits", "run_memory_unlimited(lab, fence_mib=256, step_mib=6, step_interval_ms=1000)", tmp_path,
+        signal.SIGINT, lambda run_id: bool(_labkit_groups(run_id) and leftovers(docker_client, run_id)["containers"]),
+        "its fence and container exist", within_s=60)
+    assert child.returncode != 0
     assert leftovers(docker_client, run_id)["containers"] == []
     assert _labkit_groups(run_id) == []
 

@@ -9,16 +9,12 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import docker
 import pandas as pd
 import pytest
 
-from labkit.app import runner
 from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession, open_session
 from labkit.errors import BadParameter
@@ -36,7 +32,7 @@ from labkit.labs.compose_and_the_single_box_path import (
 from labkit.labs.compose_and_the_single_box_path.bringup import BringupResult
 from labkit.labs.compose_and_the_single_box_path.claims import check_stack_claims
 from labkit.labs.compose_and_the_single_box_path.declaration import HEALTHY, STARTED
-from tests.conftest import default_sigint, leftovers
+from tests.conftest import interrupt_experiment, leftovers
 
 LAB = stack_lab.LAB
 
@@ -225,16 +221,10 @@ def _no_trace_of(client: docker.DockerClient, run_id: str) -> None:
     assert not [n for n in netns.names() if n.startswith(f"{netns.NAME_PREFIX}{run_id}-")]
 
 
-@pytest.fixture(scope="module")
-def live(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> object:
-    os.environ["LABKIT_RESULTS_DIR"] = str(tmp_path_factory.mktemp("results"))
-    return open_session(LAB, mode="live", quick=True)
-
-
 @pytest.mark.docker
 def test_live_the_app_is_started_only_after_the_db_is_healthy(docker_client: docker.DockerClient,
-                                                               live: object) -> None:
-    result = stack_lab.run_bringup(live, _free_port(), 1, 1.0)  # type: ignore[arg-type]
+                                                               live: LabSession) -> None:
+    result = stack_lab.run_bringup(live, _free_port(), 1, 1.0)
     healthy = result.runs[result.runs["condition"] == HEALTHY]
     # The engine's own instants: the app's start event after the db's healthy event, in every run.
     assert (healthy["app_started_s"] > healthy["db_healthy_s"]).all()
@@ -243,51 +233,35 @@ def test_live_the_app_is_started_only_after_the_db_is_healthy(docker_client: doc
     chapter = healthy[healthy["interval_s"] == 5.0]
     assert (chapter["db_healthy_s"] >= 5.0).all()
     assert result.left_after_down == 0
-    _no_trace_of(docker_client, live.run_id)  # type: ignore[attr-defined]
+    _no_trace_of(docker_client, live.run_id)
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_live_the_counter_survives_down_and_not_down_v(docker_client: docker.DockerClient, live: object) -> None:
-    result = stack_lab.run_state(live, _free_port(), 4, 1.0)  # type: ignore[arg-type]
+def test_live_the_counter_survives_down_and_not_down_v(docker_client: docker.DockerClient, live: LabSession) -> None:
+    result = stack_lab.run_state(live, _free_port(), 4, 1.0)
     assert result.count(state.FIRST_UP) == 4
     assert (result.count(state.AFTER_DOWN), result.source(state.AFTER_DOWN)) == (4, "postgres")
     assert result.count(state.AFTER_DOWN_V) == 0
     assert result.reached(state.HOST) and not result.reached(state.NEIGHBOUR_HOST)
-    _no_trace_of(docker_client, live.run_id)  # type: ignore[attr-defined]
+    _no_trace_of(docker_client, live.run_id)
 
 
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_restart_policy_unhealthy_left_in_place_and_the_scale_clash(docker_client: docker.DockerClient,
-                                                                           live: object) -> None:
+                                                                           live: LabSession) -> None:
     port = _free_port()
-    result = stack_lab.run_failures(live, port, 1.0, 2.0)  # type: ignore[arg-type]
+    result = stack_lab.run_failures(live, port, 1.0, 2.0)
     assert result.restarted and result.stayed_down
     assert result.left_in_place
     fixed = result.scaled(failures.FIXED)
     assert fixed["exit_code"] != 0 and f"127.0.0.1:{port}" in fixed["error"] and "already allocated" in fixed["error"]
     assert result.scaled(failures.NONE)["running"] == 3
-    _no_trace_of(docker_client, live.run_id)  # type: ignore[attr-defined]
+    _no_trace_of(docker_client, live.run_id)
 
 
 # ---------------------------------------------------------------- interrupted runs leave nothing behind
-
-CHILD = """
-import signal, sys
-from labkit.core.session import LabSession, open_session
-from labkit.errors import Terminated
-from labkit.labs import compose_and_the_single_box_path as stack_lab
-
-def terminated(signum, frame):
-    raise Terminated(f"signal {signum}")  # as the labkit command does
-
-signal.signal(signal.SIGTERM, terminated)
-lab = open_session(stack_lab.LAB, mode="live", quick=True)
-print(lab.run_id, flush=True)
-stack_lab.run_state(lab, int(sys.argv[1]), 3, 1.0)
-"""
-
 
 def _project_containers(client: docker.DockerClient, run_id: str) -> list[str]:
     """The run's containers from one list call (the SDK's list inspects each, and the child removes them)."""
@@ -305,33 +279,14 @@ def _project_containers(client: docker.DockerClient, run_id: str) -> list[str]:
 def test_live_interrupted_run_leaves_nothing_behind(docker_client: docker.DockerClient, tmp_path: Path,
                                                     signum: int, moment: str) -> None:
     port = _free_port()
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(port)], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}, preexec_fn=default_sigint)
-    run_id = ""
-    try:
-        assert child.stdout is not None
-        run_id = child.stdout.readline().strip()
-        reached = {
-            "the project's containers exist": lambda: bool(_project_containers(docker_client, run_id)),
-            "the app answers": lambda: not stack.get(f"http://127.0.0.1:{port}/healthz", 0.5).error,
-            "the neighbour exists": lambda: any(n.startswith(f"{netns.NAME_PREFIX}{run_id}-") for n in netns.names()),
-        }
-        deadline = time.monotonic() + 240
-        while not reached[moment]():
-            assert time.monotonic() < deadline and child.poll() is None, f"the experiment never got to: {moment}"
-            time.sleep(0.05)  # polling for the moment to interrupt at
-        child.send_signal(signum)
-        try:
-            child.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            child.send_signal(signum)
-            child.wait(timeout=120)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=30)
-            if run_id:
-                runner.sweep(run_id)
+    reached = {
+        "the project's containers exist": lambda run_id: bool(_project_containers(docker_client, run_id)),
+        "the app answers": lambda run_id: not stack.get(f"http://127.0.0.1:{port}/healthz", 0.5).error,
+        "the neighbour exists": lambda run_id: any(n.startswith(f"{netns.NAME_PREFIX}{run_id}-")
+                                                   for n in netns.names()),
+    }
+    run_id, child = interrupt_experiment("compose_and_the_single_box_path", f"run_state(lab, {port}, 3, 1.0)",
+                                         tmp_path, signum, reached[moment], moment)
     _no_trace_of(docker_client, run_id)
     assert not [c for c in undo.pending() if c.pid == child.pid]
 

@@ -15,12 +15,12 @@ import pytest
 
 from labkit.core.claims import ClaimLedger
 from labkit.core.results import ResultStore
-from labkit.core.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import engine
 from labkit.labs import multi_stage_builds
 from labkit.labs.multi_stage_builds import module_layer, runtime_bases
-from tests.conftest import leftovers
+from tests.conftest import leftovers, open_live
 
 MB = 10**6
 
@@ -292,9 +292,8 @@ def test_a_recording_made_before_sections_3_to_5_replays_without_them(replay: La
 
 
 @pytest.fixture
-def live(docker_client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LabSession:
-    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path))
-    return open_session(multi_stage_builds.LAB, mode="live", quick=True)
+def live(docker_client: docker.DockerClient, tmp_path: Path) -> LabSession:
+    return open_live(multi_stage_builds.LAB, tmp_path)
 
 
 @pytest.mark.docker

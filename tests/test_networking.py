@@ -4,13 +4,10 @@ bad input refused before anything starts, the live experiments against known ans
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,14 +15,13 @@ import docker
 import pandas as pd
 import pytest
 
-from labkit.app import runner
 from labkit.core.claims import Verdict
-from labkit.core.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import engine, firewall, netns, procfs, undo
 from labkit.labs import networking
 from labkit.labs.networking import DNAT, HOST_NETWORK, LOOPBACK, NGINX, PROXY, ExposureResult, PathsResult
-from tests.conftest import default_sigint, leftovers
+from tests.conftest import interrupt_experiment, leftovers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "net"
 LAB = networking.LAB
@@ -161,15 +157,6 @@ def test_a_port_in_use_is_refused_naming_it() -> None:
 # ---------------------------------------------------------------- live, against known answers
 
 
-@pytest.fixture(scope="module")
-def live(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> LabSession:
-    os.environ["LABKIT_RESULTS_DIR"] = str(tmp_path_factory.mktemp("results"))
-    try:
-        return open_session(LAB, mode="live", quick=True)
-    finally:
-        del os.environ["LABKIT_RESULTS_DIR"]
-
-
 def _no_trace_of(client: docker.DockerClient, run_id: str) -> None:
     """Nothing of run `run_id` is left: namespaces (and with them their veths), rules, containers, networks,
     journal records."""
@@ -229,22 +216,6 @@ def test_live_outbound_traffic_is_seen_from_the_hosts_address(live: LabSession,
 
 # ---------------------------------------------------------------- interrupted runs leave nothing behind
 
-CHILD = """
-import signal, sys
-from labkit.core.session import open_session
-from labkit.errors import Terminated
-from labkit.labs import networking
-
-def terminated(signum, frame):
-    raise Terminated(f"signal {signum}")  # as the labkit command does
-
-signal.signal(signal.SIGTERM, terminated)
-lab = open_session(networking.LAB, mode="live", quick=True)
-print(lab.run_id, flush=True)
-networking.run_exposure(lab, int(sys.argv[1]))
-"""
-
-
 def _rule_of_the_neighbour(run_id: str) -> bool:
     """A DOCKER-USER or INPUT rule naming the neighbour (not a guard) exists: the experiment's last stage."""
     return any(rule["chain"] in ("INPUT", "DOCKER-USER") and "-s" in rule["spec"] for rule in
@@ -262,37 +233,14 @@ def test_live_interrupted_exposure_leaves_nothing_behind(docker_client: docker.D
                                                          signum: int, moment: str) -> None:
     # A start drawn from a wide range: the machine's other users (and the cases before) hold ports of their own.
     port = networking.free_port_above(random.randrange(20000, 60000), networking.PORTS_USED)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(port)], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}, preexec_fn=default_sigint)
-    run_id = ""
-    try:
-        assert child.stdout is not None
-        run_id = child.stdout.readline().strip()
-        reached: dict[str, Callable[[], bool]] = {
-            "the neighbour exists": lambda: any(n.startswith(f"{netns.NAME_PREFIX}{run_id}-") for n in netns.names()),
-            "a container is published": lambda: bool(leftovers(docker_client, run_id)["containers"]),
-            "a rule drops the neighbour": lambda: _rule_of_the_neighbour(run_id),
-        }
-        deadline = time.monotonic() + 180
-        while not reached[moment]():
-            assert time.monotonic() < deadline and child.poll() is None, f"the experiment never got to: {moment}"
-            time.sleep(0.05)  # polling for the moment to interrupt at
-        # As a reader presses Ctrl-C again when the first goes unanswered: an interrupt that lands while Python
-        # forks can be lost (its at-fork handlers swallow it; see shell.HELD_WHILE_FORKING), so one more is sent
-        # after 30 s. A child that finished its experiment before the interrupt took effect ends 0; either way
-        # nothing may be left behind.
-        child.send_signal(signum)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.send_signal(signum)
-            child.wait(timeout=120)
-    finally:
-        if child.poll() is None:  # the test failed before the child ended: end it, and sweep its run so that
-            child.kill()          # no later test finds its objects
-            child.wait(timeout=30)
-            if run_id:
-                runner.sweep(run_id)
+    reached: dict[str, Callable[[str], bool]] = {
+        "the neighbour exists": lambda run_id: any(n.startswith(f"{netns.NAME_PREFIX}{run_id}-")
+                                                   for n in netns.names()),
+        "a container is published": lambda run_id: bool(leftovers(docker_client, run_id)["containers"]),
+        "a rule drops the neighbour": _rule_of_the_neighbour,
+    }
+    run_id, child = interrupt_experiment("networking", f"run_exposure(lab, {port})", tmp_path, signum,
+                                         reached[moment], moment, within_s=180)
     _no_trace_of(docker_client, run_id)
     assert not [c for c in undo.pending() if c.pid == child.pid]
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,12 +16,12 @@ import pandas as pd
 import pytest
 
 from labkit.core.claims import ClaimLedger, Verdict
-from labkit.core.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import engine, layers, processes
 from labkit.labs import pitfalls_and_security as pitfalls
 from labkit.labs.pitfalls_and_security import clock, defaults, logs, secrets, stopping, users, zombies
-from tests.conftest import default_sigint, leftovers
+from tests.conftest import interrupt_labkit_run, lab_objects, leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = pitfalls.LAB
@@ -228,21 +224,8 @@ def test_claims_turn_when_the_data_says_otherwise() -> None:
 # ---------------------------------------------------------------------------------------------- live
 
 
-def _lab_objects(client: docker.DockerClient) -> dict[str, list[str]]:
-    """Containers and images of notebook 10 still present, from any run."""
-    filters = {"label": f"labkit.lab={pitfalls.STEM}"}
-    return {"containers": [c.name for c in client.containers.list(all=True, filters=filters)],
-            "images": [i.short_id for i in client.images.list(all=True, filters=filters)]}
-
-
 def _temp_folders() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("labkit-10-*")}
-
-
-@pytest.fixture(scope="module")
-def live(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> LabSession:
-    os.environ.setdefault("LABKIT_RESULTS_DIR", str(tmp_path_factory.mktemp("results")))
-    return open_session(LAB, mode="live", quick=True)
 
 
 @pytest.mark.docker
@@ -275,30 +258,16 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
     assert _temp_folders() - before == set()
 
 
-def _interrupted(signum: int, client: docker.DockerClient, tmp_path: Path) -> tuple[int, str]:
-    """`labkit run --quick 10` interrupted by `signum` once it has a container running; its exit status and output."""
-    env = {**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", "10", "--output",
-                             str(tmp_path)], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_sigint)
-    deadline = time.monotonic() + 300
-    while not _lab_objects(client)["containers"]:
-        assert proc.poll() is None, "the run ended before it made a container"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signum)
-    output, _ = proc.communicate(timeout=180)
-    return proc.returncode, output
-
-
 @pytest.mark.docker
 @pytest.mark.root
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_leaves_no_container_image_or_file(
         signum: int, docker_client: docker.DockerClient, tmp_path: Path) -> None:
-    assert _lab_objects(docker_client) == {"containers": [], "images": []}, "clean before the test"
+    assert lab_objects(docker_client, pitfalls.STEM) == {"containers": [], "images": []}, "clean before the test"
     before = _temp_folders()
-    status, output = _interrupted(signum, docker_client, tmp_path)
+    status, output = interrupt_labkit_run("10", tmp_path, signum,
+                                          lambda: bool(lab_objects(docker_client, pitfalls.STEM)["containers"]),
+                                          "it made a container")
     assert status != 0, output
-    assert _lab_objects(docker_client) == {"containers": [], "images": []}, output
+    assert lab_objects(docker_client, pitfalls.STEM) == {"containers": [], "images": []}, output
     assert _temp_folders() - before == set(), output

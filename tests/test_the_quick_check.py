@@ -5,12 +5,8 @@ hand-made tables, bad input refused before anything is built, and one live run o
 from __future__ import annotations
 
 import difflib
-import os
 import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,14 +15,14 @@ import pandas as pd
 import pytest
 
 from labkit.core.claims import ClaimLedger, Verdict
-from labkit.core.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import buildlog, builds, engine, npmcache
 from labkit.labs import the_quick_check
 from labkit.labs.the_quick_check import LAB, STEPS, waterfall
 from labkit.labs.the_quick_check.declaration import ignore_text
 from labkit.labs.the_quick_check.lint import LintResult
-from tests.conftest import default_sigint, leftovers
+from tests.conftest import interrupt_labkit_run, lab_objects, leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,12 +241,6 @@ def _temp_folders() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("labkit-quick-check-*")}
 
 
-@pytest.fixture(scope="module")
-def live(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> LabSession:
-    os.environ.setdefault("LABKIT_RESULTS_DIR", str(tmp_path_factory.mktemp("results")))
-    return open_session(LAB, mode="live", quick=True)
-
-
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient) -> None:
@@ -271,32 +261,17 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
     assert _temp_folders() - before == set()
 
 
-def _lab_objects(client: docker.DockerClient) -> dict[str, list[str]]:
-    """Containers and images of notebook 14 still present, from any run."""
-    filters = {"label": f"labkit.lab={the_quick_check.STEM}"}
-    return {"containers": [c.name for c in client.containers.list(all=True, filters=filters)],
-            "images": [i.short_id for i in client.images.list(all=True, filters=filters)]}
-
-
 @pytest.mark.docker
 @pytest.mark.root
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_leaves_no_container_image_or_folder(
         signum: int, docker_client: docker.DockerClient, tmp_path: Path) -> None:
     """`labkit run --quick 14` interrupted once it has made an image (the npm cache's, or a step's)."""
-    assert _lab_objects(docker_client) == {"containers": [], "images": []}, "clean before the test"
+    assert lab_objects(docker_client, the_quick_check.STEM) == {"containers": [], "images": []}, "clean first"
     before = _temp_folders()
-    env = {**os.environ, "LABKIT_RESULTS_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", "14", "--output",
-                             str(tmp_path)], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=default_sigint)
-    deadline = time.monotonic() + 300
-    while not _lab_objects(docker_client)["images"]:
-        assert proc.poll() is None, "the run ended before it made an image"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signum)
-    output, _ = proc.communicate(timeout=180)
-    assert proc.returncode != 0, output
-    assert _lab_objects(docker_client) == {"containers": [], "images": []}, output
+    status, output = interrupt_labkit_run("14", tmp_path, signum,
+                                          lambda: bool(lab_objects(docker_client, the_quick_check.STEM)["images"]),
+                                          "it made an image")
+    assert status != 0, output
+    assert lab_objects(docker_client, the_quick_check.STEM) == {"containers": [], "images": []}, output
     assert _temp_folders() - before == set(), output

@@ -20,7 +20,7 @@ import docker
 import pandas as pd
 import pytest
 
-from labkit.core.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import storage
 from labkit.labs import volumes_and_persistence as volumes
@@ -29,7 +29,7 @@ from labkit.labs.volumes_and_persistence import costs as costs_module
 from labkit.labs.volumes_and_persistence import declaration
 from labkit.labs.volumes_and_persistence import survival as survival_module
 from labkit.labs.volumes_and_persistence.declaration import ANONYMOUS, BIND, HOST, LAYER, NAMED, TMPFS
-from tests.conftest import default_sigint, leftovers
+from tests.conftest import default_sigint, leftovers, open_live
 
 LAB = volumes.LAB
 MIB = 2**20
@@ -125,12 +125,11 @@ def test_a_relative_missing_or_root_bind_parent_is_refused(bind_parent: str) -> 
 
 
 @pytest.fixture
-def live(docker_client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def live(docker_client: docker.DockerClient, tmp_path: Path,
          caplog: pytest.LogCaptureFixture) -> Iterator[LabSession]:
-    monkeypatch.setenv("LABKIT_RESULTS_DIR", str(tmp_path / "results"))
     (tmp_path / "binds").mkdir()
     caplog.set_level(logging.INFO, logger="labkit.volumes")
-    lab = open_session(LAB, mode="live", quick=True)
+    lab = open_live(LAB, tmp_path / "results")
     yield lab
     assert leftovers(docker_client, lab.run_id) == {"containers": [], "networks": [], "volumes": []}
     assert list((tmp_path / "binds").iterdir()) == []  # the lab's own temporary folder is gone
