@@ -21,7 +21,7 @@ from labkit.errors import BadParameter
 from labkit.instruments import engine, layers, processes
 from labkit.labs import pitfalls_and_security as pitfalls
 from labkit.labs.pitfalls_and_security import clock, defaults, logs, secrets, stopping, users, zombies
-from tests.conftest import interrupt_labkit_run, lab_objects, leftovers
+from tests.conftest import interrupted_run_leaves_nothing, leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = pitfalls.LAB
@@ -224,8 +224,11 @@ def test_claims_turn_when_the_data_says_otherwise() -> None:
 # ---------------------------------------------------------------------------------------------- live
 
 
+TEMP_FOLDERS = "labkit-10-*"  # the notebook's temporary folders, by name
+
+
 def _temp_folders() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("labkit-10-*")}
+    return {p.name for p in Path(tempfile.gettempdir()).glob(TEMP_FOLDERS)}
 
 
 @pytest.mark.docker
@@ -263,11 +266,4 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_leaves_no_container_image_or_file(
         signum: int, docker_client: docker.DockerClient, tmp_path: Path) -> None:
-    assert lab_objects(docker_client, pitfalls.STEM) == {"containers": [], "images": []}, "clean before the test"
-    before = _temp_folders()
-    status, output = interrupt_labkit_run("10", tmp_path, signum,
-                                          lambda: bool(lab_objects(docker_client, pitfalls.STEM)["containers"]),
-                                          "it made a container")
-    assert status != 0, output
-    assert lab_objects(docker_client, pitfalls.STEM) == {"containers": [], "images": []}, output
-    assert _temp_folders() - before == set(), output
+    interrupted_run_leaves_nothing(docker_client, pitfalls.STEM, "10", tmp_path, signum, "containers", TEMP_FOLDERS)

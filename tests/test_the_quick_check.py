@@ -22,7 +22,7 @@ from labkit.labs import the_quick_check
 from labkit.labs.the_quick_check import LAB, STEPS, waterfall
 from labkit.labs.the_quick_check.declaration import ignore_text
 from labkit.labs.the_quick_check.lint import LintResult
-from tests.conftest import interrupt_labkit_run, lab_objects, leftovers
+from tests.conftest import interrupted_run_leaves_nothing, leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -237,8 +237,11 @@ def test_verdicts_turn_when_the_data_says_otherwise() -> None:
 # ---------------------------------------------------------------------------------------------- live
 
 
+TEMP_FOLDERS = "labkit-quick-check-*"  # the notebook's temporary folders, by name
+
+
 def _temp_folders() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("labkit-quick-check-*")}
+    return {p.name for p in Path(tempfile.gettempdir()).glob(TEMP_FOLDERS)}
 
 
 @pytest.mark.docker
@@ -267,11 +270,5 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
 def test_an_interrupted_run_leaves_no_container_image_or_folder(
         signum: int, docker_client: docker.DockerClient, tmp_path: Path) -> None:
     """`labkit run --quick 14` interrupted once it has made an image (the npm cache's, or a step's)."""
-    assert lab_objects(docker_client, the_quick_check.STEM) == {"containers": [], "images": []}, "clean first"
-    before = _temp_folders()
-    status, output = interrupt_labkit_run("14", tmp_path, signum,
-                                          lambda: bool(lab_objects(docker_client, the_quick_check.STEM)["images"]),
-                                          "it made an image")
-    assert status != 0, output
-    assert lab_objects(docker_client, the_quick_check.STEM) == {"containers": [], "images": []}, output
-    assert _temp_folders() - before == set(), output
+    interrupted_run_leaves_nothing(docker_client, the_quick_check.STEM, "14", tmp_path, signum, "images",
+                                   TEMP_FOLDERS)
