@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import docker
@@ -191,11 +192,21 @@ def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[st
 SESSION_STARTED = time.time()
 
 
+BUILD_CACHE = ExitStack()  # the build cache the tests add, removed when the session ends
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Undo host-wide changes a killed labkit process left (a disabled binfmt entry, a throttled engine) before
-    any test reads the host: one test's SIGKILL must not break the rest of the run."""
+    any test reads the host: one test's SIGKILL must not break the rest of the run. Note the engine's build cache,
+    so that what the tests' builds add to it is removed at the end as `labkit run` does."""
     for line in undo.undo_orphans():
         print(f"\nhost: {line}")
+    with suppress(engine.EngineUnavailable):  # without an engine, the live tests say so themselves
+        BUILD_CACHE.enter_context(engine.build_cache_as_found(engine.connect()))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    BUILD_CACHE.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

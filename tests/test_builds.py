@@ -74,3 +74,26 @@ def _step_containers(client: docker.DockerClient, marker: str) -> list[str]:
     each container, which fails when another test's container is removed between the two."""
     return [c.id for c in client.containers.list(all=True, sparse=True)
             if f"sleep {marker}" in str(c.attrs.get("Command", ""))]
+
+
+@pytest.mark.docker
+def test_the_build_cache_a_block_adds_is_removed_and_what_was_there_stays(docker_client: docker.DockerClient,
+                                                                           tmp_path: Path) -> None:
+    from labkit.instruments import builds, engine
+
+    def build(name: str) -> None:  # a context no build has sent before: new cache records
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "marker").write_text(f"{name} {time.time_ns()}\n")
+        (folder / "Dockerfile").write_text("FROM scratch\nCOPY marker /marker\n")
+        builds.build(folder, f"labkit-test-cache-{name}:{time.time_ns()}", scope)
+
+    with engine.Scope(docker_client, "test-build-cache") as scope:
+        build("kept")
+        kept = engine.build_cache_records(docker_client)
+        with engine.build_cache_as_found(docker_client):
+            build("added")
+            during = engine.build_cache_records(docker_client)
+        after = engine.build_cache_records(docker_client)
+    assert during.keys() - kept.keys(), "the build inside the block added no cache record: nothing was tested"
+    assert after.keys() == kept.keys()

@@ -8,12 +8,19 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit import paths
 from labkit.app import catalog
 from labkit.errors import LabkitError, Terminated
 from labkit.instruments import engine, undo
+
+if TYPE_CHECKING:
+    import docker
+
+    from labkit.core.lab import Lab
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
@@ -36,8 +43,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_setup(args: argparse.Namespace) -> int:
     """Install what the chosen labs need (Debian as root), make sure an engine answers, make their bases and
     assets."""
-    from labkit.instruments import images
-
     labs = catalog.select(args.notebooks)
     if engine.can_manage_host():
         packages = tuple(dict.fromkeys(p for lab in labs for p in lab.packages))
@@ -46,6 +51,14 @@ def cmd_setup(args: argparse.Namespace) -> int:
     client = engine.ensure() if any(lab.needs_engine for lab in labs) else None
     if client is not None:
         print(f"engine: {engine.info(client).version} at {engine.engine_address()}")
+    with engine.build_cache_as_found(client) if client is not None else nullcontext():
+        _make_bases_and_assets(client, labs)
+    return 0
+
+
+def _make_bases_and_assets(client: docker.DockerClient | None, labs: list[Lab]) -> None:
+    from labkit.instruments import images
+
     for lab in labs:
         print(f"{lab.stem}:")
         for name in lab.bases:
@@ -59,7 +72,6 @@ def cmd_setup(args: argparse.Namespace) -> int:
             print(f"  base {name}: {base.tag} ({base.size_bytes / 1e6:.1f} MB, {how})")
         for line in lab.prepare(client):
             print(f"  {line}")
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

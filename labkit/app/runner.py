@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -95,7 +95,8 @@ def execute(notebooks: list[Path], *, quick: bool, mode: str = "live", output_di
     run_id = engine.new_run_id()
     runs: list[NotebookRun] = []
     try:
-        with _run_environment(run_id, results_dir), _interrupts_forwarded_to_kernels() as interrupted:
+        with _run_environment(run_id, results_dir), _interrupts_forwarded_to_kernels() as interrupted, \
+                _build_cache_as_found(mode):
             decisions = _decide(notebooks, output_dir, quick=quick, mode=mode,
                                 refused=fresh or execution_cache.reuse_refused(quick=quick, mode=mode))
             if any(decision.execute for decision in decisions):
@@ -207,6 +208,17 @@ def read_report(folder: Path) -> dict[str, NotebookRun]:
     if not path.exists():
         return {}
     return {entry["notebook"]: NotebookRun(**entry) for entry in json.loads(path.read_text())["notebooks"]}
+
+
+def _build_cache_as_found(mode: str) -> AbstractContextManager[None]:
+    """The build cache the run's notebooks add, removed after them (:func:`engine.build_cache_as_found`); nothing
+    to do in a replay or where no engine answers."""
+    if mode == "replay":
+        return nullcontext()
+    try:
+        return engine.build_cache_as_found(engine.connect())
+    except engine.EngineUnavailable:
+        return nullcontext()
 
 
 @contextmanager
