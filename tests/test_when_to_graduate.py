@@ -94,6 +94,7 @@ def test_the_stack_file_uses_the_chosen_endpoint_mode_and_limits() -> None:
     text = graduate.stack_file("app:v1", 3, "dnsrr", 5.0)
     assert "endpoint_mode: dnsrr" in text and "replicas: 3" in text and "delay: 5.0s" in text
     assert 'memory: 32M' in text and "attachable: true" in text
+    assert "init: true" in text  # busybox httpd as PID 1 ignores SIGTERM: each stop would wait out the grace period
 
 
 def test_a_lan_subnet_is_a_free_slash_28() -> None:
@@ -192,6 +193,11 @@ def test_live_cluster_forms_and_leaves_nothing_behind() -> None:
         assert sorted(line.split()[0] for line in listed if line) == sorted(n.node_id for n in cluster.nodes)
         assert all(line.endswith("Ready") for line in listed if line)
         assert cluster.nodes[1].docker(["info", "--format", "{{.Swarm.ControlAvailable}}"]).stdout.strip() == "false"
+        for node in cluster.nodes:  # no pull before each task start: its DNS query would wait for a timeout
+            pid = node.pid()
+            assert pid is not None
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1" in environment
     _no_trace(run_id)
 
 

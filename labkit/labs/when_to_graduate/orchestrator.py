@@ -93,6 +93,7 @@ version: "3.8"
 services:
   web:
     image: {image}
+    init: true
     deploy:
       replicas: {replicas}
       endpoint_mode: {endpoint_mode}
@@ -105,7 +106,8 @@ networks:
 
 
 def stack_file(image: str, replicas: int, endpoint_mode: str, restart_delay_s: float) -> str:
-    """The stack: one service of `replicas` tasks of `image` under APP_LIMITS, on an attachable overlay network
+    """The stack: one service of `replicas` tasks of `image` under APP_LIMITS and an init (busybox httpd as PID 1
+    ignores SIGTERM: each stop would wait out the 10 s grace period), on an attachable overlay network
     (the load client joins it), reached by name with `endpoint_mode`. No port is published: the load runs on the
     overlay, as a service's clients inside the swarm do."""
     return STACK_FILE.format(image=image, replicas=replicas, endpoint_mode=endpoint_mode,
@@ -268,9 +270,11 @@ def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, r
         _wait(lambda: bool(cluster.manager.docker(["ps", "-q", "--filter", f"name={name}"]).stdout.strip()),
               "the load client running", 30)
         started = time.perf_counter()
-        cluster.docker(["service", "update", "--detach", "--image", image, "--update-order", order,
-                        "--update-parallelism", "1", "--update-delay", f"{knobs.update_delay_s}s",
-                        "--update-failure-action", "rollback", "--update-monitor", "2s",
+        # --no-resolve-image: the manager would ask a registry for the tag's digest first (20 s to a DNS timeout)
+        cluster.docker(["service", "update", "--detach", "--no-resolve-image", "--image", image,
+                        "--update-order", order, "--update-parallelism", "1",
+                        "--update-delay", f"{knobs.update_delay_s}s", "--update-failure-action", "rollback",
+                        "--update-monitor", "2s",
                         "--rollback-order", order, "--rollback-parallelism", "1", SERVICE])
         finished = ("completed", "rollback_completed", "paused", "rollback_paused")
         _wait(lambda: _update_state(cluster) in finished, f"the update to {image}")
