@@ -103,7 +103,8 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         lab.claims, build_cache.run_rebuilds(lab), build_cache.run_context(lab),
         build_cache.run_dev_dependencies(lab), build_cache.run_ignore_patterns(lab)),
     multi_stage_builds.STEM: lambda lab: multi_stage_builds.check_claims(
-        lab.claims, multi_stage_builds.run_images(lab)),
+        lab.claims, multi_stage_builds.run_images(lab), multi_stage_builds.run_module_layer(lab, repeats=3),
+        multi_stage_builds.run_stripping(lab), multi_stage_builds.run_runtime_bases(lab)),
     choosing_a_base_image.STEM: lambda lab: _choosing_a_base_image(
         lab, choosing_a_base_image.run_bases(lab, bases=choosing_a_base_image.BASES, pull_repeats=3)),
     tags_digests_and_registries.STEM: lambda lab: _tags_digests_and_registries(
@@ -140,7 +141,7 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         lab.claims, the_quick_check.run_waterfall(lab), the_quick_check.run_lint(lab)),
     when_to_graduate.STEM: lambda lab: when_to_graduate.check_claims(
         lab.claims, when_to_graduate.run_orchestrator(lab, when_to_graduate.Knobs(
-            3, 3, 3, 1.0, 5.0, 300.0, (1.0, 5.0), "stop-first"))),
+            3, 3, 3, 1.0, 5.0, 300.0, (1.0, 5.0), "stop-first")), when_to_graduate.run_portability(lab, 5)),
 }
 
 

@@ -17,10 +17,13 @@ import pandas as pd
 import pytest
 
 from labkit.core.claims import ClaimLedger, Verdict
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import cgroups, firewall, netns, swarm, undo
+from labkit.instruments import cgroups, firewall, netns, runtimes, shell, swarm, undo
 from labkit.labs import when_to_graduate as graduate
-from tests.conftest import default_sigint
+from tests.conftest import default_sigint, missing
+
+LAB = graduate.LAB
 
 # ---------------------------------------------------------------- the kernel's answer
 
@@ -149,10 +152,38 @@ def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_compl
     return graduate.OrchestratorResult(placement, healing, rollout, LOG, "dnsrr", "CONFIG_IP_VS=unset")
 
 
-def verdicts(found: graduate.OrchestratorResult) -> dict[str, Verdict]:
+def portable(outputs: dict[str, str] | None = None, missing: dict[str, str] | None = None,
+             podman_digest: str = "sha256:aa") -> graduate.PortabilityResult:
+    """Two timed runs per runtime that ran (each printing its `outputs` entry), and a row per `missing` one."""
+    outputs = {"docker": "v1", "containerd (ctr)": "v1", "podman": "v1"} if outputs is None else outputs
+    rows = [{"runtime": name, "version": f"{name} 1", "config_digest": podman_digest if name == "podman" else
+             "sha256:aa", "output": text, "repeat": repeat, "position": 0, "wall_s": 0.5 + repeat, "missing": ""}
+            for name, text in outputs.items() for repeat in range(2)]
+    rows += [{"runtime": name, "version": "", "config_digest": "", "output": "", "repeat": -1, "position": -1,
+              "wall_s": math.nan, "missing": why} for name, why in (missing or {}).items()]
+    return graduate.PortabilityResult(pd.DataFrame(rows))
+
+
+def verdicts(found: graduate.OrchestratorResult,
+             runtimes: graduate.PortabilityResult | None = None) -> dict[str, Verdict]:
     ledger = ClaimLedger(graduate.STEM)
-    graduate.check_claims(ledger, found)
+    graduate.check_claims(ledger, found, portable() if runtimes is None else runtimes)
     return dict(zip(ledger.frame()["id"], ledger.frame()["verdict"], strict=True))
+
+
+def test_the_runtime_claim_follows_the_outputs_and_digests() -> None:
+    claim = "graduate.runtime_replaceable"
+    assert verdicts(result())[claim] == Verdict.HOLDS
+    assert verdicts(result(), portable({"docker": "v1", "containerd (ctr)": "v1", "podman": "v2"}))[claim] == \
+        Verdict.FAILS
+    assert verdicts(result(), portable(podman_digest="sha256:bb"))[claim] == Verdict.FAILS
+    only_ctr = portable({"docker": "v1", "containerd (ctr)": "v1"}, {"podman": "not installed"})
+    assert verdicts(result(), only_ctr)[claim] == Verdict.CAVEAT
+    assert verdicts(result(), portable({"docker": "v1"}, {"podman": "x", "containerd (ctr)": "y"}))[claim] == \
+        Verdict.INCONCLUSIVE
+    before_the_section = graduate.PortabilityResult(pd.DataFrame(columns=list(graduate.LAB.tables["portability"])))
+    assert claim not in verdicts(result(), before_the_section)
+    assert only_ctr.table.loc["containerd (ctr)", "ratio_to_floor"] == 1.0  # the same times as Docker's here
 
 
 def test_claims_follow_the_data() -> None:
@@ -236,6 +267,38 @@ def test_live_interrupted_cluster_leaves_nothing_behind(signum: int) -> None:
         undo.undo_orphans()
     assert not [c for c in undo.pending() if c.pid == child.pid]
     _no_trace(run_id)
+
+
+def _labkit_namespaces() -> list[str]:
+    listed = shell.run(["ctr", "--address", str(runtimes.containerd_socket()), "namespaces", "list", "--quiet"], 30)
+    return [n for n in listed.stdout.split() if n.startswith(runtimes.NAMESPACE_PREFIX)]
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_the_image_runs_unchanged_under_containerd_and_nothing_stays(live: LabSession) -> None:
+    if runtimes.CONTAINERD in runtimes.unavailable():
+        missing(f"containerd: {runtimes.unavailable()[runtimes.CONTAINERD]}")
+    found = graduate.run_portability(live, 2)
+    table = found.table
+    assert set(table.loc[runtimes.CONTAINERD, "outputs"].split(" / ")) == {"v1"}  # what the image serves
+    assert table.loc[runtimes.CONTAINERD, "config_digest"] == table.loc[runtimes.DOCKER, "config_digest"]
+    assert (found.ran.groupby("runtime").size() == 2).all()
+    assert _labkit_namespaces() == []
+    if runtimes.PODMAN not in found.missing:
+        assert shell.run(["podman", "images", "--quiet", "--filter", f"label=labkit.run={live.run_id}"],
+                         30).stdout.split() == []
+
+
+@pytest.mark.root
+def test_sweep_removes_a_namespace_a_killed_run_left() -> None:
+    if runtimes.CONTAINERD in runtimes.unavailable():
+        missing(f"containerd: {runtimes.unavailable()[runtimes.CONTAINERD]}")
+    left = f"{runtimes.NAMESPACE_PREFIX}t13s-{os.getpid()}-abc"
+    shell.run(["ctr", "--address", str(runtimes.containerd_socket()), "namespaces", "create", left], 30)
+    assert left in _labkit_namespaces()
+    assert f"containerd namespace {left}" in runtimes.sweep(f"t13s-{os.getpid()}")
+    assert left not in _labkit_namespaces()
 
 
 # ---------------------------------------------------------------- what the notebook's quick run recorded

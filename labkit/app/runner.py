@@ -296,10 +296,11 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
         removed = cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=prefix)
     except cgroups.CgroupUnavailable:
         removed = []
-    from labkit.instruments import firewall, netns  # neighbour hosts and firewall rules (notebook 08 and later)
+    from labkit.instruments import firewall, netns, runtimes  # neighbour hosts, rules, other runtimes (08 on)
 
     removed += [f"network namespace {name}" for name in netns.sweep(run_id)]
     removed += [f"firewall rule {rule}" for rule in firewall.sweep(run_id)]
+    removed += runtimes.sweep(run_id)  # containerd namespaces and podman images (notebook 13)
     return report, removed
 
 

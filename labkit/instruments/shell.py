@@ -91,6 +91,7 @@ DEBIAN_PACKAGE = {
     "dpkg-buildflags": "dpkg-dev",
     "nm": "binutils",
     "systemd-analyze": "systemd",
+    "ctr": "containerd",
 }
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from labkit.core.claims import ClaimLedger, Source, demonstration, verdict
+from labkit.core.claims import ClaimLedger, Source, Verdict, demonstration, verdict
 from labkit.labs.when_to_graduate.declaration import SECTION, SECTION_HEALING, SECTION_ROLLOUT, SECTION_SINGLE_BOX
+from labkit.labs.when_to_graduate.portability import PortabilityResult
 from labkit.labs.when_to_graduate.result import OrchestratorResult
 
 SWARM_HEALS = "Swarm's reconciliation loop: a task that is not running is replaced"
 
 
-def check_claims(ledger: ClaimLedger, result: OrchestratorResult) -> None:
-    """The claims of notebook 13, with verdicts from its data."""
+def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: PortabilityResult) -> None:
+    """The claims of notebook 13, with verdicts from its data (the runtimes' only where the replayed recording
+    has them)."""
     ledger.check(
         "graduate.more_than_one_box", source=Source.CHAPTER, section=SECTION,
         claim="Needing more than one box is the first sign it is time for an orchestrator",
@@ -71,3 +73,23 @@ def check_claims(ledger: ClaimLedger, result: OrchestratorResult) -> None:
                            for case, r in broken.iterrows()),
         criterion="the update ends rollback_completed and every running task's image id is the previous one's",
         verdict=verdict(rolled_back), tables=("rollout",))
+    if portable.recorded:
+        check_portability(ledger, portable)
+
+
+def check_portability(ledger: ClaimLedger, portable: PortabilityResult) -> None:
+    others = portable.others()
+    table = portable.table
+    ledger.check(
+        "graduate.runtime_replaceable", source=Source.CHAPTER, section=SECTION,
+        claim="The image is portable and the runtime replaceable: an image built with Docker runs unchanged under "
+              "another runtime",
+        value=float(len(others)), unit="runtimes besides Docker that ran the image",
+        measured="; ".join(f"{name}: printed {r.outputs!r}, config {r.config_digest[:19]}…"
+                           for name, r in table.iterrows())
+                 + "".join(f"; {name} not run ({why})" for name, why in portable.missing.items()),
+        criterion="each other runtime found here runs the archive `docker save` wrote, prints Docker's output and "
+                  "reports Docker's config digest; with one other runtime only, a caveat; with none, inconclusive",
+        verdict=verdict(portable.same_everywhere(), caveat=len(others) < 2) if others else Verdict.INCONCLUSIVE,
+        caveat="" if len(others) >= 2 else "only " + (" and ".join(others) or "Docker") + " could run here",
+        tables=("portability",))

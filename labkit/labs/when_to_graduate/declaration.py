@@ -37,6 +37,8 @@ LAB = Lab(
         Requirement("program", "nsenter", "starting each daemon inside its node's network namespace"),
         Requirement("program", "ip", "the nodes' namespaces, their veths and the LAN bridge"),
         Requirement("program", "iptables", "one narrow FORWARD rule letting the nodes reach each other"),
+        Requirement("program", "ctr", "the app image run by containerd without Docker (section 4)", required=False),
+        Requirement("program", "podman", "the app image run by podman (section 4)", required=False),
     ),
     bases=(APP_BASE, CLIENT_BASE),
     tables={
@@ -45,6 +47,7 @@ LAB = Lab(
         "rollout": ("case", "order", "round", "from_image", "to_image", "final_image", "state", "duration_s",
                     "requests", "failed", "longest_gap_s", "images_match", "load_covered"),
         "requests": ("case", "round", "index", "started_s", "latency_s", "status", "error"),
+        "portability": ("runtime", "version", "config_digest", "output", "repeat", "position", "wall_s", "missing"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },
 )
