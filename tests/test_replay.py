@@ -138,7 +138,8 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         compose_and_the_single_box_path.run_deploy(lab, 18120, 1.0, 20, 12.0),
         compose_and_the_single_box_path.run_unit(lab, 18120, 1.0)),
     the_quick_check.STEM: lambda lab: the_quick_check.check_claims(
-        lab.claims, the_quick_check.run_waterfall(lab), the_quick_check.run_lint(lab)),
+        lab.claims, the_quick_check.run_waterfall(lab), the_quick_check.run_lint(lab),
+        the_quick_check.run_node_env(lab)),
     when_to_graduate.STEM: lambda lab: when_to_graduate.check_claims(
         lab.claims, when_to_graduate.run_orchestrator(lab, when_to_graduate.Knobs(
             3, 3, 3, 1.0, 5.0, 300.0, (1.0, 5.0), "stop-first")), when_to_graduate.run_portability(lab, 5)),

@@ -22,6 +22,7 @@ from labkit.labs import the_quick_check
 from labkit.labs.the_quick_check import LAB, STEPS, waterfall
 from labkit.labs.the_quick_check.declaration import ignore_text
 from labkit.labs.the_quick_check.lint import LintResult
+from labkit.labs.the_quick_check.node_env import NODE_ENV, OMIT_DEV, PLAIN, VARIANTS, NodeEnvResult
 from tests.conftest import interrupted_run_leaves_nothing, leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,6 +210,27 @@ def _verdicts(result: waterfall.WaterfallResult, lint: LintResult) -> dict[str, 
     return {claim.id: claim.verdict for claim in ledger}
 
 
+def _node_env(plain: int, under_node_env: int, omit_dev: int) -> NodeEnvResult:
+    files = {PLAIN: plain, NODE_ENV: under_node_env, OMIT_DEV: omit_dev}
+    return NodeEnvResult(pd.DataFrame([{"variant": v, "dockerfile_env": VARIANTS[v][0].strip(),
+                                        "npm_flags": VARIANTS[v][1].strip(), "npm_version": "9.2.0",
+                                        "dev_dependency_files": n, "node_modules_files": 500 + n}
+                                       for v, n in files.items()]))
+
+
+def test_the_node_env_claim_follows_the_counts() -> None:
+    def verdict(found: NodeEnvResult) -> Verdict | None:
+        ledger = ClaimLedger(the_quick_check.STEM)
+        the_quick_check.check_claims(ledger, _result(HAND_MADE), _lint({}), found)
+        return {claim.id: claim.verdict for claim in ledger}.get("quick_check.node_env_prunes_dev")
+
+    assert verdict(_node_env(121, 0, 0)) == Verdict.HOLDS
+    assert verdict(_node_env(121, 121, 0)) == Verdict.FAILS  # an npm that ignores the variable
+    assert verdict(_node_env(0, 0, 0)) == Verdict.FAILS  # nothing to prune: the test shows nothing
+    before_the_section = NodeEnvResult(pd.DataFrame(columns=list(the_quick_check.LAB.tables["node_env"])))
+    assert verdict(before_the_section) is None
+
+
 def test_verdicts_on_a_hand_made_waterfall() -> None:
     result = _result(HAND_MADE)
     assert result.code_only("cache-deps").median == 9.0  # the middle of 8, 9, 10
@@ -262,6 +284,15 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
     assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
     assert docker_client.images.list(filters={"label": f"{engine.LABEL_RUN}={live.run_id}"}) == []
     assert _temp_folders() - before == set()
+
+
+@pytest.mark.docker
+def test_live_npm_ci_installs_the_dev_dependency_and_omit_dev_does_not(live: LabSession) -> None:
+    found = the_quick_check.run_node_env(live)
+    assert found.dev_files(PLAIN) > 0 and found.dev_files(OMIT_DEV) == 0
+    counts = found.variants.set_index("variant")["node_modules_files"]
+    assert counts[OMIT_DEV] < counts[PLAIN]
+    assert found.npm_version.split(".")[0].isdigit()
 
 
 @pytest.mark.docker

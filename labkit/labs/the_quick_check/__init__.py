@@ -6,7 +6,7 @@ quotes are properties and methods of those results.
 
 The package follows the notebook's sections: :mod:`.declaration` (the app, the steps and their Dockerfiles, the
 teammate's checkout, the npm cache, the tables), :mod:`.waterfall` (1 and 2: cold builds and the images, code-only
-and dependency rebuilds), :mod:`.lint` (3) and :mod:`.claims` (4).
+and dependency rebuilds), :mod:`.lint` (3), :mod:`.node_env` (4) and :mod:`.claims` (5).
 """
 
 from labkit.labs.the_quick_check.claims import check_claims
@@ -21,6 +21,7 @@ from labkit.labs.the_quick_check.declaration import (
     steps_of,
 )
 from labkit.labs.the_quick_check.lint import LintResult, run_lint
+from labkit.labs.the_quick_check.node_env import NodeEnvResult, run_node_env
 from labkit.labs.the_quick_check.waterfall import (
     CHAPTER_TARGET_BYTES,
     CHAPTER_TARGET_S,
@@ -30,5 +31,6 @@ from labkit.labs.the_quick_check.waterfall import (
 
 __all__ = [
     "CHAPTER_TARGET_BYTES", "CHAPTER_TARGET_S", "LAB", "QUICK_STEPS", "STEM", "STEPS", "STEP_NAMES", "LintResult",
-    "WaterfallResult", "check_claims", "fix_diff", "run_lint", "run_waterfall", "steps_markdown", "steps_of",
+    "NodeEnvResult", "WaterfallResult", "check_claims", "fix_diff", "run_lint", "run_node_env", "run_waterfall",
+    "steps_markdown", "steps_of",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 
 from labkit.core.claims import ClaimLedger, Source, verdict
-from labkit.labs.the_quick_check.declaration import FULL, SECTION_IMAGE, SECTION_PITFALLS, SLIM
+from labkit.labs.the_quick_check.declaration import DEV_DEPENDENCY, FULL, SECTION_IMAGE, SECTION_PITFALLS, SLIM
 from labkit.labs.the_quick_check.lint import LintResult
+from labkit.labs.the_quick_check.node_env import NODE_ENV, VARIANTS, NodeEnvResult
 from labkit.labs.the_quick_check.waterfall import (
     CHAPTER_CODE_ONLY_S,
     CHAPTER_TARGET_BYTES,
@@ -33,9 +34,11 @@ def _drops(result: WaterfallResult) -> dict[str, tuple[float, float]]:
     return saved
 
 
-def check_claims(ledger: ClaimLedger, result: WaterfallResult, lint: LintResult) -> None:
-    """The chapter's quick check (its targets, its 10 s, its priority order) and the mnemonic's last two items,
-    with verdicts from this run; hadolint's reach as a finding."""
+def check_claims(ledger: ClaimLedger, result: WaterfallResult, lint: LintResult,
+                 node_env: NodeEnvResult | None = None) -> None:
+    """The chapter's quick check (its targets, its 10 s, its priority order), the mnemonic's last two items and its
+    NODE_ENV advice (where measured: not in a recording made before that section), with verdicts from this run;
+    hadolint's reach as a finding."""
     first, final = result.first, result.final
     final_bytes = result.size_bytes(final)
     ledger.check(
@@ -140,3 +143,17 @@ def check_claims(ledger: ClaimLedger, result: WaterfallResult, lint: LintResult)
         criterion="hadolint reports DL3025 (JSON CMD) on the teammate's Dockerfile and nothing on the last step; "
                   "it has no rule for the other four mnemonic items, so it reports nothing else",
         verdict=verdict(caught == ["DL3025"] and not lint.codes(final)), tables=("lint",))
+    if node_env is not None and node_env.recorded:
+        check_node_env(ledger, node_env)
+
+
+def check_node_env(ledger: ClaimLedger, node_env: NodeEnvResult) -> None:
+    ledger.check(
+        "quick_check.node_env_prunes_dev", source=Source.CHAPTER, section=SECTION_PITFALLS,
+        claim="Setting NODE_ENV=production makes npm leave the dev dependencies out by itself",
+        value=float(node_env.dev_files(NODE_ENV)), unit="files of the dev dependency installed under NODE_ENV",
+        measured=f"npm {node_env.npm_version}: " + "; ".join(
+            f"{variant}: {node_env.dev_files(variant)} files of {DEV_DEPENDENCY}" for variant in VARIANTS),
+        criterion=f"plain `npm ci` installs {DEV_DEPENDENCY} and the same `npm ci` under NODE_ENV=production "
+                  "installs none of its files",
+        verdict=verdict(node_env.prunes()), tables=("node_env",))

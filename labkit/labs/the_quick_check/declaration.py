@@ -153,6 +153,8 @@ LAB = Lab(
         "images": ("step", "size_bytes", "layers", "context_bytes", "cold_s", "user", "uid", "secret_file",
                    "dev_dependency_files", "stop_timeout_s", "stop_s", "exit_code", "pid1"),
         "lint": ("step", "line", "code", "level", "message"),
+        "node_env": ("variant", "dockerfile_env", "npm_flags", "npm_version", "dev_dependency_files",
+                     "node_modules_files"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
