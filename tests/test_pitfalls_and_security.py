@@ -135,12 +135,24 @@ def test_stop_verdicts_on_known_exit_codes() -> None:
     assert not forwarded.waited(stopping.SHELL_COMPOUND)
 
 
-def _zombies(without: list[int], with_init: list[int]) -> zombies.ZombieResult:
+def _zombies(without: list[int], with_init: list[int], built_in: list[int] | None = None) -> zombies.ZombieResult:
+    """Samples of each variant (`built_in` None: a recording made before the built-in init)."""
+    counts = {zombies.NO_INIT: ("python3", without), zombies.WITH_INIT: ("/sbin/docker-init", with_init),
+              zombies.BUILT_IN: ("/usr/bin/tini", built_in or [])}
     return zombies.ZombieResult(pd.DataFrame(
-        [{"variant": zombies.NO_INIT, "repeat": 0, "t_s": t * 0.1, "zombies": z, "processes": z + 1,
-          "pid1": "python3", "orphans": 3} for t, z in enumerate(without)]
-        + [{"variant": zombies.WITH_INIT, "repeat": 0, "t_s": t * 0.1, "zombies": z, "processes": 2,
-            "pid1": "/sbin/docker-init", "orphans": 3} for t, z in enumerate(with_init)]))
+        [{"variant": variant, "repeat": 0, "t_s": t * 0.1, "zombies": z, "processes": z + 2, "pid1": pid1,
+          "orphans": 3} for variant, (pid1, samples) in counts.items() for t, z in enumerate(samples)]))
+
+
+def test_the_built_in_init_is_judged_only_where_it_was_measured() -> None:
+    def verdict(result: zombies.ZombieResult) -> Verdict | None:
+        return {c.id: c.verdict for c in _hand_made(result, _stops(KNOWN_STOPS))}.get("pitfalls.init_built_in")
+
+    assert verdict(_zombies([0, 2, 3], [0, 0, 0], [0, 1, 0])) == Verdict.HOLDS
+    assert verdict(_zombies([0, 2, 3], [0, 0, 0], [0, 1, 2])) == Verdict.FAILS  # a tini that does not reap
+    assert verdict(_zombies([0, 2, 3], [0, 0, 0])) is None
+    assert [row["variant"] for _, row in _zombies([1], [0]).table().iterrows()] == [zombies.NO_INIT,
+                                                                                   zombies.WITH_INIT]
 
 
 def test_zombie_counts_read_the_last_sample_and_the_peak() -> None:
@@ -237,6 +249,7 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
     before = _temp_folders()
     found = pitfalls.run_zombies(live, orphans=5, interval_s=0.1, settle_s=1.0)
     assert found.final(zombies.NO_INIT) == 5 and found.final(zombies.WITH_INIT) == 0
+    assert found.final(zombies.BUILT_IN) == 0 and found.pid1(zombies.BUILT_IN) == "/usr/bin/tini"
     stop = pitfalls.run_stop(live, repeats=1, stop_timeout_s=3)  # room for a loaded machine to run the handler
     assert {f: stop.exit_codes(f) for f in stopping.FORMS} == {
         stopping.SHELL_COMPOUND: {137}, stopping.SHELL_SINGLE: {137}, stopping.EXEC_PLAIN: {137},

@@ -92,6 +92,7 @@ DEBIAN_PACKAGE = {
     "nm": "binutils",
     "systemd-analyze": "systemd",
     "ctr": "containerd",
+    "tini-static": "tini",
 }
 
 

@@ -49,7 +49,7 @@ from labkit.labs.pitfalls_and_security.stopping import (
     StopResult,
 )
 from labkit.labs.pitfalls_and_security.users import NON_ROOT, ROOT_USER, UserResult
-from labkit.labs.pitfalls_and_security.zombies import NO_INIT, WITH_INIT, ZombieResult
+from labkit.labs.pitfalls_and_security.zombies import BUILT_IN, NO_INIT, WITH_INIT, ZombieResult
 
 ROTATION_SLACK = 1.5  # a rotated log may exceed max-size × max-file by the lines written while it rotates
 
@@ -68,6 +68,16 @@ def check_claims(ledger: ClaimLedger, zombies: ZombieResult, stop: StopResult, u
                  f"{with_init} under --init ({zombies.pid1(WITH_INIT)})",
         criterion="zombies > 0 at the end without --init, and 0 with it",
         verdict=verdict(without > 0 and with_init == 0), tables=("zombies",))
+    if BUILT_IN in zombies.variants:  # not in a recording made before the built-in init
+        built_in = zombies.final(BUILT_IN)
+        ledger.check(
+            "pitfalls.init_built_in", source=Source.CHAPTER, section=SECTION_PITFALLS,
+            claim="An init built into the image (tini) reaps the orphans as --init does",
+            value=built_in, unit="zombies left with tini as the image's ENTRYPOINT",
+            measured=f"{built_in} zombies left with `{zombies.pid1(BUILT_IN)}` as PID 1 and the program its child, "
+                     f"against {without} with the program as PID 1",
+            criterion="0 zombies at the end with tini as the ENTRYPOINT, where the program alone as PID 1 left some",
+            verdict=verdict(without > 0 and built_in == 0), tables=("zombies",))
 
     shell_waits = stop.waited(SHELL_COMPOUND) and stop.waited(SHELL_SINGLE)
     exec_alone_waits = stop.waited(EXEC_PLAIN)

@@ -4,6 +4,7 @@ image every experiment runs (``labkit/assets/pitfalls/``)."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -16,12 +17,13 @@ import docker
 
 from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
-from labkit.core.lab import ENGINE, ROOT, Lab
+from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError
 from labkit.instruments import builds, containers, images, space
 from labkit.instruments.engine import Scope
 from labkit.instruments.limits import Limits
+from labkit.instruments.shell import require_program
 
 STEM = "10-pitfalls-and-security"
 BASE = "python-slim"  # Debian's python3 with dash as /bin/sh: the probe is a Python program
@@ -46,7 +48,7 @@ SECTION_SECRETS = "7 · Secrets"
 LAB = Lab(
     stem=STEM,
     topic="Pitfalls and the security defaults",
-    requirements=(ENGINE, ROOT),
+    requirements=(ENGINE, ROOT, Requirement("program", "tini-static", "an init built into an image (section 1)")),
     bases=(BASE,),
     tables={
         "zombies": ("variant", "repeat", "t_s", "zombies", "processes", "pid1", "orphans", "memory_limit_bytes",
@@ -91,17 +93,23 @@ def check_number(value: object, name: str, low: float, high: float) -> float:
 
 @dataclass(frozen=True)
 class ProbeImages:
-    """The probe image built for one experiment: `root` (no USER), `nonroot` (USER 10001; empty when not built) and
-    its base."""
+    """The probe image built for one experiment: `root` (no USER), `nonroot` (USER 10001; empty when not built),
+    `tini` (an init as its ENTRYPOINT; empty when not built) and its base."""
 
     root: str
     nonroot: str
     base: str
+    tini: str = ""
+
+
+TINI = "/usr/bin/tini-static"  # Debian's tini, a dependency of docker.io: docker-init links to it
 
 
 def _dockerfile(folder: Path, name: str, base: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "probe.py").write_text(assets.text("pitfalls/probe.py"))
+    if Path(TINI).exists():  # only the `tini` stage copies it
+        shutil.copy2(TINI, folder / "tini-static")
     (folder / "Dockerfile").write_text(assets.text(f"pitfalls/{name}").replace("{base}", base))
     return folder
 
@@ -114,15 +122,19 @@ def build_asset(scope: Scope, folder: Path, name: str, tag_stem: str, base: str,
 
 
 @contextmanager
-def probe_images(client: docker.DockerClient, scope: Scope, *, nonroot: bool = False) -> Iterator[ProbeImages]:
+def probe_images(client: docker.DockerClient, scope: Scope, *, nonroot: bool = False,
+                 tini: bool = False) -> Iterator[ProbeImages]:
     """The probe image built on the python-slim base for this `scope` (cached by the engine after the first build):
-    its root stage, and its USER 10001 stage when `nonroot` (else ``nonroot`` is empty); the scope removes them."""
+    its root stage, its USER 10001 stage when `nonroot` and its built-in-init stage when `tini` (else those are
+    empty); the scope removes them."""
     base = images.require_base(client, BASE).tag
+    if tini:
+        require_program(Path(TINI).name)
     with tempfile.TemporaryDirectory(prefix="labkit-10-") as folder:
-        root = build_asset(scope, Path(folder), "Dockerfile.probe", "probe-root", base, target="root").tag
-        other = build_asset(scope, Path(folder), "Dockerfile.probe", "probe-nonroot", base,
-                            target="nonroot").tag if nonroot else ""
-        yield ProbeImages(root, other, base)
+        def stage(target: str) -> str:
+            return build_asset(scope, Path(folder), "Dockerfile.probe", f"probe-{target}", base, target=target).tag
+
+        yield ProbeImages(stage("root"), stage("nonroot") if nonroot else "", base, stage("tini") if tini else "")
 
 
 def probe_argv(action: str, *arguments: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""Section 1: PID 1 and zombies, counted from the host's /proc over time, without and with ``--init``."""
+"""Section 1: PID 1 and zombies, counted from the host's /proc over time: without an init, with ``--init`` and
+with an init built into the image (tini as its ENTRYPOINT)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from labkit.labs.pitfalls_and_security.declaration import (
 
 NO_INIT = "no init (the program is PID 1)"
 WITH_INIT = "--init (docker-init is PID 1)"
-VARIANTS = {NO_INIT: {}, WITH_INIT: {"init": True}}
+BUILT_IN = "tini built into the image (its ENTRYPOINT)"
+# Each variant: the probe image's stage it runs and the options of its `docker run`.
+VARIANTS = {NO_INIT: ("root", {}), WITH_INIT: ("root", {"init": True}), BUILT_IN: ("tini", {})}
 SAMPLE_S = 0.1  # seconds between two readings of /proc
 HEADROOM_PIDS = 8  # pids the program, its child and the init need beside the zombies
 
@@ -49,11 +52,16 @@ class ZombieResult:
     def pid1(self, variant: str) -> str:
         return str(self.samples.loc[self.samples["variant"] == variant, "pid1"].iloc[0])
 
+    @property
+    def variants(self) -> list[str]:
+        """The variants measured (a recording made before the built-in init has only the first two)."""
+        return [v for v in VARIANTS if v in set(self.samples["variant"])]
+
     def table(self) -> pd.DataFrame:
         """Per variant: PID 1, orphans made, zombies at the end (fewest over the repeats) and at the peak."""
         return pd.DataFrame([{"variant": v, "PID 1": self.pid1(v), "orphans made": self.orphans,
                               "zombies at the end": self.final(v), "zombies at the peak": self.peak(v)}
-                             for v in VARIANTS])
+                             for v in self.variants])
 
     def conclusion(self) -> str:
         without, with_init = self.final(NO_INIT), self.final(WITH_INIT)
@@ -61,14 +69,19 @@ class ZombieResult:
                 f"(`{self.pid1(NO_INIT)}`) it left **{without} zombies** at the end: it waits for the children it "
                 f"started, never for the orphans the kernel hands to PID 1. Under `--init`, PID 1 is "
                 f"`{self.pid1(WITH_INIT)}` and **{with_init} zombies** were left (at most {self.peak(WITH_INIT)} at "
-                f"one reading, each reaped within a {SAMPLE_S:g} s sampling step). Zombies hold a pid each: under "
-                f"`--pids-limit {PIDS_LIMIT}` a long-running PID 1 that never reaps would run out of pids.")
+                f"one reading, each reaped within a {SAMPLE_S:g} s sampling step)"
+                + (f"; with tini built into the image as its ENTRYPOINT, PID 1 is `{self.pid1(BUILT_IN)}` and "
+                   f"**{self.final(BUILT_IN)} zombies** were left" if BUILT_IN in self.variants else
+                   " (the init built into an image was not recorded then)")
+                + f". Zombies hold a pid each: under `--pids-limit {PIDS_LIMIT}` a long-running PID 1 that never "
+                  "reaps would run out of pids.")
 
 
 def run_zombies(lab: LabSession, orphans: int = 10, interval_s: float = 0.2, settle_s: float = 1.0,
                 repeats: int = 1, memory_limit_mib: int = 64) -> ZombieResult:
-    """A program that orphans `orphans` grandchildren (one every `interval_s` s) run without and with ``--init``
-    (interleaved, `repeats` rounds); zombies counted from /proc every 0.1 s until `settle_s` s after the last."""
+    """A program that orphans `orphans` grandchildren (one every `interval_s` s) run without an init, with
+    ``--init`` and with tini built into its image (interleaved, `repeats` rounds); zombies counted from /proc every
+    0.1 s until `settle_s` s after the last."""
     if isinstance(orphans, bool) or not isinstance(orphans, int) or not 1 <= orphans <= PIDS_LIMIT - HEADROOM_PIDS:
         raise BadParameter(f"orphans={orphans!r} is out of range.",
                            f"Give 1 to {PIDS_LIMIT - HEADROOM_PIDS}: each zombie holds one of the container's "
@@ -82,13 +95,15 @@ def run_zombies(lab: LabSession, orphans: int = 10, interval_s: float = 0.2, set
     def experiment() -> pd.DataFrame:
         client = lab.engine
         rows: list[dict[str, object]] = []
-        with lab.scope() as scope, probe_images(client, scope) as made:
+        with lab.scope() as scope, probe_images(client, scope, tini=True) as made:
             for repeat in range(repeats):
                 order = list(VARIANTS) if repeat % 2 == 0 else list(reversed(VARIANTS))
                 for variant in order:
                     argv = probe_argv("orphans", str(orphans), str(interval_s))
-                    with containers.running(client, scope, made.root, argv, stem=f"zombies-{repeat}-{len(rows)}",
-                                            limits=limits, **VARIANTS[variant]) as container:
+                    stage, options = VARIANTS[variant]
+                    with containers.running(client, scope, getattr(made, stage), argv,
+                                            stem=f"zombies-{repeat}-{len(rows)}", limits=limits,
+                                            **options) as container:
                         init = containers.host_pid(client, container.id)
                         pid1 = " ".join(procfs.cmdline(init)[:1])
                         started = time.monotonic()
