@@ -126,6 +126,17 @@ def test_builds_that_are_not_what_they_are_called_are_named() -> None:
                      "go single-stage after an edit (repeat 0): first executed 'RUN /server --check'"]
 
 
+def test_a_cold_build_with_nothing_cached_read_back_from_csv_is_not_named(tmp_path: Path) -> None:
+    # A cold build that took nothing from the cache has an empty cached_steps cell: pandas reads it back as NaN.
+    builds = pd.DataFrame([_build("go", MULTI, 0, COLD, 20.0, "WORKDIR /src", ""),
+                           _build("go", MULTI, 0, EDITED, 20.0, GO_COPY, "WORKDIR /src")],
+                          columns=list(multi_stage_builds.BUILD_COLUMNS))
+    builds.to_csv(tmp_path / "builds.csv", index=False)
+    images = pd.DataFrame([_row("go", SINGLE, 640, 135, True), _row("go", MULTI, 6.5, 2, False)],
+                          columns=list(multi_stage_builds.COLUMNS))
+    assert multi_stage_builds.MultiStageResult(images, pd.read_csv(tmp_path / "builds.csv")).unexpected() == []
+
+
 @pytest.mark.parametrize(("instruction", "service", "copies"), [
     ("COPY go.mod main.go ./", "go", True), ("COPY server.c ./", "c", True), ("COPY . .", "python", True),
     ("COPY app/ app/", "python", True),  # app/greeting.py is under app/

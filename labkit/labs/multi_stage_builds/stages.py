@@ -104,7 +104,9 @@ class MultiStageResult:
         found = []
         for build in self.builds.itertuples():
             where = f"{build.service} {build.variant} {build.build} (repeat {build.repeat})"
-            cached = [step for step in str(build.cached_steps or "").split("; ") if step]
+            # a build with nothing cached has an empty cell, which a replay reads back as NaN
+            cached = [step for step in ("" if pd.isna(build.cached_steps) else str(build.cached_steps)).split("; ")
+                      if step]
             if build.build == COLD and any(not step.startswith("WORKDIR") for step in cached):
                 found.append(f"{where}: from the cache {'; '.join(cached)}")
             if build.build == EDITED and not _copies(str(build.first_executed), SERVICES[str(build.service)]):
