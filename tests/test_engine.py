@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from labkit.core.session import LabSession
-from labkit.errors import BadParameter, EngineTimeout
+from labkit.errors import BadParameter, EngineLost, EngineTimeout
 from labkit.instruments import containers, engine, images, layers, limits, throttle, undo
 from tests.conftest import leftovers
 
@@ -232,3 +232,18 @@ def test_a_package_whose_daemon_labkit_runs_itself_is_installed_without_starting
     assert any(c[:2] == ["apt-get", "install"] for c in commands)
     assert (["systemctl", "disable", "--now", "nginx.service"] in commands) is systemd
     assert not undo.pending()
+
+
+def test_an_engine_gone_at_the_end_leaves_the_build_cache_with_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    class NoCache:
+        def df(self) -> dict[str, list[object]]:
+            return {"BuildCache": []}
+
+    def gone(client: object, before: object) -> None:
+        raise EngineLost("The Docker Engine stopped answering.", "Start it again.")
+
+    monkeypatch.setattr(engine, "_prune_build_cache", gone)
+    with pytest.raises(KeyError, match="the block's own"), engine.build_cache_as_found(NoCache()):
+        raise KeyError("the block's own error")
+    assert "was not removed" in caplog.text and "docker builder prune" in caplog.text
