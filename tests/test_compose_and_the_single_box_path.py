@@ -6,7 +6,6 @@ interrupted runs (SIGINT, SIGTERM) that leave no project, container, network or 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 from pathlib import Path
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 
 from labkit.core.claims import ClaimLedger, Verdict
-from labkit.core.session import LabSession, open_session
+from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import compose, engine, netns, undo
 from labkit.labs import compose_and_the_single_box_path as stack_lab
@@ -32,7 +31,7 @@ from labkit.labs.compose_and_the_single_box_path import (
 from labkit.labs.compose_and_the_single_box_path.bringup import BringupResult
 from labkit.labs.compose_and_the_single_box_path.claims import check_stack_claims
 from labkit.labs.compose_and_the_single_box_path.declaration import HEALTHY, STARTED
-from tests.conftest import interrupt_experiment, leftovers
+from tests.conftest import interrupt_experiment, leftovers, open_live
 
 LAB = stack_lab.LAB
 
@@ -192,8 +191,7 @@ def test_an_unknown_service_and_a_port_in_use_are_refused() -> None:
 def test_live_a_port_in_use_is_refused_before_any_container_starts(docker_client: docker.DockerClient,
                                                                     tmp_path: Path) -> None:
     import socket
-    os.environ["LABKIT_RESULTS_DIR"] = str(tmp_path)
-    lab = open_session(LAB, mode="live", quick=True)
+    lab = open_live(LAB, tmp_path)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()

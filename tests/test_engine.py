@@ -247,3 +247,43 @@ def test_an_engine_gone_at_the_end_leaves_the_build_cache_with_a_warning(monkeyp
     with pytest.raises(KeyError, match="the block's own"), engine.build_cache_as_found(NoCache()):
         raise KeyError("the block's own error")
     assert "was not removed" in caplog.text and "docker builder prune" in caplog.text
+
+
+def test_a_container_created_late_is_swept_before_the_volume_it_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A create cut short by Ctrl-C completes in the engine after the sweep listed the containers: the volume it
+    # mounts is then "in use" (409) until the next round removes the late container.
+    monkeypatch.setattr(engine, "CLEANUP_RETRY_S", 0.0)
+    late = {"created": False}
+    removed: list[str] = []
+
+    class Volume:
+        name = "labkit-named-1"
+
+        def remove(self, force: bool) -> None:
+            if not late["created"]:
+                late["created"] = True  # the engine finishes the create now
+            if "late" not in removed:
+                response = type("Response", (), {"status_code": 409, "reason": "Conflict", "url": "/volumes"})()
+                raise docker.errors.APIError("volume is in use", response=response)
+            removed.append(self.name)
+
+    class Container:
+        name = "late"
+
+        def remove(self, force: bool, v: bool) -> None:
+            removed.append(self.name)
+
+    class Listing:
+        def __init__(self, items: Callable[[], list[object]]) -> None:
+            self.items = items
+
+        def list(self, **filters: object) -> list[object]:
+            return self.items()
+
+    client = type("Client", (), {
+        "containers": Listing(lambda: [Container()] if late["created"] and "late" not in removed else []),
+        "networks": Listing(lambda: []), "volumes": Listing(lambda: [] if "labkit-named-1" in removed else [Volume()]),
+        "images": Listing(lambda: [])})()
+    report = engine.cleanup(client, engine.LABEL_SCOPE, "s1")
+    assert removed == ["late", "labkit-named-1"]
+    assert (report.containers, report.volumes) == (["late"], ["labkit-named-1"])

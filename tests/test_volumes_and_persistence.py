@@ -139,7 +139,8 @@ def live(docker_client: docker.DockerClient, tmp_path: Path,
 
 
 def _binds(lab: LabSession) -> str:
-    return str(Path(os.environ["LABKIT_RESULTS_DIR"]).parent / "binds")
+    """The folder the `live` fixture made beside the session's results (and checks is empty at the end)."""
+    return str(lab.results_root.parent / "binds")
 
 
 @pytest.mark.docker

@@ -49,6 +49,8 @@ LABEL_RECIPE = "labkit.recipe"
 DOCKER_CLI_CANDIDATES = ("/usr/bin/docker", "docker")
 ENGINE_PACKAGES = ("docker.io",)
 START_TIMEOUT_S = 60.0
+CLEANUP_ROUNDS = 4  # sweeps of a scope's containers, networks and volumes while one of them is held "in use"
+CLEANUP_RETRY_S = 0.5
 PING_TIMEOUT_S = 10.0  # an engine that does not answer a ping in 10 s is not there
 # Every other call waits up to this long for the engine's next byte: a `docker save` of a 600 MB image, a build
 # or a pull on a busy or slow engine can take well over a minute to start sending. The reader can raise it.
@@ -346,15 +348,19 @@ def cleanup(client: docker.DockerClient, label: str = LABEL_RUN, value: str | No
 
 def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupReport:
     report = CleanupReport()
-    for container in client.containers.list(all=True, filters=filters):
-        ignore_gone(lambda c=container: c.remove(force=True, v=True), going=True)
-        report.containers.append(container.name)
-    for network in client.networks.list(filters=filters):
-        ignore_gone(network.remove)
-        report.networks.append(network.name)
-    for volume in client.volumes.list(filters=filters):
-        ignore_gone(lambda v=volume: v.remove(force=True))
-        report.volumes.append(volume.name)
+    # A create request cut short by Ctrl-C still completes in the engine: its container can appear after the list
+    # below and hold a network or volume ("in use", 409). Such a hold sends the sweep round again, bounded.
+    for round_index in range(CLEANUP_ROUNDS):
+        for container in client.containers.list(all=True, filters=filters):
+            ignore_gone(lambda c=container: c.remove(force=True, v=True), going=True)
+            report.containers.append(container.name)
+        in_use = [*_remove_unless_in_use(client.networks.list(filters=filters), lambda n: n.remove(),
+                                         report.networks, last=round_index == CLEANUP_ROUNDS - 1),
+                  *_remove_unless_in_use(client.volumes.list(filters=filters), lambda v: v.remove(force=True),
+                                         report.volumes, last=round_index == CLEANUP_ROUNDS - 1)]
+        if not in_use:
+            break
+        time.sleep(CLEANUP_RETRY_S)  # for the late container's create to finish, so that the next list sees it
     # An image another one was built on (a FROM, the legacy builder's layer chain) can only go after it: remove
     # what can be removed, then try the rest again; a pass that removes nothing ends with the engine's error.
     pending = client.images.list(all=True, filters=filters)
@@ -375,6 +381,22 @@ def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupRep
             raise conflict
         pending = held
     return report
+
+
+def _remove_unless_in_use(objects: list[Any], remove: Any, removed: list[str], *, last: bool) -> list[Any]:
+    """Remove each of `objects` (networks or volumes), noting its name in `removed`; those the engine says are in
+    use (409) are returned, or, in the `last` round, its error raised."""
+    held = []
+    for thing in objects:
+        try:
+            ignore_gone(lambda t=thing: remove(t))
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or last:
+                raise
+            held.append(thing)
+            continue
+        removed.append(thing.name)
+    return held
 
 
 def ignore_gone(action: Any, *, going: bool = False) -> None:
