@@ -21,6 +21,7 @@ from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import cgroups, firewall, netns, runtimes, shell, swarm, undo
 from labkit.labs import when_to_graduate as graduate
+from labkit.labs.when_to_graduate import stateful
 from tests.conftest import default_sigint, missing
 
 LAB = graduate.LAB
@@ -171,6 +172,26 @@ def verdicts(found: graduate.OrchestratorResult,
     return dict(zip(ledger.frame()["id"], ledger.frame()["verdict"], strict=True))
 
 
+def _stateful(moved_found_it: bool, left_behind: bool = True) -> graduate.StatefulResult:
+    return graduate.StatefulResult(pd.DataFrame([
+        {"step": stateful.WRITTEN, "node": "node1", "marker": True, "detail": ""},
+        {"step": stateful.MOVED, "node": "node2", "marker": moved_found_it, "detail": ""},
+        {"step": stateful.LEFT_BEHIND, "node": "node1", "marker": left_behind, "detail": ""}]))
+
+
+def test_the_state_claim_holds_only_when_the_file_stayed_behind() -> None:
+    def verdict(found: graduate.StatefulResult) -> Verdict | None:
+        ledger = ClaimLedger(graduate.STEM)
+        graduate.check_claims(ledger, result(), portable(), found)
+        return {claim.id: claim.verdict for claim in ledger}.get("graduate.state_stays_on_its_node")
+
+    assert verdict(_stateful(moved_found_it=False)) == Verdict.HOLDS
+    assert verdict(_stateful(moved_found_it=True)) == Verdict.FAILS  # shared storage would do this
+    assert verdict(_stateful(moved_found_it=False, left_behind=False)) == Verdict.FAILS
+    assert verdict(graduate.StatefulResult(pd.DataFrame(columns=list(graduate.LAB.tables["stateful"])))) is None
+    assert "did **not** find" in _stateful(moved_found_it=False).conclusion()
+
+
 def test_the_runtime_claim_follows_the_outputs_and_digests() -> None:
     claim = "graduate.runtime_replaceable"
     assert verdicts(result())[claim] == Verdict.HOLDS
@@ -267,6 +288,15 @@ def test_live_interrupted_cluster_leaves_nothing_behind(signum: int) -> None:
         undo.undo_orphans()
     assert not [c for c in undo.pending() if c.pid == child.pid]
     _no_trace(run_id)
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_a_moved_replica_finds_its_volume_empty_and_nothing_stays(live: LabSession) -> None:
+    found = graduate.run_stateful(live)
+    assert found.marker(stateful.WRITTEN) and not found.marker(stateful.MOVED) and found.marker(stateful.LEFT_BEHIND)
+    assert found.node(stateful.MOVED) != found.node(stateful.WRITTEN)
+    _no_trace(live.run_id)
 
 
 def _labkit_namespaces() -> list[str]:

@@ -2,8 +2,8 @@
 
 The cluster is :mod:`labkit.instruments.swarm` (three extra daemons in network namespaces on one bridge); the load
 is :mod:`labkit.instruments.loadclient`. :mod:`.declaration` holds the tables and bounds, :mod:`.orchestrator` the
-swarm's live experiments, :mod:`.portability` the image under other runtimes, :mod:`.result` what they mean
-(computed from the tables) and :mod:`.claims` the ledger rows.
+swarm's live experiments, :mod:`.stateful` a replica's volume moved, :mod:`.portability` the image under other
+runtimes, :mod:`.result` what they mean (computed from the tables) and :mod:`.claims` the ledger rows.
 """
 
 from labkit.labs.when_to_graduate.claims import check_claims
@@ -11,6 +11,7 @@ from labkit.labs.when_to_graduate.declaration import LAB, STEM
 from labkit.labs.when_to_graduate.orchestrator import Knobs, check, run_orchestrator, stack_file
 from labkit.labs.when_to_graduate.portability import PortabilityResult, run_portability
 from labkit.labs.when_to_graduate.result import OrchestratorResult, gaps_and_failures
+from labkit.labs.when_to_graduate.stateful import StatefulResult, run_stateful
 
-__all__ = ["LAB", "STEM", "Knobs", "OrchestratorResult", "PortabilityResult", "check", "check_claims",
-           "gaps_and_failures", "run_orchestrator", "run_portability", "stack_file"]
+__all__ = ["LAB", "STEM", "Knobs", "OrchestratorResult", "PortabilityResult", "StatefulResult", "check",
+           "check_claims", "gaps_and_failures", "run_orchestrator", "run_portability", "run_stateful", "stack_file"]

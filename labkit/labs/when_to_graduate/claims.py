@@ -6,13 +6,15 @@ from labkit.core.claims import ClaimLedger, Source, Verdict, demonstration, verd
 from labkit.labs.when_to_graduate.declaration import SECTION, SECTION_HEALING, SECTION_ROLLOUT, SECTION_SINGLE_BOX
 from labkit.labs.when_to_graduate.portability import PortabilityResult
 from labkit.labs.when_to_graduate.result import OrchestratorResult
+from labkit.labs.when_to_graduate.stateful import LEFT_BEHIND, MOVED, WRITTEN, StatefulResult
 
 SWARM_HEALS = "Swarm's reconciliation loop: a task that is not running is replaced"
 
 
-def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: PortabilityResult) -> None:
-    """The claims of notebook 13, with verdicts from its data (the runtimes' only where the replayed recording
-    has them)."""
+def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: PortabilityResult,
+                 stateful: StatefulResult | None = None) -> None:
+    """The claims of notebook 13, with verdicts from its data (the state's and the runtimes' only where the replayed
+    recording has them)."""
     ledger.check(
         "graduate.more_than_one_box", source=Source.CHAPTER, section=SECTION,
         claim="Needing more than one box is the first sign it is time for an orchestrator",
@@ -73,8 +75,25 @@ def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: Port
                            for case, r in broken.iterrows()),
         criterion="the update ends rollback_completed and every running task's image id is the previous one's",
         verdict=verdict(rolled_back), tables=("rollout",))
+    if stateful is not None and stateful.recorded:
+        check_stateful(ledger, stateful)
     if portable.recorded:
         check_portability(ledger, portable)
+
+
+def check_stateful(ledger: ClaimLedger, stateful: StatefulResult) -> None:
+    ledger.check(
+        "graduate.state_stays_on_its_node", source=Source.CHAPTER, section=SECTION,
+        claim="Stateful workloads are a sign of orchestration's complexity: a replica's local state does not move "
+              "with it",
+        value=float(stateful.marker(MOVED)), unit="1 = the moved replica found the file its first copy wrote",
+        measured=f"written on {stateful.node(WRITTEN)}: {stateful.marker(WRITTEN)}; found by the replica moved to "
+                 f"{stateful.node(MOVED)}: {stateful.marker(MOVED)}; still on {stateful.node(LEFT_BEHIND)}: "
+                 f"{stateful.marker(LEFT_BEHIND)}",
+        criterion=demonstration("a local named volume belongs to the node that made it", "the replica moved to "
+                                "another node starts with an empty volume of the same name and the file stays on "
+                                "the first node"),
+        verdict=verdict(stateful.state_stayed_behind), tables=("stateful",))
 
 
 def check_portability(ledger: ClaimLedger, portable: PortabilityResult) -> None:

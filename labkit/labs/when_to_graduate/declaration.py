@@ -48,6 +48,7 @@ LAB = Lab(
                     "requests", "failed", "longest_gap_s", "images_match", "load_covered"),
         "requests": ("case", "round", "index", "started_s", "latency_s", "status", "error"),
         "portability": ("runtime", "version", "config_digest", "output", "repeat", "position", "wall_s", "missing"),
+        "stateful": ("step", "node", "marker", "detail"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },
 )
