@@ -144,29 +144,37 @@ def interrupt_experiment(module: str, call: str, results: Path, signum: int, rea
     return run_id, child
 
 
-def interrupted_run_leaves_nothing(client: docker.DockerClient, stem: str, number: str, results: Path,
-                                   signum: int, made: str, temp_glob: str) -> None:
-    """`labkit run --quick --mode live <number>` (notebook `stem`), in a session of its own, is sent `signum` to its
-    whole process group (as Ctrl-C in a terminal does) once the notebook has made its first object of kind `made`
-    ("containers" or "images"); it must end non-zero and leave no container, image or temporary folder (`temp_glob`
-    in the temp folder) behind."""
-    def temp_folders() -> set[Path]:
-        return set(Path(tempfile.gettempdir()).glob(temp_glob))
-
-    assert lab_objects(client, stem) == {"containers": [], "images": []}, "clean before the test"
-    before = temp_folders()
+def interrupted_run(number: str, results: Path, signum: int, ready: Callable[[], bool],
+                    moment: str) -> tuple[int, str]:
+    """`labkit run --quick --mode live <number>` in a session of its own, sent `signum` to its whole process group
+    (as Ctrl-C in a terminal does) once `ready()` (polled; `moment` names it); its exit status and output."""
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "run", "--quick", "--mode", "live", number, "--output",
                              str(results)], cwd=ROOT, env={**os.environ, "LABKIT_RESULTS_DIR": str(results)},
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
-    while not lab_objects(client, stem)[made]:
-        assert proc.poll() is None, f"the run ended before it made any {made}"
-        assert time.monotonic() < deadline, f"the run made no {made} in 300 s"
+    while not ready():
+        assert proc.poll() is None, f"the run ended before {moment}"
+        assert time.monotonic() < deadline, f"the run never got to: {moment}"
         time.sleep(0.05)
     os.killpg(proc.pid, signum)
     output, _ = proc.communicate(timeout=180)
-    assert proc.returncode != 0, output
+    return proc.returncode, output
+
+
+def interrupted_run_leaves_nothing(client: docker.DockerClient, stem: str, number: str, results: Path,
+                                   signum: int, made: str, temp_glob: str) -> None:
+    """:func:`interrupted_run` of notebook `stem` once it has made its first object of kind `made` ("containers"
+    or "images"): it must end non-zero and leave no container, image or temporary folder (`temp_glob` in the temp
+    folder) behind."""
+    def temp_folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob(temp_glob))
+
+    assert lab_objects(client, stem) == {"containers": [], "images": []}, "clean before the test"
+    before = temp_folders()
+    status, output = interrupted_run(number, results, signum, lambda: bool(lab_objects(client, stem)[made]),
+                                     f"it made any {made}")
+    assert status != 0, output
     assert lab_objects(client, stem) == {"containers": [], "images": []}, output
     assert temp_folders() - before == set(), output
 

@@ -136,7 +136,7 @@ def _running(cluster: swarm.Cluster, replicas: int, unless: Callable[[dict[str, 
     return len(up) >= replicas and not any(unless(t) for t in up)
 
 
-def _wait(condition: Callable[[], bool], what: str, timeout_s: float = CONVERGE_TIMEOUT_S) -> float:
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = CONVERGE_TIMEOUT_S) -> float:
     """Poll `condition` until it holds; return the seconds it took. TimeoutError naming `what` after `timeout_s`."""
     started = time.perf_counter()
     while not condition():
@@ -175,14 +175,14 @@ def _deploy(cluster: swarm.Cluster, image: str, knobs: Knobs) -> pd.DataFrame:
         handle.write(stack_file(image, knobs.replicas, cluster.support.endpoint_mode, knobs.restart_delay_s))
         handle.flush()
         cluster.docker(["stack", "deploy", "--resolve-image", "never", "-c", handle.name, STACK])
-    _wait(lambda: _running(cluster, knobs.replicas, lambda t: False), "the stack's tasks running")
+    wait_until(lambda: _running(cluster, knobs.replicas, lambda t: False), "the stack's tasks running")
     return pd.DataFrame([{k: t[k] for k in ("task", "node", "state", "image")} for t in tasks(cluster)])
 
 
 def _task_killed(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
     victim = next(t for t in tasks(cluster) if t["state"] == "running")
     cluster.node(victim["node"]).docker(["kill", victim["container"]])
-    replaced = _wait(lambda: _running(cluster, knobs.replicas, lambda t: t["task"] == victim["task"]),
+    replaced = wait_until(lambda: _running(cluster, knobs.replicas, lambda t: t["task"] == victim["task"]),
                      "a killed task's replacement")
     return {"event": "task killed (SIGKILL)", "heartbeat_s": cluster.heartbeat_s, "detected_s": float("nan"),
             "replaced_s": replaced, "replaced": True,
@@ -192,7 +192,7 @@ def _task_killed(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
 def _task_unhealthy(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
     victim = next(t for t in tasks(cluster) if t["state"] == "running")
     cluster.node(victim["node"]).docker(["exec", victim["container"], "touch", "/tmp/sick"])
-    replaced = _wait(lambda: _running(cluster, knobs.replicas, lambda t: t["task"] == victim["task"]),
+    replaced = wait_until(lambda: _running(cluster, knobs.replicas, lambda t: t["task"] == victim["task"]),
                      "an unhealthy task's replacement")
     return {"event": "task unhealthy (swarm)", "heartbeat_s": cluster.heartbeat_s, "detected_s": float("nan"),
             "replaced_s": replaced, "replaced": True,
@@ -204,9 +204,9 @@ def _unhealthy_on_plain_engine(lab: LabSession, image: str) -> dict[str, Any]:
     unhealthy and is left running."""
     with lab.scope() as scope, containers.running(lab.engine, scope, image, [], stem="13-unhealthy",
                                                   limits=APP_LIMITS, restart_policy={"Name": "unless-stopped"}) as c:
-        _wait(lambda: _health(c) == "healthy", "the plain container healthy", 30)
+        wait_until(lambda: _health(c) == "healthy", "the plain container healthy", 30)
         c.exec_run(["touch", "/tmp/sick"])
-        turned = _wait(lambda: _health(c) == "unhealthy", "the plain container unhealthy", 30)
+        turned = wait_until(lambda: _health(c) == "unhealthy", "the plain container unhealthy", 30)
         time.sleep(UNHEALTHY_WATCH_S)  # watching for a replacement that never comes: the observation window
         c.reload()
         still = c.status == "running" and _health(c) == "unhealthy"
@@ -231,9 +231,9 @@ def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> di
     had = [t["task"] for t in now if t["node"] == node.name]
     started = time.perf_counter()
     node.kill()
-    down = _wait(lambda: cluster.docker(["node", "inspect", "--format", "{{.Status.State}}", node.node_id]
+    down = wait_until(lambda: cluster.docker(["node", "inspect", "--format", "{{.Status.State}}", node.node_id]
                                         ).stdout.strip() == "down", f"{node.name} seen down")
-    _wait(lambda: _running(cluster, knobs.replicas, lambda t: t["node"] == node.name),
+    wait_until(lambda: _running(cluster, knobs.replicas, lambda t: t["node"] == node.name),
           f"{node.name}'s tasks running elsewhere")
     return {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": heartbeat_s, "detected_s": down,
             "replaced_s": time.perf_counter() - started, "replaced": bool(had),
@@ -267,7 +267,7 @@ def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, r
     client = shell.spawn(argv, stdout=shell.PIPE,
                          stderr=shell.PIPE, stdin=shell.DEVNULL)
     try:
-        _wait(lambda: bool(cluster.manager.docker(["ps", "-q", "--filter", f"name={name}"]).stdout.strip()),
+        wait_until(lambda: bool(cluster.manager.docker(["ps", "-q", "--filter", f"name={name}"]).stdout.strip()),
               "the load client running", 30)
         started = time.perf_counter()
         # --no-resolve-image: the manager would ask a registry for the tag's digest first (20 s to a DNS timeout)
@@ -277,10 +277,10 @@ def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, r
                         "--update-monitor", "2s",
                         "--rollback-order", order, "--rollback-parallelism", "1", SERVICE])
         finished = ("completed", "rollback_completed", "paused", "rollback_paused")
-        _wait(lambda: _update_state(cluster) in finished, f"the update to {image}")
+        wait_until(lambda: _update_state(cluster) in finished, f"the update to {image}")
         duration = time.perf_counter() - started
         state = _update_state(cluster)
-        _wait(lambda: _running(cluster, knobs.replicas, lambda t: False), "the service converged")
+        wait_until(lambda: _running(cluster, knobs.replicas, lambda t: False), "the service converged")
         covered = client.poll() is None
         cluster.manager.docker(["kill", "--signal", "TERM", name], check=False)
         out, err = client.communicate(timeout=knobs.load_window_s + 60)

@@ -12,7 +12,7 @@ import pandas as pd
 from labkit.core.session import LabSession
 from labkit.instruments import images, swarm
 from labkit.labs.when_to_graduate.declaration import APP_BASE
-from labkit.labs.when_to_graduate.orchestrator import CONVERGE_TIMEOUT_S, _wait, build_app
+from labkit.labs.when_to_graduate.orchestrator import CONVERGE_TIMEOUT_S, build_app, wait_until
 
 TABLE = "stateful"
 SERVICE = "lk13state"
@@ -75,7 +75,7 @@ def _running_on(cluster: swarm.Cluster, node: swarm.Node) -> tuple[swarm.Node, s
         found[:] = [where] if where and where[0].name == node.name else []
         return bool(found)
 
-    _wait(placed, f"the stateful replica running on {node.name}", CONVERGE_TIMEOUT_S)
+    wait_until(placed, f"the stateful replica running on {node.name}", CONVERGE_TIMEOUT_S)
     return found[0]
 
 
