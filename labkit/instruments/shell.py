@@ -222,12 +222,21 @@ def _text(output: bytes | str | None) -> str:
 def spawn(argv: Sequence[str], **popen_kwargs: object) -> subprocess.Popen[str]:
     """Start `argv` in the background (for output that must be read while it runs); logged like :func:`run`.
 
-    The caller owns the process and must end it (``terminate``/``kill`` in a ``finally``).
+    The caller owns the process and must end it (``terminate``/``kill`` in a ``finally``). An interrupt held while
+    it started is raised before the caller gets it: the process is killed first, as no one else could end it.
     """
     argv = [str(a) for a in argv]
     log.info("spawn: %s", shlex.join(argv))
     require_program(argv[0])
     preexec = popen_kwargs.pop("preexec_fn", None)
-    with interrupts_held():
-        return subprocess.Popen(argv, text=True, preexec_fn=_unblocked_then(preexec),  # type: ignore[call-overload,arg-type]
-                                **popen_kwargs)
+    process: subprocess.Popen[str] | None = None
+    try:
+        with interrupts_held():
+            process = subprocess.Popen(argv, text=True, preexec_fn=_unblocked_then(preexec),  # type: ignore[call-overload,arg-type]
+                                       **popen_kwargs)
+    except BaseException:
+        if process is not None:
+            process.kill()
+            process.wait()
+        raise
+    return process

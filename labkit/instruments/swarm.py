@@ -296,6 +296,9 @@ def cluster(run_id: str, count: int = 3, *, heartbeat_s: float | None = None) ->
         made.enter_context(undo.recorded(f"{count} swarm daemons under {folder} and {runtime}", remove_nodes,
                                          {"folders": [str(folder), str(runtime)], "runtimes": runtimes,
                                           "cgroup": cgroup}))
+        # By their process, not their pidfile: a daemon interrupted while starting has not written one yet, and
+        # would go on making its folders after remove_nodes had removed them.
+        made.callback(_stop, processes)
         nodes = [Node(f"node{i + 1}", member.address, member.name, roots[i], runtimes[i])
                  for i, member in enumerate(lan.members)]
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -316,6 +319,21 @@ def cluster(run_id: str, count: int = 3, *, heartbeat_s: float | None = None) ->
         made.callback(_leave, nodes)  # runs before the daemons stop
         joined = _form_swarm(nodes, heartbeat_s)
         yield Cluster(tuple(joined), lan, kernel_support(), heartbeat_s or DEFAULT_HEARTBEAT_S)
+
+
+def _stop(processes: list[shell.Process[str]]) -> None:
+    """SIGTERM the daemons still running, and SIGKILL those still running STOP_TIMEOUT_S later."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        with suppress(ProcessLookupError):
+            process.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process in running:
+        with suppress(shell.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for process in running:
+        if process.poll() is None:
+            process.kill()
 
 
 def _reap(processes: list[shell.Process[str]]) -> None:
