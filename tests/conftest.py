@@ -136,12 +136,18 @@ def interrupt_experiment(module: str, call: str, results: Path, signum: int, rea
             child.send_signal(signum)
             child.wait(timeout=120)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=30)
-            if run_id:
-                runner.sweep(run_id)
+        if killed_if_running(child) and run_id:
+            runner.sweep(run_id)
     return run_id, child
+
+
+def killed_if_running(child: subprocess.Popen[str]) -> bool:
+    """Kill `child` if it is still running (a test that failed before it ended) and reap it; whether it had to."""
+    if child.poll() is not None:
+        return False
+    child.kill()
+    child.wait(timeout=30)
+    return True
 
 
 def interrupted_run(number: str, results: Path, signum: int, ready: Callable[[], bool],

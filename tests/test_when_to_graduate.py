@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import docker
 import pandas as pd
 import pytest
 
@@ -23,7 +22,7 @@ from labkit.errors import BadParameter
 from labkit.instruments import cgroups, firewall, netns, runtimes, shell, swarm, undo
 from labkit.labs import when_to_graduate as graduate
 from labkit.labs.when_to_graduate import stateful
-from tests.conftest import default_sigint, interrupted_run, lab_objects, missing
+from tests.conftest import default_sigint, killed_if_running, missing
 
 LAB = graduate.LAB
 
@@ -281,9 +280,7 @@ def test_live_interrupted_cluster_leaves_nothing_behind(signum: int) -> None:
         child.send_signal(signum)
         child.wait(timeout=120)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=30)
+        killed_if_running(child)
     if signum == signal.SIGKILL:  # nothing ran in the child: its journal records are what removes the cluster
         assert [c for c in undo.pending() if c.pid == child.pid]
         undo.undo_orphans()
@@ -330,26 +327,6 @@ def test_sweep_removes_a_namespace_a_killed_run_left() -> None:
     assert left in _labkit_namespaces()
     assert f"containerd namespace {left}" in runtimes.sweep(f"t13s-{os.getpid()}")
     assert left not in _labkit_namespaces()
-
-
-def _clusters() -> list[Path]:
-    """Every swarm's state folder on this host, of any run."""
-    return list((swarm.paths.state_dir() / "swarm").glob("*"))
-
-
-@pytest.mark.docker
-@pytest.mark.root
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_run_of_the_notebook_leaves_no_cluster(signum: int, docker_client: docker.DockerClient,
-                                                             tmp_path: Path) -> None:
-    """`labkit run --quick 13` interrupted once its cluster's daemons exist: no daemon, namespace, bridge, state
-    folder, container or image of it is left."""
-    assert _clusters() == [], "clean before the test"
-    status, output = interrupted_run("13", tmp_path, signum, lambda: bool(_clusters()), "its cluster exists")
-    assert status != 0, output
-    assert _clusters() == [], output
-    assert not [n for n in netns.names() if n.startswith(netns.NAME_PREFIX)], output
-    assert lab_objects(docker_client, graduate.STEM) == {"containers": [], "images": []}, output
 
 
 # ---------------------------------------------------------------- what the notebook's quick run recorded
