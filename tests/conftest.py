@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -141,7 +142,7 @@ def interrupt_experiment(module: str, call: str, results: Path, signum: int, rea
     return run_id, child
 
 
-def killed_if_running(child: subprocess.Popen[str]) -> bool:
+def killed_if_running(child: subprocess.Popen[Any]) -> bool:
     """Kill `child` if it is still running (a test that failed before it ended) and reap it; whether it had to."""
     if child.poll() is not None:
         return False

@@ -389,6 +389,17 @@ def test_cmdline() -> None:
     assert parse_cmdline(b"sh\0-c\0echo  hi\0") == ["sh", "-c", "echo  hi"]
 
 
+def test_naming_finds_processes_by_a_folder_in_their_arguments(tmp_path: Path) -> None:
+    argvs = {11: b"dockerd\0--data-root\0/s/run-ab12/node1/data\0", 12: b"containerd\0--config=/r/ab12/c.toml\0",
+             13: b"dockerd\0--data-root\0/s/run-ab123/node1\0", 14: b"", 15: b"sh\0/s/run-ab12\0"}
+    for pid, argv in argvs.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(argv)
+    (tmp_path / "self").mkdir()  # not a pid: skipped
+    assert sorted(procfs.naming(["/s/run-ab12", "/r/ab12/"], tmp_path)) == [11, 12, 15]  # not 13's longer name
+    assert procfs.naming(["/elsewhere"], tmp_path) == []
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Missing processes and bad pids
 

@@ -8,21 +8,24 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import pandas as pd
 import pytest
 
+from labkit.app import runner
 from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import cgroups, firewall, netns, runtimes, shell, swarm, undo
+from labkit.instruments import cgroups, firewall, netns, procfs, runtimes, shell, swarm, undo
 from labkit.labs import when_to_graduate as graduate
 from labkit.labs.when_to_graduate import stateful
-from tests.conftest import default_sigint, killed_if_running, missing
+from tests.conftest import default_sigint, interrupted_run, killed_if_running, lab_objects, missing
 
 LAB = graduate.LAB
 
@@ -233,6 +236,7 @@ def _no_trace(run_id: str) -> None:
     assert not netns.lan_bridges(run_id)
     assert not firewall.labkit_rules(run_id)
     assert not list((swarm.paths.state_dir() / "swarm").glob(f"{run_id}-*"))
+    assert not Path(swarm.RUNTIME_PARENT).exists()  # the nodes' runtime folders (tests make one cluster at a time)
     layout = cgroups.CgroupLayout.from_system()
     assert not [h for h in layout.hierarchies() if (h.path / "labkit" / run_id).exists()]
 
@@ -327,6 +331,49 @@ def test_sweep_removes_a_namespace_a_killed_run_left() -> None:
     assert left in _labkit_namespaces()
     assert f"containerd namespace {left}" in runtimes.sweep(f"t13s-{os.getpid()}")
     assert left not in _labkit_namespaces()
+
+
+@pytest.mark.root
+def test_sweep_removes_a_cluster_folder_left_with_its_daemon_and_mount() -> None:
+    """What an interrupted start can leave: a state folder with a daemon still running that names it and a
+    self bind-mount below it. The run's sweep ends the process, unmounts and removes the folder."""
+    run_id = f"t13w-{os.getpid()}"
+    folder = swarm.paths.state_dir() / "swarm" / f"{run_id}-abcdef12"
+    data = folder / "node1" / "data"
+    data.mkdir(parents=True)
+    shell.run(["mount", "--bind", str(data), str(data)], 30)
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(data)])
+    try:
+        assert daemon.pid in procfs.naming([str(folder)])
+        assert runner.sweep(run_id)[1] == [f"swarm cluster {folder}"]
+        assert daemon.wait(timeout=30) == -signal.SIGTERM
+        assert not folder.exists()
+        assert not [m for m in procfs.read_mountinfo() if m.mount_point.startswith(str(folder))]
+        assert swarm.sweep(run_id) == []  # idempotent
+    finally:
+        killed_if_running(daemon)
+        shell.run(["umount", "-l", str(data)], 30, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _clusters() -> list[Path]:
+    """Every swarm's state and runtime folder on this host, of any run."""
+    return [*(swarm.paths.state_dir() / "swarm").glob("*"), *Path(swarm.RUNTIME_PARENT).glob("*")]
+
+
+@pytest.mark.docker
+@pytest.mark.root
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_of_the_notebook_leaves_no_cluster(signum: int, docker_client: docker.DockerClient,
+                                                             tmp_path: Path) -> None:
+    """`labkit run --quick 13` interrupted once its cluster's daemons exist: no daemon, namespace, bridge, state
+    folder, container or image of it is left."""
+    assert _clusters() == [], "clean before the test"
+    status, output = interrupted_run("13", tmp_path, signum, lambda: bool(_clusters()), "its cluster exists")
+    assert status != 0, output
+    assert _clusters() == [], output
+    assert not [n for n in netns.names() if n.startswith(netns.NAME_PREFIX)], output
+    assert lab_objects(docker_client, graduate.STEM) == {"containers": [], "images": []}, output
 
 
 # ---------------------------------------------------------------- what the notebook's quick run recorded

@@ -15,7 +15,7 @@ import errno
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -716,6 +716,18 @@ def children(parent: int, proc_root: Path = PROC) -> list[int]:
 def running(argv: list[str], proc_root: Path = PROC) -> list[int]:
     """PIDs of the processes whose argument vector is exactly `argv` now (e.g. a build's marked RUN step)."""
     return _processes_where(lambda pid: cmdline(pid, proc_root) == argv, proc_root)
+
+
+def naming(folders: Sequence[str], proc_root: Path = PROC) -> list[int]:
+    """PIDs of the processes now whose arguments name a path at or below one of `folders` (e.g. a daemon and its
+    helpers, started with their data folders as options); zombies and kernel threads have no arguments."""
+    prefixes = tuple(folder.rstrip("/") for folder in folders)
+
+    def names_one(pid: int) -> bool:
+        return any(prefix + "/" in arg or arg.endswith(prefix)
+                   for arg in cmdline(pid, proc_root) for prefix in prefixes)
+
+    return _processes_where(names_one, proc_root)
 
 
 def stat_fields_after_name(stat_text: str) -> list[str]:

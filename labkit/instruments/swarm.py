@@ -12,11 +12,13 @@ with them, so they never touch the host engine's rules. The host's own engine ne
 Images reach the nodes by ``docker save`` on the host engine and ``docker load`` on each node (no registry is
 reachable from a namespace without a host-wide port forward), with ``docker stack deploy --resolve-image never``.
 
-Made and removed by :func:`cluster`: nodes leave, daemons stop (SIGTERM, then SIGKILL after a bound), whatever
-still runs in their cgroups is killed, every mount under their folders is unmounted, the folders, namespaces,
-bridge and rule removed — also on an error, Ctrl-C or SIGTERM. Every host-wide change is journalled with
-:mod:`labkit.instruments.undo` before it is made, so a SIGKILLed maker's cluster is removed by the next labkit
-command. Bad input is refused before anything starts.
+Made and removed by :func:`cluster`: nodes leave, daemons stop (SIGTERM, then SIGKILL after a bound; found by
+the folders in their arguments, so one whose start was interrupted is found too), whatever still runs in their
+cgroups is killed, every mount under their folders is unmounted, the folders, namespaces, bridge and rule removed
+— also on an error, Ctrl-C or SIGTERM. Every host-wide change is journalled with :mod:`labkit.instruments.undo`
+before it is made, so a SIGKILLed maker's cluster is removed by the next labkit command, and :func:`sweep` (at the
+end of each ``labkit run``, and in ``labkit clean``) removes any cluster folder still left. Bad input is refused
+before anything starts.
 """
 
 from __future__ import annotations
@@ -222,28 +224,66 @@ def _unmount_below(folder: str) -> None:
         run(["umount", "-l", point], 30, check=False)
 
 
+def _end_processes(folders: Sequence[str]) -> None:
+    """SIGTERM every process naming `folders` (the daemons, their containerd and shims: found by their arguments,
+    so a daemon whose maker lost track of it is found too), SIGKILL those left after STOP_TIMEOUT_S, and wait
+    (bounded) until none is left: a daemon still alive would make its folders again after they were removed."""
+    for signum, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, STOP_TIMEOUT_S)):
+        for pid in procfs.naming(folders):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + wait_s
+        while procfs.naming(folders) and time.monotonic() < deadline:
+            time.sleep(POLL_S)  # waiting for the processes to exit, bounded
+
+
 def remove_nodes(detail: dict[str, Any]) -> None:
-    """Undo the daemons of :func:`cluster` (idempotent): SIGTERM each dockerd, SIGKILL it after STOP_TIMEOUT_S,
-    kill and remove its containers' cgroups, unmount what is left below its folder and remove the folder."""
-    pids = [pid for pid in (_daemon_pid(runtime) for runtime in detail["runtimes"]) if pid is not None]
-    for pid in pids:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while any(_daemon_pid(runtime) is not None for runtime in detail["runtimes"]) and time.monotonic() < deadline:
-        time.sleep(POLL_S)  # waiting for the daemons' own shutdown, bounded
-    for pid in pids:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    """Undo the daemons of :func:`cluster` (idempotent): end every process naming its `detail["folders"]`, kill
+    and remove its containers' cgroups (`detail["cgroup"]`), then remove the folders (:func:`_remove_folders`)."""
+    folders = detail["folders"]
+    _end_processes(folders)
     with suppress(cgroups.CgroupUnavailable):
         layout = cgroups.CgroupLayout.from_system()
         cgroups.sweep(layout, prefix=detail["cgroup"])
         layout.everywhere(detail["cgroup"]).remove(prune_parents=True)  # its parents too, when nothing else is there
-    for folder in detail["folders"]:
+    _remove_folders(folders)
+
+
+def _remove_folders(folders: Sequence[str]) -> None:
+    """Unmount what is left below `folders` and remove them, and their shared parents once empty. Raises OSError
+    when a folder could not be removed, so that its undo record stays for the next command."""
+    for folder in folders:
         _unmount_below(folder)
         shutil.rmtree(folder, ignore_errors=True)
-    with suppress(OSError):  # the shared parent goes with its last cluster
-        os.rmdir(RUNTIME_PARENT)
+    for parent in (RUNTIME_PARENT, _state_parent()):  # the shared parents go with their last cluster
+        with suppress(OSError):
+            os.rmdir(parent)
+    left = [folder for folder in folders if os.path.lexists(folder)]
+    if left:
+        raise OSError(f"could not remove {', '.join(left)}: see `findmnt -R {left[0]}`, then run `labkit clean`.")
+
+
+def _state_parent() -> Path:
+    return paths.state_dir() / "swarm"
+
+
+def sweep(run_id: str | None = None) -> list[str]:
+    """Remove the clusters of run `run_id` (every run when None) that a killed maker left: their processes,
+    cgroups, mounts and folders; what went. A cluster's state folder is ``<run>-<id>``, its runtime folder
+    ``RUNTIME_PARENT/<id>``."""
+    removed = []
+    pattern = f"{run_id}-*" if run_id else "*"
+    for folder in sorted(_state_parent().glob(pattern)) if _state_parent().is_dir() else []:
+        run, _, short = folder.name.rpartition("-")
+        remove_nodes({"folders": [str(folder), str(Path(RUNTIME_PARENT) / short)],
+                      "cgroup": f"labkit/{run}/swarm-{short}"})
+        removed.append(f"swarm cluster {folder}")
+    if run_id is None and Path(RUNTIME_PARENT).is_dir():  # a runtime folder whose state folder is gone
+        for folder in sorted(Path(RUNTIME_PARENT).iterdir()):
+            _end_processes([str(folder)])
+            _remove_folders([str(folder)])
+            removed.append(f"swarm runtime folder {folder}")
+    return removed
 
 
 def _answers(node: Node) -> bool:
@@ -292,13 +332,9 @@ def cluster(run_id: str, count: int = 3, *, heartbeat_s: float | None = None) ->
     with ExitStack() as made:
         lan = made.enter_context(netns.lan(run_id, count))
         processes: list[shell.Process[str]] = []
-        made.callback(_reap, processes)  # after the daemons are stopped: collect their exit status
+        made.callback(_reap, processes)  # after remove_nodes ended the daemons: collect their exit status
         made.enter_context(undo.recorded(f"{count} swarm daemons under {folder} and {runtime}", remove_nodes,
-                                         {"folders": [str(folder), str(runtime)], "runtimes": runtimes,
-                                          "cgroup": cgroup}))
-        # By their process, not their pidfile: a daemon interrupted while starting has not written one yet, and
-        # would go on making its folders after remove_nodes had removed them.
-        made.callback(_stop, processes)
+                                         {"folders": [str(folder), str(runtime)], "cgroup": cgroup}))
         nodes = [Node(f"node{i + 1}", member.address, member.name, roots[i], runtimes[i])
                  for i, member in enumerate(lan.members)]
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -319,21 +355,6 @@ def cluster(run_id: str, count: int = 3, *, heartbeat_s: float | None = None) ->
         made.callback(_leave, nodes)  # runs before the daemons stop
         joined = _form_swarm(nodes, heartbeat_s)
         yield Cluster(tuple(joined), lan, kernel_support(), heartbeat_s or DEFAULT_HEARTBEAT_S)
-
-
-def _stop(processes: list[shell.Process[str]]) -> None:
-    """SIGTERM the daemons still running, and SIGKILL those still running STOP_TIMEOUT_S later."""
-    running = [process for process in processes if process.poll() is None]
-    for process in running:
-        with suppress(ProcessLookupError):
-            process.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for process in running:
-        with suppress(shell.TimeoutExpired):
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-    for process in running:
-        if process.poll() is None:
-            process.kill()
 
 
 def _reap(processes: list[shell.Process[str]]) -> None:
