@@ -126,7 +126,8 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
     volumes_and_persistence.STEM: lambda lab: volumes_and_persistence.check_claims(
         lab.claims, volumes_and_persistence.run_survival(lab), volumes_and_persistence.run_bind_edits(lab),
         volumes_and_persistence.run_costs(lab), volumes_and_persistence.run_copy_up(lab),
-        volumes_and_persistence.run_backup(lab), volumes_and_persistence.run_ownership(lab)),
+        volumes_and_persistence.run_backup(lab), volumes_and_persistence.run_moved(lab),
+        volumes_and_persistence.run_ownership(lab)),
     arm64_vs_amd64.STEM: lambda lab: arm64_vs_amd64.check_claims(
         lab.claims, arm64_vs_amd64.run_exec_format(lab), arm64_vs_amd64.run_emulation_cost(lab),
         arm64_vs_amd64.run_builds(lab), arm64_vs_amd64.run_manifest_list(lab)),

@@ -22,11 +22,12 @@ import pytest
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import storage
+from labkit.instruments import daemons, storage
 from labkit.labs import volumes_and_persistence as volumes
 from labkit.labs.volumes_and_persistence import backup as backup_module
+from labkit.labs.volumes_and_persistence import claims as claims_module
 from labkit.labs.volumes_and_persistence import costs as costs_module
-from labkit.labs.volumes_and_persistence import declaration
+from labkit.labs.volumes_and_persistence import declaration, portable
 from labkit.labs.volumes_and_persistence import survival as survival_module
 from labkit.labs.volumes_and_persistence.declaration import ANONYMOUS, BIND, HOST, LAYER, NAMED, TMPFS
 from tests.conftest import default_sigint, leftovers, open_live
@@ -113,6 +114,46 @@ def test_ownership_verdict_on_hand_made_tables() -> None:
     assert volumes.OwnershipResult(table(13)).as_expected  # 13 = EACCES
     assert not volumes.OwnershipResult(table(0)).as_expected
     assert "EACCES" in volumes.OwnershipResult(table(13)).conclusion()
+
+
+ORIGINAL = """. 0:0 755 directory 3
+./f1 0:0 644 regular file 1
+'./latest' -> 'f1' 0:0 777 symbolic link 1
+./shared 0:0 1777 directory 2
+./shared/key 1000:1000 640 regular file 1
+dec20da898a5fe13a335bbd2ca7cd41066d7d46bdcc4c97a3046bdbd71d6f67c  ./f1
+a7998f247bd965694ff227fa325c81169a07471a8b6808d3e002a486c4e65975  ./shared/key
+"""
+EMPTY = ". 0:0 755 directory 2\n"  # busybox's stat quotes only a link's name
+
+
+def _moved(restored: str, before: str = EMPTY) -> volumes.MovedResult:
+    rows = [portable.FILLED, portable.BACKED_UP, portable.SAME_NAME, portable.RESTORED]
+    listings = [ORIGINAL, ORIGINAL, before, restored]
+    made = [portable._row(step, "e", "/root", "/root/v", listing, ORIGINAL, 0.5)
+            for step, listing in zip(rows, listings, strict=True)]
+    return volumes.MovedResult(pd.DataFrame(made, columns=list(LAB.tables["moved"])))
+
+
+def test_moved_entries_and_equality_on_hand_made_listings() -> None:
+    good = _moved(ORIGINAL)
+    assert good.row(portable.FILLED)["entries"] == 4  # f1, latest, shared, shared/key: not the root, not a hash
+    assert good.row(portable.SAME_NAME)["entries"] == 0 and good.empty_there_first and good.identical_there
+    assert "matched" in good.conclusion() and "an empty" in good.conclusion()
+    lost_owner = _moved(ORIGINAL.replace("1000:1000 640", "0:0 640"))
+    assert not lost_owner.identical_there and "did NOT match" in lost_owner.conclusion()
+
+
+def test_the_portability_verdict_follows_the_listings() -> None:
+    from labkit.core.claims import ClaimLedger, Verdict
+
+    def verdict_of(moved: volumes.MovedResult) -> Verdict:
+        ledger = ClaimLedger(volumes.STEM)
+        claims_module._portable(ledger, moved)
+        return ledger.frame().set_index("id").loc["volumes.portable_across_hosts", "verdict"]
+
+    assert verdict_of(_moved(ORIGINAL)) == Verdict.CAVEAT
+    assert verdict_of(_moved(ORIGINAL.replace("-> 'f1'", "-> 'f9'"))) == Verdict.FAILS
 
 
 @pytest.mark.parametrize("bind_parent", ["tmp", "./here", "/no/such/folder/for/labkit", "/"])
@@ -214,6 +255,23 @@ def test_live_backup_restores_identical_files(live: LabSession) -> None:
     assert result.all_equal and result.backup["files"].tolist() == [8] * 4
     # A tar holds the 8 files' bytes plus headers (512 bytes per entry), rounded to 10 KiB records.
     assert all(row.size_bytes < row.tar_bytes < row.size_bytes + 64 * 1024 for row in result.backup.itertuples())
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_a_volume_moved_to_a_second_engine_arrives_whole(live: LabSession) -> None:
+    result = volumes.run_moved(live, size_mib=1, bind_parent=_binds(live))
+    filled = result.row(portable.FILLED)
+    # 4 files, their hard link, the symlink, the shared folder and its key: 8 entries
+    assert filled["entries"] == 8 and "./shared/key 1000:1000 640 regular file 1" in filled["listing"]
+    assert "./f2 0:0 644 regular file 2" in filled["listing"] and "'./latest' -> 'f1'" in filled["listing"]
+    assert "./shared 0:0 1777 directory" in filled["listing"]
+    assert result.row(portable.SAME_NAME)["listing"].splitlines() == [". 0:0 755 directory 2"]
+    assert result.empty_there_first and result.identical_there
+    there = result.row(portable.RESTORED)
+    assert there["data_root"].startswith(str(daemons.state_parent() / f"{live.run_id}-"))
+    assert there["mountpoint"].startswith(there["data_root"] + "/volumes/")
+    assert not list(daemons.state_parent().glob(f"{live.run_id}-*"))  # the second engine is gone
 
 
 @pytest.mark.docker

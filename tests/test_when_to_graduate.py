@@ -22,9 +22,9 @@ from labkit.app import runner
 from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import cgroups, firewall, netns, procfs, runtimes, shell, swarm, undo
+from labkit.instruments import cgroups, daemons, firewall, netns, procfs, runtimes, shell, swarm, undo
 from labkit.labs import when_to_graduate as graduate
-from labkit.labs.when_to_graduate import stateful
+from labkit.labs.when_to_graduate import orchestrator, stateful
 from tests.conftest import default_sigint, interrupted_run, killed_if_running, lab_objects, missing
 
 LAB = graduate.LAB
@@ -63,7 +63,7 @@ def test_a_loaded_ipvs_table_allows_virtual_ips_and_an_unloaded_module_does_not(
     (3, 61, 8000, "heartbeat_s=61"),
 ])
 def test_a_bad_cluster_is_refused(count: int, heartbeat: float | None, memory: int, message: str) -> None:
-    with pytest.raises(swarm.BadCluster, match=message.replace("(", r"\(")):
+    with pytest.raises(daemons.BadNodes, match=message.replace("(", r"\(")):
         swarm.validate(count, heartbeat, memory)
 
 
@@ -235,8 +235,8 @@ def _no_trace(run_id: str) -> None:
     assert not [n for n in netns.names() if n.startswith(f"{netns.NAME_PREFIX}{run_id}-")]
     assert not netns.lan_bridges(run_id)
     assert not firewall.labkit_rules(run_id)
-    assert not list((swarm.paths.state_dir() / "swarm").glob(f"{run_id}-*"))
-    assert not Path(swarm.RUNTIME_PARENT).exists()  # the nodes' runtime folders (tests make one cluster at a time)
+    assert not list(daemons.state_parent().glob(f"{run_id}-*"))
+    assert not Path(daemons.RUNTIME_PARENT).exists()  # the nodes' runtime folders (tests make one cluster at a time)
     layout = cgroups.CgroupLayout.from_system()
     assert not [h for h in layout.hierarchies() if (h.path / "labkit" / run_id).exists()]
 
@@ -334,22 +334,23 @@ def test_sweep_removes_a_namespace_a_killed_run_left() -> None:
 
 
 @pytest.mark.root
-def test_sweep_removes_a_cluster_folder_left_with_its_daemon_and_mount() -> None:
+def test_sweep_removes_a_node_folder_left_with_its_daemon_and_mount() -> None:
     """What an interrupted start can leave: a state folder with a daemon still running that names it and a
     self bind-mount below it. The run's sweep ends the process, unmounts and removes the folder."""
     run_id = f"t13w-{os.getpid()}"
-    folder = swarm.paths.state_dir() / "swarm" / f"{run_id}-abcdef12"
+    folder = daemons.state_parent() / f"{run_id}-abcdef12"
     data = folder / "node1" / "data"
     data.mkdir(parents=True)
     shell.run(["mount", "--bind", str(data), str(data)], 30)
     daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(data)])
     try:
-        assert daemon.pid in procfs.naming([str(folder)])
-        assert runner.sweep(run_id)[1] == [f"swarm cluster {folder}"]
+        # Popen returns once the exec began; the new program's arguments show in /proc a moment later.
+        orchestrator.wait_until(lambda: daemon.pid in procfs.naming([str(folder)]), "the daemon's arguments", 10)
+        assert runner.sweep(run_id)[1] == [f"extra engines {folder}"]
         assert daemon.wait(timeout=30) == -signal.SIGTERM
         assert not folder.exists()
         assert not [m for m in procfs.read_mountinfo() if m.mount_point.startswith(str(folder))]
-        assert swarm.sweep(run_id) == []  # idempotent
+        assert daemons.sweep(run_id) == []  # idempotent
     finally:
         killed_if_running(daemon)
         shell.run(["umount", "-l", str(data)], 30, check=False)
@@ -358,7 +359,7 @@ def test_sweep_removes_a_cluster_folder_left_with_its_daemon_and_mount() -> None
 
 def _clusters() -> list[Path]:
     """Every swarm's state and runtime folder on this host, of any run."""
-    return [*(swarm.paths.state_dir() / "swarm").glob("*"), *Path(swarm.RUNTIME_PARENT).glob("*")]
+    return [*daemons.state_parent().glob("*"), *Path(daemons.RUNTIME_PARENT).glob("*")]
 
 
 @pytest.mark.docker

@@ -147,7 +147,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
                 print(f"  {kind[:-1]} {name}")
         if args.bases:
             print(f"base images: {engine.cleanup(engine.connect(), engine.LABEL_BASE)}")
-    print(f"host state (cgroups, namespaces, rules, clusters): removed {len(removed)}"
+    print(f"host state (cgroups, engines, namespaces, rules): removed {len(removed)}"
           + "".join(f"\n  {path}" for path in removed))
     partials = [p for quick in (False, True) for p in results.prune_partials(paths.run_dir(quick) / "results", keep=0)]
     print(f"unfinished runs' results: removed {len(partials)}" + "".join(f"\n  {p}" for p in partials))

@@ -283,7 +283,7 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
     """Remove the docker objects and cgroups of run `run_id`, or of every run when None.
 
     Returns what went: the engine's report (None when no engine answers, so nothing can be in it) and the
-    cgroup paths, swarm clusters, neighbour namespaces, firewall rules and other runtimes' objects removed.
+    cgroup paths, extra engines, neighbour namespaces, firewall rules and other runtimes' objects removed.
     """
     from labkit.instruments import cgroups
 
@@ -296,9 +296,9 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
         removed = cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=prefix)
     except cgroups.CgroupUnavailable:
         removed = []
-    from labkit.instruments import firewall, netns, runtimes, swarm  # neighbour hosts, rules, clusters (08 on)
+    from labkit.instruments import daemons, firewall, netns, runtimes  # neighbour hosts, rules, engines (08 on)
 
-    removed += swarm.sweep(run_id)  # before the namespaces: a node's daemon lives in one
+    removed += daemons.sweep(run_id)  # before the namespaces: each extra daemon lives in one
     removed += [f"network namespace {name}" for name in netns.sweep(run_id)]
     removed += [f"firewall rule {rule}" for rule in firewall.sweep(run_id)]
     removed += runtimes.sweep(run_id)  # containerd namespaces and podman images (notebook 13)

@@ -6,13 +6,15 @@ recorded tables) and returns a frozen result holding tidy DataFrames; the number
 are properties and methods of those results.
 
 The package follows the notebook's sections: :mod:`.declaration` (the tables, requirements and the rig every
-experiment runs in), :mod:`.survival` (1, 2), :mod:`.costs` (3), :mod:`.backup` (4, 5) and :mod:`.claims` (6).
+experiment runs in), :mod:`.survival` (1, 2), :mod:`.costs` (3), :mod:`.backup` (4, 5), :mod:`.portable` (4: the
+volume taken to another engine) and :mod:`.claims` (6).
 """
 
 from labkit.labs.volumes_and_persistence.backup import BackupResult, OwnershipResult, run_backup, run_ownership
 from labkit.labs.volumes_and_persistence.claims import check_claims
 from labkit.labs.volumes_and_persistence.costs import CopyUpResult, CostResult, run_copy_up, run_costs
 from labkit.labs.volumes_and_persistence.declaration import DOCKERFILE, HOST, LAB, STEM
+from labkit.labs.volumes_and_persistence.portable import MovedResult, run_moved
 from labkit.labs.volumes_and_persistence.survival import (
     BindEditResult,
     SurvivalResult,
@@ -22,6 +24,6 @@ from labkit.labs.volumes_and_persistence.survival import (
 
 __all__ = [
     "DOCKERFILE", "HOST", "LAB", "STEM", "BackupResult", "BindEditResult", "CopyUpResult", "CostResult",
-    "OwnershipResult", "SurvivalResult", "check_claims", "run_backup", "run_bind_edits", "run_copy_up", "run_costs",
-    "run_ownership", "run_survival",
+    "MovedResult", "OwnershipResult", "SurvivalResult", "check_claims", "run_backup", "run_bind_edits",
+    "run_copy_up", "run_costs", "run_moved", "run_ownership", "run_survival",
 ]

@@ -17,6 +17,7 @@ from labkit.labs.volumes_and_persistence.declaration import (
     SECTION_VOLUMES,
     TMPFS,
 )
+from labkit.labs.volumes_and_persistence.portable import FILLED, RESTORED, SAME_NAME, MovedResult
 from labkit.labs.volumes_and_persistence.survival import (
     EVENTS,
     HOST_TO_CONTAINER,
@@ -49,8 +50,27 @@ def _against_the_floor(costs: CostResult, path: str) -> tuple[list[str], str, st
     return slower, measured, criterion
 
 
+def _portable(ledger: ClaimLedger, moved: MovedResult) -> None:
+    """The chapter's "portable across hosts", from the volume taken to a second engine."""
+    before = int(moved.row(SAME_NAME)["entries"])
+    ledger.check(
+        "volumes.portable_across_hosts", source=Source.CHAPTER, section=SECTION_VOLUMES,
+        claim="Named volumes are portable across hosts",
+        value=float(moved.identical_there), unit="1 = the copy on the other engine identical, entry for entry",
+        measured=f"a volume of {int(moved.row(FILLED)['entries'])} entries backed up here and restored on a "
+                 f"second engine; its same-named volume there held {before} entries before the copy, and "
+                 f"{int(moved.row(RESTORED)['entries'])} after, "
+                 f"{'identical' if moved.identical_there else 'NOT identical'} to the original",
+        criterion="moved by the documented tar backup and restore, the volume arrives identical on the other "
+                  "engine: names, owners, modes, link targets, hard-link counts and every file's sha256",
+        verdict=verdict(moved.identical_there, caveat=True),
+        caveat=f"portable by a copy, as any folder is: the engine carries nothing between hosts (the same "
+               f"name on the other engine started with {before} entries), and the other engine is a second "
+               "daemon on this machine, so the tar crossed no network", tables=("moved",))
+
+
 def check_claims(ledger: ClaimLedger, survival: SurvivalResult, edits: BindEditResult, costs: CostResult,
-                 copy_up: CopyUpResult, backup: BackupResult, ownership: OwnershipResult) -> None:
+                 copy_up: CopyUpResult, backup: BackupResult, moved: MovedResult, ownership: OwnershipResult) -> None:
     """The chapter's claims and our findings, each with a criterion and a verdict computed from the results."""
     layer_gone = not survival.survived(LAYER, RM_NEW) and not survival.survived(LAYER, RM_V_NEW)
     layer_restart = survival.survived(LAYER, RESTART) and survival.survived(LAYER, STOP_START)
@@ -113,6 +133,8 @@ def check_claims(ledger: ClaimLedger, survival: SurvivalResult, edits: BindEditR
         verdict=verdict(backup.all_equal, caveat=True),
         caveat="we show the documented way works and what it costs; 'easier' than backing up a bind mount's "
                "folder (a plain tar on the host) is not something a measurement here can show", tables=("backup",))
+
+    _portable(ledger, moved)
 
     bind_slower, bind_measured, bind_criterion = _against_the_floor(costs, BIND)
     seen_ms = edits.median_ms(HOST_TO_CONTAINER)

@@ -66,7 +66,10 @@ SECTION_OWNERSHIP = "Ownership on bind mounts"
 LAB = Lab(
     stem=STEM,
     topic="Volumes and persistence",
-    requirements=(ENGINE, ROOT, Requirement("program", "debootstrap", "the python-slim base")),
+    requirements=(ENGINE, ROOT, Requirement("program", "debootstrap", "the python-slim base"),
+                  Requirement("program", "dockerd", "the second engine a volume is moved to (section 4)"),
+                  Requirement("program", "nsenter", "starting that engine in a network namespace of its own"),
+                  Requirement("program", "ip", "that engine's network namespace")),
     bases=(PYTHON_BASE, TAR_BASE),
     tables={
         "survival": ("storage", "event", "survived", "left_on_host", "host_path"),
@@ -77,6 +80,7 @@ LAB = Lab(
         "fsync": ("path", "repeat", "commit", "seconds"),
         "copy_up": ("repeat", "write", "seconds", "file_bytes", "upper_bytes"),
         "backup": ("size_bytes", "repeat", "step", "seconds", "tar_bytes", "files", "checksums_equal"),
+        "moved": ("step", "engine", "data_root", "mountpoint", "entries", "listing_equal", "seconds", "listing"),
         "ownership": ("case", "user", "directory_mode", "errno", "file_uid", "file_gid"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },

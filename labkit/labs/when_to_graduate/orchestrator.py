@@ -20,7 +20,7 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, containers, images, loadclient, shell, swarm
+from labkit.instruments import builds, containers, daemons, images, loadclient, shell, swarm
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.labs.when_to_graduate.declaration import (
     APP_BASE,
@@ -80,11 +80,11 @@ def check(knobs: Knobs, available_mib: int | None = None) -> None:
     if not knobs.heartbeats_s or len(knobs.heartbeats_s) > knobs.nodes - 1:
         raise BadParameter(f"heartbeats_s={knobs.heartbeats_s!r}: one node is killed per heartbeat, and the "
                            f"manager must survive: give 1 to {knobs.nodes - 1} values for {knobs.nodes} nodes.")
-    memory = available_mib if available_mib is not None else knobs.nodes * swarm.NODE_MEMORY_MIB
+    memory = available_mib if available_mib is not None else knobs.nodes * daemons.NODE_MEMORY_MIB
     try:
         for heartbeat in knobs.heartbeats_s:
             swarm.validate(knobs.nodes, heartbeat, memory)
-    except swarm.BadCluster as exc:
+    except daemons.BadNodes as exc:  # a count, memory or heartbeat refused
         raise BadParameter(str(exc), "Change the notebook's parameters.") from exc
 
 
@@ -342,7 +342,7 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
 
 def run_orchestrator(lab: LabSession, knobs: Knobs) -> OrchestratorResult:
     """Every experiment of the notebook on one cluster (checked first; see :class:`Knobs`)."""
-    check(knobs, swarm.available_mib() if lab.live else None)
+    check(knobs, daemons.available_mib() if lab.live else None)
     if lab.live:
         lab.require_root("a cluster of extra daemons in network namespaces")
     support = swarm.kernel_support() if lab.live else None  # a replay reads the recorded choice
