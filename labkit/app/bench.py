@@ -2,7 +2,8 @@
 
 One table, ``data/bench/bench.csv`` (group, item, condition, value, unit, note), and ``provenance.json`` (where,
 when, with what). Measured: the README commands split by phase (Python env, engine, bases and assets,
-notebooks, book) — warm, and cold where that needs nothing shared removed (a fresh virtual environment); each
+notebooks, book) — warm, and cold without touching the reader's state (a fresh virtual environment; a second
+engine on an empty data-root, and the bases made into it from an empty cache folder); each
 notebook's quick and full wall time; labkit's container start against the raw `docker run` CLI and the SDK
 (one interleaved run, ratios to the CLI); and the memory sampler's rate and CPU cost from the newest results
 that record them. Speed is reported here and on the book's environment page, never asserted in tests.
@@ -11,10 +12,13 @@ that record them. Speed is reported here and on the book's environment page, nev
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +83,49 @@ def setup_phases(bench: Bench, labs: list[Any]) -> Any:
     bench.add("make lab", "bases", "warm", seconds, note=f"{len(bases)} bases, each found by its recipe hash")
     seconds, _ = _timed(lambda: [lab.prepare(client) for lab in labs])
     bench.add("make lab", "assets", "warm", seconds, note="every lab's prepare()")
-    for phase in ("engine", "bases"):
-        bench.add("make lab", phase, "cold", float("nan"),
-                  note="not measured: it would remove the engine's state or the shared base images")
     return client
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """`values` set in this process's environment for the block (the docker CLI and labkit's cache folder read
+    them), the previous values back after."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def cold_phases(bench: Bench, bases: Sequence[str]) -> None:
+    """`labkit setup` as a fresh machine runs it, without touching the reader's engine or cache: a second dockerd
+    on an empty data-root of its own (:mod:`labkit.instruments.daemons`; cold engine: until it answers), then
+    `bases` made into it one after another from an empty cache folder (cold bases: debootstrap and apt download
+    every package from Debian's mirror again). The engine, its data-root and the cache folder are removed after."""
+    import docker
+
+    from labkit.instruments import daemons, engine, images
+
+    with ExitStack() as made:
+        seconds, fresh = _timed(lambda: made.enter_context(daemons.engines(engine.new_run_id(), 1)))
+        node = fresh.nodes[0]
+        bench.add("make lab", "engine", "cold", seconds,
+                  note="a second dockerd on an empty data-root, in a network namespace of its own, until it answers")
+        cache = made.enter_context(tempfile.TemporaryDirectory(prefix="labkit-bench-cache-"))
+        made.enter_context(_environment(DOCKER_HOST=f"unix://{node.socket}", LABKIT_CACHE=cache))
+        client = made.enter_context(closing(docker.DockerClient(base_url=f"unix://{node.socket}")))
+        total = 0.0
+        for name in bases:
+            seconds, _ = _timed(partial(images.ensure_base, client, name))
+            total += seconds
+            bench.add("cold bases", name, "cold", seconds, note="made from an empty cache folder into a fresh engine")
+        bench.add("make lab", "bases", "cold", total,
+                  note=f"{len(bases)} bases one after another, from an empty cache folder, into a fresh engine")
 
 
 def notebooks(bench: Bench, chosen: list[Path], work: Path, full: bool) -> Path | None:
@@ -160,6 +203,8 @@ def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -
     labs = [lab for lab in catalog.all_labs() if lab.stem in {nb.stem for nb in chosen}]
     python_env(bench, cold)
     client = setup_phases(bench, labs)
+    if cold:
+        cold_phases(bench, tuple(dict.fromkeys(name for lab in labs for name in lab.bases)))
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as work:
         executed = notebooks(bench, chosen, Path(work), full)
         if executed is not None:

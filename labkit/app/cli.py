@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="time the README's commands by phase, each notebook, container start; "
                                          "writes data/bench/")
     bench.add_argument("notebooks", nargs="*", help="01 or a notebook stem (default: all)")
-    bench.add_argument("--warm-only", action="store_true", help="skip the cold Python environment (a fresh venv)")
+    bench.add_argument("--warm-only", action="store_true",
+                       help="skip the cold phases (a fresh venv; a fresh engine and bases from an empty cache)")
     bench.add_argument("--quick-only", action="store_true", help="notebooks in quick mode only, not full")
     bench.set_defaults(func=cmd_bench)
     lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 over your copies of the notebooks (build/lab)")

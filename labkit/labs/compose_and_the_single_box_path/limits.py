@@ -39,7 +39,7 @@ class LimitsResult:
     def error(self, how: str) -> str:
         """Why `how` could not run ('' when it ran; a replayed table reads '' back as NaN)."""
         rows = self.limits[self.limits["compose"] == how]
-        return str(rows["error"].fillna("").iloc[0]) if len(rows) else "not run"
+        return str(rows["error"].astype(object).fillna("").iloc[0]) if len(rows) else "not run"
 
     def applied(self, how: str) -> bool:
         if self.error(how):
