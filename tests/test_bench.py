@@ -10,14 +10,14 @@ import pytest
 
 from labkit import paths
 from labkit.app import bench
-from labkit.instruments import daemons, images
+from labkit.instruments import daemons, images, shell
 
 
 def test_the_environment_is_restored_after_the_block() -> None:
     os.environ.pop("LABKIT_BENCH_TEST_UNSET", None)
     os.environ["LABKIT_BENCH_TEST_SET"] = "before"
     try:
-        with bench._environment(LABKIT_BENCH_TEST_UNSET="x", LABKIT_BENCH_TEST_SET="during"):
+        with shell.environment(LABKIT_BENCH_TEST_UNSET="x", LABKIT_BENCH_TEST_SET="during"):
             assert os.environ["LABKIT_BENCH_TEST_UNSET"] == "x" and os.environ["LABKIT_BENCH_TEST_SET"] == "during"
         assert "LABKIT_BENCH_TEST_UNSET" not in os.environ and os.environ["LABKIT_BENCH_TEST_SET"] == "before"
     finally:

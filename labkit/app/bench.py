@@ -12,12 +12,11 @@ that record them. Speed is reported here and on the book's environment page, nev
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, closing, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -86,22 +85,6 @@ def setup_phases(bench: Bench, labs: list[Any]) -> Any:
     return client
 
 
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """`values` set in this process's environment for the block (the docker CLI and labkit's cache folder read
-    them), the previous values back after."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def cold_phases(bench: Bench, bases: Sequence[str]) -> None:
     """`labkit setup` as a fresh machine runs it, without touching the reader's engine or cache: a second dockerd
     on an empty data-root of its own (:mod:`labkit.instruments.daemons`; cold engine: until it answers), then
@@ -117,7 +100,7 @@ def cold_phases(bench: Bench, bases: Sequence[str]) -> None:
         bench.add("make lab", "engine", "cold", seconds,
                   note="a second dockerd on an empty data-root, in a network namespace of its own, until it answers")
         cache = made.enter_context(tempfile.TemporaryDirectory(prefix="labkit-bench-cache-"))
-        made.enter_context(_environment(DOCKER_HOST=f"unix://{node.socket}", LABKIT_CACHE=cache))
+        made.enter_context(shell.environment(DOCKER_HOST=f"unix://{node.socket}", LABKIT_CACHE=cache))
         client = made.enter_context(closing(docker.DockerClient(base_url=f"unix://{node.socket}")))
         total = 0.0
         for name in bases:

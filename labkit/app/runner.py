@@ -26,7 +26,7 @@ from labkit.app.kernels import kernel_config
 from labkit.core import session
 from labkit.core.results import prune_partials, utc_now
 from labkit.errors import BadParameter, Terminated
-from labkit.instruments import engine, procfs, undo
+from labkit.instruments import engine, procfs, shell, undo
 
 if TYPE_CHECKING:
     import nbformat  # slow to import (4–7 s): only where an executed copy is read, not when every notebook is reused
@@ -221,20 +221,9 @@ def _build_cache_as_found(mode: str) -> AbstractContextManager[None]:
         return nullcontext()
 
 
-@contextmanager
-def _run_environment(run_id: str, results_dir: Path | None) -> Iterator[None]:
+def _run_environment(run_id: str, results_dir: Path | None) -> AbstractContextManager[None]:
     """LABKIT_RUN_ID (and LABKIT_RESULTS_DIR when given) for the kernels of this run; restored afterwards."""
-    wanted = {"LABKIT_RUN_ID": run_id, **({"LABKIT_RESULTS_DIR": str(results_dir)} if results_dir else {})}
-    before = {name: os.environ.get(name) for name in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return shell.environment(LABKIT_RUN_ID=run_id, **({"LABKIT_RESULTS_DIR": str(results_dir)} if results_dir else {}))
 
 
 @dataclass

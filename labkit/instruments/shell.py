@@ -120,6 +120,22 @@ INTERRUPTED_WAIT_S = 30.0  # how long a program started as an interrupt arrived 
 
 
 @contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """`values` set in this process's environment for the block (what the programs it starts, and labkit's own
+    settings, read), the previous values back after."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def interrupts_held() -> Iterator[None]:
     """SIGINT and SIGTERM wait (in this thread) until the block ends: for a fork, and for an undo that must not be
     cut between the change undone and its journal record removed."""
