@@ -161,7 +161,11 @@ def test_zombie_counts_read_the_last_sample_and_the_peak() -> None:
     assert result.peak(zombies.WITH_INIT) == 1
 
 
-def _hand_made(zombie_result: zombies.ZombieResult, stop: stopping.StopResult) -> ClaimLedger:
+KEYCTL_HERE = ("EPERM", "EPERM", "ok")  # keyctl: default, --cap-add SYS_ADMIN, seccomp=unconfined
+
+
+def _hand_made(zombie_result: zombies.ZombieResult, stop: stopping.StopResult,
+               keyctl: tuple[str, str, str] = KEYCTL_HERE) -> ClaimLedger:
     """The ledger on hand-made tables of every section, as this host answers (no AppArmor, no SELinux)."""
     user_rows = pd.DataFrame([
         {"user": users.ROOT_USER, "uid": 0, "euid": 0, "effective_capabilities": "CHOWN", "capability_count": 14,
@@ -183,8 +187,10 @@ def _hand_made(zombie_result: zombies.ZombieResult, stop: stopping.StopResult) -
         for v, tz, shown, offset in [(clock.UTC_DEFAULT, "", "04:00:00 UTC", 0),
                                      (clock.TOKYO, "JST-9", "13:00:00 JST", 32400)]]))
     outcome = {(defaults.RAW_SOCKET, defaults.DEFAULT): "opened", (defaults.RAW_SOCKET, "--cap-drop NET_RAW"): "EPERM",
-               (defaults.SECCOMP, defaults.DEFAULT): "EPERM", (defaults.SECCOMP, defaults.UNCONFINED): "EPERM",
-               (defaults.SECCOMP, defaults.UNCONFINED_ADMIN): "ok",
+               (defaults.UNSHARE, defaults.DEFAULT): "EPERM", (defaults.UNSHARE, defaults.UNCONFINED): "EPERM",
+               (defaults.UNSHARE, defaults.ADD_ADMIN): "ok", (defaults.UNSHARE, defaults.UNCONFINED_ADMIN): "ok",
+               **dict(zip([(defaults.KEYCTL, v) for v in (defaults.DEFAULT, defaults.ADD_ADMIN, defaults.UNCONFINED)],
+                          keyctl, strict=True)),
                (defaults.READ_ONLY, defaults.DEFAULT): "etc: ok, tmp: ok",
                (defaults.READ_ONLY, "--read-only --tmpfs /tmp"): "etc: EROFS, tmp: ok",
                (defaults.NO_NEW_PRIVILEGES, defaults.DEFAULT): "euid 0",
@@ -233,6 +239,16 @@ def test_claims_turn_when_the_data_says_otherwise() -> None:
     assert ledger.verdict("signals.exec_form_needs_handler") == Verdict.FAILS
 
 
+@pytest.mark.parametrize("keyctl", [("EPERM", "ok", "ok"), ("ok", "ok", "ok"), ("EPERM", "EPERM", "EPERM")],
+                         ids=["a capability lets it through", "never refused", "refused unconfined too"])
+def test_seccomp_is_judged_only_where_seccomp_alone_refuses(keyctl: tuple[str, str, str]) -> None:
+    # unshare's EPERM by default is no evidence: with --cap-add SYS_ADMIN the default profile lets it through.
+    assert _hand_made(_zombies([0, 2, 3], [0, 0, 0]), _stops(KNOWN_STOPS)).verdict("security.seccomp_blocks") == \
+        Verdict.HOLDS
+    assert _hand_made(_zombies([0, 2, 3], [0, 0, 0]), _stops(KNOWN_STOPS), keyctl).verdict(
+        "security.seccomp_blocks") == Verdict.FAILS
+
+
 # ---------------------------------------------------------------------------------------------- live
 
 
@@ -262,8 +278,13 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
     times = pitfalls.run_clock(live)
     assert times.bracketed and set(times.clock["set_clock"]) == {"EPERM"}
     security = pitfalls.run_defaults(live)
-    assert security.outcome(defaults.SECCOMP, defaults.DEFAULT) == "EPERM"
-    assert security.outcome(defaults.SECCOMP, defaults.UNCONFINED_ADMIN) == "ok"
+    # keyctl needs no capability: refused by the default profile however many are added, allowed unconfined
+    assert [security.outcome(defaults.KEYCTL, v) for v in (defaults.DEFAULT, defaults.ADD_ADMIN, defaults.UNCONFINED)] \
+        == ["EPERM", "EPERM", "ok"]
+    # unshare needs CAP_SYS_ADMIN, and the default profile allows it once that is added
+    assert [security.outcome(defaults.UNSHARE, v) for v in (defaults.DEFAULT, defaults.UNCONFINED,
+                                                            defaults.ADD_ADMIN, defaults.UNCONFINED_ADMIN)] \
+        == ["EPERM", "EPERM", "ok", "ok"]
     assert security.euid(defaults.DEFAULT) == 0 and security.euid("--security-opt no-new-privileges") == 10001
     hidden = pitfalls.run_secrets(live)
     assert hidden.found(secrets.ENV, secrets.INSPECT) and hidden.found(secrets.ENV, secrets.ENVIRON)

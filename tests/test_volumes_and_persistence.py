@@ -331,6 +331,9 @@ MOMENTS = {
     # in the middle of the workload rounds: a container with a named volume, a bind mount and a tmpfs runs
     "costs, mid-workload": ("volumes.run_costs(lab, repeats=50, size_mib=8, bind_parent=sys.argv[1])",
                             r"anonymous volume .* of container labkit-costs"),
+    # the second engine answers: its daemon, data-root and namespace exist, the tar and its volume here too
+    "moved, second engine up": ("volumes.run_moved(lab, size_mib=1, bind_parent=sys.argv[1])",
+                                r"second engine .* answers"),
 }
 
 
@@ -364,3 +367,4 @@ def test_live_interrupted_experiment_leaves_nothing(docker_client: docker.Docker
         with pytest.raises(docker.errors.NotFound):
             docker_client.volumes.get(name)
     assert list(binds.iterdir()) == [], log
+    assert not list(daemons.state_parent().glob(f"{run_id}-*")), log

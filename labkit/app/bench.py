@@ -180,7 +180,7 @@ def sampler(bench: Bench, roots: dict[str, Path]) -> None:
 def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -> Path:
     """Run every measurement for the notebooks in `selection` (default: all) and write data/bench/bench.csv and
     provenance.json; return the CSV's path."""
-    started = utc_now()
+    started, commit = utc_now(), git_commit()  # before this bench writes data/bench/, which would read as dirty
     bench = Bench()
     chosen = runner.discover(selection)
     labs = [lab for lab in catalog.all_labs() if lab.stem in {nb.stem for nb in chosen}]
@@ -202,6 +202,6 @@ def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -
     atomic_write(target, bench.frame().to_csv(index=False))
     atomic_write(paths.bench_dir() / "provenance.json", json.dumps({
         "started_utc": started, "ended_utc": utc_now(), "fingerprint": measure.fingerprint(client),
-        "git_commit": git_commit(), "cold": cold, "full": full,
+        "git_commit": commit, "cold": cold, "full": full,
         "notebooks": [nb.stem for nb in chosen]}, indent=2, sort_keys=True, default=str) + "\n")
     return target

@@ -15,6 +15,11 @@ import time
 from collections.abc import Callable
 
 CLONE_NEWUTS = 0x04000000  # <linux/sched.h>: a new hostname namespace, which needs CAP_SYS_ADMIN
+# keyctl(2) needs no capability, and Docker's default seccomp profile refuses it whatever the container's capabilities
+# (the kernel keyring is not namespaced). Its number per architecture (<asm/unistd.h>); KEYCTL_GET_KEYRING_ID of the
+# session keyring, made if missing (<linux/keyctl.h>).
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
+KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING = 0, -3
 LONGEST_WAIT_S = 600  # a waiting container ends by itself if nobody stops it
 
 
@@ -62,6 +67,12 @@ def unshare_uts():
     libc = ctypes.CDLL(None, use_errno=True)
     result = libc.unshare(CLONE_NEWUTS)
     say(unshare="ok" if result == 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno())))
+
+
+def keyctl():
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = libc.syscall(SYS_KEYCTL[os.uname().machine], KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 1)
+    say(keyctl="ok" if result >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno())))
 
 
 def write(*paths):
@@ -117,7 +128,8 @@ def log_both(log_file):
 
 ACTIONS: dict[str, Callable[..., None]] = {
     "wait": lambda *a: wait("--exit-on-sigterm" in a), "orphans": lambda n, s: orphans(int(n), float(s)),
-    "raw-socket": raw_socket, "unshare-uts": unshare_uts, "write": write, "ids": ids, "clock": clock,
+    "raw-socket": raw_socket, "unshare-uts": unshare_uts, "keyctl": keyctl, "write": write, "ids": ids,
+    "clock": clock,
     "chatter": lambda t, d, n: chatter(int(t), float(d), int(n)), "log-both": log_both,
 }
 

@@ -13,11 +13,12 @@ from labkit.labs.pitfalls_and_security.declaration import (
     SECTION_WHAT,
 )
 from labkit.labs.pitfalls_and_security.defaults import (
+    ADD_ADMIN,
     DEFAULT,
+    KEYCTL,
     RAW_SOCKET,
     READ_ONLY,
-    SECCOMP,
-    UNCONFINED_ADMIN,
+    UNCONFINED,
     DefaultsResult,
 )
 from labkit.labs.pitfalls_and_security.logs import (
@@ -167,16 +168,17 @@ def check_claims(ledger: ClaimLedger, zombies: ZombieResult, stop: StopResult, u
                   "clock ends EPERM",
         verdict=verdict(display_only and utc["set_clock"] == "EPERM"), tables=("clock",))
 
-    blocked = defaults.outcome(SECCOMP, DEFAULT) == "EPERM"
-    allowed = defaults.outcome(SECCOMP, UNCONFINED_ADMIN) == "ok"
+    refused = [defaults.outcome(KEYCTL, variant) for variant in (DEFAULT, ADD_ADMIN)]
+    blocked = refused == ["EPERM", "EPERM"] and defaults.outcome(KEYCTL, UNCONFINED) == "ok"
     ledger.check(
         "security.seccomp_blocks", source=Source.CHAPTER, section=SECTION_WHAT,
         claim="seccomp restricts the system calls a container may make",
-        value=float(blocked and allowed), unit="1 = blocked by default, allowed unconfined with the capability",
-        measured=f"unshare(CLONE_NEWUTS): {defaults.outcome(SECCOMP, DEFAULT)} by default, "
-                 f"{defaults.outcome(SECCOMP, UNCONFINED_ADMIN)} with {UNCONFINED_ADMIN}",
-        criterion="EPERM under the default profile, success with seccomp unconfined plus CAP_SYS_ADMIN",
-        verdict=verdict(blocked and allowed), tables=("defaults",))
+        value=float(blocked), unit="1 = refused by the default profile alone",
+        measured=f"keyctl (needs no capability): {refused[0]} by default, {refused[1]} with {ADD_ADMIN}, "
+                 f"{defaults.outcome(KEYCTL, UNCONFINED)} with {UNCONFINED}",
+        criterion="a system call that needs no capability is refused (EPERM) under the default profile, also with "
+                  "CAP_SYS_ADMIN added, and succeeds with seccomp unconfined: only seccomp can have refused it",
+        verdict=verdict(blocked), tables=("defaults",))
 
     active = defaults.lsm_active
     ledger.check(

@@ -19,20 +19,29 @@ from labkit.labs.pitfalls_and_security.declaration import (
     wait_ready,
 )
 
-RAW_SOCKET, SECCOMP, READ_ONLY, NO_NEW_PRIVILEGES = "raw socket", "unshare(CLONE_NEWUTS)", "read-only", "setuid"
+RAW_SOCKET, UNSHARE, KEYCTL = "raw socket", "unshare(CLONE_NEWUTS)", "keyctl"
+READ_ONLY, NO_NEW_PRIVILEGES = "read-only", "setuid"
 DEFAULT = "default"
 UNCONFINED = "seccomp=unconfined"
+ADD_ADMIN = "--cap-add SYS_ADMIN"
 UNCONFINED_ADMIN = "seccomp=unconfined + --cap-add SYS_ADMIN"
 ETC, TMP = "/etc/probe.txt", "/tmp/probe.txt"
 # check → variant → (image stage, probe command, docker run options as SDK keyword arguments)
 CHECKS: dict[str, dict[str, tuple[str, list[str], dict[str, Any]]]] = {
     RAW_SOCKET: {DEFAULT: ("root", probe_argv("raw-socket"), {}),
                  "--cap-drop NET_RAW": ("root", probe_argv("raw-socket"), {"cap_drop": ["NET_RAW"]})},
-    SECCOMP: {DEFAULT: ("root", probe_argv("unshare-uts"), {}),
+    # unshare needs CAP_SYS_ADMIN, and the default profile allows it once that capability is added: capabilities
+    # and seccomp interlock. keyctl needs no capability, and the default profile refuses it even with CAP_SYS_ADMIN
+    # (the capability its conditional rules key on): seccomp alone. (`--cap-add ALL` fails on hosts whose bounding
+    # set lacks a capability, as ours lacks CAP_SYS_RESOURCE.)
+    UNSHARE: {DEFAULT: ("root", probe_argv("unshare-uts"), {}),
               UNCONFINED: ("root", probe_argv("unshare-uts"), {"security_opt": ["seccomp=unconfined"]}),
-              "--cap-add SYS_ADMIN": ("root", probe_argv("unshare-uts"), {"cap_add": ["SYS_ADMIN"]}),
+              ADD_ADMIN: ("root", probe_argv("unshare-uts"), {"cap_add": ["SYS_ADMIN"]}),
               UNCONFINED_ADMIN: ("root", probe_argv("unshare-uts"),
                                  {"security_opt": ["seccomp=unconfined"], "cap_add": ["SYS_ADMIN"]})},
+    KEYCTL: {DEFAULT: ("root", probe_argv("keyctl"), {}),
+             ADD_ADMIN: ("root", probe_argv("keyctl"), {"cap_add": ["SYS_ADMIN"]}),
+             UNCONFINED: ("root", probe_argv("keyctl"), {"security_opt": ["seccomp=unconfined"]})},
     READ_ONLY: {DEFAULT: ("root", probe_argv("write", ETC, TMP), {}),
                 "--read-only --tmpfs /tmp": ("root", probe_argv("write", ETC, TMP),
                                              {"read_only": True, "tmpfs": {"/tmp": "size=8m"}})},
@@ -77,9 +86,13 @@ class DefaultsResult:
         lsm = ", ".join(self.lsm_active) or "neither AppArmor nor SELinux"
         return (f"**What we measured.** A raw socket: **{self.outcome(RAW_SOCKET, DEFAULT)}** by default, "
                 f"**{self.outcome(RAW_SOCKET, '--cap-drop NET_RAW')}** with `--cap-drop NET_RAW`. "
-                f"`unshare(CLONE_NEWUTS)`: **{self.outcome(SECCOMP, DEFAULT)}** by default, "
-                f"{self.outcome(SECCOMP, UNCONFINED)} with seccomp unconfined alone (no CAP_SYS_ADMIN), "
-                f"**{self.outcome(SECCOMP, UNCONFINED_ADMIN)}** with both. `--read-only --tmpfs /tmp`: "
+                f"`keyctl` (no capability needed): **{self.outcome(KEYCTL, DEFAULT)}** by default, "
+                f"**{self.outcome(KEYCTL, ADD_ADMIN)}** with `{ADD_ADMIN}`, "
+                f"**{self.outcome(KEYCTL, UNCONFINED)}** with seccomp unconfined: the default profile alone refuses "
+                f"it. `unshare(CLONE_NEWUTS)`: {self.outcome(UNSHARE, DEFAULT)} by default, "
+                f"{self.outcome(UNSHARE, UNCONFINED)} with seccomp unconfined alone, "
+                f"{self.outcome(UNSHARE, ADD_ADMIN)} with `{ADD_ADMIN}` alone: the default profile lets it through "
+                f"once the capability is there. `--read-only --tmpfs /tmp`: "
                 f"{self.outcome(READ_ONLY, '--read-only --tmpfs /tmp')} (by default "
                 f"{self.outcome(READ_ONLY, DEFAULT)}). A setuid-root program run by uid 10001 got euid "
                 f"**{self.euid(DEFAULT)}** by default and **{self.euid('--security-opt no-new-privileges')}** under "
@@ -105,7 +118,7 @@ def run_defaults(lab: LabSession, memory_limit_mib: int = 64) -> DefaultsResult:
                 for variant, (stage, argv, options) in variants.items():
                     image = made.root if stage == "root" else made.nonroot
                     said = probe_once(client, scope, image, argv, limits, **options)
-                    outcome = said.get("raw_socket") or said.get("unshare") or ", ".join(
+                    outcome = said.get("raw_socket") or said.get("unshare") or said.get("keyctl") or ", ".join(
                         f"{path.split('/')[1]}: {result}" for path, result in said.get("writes", {}).items()) \
                         or f"euid {said.get('euid')}"
                     rows.append({"check": check, "variant": variant, "outcome": outcome, "uid": said.get("uid", -1),

@@ -25,6 +25,7 @@ from labkit.labs.volumes_and_persistence.declaration import (
     check_bind_parent,
     docker_root,
     limits_for,
+    log,
     positive_mib,
     require_disk,
     rig,
@@ -123,6 +124,7 @@ def run_moved(lab: LabSession, size_mib: int = 16, bind_parent: str = "/tmp") ->
             rows.append(_row(BACKED_UP, HERE, root, mountpoint, original, original, backup_s))
             with daemons.engines(lab.run_id, 1) as other:
                 node = other.nodes[0]
+                log.info("second engine %s answers", node.socket)
                 daemons.load_image(image, [node])
                 labels = [f"--label={key}={value}" for key, value in rig_.scope.labels.items()]
                 node.docker(["volume", "create", *labels, volume])
