@@ -21,6 +21,7 @@ from labkit.errors import BadParameter
 from labkit.instruments import engine, firewall, netns, procfs, undo
 from labkit.labs import networking
 from labkit.labs.networking import DNAT, HOST_NETWORK, LOOPBACK, NGINX, PROXY, ExposureResult, PathsResult
+from labkit.labs.networking import exposure as exposure_module
 from tests.conftest import interrupt_experiment, leftovers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "net"
@@ -201,6 +202,27 @@ def test_live_exposure_matches_how_the_engine_writes_its_rules(
     assert not exposure.reached("EXPOSE 80 alone", "neighbour", "container address:80")  # no ACCEPT rule for it
     assert exposure.sockets("EXPOSE 80 alone") == "none"
     assert set(exposure.listening.loc[exposure.listening["mode"] == loop, "address"]) == {"127.0.0.1"}
+    _no_trace_of(docker_client, live.run_id)
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_a_failure_under_the_firewall_rule_leaves_nothing(live: LabSession, docker_client: docker.DockerClient,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # The probe under the INPUT rule fails: by then the neighbour namespace and its veth, the outward guards, the
+    # INPUT rule and four published containers exist.
+    probe_rows = exposure_module._probe_rows
+
+    def failing(mode: str, rule: str, *args: object) -> list[dict[str, object]]:
+        if rule == networking.INPUT_RULE:
+            assert firewall.labkit_rules(live.run_id) and netns.names()  # all of it is up
+            raise RuntimeError("a failure in the middle of the experiment")
+        return probe_rows(mode, rule, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exposure_module, "_probe_rows", failing)
+    with pytest.raises(RuntimeError, match="in the middle"):
+        networking.run_exposure(live, networking.free_port_above(random.randrange(20000, 60000),
+                                                                 networking.PORTS_USED))
     _no_trace_of(docker_client, live.run_id)
 
 

@@ -21,7 +21,7 @@ from labkit.errors import BadParameter
 from labkit.instruments import engine, layers, processes
 from labkit.labs import pitfalls_and_security as pitfalls
 from labkit.labs.pitfalls_and_security import clock, defaults, logs, secrets, stopping, users, zombies
-from tests.conftest import interrupted_run_leaves_nothing, leftovers
+from tests.conftest import interrupted_run_leaves_nothing, lab_objects, leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = pitfalls.LAB
@@ -257,6 +257,28 @@ TEMP_FOLDERS = "labkit-10-*"  # the notebook's temporary folders, by name
 
 def _temp_folders() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob(TEMP_FOLDERS)}
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_live_a_failure_mid_experiment_leaves_nothing(live: LabSession, docker_client: docker.DockerClient,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The third probe fails: by then both probe images are built and two probe containers have run.
+    before, calls = _temp_folders(), []
+    probe_once = defaults.probe_once
+
+    def failing(*args: object, **options: object) -> dict[str, object]:
+        calls.append(args)
+        if len(calls) == 3:
+            raise RuntimeError("a failure in the middle of the experiment")
+        return probe_once(*args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(defaults, "probe_once", failing)
+    with pytest.raises(RuntimeError, match="in the middle"):
+        pitfalls.run_defaults(live)
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
+    assert lab_objects(docker_client, pitfalls.STEM) == {"containers": [], "images": []}
+    assert _temp_folders() - before == set()
 
 
 @pytest.mark.docker
