@@ -168,6 +168,8 @@ def test_service_images_change_tag_with_their_version_and_base() -> None:
     (lambda lab: stack_lab.run_bringup(lab, 18120, 1, 0.0), "short_interval_s=0.0"),
     (lambda lab: stack_lab.run_state(lab, 18120, 0, 1.0), "writes=0"),
     (lambda lab: stack_lab.run_failures(lab, 18120, 1.0, 0.0), "watch_s=0.0"),
+    (lambda lab: stack_lab.run_deploy(lab, 18120, 1.0, 0, 12.0), "rate_hz=0"),  # no request would be sent
+    (lambda lab: stack_lab.run_deploy(lab, 18120, 1.0, 20, 1.0), "duration_s=1.0"),
 ])
 def test_bad_input_is_refused_before_anything_starts(call: object, message: str, tmp_path: Path) -> None:
     # A live session without an engine: the call must refuse its input before it asks the engine for anything.
