@@ -239,9 +239,18 @@ def test_verdicts_on_a_hand_made_waterfall() -> None:
     verdicts = _verdicts(result, _lint({"teammate": ["DL3025"], "exec-form": []}))
     assert verdicts == {
         "quick_check.under_200_mb": Verdict.CAVEAT, "quick_check.under_60_s": Verdict.CAVEAT,
+        "quick_check.size_ratio": Verdict.FAILS, "quick_check.rebuild_ratio": Verdict.FAILS,  # 21 %, 17 % > 12.5 %
         "quick_check.code_only_about_10_s": Verdict.HOLDS, "quick_check.priority_order": Verdict.CAVEAT,
         "mnemonic.non_root": Verdict.HOLDS, "mnemonic.exec_form": Verdict.HOLDS, "dockerignore.secret": Verdict.HOLDS,
         "lint.mnemonic_reach": Verdict.HOLDS}
+
+
+def test_the_ratios_hold_from_the_chapters_starting_point() -> None:
+    table = dict(HAND_MADE)
+    table["teammate"] = (1600, [480.0, 480.0, 480.0], True, 0, 10.1, 137, True)  # the chapter's 1.6 GB, 8 minutes
+    verdicts = _verdicts(_result(table), _lint({"teammate": ["DL3025"], "exec-form": []}))
+    # 190 MB is 11.9 % of 1.6 GB; a 7 s median is 1.5 % of 480 s: both within an eighth
+    assert verdicts["quick_check.size_ratio"] == verdicts["quick_check.rebuild_ratio"] == Verdict.CAVEAT
 
 
 def test_verdicts_turn_when_the_data_says_otherwise() -> None:
@@ -251,6 +260,7 @@ def test_verdicts_turn_when_the_data_says_otherwise() -> None:
     verdicts = _verdicts(_result(table), _lint({"teammate": ["DL3025", "DL3002"], "exec-form": ["DL3025"]}))
     assert verdicts == {
         "quick_check.under_200_mb": Verdict.FAILS, "quick_check.under_60_s": Verdict.FAILS,
+        "quick_check.size_ratio": Verdict.FAILS, "quick_check.rebuild_ratio": Verdict.FAILS,
         "quick_check.code_only_about_10_s": Verdict.HOLDS, "quick_check.priority_order": Verdict.FAILS,
         "mnemonic.non_root": Verdict.FAILS, "mnemonic.exec_form": Verdict.FAILS, "dockerignore.secret": Verdict.FAILS,
         "lint.mnemonic_reach": Verdict.FAILS}

@@ -43,6 +43,7 @@ COLD, CODE, DEPENDENCY = "cold", "code-only", "dependency change"
 CHAPTER_TARGET_BYTES = 200e6  # the quick check's goal: an image under 200 MB
 CHAPTER_TARGET_S = 60.0  # … and a rebuild under 60 s
 CHAPTER_CODE_ONLY_S = 10.0  # the chapter's answer: about 10 s per code-only rebuild once dependencies are cached
+CHAPTER_FIRST_BYTES, CHAPTER_FIRST_S = 1.6e9, 8 * 60.0  # the teammate's image and CI time the chapter starts from
 DEFAULT_STOP_TIMEOUT_S = 10  # docker stop's default grace period
 READY_TIMEOUT_S = 30.0
 READY_LINE = b"listening on"  # what the service prints once it listens
