@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import docker
 import pandas as pd
@@ -287,3 +289,23 @@ def test_a_container_created_late_is_swept_before_the_volume_it_holds(monkeypatc
     report = engine.cleanup(client, engine.LABEL_SCOPE, "s1")
     assert removed == ["late", "labkit-named-1"]
     assert (report.containers, report.volumes) == (["late"], ["labkit-named-1"])
+
+
+@pytest.mark.docker
+def test_the_build_cache_a_block_adds_is_removed_also_when_it_fails(docker_client: docker.DockerClient,
+                                                                    tmp_path: Path) -> None:
+    """A build with a RUN step inside `build_cache_as_found` adds cache records (checked), and none is left after
+    the block, which here ends in an error."""
+    from labkit.instruments import builds
+
+    base = images.require_base(docker_client, "busybox").tag
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo {uuid.uuid4().hex} > /marker\n")
+    before = set(engine.build_cache_records(docker_client))
+    added: set[str] = set()
+    with pytest.raises(RuntimeError, match="after the build"), engine.build_cache_as_found(docker_client):
+        with engine.Scope(docker_client, engine.new_run_id(), lab="test-build-cache") as scope:
+            builds.build(tmp_path, f"labkit-test/build-cache:{scope.scope_id}", scope)
+            added = set(engine.build_cache_records(docker_client)) - before
+        raise RuntimeError("a failure after the build")
+    assert added, "the build added no cache record: the test would show nothing"
+    assert set(engine.build_cache_records(docker_client)) - before == set()
