@@ -249,6 +249,22 @@ def test_live_the_counter_survives_down_and_not_down_v(docker_client: docker.Doc
 
 @pytest.mark.docker
 @pytest.mark.root
+def test_live_a_failure_with_the_stack_up_leaves_nothing(docker_client: docker.DockerClient, live: LabSession,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # The neighbour's probe fails: by then the project (three containers, its network, its named volume) is up and
+    # the neighbour namespace exists.
+    def failing(neighbour: netns.Neighbour, url: str) -> dict[str, object]:
+        assert _project_containers(docker_client, live.run_id) and netns.names()  # all of it is up
+        raise RuntimeError("a failure in the middle of the experiment")
+
+    monkeypatch.setattr(state, "_neighbour_probe", failing)
+    with pytest.raises(RuntimeError, match="in the middle"):
+        stack_lab.run_state(live, _free_port(), 1, 1.0)
+    _no_trace_of(docker_client, live.run_id)
+
+
+@pytest.mark.docker
+@pytest.mark.root
 def test_live_restart_policy_unhealthy_left_in_place_and_the_scale_clash(docker_client: docker.DockerClient,
                                                                            live: LabSession) -> None:
     port = _free_port()
