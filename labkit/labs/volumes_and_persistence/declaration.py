@@ -69,7 +69,8 @@ LAB = Lab(
     requirements=(ENGINE, ROOT, Requirement("program", "debootstrap", "the python-slim base"),
                   Requirement("program", "dockerd", "the second engine a volume is moved to (section 4)"),
                   Requirement("program", "nsenter", "starting that engine in a network namespace of its own"),
-                  Requirement("program", "ip", "that engine's network namespace")),
+                  Requirement("program", "ip", "that engine's network namespace"),
+                  Requirement("program", "iptables", "one narrow FORWARD rule on that engine's bridge")),
     bases=(PYTHON_BASE, TAR_BASE),
     tables={
         "survival": ("storage", "event", "survived", "left_on_host", "host_path"),

@@ -51,7 +51,9 @@ class MovedResult:
     """`moved`: one row per step (:data:`FILLED` … :data:`RESTORED`) with the `engine` it ran on, that engine's
     `data_root`, the volume's `mountpoint` there, the `entries` the volume then held (files, folders, links),
     whether its listing equals the original's (`listing_equal`) and the step's wall time (`seconds`, container
-    start included; NaN for a step not timed)."""
+    start included; NaN for a step not timed). The volume is listed three times: filled (the reference, so its row
+    equals itself), on the other engine before the copy, and after the restore; the backed-up row repeats the
+    reference's listing (the backup reads the volume read-only and does not list it again)."""
 
     moved: pd.DataFrame
 
