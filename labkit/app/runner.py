@@ -272,7 +272,8 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
     """Remove the docker objects and cgroups of run `run_id`, or of every run when None.
 
     Returns what went: the engine's report (None when no engine answers, so nothing can be in it) and the
-    cgroup paths, extra engines, neighbour namespaces, firewall rules and other runtimes' objects removed.
+    cgroup paths, extra engines, neighbour namespaces, firewall rules, other runtimes' objects and lab machine runs
+    removed.
     """
     from labkit.instruments import cgroups
 
@@ -286,8 +287,10 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
     except cgroups.CgroupUnavailable:
         removed = []
     from labkit.instruments import daemons, firewall, netns, runtimes  # neighbour hosts, rules, engines (08 on)
+    from labkit.instruments.vm import guest  # the lab machine's boots (15)
 
     removed += daemons.sweep(run_id)  # before the namespaces: each extra daemon lives in one
+    removed += guest.sweep(run_id)
     removed += [f"network namespace {name}" for name in netns.sweep(run_id)]
     removed += [f"firewall rule {rule}" for rule in firewall.sweep(run_id)]
     removed += runtimes.sweep(run_id)  # containerd namespaces and podman images (notebook 13)

@@ -145,7 +145,7 @@ def _unmount_below(folder: str) -> None:
         run(["umount", "-l", point], 30, check=False)
 
 
-def _end_processes(folders: Sequence[str]) -> None:
+def end_processes(folders: Sequence[str]) -> None:
     """SIGTERM every process naming `folders` (the daemons, their containerd and shims: found by their arguments,
     so a daemon whose maker lost track of it is found too), SIGKILL those left after STOP_TIMEOUT_S, and wait
     (bounded) until none is left: a daemon still alive would make its folders again after they were removed."""
@@ -169,7 +169,7 @@ def remove_nodes(detail: dict[str, Any]) -> None:
     """Undo the daemons of :func:`engines` (idempotent): end every process naming its `detail["folders"]`, kill
     and remove its containers' cgroups (`detail["cgroup"]`), then remove the folders (:func:`_remove_folders`)."""
     folders = detail["folders"]
-    _end_processes(folders)
+    end_processes(folders)
     with suppress(cgroups.CgroupUnavailable):
         layout = cgroups.CgroupLayout.from_system()
         cgroups.sweep(layout, prefix=detail["cgroup"])
@@ -209,7 +209,7 @@ def sweep(run_id: str | None = None) -> list[str]:
         removed.append(f"extra engines {folder}")
     if run_id is None and Path(RUNTIME_PARENT).is_dir():  # a runtime folder whose state folder is gone
         for folder in sorted(Path(RUNTIME_PARENT).iterdir()):
-            _end_processes([str(folder)])
+            end_processes([str(folder)])
             _remove_folders([str(folder)])
             removed.append(f"extra engines' runtime folder {folder}")
     return removed

@@ -468,7 +468,8 @@ def _unpack_busybox(staging: Path) -> None:
         (staging / "bin" / applet).symlink_to("busybox")
 
 
-def _mirror() -> str:
+def mirror() -> str:
+    """The Debian mirror debootstrap and apt use (LABKIT_DEBIAN_MIRROR overrides deb.debian.org)."""
     return os.environ.get("LABKIT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 
@@ -490,7 +491,7 @@ def _debootstrap(staging: Path, base: DebianBase) -> None:
     foreign = _foreign(debian_arch)
     variant = [] if base.variant == "default" else [f"--variant={base.variant}"]
     run(["debootstrap", *variant, f"--arch={debian_arch}", *(["--foreign"] if foreign else []), *include,
-         f"--cache-dir={deb_cache(debian_arch)}", DEBIAN_SUITE, str(staging), _mirror()], 1800, hint=MIRROR_HINT)
+         f"--cache-dir={deb_cache(debian_arch)}", DEBIAN_SUITE, str(staging), mirror()], 1800, hint=MIRROR_HINT)
     if foreign:
         # The second stage runs the target's own dpkg and maintainer scripts: under qemu, through binfmt_misc.
         arch.enable_emulation(_platform_of_debian_arch(debian_arch))
@@ -624,7 +625,7 @@ def debian_package_file(package: str, debian_arch: str, folder: Path) -> Path:
     for sub in ("lists/partial", "cache/archives/partial"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     (state / "status").touch()
-    (state / "sources.list").write_text(f"deb {_mirror()} {DEBIAN_SUITE} main\n")
+    (state / "sources.list").write_text(f"deb {mirror()} {DEBIAN_SUITE} main\n")
     options = [f"-oAPT::Architecture={debian_arch}", f"-oAPT::Architectures={debian_arch}", f"-oDir::State={state}",
                f"-oDir::State::status={state / 'status'}", f"-oDir::Cache={state / 'cache'}",
                f"-oDir::Etc::SourceList={state / 'sources.list'}", "-oDir::Etc::SourceParts=-"]

@@ -93,6 +93,7 @@ DEBIAN_PACKAGE = {
     "systemd-analyze": "systemd",
     "ctr": "containerd",
     "tini-static": "tini",
+    "mke2fs": "e2fsprogs",
 }
 
 
@@ -171,6 +172,12 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return arm
+
+
+def dies_with_parent() -> Callable[[], None]:
+    """A preexec_fn for :func:`spawn`: the program is SIGKILLed when this process dies, however it dies (a VM that
+    must not outlive the notebook that booted it)."""
+    return _die_with_parent(os.getpid())
 
 
 def run(

@@ -141,3 +141,17 @@ def _human(size_bytes: float) -> str:
             break
         value, unit = value / 1024, larger
     return f"{value:,.1f} {unit}"
+
+
+def whole_disk(folder: Path, sys_root: Path = Path("/sys")) -> Path:
+    """The block device (``/dev/vda``, never a partition of it) that holds `folder`: the device an IO limit such
+    as ``--device-write-bps`` must name for writes to `folder` to count. BadParameter when `folder` is not on a
+    block device (tmpfs, overlay of another machine)."""
+    device = os.stat(_existing(folder)).st_dev
+    node = sys_root / "dev" / "block" / f"{os.major(device)}:{os.minor(device)}"
+    if not node.exists():
+        raise BadParameter(f"{folder} is on no block device (device {os.major(device)}:{os.minor(device)}).",
+                           "An IO limit needs a disk: point the engine's data-root at one.")
+    real = node.resolve()
+    disk = real.parent if (real / "partition").exists() else real
+    return Path("/dev") / disk.name

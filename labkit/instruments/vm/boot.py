@@ -11,7 +11,7 @@ import os
 import re
 import selectors
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from labkit.errors import BadParameter
@@ -102,17 +102,23 @@ class _Console:
     closed: bool = False  # QEMU closed stdout and stderr (it is exiting)
 
 
-def _watch(proc: shell.Process[str], deadline_ns: int) -> _Console:
-    """Read QEMU's stdout (serial console) and stderr until both close or `deadline_ns` (perf_counter_ns).
-
-    After the marker line, keep reading for at most the power-off grace period.
-    """
-    console = _Console(lines=[])
+def read_console(proc: shell.Process[str], deadline_ns: int,
+                 on_line: Callable[[int, str, str], int | None]) -> bool:
+    """Read QEMU's stdout (the serial console) and stderr line by line until both close or `deadline_ns`
+    (perf_counter_ns). ``on_line(arrived_ns, stream, line)`` gets each line (`stream` "out" or "err", the line
+    without its end) and may return an earlier deadline. True when both streams closed (QEMU is exiting)."""
     assert proc.stdout is not None and proc.stderr is not None
     streams = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err"}
     decoders = {fd: codecs.getincrementaldecoder("utf-8")(errors="replace") for fd in streams}
     partial = {fd: "" for fd in streams}
-    stderr_parts: list[str] = []
+
+    def take(fd: int, lines: Sequence[str], now: int) -> None:
+        nonlocal deadline_ns
+        for raw in lines:
+            sooner = on_line(now, streams[fd], raw.rstrip("\r"))
+            if sooner is not None:
+                deadline_ns = min(deadline_ns, sooner)
+
     with selectors.DefaultSelector() as selector:
         for fd in streams:
             selector.register(fd, selectors.EVENT_READ)
@@ -128,33 +134,38 @@ def _watch(proc: shell.Process[str], deadline_ns: int) -> _Console:
                     selector.unregister(fd)
                     text = partial[fd] + decoders[fd].decode(b"", final=True)
                     partial[fd] = ""
-                    if text:
-                        _take_lines(console, stderr_parts, streams[fd], [text], now)
+                    take(fd, [text] if text else [], now)
                     continue
-                text = partial[fd] + decoders[fd].decode(chunk)
-                *complete, partial[fd] = text.split("\n")
-                was_seen = console.marker_ns is not None
-                _take_lines(console, stderr_parts, streams[fd], complete, now)
-                if not was_seen and console.marker_ns is not None:
-                    deadline_ns = min(deadline_ns, now + int(_POWEROFF_GRACE_S * 1e9))
-        console.closed = not selector.get_map()
-    console.lines.extend(p for p in partial.values() if p)
-    console.stderr = "".join(stderr_parts)
-    return console
+                *complete, partial[fd] = (partial[fd] + decoders[fd].decode(chunk)).split("\n")
+                take(fd, complete, now)
+        closed = not selector.get_map()
+    take_last = [(fd, text) for fd, text in partial.items() if text]
+    for fd, text in take_last:
+        take(fd, [text], time.perf_counter_ns())
+    return closed
 
 
-def _take_lines(console: _Console, stderr_parts: list[str], stream: str, lines: Sequence[str], now: int) -> None:
-    for raw in lines:
-        line = raw.rstrip("\r")
+def _watch(proc: shell.Process[str], deadline_ns: int) -> _Console:
+    """The console of one boot until both streams close or `deadline_ns` (perf_counter_ns); after the marker
+    line, at most the power-off grace period more."""
+    console = _Console(lines=[])
+    stderr_parts: list[str] = []
+
+    def on_line(now: int, stream: str, line: str) -> int | None:
+        console.lines.append(line)
         if stream == "err":
             stderr_parts.append(line + "\n")
-            console.lines.append(line)
-            continue
-        console.lines.append(line)
+            return None
         match = _RELEASE_RE.search(line)
         if console.marker_ns is None and (match or MARKER in line):
             console.marker_ns = now
             console.release = match.group(1) if match else None
+            return now + int(_POWEROFF_GRACE_S * 1e9)
+        return None
+
+    console.closed = read_console(proc, deadline_ns, on_line)
+    console.stderr = "".join(stderr_parts)
+    return console
 
 
 def _stop(proc: shell.Process[str], exit_wait_s: float) -> bool:
