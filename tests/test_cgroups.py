@@ -44,6 +44,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
 PROC_FIXTURES = Path(__file__).parent / "fixtures" / "proc"
 HYBRID_TEXT = (FIXTURES / "mountinfo-hybrid.txt").read_text()
 V2_TEXT = (FIXTURES / "mountinfo-v2.txt").read_text()
+GUEST_TEXT = (FIXTURES / "v2-guest" / "mountinfo-v2-guest.txt").read_text()
 LIMITS = Limits(memory_bytes=32 * MIB, pids=32, cpus=0.5)
 DOCKER_ID = "b36187beb55edb702ea20e9d7b697dfec7c7d3e65d6df33dad4813b86c84d6e3"
 
@@ -130,6 +131,20 @@ def test_detect_pure_v2_host_has_every_controller_in_the_unified_tree(v2_root: P
     assert set(layout.controllers) == {"cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc", "cpuacct"}
     assert all(h == unified for h in layout.controllers.values())
     assert layout.hierarchies() == [unified]
+
+
+@pytest.fixture
+def guest_root(tmp_path: Path) -> Path:
+    """A writable copy of the v2 tree recorded in notebook 15's lab machine."""
+    shutil.copytree(FIXTURES / "v2-guest", tmp_path / "guestroot")
+    return tmp_path / "guestroot"
+
+
+def test_detect_the_lab_machine_as_pure_v2(guest_root: Path) -> None:
+    layout = detect(GUEST_TEXT, root=guest_root)
+    assert layout.version == "v2"
+    assert {"cpu", "io", "memory", "pids", "cpuacct"} <= set(layout.controllers)
+    assert layout.hierarchies() == [Hierarchy(guest_root / "sys/fs/cgroup", "v2")]
 
 
 def test_detect_comounted_cpu_and_cpuacct_share_one_hierarchy(tmp_path: Path) -> None:
@@ -357,6 +372,37 @@ def test_v2_reads_of_the_busy_group(v2_root: Path) -> None:
     assert busy.pids_current() == 2 and busy.pids_max() == 32
     assert busy.pids_events() == {"max": 3}
     assert busy.pids() == [5150, 5151]
+
+
+# --- reading groups: v2, recorded in the lab machine (record-v2.sh) ------------------------------------------
+
+
+def test_recorded_v2_oom_group(guest_root: Path) -> None:
+    oom = detect(GUEST_TEXT, root=guest_root).open("fixture/oom")
+    assert oom.memory_max_bytes() == 8 * MIB and oom.memory_peak_bytes() == 8388608
+    assert oom.memory_current_bytes() == 57344
+    assert oom.memory_events() == {"low": 0, "high": 0, "max": 74, "oom": 1, "oom_kill": 1, "oom_group_kill": 0}
+    assert oom.swap_max_bytes() == 0 and oom.swap_current_bytes() == 0
+    assert oom.pids_max() == 16 and oom.pids_current() == 0 and oom.pids() == []
+
+
+def test_recorded_v2_idle_and_busy_groups(guest_root: Path) -> None:
+    layout = detect(GUEST_TEXT, root=guest_root)
+    idle = layout.open("fixture/idle")
+    assert idle.memory_max_bytes() is None and idle.swap_max_bytes() is None and idle.pids_max() is None
+    assert idle.memory_current_bytes() == 176128 and idle.memory_peak_bytes() == 290816
+    assert idle.cpu_usage_s() == pytest.approx(0.045145) and idle.cpu_stat() == CpuStat(0, 0, 0.0)
+    assert idle.pids() == [407]
+    busy = layout.open("fixture/busy")
+    assert busy.memory_max_bytes() == 64 * MIB and busy.memory_peak_bytes() == 17625088
+    stat = busy.memory_stat()
+    assert (stat.anon_bytes, stat.file_bytes) == (4452352, 8585216)
+    assert stat.fields["file_dirty"] == 8388608  # the 8 MiB file, not yet written back
+    throttled = busy.cpu_stat()
+    assert (throttled.nr_periods, throttled.nr_throttled, throttled.throttled_s) == (28, 25, pytest.approx(1.620367))
+    assert busy.cpu_usage_s() == pytest.approx(1.287629) and busy.cpu_max() == CpuMax(50000, 100000)
+    assert busy.pids_current() == 2 and busy.pids_max() == 32 and busy.pids_events() == {"max": 0}
+    assert busy.pids() == [442, 467]
 
 
 def test_v2_optional_files_read_as_none_when_the_kernel_lacks_them(v2_root: Path) -> None:

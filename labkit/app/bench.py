@@ -28,6 +28,7 @@ from labkit.app import book, catalog, runner
 from labkit.core.results import utc_now
 from labkit.core.session import git_commit
 from labkit.instruments import measure, shell
+from labkit.labs import the_lab_machine
 from labkit.paths import atomic_write
 
 COLUMNS = ["group", "item", "condition", "value", "unit", "note"]
@@ -85,11 +86,12 @@ def setup_phases(bench: Bench, labs: list[Any]) -> Any:
     return client
 
 
-def cold_phases(bench: Bench, bases: Sequence[str]) -> None:
+def cold_phases(bench: Bench, bases: Sequence[str], lab_machine: bool) -> None:
     """`labkit setup` as a fresh machine runs it, without touching the reader's engine or cache: a second dockerd
     on an empty data-root of its own (:mod:`labkit.instruments.daemons`; cold engine: until it answers), then
     `bases` made into it one after another from an empty cache folder (cold bases: debootstrap and apt download
-    every package from Debian's mirror again). The engine, its data-root and the cache folder are removed after."""
+    every package from Debian's mirror again), and when `lab_machine`, notebook 15's guest made in that cache and
+    booted once. The engine, its data-root and the cache folder are removed after."""
     import docker
 
     from labkit.instruments import daemons, engine, images
@@ -109,6 +111,24 @@ def cold_phases(bench: Bench, bases: Sequence[str]) -> None:
             bench.add("cold bases", name, "cold", seconds, note="made from an empty cache folder into a fresh engine")
         bench.add("make lab", "bases", "cold", total,
                   note=f"{len(bases)} bases one after another, from an empty cache folder, into a fresh engine")
+        if lab_machine:
+            _lab_machine(bench)
+
+
+def _lab_machine(bench: Bench) -> None:
+    """Notebook 15's guest made in the cold cache folder (after the bases: the .deb files they fetched are reused;
+    01's kernel is downloaded again), then booted once with nothing to do: its timeline, mark by mark."""
+    from labkit.instruments import engine, vm
+    from labkit.instruments.vm import guest
+
+    seconds, made = _timed(guest.ensure_guest)
+    phases = ", ".join(f"{key.removesuffix('_s')} {made.manifest[key]:.0f} s"
+                       for key in ("debootstrap_s", "kernel_s", "disk_s"))
+    bench.add("make lab", "lab machine", "cold", seconds,
+              note=f"notebook 15's guest ({phases}; 01's kernel downloaded), from the cold cache after the bases")
+    run = guest.run_job(made, "true", {}, run_id=engine.new_run_id(), accel=vm.accelerator())
+    for mark, at_s in run.marks.items():
+        bench.add("lab machine boot", mark, run.accelerator, at_s, note="seconds from QEMU's start, first boot")
 
 
 def notebooks(bench: Bench, chosen: list[Path], work: Path, full: bool) -> Path | None:
@@ -187,7 +207,8 @@ def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -
     python_env(bench, cold)
     client = setup_phases(bench, labs)
     if cold:
-        cold_phases(bench, tuple(dict.fromkeys(name for lab in labs for name in lab.bases)))
+        cold_phases(bench, tuple(dict.fromkeys(name for lab in labs for name in lab.bases)),
+                    lab_machine=any(lab.stem == the_lab_machine.STEM for lab in labs))
     with tempfile.TemporaryDirectory(prefix="labkit-bench-") as work:
         executed = notebooks(bench, chosen, Path(work), full)
         if executed is not None:

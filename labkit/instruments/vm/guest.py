@@ -225,7 +225,8 @@ class GuestRun:
     reached: the job started), ``docker-ready`` (the guest's engine answered), ``job-done``, and ``off`` (QEMU
     exited). `uptimes`: the guest's own uptime (s) at the marks the job printed. `completed`: the job ended and the
     guest powered off before the timeout. `status`: the job's exit status (None when it did not end).
-    `outputs`: the files the job wrote to /labkit/out, by name. `console`: every console line, for the record.
+    `outputs`: the files the job wrote below /labkit/out, by their path there (``sys/fs/cgroup/...``).
+    `console`: every console line, for the record.
     """
 
     accelerator: str
@@ -317,7 +318,7 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
         if closed:
             marks["off"] = (time.perf_counter_ns() - started_ns) / 1e9
         out = share / "out"
-        outputs = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+        outputs = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
         status_text = outputs.pop("status", b"").decode().strip()
         return GuestRun(accel, marks, uptimes, closed and "job-done" in marks,
                         int(status_text) if status_text.isdigit() else None, outputs, tuple(lines))

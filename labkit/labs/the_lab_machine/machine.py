@@ -221,7 +221,7 @@ class MachineResult:
         limit_mib_s = float(self.writes.loc[self.writes["limit_bps"] > 0, "limit_bps"].iloc[0]) / (1 << 20)
 
         def listed(machine: str) -> str:
-            return ", ".join(f"{'≥ ' if self._below_step(machine, kind) else ''}{ratios.loc[kind, machine]:.2f}× "
+            return ", ".join(f"{'≥ ' if self.below_step(machine, kind) else ''}{ratios.loc[kind, machine]:.2f}× "
                              f"({kind})" for kind in ratios.index)
 
         def verdicts(machine: str) -> str:
@@ -237,7 +237,8 @@ class MachineResult:
                 f"small ({int(self.writes['bytes'].iloc[0]) >> 20} MiB each) and timed in the container's 10 ms clock "
                 "steps: a write faster than one step counts as one step, so its ratio is a lower bound (≥).")
 
-    def _below_step(self, machine: str, kind: str) -> bool:
+    def below_step(self, machine: str, kind: str) -> bool:
+        """Whether the limited `kind` of write took one clock step or less on `machine` (its ratio a lower bound)."""
         rows = self.writes[(self.writes["kind"] == kind) & (self.writes["limit_bps"] > 0)
                            & (self.writes["machine"] == machine)]
         return bool((rows["seconds"] <= CLOCK_RESOLUTION_S).any())
