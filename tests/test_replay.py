@@ -30,6 +30,7 @@ from labkit.labs import (
     networking,
     pitfalls_and_security,
     tags_digests_and_registries,
+    the_lab_machine,
     the_quick_check,
     volumes_and_persistence,
     what_a_container_is,
@@ -145,6 +146,8 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         lab.claims, when_to_graduate.run_orchestrator(lab, when_to_graduate.Knobs(
             3, 3, 3, 1.0, 5.0, 300.0, (1.0, 5.0), "stop-first")), when_to_graduate.run_portability(lab, 5),
         when_to_graduate.run_stateful(lab)),
+    the_lab_machine.STEM: lambda lab: the_lab_machine.check_claims(
+        lab.claims, the_lab_machine.run_machine(lab, boots=3)),
 }
 
 

@@ -14,7 +14,7 @@ from labkit.labs.the_lab_machine.declaration import (
     SECTION_OOM,
     SECTION_WHAT,
 )
-from labkit.labs.the_lab_machine.machine import MachineResult
+from labkit.labs.the_lab_machine.machine import MachineResult, listed
 
 SYNCED = "buffered, then sync"  # the probe's write kinds
 WRITE_KINDS = (SYNCED, "buffered + fsync", "direct")
@@ -56,14 +56,14 @@ def _boot(ledger: ClaimLedger, machine: MachineResult) -> None:
 
 def _memory(ledger: ClaimLedger, machine: MachineResult) -> None:
     oom = machine.oom_rows(GUEST)
-    limits = oom["limit_bytes"].astype(str)
-    held = bool((limits == str(MEMORY_LIMIT_BYTES)).all() and (oom["peak_bytes"] <= MEMORY_LIMIT_BYTES).all())
+    limits = machine.oom_numbers(GUEST, "limit_bytes")
+    held = bool((limits == MEMORY_LIMIT_BYTES).all() and (oom["peak_bytes"] <= MEMORY_LIMIT_BYTES).all())
     counted = bool((oom["oom_kills"] >= 1).all())
     ledger.check(
         "machine.cgroup_v2_memory", source=Source.CHAPTER, section=SECTION_WHAT,
         claim="Cgroups cap a container's memory and account for it (on cgroup v2 with the systemd driver)",
         value=float(oom["peak_bytes"].max()) / (1 << 20), unit="MiB (highest memory.peak)",
-        measured=f"--memory 64m read back as memory.max {', '.join(sorted(set(limits)))} in every boot; memory.peak "
+        measured=f"--memory 64m read back as memory.max {listed(limits)} in every boot; memory.peak "
                  f"at most {oom['peak_bytes'].max() / (1 << 20):.1f} MiB; memory.events counted "
                  f"{', '.join(str(int(k)) for k in oom['oom_kills'])} oom_kill(s) per boot",
         criterion="in every boot memory.max is the 64 MiB asked for, memory.peak stays at or below it and "
@@ -71,18 +71,18 @@ def _memory(ledger: ClaimLedger, machine: MachineResult) -> None:
         verdict=verdict(held and counted), tables=("oom",))
 
     survived = bool(oom["pid1_running"].astype(bool).all())
-    group = sorted(set(oom["oom_group"].astype(str)))
+    groups = machine.oom_numbers(GUEST, "oom_group")
     host = machine.oom_rows(HOST).iloc[0]
     ledger.check(
         "machine.oom_kills_one_process", source=Source.FINDING, section=SECTION_OOM,
         claim="On cgroup v2 too, the OOM killer ends the process that grew, not the whole container",
         value=float(survived), unit="1 = PID 1 still running after its child's OOM kill",
-        measured=f"guest: memory.oom.group {', '.join(group)}, PID 1 {'running' if survived else 'gone'}, the "
+        measured=f"guest: memory.oom.group {listed(groups)}, PID 1 {'running' if survived else 'gone'}, the "
                  f"child's exit {', '.join(str(int(c)) for c in oom['child_exit'].dropna())}; host (v1): PID 1 "
                  f"{'running' if bool(host['pid1_running']) else 'gone'}",
         criterion="memory.oom.group is 0 and PID 1 is still running after the kill in every boot (with 1 the "
                   "kernel would have killed every process in the container)",
-        verdict=verdict(survived and group == ["0"]), tables=("oom",))
+        verdict=verdict(survived and bool((groups == 0).all())), tables=("oom",))
 
     stalls = oom["pressure_some_us"]
     if stalls.isna().any():

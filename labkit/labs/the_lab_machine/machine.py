@@ -117,6 +117,11 @@ class MachineResult:
     def oom_rows(self, machine: str) -> pd.DataFrame:
         return self.oom[self.oom["machine"] == machine]
 
+    def oom_numbers(self, machine: str, column: str) -> pd.Series:
+        """One numeric column of `machine`'s OOM rows (a file that was missing or read "max" is NaN): read back from
+        CSV, a column with NaN in some rows is float, so its text is never compared."""
+        return pd.to_numeric(self.oom_rows(machine)[column], errors="coerce")
+
     def oom_cgroup(self, machine: str) -> str:
         """The OOM container's cgroup folder on `machine` (its first boot), its id shortened to ``<id>``."""
         return _short(str(self.oom_rows(machine)["cgroup"].iloc[0]))
@@ -150,7 +155,8 @@ class MachineResult:
             rows.setdefault("OOM container's cgroup", {})[machine] = self.oom_cgroup(machine)
             rows.setdefault("OOM kills counted in the container's cgroup", {})[machine] = (
                 f"{int(oom['oom_kills'])} ({'memory.events oom_kill' if machine == GUEST else 'memory.oom_control'})")
-            rows.setdefault("memory.oom.group", {})[machine] = str(oom["oom_group"]) or "(no such file on v1)"
+            group = self.oom_numbers(machine, "oom_group").iloc[0]
+            rows.setdefault("memory.oom.group", {})[machine] = "(no such file)" if pd.isna(group) else f"{group:.0f}"
             rows.setdefault("PID 1 after its child's OOM kill", {})[machine] = (
                 "running" if bool(oom["pid1_running"]) else "gone")
             some = oom["pressure_some_us"]
@@ -203,10 +209,10 @@ class MachineResult:
         guest, host = self.oom_rows(GUEST), self.oom_rows(HOST).iloc[0]
         stalls = guest["pressure_some_us"].astype(float)
         return (f"**What we measured.** In the guest, over {len(guest)} boot(s), memory.max read "
-                f"{', '.join(sorted(set(guest['limit_bytes'].astype(str))))} bytes, memory.peak reached "
+                f"{listed(self.oom_numbers(GUEST, 'limit_bytes'))} bytes, memory.peak reached "
                 f"{guest['peak_bytes'].max() / (1 << 20):.1f} MiB and memory.events counted "
                 f"{', '.join(str(int(k)) for k in guest['oom_kills'])} oom_kill(s); memory.oom.group was "
-                f"{', '.join(sorted(set(guest['oom_group'].astype(str))))}, so the kernel killed the child alone and "
+                f"{listed(self.oom_numbers(GUEST, 'oom_group'))}, so the kernel killed the child alone and "
                 f"PID 1 was {'still running' if guest['pid1_running'].astype(bool).all() else 'gone'}. The host (v1) "
                 f"counted {int(host['oom_kills'])} kill in memory.oom_control and its PID 1 was "
                 f"{'still running' if bool(host['pid1_running']) else 'gone'} too. Only v2 kept how long the "
@@ -242,6 +248,11 @@ class MachineResult:
         rows = self.writes[(self.writes["kind"] == kind) & (self.writes["limit_bps"] > 0)
                            & (self.writes["machine"] == machine)]
         return bool((rows["seconds"] <= CLOCK_RESOLUTION_S).any())
+
+
+def listed(values: pd.Series) -> str:
+    """The distinct whole numbers in `values`, in order, as text ("none" for a value that was not read)."""
+    return ", ".join(sorted({"none" if pd.isna(v) else f"{v:.0f}" for v in values}))
 
 
 def _short(path: str) -> str:
