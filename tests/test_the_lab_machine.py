@@ -26,7 +26,7 @@ from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import procfs, space
-from labkit.instruments.vm import guest
+from labkit.instruments.vm import guest, kernel
 from labkit.labs import the_lab_machine
 from labkit.labs.the_lab_machine.machine import _probe_rows
 from tests.conftest import interrupt_experiment, leftovers
@@ -69,6 +69,19 @@ def test_an_unknown_accelerator_is_refused() -> None:
 def _made(tmp_path: Path) -> guest.GuestImage:
     return guest.GuestImage(tmp_path, tmp_path / "disk.img", tmp_path / "vmlinuz", tmp_path / "initrd.img",
                             {"kernel_release": "6.1.0-57-amd64"})
+
+
+def test_the_kernel_is_fetched_into_a_fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by make bench: on an empty cache folder, 15 asked for 01's kernel before anything made its folder."""
+    folders: list[bool] = []
+
+    def download(cache_dir: Path) -> dict[str, object]:
+        folders.append(cache_dir.is_dir())
+        return {"package": "linux-image-6.1.0-57-amd64"}
+
+    monkeypatch.setattr(kernel, "_download_kernel", download)
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "empty-cache"))
+    assert not guest.is_made() and folders == [True]
 
 
 def test_the_disk_is_booted_behind_a_snapshot_with_no_network(tmp_path: Path) -> None:

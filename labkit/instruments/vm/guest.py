@@ -35,7 +35,7 @@ PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "procps", "iprout
 """What debootstrap puts in the guest besides minbase: an init system, the engine with the AppArmor parser it
 needs on a kernel with AppArmor (as Debian installs it: docker.io recommends apparmor), python3 for the probe."""
 DISK_BYTES = 6 << 30
-"""Size of the guest's disk (sparse: it takes what the files take, about 1.3 GB)."""
+"""Size of the guest's disk (sparse: it takes what the files take, about 1.1 GB)."""
 MAKING_MIB = 3072
 """Disk (MiB) making the guest takes at its peak: the unpacked root (about 1.3 GB) and the disk written from it."""
 BOOT_MIB = 512

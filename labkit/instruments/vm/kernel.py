@@ -132,4 +132,5 @@ def ensure_kernel(cache_dir: Path) -> dict[str, object]:
     `cache_dir`), ``deb_bytes`` (size of the downloaded .deb in bytes), ``download_s`` (download time in seconds).
     The download (about 70 MB) happens once: delete `cache_dir` to fetch a newer kernel.
     """
+    cache_dir.mkdir(parents=True, exist_ok=True)  # a fresh cache: notebook 15 may ask before 01 made it
     return _cached_kernel(cache_dir) or _download_kernel(cache_dir)

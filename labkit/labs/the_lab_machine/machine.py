@@ -84,14 +84,10 @@ class MachineResult:
         return float(self.mark_s(mark).median())
 
     def interval_s(self, mark: str) -> tuple[float, float]:
-        """The order-statistic interval of the median seconds to `mark` over the boots (min–max for 3 or fewer)."""
+        """The order-statistic interval of the median seconds to `mark` over the boots (min–max for 5 or fewer)."""
         samples = self.mark_s(mark).dropna().tolist()
         low, high, _ = measure.median_interval(samples)
         return float(low), float(high)
-
-    @property
-    def reached_all(self) -> bool:
-        return bool(self.mark_s("job-done").notna().all())
 
     def fact(self, machine: str, key: str) -> str:
         rows = self.facts[(self.facts["machine"] == machine) & (self.facts["key"] == key)]
@@ -142,7 +138,8 @@ class MachineResult:
         return bool(self.write_ratio().loc[kind, machine] >= ESCAPED_FROM)
 
     def side_by_side(self) -> pd.DataFrame:
-        """The answers that differ or might: one row per question, one column per machine."""
+        """The answers that differ or might: one row per question, one column per machine (the OOM rows: the first
+        boot's)."""
         rows = {
             "cgroup file system at /sys/fs/cgroup": {m: self.fact(m, "cgroup_fs") for m in (HOST, GUEST)},
             "engine's cgroup driver (docker info)": {m: self.fact(m, "cgroup_driver") for m in (HOST, GUEST)},
@@ -161,9 +158,8 @@ class MachineResult:
                 "running" if bool(oom["pid1_running"]) else "gone")
             some = oom["pressure_some_us"]
             rows.setdefault("memory stall (PSI 'some' total)", {})[machine] = (
-                "(no PSI per cgroup on v1)" if pd.isna(some) else f"{float(some) / 1e3:.1f} ms")
+                "(no memory.pressure file)" if pd.isna(some) else f"{float(some) / 1e3:.1f} ms")
         return pd.DataFrame(rows).T
-
 
     def made_conclusion(self) -> str:
         row = self.image.iloc[0]
