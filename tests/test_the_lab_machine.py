@@ -51,7 +51,7 @@ def _probe_module() -> ModuleType:
     ({"cpus": 0}, r"cpus must be between 1"),
     ({"cpus": 10_000}, r"cpus must be between 1"),
     ({"timeout_s": 0}, r"timeout_s must be > 0"),
-    ({"boots": 0}, r"boots|repeats"),
+    ({"boots": 0}, r"boots=0: need a whole number >= 1"),
 ])
 def test_bad_settings_are_refused(replay: LabSession, settings: dict[str, Any], message: str) -> None:
     with pytest.raises(BadParameter, match=message):

@@ -25,7 +25,6 @@ WRITE_LIMIT_BPS = 1024 * 1024  # bytes/s: --device-write-bps for the write rows
 WRITE_MIB = 2  # MiB each write row writes
 OOM_WAIT_S = 60.0  # longest wait for the OOM kill
 STEP_TIMEOUT_S = 120.0  # longest any one docker command may take
-CLOCK_RESOLUTION_S = 0.01  # /proc/uptime's step: busybox's date has no sub-second field
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -142,7 +141,7 @@ def writes(image: str, label: list[str], device: str) -> list[dict[str, object]]
     """WRITE_MIB MiB written through the page cache and then `sync` (the kernel's flusher writes them back), through
     the page cache with an fsync (the writer's own task writes them back), and with O_DIRECT, each with and without
     --device-write-bps WRITE_LIMIT_BPS on `device`; seconds from /proc/uptime read before and after dd inside the
-    container (CLOCK_RESOLUTION_S steps: a write under one step reads 0)."""
+    container (busybox's date has no sub-second field; /proc/uptime steps by 10 ms: a write under one step reads 0)."""
     rows = []
     kinds = (("buffered, then sync", "", "; sync"), ("buffered + fsync", "conv=fsync", ""),
              ("direct", "oflag=direct", ""))

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import time
 from collections.abc import Mapping
@@ -295,7 +296,7 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
         scratch.mkdir()
         for name, content in files.items():
             (share / name).write_bytes(content)
-        (share / "job.sh").write_text(_JOB_HEAD + f"timeout {_JOB_TIMEOUT_S} sh -c {_quote(script)}" + _JOB_TAIL)
+        (share / "job.sh").write_text(_JOB_HEAD + f"timeout {_JOB_TIMEOUT_S} sh -c {shlex.quote(script)}" + _JOB_TAIL)
         argv = qemu_argv(guest, share, accel, memory_mib, cpus)
         started_ns = time.perf_counter_ns()
         proc = shell.spawn(argv, stdin=shell.DEVNULL, stdout=shell.PIPE, stderr=shell.PIPE,
@@ -324,10 +325,6 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
                         int(status_text) if status_text.isdigit() else None, outputs, tuple(lines))
     finally:
         remove_run(folder)
-
-
-def _quote(script: str) -> str:
-    return "'" + script.replace("'", "'\"'\"'") + "'"
 
 
 def _end(proc: shell.Process[str]) -> None:

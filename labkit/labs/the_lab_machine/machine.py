@@ -277,10 +277,12 @@ def run_machine(lab: LabSession, boots: int = 3, memory_mib: int = MEMORY_MIB, c
     """Make the lab machine (once; cached), run the probe on the host, then boot the machine `boots` times, each
     boot running the same probe inside it; `memory_mib` MiB and `cpus` virtual CPUs per boot, each killed after
     `timeout_s` seconds."""
-    measure.validate_repeats(boots)
+    measure.validate_repeats(boots, names=("boots", "warmup"))
     guest.validate_run("tcg", memory_mib, cpus, timeout_s)
+    disk = Path()
     if lab.live:
         lab.require_root("Booting the lab machine and reading the host's cgroups")
+        disk = space.whole_disk(space.engine_storage(lab.engine))  # the host's IO limits name it
         space.require_memory({space.Size("memory_mib", memory_mib): 1})
         space.require_disk((guest.guest_parent(), {space.Size("the lab machine's disk, made once", guest.MAKING_MIB):
                                                    0 if guest.is_made() else 1}),
@@ -298,7 +300,6 @@ def run_machine(lab: LabSession, boots: int = 3, memory_mib: int = MEMORY_MIB, c
             "python3_version": versions["python3"]}])
         rows: dict[str, list[dict[str, object]]] = {"facts": [], "cgroupns": [], "oom": [], "writes": []}
         with lab.scope() as scope:
-            disk = space.whole_disk(space.engine_storage(lab.engine))
             with tempfile.TemporaryDirectory(prefix="labkit-probe-") as folder:
                 out = Path(folder) / "probe.json"
                 shell.run([sys.executable, str(assets.FOLDER / PROBE), images.require_base(lab.engine, BASE).tag,
