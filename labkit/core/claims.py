@@ -74,6 +74,15 @@ def verdict(met: bool, caveat: bool = False) -> Verdict:
     return Verdict.CAVEAT if caveat else Verdict.HOLDS
 
 
+def at_least_verdict(reached: bool, emulated: bool) -> Verdict:
+    """The verdict of a claim that something takes at least a bound (a VM boots in minutes), measured on a machine
+    that may be emulated: holds when `reached`; inconclusive when reached only under emulation (which slows it,
+    so hardware might not reach it); does not hold when not reached (emulation would only have made it slower)."""
+    if not reached:
+        return Verdict.FAILS
+    return Verdict.INCONCLUSIVE if emulated else Verdict.HOLDS
+
+
 @dataclass(frozen=True)
 class Claim:
     """One claim: where it comes from, what it says, what we measured (`value` in `unit`), the criterion and the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit.core.claims import ClaimLedger, Source, Verdict, verdict
+from labkit.core.claims import ClaimLedger, Source, Verdict, at_least_verdict, verdict
 from labkit.labs.the_lab_machine.declaration import (
     ESCAPED_FROM,
     GUEST,
@@ -33,16 +33,12 @@ def check_claims(ledger: ClaimLedger, machine: MachineResult) -> None:
 def _boot(ledger: ClaimLedger, machine: MachineResult) -> None:
     booted = machine.median_s("default-target")
     low, high = machine.interval_s("default-target")
-    minutes = booted >= MINUTE_S
-    if minutes and machine.emulated:
-        boot_verdict, caveat = Verdict.INCONCLUSIVE, "it took a minute or more under emulation, which KVM would shorten"
-    elif minutes:
-        boot_verdict, caveat = Verdict.HOLDS, ""
-    else:
-        boot_verdict = Verdict.FAILS
-        caveat = ("a small Debian (systemd, udev, dbus, dockerd; no network to wait for, no cloud-init, no desktop)"
-                  + (" booted under software emulation: with KVM it would be faster still" if machine.emulated
-                     else ""))
+    boot_verdict = at_least_verdict(booted >= MINUTE_S, machine.emulated)
+    caveat = {Verdict.INCONCLUSIVE: "it took a minute or more under emulation, which KVM would shorten",
+              Verdict.HOLDS: "",
+              Verdict.FAILS: "a small Debian (systemd, udev, dbus, dockerd; no network to wait for, no cloud-init, no "
+                             "desktop)" + (" booted under software emulation: with KVM it would be faster still"
+                                           if machine.emulated else "")}[boot_verdict]
     ledger.check(
         "machine.vm_minutes", source=Source.CHAPTER, section=SECTION_WHAT,
         claim="A VM takes minutes to boot (a whole Debian with systemd and Docker this time)",

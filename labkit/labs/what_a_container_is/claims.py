@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit.core.claims import ClaimLedger, Source, Verdict, verdict
+from labkit.core.claims import ClaimLedger, Source, Verdict, at_least_verdict, verdict
 from labkit.labs.what_a_container_is.declaration import (
     CAP_DROP_ALL,
     CHAPTER_KINDS,
@@ -166,15 +166,10 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
         caveat="booted under software emulation (TCG): with KVM the VM would start faster" if boot.emulated
         and ratio >= 10 else "", tables=("vm_boot", "startup"))
 
-    minutes = boot.median_s >= MINUTE_S
-    if minutes and boot.emulated:
-        vm_verdict, vm_caveat = Verdict.INCONCLUSIVE, "it took minutes under emulation, which KVM would shorten"
-    elif minutes:
-        vm_verdict, vm_caveat = Verdict.HOLDS, ""
-    else:
-        vm_verdict = Verdict.FAILS
-        vm_caveat = ("a minimal kernel + initramfs, no init system: a full distribution adds its services' start-up "
-                     "(not measured)")
+    vm_verdict = at_least_verdict(boot.median_s >= MINUTE_S, boot.emulated)
+    vm_caveat = {Verdict.INCONCLUSIVE: "it took minutes under emulation, which KVM would shorten", Verdict.HOLDS: "",
+                 Verdict.FAILS: "a minimal kernel + initramfs, no init system: a full distribution adds its services' "
+                                "start-up (measured in notebook 15)"}[vm_verdict]
     ledger.check(
         "vm.minutes", source=Source.CHAPTER, section=SECTION_WHAT, claim="A VM takes minutes to boot",
         value=boot.median_s, unit="s (median, lower bound)",
