@@ -28,6 +28,7 @@ from labkit.errors import BadParameter
 from labkit.instruments import procfs, space
 from labkit.instruments.vm import guest, kernel
 from labkit.labs import the_lab_machine
+from labkit.labs.the_lab_machine import machine as machine_module
 from labkit.labs.the_lab_machine.machine import _probe_rows
 from tests.conftest import interrupt_experiment, leftovers
 
@@ -325,3 +326,15 @@ def test_the_probe_needs_only_the_standard_library() -> None:
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+@pytest.mark.docker
+def test_a_probe_failing_in_the_guest_is_reported_and_leaves_nothing(
+        docker_client: docker.DockerClient, live: LabSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guest's job fails part-way: the error shows what it printed and its status; no QEMU, boot folder or
+    container is left."""
+    monkeypatch.setattr(machine_module, "_GUEST_SCRIPT", "echo broken-probe-{image} >&2; exit 3\n")
+    with pytest.raises(RuntimeError, match=r"(?s)status 3.*broken-probe-labkit/busybox:guest"):
+        the_lab_machine.run_machine(live, boots=1)
+    assert _qemu_of(live.run_id) == [] and list(guest.runs_parent().glob(f"{live.run_id}-*")) == []
+    assert leftovers(docker_client, live.run_id) == {"containers": [], "networks": [], "volumes": []}
