@@ -23,6 +23,9 @@ import time
 MEMORY_LIMIT = 64 * 1024 * 1024  # bytes: the OOM container's memory limit (swap limit the same: no swap)
 WRITE_LIMIT_BPS = 1024 * 1024  # bytes/s: --device-write-bps for the write rows
 WRITE_MIB = 2  # MiB each write row writes
+WRITE_KINDS = (("buffered, then sync", "", "; sync"), ("buffered + fsync", "conv=fsync", ""),
+               ("direct", "oflag=direct", ""))
+"""Each kind of write: its name, dd's flags, and what runs after dd."""
 OOM_WAIT_S = 60.0  # longest wait for the OOM kill
 STEP_TIMEOUT_S = 120.0  # longest any one docker command may take
 
@@ -143,9 +146,7 @@ def writes(image: str, label: list[str], device: str) -> list[dict[str, object]]
     --device-write-bps WRITE_LIMIT_BPS on `device`; seconds from /proc/uptime read before and after dd inside the
     container (busybox's date has no sub-second field; /proc/uptime steps by 10 ms: a write under one step reads 0)."""
     rows = []
-    kinds = (("buffered, then sync", "", "; sync"), ("buffered + fsync", "conv=fsync", ""),
-             ("direct", "oflag=direct", ""))
-    for kind, flags, after in kinds:
+    for kind, flags, after in WRITE_KINDS:
         for limited in (False, True):
             limit = ["--device-write-bps", f"{device}:{WRITE_LIMIT_BPS}"] if limited else []
             out = subprocess.run(

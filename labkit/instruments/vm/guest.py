@@ -121,20 +121,20 @@ def guest_parent() -> Path:
     return paths.cache_dir() / "guest"
 
 
-def _folder() -> Path:
-    return guest_parent() / recipe_hash(str(ensure_kernel(paths.cache_dir() / "vm")["package"]))
+def _kernel_package() -> str:
+    return str(ensure_kernel(paths.cache_dir() / "vm")["package"])
 
 
 def is_made() -> bool:
     """Whether the cache holds the guest of the current recipe (then :func:`ensure_guest` makes nothing)."""
-    return (_folder() / "guest.json").is_file()
+    return (guest_parent() / recipe_hash(_kernel_package()) / "guest.json").is_file()
 
 
 def ensure_guest() -> GuestImage:
     """The guest for 01's kernel (:func:`~labkit.instruments.vm.kernel.ensure_kernel`), made first when the cache
     has none for this recipe (about 2 minutes and 400 MB of downloads, once)."""
-    folder = _folder()
-    kernel_package = str(ensure_kernel(paths.cache_dir() / "vm")["package"])
+    kernel_package = _kernel_package()
+    folder = guest_parent() / recipe_hash(kernel_package)
     if not (folder / "guest.json").is_file():
         _make(folder, kernel_package)
     manifest = json.loads((folder / "guest.json").read_text())

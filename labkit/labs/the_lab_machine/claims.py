@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labkit.assets.lab_machine import probe
 from labkit.core.claims import ClaimLedger, Source, Verdict, at_least_verdict, verdict
 from labkit.labs.the_lab_machine.declaration import (
     ESCAPED_FROM,
@@ -16,9 +17,8 @@ from labkit.labs.the_lab_machine.declaration import (
 )
 from labkit.labs.the_lab_machine.machine import MachineResult, listed
 
-SYNCED = "buffered, then sync"  # the probe's write kinds
-WRITE_KINDS = (SYNCED, "buffered + fsync", "direct")
-MEMORY_LIMIT_BYTES = 64 << 20  # the probe's OOM container's limit (labkit/assets/lab_machine/probe.py)
+WRITE_KINDS = tuple(kind for kind, _, _ in probe.WRITE_KINDS)
+SYNCED = WRITE_KINDS[0]  # written through the page cache, then flushed by `sync`
 
 
 def check_claims(ledger: ClaimLedger, machine: MachineResult) -> None:
@@ -53,7 +53,7 @@ def _boot(ledger: ClaimLedger, machine: MachineResult) -> None:
 def _memory(ledger: ClaimLedger, machine: MachineResult) -> None:
     oom = machine.oom_rows(GUEST)
     limits = machine.oom_numbers(GUEST, "limit_bytes")
-    held = bool((limits == MEMORY_LIMIT_BYTES).all() and (oom["peak_bytes"] <= MEMORY_LIMIT_BYTES).all())
+    held = bool((limits == probe.MEMORY_LIMIT).all() and (oom["peak_bytes"] <= probe.MEMORY_LIMIT).all())
     counted = bool((oom["oom_kills"] >= 1).all())
     ledger.check(
         "machine.cgroup_v2_memory", source=Source.CHAPTER, section=SECTION_WHAT,
@@ -104,7 +104,7 @@ def _io(ledger: ClaimLedger, machine: MachineResult) -> None:
         "machine.cgroup_v2_io", source=Source.CHAPTER, section=SECTION_WHAT,
         claim="Cgroups limit a container's IO bandwidth (on cgroup v2, every kind of write)",
         value=float(ratios[GUEST].max()), unit="× the limit (fastest limited write in the guest)",
-        measured="guest, rate over the 1 MiB/s limit: " + ", ".join(
+        measured=f"guest, rate over the {machine.limit_mib_s:g} MiB/s limit: " + ", ".join(
             f"{kind} {ratios.loc[kind, GUEST]:.2f}×" for kind in WRITE_KINDS),
         criterion=f"each kind of write under --device-write-bps runs at most {IO_TOLERANCE:.0%} above the limit",
         verdict=verdict(held), tables=("writes",))

@@ -78,7 +78,8 @@ class MachineResult:
 
     def mark_s(self, mark: str) -> pd.Series:
         """Per boot, seconds from QEMU's start to `mark` (NaN for a boot that never reached it)."""
-        return self.timeline().get(mark, pd.Series(float("nan"), index=self.timeline().index))
+        timeline = self.timeline()
+        return timeline.get(mark, pd.Series(float("nan"), index=timeline.index))
 
     def median_s(self, mark: str) -> float:
         return float(self.mark_s(mark).median())
@@ -130,6 +131,11 @@ class MachineResult:
         limited["over_limit"] = limited["bytes"] / seconds / limited["limit_bps"]
         return limited.groupby(["kind", "machine"], sort=False)["over_limit"].median().unstack("machine")[
             [HOST, GUEST]]
+
+    @property
+    def limit_mib_s(self) -> float:
+        """The write limit (MiB/s) the limited rows ran under."""
+        return float(self.writes.loc[self.writes["limit_bps"] > 0, "limit_bps"].iloc[0]) / (1 << 20)
 
     def held(self, machine: str, kind: str) -> bool:
         return bool(self.write_ratio().loc[kind, machine] <= 1 + IO_TOLERANCE)
@@ -219,8 +225,7 @@ class MachineResult:
                 "only when the container's main process is the one killed.")
 
     def io_conclusion(self) -> str:
-        ratios = self.write_ratio()
-        limit_mib_s = float(self.writes.loc[self.writes["limit_bps"] > 0, "limit_bps"].iloc[0]) / (1 << 20)
+        ratios, limit_mib_s = self.write_ratio(), self.limit_mib_s
 
         def listed(machine: str) -> str:
             return ", ".join(f"{'≥ ' if self.below_step(machine, kind) else ''}{ratios.loc[kind, machine]:.2f}× "
