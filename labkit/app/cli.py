@@ -127,6 +127,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guest_run(args: argparse.Namespace) -> int:
+    from labkit.app import guest_run, runner
+
+    done = guest_run.run(args.notebooks, quick=args.quick, record=args.record, timeout_s=args.timeout)
+    marks = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in done.marks.items())
+    print(f"lab machine: {marks}\n{runner.format_report(done.runs)}\nexecuted copies: {done.notebooks_dir}\n"
+          f"results: {done.results_dir}")
+    for r in done.failed:
+        print(f"FAILED in the lab machine: {r.notebook} ({r.status}) at cell {r.failed_cell}: {r.error}\n"
+              f"  executed copy: {done.notebooks_dir / Path(r.output).name}\n  the guest's console: "
+              f"{done.notebooks_dir / guest_run.CONSOLE}", file=sys.stderr)
+    return 1 if done.failed or not done.runs else 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from labkit.app import jupyter
 
@@ -194,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the cold phases (a fresh venv; a fresh engine and bases from an empty cache)")
     bench.add_argument("--quick-only", action="store_true", help="notebooks in quick mode only, not full")
     bench.set_defaults(func=cmd_bench)
+    guest = sub.add_parser("guest", help="the lab machine (notebook 15's guest: cgroup v2, Docker's systemd driver)")
+    guest_sub = guest.add_subparsers(dest="guest_command", required=True)
+    guest_run = guest_sub.add_parser("run", help="execute notebooks inside the lab machine; executed copies and "
+                                                 "results to build/guest/ (quick: build/guest/quick/)")
+    guest_run.add_argument("notebooks", nargs="+", help="01, a notebook stem or path")
+    guest_run.add_argument("--quick", action="store_true", help="fewer repeats, as `labkit run --quick`")
+    guest_run.add_argument("--record", action="store_true",
+                           help="results to data/results/guest/ (to commit them); only from a committed tree")
+    guest_run.add_argument("--timeout", type=float, default=1800.0, help="seconds per notebook (default 1800)")
+    guest_run.set_defaults(func=cmd_guest_run)
     lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 over your copies of the notebooks (build/lab)")
     lab.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888; 0: any free one)")
     lab.add_argument("--dir", help="folder of your notebook copies (default build/lab)")

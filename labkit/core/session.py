@@ -214,7 +214,11 @@ RESULTS_FOLDER = "data/results"
 
 def git_commit(root: Path | None = None) -> str:
     """The commit of the checkout at `root` (default: this project), with `-dirty` when :func:`uncommitted` names
-    a path; 'unknown' without git or a checkout."""
+    a path; 'unknown' without git or a checkout. LABKIT_GIT_COMMIT, when set, is the answer: `labkit guest run` sets
+    it for the lab machine, which reads the host's checkout read-only and has no git (labkit.app.guest_run)."""
+    pinned = os.environ.get("LABKIT_GIT_COMMIT")
+    if pinned:
+        return pinned
     root = root or paths.project_root()
     try:
         head = run(["git", "-C", str(root), "rev-parse", "HEAD"], 10, check=False)

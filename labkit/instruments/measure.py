@@ -140,7 +140,8 @@ def summary_table(samples: pd.DataFrame, *, floor: str, group: str = "method", v
 
 def fingerprint(client: Any | None = None) -> dict[str, Any]:
     """Where a number was measured: kernel, arch, cores, memory, cgroup version, whether the host is itself a
-    virtual machine (:mod:`labkit.instruments.host`) and, if `client` is given, the engine."""
+    virtual machine (:mod:`labkit.instruments.host`) and, if `client` is given, the engine (with its cgroup
+    driver: cgroupfs on our v1 hosts, systemd in the lab machine)."""
     from labkit.instruments import cgroups, host  # local: they read /proc, not needed for pure summaries
 
     try:
@@ -164,7 +165,8 @@ def fingerprint(client: Any | None = None) -> dict[str, Any]:
 
         details = engine.info(client)
         found.update(engine_version=details.version, api_version=details.api_version,
-                     storage_driver=details.storage_driver, engine_cgroup_version=details.cgroup_version)
+                     storage_driver=details.storage_driver, engine_cgroup_version=details.cgroup_version,
+                     engine_cgroup_driver=details.cgroup_driver)
     return found
 
 

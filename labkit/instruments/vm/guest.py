@@ -32,9 +32,10 @@ from labkit.instruments.vm.kernel import VmAssetError, ensure_kernel
 from labkit.instruments.vm.kvm import KVM_CPU_MODELS, QEMU, probe_kvm
 
 PACKAGES = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "procps", "iproute2", "initramfs-tools",
-            "docker.io", "apparmor", "python3", "busybox-static")
+            "docker.io", "apparmor", "python3", "busybox-static", "qemu-system-x86")
 """What debootstrap puts in the guest besides minbase: an init system, the engine with the AppArmor parser it
-needs on a kernel with AppArmor (as Debian installs it: docker.io recommends apparmor), python3 for the probe."""
+needs on a kernel with AppArmor (as Debian installs it: docker.io recommends apparmor), python3 for the probe,
+and QEMU for notebook 01's VM boot when 01 runs in the guest (:mod:`labkit.app.guest_run`)."""
 DISK_BYTES = 6 << 30
 """Size of the guest's disk (sparse: it takes what the files take, about 1.1 GB)."""
 MAKING_MIB = 3072
@@ -51,7 +52,6 @@ CONSOLE_MARKS = {"kernel": re.compile(r"Linux version \d"), "systemd": re.compil
 SECURITY_MIRROR_HINT = ("The guest's kernel comes from Debian's security archive; set LABKIT_DEBIAN_SECURITY_MIRROR "
                         "to one you can reach.")
 RUN_PARENT = "guests"  # below labkit's state folder: one folder per boot, ``<run>-<id>``
-_JOB_TIMEOUT_S = 1800
 _UNIT = """[Unit]
 Description=labkit's job (the script in the 9p share), run once the default target is reached
 After=multi-user.target docker.service
@@ -70,9 +70,11 @@ WantedBy=multi-user.target
 _FSTAB = f"""/dev/vda / ext4 defaults 0 1
 {SHARE_TAG} /labkit 9p trans=virtio,version=9p2000.L,msize=262144,nofail 0 0
 """
+MARK_FUNCTION = """mark() { echo "LABKIT mark $1 $(cut -d' ' -f1 /proc/uptime)"; }
+"""
+"""The shell function that prints a mark (:data:`MARK_RE`); a job's script may define it too, to add its own."""
 _JOB_HEAD = """#!/bin/sh
-mark() { echo "LABKIT mark $1 $(cut -d' ' -f1 /proc/uptime)"; }
-mark default-target
+""" + MARK_FUNCTION + """mark default-target
 i=0
 until docker version >/dev/null 2>&1 || [ $i -ge 600 ]; do i=$((i+1)); sleep 0.1; done
 mark docker-ready
@@ -258,16 +260,28 @@ def validate_run(accel: str, memory_mib: int, cpus: int, timeout_s: float) -> No
         raise BadParameter(f"timeout_s must be > 0 (seconds), got {timeout_s}")
 
 
-def qemu_argv(guest: GuestImage, share: Path, accel: str, memory_mib: int, cpus: int) -> list[str]:
-    """QEMU's command line: the guest's disk behind ``-snapshot``, the share as 9p, the console on stdout."""
+TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"
+"""The CPU emulated without KVM: QEMU's default plus x86-64-v2, the baseline numpy's wheels are built for. Not
+``max``: its AVX2 sends numpy down code paths where this QEMU's emulation faulted (a general protection fault in
+numpy's ufuncs, killing 07's kernel in the guest)."""
+
+
+def qemu_argv(guest: GuestImage, share: Path, accel: str, memory_mib: int, cpus: int,
+              read_only: Mapping[str, Path] | None = None) -> list[str]:
+    """QEMU's command line: the guest's disk behind ``-snapshot``, the share as 9p, the console on stdout;
+    `read_only`: more host folders shared read-only, by their 9p tag."""
     accel_args = (["-enable-kvm", "-cpu", probe_kvm().cpu_model or KVM_CPU_MODELS[0]] if accel == "kvm"
-                  else ["-accel", "tcg"])
+                  else ["-accel", "tcg", "-cpu", TCG_CPU])
     return [
         QEMU, *accel_args, "-smp", str(cpus), "-m", str(memory_mib),
         "-kernel", str(guest.kernel), "-initrd", str(guest.initramfs),
-        "-append", "console=ttyS0 root=/dev/vda rw panic=-1",
+        # No KVM inside: under TCG the emulated CPU offers SVM, and a VM booted in the guest (01's) would take a
+        # "KVM" that runs at emulated speed; without it, it runs under emulation and says so.
+        "-append", "console=ttyS0 root=/dev/vda rw panic=-1 modprobe.blacklist=kvm,kvm_amd,kvm_intel",
         "-drive", f"file={guest.disk},if=virtio,format=raw", "-snapshot",
         "-virtfs", f"local,path={share},mount_tag={SHARE_TAG},security_model=none",
+        *[arg for tag, path in (read_only or {}).items()
+          for arg in ("-virtfs", f"local,path={path},mount_tag={tag},security_model=none,readonly=on")],
         "-nographic", "-no-reboot", "-nic", "none",
     ]  # fmt: skip
 
@@ -277,13 +291,15 @@ def runs_parent() -> Path:
 
 
 def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_id: str, accel: str,
-            memory_mib: int = 2048, cpus: int = 2, timeout_s: float = 900) -> GuestRun:
+            memory_mib: int = 2048, cpus: int = 2, timeout_s: float = 900,
+            read_only: Mapping[str, Path] | None = None) -> GuestRun:
     """Boot `guest` and run `script` (sh) in it once its default target is reached and its engine answers, with
     `files` beside it in /labkit; return the timeline and what the script wrote to /labkit/out.
 
     `memory_mib`: guest memory (MiB); `cpus`: virtual CPUs; `timeout_s`: seconds until QEMU is killed. A job that
-    runs past the timeout is data (``completed=False``), not an error. QEMU never outlives the call, and the run's
-    folder (share, snapshot file) is removed when it returns or raises.
+    runs past the timeout is data (``completed=False``), not an error. `read_only`: host folders the job may
+    mount read-only (``mount -t 9p -o trans=virtio,ro TAG DIR``), by their 9p tag (at most 31 characters). QEMU
+    never outlives the call, and the run's folder (share, snapshot file) is removed when it returns or raises.
     """
     validate_run(accel, memory_mib, cpus, timeout_s)
     folder = runs_parent() / f"{run_id}-{secrets.token_hex(4)}"
@@ -296,8 +312,8 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
         scratch.mkdir()
         for name, content in files.items():
             (share / name).write_bytes(content)
-        (share / "job.sh").write_text(_JOB_HEAD + f"timeout {_JOB_TIMEOUT_S} sh -c {shlex.quote(script)}" + _JOB_TAIL)
-        argv = qemu_argv(guest, share, accel, memory_mib, cpus)
+        (share / "job.sh").write_text(_JOB_HEAD + f"timeout {timeout_s:.0f} sh -c {shlex.quote(script)}" + _JOB_TAIL)
+        argv = qemu_argv(guest, share, accel, memory_mib, cpus, read_only)
         started_ns = time.perf_counter_ns()
         proc = shell.spawn(argv, stdin=shell.DEVNULL, stdout=shell.PIPE, stderr=shell.PIPE,
                            env={**os.environ, "TMPDIR": str(scratch)}, preexec_fn=shell.dies_with_parent())
