@@ -702,6 +702,9 @@ def test_sampler_refuses_a_rate_this_machine_cannot_reach(v2_root: Path, monkeyp
         CgroupSampler(group, interval_s=0.02)
     assert "at most 25 Hz" in refused.value.hint
     assert CgroupSampler(group, interval_s=0.04).sample_cost_s == 0.01
+    # Asked to keep the machine's pace (07's memory samplers in an emulated guest): 25 Hz instead of 50.
+    assert CgroupSampler(group, interval_s=0.02, or_slower=True).interval_s == pytest.approx(0.04)
+    assert CgroupSampler(group, interval_s=0.1, or_slower=True).interval_s == 0.1  # slow enough: as asked
 
 
 def test_sampler_reads_cpu_and_throttling(v2_root: Path) -> None:

@@ -157,7 +157,7 @@ def test_bad_input_is_refused_before_the_session_is_used(call: Callable[[object]
     assert refused.value.hint  # says what is allowed
 
 
-def test_an_engine_with_the_systemd_driver_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_engine_with_another_cgroup_driver_is_refused_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     class Lab:
         engine = object()
         live = True
@@ -165,20 +165,20 @@ def test_an_engine_with_the_systemd_driver_is_refused_with_what_to_do(monkeypatc
         def require_root(self, why: str) -> None:
             pass
 
-    monkeypatch.setattr(rig, "info", lambda client: type("Info", (), {"cgroup_driver": "systemd"})())
+    monkeypatch.setattr(rig, "info", lambda client: type("Info", (), {"cgroup_driver": "none"})())
     monkeypatch.setattr(cgroups.CgroupLayout, "from_system", lambda: pytest.fail("touched the cgroups"))
-    with pytest.raises(HostUnsupported, match="systemd") as refused, rig.stress_rig(Lab()):  # type: ignore[arg-type]
+    with pytest.raises(HostUnsupported, match="'none'") as refused, rig.stress_rig(Lab()):  # type: ignore[arg-type]
         pass
     assert "replay" in refused.value.hint
 
 
-def test_doctor_names_the_cgroup_driver_07_needs_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_names_the_cgroup_drivers_07_runs_on_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     from labkit.app import doctor
 
     monkeypatch.setattr(doctor.engine, "connect", lambda timeout_s: object())
-    for driver, ok in (("cgroupfs", True), ("systemd", False)):
+    for driver, ok in (("cgroupfs", True), ("systemd", True), ("none", False)):
         monkeypatch.setattr(doctor.engine, "info", lambda client, d=driver: type("Info", (), {"cgroup_driver": d})())
-        check = doctor.CHECKERS["engine"](cgroups_and_limits.CGROUPFS)
+        check = doctor.CHECKERS["engine"](cgroups_and_limits.DRIVERS)
         assert check.ok is ok and check.detail.startswith(driver)
         assert "native.cgroupdriver=cgroupfs" in check.fix
 

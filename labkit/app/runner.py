@@ -272,8 +272,8 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
     """Remove the docker objects and cgroups of run `run_id`, or of every run when None.
 
     Returns what went: the engine's report (None when no engine answers, so nothing can be in it) and the
-    cgroup paths, extra engines, neighbour namespaces, firewall rules, other runtimes' objects and lab machine runs
-    removed.
+    systemd slices and cgroup paths, extra engines, neighbour namespaces, firewall rules, other runtimes' objects
+    and lab machine runs removed.
     """
     from labkit.instruments import cgroups
 
@@ -281,11 +281,14 @@ def sweep(run_id: str | None = None) -> tuple[engine.CleanupReport | None, list[
         report: engine.CleanupReport | None = engine.cleanup(engine.connect(), engine.LABEL_RUN, run_id)
     except engine.EngineUnavailable:
         report = None
+    from labkit.instruments import slices  # fences on the systemd driver (07 in the lab machine)
+
+    removed = slices.sweep(run_id)
     try:
         prefix = "labkit" if run_id is None else f"labkit/{run_id}"
-        removed = cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=prefix)
+        removed += cgroups.sweep(cgroups.CgroupLayout.from_system(), prefix=prefix)
     except cgroups.CgroupUnavailable:
-        removed = []
+        pass
     from labkit.instruments import daemons, firewall, netns, runtimes  # neighbour hosts, rules, engines (08 on)
     from labkit.instruments.vm import guest  # the lab machine's boots (15)
 

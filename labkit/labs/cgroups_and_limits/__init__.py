@@ -26,7 +26,7 @@ from labkit.labs.cgroups_and_limits.cpu import (
     run_cpu_shares,
     run_noisy_neighbour,
 )
-from labkit.labs.cgroups_and_limits.declaration import CGROUPFS, CPU_TOLERANCE, LAB, NEIGHBOUR_TOLERANCE, STEM
+from labkit.labs.cgroups_and_limits.declaration import CPU_TOLERANCE, DRIVERS, LAB, NEIGHBOUR_TOLERANCE, STEM
 from labkit.labs.cgroups_and_limits.io import IoResult, run_io
 from labkit.labs.cgroups_and_limits.memory import MemoryRun, run_memory_ramp, run_memory_swap, run_memory_unlimited
 from labkit.labs.cgroups_and_limits.memory_neighbour import MemoryNeighbourResult, run_memory_neighbour
@@ -34,8 +34,8 @@ from labkit.labs.cgroups_and_limits.page_cache import PageCacheResult, run_page_
 from labkit.labs.cgroups_and_limits.pids import PidsNeighbourResult, PidsResult, run_pids, run_pids_neighbour
 
 __all__ = [
-    "CGROUPFS",
     "CPU_TOLERANCE",
+    "DRIVERS",
     "LAB",
     "NEIGHBOUR_TOLERANCE",
     "STEM",
@@ -52,7 +52,8 @@ __all__ = [
     "check_claims",
     "run_child_oom",
     "run_cpu_quota",
-    "run_cpu_shares", "run_io",
+    "run_cpu_shares",
+    "run_io",
     "run_memory_neighbour",
     "run_memory_ramp",
     "run_memory_swap",

@@ -62,7 +62,7 @@ def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4
         with stress_rig(lab) as rig, rig.fence("child-oom", Limits(2 * limit, PIDS_LIMIT, CPUS)) as (_, parent), \
                 rig.container(["child-mem", str(step), str(interval), str(4 * limit // MIB)], stem="child-oom",
                               limits=limits, parent=parent, memswap_limit=limit) as container:
-            with CgroupSampler(rig.group_of(container), 1 / hz, ("memory", "memory_events")) as sampler:
+            with CgroupSampler(rig.group_of(container), 1 / hz, ("memory", "memory_events"), or_slower=True) as sampler:
                 rig.go(container)
                 exit_code, oom_killed, output = rig.finish(container)
             events = rig.events(container, start_unix_s, sampler)

@@ -60,7 +60,9 @@ def memory_tables(prefix: str) -> dict[str, tuple[str, ...]]:
             f"{prefix}_events": EVENT_COLUMNS, f"{prefix}_outcome": OUTCOME_COLUMNS}
 
 
-CGROUPFS = Requirement("engine", "cgroupfs", "containers below labkit-made cgroups (--cgroup-parent=/labkit/…)")
+CGROUPFS, SYSTEMD = "cgroupfs", "systemd"  # the cgroup drivers 07 runs on: its fences are groups, or slices
+DRIVERS = Requirement("engine", f"{CGROUPFS} {SYSTEMD}",
+                      "containers below labkit-made fences (--cgroup-parent=/labkit/… or a labkit-….slice)")
 
 
 def prepare(client: docker.DockerClient) -> list[str]:
@@ -72,7 +74,7 @@ LAB = Lab(
     stem=STEM,
     topic="Kernel resources: memory, CPU and pids limits",
     requirements=(
-        ENGINE, ROOT, CGROUPFS,
+        ENGINE, ROOT, DRIVERS,
         Requirement("cgroup", "memory", "memory limits, the sampler, the fences"),
         Requirement("cgroup", "cpu", "CPU quotas and shares"),
         Requirement("cgroup", "cpuacct", "CPU time per container"),

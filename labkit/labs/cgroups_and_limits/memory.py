@@ -237,7 +237,7 @@ def _memory_experiment(rig: StressRig, variant: str, *, own_limit: Limits | None
         swap_read = group.swap_max_bytes() if memory_swap_bytes is not None else None
         # the container's own group: the kernel counts an OOM kill in the victim's group, and sampling ends by
         # itself when the group vanishes with the container
-        with CgroupSampler(group, 1 / sample_hz, MEMORY_READINGS) as sampler:
+        with CgroupSampler(group, 1 / sample_hz, MEMORY_READINGS, or_slower=True) as sampler:
             rig.go(container)
             exit_code, oom_killed, output = rig.finish(container)
         clock = kernel_clock()

@@ -16,11 +16,11 @@ import pandas as pd
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import cgroups, containers, images, kernel_log, stress
+from labkit.instruments import cgroups, containers, images, kernel_log, slices, stress
 from labkit.instruments.engine import Scope, info
 from labkit.instruments.limits import Limits
 from labkit.instruments.sampler import MAX_HZ, CgroupSampler
-from labkit.labs.cgroups_and_limits.declaration import BASE, CGROUPFS, EVENT_COLUMNS, WAIT_S
+from labkit.labs.cgroups_and_limits.declaration import BASE, CGROUPFS, EVENT_COLUMNS, SYSTEMD, WAIT_S
 
 
 def check_hz(sample_hz: object) -> float:
@@ -62,6 +62,7 @@ class StressRig:
     image: str
     binary: Path
     layout: cgroups.CgroupLayout
+    driver: str  # the engine's cgroup driver: cgroupfs or systemd
 
     @property
     def client(self) -> docker.DockerClient:
@@ -70,7 +71,13 @@ class StressRig:
     @contextlib.contextmanager
     def fence(self, name: str, limits: Limits) -> Iterator[tuple[cgroups.Cgroup, str]]:
         """A labkit cgroup under `limits` for containers to run below; yields it and the ``--cgroup-parent``
-        value. Removed from every hierarchy afterwards (runc adds the containers' groups in all of them)."""
+        value. With the cgroupfs driver it is labkit's own group, removed from every hierarchy afterwards (runc
+        adds the containers' groups in all of them); with the systemd driver it is a slice whose limits systemd
+        holds (:mod:`labkit.instruments.slices`), stopped afterwards."""
+        if self.driver == SYSTEMD:
+            with slices.fenced(self.layout, self.lab.run_id, name, limits) as fenced:
+                yield fenced
+            return
         relpath = f"labkit/{self.lab.run_id}/{name}"
         group = self.layout.create(relpath, limits)
         try:
@@ -126,17 +133,17 @@ class StressRig:
 def stress_rig(lab: LabSession) -> Iterator[StressRig]:
     lab.require_root("making cgroups and reading containers' cgroups")
     driver = info(lab.engine).cgroup_driver
-    if driver != CGROUPFS.name:
+    if driver not in (CGROUPFS, SYSTEMD):
         raise HostUnsupported(
             f"this engine uses the {driver!r} cgroup driver; notebook 07 puts its containers below labkit-made "
-            f"cgroups with --cgroup-parent=/labkit/…, which needs the {CGROUPFS.name} driver.",
+            f"cgroups (the {CGROUPFS} driver) or systemd slices (the {SYSTEMD} driver).",
             "Replay the recorded results (mode='replay'), or run dockerd with "
             "`--exec-opt native.cgroupdriver=cgroupfs` on a test machine.")
     layout = cgroups.CgroupLayout.from_system()
     image = images.require_base(lab.engine, BASE).tag
     binary = stress.build()
     with lab.scope() as scope:
-        yield StressRig(lab, scope, image, binary, layout)
+        yield StressRig(lab, scope, image, binary, layout, driver)
 
 
 class TwoRounds:

@@ -1,0 +1,219 @@
+"""Notebooks run inside the lab machine (`labkit guest run`) and 07's fences as systemd slices: bad input refused before
+anything boots; the shares and the slice commands; and, live, 01 and 07 in quick mode inside the guest giving the known
+v2 answers (cgroup v2, the systemd driver, a private cgroup namespace, the OOM kill counted in memory.events), with
+nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from labkit import paths
+from labkit.app import guest_run
+from labkit.core import session
+from labkit.errors import BadParameter, NotPrepared
+from labkit.instruments import cgroups, slices
+from labkit.instruments.limits import MIB, Limits
+from labkit.instruments.vm import guest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _never(*args: object, **kwargs: object) -> Any:
+    pytest.fail("something started before the input was checked")
+
+
+@pytest.fixture
+def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guest, "run_job", _never)
+    monkeypatch.setattr(guest, "ensure_guest", _never)
+    monkeypatch.setattr(guest_run.engine, "connect", _never)
+
+
+# ---------------------------------------------------------------- refused before anything starts
+
+
+@pytest.mark.parametrize(("selection", "timeout_s", "message"), [
+    (["99"], 60.0, r"notebook '99' not found"),
+    (["15"], 60.0, r"15-the-lab-machine does not run in the lab machine"),
+    (["01"], 0.0, r"timeout=0.0: need a positive number"),
+])
+def test_bad_input_is_refused_before_anything_boots(nothing_starts: None, selection: list[str], timeout_s: float,
+                                                    message: str) -> None:
+    with pytest.raises(BadParameter, match=message) as refused:
+        guest_run.run(selection, quick=True, timeout_s=timeout_s)
+    assert refused.value.hint
+
+
+def test_a_guest_not_yet_made_is_refused_with_the_command_that_makes_it(
+        nothing_starts: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guest, "is_made", lambda: False)
+    with pytest.raises(NotPrepared, match="not made") as refused:
+        guest_run.run(["01"], quick=True)
+    assert "labkit setup 15" in refused.value.hint
+
+
+def test_a_recording_from_an_uncommitted_tree_is_refused(nothing_starts: None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session, "uncommitted", lambda root=None: ["labkit/new_lab.py"])
+    with pytest.raises(NotPrepared, match=r"labkit/new_lab\.py"):
+        guest_run.run(["01"], quick=False, record=True)
+
+
+def _image(python3: str) -> guest.GuestImage:
+    return guest.GuestImage(Path("/g"), Path("/g/disk.img"), Path("/g/k"), Path("/g/i"),
+                            {"versions": {"python3": python3}})
+
+
+def test_the_interpreter_is_shared_unless_it_is_the_systems_of_the_same_version(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "base_prefix", "/root/.pyenv/versions/3.11.7")
+    assert guest_run.interpreter_share(_image("3.11.2-1+b1")) == Path("/root/.pyenv/versions/3.11.7")
+    monkeypatch.setattr(sys, "base_prefix", "/usr")
+    ours = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert guest_run.interpreter_share(_image(f"{ours}.2-1+b1")) is None  # the guest's own python3 runs the venv
+    with pytest.raises(NotPrepared, match="cannot run this virtualenv") as refused:
+        guest_run.interpreter_share(_image("3.9.2-3"))
+    assert "PYTHON=" in refused.value.hint
+
+
+def test_results_come_back_to_the_build_folder_or_as_a_second_host_when_recorded() -> None:
+    assert guest_run.destinations(quick=True, record=False) == (
+        paths.build_dir() / "guest" / "quick" / "notebooks", paths.build_dir() / "guest" / "quick" / "results")
+    assert guest_run.destinations(quick=False, record=True)[1] == paths.recorded_results_dir() / "guest"
+
+
+def test_the_shares_are_read_only_9p(tmp_path: Path) -> None:
+    made = guest.GuestImage(tmp_path, tmp_path / "disk.img", tmp_path / "k", tmp_path / "i", {})
+    argv = guest.qemu_argv(made, tmp_path / "share", "tcg", 3072, 2, {"project": tmp_path / "checkout"})
+    assert f"local,path={tmp_path / 'checkout'},mount_tag=project,security_model=none,readonly=on" in argv
+    assert f"local,path={tmp_path / 'share'},mount_tag=labkit,security_model=none" in argv  # results come back
+    assert "+sse4.2" in argv[argv.index("-cpu") + 1]  # numpy's wheels need x86-64-v2, beyond TCG's default CPU
+    assert "modprobe.blacklist=kvm,kvm_amd,kvm_intel" in argv[argv.index("-append") + 1]  # no "KVM" inside TCG
+
+
+def test_the_commit_is_the_hosts_when_the_guest_is_told_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_GIT_COMMIT", "0123abc")
+    assert session.git_commit() == "0123abc"
+
+
+def test_the_guest_run_command_is_offered() -> None:
+    done = subprocess.run([sys.executable, "-m", "labkit", "guest", "run", "--help"], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60, check=True)
+    assert "--quick" in done.stdout and "--record" in done.stdout
+
+
+# ---------------------------------------------------------------- 07's fences as systemd slices
+
+
+def test_a_slice_is_named_level_by_level() -> None:
+    unit = slices.unit("r20261205201003-ccb256", "cpu-0")
+    assert unit == "labkit-r20261205201003_ccb256-cpu_0.slice"
+    assert slices.group_path(unit) == ("labkit.slice/labkit-r20261205201003_ccb256.slice/"
+                                       "labkit-r20261205201003_ccb256-cpu_0.slice")
+
+
+def test_the_limits_become_systemd_properties() -> None:
+    assert slices.properties(Limits(64 * MIB, 64, 0.5)) == ["MemoryMax=67108864", "TasksMax=64", "CPUQuota=50%"]
+
+
+def test_a_fence_is_set_started_and_stopped_and_reverted_even_on_error(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(slices, "run", lambda argv, timeout, check=True: calls.append(list(argv)))
+    layout = cgroups.CgroupLayout({"memory": cgroups.Hierarchy(tmp_path, "v2", "/")})
+    with pytest.raises(RuntimeError, match="boom"), \
+            slices.fenced(layout, "r1-a", "ramp", Limits(64 * MIB, 64, 1.0)) as (group, unit):
+        assert unit == "labkit-r1_a-ramp.slice" and group.relpath == "labkit.slice/labkit-r1_a.slice/" + unit
+        raise RuntimeError("boom")
+    assert calls == [["systemctl", "set-property", "--runtime", unit, "MemoryMax=67108864", "TasksMax=64",
+                      "CPUQuota=100%"], ["systemctl", "start", unit], ["systemctl", "stop", unit],
+                     ["systemctl", "revert", unit]]
+
+
+def test_slices_are_swept_deepest_first_and_not_looked_for_without_systemd(monkeypatch: pytest.MonkeyPatch,
+                                                                           tmp_path: Path) -> None:
+    monkeypatch.setattr(slices, "SYSTEMD_BOOTED", tmp_path / "absent")
+    monkeypatch.setattr(slices, "run", _never)
+    assert slices.sweep("r1") == []
+    monkeypatch.setattr(slices, "SYSTEMD_BOOTED", tmp_path)
+    calls: list[list[str]] = []
+
+    def systemctl(argv: list[str], timeout: float, check: bool = True) -> Any:
+        calls.append(list(argv))
+        listing = "labkit-r1.slice loaded active active Slice\nlabkit-r1-ramp.slice loaded active active Slice\n"
+        return subprocess.CompletedProcess(argv, 0, listing if "list-units" in argv else "")
+
+    monkeypatch.setattr(slices, "run", systemctl)
+    assert slices.sweep("r1") == ["systemd slice labkit-r1.slice", "systemd slice labkit-r1-ramp.slice"]
+    assert "labkit-r1*.slice" in calls[0]
+    assert [c[1:] for c in calls[1:]] == [["stop", "labkit-r1-ramp.slice"], ["revert", "labkit-r1-ramp.slice"],
+                                          ["stop", "labkit-r1.slice"], ["revert", "labkit-r1.slice"]]
+
+
+# ---------------------------------------------------------------- live: 01 and 07 in quick mode in the guest
+
+
+@pytest.fixture(scope="module")
+def in_guest(docker_client: object) -> Path:
+    """01 and 07 executed in quick mode in one boot of the lab machine, as a reader runs them; the results root."""
+    done = subprocess.run([sys.executable, "-m", "labkit", "guest", "run", "--quick", "01", "07"], cwd=ROOT,
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=3600, check=False)
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout
+    return guest_run.destinations(quick=True, record=False)[1]
+
+
+def _csv(folder: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(folder / f"{name}.csv")
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_the_guest_is_recorded_as_a_second_host(in_guest: Path) -> None:
+    for stem in ("01-what-a-container-is", "07-cgroups-and-limits"):
+        provenance = json.loads((in_guest / stem / "provenance.json").read_text())
+        fingerprint = provenance["fingerprint"]
+        assert fingerprint["cgroup_version"] == "v2" and fingerprint["engine_cgroup_driver"] == "systemd"
+        assert fingerprint["kernel"] == guest.ensure_guest().kernel_release
+        assert provenance["git_commit"] == session.git_commit()  # the host's checkout, read by the guest
+    report = json.loads((in_guest.parent / "notebooks" / guest_run.REPORT).read_text())
+    order = ["kernel", "systemd", "default-target", "docker-ready", "shares", "bases", "notebooks", "job-done", "off"]
+    assert sorted(report["marks"], key=report["marks"].get) == order
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_01_in_the_guest_gives_the_known_v2_answers(in_guest: Path) -> None:
+    folder = in_guest / "01-what-a-container-is"
+    namespaces = _csv(folder, "namespaces").set_index(["subject", "kind"])["shared"]
+    assert not namespaces[("docker run (default)", "cgroup")]  # private by default on v2 (shared on our v1 hosts)
+    assert namespaces[("docker run (default)", "user")]
+    scratch = _csv(folder, "scratch_cgroup").iloc[0]
+    assert scratch["cgroup_version"] == "v2" and scratch["memory_limit_read_bytes"] == scratch["memory_limit_bytes"]
+    assert scratch["hog_oom_kills"] >= 1 and scratch["cleaned"]
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_07_in_the_guest_fences_with_slices_and_counts_the_oom_kill_in_memory_events(in_guest: Path) -> None:
+    folder = in_guest / "07-cgroups-and-limits"
+    ramp = _csv(folder, "ramp_outcome").iloc[0]
+    assert ramp["cgroup_version"] == "v2" and ramp["exit_code"] == 137 and ramp["oom_killed"]
+    assert ramp["group_oom_kills"] >= 1  # memory.events oom_kill of the container's scope
+    assert ramp["peak_bytes"] <= ramp["memory_limit_bytes"]  # memory.peak, held to the limit
+    child = _csv(folder, "child_oom").iloc[0]
+    assert child["cgroup_version"] == "v2" and child["pid1_survived"] and child["group_oom_kills"] >= 1
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_a_guest_run_leaves_no_boot_behind(in_guest: Path) -> None:
+    """The boot's folder (share, snapshot file) is gone, and with it any QEMU naming it."""
+    assert not guest.runs_parent().exists() or not any(guest.runs_parent().iterdir())
