@@ -869,3 +869,25 @@ def test_live_of_process_finds_our_own_groups() -> None:
     group = CgroupLayout.from_system().of_process(os.getpid())
     for directory in group.dirs():
         assert str(os.getpid()) in (directory / "cgroup.procs").read_text().split(), directory
+
+
+# ---------------------------------------------------------------- memory pressure (PSI) and memory.oom.group
+
+PSI_TEXT = ("some avg10=1.50 avg60=0.40 avg300=0.10 total=18213\n"
+            "full avg10=0.90 avg60=0.20 avg300=0.05 total=7911\n")  # a child's OOM in the lab machine: 18.2 ms
+
+
+def test_pressure_totals_are_read_in_seconds() -> None:
+    assert cgroups.parse_pressure(PSI_TEXT) == {"some": 0.018213, "full": 0.007911}
+    assert cgroups.parse_pressure("") == {}
+
+
+def test_v2_reads_pressure_and_oom_group_where_the_kernel_has_them(v2_root: Path) -> None:
+    group = detect(V2_TEXT, root=v2_root).open("fixture/idle")
+    folder = group.dir("memory")
+    assert group.memory_pressure_s() is None and group.memory_oom_group() is None  # a kernel without the files
+    (folder / "memory.pressure").write_text(PSI_TEXT)
+    (folder / "memory.oom.group").write_text("0\n")
+    assert group.memory_pressure_s() == (0.018213, 0.007911) and group.memory_oom_group() == 0
+    sampler = CgroupSampler(group, 0.05, ("memory", "memory_pressure"))
+    assert sampler.columns == ("t_s", "memory_bytes", "pressure_some_s", "pressure_full_s")

@@ -540,3 +540,39 @@ def test_a_knob_turned_in_the_parameters_cell_reaches_the_prose(
     assert "the limit of 24" in prose and "under --pids-limit 24" in prose  # the conclusion and the ledger
     assert leftovers(docker_client, run_id) == {"containers": [], "networks": [], "volumes": []}
     assert _labkit_groups(run_id) == []
+
+
+# ---------------------------------------------------------------- cgroup v2 only: memory.oom.group and PSI
+
+
+def _child(version: str, oom_group: object, pid1_survived: bool) -> cgroups_and_limits.ChildOomResult:
+    return cgroups_and_limits.ChildOomResult(pd.DataFrame([{
+        "cgroup_version": version, "memory_limit_bytes": 64 * MIB, "exit_code": 0 if pid1_survived else 137,
+        "oom_killed": True, "oom_events": 1, "group_oom_kills": 1, "oom_group": oom_group, "kernel_memcg_kills": 1,
+        "child_signal": 9, "child_exit": 0, "pid1_survived": pid1_survived}]))
+
+
+def test_the_child_oom_prose_says_what_memory_oom_group_was() -> None:
+    assert "has no such setting, so that is not measured" in _child("v1", pd.NA, True).conclusion()
+    assert ("left the container's `memory.oom.group` at **0**, so the kernel killed one process, the child, and "
+            "PID 1 lived on") in _child("v2", 0, True).conclusion()
+    assert "at **1**, so the kernel killed the whole group, PID 1 included" in _child("v2", 1, False).conclusion()
+
+
+def _ramp(pressure: bool) -> cgroups_and_limits.MemoryRun:
+    t_s = [i / 10 for i in range(11)]
+    stalled = [0.0] * 6 + [0.05, 0.1, 0.15, 0.2, 0.2]  # 200 ms of stalls, all after the limit (t = 0.5 s)
+    samples = pd.DataFrame({"t_s": t_s, "memory_bytes": [min(i, 5) * 12 * MIB for i in range(11)],
+                            "peak_bytes": [min(i, 5) * 12 * MIB + (4 * MIB if i >= 5 else 0) for i in range(11)],
+                            "pressure_some_s": stalled if pressure else [float("nan")] * 11,
+                            "pressure_full_s": [s / 2 for s in stalled] if pressure else [float("nan")] * 11})
+    outcome = pd.DataFrame([{"cgroup_version": "v2" if pressure else "v1", "memory_limit_bytes": 64 * MIB,
+                             "fence_limit_bytes": 128 * MIB, "sampler_hz": 10.0}])
+    return cgroups_and_limits.MemoryRun(samples, pd.DataFrame(), pd.DataFrame(), outcome)
+
+
+def test_memory_pressure_is_told_from_the_samples_and_its_absence_on_v1() -> None:
+    assert not _ramp(False).has_pressure and "keeps no pressure stall information" in _ramp(False).pressure_note()
+    note = _ramp(True).pressure_note()
+    assert "for **200.0 ms** in all (20.0% of the time) and all of them for 100.0 ms" in note
+    assert "100% of that stall time came after the charge first stood at the limit (t = 0.50 s)" in note

@@ -183,7 +183,7 @@ def test_the_guest_is_recorded_as_a_second_host(in_guest: Path) -> None:
         assert fingerprint["cgroup_version"] == "v2" and fingerprint["engine_cgroup_driver"] == "systemd"
         assert fingerprint["kernel"] == guest.ensure_guest().kernel_release
         assert provenance["git_commit"] == session.git_commit()  # the host's checkout, read by the guest
-    report = json.loads((in_guest.parent / "notebooks" / guest_run.REPORT).read_text())
+    report = json.loads((in_guest / "07-cgroups-and-limits" / guest_run.REPORT).read_text())
     order = ["kernel", "systemd", "default-target", "docker-ready", "shares", "bases", "notebooks", "job-done", "off"]
     assert sorted(report["marks"], key=report["marks"].get) == order
 
@@ -207,9 +207,12 @@ def test_07_in_the_guest_fences_with_slices_and_counts_the_oom_kill_in_memory_ev
     ramp = _csv(folder, "ramp_outcome").iloc[0]
     assert ramp["cgroup_version"] == "v2" and ramp["exit_code"] == 137 and ramp["oom_killed"]
     assert ramp["group_oom_kills"] >= 1  # memory.events oom_kill of the container's scope
-    assert ramp["peak_bytes"] <= ramp["memory_limit_bytes"]  # memory.peak, held to the limit
+    assert _csv(folder, "ramp_samples")["peak_bytes"].max() <= ramp["memory_limit_bytes"]  # memory.peak, held
     child = _csv(folder, "child_oom").iloc[0]
     assert child["cgroup_version"] == "v2" and child["pid1_survived"] and child["group_oom_kills"] >= 1
+    assert child["oom_group"] == 0  # this runc leaves memory.oom.group at 0: the kernel kills one process
+    samples = _csv(folder, "ramp_samples")
+    assert samples["pressure_some_s"].notna().all() and samples["pressure_some_s"].is_monotonic_increasing
 
 
 @pytest.mark.docker

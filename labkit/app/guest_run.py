@@ -34,8 +34,8 @@ BOOT_ALLOWANCE_S = 300.0
 """Seconds allowed beside the notebooks' own timeouts: boot, mounts and loading the bases (about 40 s under TCG)."""
 UNSUPPORTED = {"15-the-lab-machine": "it boots the lab machine itself: run it on the host (`labkit run 15`)"}
 SHARES = {"project": "the checkout", "cache": "labkit's cache", "python": "the Python interpreter"}
-REPORT = "guest-run.json"  # beside the executed notebooks: the boot's timeline, status and where each file went
-CONSOLE = "console.log"
+REPORT = "guest-run.json"  # in each notebook's results: the boot's timeline, the guest, how each notebook went
+CONSOLE = "console.log"  # beside the executed notebooks: every line the guest printed
 _OUT = "/labkit/out"
 _SCRIPT = """set -e
 ro() {{ mkdir -p "$2" && mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 "$1" "$2"; }}
@@ -153,9 +153,11 @@ def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: f
             [runner.NotebookRun(nb.stem, "not run", 0.0, "", error="the guest's run left no report")
              for nb in notebooks])
     result = GuestNotebooks(runs, boot.marks, boot.status, boot.completed, notebooks_dir, results_dir)
-    paths.atomic_write(notebooks_dir / REPORT, json.dumps({
+    report = json.dumps({
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "accelerator": boot.accelerator,
         "guest": made.manifest, "quick": quick, "recorded": record, "marks": boot.marks, "uptimes": boot.uptimes,
         "status": boot.status, "completed": boot.completed, "bases": list(tags.values()),
-        "notebooks": [vars(r) for r in runs]}, indent=1, default=str) + "\n")
+        "notebooks": [vars(r) for r in runs]}, indent=1, default=str) + "\n"
+    for folder in finished:  # each notebook's results say which boot made them, beside its provenance
+        paths.atomic_write(results_dir / folder / REPORT, report)
     return result

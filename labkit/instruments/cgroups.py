@@ -371,6 +371,18 @@ class CpuMax:
         return None if self.quota_us is None else self.quota_us / self.period_us
 
 
+def parse_pressure(text: str) -> dict[str, float]:
+    """A PSI file (``some avg10=0.00 avg60=0.00 avg300=0.00 total=1234``, and a ``full`` line): each line's
+    ``total`` stall time, seconds."""
+    out = {}
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        values = dict(field.partition("=")[::2] for field in fields)
+        if kind and values.get("total", "").isdigit():
+            out[kind] = int(values["total"]) / 1e6
+    return out
+
+
 def parse_flat_keyed(text: str) -> dict[str, int]:
     """A ``key value`` per line file (memory.events, memory.oom_control, memory.stat, cpu.stat, pids.events);
     lines whose value is not an integer are left out."""
@@ -529,6 +541,22 @@ class Cgroup:
         if "oom_kill" in oom_control:
             events["oom_kill"] = oom_control["oom_kill"]
         return events
+
+    def memory_pressure_s(self) -> tuple[float, float] | None:
+        """Total time (s) some / all of the group's tasks stalled waiting for memory since the group was made:
+        v2 memory.pressure's ``total`` (PSI, µs); None where the group has no such file (v1, a kernel without
+        PSI)."""
+        text = self._read_if_present("memory", "memory.pressure")
+        if text is None:
+            return None
+        totals = parse_pressure(text)
+        return totals.get("some", 0.0), totals.get("full", 0.0)
+
+    def memory_oom_group(self) -> int | None:
+        """v2 memory.oom.group: 1 when an OOM kill in the group kills every process in it, 0 when it kills one;
+        None where there is no such file (v1)."""
+        text = self._read_if_present("memory", "memory.oom.group")
+        return None if text is None else int(text)
 
     def swap_current_bytes(self) -> int | None:
         """Swap used by the group, bytes; None where swap is not accounted (v1 memory.stat ``total_swap``, which

@@ -175,6 +175,28 @@ def memory_climb(samples: pd.DataFrame, steps: pd.DataFrame, limit_bytes: float,
     return ax
 
 
+def memory_pressure(samples: pd.DataFrame, limit_bytes: float, *, title: str, ax: Axes | None = None) -> Axes:
+    """Memory charged (`samples`: t_s, memory_bytes) against `limit_bytes`, and on a second axis the share of
+    each sampling interval some / all of the group's tasks stalled on memory (PSI: the growth of
+    pressure_some_s and pressure_full_s over the interval)."""
+    ax = _axes(ax)
+    ax.plot(samples["t_s"], samples["memory_bytes"] / _MIB, color="C0", label="charged (MiB)")
+    ax.axhline(limit_bytes / _MIB, color="black", linewidth=1, label=f"limit {limit_bytes / _MIB:.0f} MiB")
+    ax.set_xlabel("time since sampling started (s)")
+    ax.set_ylabel("MiB")
+    stalls = ax.twinx()
+    elapsed = samples["t_s"].diff()
+    for column, label, color in (("pressure_some_s", "some tasks stalled", "C1"),
+                                 ("pressure_full_s", "all tasks stalled", "C3")):
+        stalls.plot(samples["t_s"], 100 * samples[column].diff() / elapsed, color=color, linewidth=1, label=label)
+    stalls.set_ylabel("% of the interval stalled on memory (PSI)")
+    stalls.set_ylim(0, 105)
+    lines = ax.get_legend_handles_labels()[0] + stalls.get_legend_handles_labels()[0]
+    ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left", fontsize="small")
+    ax.set_title(title)
+    return ax
+
+
 def memory_split(samples: pd.DataFrame, limit_bytes: float, *, pass_ends_s: Sequence[float], title: str,
                  ax: Axes | None = None) -> Axes:
     """Anonymous memory and page cache stacked over time (`samples`: t_s, anon_bytes, file_bytes) against

@@ -63,6 +63,11 @@ def _memory_peak(group: Cgroup) -> tuple[float, ...]:
     return (float("nan") if peak is None else peak,)
 
 
+def _memory_pressure(group: Cgroup) -> tuple[float, ...]:
+    stalled = group.memory_pressure_s()
+    return (float("nan"), float("nan")) if stalled is None else stalled
+
+
 def _pids(group: Cgroup) -> tuple[float, ...]:
     return (group.pids_current(),)
 
@@ -75,6 +80,7 @@ READINGS: dict[str, tuple[tuple[str, ...], str, Callable[[Cgroup], tuple[float, 
     "memory_split": (("anon_bytes", "file_bytes"), "memory", _memory_split),
     "memory_events": (("limit_hits", "oom_kills"), "memory", _memory_events),
     "memory_peak": (("peak_bytes",), "memory", _memory_peak),
+    "memory_pressure": (("pressure_some_s", "pressure_full_s"), "memory", _memory_pressure),
     "pids": (("pids",), "pids", _pids),
 }
 """What :class:`CgroupSampler` can read. Columns: ``memory_bytes`` (memory charged now, bytes), ``cpu_s`` (CPU
@@ -84,7 +90,8 @@ cache from memory.stat, bytes), ``limit_hits`` (charges that failed at the limit
 v2 memory.events ``max``; v1 memory.failcnt + memory.memsw.failcnt, which can stay 0 at the limit — see
 :meth:`Cgroup.memory_events`), ``peak_bytes`` (the kernel's high watermark of the charge, bytes: v1
 memory.max_usage_in_bytes, v2 memory.peak, NaN before 5.19), ``oom_kills`` (processes the OOM killer killed in
-the group) and ``pids`` (tasks in the group)."""
+the group), ``pressure_some_s``/``pressure_full_s`` (time some / all of the group's tasks stalled on memory so
+far, seconds: v2 memory.pressure, PSI; NaN on v1) and ``pids`` (tasks in the group)."""
 
 
 class CgroupSampler:

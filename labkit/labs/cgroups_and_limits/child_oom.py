@@ -20,8 +20,8 @@ from labkit.labs.cgroups_and_limits.rig import kernel_kills, stress_rig
 class ChildOomResult:
     """`record`: one row — cgroup_version (the memory controller's: v1, v2),
     memory_limit_bytes, exit_code (PID 1's), oom_killed (the engine's flag), oom_events,
-    group_oom_kills, kernel_memcg_kills, child_signal (what ended the child; 0: it exited), child_exit,
-    pid1_survived."""
+    group_oom_kills, oom_group (v2 memory.oom.group of the container's group as the runtime set it; missing on v1),
+    kernel_memcg_kills, child_signal (what ended the child; 0: it exited), child_exit, pid1_survived."""
 
     table: pd.DataFrame
 
@@ -43,11 +43,16 @@ class ChildOomResult:
                 f"{int(r['exit_code'])} and OOMKilled = {bool(r['oom_killed'])} can come together. Check both. "
                 "On cgroup v2 with `memory.oom.group = 1` the kernel would kill every process in the group, PID 1 "
                 "included, and the container would exit 137; "
-                + ("this host's memory controller is cgroup v1, so that is not measured here."
-                   if r["cgroup_version"] == "v1" else
-                   f"this host's memory controller is cgroup {r['cgroup_version']}: the runtime decides whether it "
-                   "sets memory.oom.group, and the exit code above says what it did."))
-
+                + ("this host's memory controller is cgroup v1, which has no such setting, so that is not measured "
+                   "here (notebook 15 and `labkit guest run 07` measure it on v2)."
+                   if pd.isna(r["oom_group"]) else
+                   f"here, on cgroup {r['cgroup_version']}, the runtime left the container's `memory.oom.group` at "
+                   f"**{int(r['oom_group'])}**, so the kernel killed "
+                   + ("one process, the child, and PID 1 " + ("lived on." if bool(r["pid1_survived"]) else
+                                                                "still did not survive: look at the log.")
+                      if int(r["oom_group"]) == 0 else
+                      "the whole group" + (", PID 1 included." if not bool(r["pid1_survived"]) else
+                                           ", yet PID 1 reports surviving: look at the log."))))
 
 def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4, step_interval_ms: int = 50,
                   sample_hz: float = 100) -> ChildOomResult:
@@ -62,7 +67,9 @@ def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4
         with stress_rig(lab) as rig, rig.fence("child-oom", Limits(2 * limit, PIDS_LIMIT, CPUS)) as (_, parent), \
                 rig.container(["child-mem", str(step), str(interval), str(4 * limit // MIB)], stem="child-oom",
                               limits=limits, parent=parent, memswap_limit=limit) as container:
-            with CgroupSampler(rig.group_of(container), 1 / hz, ("memory", "memory_events"), or_slower=True) as sampler:
+            group = rig.group_of(container)
+            oom_group = group.memory_oom_group()  # as the runtime left it, before anything was killed
+            with CgroupSampler(group, 1 / hz, ("memory", "memory_events"), or_slower=True) as sampler:
                 rig.go(container)
                 exit_code, oom_killed, output = rig.finish(container)
             events = rig.events(container, start_unix_s, sampler)
@@ -72,7 +79,8 @@ def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4
             "cgroup_version": rig.layout.version, "memory_limit_bytes": limit, "exit_code": exit_code,
             "oom_killed": oom_killed,
             "oom_events": int((events["action"] == "oom").sum()),
-            "group_oom_kills": int(sampler.frame()["oom_kills"].max()), "kernel_memcg_kills": memcg_kills,
+            "group_oom_kills": int(sampler.frame()["oom_kills"].max()),
+            "oom_group": oom_group if oom_group is not None else pd.NA, "kernel_memcg_kills": memcg_kills,
             "child_signal": child["signal"], "child_exit": child["exit"], "pid1_survived": exit_code == 0,
         }])
 

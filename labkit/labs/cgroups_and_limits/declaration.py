@@ -28,8 +28,9 @@ IO_TOLERANCE = 0.15  # an IO rate "at the limit" within 15 %
 NEIGHBOUR_TOLERANCE = 0.10  # the victim's kept share is "as expected" within 10 points of its rate alone
 WAIT_S = 120.0  # longest any one stress container may run before the experiment gives up
 
-SAMPLE_COLUMNS = ("t_s", "memory_bytes", "anon_bytes", "file_bytes", "limit_hits", "oom_kills", "peak_bytes")
-MEMORY_READINGS = ("memory", "memory_split", "memory_events", "memory_peak")  # what the sampler reads for them
+SAMPLE_COLUMNS = ("t_s", "memory_bytes", "anon_bytes", "file_bytes", "limit_hits", "oom_kills", "peak_bytes",
+                  "pressure_some_s", "pressure_full_s")
+MEMORY_READINGS = ("memory", "memory_split", "memory_events", "memory_peak", "memory_pressure")  # what is sampled
 STEP_COLUMNS = ("t_s", "event", "allocated_mib")
 EVENT_COLUMNS = ("t_s", "action", "exit_code")
 OUTCOME_COLUMNS = (
@@ -94,7 +95,7 @@ LAB = Lab(
                                "peak_bytes", "max_anon_bytes", "max_file_bytes", "bytes_read", "limit_hits",
                                "watermark_bytes", "wall_s"),
         "child_oom": ("cgroup_version", "memory_limit_bytes", "exit_code", "oom_killed", "oom_events",
-                      "group_oom_kills",
+                      "group_oom_kills", "oom_group",
                       "kernel_memcg_kills", "child_signal", "child_exit", "pid1_survived"),
         "cpu_samples": CPU_SAMPLE_COLUMNS,
         "cpu_work": ("round", *WORK_COLUMNS),

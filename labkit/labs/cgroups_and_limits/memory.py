@@ -210,6 +210,33 @@ class MemoryRun:
         return self.steps[self.steps["event"] == "alloc"]
 
     @property
+    def has_pressure(self) -> bool:
+        """Whether the group kept pressure stall information (v2 memory.pressure; not on v1)."""
+        return bool(self.samples["pressure_some_s"].notna().any())
+
+    def pressure_note(self) -> str:
+        """What the group's memory pressure (PSI) said during the climb, from the samples."""
+        if not self.has_pressure:
+            return (f"**Memory pressure.** This host's memory controller is cgroup {self.record['cgroup_version']}, "
+                    "which keeps no pressure stall information per group, so the climb is seen through its charge "
+                    "alone. On cgroup v2 `memory.pressure` counts the time the group's tasks stalled waiting for "
+                    "memory (reclaim, refaults); `labkit guest run 07` draws it in the lab machine of notebook 15.")
+        kept = self.samples.dropna(subset=["pressure_some_s"])
+        window = float(kept["t_s"].iloc[-1] - kept["t_s"].iloc[0])
+        some, full = (float(kept[c].iloc[-1] - kept[c].iloc[0]) for c in ("pressure_some_s", "pressure_full_s"))
+        at_limit = kept[kept["t_s"] >= self.limit_reached_t_s] if not pd.isna(self.limit_reached_t_s) else kept[:0]
+        share = (float(at_limit["pressure_some_s"].iloc[-1] - at_limit["pressure_some_s"].iloc[0]) / some
+                 if len(at_limit) > 1 and some > 0 else float("nan"))
+        where = ("" if pd.isna(share) else
+                 f" {share:.0%} of that stall time came after the charge first stood at the limit "
+                 f"(t = {self.limit_reached_t_s:.2f} s), while the kernel reclaimed what it could before killing.")
+        return (f"**Memory pressure (PSI), cgroup {self.record['cgroup_version']}.** Over the {window:.2f} s sampled, "
+                f"some of the group's tasks stalled waiting for memory for **{some * 1e3:.1f} ms** in all "
+                f"({some / window:.1%} of the time) and all of them for {full * 1e3:.1f} ms.{where} PSI is read "
+                f"from `memory.pressure` at each sample ({self.interval_ms:.0f} ms apart): a stall shorter than "
+                "that shows up only as a jump between two samples.")
+
+    @property
     def marks(self) -> dict[str, float]:
         """When the step that crossed the limit began and when the kernel logged the kill (s; NaN: none)."""
         r = self.record
