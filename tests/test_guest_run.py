@@ -220,3 +220,51 @@ def test_07_in_the_guest_fences_with_slices_and_counts_the_oom_kill_in_memory_ev
 def test_a_guest_run_leaves_no_boot_behind(in_guest: Path) -> None:
     """The boot's folder (share, snapshot file) is gone, and with it any QEMU naming it."""
     assert not guest.runs_parent().exists() or not any(guest.runs_parent().iterdir())
+
+
+def test_one_boot_mounts_the_shares_loads_the_bases_runs_labkit_and_brings_the_results_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `labkit guest run` hands the guest and what it does with the answer, without booting: the boot is
+    stood in for by the files a guest's `labkit run` writes."""
+    class Image:
+        def save(self, named: bool) -> list[bytes]:
+            return [b"tar of ", b"the base"]
+
+    class Client:
+        images = type("Images", (), {"get": staticmethod(lambda tag: Image())})()
+
+    booted: dict[str, Any] = {}
+
+    def boot(made: guest.GuestImage, script: str, files: dict[str, bytes], **options: Any) -> guest.GuestRun:
+        booted.update(script=script, files=files, **options)
+        report = {"run_id": "r1", "notebooks": [{"notebook": "07-cgroups-and-limits", "status": "ok",
+                                                 "wall_s": 291.2, "output": "/labkit/out/notebooks/07.ipynb"}]}
+        return guest.GuestRun("tcg", {"docker-ready": 31.4, "off": 632.5}, {}, True, 0, {
+            "notebooks/run-report.json": json.dumps(report).encode(),
+            "notebooks/07-cgroups-and-limits.ipynb": b"{}",
+            "results/07-cgroups-and-limits/provenance.json": b"{}"}, ("console line",))
+
+    monkeypatch.setattr(guest, "is_made", lambda: True)
+    monkeypatch.setattr(guest, "ensure_guest", lambda: _image("3.11.2-1+b1"))
+    monkeypatch.setattr(guest_run.space, "require_memory", lambda demand: None)
+    monkeypatch.setattr(guest_run.space, "require_disk", lambda *writes: None)
+    monkeypatch.setattr(guest_run.engine, "connect", lambda: Client())
+    monkeypatch.setattr(guest_run.images, "require_base", lambda client, name: type("B", (), {"tag": f"lk/{name}"}))
+    monkeypatch.setattr(guest_run, "destinations", lambda quick, record: (tmp_path / "nb", tmp_path / "results"))
+    monkeypatch.setattr(guest, "run_job", boot)
+    (tmp_path / "results" / "07-cgroups-and-limits").mkdir(parents=True)
+    (tmp_path / "results" / "07-cgroups-and-limits" / "stale.csv").write_text("from an earlier run")
+    done = guest_run.run(["07"], quick=True, timeout_s=600)
+
+    assert booted["files"] == {"base-busybox.tar": b"tar of the base"}
+    assert booted["read_only"]["project"] == paths.project_root()
+    assert booted["read_only"]["cache"] == paths.cache_dir()
+    assert booted["timeout_s"] == guest_run.BOOT_ALLOWANCE_S + 600 and booted["memory_mib"] == guest_run.MEMORY_MIB
+    script = booted["script"]
+    assert "over project" in script and "docker load -q" in script and "--quick --timeout 600 " in script
+    assert f"{Path(sys.prefix) / 'bin' / 'labkit'} run --fresh" in script and script.rstrip().endswith("exit $status")
+    assert [r.notebook for r in done.runs] == ["07-cgroups-and-limits"] and not done.failed
+    results = tmp_path / "results" / "07-cgroups-and-limits"
+    assert sorted(p.name for p in results.iterdir()) == ["guest-run.json", "provenance.json"]  # replaced whole
+    assert json.loads((results / guest_run.REPORT).read_text())["marks"]["off"] == 632.5
+    assert (tmp_path / "nb" / guest_run.CONSOLE).read_text() == "console line\n"

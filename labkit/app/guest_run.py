@@ -1,7 +1,7 @@
 """Notebooks executed inside the lab machine (notebook 15's guest): cgroup v2, Docker's systemd driver, its own kernel.
 
-The guest sees this checkout, labkit's cache and the Python interpreter behind the virtualenv over 9p, read-only and
-at the same paths as on the host; the checkout and the cache each lie below an overlay whose writes stay in the
+The guest sees this checkout, labkit's cache, the virtualenv and the Python interpreter behind it over 9p, read-only
+and at the same paths as on the host; the checkout and the cache each lie below an overlay whose writes stay in the
 guest (its disk is a snapshot, dropped at power-off). So the guest runs this very labkit on the host's cached
 assets, with no network and no second install. The base images the notebooks use are saved from the host's engine
 and loaded into the guest's. The guest's ``labkit run`` writes the executed notebooks and their results into the
@@ -33,7 +33,6 @@ CPUS = 2
 BOOT_ALLOWANCE_S = 300.0
 """Seconds allowed beside the notebooks' own timeouts: boot, mounts and loading the bases (about 40 s under TCG)."""
 UNSUPPORTED = {"15-the-lab-machine": "it boots the lab machine itself: run it on the host (`labkit run 15`)"}
-SHARES = {"project": "the checkout", "cache": "labkit's cache", "python": "the Python interpreter"}
 REPORT = "guest-run.json"  # in each notebook's results: the boot's timeline, the guest, how each notebook went
 CONSOLE = "console.log"  # beside the executed notebooks: every line the guest printed
 _OUT = "/labkit/out"
@@ -44,6 +43,7 @@ over() {{ ro "$1" "/mnt/host/$1"; mkdir -p "/var/lib/labkit-overlay/$1/up" "/var
 workdir=/var/lib/labkit-overlay/$1/work" "$2"; }}
 over project {project}
 over cache {cache}
+{venv}
 {python}
 mark shares
 for base in /labkit/base-*.tar; do [ ! -e "$base" ] || docker load -q -i "$base"; done
@@ -51,7 +51,7 @@ mark bases
 cd {project}
 set +e
 LABKIT_RESULTS_DIR={out}/results LABKIT_GIT_COMMIT={commit} \
-  .venv/bin/labkit run --fresh {quick}--timeout {timeout} --output {out}/notebooks {notebooks}
+  {labkit} run --fresh {quick}--timeout {timeout} --output {out}/notebooks {notebooks}
 status=$?
 mark notebooks
 exit $status
@@ -130,9 +130,13 @@ def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: f
     bases = sorted({name for nb in notebooks for name in labs[nb.stem].bases} if labs else set())
     tags = {name: images.require_base(client, name).tag for name in bases}
     archives = {f"base-{name}.tar": b"".join(client.images.get(tag).save(named=True)) for name, tag in tags.items()}
-    read_only = {"project": paths.project_root(), "cache": paths.cache_dir(), **({"python": python} if python else {})}
+    venv = Path(sys.prefix)  # the virtualenv running this labkit: inside the checkout (.venv) or shared on its own
+    own_venv = not venv.is_relative_to(paths.project_root())
+    read_only = {"project": paths.project_root(), "cache": paths.cache_dir(), **({"venv": venv} if own_venv else {}),
+                 **({"python": python} if python else {})}
     script = guest.MARK_FUNCTION + _SCRIPT.format(
         project=shlex.quote(str(paths.project_root())), cache=shlex.quote(str(paths.cache_dir())),
+        venv=f"ro venv {shlex.quote(str(venv))}" if own_venv else "", labkit=shlex.quote(str(venv / "bin" / "labkit")),
         python=f"ro python {shlex.quote(str(python))}" if python else "", out=_OUT, quick="--quick " if quick else "",
         commit=shlex.quote(session.git_commit()), timeout=f"{timeout_s:g}",
         notebooks=" ".join(nb.stem[:2] for nb in notebooks))
