@@ -213,3 +213,26 @@ def test_the_book_publishes_the_chapter_that_ran_and_a_failure_page_for_the_one_
     assert all(claim in ledger_page for claim in recorded["id"]) and book.NOT_MEASURED in ledger_page
     assert "failed in this run" in _text(pages / "intro.html") and "failed in this run" in _text(
         pages / "environment.html")
+
+
+def test_the_lab_machines_recorded_claims_stand_beside_this_runs_with_the_differences_first(tmp_path: Path) -> None:
+    stem = "07-cgroups-and-limits"
+    ours = claims.read(paths.recorded_results_dir() / stem / "claims.csv")
+    theirs = ours.copy()
+    flipped = str(theirs["id"].iloc[-1])
+    theirs.loc[theirs.index[-1], "verdict"] = "does not hold" if ours["verdict"].iloc[-1] != "does not hold" \
+        else "holds"
+    (tmp_path / stem).mkdir()
+    theirs.to_csv(tmp_path / stem / "claims.csv", index=False)
+    (tmp_path / stem / "provenance.json").write_text(json.dumps({
+        "ended_utc": "2026-12-05T21:30:00+00:00", "git_commit": "0123456789abcdef", "quick": False,
+        "fingerprint": {"kernel": "6.1.0-57-amd64", "cgroup_version": "v2", "engine_cgroup_driver": "systemd"}}))
+    page = book.claims_page(ours, [], guest_results=tmp_path)
+    section = page.split("## On the lab machine")[1]
+    assert "recorded, not measured in this run" in section
+    assert "Recorded in the lab machine 2026-12-05T21:30:00+00:00 from commit `0123456789ab`: kernel 6.1.0-57-amd64" \
+        in section and "the systemd driver" in section
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(ours) and rows[0].startswith(f"| `{flipped}`") and rows[0].endswith("| yes |")
+    assert all(row.endswith("| no |") for row in rows[1:])
+    assert "## On the lab machine" not in book.claims_page(ours, [], guest_results=tmp_path / "none")

@@ -338,10 +338,12 @@ def not_measured(failed: list[FailedChapter]) -> pd.DataFrame:
 SECTION_HEADERS = {claims.Source.CHAPTER: "chapter section", claims.Source.FINDING: "notebook section"}
 
 
-def claims_page(ledger: pd.DataFrame, chapters: list[Chapter], failed: list[FailedChapter] | None = None) -> str:
+def claims_page(ledger: pd.DataFrame, chapters: list[Chapter], failed: list[FailedChapter] | None = None,
+                guest_results: Path | None = None) -> str:
     """The book's ledger in two tables, the chapter's claims and what we found beyond the chapter: every claim
     with its id, section, notebook, value, criterion and verdict, and a link to the notebook section that measured
-    it (to the failure page of a chapter that `failed`)."""
+    it (to the failure page of a chapter that `failed`); then the lab machine's recorded claims beside them
+    (:func:`lab_machine_section`; `guest_results` defaults to data/results/guest)."""
     failed = failed or []
     counts = ledger.groupby("verdict").size()
     anchors = {chapter.stem: section_anchors(chapter) for chapter in chapters}
@@ -371,6 +373,7 @@ def claims_page(ledger: pd.DataFrame, chapters: list[Chapter], failed: list[Fail
             lines.append(f"| `{row.id}` | {_cell(row.section)} | {link} | {_cell(row.claim)} | {value} | "
                          f"{_cell(row.measured)} | {_cell(row.criterion)} | **{row.verdict}** | "
                          f"{_cell(row.caveat)} |")
+    lines += lab_machine_section(ledger, guest_results or paths.recorded_results_dir() / "guest")
     return "\n".join(lines) + "\n"
 
 
@@ -535,6 +538,43 @@ class Book:
 
     index: Path
     failed: tuple[FailedChapter, ...]
+
+
+def lab_machine_section(ledger: pd.DataFrame, guest_results: Path) -> list[str]:
+    """The claims of the notebooks recorded in the lab machine (`labkit guest run --record`: cgroup v2, Docker's
+    systemd driver; `guest_results`, one folder per notebook) beside this book's own, claim by claim, the ones
+    whose verdict differs first; labelled with where and when the guest's were recorded. Empty without any."""
+    folders = sorted(p.parent for p in guest_results.glob("*/claims.csv"))
+    if not folders:
+        return []
+    lines = ["", "## On the lab machine: cgroup v2 and Docker's systemd driver", "",
+             "Notebook 15's guest ran these notebooks too (`labkit guest run --record`). Its values are **recorded, "
+             "not measured in this run**: each table says where and when. Claims whose verdict differs come first."]
+    for folder in folders:
+        provenance = json.loads((folder / "provenance.json").read_text())
+        fingerprint = provenance.get("fingerprint", {})
+        theirs = claims.read(folder / "claims.csv").set_index("id")
+        ours = ledger[ledger["notebook"] == folder.name].set_index("id")
+        rows = []
+        for claim_id, guest_row in theirs.iterrows():
+            host_row = ours.loc[claim_id] if claim_id in ours.index else None
+            host = "—" if host_row is None else f"{_value(host_row)}, **{host_row['verdict']}**"
+            differs = host_row is None or host_row["verdict"] != guest_row["verdict"]
+            rows.append((not differs, f"| `{claim_id}` | {_cell(guest_row['claim'])} | {host} | "
+                                      f"{_value(guest_row)}, **{guest_row['verdict']}** | "
+                                      f"{'yes' if differs else 'no'} |"))
+        lines += ["", f"### {folder.name}", "",
+                  f"Recorded in the lab machine {provenance.get('ended_utc', '?')} from commit "
+                  f"`{str(provenance.get('git_commit', '?'))[:12]}`: kernel {fingerprint.get('kernel', '?')}, cgroup "
+                  f"{fingerprint.get('cgroup_version', '?')}, the {fingerprint.get('engine_cgroup_driver', '?')} "
+                  f"driver, quick={provenance.get('quick')}.", "",
+                  "| id | claim | this book's run | the lab machine | verdict differs |",
+                  "| --- | --- | --- | --- | --- |", *[row for _, row in sorted(rows, key=lambda r: r[0])]]
+    return lines
+
+
+def _value(row: pd.Series) -> str:
+    return "—" if pd.isna(row["value"]) else f"{row['value']:g} {_cell(row['unit'])}".strip()
 
 
 def build(executed_dir: Path | None = None, out_dir: Path | None = None, results_dir: Path | None = None) -> Book:
