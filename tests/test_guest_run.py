@@ -134,7 +134,14 @@ def test_a_fence_is_set_started_and_stopped_and_reverted_even_on_error(monkeypat
         raise RuntimeError("boom")
     assert calls == [["systemctl", "set-property", "--runtime", unit, "MemoryMax=67108864", "TasksMax=64",
                       "CPUQuota=100%"], ["systemctl", "start", unit], ["systemctl", "stop", unit],
-                     ["systemctl", "revert", unit]]
+                     ["systemctl", "revert", unit], *[["systemctl", verb, parent] for parent in
+                                                      ("labkit-r1_a.slice", "labkit.slice") for verb in
+                                                      ("stop", "revert")]]  # nothing else below them: stopped too
+    calls.clear()
+    (tmp_path / "labkit.slice" / "labkit-r1_a.slice" / "labkit-r1_a-other.slice").mkdir(parents=True)
+    with slices.fenced(layout, "r1-a", "ramp", Limits(64 * MIB, 64, 1.0)):
+        pass
+    assert ["systemctl", "stop", "labkit-r1_a.slice"] not in calls  # another fence is still below it
 
 
 def test_slices_are_swept_deepest_first_and_not_looked_for_without_systemd(monkeypatch: pytest.MonkeyPatch,

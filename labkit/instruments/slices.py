@@ -27,7 +27,7 @@ _TIMEOUT_S = 60.0
 def escape(name: str) -> str:
     """`name` as one level of a slice name: ``-`` (systemd's level separator) and anything else a unit name does
     not allow become ``_``."""
-    return re.sub(r"[^A-Za-z0-9_.:]", "_", name).replace(".", "_")
+    return re.sub(r"[^A-Za-z0-9_:]", "_", name)
 
 
 def unit(run_id: str, fence: str) -> str:
@@ -65,6 +65,18 @@ def fenced(layout: cgroups.CgroupLayout, run_id: str, fence: str, limits: Limits
         with contextlib.suppress(cgroups.CgroupError, OSError):
             layout.open(group_path(name)).kill_all()
         _remove(name)
+        _remove_empty_parents(layout, name)
+
+
+def _remove_empty_parents(layout: cgroups.CgroupLayout, name: str) -> None:
+    """Stop the parent slices systemd made on the way (``labkit-<run>.slice``, ``labkit.slice``) once no other
+    fence is below them."""
+    levels = group_path(name).split("/")
+    for depth in range(len(levels) - 1, 0, -1):
+        folder = layout.memory.path / "/".join(levels[:depth])
+        if folder.is_dir() and any(child.is_dir() for child in folder.iterdir()):
+            return
+        _remove(levels[depth - 1])
 
 
 def _remove(name: str) -> None:
