@@ -227,11 +227,12 @@ def test_the_lab_machines_recorded_claims_stand_beside_this_runs_with_the_differ
     (tmp_path / stem / "provenance.json").write_text(json.dumps({
         "ended_utc": "2026-12-05T21:30:00+00:00", "git_commit": "0123456789abcdef", "quick": False,
         "fingerprint": {"kernel": "6.1.0-57-amd64", "cgroup_version": "v2", "engine_cgroup_driver": "systemd"}}))
+    (tmp_path / stem / "guest-run.json").write_text(json.dumps({"accelerator": "tcg"}))
     page = book.claims_page(ours, [], guest_results=tmp_path)
     section = page.split("## On the lab machine")[1]
     assert "recorded, not measured in this run" in section
     assert "Recorded in the lab machine 2026-12-05T21:30:00+00:00 from commit `0123456789ab`: kernel 6.1.0-57-amd64" \
-        in section and "the systemd driver" in section
+        in section and "the systemd driver" in section and "software emulation (TCG)" in section
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     assert len(rows) == len(ours) and rows[0].startswith(f"| `{flipped}`") and rows[0].endswith("| yes |")
     assert all(row.endswith("| no |") for row in rows[1:])

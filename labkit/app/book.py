@@ -25,7 +25,7 @@ import pandas as pd
 from myst_parser.mdit_to_docutils.base import default_slugify
 
 from labkit import paths
-from labkit.app import catalog, runner
+from labkit.app import catalog, guest_run, runner
 from labkit.core import claims
 from labkit.core.results import PROVENANCE, ResultStore
 from labkit.errors import LabkitError, NotPrepared
@@ -553,6 +553,10 @@ def lab_machine_section(ledger: pd.DataFrame, guest_results: Path) -> list[str]:
     for folder in folders:
         provenance = json.loads((folder / "provenance.json").read_text())
         fingerprint = provenance.get("fingerprint", {})
+        boot = json.loads((folder / guest_run.REPORT).read_text()) if (folder / guest_run.REPORT).exists() else {}
+        emulated = (" It booted under software emulation (TCG): every instruction is translated, so a timing is "
+                    "several times the host's and a timing claim can differ for that reason alone."
+                    if boot.get("accelerator") == "tcg" else "")
         theirs = claims.read(folder / "claims.csv").set_index("id")
         ours = ledger[ledger["notebook"] == folder.name].set_index("id")
         rows = []
@@ -567,7 +571,7 @@ def lab_machine_section(ledger: pd.DataFrame, guest_results: Path) -> list[str]:
                   f"Recorded in the lab machine {provenance.get('ended_utc', '?')} from commit "
                   f"`{str(provenance.get('git_commit', '?'))[:12]}`: kernel {fingerprint.get('kernel', '?')}, cgroup "
                   f"{fingerprint.get('cgroup_version', '?')}, the {fingerprint.get('engine_cgroup_driver', '?')} "
-                  f"driver, quick={provenance.get('quick')}.", "",
+                  f"driver, quick={provenance.get('quick')}.{emulated}", "",
                   "| id | claim | this book's run | the lab machine | verdict differs |",
                   "| --- | --- | --- | --- | --- |", *[row for _, row in sorted(rows, key=lambda r: r[0])]]
     return lines
