@@ -213,10 +213,13 @@ def test_07_in_the_guest_fences_with_slices_and_counts_the_oom_kill_in_memory_ev
     folder = in_guest / "07-cgroups-and-limits"
     ramp = _csv(folder, "ramp_outcome").iloc[0]
     assert ramp["cgroup_version"] == "v2" and ramp["exit_code"] == 137 and ramp["oom_killed"]
-    assert ramp["group_oom_kills"] >= 1  # memory.events oom_kill of the container's scope
+    assert ramp["kernel_memcg_kills"] >= 1  # the kernel's log: a kill in a memory cgroup, not host-wide
+    # The scope's own memory.events is read by the sampler until the scope vanishes, which on this driver can come
+    # before the next sample (2 of 5 ramps of the recorded full run read 0): the child's group outlives its kill.
     assert _csv(folder, "ramp_samples")["peak_bytes"].max() <= ramp["memory_limit_bytes"]  # memory.peak, held
     child = _csv(folder, "child_oom").iloc[0]
-    assert child["cgroup_version"] == "v2" and child["pid1_survived"] and child["group_oom_kills"] >= 1
+    assert child["cgroup_version"] == "v2" and child["pid1_survived"]
+    assert child["group_oom_kills"] >= 1  # memory.events oom_kill, counted in a group that outlives the kill
     assert child["oom_group"] == 0  # this runc leaves memory.oom.group at 0: the kernel kills one process
     samples = _csv(folder, "ramp_samples")
     assert samples["pressure_some_s"].notna().all() and samples["pressure_some_s"].is_monotonic_increasing
