@@ -16,22 +16,25 @@ from labkit.core.lab import ENGINE, Requirement
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 LABS = {lab.stem: lab for lab in catalog.all_labs()}
+GUEST = ROOT / "data" / "results" / "guest"  # the lab machine's recordings (`labkit guest run --record`): a 2nd host
+RECORDED = [ROOT / "data" / "results" / stem for stem in NOTEBOOKS] + sorted(p for p in GUEST.iterdir() if p.is_dir())
 
 
 def test_every_notebook_has_exactly_one_lab_and_one_results_folder() -> None:
     assert sorted(LABS) == NOTEBOOKS
     stems = [lab.stem for lab in catalog.all_labs()]
     assert len(stems) == len(set(stems))
-    folders = sorted(p.name for p in (ROOT / "data" / "results").iterdir() if p.is_dir())
+    folders = sorted(p.name for p in (ROOT / "data" / "results").iterdir() if p.is_dir() and p != GUEST)
     assert folders == NOTEBOOKS
+    assert {p.name for p in GUEST.iterdir()} <= set(NOTEBOOKS) - {"15-the-lab-machine"}  # 15 boots the guest
 
 
-@pytest.mark.parametrize("stem", NOTEBOOKS)
-def test_recorded_tables_carry_the_columns_the_lab_declares(stem: str) -> None:
-    # Everything recorded is declared, columns in the declared order. A recording made before a section existed
-    # lacks its tables or columns: the section replays saying so (test_replay); the claims table is always there.
-    lab = LABS[stem]
-    folder = ROOT / "data" / "results" / stem
+@pytest.mark.parametrize("folder", RECORDED, ids=lambda folder: folder.relative_to(ROOT / "data").as_posix())
+def test_recorded_tables_carry_the_columns_the_lab_declares(folder: Path) -> None:
+    # Everything recorded is declared, columns in the declared order — on this host and in the lab machine. A
+    # recording made before a section existed lacks its tables or columns: the section replays saying so
+    # (test_replay); the claims table is always there.
+    lab = LABS[folder.name]
     recorded = sorted(p.stem for p in folder.glob("*.csv"))
     assert set(recorded) <= set(lab.tables) and "claims" in recorded
     for table in recorded:
