@@ -6,6 +6,7 @@ nothing left behind."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,6 +215,8 @@ def test_07_in_the_guest_fences_with_slices_and_counts_the_oom_kill_in_memory_ev
     ramp = _csv(folder, "ramp_outcome").iloc[0]
     assert ramp["cgroup_version"] == "v2" and ramp["exit_code"] == 137 and ramp["oom_killed"]
     assert ramp["kernel_memcg_kills"] >= 1  # the kernel's log: a kill in a memory cgroup, not host-wide
+    console = (in_guest.parent / "notebooks" / guest_run.CONSOLE).read_text()
+    assert re.search(r"oom_memcg=/labkit\.slice/labkit-\w+\.slice/labkit-\w+-ramp\.slice/docker-\w+\.scope", console)
     # The scope's own memory.events is read by the sampler until the scope vanishes, which on this driver can come
     # before the next sample (2 of 5 ramps of the recorded full run read 0): the child's group outlives its kill.
     assert _csv(folder, "ramp_samples")["peak_bytes"].max() <= ramp["memory_limit_bytes"]  # memory.peak, held
