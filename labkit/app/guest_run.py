@@ -37,7 +37,7 @@ REPORT = "guest-run.json"  # in each notebook's results: the boot's timeline, th
 CONSOLE = "console.log"  # beside the executed notebooks: every line the guest printed
 _OUT = "/labkit/out"
 _SCRIPT = """set -e
-ro() {{ mkdir -p "$2" && mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 "$1" "$2"; }}
+ro() {{ mkdir -p "$2" && mount -t 9p -o {nine_p},ro,cache=loose "$1" "$2"; }}
 over() {{ ro "$1" "/mnt/host/$1"; mkdir -p "/var/lib/labkit-overlay/$1/up" "/var/lib/labkit-overlay/$1/work" "$2"
   mount -t overlay overlay -o "lowerdir=/mnt/host/$1,upperdir=/var/lib/labkit-overlay/$1/up,\
 workdir=/var/lib/labkit-overlay/$1/work" "$2"; }}
@@ -127,7 +127,7 @@ def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: f
     space.require_disk((guest.runs_parent(), {space.Size("one boot's snapshot", guest.BOOT_MIB): 1}))
     client = engine.connect()
     labs = {lab.stem: lab for lab in catalog.all_labs()}
-    bases = sorted({name for nb in notebooks for name in labs[nb.stem].bases} if labs else set())
+    bases = sorted({name for nb in notebooks for name in labs[nb.stem].bases})
     tags = {name: images.require_base(client, name).tag for name in bases}
     archives = {f"base-{name}.tar": b"".join(client.images.get(tag).save(named=True)) for name, tag in tags.items()}
     venv = Path(sys.prefix)  # the virtualenv running this labkit: inside the checkout (.venv) or shared on its own
@@ -135,7 +135,8 @@ def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: f
     read_only = {"project": paths.project_root(), "cache": paths.cache_dir(), **({"venv": venv} if own_venv else {}),
                  **({"python": python} if python else {})}
     script = guest.MARK_FUNCTION + _SCRIPT.format(
-        project=shlex.quote(str(paths.project_root())), cache=shlex.quote(str(paths.cache_dir())),
+        nine_p=guest.NINE_P_OPTIONS, project=shlex.quote(str(paths.project_root())),
+        cache=shlex.quote(str(paths.cache_dir())),
         venv=f"ro venv {shlex.quote(str(venv))}" if own_venv else "", labkit=shlex.quote(str(venv / "bin" / "labkit")),
         python=f"ro python {shlex.quote(str(python))}" if python else "", out=_OUT, quick="--quick " if quick else "",
         commit=shlex.quote(session.git_commit()), timeout=f"{timeout_s:g}",

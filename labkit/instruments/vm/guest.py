@@ -67,8 +67,10 @@ TTYPath=/dev/ttyS0
 [Install]
 WantedBy=multi-user.target
 """
+NINE_P_OPTIONS = "trans=virtio,version=9p2000.L,msize=262144"
+"""How the guest mounts a 9p share (the boot's own, in its fstab; a job's read-only ones add ``ro``)."""
 _FSTAB = f"""/dev/vda / ext4 defaults 0 1
-{SHARE_TAG} /labkit 9p trans=virtio,version=9p2000.L,msize=262144,nofail 0 0
+{SHARE_TAG} /labkit 9p {NINE_P_OPTIONS},nofail 0 0
 """
 MARK_FUNCTION = """mark() { echo "LABKIT mark $1 $(cut -d' ' -f1 /proc/uptime)"; }
 """

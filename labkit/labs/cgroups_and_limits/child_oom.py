@@ -43,16 +43,23 @@ class ChildOomResult:
                 f"{int(r['exit_code'])} and OOMKilled = {bool(r['oom_killed'])} can come together. Check both. "
                 "On cgroup v2 with `memory.oom.group = 1` the kernel would kill every process in the group, PID 1 "
                 "included, and the container would exit 137; "
-                + ("this host's memory controller is cgroup v1, which has no such setting, so that is not measured "
-                   "here (notebook 15 and `labkit guest run 07` measure it on v2)."
-                   if pd.isna(r["oom_group"]) else
-                   f"here, on cgroup {r['cgroup_version']}, the runtime left the container's `memory.oom.group` at "
-                   f"**{int(r['oom_group'])}**, so the kernel killed "
-                   + ("one process, the child, and PID 1 " + ("lived on." if bool(r["pid1_survived"]) else
-                                                                "still did not survive: look at the log.")
-                      if int(r["oom_group"]) == 0 else
-                      "the whole group" + (", PID 1 included." if not bool(r["pid1_survived"]) else
-                                           ", yet PID 1 reports surviving: look at the log."))))
+                + self._oom_group_says())
+
+    def _oom_group_says(self) -> str:
+        """What the container's memory.oom.group (v2) made the kernel do, against whether PID 1 survived."""
+        r = self.record
+        if pd.isna(r["oom_group"]):
+            return ("this host's memory controller is cgroup v1, which has no such setting, so that is not measured "
+                    "here (notebook 15 and `labkit guest run 07` measure it on v2).")
+        said = (f"here, on cgroup {r['cgroup_version']}, the runtime left the container's `memory.oom.group` at "
+                f"**{int(r['oom_group'])}**, so the kernel killed ")
+        survived = bool(r["pid1_survived"])
+        if int(r["oom_group"]) == 0:
+            return said + "one process, the child, and PID 1 " + (
+                "lived on." if survived else "still did not survive: look at the log.")
+        return said + "the whole group" + (", yet PID 1 reports surviving: look at the log." if survived
+                                           else ", PID 1 included.")
+
 
 def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4, step_interval_ms: int = 50,
                   sample_hz: float = 100) -> ChildOomResult:
