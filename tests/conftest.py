@@ -189,7 +189,7 @@ def interrupted_run_leaves_nothing(client: docker.DockerClient, stem: str, numbe
 def lab_objects(client: docker.DockerClient, stem: str) -> dict[str, list[str]]:
     """Containers and images of notebook `stem` still present, from any run."""
     filters = {"label": f"labkit.lab={stem}"}
-    return {"containers": [c.name for c in client.containers.list(all=True, filters=filters)],
+    return {"containers": [c.name for c in client.containers.list(all=True, filters=filters, ignore_removed=True)],
             "images": [i.short_id for i in client.images.list(all=True, filters=filters)]}
 
 
@@ -198,7 +198,7 @@ def leftovers(client: docker.DockerClient, run_id: str | None = None) -> dict[st
     selector = engine.LABEL_RUN if run_id is None else f"{engine.LABEL_RUN}={run_id}"
     filters = {"label": selector}
     return {
-        "containers": [c.name for c in client.containers.list(all=True, filters=filters)],
+        "containers": [c.name for c in client.containers.list(all=True, filters=filters, ignore_removed=True)],
         "networks": [n.name for n in client.networks.list(filters=filters)],
         "volumes": [v.name for v in client.volumes.list(filters=filters)],
     }

@@ -215,8 +215,8 @@ def _free_port() -> int:
 
 def _no_trace_of(client: docker.DockerClient, run_id: str) -> None:
     assert leftovers(client, run_id) == {"containers": [], "networks": [], "volumes": []}
-    projects = {c.labels.get(compose.PROJECT_LABEL, "") for c in client.containers.list(all=True, filters={
-        "label": compose.PROJECT_LABEL})}
+    labelled = client.containers.list(all=True, filters={"label": compose.PROJECT_LABEL}, ignore_removed=True)
+    projects = {c.labels.get(compose.PROJECT_LABEL, "") for c in labelled}
     assert not [p for p in projects if p.startswith("labkit-") and run_id in p]
     assert not [n for n in netns.names() if n.startswith(f"{netns.NAME_PREFIX}{run_id}-")]
 

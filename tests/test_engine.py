@@ -5,6 +5,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 import pandas as pd
@@ -83,6 +84,37 @@ def test_a_container_interrupted_between_create_and_start_is_removed_before_the_
             pytest.fail("the block must not run")
         assert leftovers(docker_client, run_id)["containers"] == []  # before the scope's own sweep
     finally:
+        engine.cleanup(docker_client, engine.LABEL_RUN, run_id)
+
+
+@pytest.mark.docker
+def test_a_container_removed_between_the_list_and_its_inspect_is_gone_not_an_error(
+        docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK lists containers, then inspects each one; one removed in between (an --rm container exiting) answers
+    404. CI failed on this once, in the tests' own listing of an interrupted notebook's containers."""
+    busybox = images.ensure_base(docker_client, "busybox")
+    run_id = engine.new_run_id()
+    first, second, third = (docker_client.containers.create(busybox.tag, ["true"], labels={engine.LABEL_RUN: run_id},
+                                                            network_mode="none") for _ in range(3))
+    doomed: set[str] = set()
+    inspect = docker_client.api.inspect_container
+
+    def removed_before_inspect(container_id: str) -> dict[str, Any]:
+        if container_id in doomed:
+            doomed.discard(container_id)
+            docker_client.api.remove_container(container_id, force=True)
+        return inspect(container_id)
+
+    monkeypatch.setattr(docker_client.api, "inspect_container", removed_before_inspect)
+    try:
+        doomed.add(first.id)
+        assert sorted(leftovers(docker_client, run_id)["containers"]) == sorted([second.name, third.name])
+        doomed.add(second.id)
+        assert engine.cleanup(docker_client, engine.LABEL_RUN, run_id).containers == [third.name]
+        assert not doomed, "each doomed container was inspected after the list"
+        assert leftovers(docker_client, run_id)["containers"] == []
+    finally:
+        monkeypatch.undo()
         engine.cleanup(docker_client, engine.LABEL_RUN, run_id)
 
 

@@ -349,9 +349,10 @@ def cleanup(client: docker.DockerClient, label: str = LABEL_RUN, value: str | No
 def _cleanup(client: docker.DockerClient, filters: dict[str, str]) -> CleanupReport:
     report = CleanupReport()
     # A create request cut short by Ctrl-C still completes in the engine: its container can appear after the list
-    # below and hold a network or volume ("in use", 409). Such a hold sends the sweep round again, bounded.
+    # below and hold a network or volume ("in use", 409). Such a hold sends the sweep round again, bounded. A container
+    # removed between the list and the SDK's inspect of it (an --rm one exiting, another sweep) is gone, not an error.
     for round_index in range(CLEANUP_ROUNDS):
-        for container in client.containers.list(all=True, filters=filters):
+        for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
             ignore_gone(lambda c=container: c.remove(force=True, v=True), going=True)
             report.containers.append(container.name)
         in_use = [*_remove_unless_in_use(client.networks.list(filters=filters), lambda n: n.remove(),

@@ -120,8 +120,8 @@ def _kill(lab: LabSession, up: Stack, policy: str, watch_s: float) -> dict[str, 
 def _scale(up: Stack, client: docker.DockerClient, port: str) -> dict[str, Any]:
     done = up.project.run("up", "-d", "--scale", f"app={REPLICAS}", "--no-recreate", timeout=WAIT_TIMEOUT_S + 60,
                           check=False)
-    running = len(client.containers.list(filters={"label": [f"com.docker.compose.project={up.project.name}",
-                                                            "com.docker.compose.service=app"]}))
+    app = {"label": [f"com.docker.compose.project={up.project.name}", "com.docker.compose.service=app"]}
+    running = len(client.containers.list(filters=app, ignore_removed=True))
     error = next((line.strip() for line in reversed(done.stderr.splitlines()) if "rror" in line), "")
     return {"port": port, "exit_code": done.exit_code, "running": running, "error": error}
 

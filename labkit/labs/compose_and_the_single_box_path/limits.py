@@ -86,8 +86,8 @@ def _one(lab: LabSession, project: compose.Project, how: str, argv_of: Any) -> d
         if done.exit_code != 0:
             row["error"] = (done.stderr.strip().splitlines() or ["exit " + str(done.exit_code)])[-1]
             return row
-        found = lab.engine.containers.list(filters={"label": [f"{compose.PROJECT_LABEL}={project.name}",
-                                                               f"{compose.SERVICE_LABEL}=app"]})
+        app = {"label": [f"{compose.PROJECT_LABEL}={project.name}", f"{compose.SERVICE_LABEL}=app"]}
+        found = lab.engine.containers.list(filters=app, ignore_removed=True)
         if not found:
             row["error"] = "no running app container"
             return row

@@ -105,9 +105,9 @@ class Stack:
     def container(self, client: docker.DockerClient, service: str, index: int = 1) -> Any:
         """The container of `service` (its `index`-th replica); BadParameter for a service the stack lacks."""
         check_service(service)
-        found = client.containers.list(all=True, filters={"label": [f"{compose.PROJECT_LABEL}={self.project.name}",
-                                                                    f"{compose.SERVICE_LABEL}={service}",
-                                                                    f"com.docker.compose.container-number={index}"]})
+        found = client.containers.list(all=True, ignore_removed=True, filters={"label": [
+            f"{compose.PROJECT_LABEL}={self.project.name}", f"{compose.SERVICE_LABEL}={service}",
+            f"com.docker.compose.container-number={index}"]})
         if not found:
             raise LabkitError(f"no container of service {service!r} (replica {index}) in {self.project.name}.",
                               "Read `docker compose ps` of the project: it may not have started.")
@@ -169,7 +169,8 @@ def events(client: docker.DockerClient, project: str, since_ns: int) -> pd.DataF
 def leftovers(client: docker.DockerClient, project: str) -> int:
     """How many containers, networks and volumes carry `project`'s Compose label."""
     label = {"label": f"{compose.PROJECT_LABEL}={project}"}
-    return (len(client.containers.list(all=True, filters=label)) + len(client.networks.list(filters=label))
+    return (len(client.containers.list(all=True, filters=label, ignore_removed=True))
+            + len(client.networks.list(filters=label))
             + len(client.volumes.list(filters=label)))
 
 
