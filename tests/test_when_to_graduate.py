@@ -132,7 +132,7 @@ def test_one_success_has_no_gap() -> None:
 
 
 def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_completed", plain_replaced: bool = False,
-           images_match: bool = True) -> graduate.OrchestratorResult:
+           images_match: bool = True, node_down_s: float = 3.0) -> graduate.OrchestratorResult:
     placement = pd.DataFrame({"task": ["t1", "t2", "t3"], "node": ["node1", "node2", "node3"],
                               "state": ["running"] * 3, "image": ["app:v1"] * 3})
     healing = pd.DataFrame([
@@ -142,7 +142,7 @@ def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_compl
          "replaced": True, "detail": ""},
         {"event": "task unhealthy (swarm)", "heartbeat_s": 5.0, "detected_s": math.nan, "replaced_s": 9.0,
          "replaced": True, "detail": ""},
-        {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": 1.0, "detected_s": 3.0,
+        {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": 1.0, "detected_s": node_down_s,
          "replaced_s": 8.0, "replaced": True, "detail": ""},
     ])
     row = {"round": 0, "from_image": "a", "to_image": "b", "final_image": "b", "duration_s": 10.0,
@@ -222,6 +222,19 @@ def test_claims_follow_the_data() -> None:
     assert verdicts(result(images_match=False))["graduate.broken_release_rolled_back"] == Verdict.FAILS
 
 
+def test_swarmkits_window_for_seeing_a_dead_node_down() -> None:
+    # manager/dispatcher: down 3 periods after the last heartbeat, each period up to 0.5 s longer; the last
+    # heartbeat came less than one period before the kill; 0.5 s for a heartbeat's round trip.
+    assert swarm.down_window_s(5.0) == (10.0, 17.0)
+    assert swarm.down_window_s(1.0) == (2.0, 5.0)
+    claim = "graduate.node_down_after_missed_heartbeats"
+    assert verdicts(result(node_down_s=3.0))[claim] == Verdict.HOLDS
+    assert verdicts(result(node_down_s=5.4))[claim] == Verdict.HOLDS  # 5.0 plus the poll's 0.5 s
+    assert verdicts(result(node_down_s=1.9))[claim] == Verdict.FAILS  # sooner than two missed heartbeats
+    # What the recording before this check held: the 1 s heartbeat's kill seen on the old 5 s period's clock.
+    assert verdicts(result(node_down_s=13.0))[claim] == Verdict.FAILS
+
+
 def test_the_update_table_sums_each_case() -> None:
     table = result(start_first_failed=2).table
     assert table.loc["update, start-first", "failed"] == 2 and table.loc["update, stop-first", "failed"] == 3
@@ -254,6 +267,12 @@ def test_live_cluster_forms_and_leaves_nothing_behind() -> None:
             assert pid is not None
             environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert b"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1" in environment
+        assert cluster.heartbeat_period_s() == 1.0
+        # A new heartbeat is in force once each node has heartbeated under it: one old period, its jitter and
+        # the round trip after the update.
+        assert cluster.set_heartbeat(2.0) == 2.0
+        assert cluster.heartbeat_period_s() == 2.0
+        assert cluster.set_heartbeat(2.0) == 0.0
     _no_trace(run_id)
 
 
@@ -392,6 +411,8 @@ def test_the_quick_run_recorded_the_known_answers(executed: Path) -> None:
     assert by_event["task killed"]["replaced"].all()  # a killed task is replaced
     assert by_event["task unhealthy"]["replaced"].all()
     assert by_event["node killed"]["replaced"].all()  # the killed node ran tasks, and they run elsewhere
+    for node in by_event["node killed"].itertuples():  # swarmkit: down 2 to 3 periods (+ jitter) after the kill
+        assert 2 * node.heartbeat_s <= node.detected_s <= 3 * (node.heartbeat_s + 0.5) + 1.0, node
     assert not by_event["container unhealthy"]["replaced"].any()  # one engine leaves it running
     rollout = pd.read_csv(executed / "rollout.csv", keep_default_na=False)
     requests = pd.read_csv(executed / "requests.csv", keep_default_na=False)

@@ -10,6 +10,7 @@ and after a SIGKILL by the next labkit command. Bad input is refused before anyt
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ from labkit.instruments.shell import Completed, run
 
 SWARM_PORT = 2377
 DEFAULT_HEARTBEAT_S = 5.0  # swarmkit's dispatcher heartbeat period
+# swarmkit's dispatcher (manager/dispatcher): each node's heartbeat period is the configured one plus up to
+# HEARTBEAT_EPSILON_S of jitter, and a node is marked down GRACE_PERIODS of its period after its last heartbeat.
+HEARTBEAT_EPSILON_S = 0.5
+GRACE_PERIODS = 3
+HEARTBEAT_RPC_S = 0.5  # allowance for one heartbeat's round trip to the manager on this machine
 
 
 class BadCluster(daemons.BadNodes):
@@ -111,6 +117,34 @@ class Cluster:
     def load_image(self, reference: str, nodes: Sequence[Node] = ()) -> None:
         """Copy an image of the host engine to `nodes` (every node when empty)."""
         daemons.load_image(reference, nodes or self.nodes)
+
+    def heartbeat_period_s(self) -> float:
+        """The dispatcher heartbeat period the manager holds now, s."""
+        nanoseconds = self.docker(["info", "--format",  # json: nanoseconds (the template prints "1s")
+                                   "{{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"])
+        return int(nanoseconds.stdout.strip()) / 1e9
+
+    def set_heartbeat(self, heartbeat_s: float) -> float:
+        """Make `heartbeat_s` the dispatcher heartbeat and return once every node heartbeats under it; the seconds
+        waited for that (0 when it was already in force).
+
+        A node learns a new period only in the answer to its next heartbeat, which it sends after the old period;
+        until then the manager still allows it GRACE_PERIODS old periods. A node killed right after the update
+        would be seen down on the old period's clock."""
+        previous_s = self.heartbeat_period_s()
+        if previous_s == heartbeat_s:
+            return 0.0
+        self.docker(["swarm", "update", "--dispatcher-heartbeat", f"{heartbeat_s}s"])
+        adoption_s = previous_s + HEARTBEAT_EPSILON_S + HEARTBEAT_RPC_S
+        time.sleep(adoption_s)  # the nodes' next heartbeat under the old period: a protocol's wait, not work
+        return adoption_s
+
+
+def down_window_s(heartbeat_s: float) -> tuple[float, float]:
+    """When a node killed under `heartbeat_s` should be marked down, in s after the kill: its last heartbeat came
+    less than one period (plus jitter) before the kill, and the manager waits GRACE_PERIODS periods after it."""
+    return ((GRACE_PERIODS - 1) * heartbeat_s,
+            GRACE_PERIODS * (heartbeat_s + HEARTBEAT_EPSILON_S) + HEARTBEAT_RPC_S)
 
 
 def validate(count: int, heartbeat_s: float | None, available_mib: int) -> None:

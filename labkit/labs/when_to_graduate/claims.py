@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from labkit.core.claims import ClaimLedger, Source, Verdict, demonstration, verdict
+from labkit.instruments import swarm
 from labkit.labs.when_to_graduate.declaration import SECTION, SECTION_HEALING, SECTION_ROLLOUT, SECTION_SINGLE_BOX
 from labkit.labs.when_to_graduate.portability import PortabilityResult
-from labkit.labs.when_to_graduate.result import OrchestratorResult
+from labkit.labs.when_to_graduate.result import DOWN_SEEN_SLACK_S, OrchestratorResult
 from labkit.labs.when_to_graduate.stateful import LEFT_BEHIND, MOVED, WRITTEN, StatefulResult
 
 SWARM_HEALS = "Swarm's reconciliation loop: a task that is not running is replaced"
@@ -44,6 +45,23 @@ def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: Port
         criterion=demonstration(SWARM_HEALS, "each Swarm case ends with the service's replicas running again and "
                                 "the one-engine container is still running and unhealthy after the watch"),
         verdict=verdict(swarm_heals and plain_left), tables=("healing",))
+    downs = result.node_downs
+    in_window = bool(len(downs) and downs["detected_s"].between(downs["low_s"], downs["high_s"]).all())
+    ledger.check(
+        "graduate.node_down_after_missed_heartbeats", source=Source.FINDING, section=SECTION_HEALING,
+        claim="A node whose daemon dies is marked down after it misses heartbeats: two to three heartbeat periods "
+              "after its death, so the heartbeat sets how soon its tasks move",
+        value=float((downs["detected_s"] / downs["heartbeat_s"]).max()) if len(downs) else float("nan"),
+        unit="heartbeat periods from the kill until seen down (the most of any kill)",
+        measured="; ".join(f"heartbeat {r.heartbeat_s:g} s: seen down after {r.detected_s:.2f} s"
+                           for r in downs.itertuples()),
+        criterion="each kill is seen down within swarmkit's window: from "
+                  + ", ".join(f"{r.low_s:.1f} to {r.high_s:.1f} s (heartbeat {r.heartbeat_s:g} s)"
+                              for r in downs.itertuples())
+                  + f" — at least {swarm.GRACE_PERIODS - 1} periods after the kill, at most {swarm.GRACE_PERIODS} "
+                    f"periods with {swarm.HEARTBEAT_EPSILON_S} s of jitter each, plus "
+                    f"{swarm.HEARTBEAT_RPC_S + DOWN_SEEN_SLACK_S:.1f} s for the heartbeat's round trip and our poll",
+        verdict=verdict(in_window), tables=("healing",))
     table = result.table
     updates = table[table.index.str.startswith("update")]
     broken = table[table.index.str.startswith("broken")]

@@ -222,9 +222,9 @@ def _health(container: Any) -> str:
 
 
 def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> dict[str, Any]:
-    """SIGKILL the live worker that runs the most tasks, with the dispatcher heartbeat set to `heartbeat_s`; time
-    until the manager marks it down and until its tasks run on the other nodes."""
-    cluster.docker(["swarm", "update", "--dispatcher-heartbeat", f"{heartbeat_s}s"])
+    """SIGKILL the live worker that runs the most tasks, with the dispatcher heartbeat set to `heartbeat_s` (and in
+    force on every node); time until the manager marks it down and until its tasks run on the other nodes."""
+    adoption_s = cluster.set_heartbeat(heartbeat_s)
     now = tasks(cluster)
     alive = [n for n in cluster.nodes[1:] if n.pid() is not None]
     node = max(alive, key=lambda n: sum(t["node"] == n.name for t in now))
@@ -237,7 +237,8 @@ def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> di
           f"{node.name}'s tasks running elsewhere")
     return {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": heartbeat_s, "detected_s": down,
             "replaced_s": time.perf_counter() - started, "replaced": bool(had),
-            "detail": f"{node.name} ran {len(had)} task(s)"}
+            "detail": f"{node.name} ran {len(had)} task(s); killed {adoption_s:.1f} s after the heartbeat was set, "
+                      f"once every node had heartbeated under it"}
 
 
 def _client_argv(cluster: swarm.Cluster, client_image: str, window_s: float, name: str) -> list[str]:

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from labkit.instruments import swarm
+
+DOWN_SEEN_SLACK_S = 0.5  # our poll of the manager (every 0.25 s) and its CLI call, on top of swarmkit's window
+
 
 def gaps_and_failures(requests: pd.DataFrame) -> tuple[int, float]:
     """(failed requests, longest gap) of one load: a request failed when its `error` is not empty; the longest gap
@@ -48,6 +52,16 @@ class OrchestratorResult:
         labels = [f"{r.event}" + (f", heartbeat {r.heartbeat_s:g} s" if r.event.startswith("node") else "")
                   for r in self.healing.itertuples()]
         return self.healing.set_index(pd.Index(labels))[["detected_s", "replaced_s"]]
+
+    @property
+    def node_downs(self) -> pd.DataFrame:
+        """Per node killed: its heartbeat, when it was seen down, and swarmkit's window for that (low_s, high_s:
+        :func:`labkit.instruments.swarm.down_window_s` plus our poll's slack), all in s after the kill."""
+        rows = self.healed("node killed")
+        windows = [swarm.down_window_s(h) for h in rows["heartbeat_s"]]
+        return pd.DataFrame({"heartbeat_s": rows["heartbeat_s"], "detected_s": rows["detected_s"],
+                             "low_s": [low for low, _ in windows],
+                             "high_s": [high + DOWN_SEEN_SLACK_S for _, high in windows]}).reset_index(drop=True)
 
     @property
     def timeline(self) -> pd.DataFrame:
