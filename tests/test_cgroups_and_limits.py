@@ -235,6 +235,27 @@ def test_limit_reached_in_the_sample_where_the_watermark_meets_the_limit() -> No
     assert pd.isna(never.limit_reached_t_s) and "never reached" in never._limit_line()
 
 
+def test_the_oom_kill_counter_witness_reads_the_fence_on_v2_only() -> None:
+    # On v2 the fence's memory.events counts its descendants' kills; a systemd scope can vanish before the sampler
+    # reads its own count (2 of 5 ramps in the guest's recording read 0). On v1 the kill counts only in the victim's
+    # group, so a fence's count is not the container's.
+    samples = pd.DataFrame({"t_s": [0.0], "memory_bytes": [0], "peak_bytes": [0], "limit_hits": [0],
+                            "oom_kills": [0]})
+
+    def witness(version: str, group: int, fence: int) -> tuple[str, bool]:
+        run = _ramp_run(samples)
+        run.outcome.loc[0, ["cgroup_version", "group_oom_kills", "fence_oom_kills"]] = [version, group, fence]
+        row = run.witnesses().set_index("witness").loc["cgroup oom_kill counter"]
+        return row["says"], bool(row["saw_oom_kill"])
+
+    says, saw = witness("v2", 0, 1)
+    assert saw and says == ("0 in the container's group (last sample before it vanished), 1 in the fence (its "
+                            "descendants' kills, read after the exit)")
+    assert witness("v2", 1, 1)[1] and not witness("v2", 0, 0)[1]
+    assert witness("v1", 1, 0) == ("1 in the container's group (last sample before it vanished)", True)
+    assert not witness("v1", 0, 1)[1]
+
+
 def _neighbour(shares: dict[str, list[float]]) -> cgroups_and_limits.NeighbourResult:
     """A victim whose rate alone is 1000 units/s and, in each condition and round, the given share of the pair's
     CPU time, its work rate following it; straight lines from 0 at 0 s to 2 s. The neighbour uses the rest of one
@@ -426,6 +447,7 @@ def test_live_ramp_is_killed_at_its_limit_and_every_witness_sees_it(live: LabSes
     r = ramp.record
     assert int(r["exit_code"]) == 137 and bool(r["oom_killed"]) and int(r["oom_events"]) == 1
     assert int(r["group_oom_kills"]) == 1 and int(r["kernel_memcg_kills"]) == 1 and int(r["kernel_global_kills"]) == 0
+    assert int(r["fence_oom_kills"]) == (1 if r["cgroup_version"] == "v2" else 0)  # hierarchical on v2 only
     assert ramp.witnesses_agree
     assert int(r["allocated_mib_last"]) < 32 <= int(r["allocated_mib_last"]) + 4  # the step that crossed 32 MiB
     # The kernel's high watermark reached the limit exactly (32 MiB = 8192 pages, page-aligned); a sample shows it

@@ -35,7 +35,7 @@ STEP_COLUMNS = ("t_s", "event", "allocated_mib")
 EVENT_COLUMNS = ("t_s", "action", "exit_code")
 OUTCOME_COLUMNS = (
     "variant", "cgroup_version", "memory_limit_bytes", "memory_swap_bytes", "swap_limit_read_bytes", "host_swap_bytes",
-    "fence_limit_bytes", "step_mib", "exit_code", "oom_killed", "oom_events", "group_oom_kills",
+    "fence_limit_bytes", "step_mib", "exit_code", "oom_killed", "oom_events", "group_oom_kills", "fence_oom_kills",
     "kernel_memcg_kills", "kernel_global_kills", "kill_t_s", "clock_offset_s", "clock_uncertainty_s",
     "last_step_t_s", "sampled_peak_bytes", "peak_bytes",
     "allocated_mib_last", "host_available_before_bytes", "host_available_after_bytes", "sampler_hz",

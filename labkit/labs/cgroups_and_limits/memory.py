@@ -95,12 +95,26 @@ class MemoryRun:
             ("exit code", f"{int(r['exit_code'])}", int(r["exit_code"]) == EXIT_SIGKILL),
             ("engine State.OOMKilled", str(bool(r["oom_killed"])), bool(r["oom_killed"])),
             ("engine 'oom' events", f"{int(r['oom_events'])}", int(r["oom_events"]) > 0),
-            ("cgroup oom_kill counter", f"{int(r['group_oom_kills'])} (the container's group, last sample before "
-             "it vanished)", int(r["group_oom_kills"]) > 0),
+            ("cgroup oom_kill counter", self._oom_kill_counters(), self.oom_kills_counted > 0),
             ("kernel log", f"{int(r['kernel_memcg_kills'])} cgroup kill(s), {int(r['kernel_global_kills'])} host-wide",
              int(r["kernel_memcg_kills"]) > 0),
         ]
         return pd.DataFrame(rows, columns=["witness", "says", "saw_oom_kill"])
+
+    @property
+    def oom_kills_counted(self) -> int:
+        """The OOM kills the cgroup counters saw: the container's group's (sampled until it vanished) or, on v2,
+        the fence's, read after the exit (it counts its descendants')."""
+        r = self.record
+        fence = int(r["fence_oom_kills"]) if r["cgroup_version"] == "v2" else 0
+        return max(int(r["group_oom_kills"]), fence)
+
+    def _oom_kill_counters(self) -> str:
+        r = self.record
+        said = f"{int(r['group_oom_kills'])} in the container's group (last sample before it vanished)"
+        if r["cgroup_version"] == "v2":
+            said += f", {int(r['fence_oom_kills'])} in the fence (its descendants' kills, read after the exit)"
+        return said
 
     @property
     def witnesses_agree(self) -> bool:
@@ -271,6 +285,10 @@ def _memory_experiment(rig: StressRig, variant: str, *, own_limit: Limits | None
         wall_s = time.perf_counter() - started
         events = rig.events(container, start_unix_s, sampler)
         peak = fence.memory_peak_bytes()  # the fence holds only this container: its peak is the container's
+        # v2 counts a kill in the victim's group and every ancestor (memory.events is hierarchical); v1 only in the
+        # victim's. The fence outlives the container: on v2 its count stands where the container's group, gone
+        # with the container (a systemd scope can go before the next sample), no longer can be read.
+        fence_kills = fence.memory_events().get("oom_kill", 0)
     memcg_kills, global_kills = kernel_kills(start_monotonic_s)
     after = procfs.read_meminfo()
     samples = sampler.frame()
@@ -284,7 +302,7 @@ def _memory_experiment(rig: StressRig, variant: str, *, own_limit: Limits | None
         "swap_limit_read_bytes": swap_read if swap_read is not None else np.nan,
         "host_swap_bytes": before.get("SwapTotal", 0), "fence_limit_bytes": fence_bytes, "step_mib": step_mib,
         "exit_code": exit_code, "oom_killed": oom_killed, "oom_events": int((events["action"] == "oom").sum()),
-        "group_oom_kills": int(samples["oom_kills"].max()) if len(samples) else 0,
+        "group_oom_kills": int(samples["oom_kills"].max()) if len(samples) else 0, "fence_oom_kills": fence_kills,
         "kernel_memcg_kills": memcg_kills, "kernel_global_kills": global_kills,
         "kill_t_s": kernel_kill_time(start_monotonic_s, sampler, clock), "clock_offset_s": clock.offset_s,
         "clock_uncertainty_s": clock.uncertainty_s,
