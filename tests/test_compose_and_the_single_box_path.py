@@ -307,6 +307,32 @@ def test_live_interrupted_run_leaves_nothing_behind(docker_client: docker.Docker
     assert not [c for c in undo.pending() if c.pid == child.pid]
 
 
+@pytest.mark.docker
+@pytest.mark.root
+@pytest.mark.parametrize(("signum", "moment"), [
+    (signal.SIGINT, "the paced client's app answers"),
+    (signal.SIGTERM, "the rolling project's replicas exist"),
+])
+def test_live_interrupted_deploy_leaves_nothing_behind(docker_client: docker.DockerClient, tmp_path: Path,
+                                                       signum: int, moment: str) -> None:
+    """Section 7 holds a client thread and a second project (three replicas with update_config)."""
+    port = _free_port()
+
+    def rolling(run_id: str) -> bool:
+        found = docker_client.api.containers(all=True, filters={"label": f"{engine.LABEL_RUN}={run_id}"})
+        return any(c["Labels"].get(compose.PROJECT_LABEL, "").endswith("-rolling") for c in found)
+
+    reached = {
+        "the paced client's app answers": lambda run_id: not stack.get(f"http://127.0.0.1:{port}/healthz", 0.5).error,
+        "the rolling project's replicas exist": rolling,
+    }
+    run_id, child = interrupt_experiment("compose_and_the_single_box_path", f"run_deploy(lab, {port}, 1.0, 20, 8.0)",
+                                         tmp_path, signum, reached[moment], moment)
+    assert child.returncode != 0, "interrupted mid-experiment (both moments come seconds before it ends)"
+    _no_trace_of(docker_client, run_id)
+    assert not [c for c in undo.pending() if c.pid == child.pid]
+
+
 # ---------------------------------------------------------------- sections 5–7 on hand-made tables
 
 
