@@ -237,8 +237,9 @@ def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> di
           f"{node.name}'s tasks running elsewhere")
     return {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": heartbeat_s, "detected_s": down,
             "replaced_s": time.perf_counter() - started, "replaced": bool(had),
-            "detail": f"{node.name} ran {len(had)} task(s); killed {adoption_s:.1f} s after the heartbeat was set, "
-                      f"once every node had heartbeated under it"}
+            "detail": f"{node.name} ran {len(had)} task(s); " + (
+                f"killed {adoption_s:.1f} s after the heartbeat was set, once every node had heartbeated under it"
+                if adoption_s else "the heartbeat was already in force")}
 
 
 def _client_argv(cluster: swarm.Cluster, client_image: str, window_s: float, name: str) -> list[str]:
