@@ -237,8 +237,8 @@ def test_limit_reached_in_the_sample_where_the_watermark_meets_the_limit() -> No
 
 def test_the_oom_kill_counter_witness_reads_the_fence_on_v2_only() -> None:
     # On v2 the fence's memory.events counts its descendants' kills; a systemd scope can vanish before the sampler
-    # reads its own count (2 of 5 ramps in the guest's recording read 0). On v1 the kill counts only in the victim's
-    # group, so a fence's count is not the container's.
+    # reads its own count (in the guest's two full recordings 2 of 5 ramps, then 5 of 5, read 0). On v1 the kill
+    # counts only in the victim's group, so a fence's count is not the container's.
     samples = pd.DataFrame({"t_s": [0.0], "memory_bytes": [0], "peak_bytes": [0], "limit_hits": [0],
                             "oom_kills": [0]})
 

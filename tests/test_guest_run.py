@@ -218,7 +218,8 @@ def test_07_in_the_guest_fences_with_slices_and_counts_the_oom_kill_in_memory_ev
     console = (in_guest.parent / "notebooks" / guest_run.CONSOLE).read_text()
     assert re.search(r"oom_memcg=/labkit\.slice/labkit-\w+\.slice/labkit-\w+-ramp\.slice/docker-\w+\.scope", console)
     # The scope's own memory.events is read by the sampler until the scope vanishes, which on this driver can come
-    # before the next sample (2 of 5 ramps of a full run read 0); the fence's, read after the exit, counts it.
+    # before the next sample (2 of 5, then 5 of 5 ramps of two full runs read 0); the fence's, read after the exit,
+    # counts it.
     assert ramp["fence_oom_kills"] == 1
     assert _csv(folder, "ramp_samples")["peak_bytes"].max() <= ramp["memory_limit_bytes"]  # memory.peak, held
     child = _csv(folder, "child_oom").iloc[0]
