@@ -120,9 +120,9 @@ class Cluster:
 
     def heartbeat_period_s(self) -> float:
         """The dispatcher heartbeat period the manager holds now, s."""
-        nanoseconds = self.docker(["info", "--format",  # json: nanoseconds (the template prints "1s")
-                                   "{{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"])
-        return int(nanoseconds.stdout.strip()) / 1e9
+        answer = self.docker(["info", "--format",  # json: nanoseconds (the plain template prints "1s")
+                              "{{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"])
+        return int(answer.stdout.strip()) / 1e9
 
     def set_heartbeat(self, heartbeat_s: float) -> float:
         """Make `heartbeat_s` the dispatcher heartbeat and return once every node heartbeats under it; the seconds
