@@ -224,7 +224,9 @@ def test_07_in_the_guest_fences_with_slices_and_counts_the_oom_kill_in_memory_ev
     assert _csv(folder, "ramp_samples")["peak_bytes"].max() <= ramp["memory_limit_bytes"]  # memory.peak, held
     child = _csv(folder, "child_oom").iloc[0]
     assert child["cgroup_version"] == "v2" and child["pid1_survived"]
-    assert child["group_oom_kills"] >= 1  # memory.events oom_kill, counted in a group that outlives the kill
+    # PID 1 outlives the kill but exits as soon as it has reported it, and its scope can vanish before the
+    # sampler's next read (CI's quick run read 0 there, the full recording 1); the fence, read after the exit, counts it
+    assert child["fence_oom_kills"] == 1 and child["group_oom_kills"] <= 1
     assert child["oom_group"] == 0  # this runc leaves memory.oom.group at 0: the kernel kills one process
     samples = _csv(folder, "ramp_samples")
     assert samples["pressure_some_s"].notna().all() and samples["pressure_some_s"].is_monotonic_increasing

@@ -12,7 +12,7 @@ from labkit.instruments import stress
 from labkit.instruments.limits import MIB, Limits
 from labkit.instruments.sampler import CgroupSampler
 from labkit.labs.cgroups_and_limits.declaration import CPUS, PIDS_LIMIT
-from labkit.labs.cgroups_and_limits.memory import require_host_memory, validate_ramp
+from labkit.labs.cgroups_and_limits.memory import oom_kill_counters, require_host_memory, validate_ramp
 from labkit.labs.cgroups_and_limits.rig import kernel_kills, stress_rig
 
 
@@ -20,7 +20,8 @@ from labkit.labs.cgroups_and_limits.rig import kernel_kills, stress_rig
 class ChildOomResult:
     """`record`: one row — cgroup_version (the memory controller's: v1, v2),
     memory_limit_bytes, exit_code (PID 1's), oom_killed (the engine's flag), oom_events,
-    group_oom_kills, oom_group (v2 memory.oom.group of the container's group as the runtime set it; missing on v1),
+    group_oom_kills (the container's group, sampled until it vanished), fence_oom_kills (the fence's, read after
+    the exit), oom_group (v2 memory.oom.group of the container's group as the runtime set it; missing on v1),
     kernel_memcg_kills, child_signal (what ended the child; 0: it exited), child_exit, pid1_survived."""
 
     table: pd.DataFrame
@@ -36,8 +37,8 @@ class ChildOomResult:
                  else f"ended with signal {int(r['child_signal'])}, exit {int(r['child_exit'])}")
         flag = ("still says OOMKilled = true" if bool(r["oom_killed"]) else "says OOMKilled = false")
         return (f"**What we measured.** The child was {child} — the kernel's log shows "
-                f"{int(r['kernel_memcg_kills'])} cgroup OOM kill(s) and the group's oom_kill counter "
-                f"{int(r['group_oom_kills'])} — while PID 1 lived on and exited {int(r['exit_code'])}. The engine "
+                f"{int(r['kernel_memcg_kills'])} cgroup OOM kill(s) and the cgroup oom_kill counters read "
+                f"{oom_kill_counters(r)} — while PID 1 lived on and exited {int(r['exit_code'])}. The engine "
                 f"{flag} ({int(r['oom_events'])} `oom` event(s)): on this engine the flag records that the "
                 "container's cgroup had an OOM kill, not that its main process died of one, so exit code "
                 f"{int(r['exit_code'])} and OOMKilled = {bool(r['oom_killed'])} can come together. Check both. "
@@ -71,7 +72,7 @@ def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4
     def experiment() -> pd.DataFrame:
         limits = Limits(limit, PIDS_LIMIT, CPUS)
         start_monotonic_s, start_unix_s = time.monotonic(), time.time()
-        with stress_rig(lab) as rig, rig.fence("child-oom", Limits(2 * limit, PIDS_LIMIT, CPUS)) as (_, parent), \
+        with stress_rig(lab) as rig, rig.fence("child-oom", Limits(2 * limit, PIDS_LIMIT, CPUS)) as (fence, parent), \
                 rig.container(["child-mem", str(step), str(interval), str(4 * limit // MIB)], stem="child-oom",
                               limits=limits, parent=parent, memswap_limit=limit) as container:
             group = rig.group_of(container)
@@ -80,13 +81,16 @@ def run_child_oom(lab: LabSession, memory_limit_mib: int = 64, step_mib: int = 4
                 rig.go(container)
                 exit_code, oom_killed, output = rig.finish(container)
             events = rig.events(container, start_unix_s, sampler)
+            # PID 1 exits as soon as it has reported the child's end, and a systemd scope can vanish before the
+            # sampler's next read; on v2 the fence, which outlives it, still counts the kill
+            fence_kills = fence.memory_events().get("oom_kill", 0)
         memcg_kills, _ = kernel_kills(start_monotonic_s)
         child = stress.child_end(output) or {"signal": -1, "exit": -1}
         return pd.DataFrame([{
             "cgroup_version": rig.layout.version, "memory_limit_bytes": limit, "exit_code": exit_code,
             "oom_killed": oom_killed,
             "oom_events": int((events["action"] == "oom").sum()),
-            "group_oom_kills": int(sampler.frame()["oom_kills"].max()),
+            "group_oom_kills": int(sampler.frame()["oom_kills"].max()), "fence_oom_kills": fence_kills,
             "oom_group": oom_group if oom_group is not None else pd.NA, "kernel_memcg_kills": memcg_kills,
             "child_signal": child["signal"], "child_exit": child["exit"], "pid1_survived": exit_code == 0,
         }])

@@ -95,7 +95,7 @@ LAB = Lab(
                                "peak_bytes", "max_anon_bytes", "max_file_bytes", "bytes_read", "limit_hits",
                                "watermark_bytes", "wall_s"),
         "child_oom": ("cgroup_version", "memory_limit_bytes", "exit_code", "oom_killed", "oom_events",
-                      "group_oom_kills", "oom_group",
+                      "group_oom_kills", "fence_oom_kills", "oom_group",
                       "kernel_memcg_kills", "child_signal", "child_exit", "pid1_survived"),
         "cpu_samples": CPU_SAMPLE_COLUMNS,
         "cpu_work": ("round", *WORK_COLUMNS),

@@ -39,6 +39,22 @@ from labkit.labs.cgroups_and_limits.rig import (
 )
 
 
+def oom_kills_counted(record: pd.Series) -> int:
+    """The OOM kills the cgroup counters of one outcome row saw: the container's group's (``group_oom_kills``,
+    sampled until the group vanished) or, on v2, the fence's (``fence_oom_kills``, read after the exit: v2's
+    memory.events counts its descendants' kills; v1's oom_kill counts only in the victim's group)."""
+    fence = int(record["fence_oom_kills"]) if record["cgroup_version"] == "v2" else 0
+    return max(int(record["group_oom_kills"]), fence)
+
+
+def oom_kill_counters(record: pd.Series) -> str:
+    """What each cgroup oom_kill counter of one outcome row said, in words."""
+    said = f"{int(record['group_oom_kills'])} in the container's group (last sample before it vanished)"
+    if record["cgroup_version"] == "v2":
+        said += f", {int(record['fence_oom_kills'])} in the fence (its descendants' kills, read after the exit)"
+    return said
+
+
 @dataclass(frozen=True)
 class MemoryRun:
     """One memory experiment: `samples` (t_s, memory_bytes, anon_bytes, file_bytes, limit_hits, oom_kills: the
@@ -95,7 +111,7 @@ class MemoryRun:
             ("exit code", f"{int(r['exit_code'])}", int(r["exit_code"]) == EXIT_SIGKILL),
             ("engine State.OOMKilled", str(bool(r["oom_killed"])), bool(r["oom_killed"])),
             ("engine 'oom' events", f"{int(r['oom_events'])}", int(r["oom_events"]) > 0),
-            ("cgroup oom_kill counter", self._oom_kill_counters(), self.oom_kills_counted > 0),
+            ("cgroup oom_kill counter", oom_kill_counters(r), self.oom_kills_counted > 0),
             ("kernel log", f"{int(r['kernel_memcg_kills'])} cgroup kill(s), {int(r['kernel_global_kills'])} host-wide",
              int(r["kernel_memcg_kills"]) > 0),
         ]
@@ -103,18 +119,7 @@ class MemoryRun:
 
     @property
     def oom_kills_counted(self) -> int:
-        """The OOM kills the cgroup counters saw: the container's group's (sampled until it vanished) or, on v2,
-        the fence's, read after the exit (it counts its descendants')."""
-        r = self.record
-        fence = int(r["fence_oom_kills"]) if r["cgroup_version"] == "v2" else 0
-        return max(int(r["group_oom_kills"]), fence)
-
-    def _oom_kill_counters(self) -> str:
-        r = self.record
-        said = f"{int(r['group_oom_kills'])} in the container's group (last sample before it vanished)"
-        if r["cgroup_version"] == "v2":
-            said += f", {int(r['fence_oom_kills'])} in the fence (its descendants' kills, read after the exit)"
-        return said
+        return oom_kills_counted(self.record)
 
     @property
     def witnesses_agree(self) -> bool:
