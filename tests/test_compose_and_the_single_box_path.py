@@ -17,7 +17,7 @@ import pytest
 from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import compose, engine, netns, undo
+from labkit.instruments import compose, engine, netns, ports, undo
 from labkit.labs import compose_and_the_single_box_path as stack_lab
 from labkit.labs.compose_and_the_single_box_path import (
     ci_variant,
@@ -208,7 +208,7 @@ def test_live_a_port_in_use_is_refused_before_any_container_starts(docker_client
 def _free_port() -> int:
     for _ in range(100):
         port = random.randrange(20000, 60000)
-        if stack.port_free(port):
+        if ports.port_free(port):
             return port
     raise AssertionError("no free port found")
 

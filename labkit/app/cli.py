@@ -141,6 +141,12 @@ def cmd_guest_run(args: argparse.Namespace) -> int:
     return 1 if done.failed or not done.runs else 0
 
 
+def cmd_guest_lab(args: argparse.Namespace) -> int:
+    from labkit.app import guest_lab
+
+    return guest_lab.serve(args.notebooks, args.port, args.timeout)
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from labkit.app import jupyter
 
@@ -218,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="results to data/results/guest/ (to commit them); only from a committed tree")
     guest_run.add_argument("--timeout", type=float, default=1800.0, help="seconds per notebook (default 1800)")
     guest_run.set_defaults(func=cmd_guest_run)
+    guest_lab = guest_sub.add_parser("lab", help="JupyterLab served from inside the lab machine on 127.0.0.1 over "
+                                                 "your copies of the notebooks (build/guest/lab)")
+    guest_lab.add_argument("notebooks", nargs="*", help="01, a notebook stem or path (default: 01 and 07)")
+    guest_lab.add_argument("--port", type=int, default=8889, help="port on 127.0.0.1 (default 8889)")
+    guest_lab.add_argument("--timeout", type=float, default=8 * 3600.0,
+                           help="seconds until the lab machine is powered off (default 28800: 8 hours)")
+    guest_lab.set_defaults(func=cmd_guest_lab)
     lab = sub.add_parser("lab", help="JupyterLab on 127.0.0.1 over your copies of the notebooks (build/lab)")
     lab.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888; 0: any free one)")
     lab.add_argument("--dir", help="folder of your notebook copies (default build/lab)")

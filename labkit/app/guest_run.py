@@ -36,7 +36,7 @@ UNSUPPORTED = {"15-the-lab-machine": "it boots the lab machine itself: run it on
 REPORT = "guest-run.json"  # in each notebook's results: the boot's timeline, the guest, how each notebook went
 CONSOLE = "console.log"  # beside the executed notebooks: every line the guest printed
 _OUT = "/labkit/out"
-_SCRIPT = """set -e
+_SHARES = """set -e
 ro() {{ mkdir -p "$2" && mount -t 9p -o {nine_p},ro,cache=loose "$1" "$2"; }}
 over() {{ ro "$1" "/mnt/host/$1"; mkdir -p "/var/lib/labkit-overlay/$1/up" "/var/lib/labkit-overlay/$1/work" "$2"
   mount -t overlay overlay -o "lowerdir=/mnt/host/$1,upperdir=/var/lib/labkit-overlay/$1/up,\
@@ -48,7 +48,8 @@ over cache {cache}
 mark shares
 for base in /labkit/base-*.tar; do [ ! -e "$base" ] || docker load -q -i "$base"; done
 mark bases
-cd {project}
+"""
+_RUN = """cd {project}
 set +e
 LABKIT_RESULTS_DIR={out}/results LABKIT_GIT_COMMIT={commit} \
   {labkit} run --fresh {quick}--timeout {timeout} --output {out}/notebooks {notebooks}
@@ -56,6 +57,20 @@ status=$?
 mark notebooks
 exit $status
 """
+
+
+@dataclass(frozen=True)
+class GuestSetting:
+    """What a boot of the lab machine for `notebooks` needs: the `made` guest, their `bases` (image tags) as
+    `archives` (file name → docker save tar), the host folders shared `read_only` by 9p tag, and `script`, the
+    job's first part: it mounts those shares at their host paths and loads the bases."""
+
+    notebooks: list[Path]
+    made: guest.GuestImage
+    bases: list[str]
+    archives: dict[str, bytes]
+    read_only: dict[str, Path]
+    script: str
 
 
 @dataclass(frozen=True)
@@ -111,10 +126,9 @@ def check(notebooks: list[Path], timeout_s: float) -> None:
         raise BadParameter(f"timeout={timeout_s}: need a positive number of seconds.", "E.g. --timeout 1800.")
 
 
-def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: float = runner.DEFAULT_TIMEOUT_S,
-        run_id: str | None = None) -> GuestNotebooks:
-    """Execute the notebooks `selection` names (as `labkit run` takes them) in one boot of the lab machine and
-    bring their executed copies and results back (see the module). `timeout_s`: seconds per notebook."""
+def prepare(selection: list[str], timeout_s: float, *, record: bool = False) -> GuestSetting:
+    """Check `selection` (as `labkit run` takes it), the guest, memory and disk, then gather the shares and the
+    notebooks' bases for one boot; refuses before anything starts."""
     notebooks = runner.discover(selection)
     check(notebooks, timeout_s)
     if record:
@@ -134,16 +148,27 @@ def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: f
     own_venv = not venv.is_relative_to(paths.project_root())
     read_only = {"project": paths.project_root(), "cache": paths.cache_dir(), **({"venv": venv} if own_venv else {}),
                  **({"python": python} if python else {})}
-    script = guest.MARK_FUNCTION + _SCRIPT.format(
+    script = guest.MARK_FUNCTION + _SHARES.format(
         nine_p=guest.NINE_P_OPTIONS, project=shlex.quote(str(paths.project_root())),
         cache=shlex.quote(str(paths.cache_dir())),
-        venv=f"ro venv {shlex.quote(str(venv))}" if own_venv else "", labkit=shlex.quote(str(venv / "bin" / "labkit")),
-        python=f"ro python {shlex.quote(str(python))}" if python else "", out=_OUT, quick="--quick " if quick else "",
-        commit=shlex.quote(session.git_commit()), timeout=f"{timeout_s:g}",
-        notebooks=" ".join(nb.stem[:2] for nb in notebooks))
-    boot = guest.run_job(made, script, archives, run_id=run_id or engine.new_run_id(),
+        venv=f"ro venv {shlex.quote(str(venv))}" if own_venv else "",
+        python=f"ro python {shlex.quote(str(python))}" if python else "")
+    return GuestSetting(notebooks, made, list(tags.values()), archives, read_only, script)
+
+
+def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: float = runner.DEFAULT_TIMEOUT_S,
+        run_id: str | None = None) -> GuestNotebooks:
+    """Execute the notebooks `selection` names (as `labkit run` takes them) in one boot of the lab machine and
+    bring their executed copies and results back (see the module). `timeout_s`: seconds per notebook."""
+    setting = prepare(selection, timeout_s, record=record)
+    notebooks = setting.notebooks
+    script = setting.script + _RUN.format(
+        project=shlex.quote(str(paths.project_root())), labkit=shlex.quote(str(Path(sys.prefix) / "bin" / "labkit")),
+        out=_OUT, quick="--quick " if quick else "", commit=shlex.quote(session.git_commit()),
+        timeout=f"{timeout_s:g}", notebooks=" ".join(nb.stem[:2] for nb in notebooks))
+    boot = guest.run_job(setting.made, script, setting.archives, run_id=run_id or engine.new_run_id(),
                          accel=accelerator(), memory_mib=MEMORY_MIB, cpus=CPUS,
-                         timeout_s=BOOT_ALLOWANCE_S + timeout_s * len(notebooks), read_only=read_only)
+                         timeout_s=BOOT_ALLOWANCE_S + timeout_s * len(notebooks), read_only=setting.read_only)
     notebooks_dir, results_dir = destinations(quick, record)
     notebooks_dir.mkdir(parents=True, exist_ok=True)
     finished = {name.split("/")[1] for name in boot.outputs if name.startswith("results/")} - {""}
@@ -160,8 +185,8 @@ def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: f
     result = GuestNotebooks(runs, boot.marks, boot.status, boot.completed, notebooks_dir, results_dir)
     report = json.dumps({
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "accelerator": boot.accelerator,
-        "guest": made.manifest, "quick": quick, "recorded": record, "marks": boot.marks, "uptimes": boot.uptimes,
-        "status": boot.status, "completed": boot.completed, "bases": list(tags.values()),
+        "guest": setting.made.manifest, "quick": quick, "recorded": record, "marks": boot.marks,
+        "uptimes": boot.uptimes, "status": boot.status, "completed": boot.completed, "bases": setting.bases,
         "notebooks": [vars(r) for r in runs]}, indent=1, default=str) + "\n"
     for folder in finished:  # each notebook's results say which boot made them, beside its provenance
         paths.atomic_write(results_dir / folder / REPORT, report)

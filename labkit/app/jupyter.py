@@ -17,6 +17,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +50,10 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def reader_copies(source_dir: Path, target_dir: Path) -> tuple[list[Path], list[Path]]:
-    """Copy each ``NN-*.ipynb`` of `source_dir` that `target_dir` lacks; return (made, stale).
+def reader_copies(source_dir: Path, target_dir: Path, stems: Collection[str] | None = None
+                  ) -> tuple[list[Path], list[Path]]:
+    """Copy each ``NN-*.ipynb`` of `source_dir` (only those named in `stems`, when given) that `target_dir` lacks;
+    return (made, stale).
 
     `stale` are the reader's copies whose tracked notebook changed since they were made: they are kept (they may
     hold the reader's edits); deleting one makes the next start copy the new version.
@@ -58,6 +61,8 @@ def reader_copies(source_dir: Path, target_dir: Path) -> tuple[list[Path], list[
     target_dir.mkdir(parents=True, exist_ok=True)
     made, stale = [], []
     for source in sorted(source_dir.glob("[0-9][0-9]-*.ipynb")):
+        if stems is not None and source.stem not in stems:
+            continue
         target = target_dir / source.name
         digest = _digest(source)
         if target.exists():
@@ -109,9 +114,9 @@ class LabServer:
         return self.process.returncode
 
 
-def server_argv(root: Path, port: int, token: str) -> list[str]:
-    """JupyterLab on 127.0.0.1:`port` (0: any free port) over `root`, with the project's settings."""
-    return [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+def server_argv(root: Path, port: int, token: str, ip: str = "127.0.0.1") -> list[str]:
+    """JupyterLab on `ip`:`port` (0: any free port) over `root`, with the project's settings."""
+    return [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ip={ip}", f"--port={port}",
             "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
             f"--LabApp.app_settings_dir={settings_dir()}", "--LabApp.extension_manager=readonly",
             f"--KernelManager.transport={kernel_transport()}",

@@ -20,7 +20,7 @@ import secrets
 import shlex
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +72,14 @@ NINE_P_OPTIONS = "trans=virtio,version=9p2000.L,msize=262144"
 _FSTAB = f"""/dev/vda / ext4 defaults 0 1
 {SHARE_TAG} /labkit 9p {NINE_P_OPTIONS},nofail 0 0
 """
+GUEST_ADDRESS = "10.0.2.15"
+"""The guest's address on QEMU's user-mode network (its default), where a forwarded port arrives."""
+NETWORK_UP = f"""dev=$(for nic in /sys/class/net/*; do [ -e "$nic/device" ] && echo "${{nic##*/}}"; done | head -n 1)
+ip link set lo up && ip link set "$dev" up && ip addr add {GUEST_ADDRESS}/24 dev "$dev"
+"""
+"""Shell lines that bring up the guest's one network card (a job's, when the boot forwards a port): the one
+interface with a device behind it (not Docker's bridge), its address only and no route out (the network lets
+the guest reach nothing anyway)."""
 MARK_FUNCTION = """mark() { echo "LABKIT mark $1 $(cut -d' ' -f1 /proc/uptime)"; }
 """
 """The shell function that prints a mark (:data:`MARK_RE`); a job's script may define it too, to add its own."""
@@ -269,9 +277,12 @@ numpy's ufuncs, killing 07's kernel in the guest)."""
 
 
 def qemu_argv(guest: GuestImage, share: Path, accel: str, memory_mib: int, cpus: int,
-              read_only: Mapping[str, Path] | None = None) -> list[str]:
+              read_only: Mapping[str, Path] | None = None, read_write: Mapping[str, Path] | None = None,
+              forward: tuple[int, int] | None = None) -> list[str]:
     """QEMU's command line: the guest's disk behind ``-snapshot``, the share as 9p, the console on stdout;
-    `read_only`: more host folders shared read-only, by their 9p tag."""
+    `read_only` and `read_write`: more host folders shared, by their 9p tag. No network, unless `forward`
+    (host port, guest port): then a user-mode network that forwards 127.0.0.1:host port to the guest's
+    :data:`GUEST_ADDRESS`:guest port and lets the guest reach nothing, neither the host nor beyond (``restrict``)."""
     accel_args = (["-enable-kvm", "-cpu", probe_kvm().cpu_model or KVM_CPU_MODELS[0]] if accel == "kvm"
                   else ["-accel", "tcg", "-cpu", TCG_CPU])
     return [
@@ -284,7 +295,11 @@ def qemu_argv(guest: GuestImage, share: Path, accel: str, memory_mib: int, cpus:
         "-virtfs", f"local,path={share},mount_tag={SHARE_TAG},security_model=none",
         *[arg for tag, path in (read_only or {}).items()
           for arg in ("-virtfs", f"local,path={path},mount_tag={tag},security_model=none,readonly=on")],
-        "-nographic", "-no-reboot", "-nic", "none",
+        *[arg for tag, path in (read_write or {}).items()
+          for arg in ("-virtfs", f"local,path={path},mount_tag={tag},security_model=none")],
+        "-nographic", "-no-reboot",
+        "-nic", ("none" if forward is None else
+                 f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{forward[0]}-:{forward[1]}"),
     ]  # fmt: skip
 
 
@@ -294,14 +309,19 @@ def runs_parent() -> Path:
 
 def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_id: str, accel: str,
             memory_mib: int = 2048, cpus: int = 2, timeout_s: float = 900,
-            read_only: Mapping[str, Path] | None = None) -> GuestRun:
+            read_only: Mapping[str, Path] | None = None, read_write: Mapping[str, Path] | None = None,
+            forward: tuple[int, int] | None = None,
+            on_mark: Callable[[str, float], None] | None = None) -> GuestRun:
     """Boot `guest` and run `script` (sh) in it once its default target is reached and its engine answers, with
     `files` beside it in /labkit; return the timeline and what the script wrote to /labkit/out.
 
     `memory_mib`: guest memory (MiB); `cpus`: virtual CPUs; `timeout_s`: seconds until QEMU is killed. A job that
     runs past the timeout is data (``completed=False``), not an error. `read_only`: host folders the job may
-    mount read-only (``mount -t 9p -o trans=virtio,ro TAG DIR``), by their 9p tag (at most 31 characters). QEMU
-    never outlives the call, and the run's folder (share, snapshot file) is removed when it returns or raises.
+    mount read-only (``mount -t 9p -o trans=virtio,ro TAG DIR``), by their 9p tag (at most 31 characters);
+    `read_write`: the same, writable. `forward`: (host port, guest port) over a user-mode network (see
+    :func:`qemu_argv`; the job brings the guest's interface up with :data:`NETWORK_UP`). `on_mark(name, s)`: called
+    as each mark arrives, with its seconds from QEMU's start; what it raises ends the boot. QEMU never outlives the
+    call, and the run's folder (share, snapshot file) is removed when it returns or raises.
     """
     validate_run(accel, memory_mib, cpus, timeout_s)
     folder = runs_parent() / f"{run_id}-{secrets.token_hex(4)}"
@@ -315,7 +335,7 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
         for name, content in files.items():
             (share / name).write_bytes(content)
         (share / "job.sh").write_text(_JOB_HEAD + f"timeout {timeout_s:.0f} sh -c {shlex.quote(script)}" + _JOB_TAIL)
-        argv = qemu_argv(guest, share, accel, memory_mib, cpus, read_only)
+        argv = qemu_argv(guest, share, accel, memory_mib, cpus, read_only, read_write, forward)
         started_ns = time.perf_counter_ns()
         proc = shell.spawn(argv, stdin=shell.DEVNULL, stdout=shell.PIPE, stderr=shell.PIPE,
                            env={**os.environ, "TMPDIR": str(scratch)}, preexec_fn=shell.dies_with_parent())
@@ -323,9 +343,11 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
         def on_line(now: int, stream: str, line: str) -> None:
             lines.append(line)
             match = MARK_RE.search(line) if stream == "out" else None
-            if match:
-                marks.setdefault(match.group(1), (now - started_ns) / 1e9)
-                uptimes.setdefault(match.group(1), float(match.group(2)))
+            if match and match.group(1) not in marks:
+                marks[match.group(1)] = (now - started_ns) / 1e9
+                uptimes[match.group(1)] = float(match.group(2))
+                if on_mark is not None:
+                    on_mark(match.group(1), marks[match.group(1)])
             for name, pattern in CONSOLE_MARKS.items():
                 if name not in marks and pattern.search(line):
                     marks[name] = (now - started_ns) / 1e9

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from labkit.errors import BadParameter, LabkitError
 from labkit.instruments import compose
 from labkit.instruments.containers import host_pid
 from labkit.instruments.engine import Scope
+from labkit.instruments.ports import port_free
 from labkit.labs.compose_and_the_single_box_path import service_images
 from labkit.labs.compose_and_the_single_box_path.declaration import (
     PROBE_TIMEOUT_S,
@@ -40,17 +40,6 @@ LIMITS_FILE, ROLLING_FILE = "compose.limits.yaml", "compose.rolling.yaml"
 POLL_S = 0.1  # how often a wait looks again at the engine or the app
 
 # ---------------------------------------------------------------- parameters, checked before anything starts
-
-
-def port_free(port: int) -> bool:
-    """Whether TCP `port` can be bound on 127.0.0.1 (nothing listens on it)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def check_port(port: object, *, live: bool = True) -> int:

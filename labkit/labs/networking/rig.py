@@ -4,7 +4,6 @@ the guards of a port published on every address, and the neighbour's own server.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from labkit.errors import BadParameter, NotPrepared
 from labkit.instruments import firewall, images, loadclient, measure, netns, procfs, shell
 from labkit.instruments.containers import NO_DNS
 from labkit.instruments.engine import Scope, docker_cli
+from labkit.instruments.ports import EVERY_ADDRESS, port_free
 from labkit.instruments.shell import run
 from labkit.labs.networking.declaration import (
     CONTAINER_PORT,
@@ -34,24 +34,13 @@ from labkit.labs.networking.declaration import (
 # ---------------------------------------------------------------- parameters, checked before anything starts
 
 
-def port_free(port: int) -> bool:
-    """Whether TCP `port` can be bound on every IPv4 address of this host (nothing listens on it)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
-        try:
-            probe.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
 def check_port(port: object, count: int = PORTS_USED, *, live: bool = True) -> int:
     """`port` when it and the `count` - 1 ports above it are unprivileged TCP ports and (when `live`) free here;
     BadParameter saying which one is in use or out of range."""
     if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535 - count + 1:
         raise BadParameter(f"port={port!r}: need a whole number from 1024 to {65535 - count + 1}.",
                            f"The notebook publishes ports port … port+{count - 1}; e.g. port=18080.")
-    busy = [p for p in range(port, port + count) if live and not port_free(p)]
+    busy = [p for p in range(port, port + count) if live and not port_free(p, EVERY_ADDRESS)]
     if busy:
         raise BadParameter(f"port={port}: port {busy[0]} is in use on this host.",
                            f"Choose another start, e.g. port={free_port_above(port + count, count)}.")
@@ -61,7 +50,7 @@ def check_port(port: object, count: int = PORTS_USED, *, live: bool = True) -> i
 def free_port_above(start: int, count: int) -> int:
     """The first port from `start` with `count` free ports in a row (for an error's suggestion)."""
     for first in range(start, 65535 - count):
-        if all(port_free(p) for p in range(first, first + count)):
+        if all(port_free(p, EVERY_ADDRESS) for p in range(first, first + count)):
             return first
     return 0
 

@@ -1,0 +1,127 @@
+"""`labkit guest lab`: JupyterLab served from inside the lab machine (cgroup v2, Docker's systemd driver) on the
+host's 127.0.0.1.
+
+The guest boots as for `labkit guest run` (:func:`labkit.app.guest_run.prepare`: the checkout, the cache and the
+virtualenv shared read-only at their host paths, the notebooks' bases loaded into the guest's engine) with one more
+share, writable: the readers' copies in build/guest/lab/, made as `labkit lab` makes its own
+(:func:`labkit.app.jupyter.reader_copies`), so what a reader saves outlives the guest, whose disk is dropped at
+power-off. Its one network is QEMU's user-mode network with ``restrict=on``: the host's 127.0.0.1:PORT reaches the
+server in the guest, and the guest reaches nothing. Ctrl-C or SIGTERM powers the guest off (QEMU is ended and the
+boot's folder removed); so does shutting JupyterLab down from its File menu.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from labkit import paths
+from labkit.app import guest_run, jupyter
+from labkit.errors import BadParameter, LabkitError
+from labkit.instruments import engine, ports
+from labkit.instruments.vm import accelerator, guest
+
+DEFAULT_NOTEBOOKS = ("01", "07")  # the two whose cgroup v1 and v2 answers differ, the guest's reason to exist
+GUEST_PORT = 8888  # the server's port inside the guest
+READY = "lab-ready"  # the mark the guest prints once its server answers
+GUEST_TRIES = 300  # the guest's checks of its own server, 1 s apart (JupyterLab starts in about 30 s under TCG)
+HOST_TRIES = 20  # the host's checks of the forwarded port once the guest said its server answers, 1 s apart
+_LAB = """mkdir -p {copies} && mount -t 9p -o {nine_p} lab {copies}
+{network_up}cd {copies}
+LABKIT_RUN_ID={run_id} {server} &
+server=$!
+i=0
+until python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' {status} 2>/dev/null
+do
+  i=$((i+1))
+  if [ $i -ge {tries} ] || ! kill -0 $server 2>/dev/null; then echo "JupyterLab did not answer"; exit 1; fi
+  sleep 1
+done
+mark {ready}
+wait $server
+"""
+
+
+def copies_dir() -> Path:
+    """The readers' copies the guest's JupyterLab opens: build/guest/lab/ (kept between boots)."""
+    return paths.build_dir() / "guest" / "lab"
+
+
+def check_port(port: object) -> int:
+    """`port` when it is an unprivileged TCP port nothing on this host listens on at 127.0.0.1; else BadParameter."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
+        raise BadParameter(f"--port {port!r}: need a whole number from 1024 to 65535.", "E.g. --port 8890.")
+    if not ports.port_free(port):
+        raise BadParameter(f"--port {port}: something on this host already listens on 127.0.0.1:{port}.",
+                           "Choose another, e.g. --port 8890 (`ss -ltn` lists the ones in use).")
+    return port
+
+
+def status_url(port: int, token: str, host: str = ports.LOOPBACK) -> str:
+    return f"http://{host}:{port}/api/status?token={token}"
+
+
+def reach(port: int, token: str, tries: int = HOST_TRIES) -> None:
+    """Wait until the forwarded server answers on the host's 127.0.0.1:`port`, `tries` times at most, 1 s apart."""
+    for attempt in range(tries):
+        try:
+            with urllib.request.urlopen(status_url(port, token), timeout=5):
+                return
+        except (urllib.error.URLError, OSError):
+            if attempt + 1 < tries:
+                time.sleep(1)
+    raise LabkitError(f"the guest's JupyterLab answers inside the guest but not on 127.0.0.1:{port} after "
+                      f"{tries} tries.", "Run `labkit guest lab` again; `labkit doctor 15` checks the lab machine.")
+
+
+def serve(selection: list[str], port: int, timeout_s: float) -> int:
+    """`labkit guest lab`: boot the lab machine with the notebooks `selection` names (default 01 and 07) and
+    their bases, serve JupyterLab from it on 127.0.0.1:`port`, print its URL, and power it off on Ctrl-C or
+    after `timeout_s` seconds."""
+    check_port(port)
+    setting = guest_run.prepare(selection or list(DEFAULT_NOTEBOOKS), timeout_s)
+    copies = copies_dir()
+    made, stale = jupyter.reader_copies(paths.notebooks_dir(), copies, {nb.stem for nb in setting.notebooks})
+    for copy in made:
+        print(f"copied {copy.name} → {copy}")
+    for copy in stale:
+        print(f"note: notebooks/{copy.name} changed since your copy {copy} was made; your copy is kept "
+              "(delete it to get the new version).")
+    token = secrets.token_hex(24)
+    server = jupyter.server_argv(copies, GUEST_PORT, token, ip=guest.GUEST_ADDRESS)
+    run_id = engine.new_run_id()
+    script = setting.script + _LAB.format(
+        copies=shlex.quote(str(copies)), nine_p=guest.NINE_P_OPTIONS, network_up=guest.NETWORK_UP, run_id=run_id,
+        server=shlex.join(server), status=shlex.quote(status_url(GUEST_PORT, token, guest.GUEST_ADDRESS)),
+        tries=GUEST_TRIES, ready=READY)
+    url = f"http://127.0.0.1:{port}/lab?token={token}"
+    print(f"booting the lab machine ({accelerator()}; about a minute under emulation) …", flush=True)
+
+    def on_mark(name: str, seconds: float) -> None:
+        if name != READY:
+            return
+        reach(port, token)
+        print(f"JupyterLab in the lab machine (cgroup v2, Docker's systemd driver), ready after {seconds:.0f} s:\n"
+              f"  {url}\n  notebooks: {copies} (your copies, kept after the guest is gone)\n"
+              "Ctrl-C powers the lab machine off.", flush=True)
+
+    try:
+        boot = guest.run_job(setting.made, script, setting.archives, run_id=run_id, accel=accelerator(),
+                             memory_mib=guest_run.MEMORY_MIB, cpus=guest_run.CPUS, timeout_s=timeout_s,
+                             read_only=setting.read_only, read_write={"lab": copies}, forward=(port, GUEST_PORT),
+                             on_mark=on_mark)
+    except KeyboardInterrupt:
+        print(f"the lab machine is off; your copies stay in {copies}", flush=True)
+        return 0
+    if READY not in boot.marks:
+        tail = "\n".join(boot.job_lines()[-20:])
+        raise LabkitError(f"JupyterLab did not start in the lab machine (its job's status: {boot.status}):\n{tail}",
+                          "`labkit guest run 01` checks the lab machine itself; `labkit lab` serves the notebooks "
+                          "from this host.")
+    ended = "JupyterLab was shut down" if boot.completed else f"its time ran out ({timeout_s:g} s)"
+    print(f"the lab machine is off ({ended}); your copies stay in {copies}")
+    return 0

@@ -1,0 +1,255 @@
+"""JupyterLab served from inside the lab machine (`labkit guest lab`): bad input refused before anything boots; the
+network that forwards one port and lets the guest reach nothing; the job's script; and, live, a kernel started in
+the guest through the host's 127.0.0.1, a file saved there kept on the host, and nothing left after Ctrl-C or a
+SIGTERM in the middle of the boot."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkit import paths
+from labkit.app import guest_lab, guest_run
+from labkit.errors import BadParameter, LabkitError
+from labkit.instruments import ports
+from labkit.instruments.vm import guest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _never(*args: object, **kwargs: object) -> Any:
+    pytest.fail("something started before the input was checked")
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield int(listener.getsockname()[1])
+
+
+# ---------------------------------------------------------------- refused before anything starts
+
+
+@pytest.mark.parametrize("port", [80, 70000, True])
+def test_a_port_out_of_range_is_refused_before_anything_boots(monkeypatch: pytest.MonkeyPatch, port: object) -> None:
+    monkeypatch.setattr(guest_run, "prepare", _never)
+    with pytest.raises(BadParameter, match="need a whole number from 1024 to 65535") as refused:
+        guest_lab.serve([], port, 60.0)  # type: ignore[arg-type]
+    assert "--port" in refused.value.hint
+
+
+def test_a_port_in_use_is_refused_before_anything_boots(monkeypatch: pytest.MonkeyPatch, busy_port: int) -> None:
+    monkeypatch.setattr(guest_run, "prepare", _never)
+    with pytest.raises(BadParameter, match=f"already listens on 127.0.0.1:{busy_port}") as refused:
+        guest_lab.serve([], busy_port, 60.0)
+    assert "ss -ltn" in refused.value.hint
+
+
+def test_the_lab_machine_itself_is_refused_before_anything_boots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guest, "ensure_guest", _never)
+    monkeypatch.setattr(guest, "run_job", _never)
+    with pytest.raises(BadParameter, match="15-the-lab-machine does not run in the lab machine"):
+        guest_lab.serve(["15"], _free_port(), 60.0)
+
+
+# ---------------------------------------------------------------- the network and the job, without booting
+
+
+def test_one_port_is_forwarded_from_127_0_0_1_and_the_guest_reaches_nothing(tmp_path: Path) -> None:
+    made = guest.GuestImage(tmp_path, tmp_path / "disk.img", tmp_path / "k", tmp_path / "i", {})
+    plain = guest.qemu_argv(made, tmp_path / "share", "tcg", 3072, 2)
+    assert plain[plain.index("-nic") + 1] == "none"  # a job without a forwarded port has no network at all
+    argv = guest.qemu_argv(made, tmp_path / "share", "tcg", 3072, 2, read_write={"lab": tmp_path / "copies"},
+                           forward=(18889, 8888))
+    assert argv[argv.index("-nic") + 1] == "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:18889-:8888"
+    assert f"local,path={tmp_path / 'copies'},mount_tag=lab,security_model=none" in argv  # writable: no readonly
+
+
+def _setting(tmp_path: Path) -> guest_run.GuestSetting:
+    made = guest.GuestImage(tmp_path, tmp_path / "disk.img", tmp_path / "k", tmp_path / "i", {})
+    notebooks = [paths.notebooks_dir() / "07-cgroups-and-limits.ipynb"]
+    return guest_run.GuestSetting(notebooks, made, ["lk/busybox"], {"base-busybox.tar": b"tar"},
+                                  {"project": paths.project_root()}, guest.MARK_FUNCTION + "mark bases\n")
+
+
+def _boot(marks: dict[str, float], lines: tuple[str, ...] = ()) -> guest.GuestRun:
+    return guest.GuestRun("tcg", marks, {}, "job-done" in marks, 0 if "job-done" in marks else None, {}, lines)
+
+
+def test_the_job_mounts_the_copies_writable_brings_the_network_up_and_serves_on_the_guests_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(guest_run, "prepare", lambda selection, timeout_s: _setting(tmp_path))
+    monkeypatch.setattr(guest_lab, "copies_dir", lambda: tmp_path / "copies")
+    reached: list[int] = []
+    monkeypatch.setattr(guest_lab, "reach", lambda port, token: reached.append(port))
+    booted: dict[str, Any] = {}
+
+    def boot(made: guest.GuestImage, script: str, files: dict[str, bytes], **options: Any) -> guest.GuestRun:
+        booted.update(script=script, files=files, **options)
+        options["on_mark"]("docker-ready", 31.0)
+        options["on_mark"](guest_lab.READY, 62.4)
+        raise KeyboardInterrupt  # the reader's Ctrl-C, while the guest serves
+
+    monkeypatch.setattr(guest, "run_job", boot)
+    port = _free_port()
+    assert guest_lab.serve(["07"], port, 600.0) == 0
+
+    assert [p.name for p in (tmp_path / "copies").iterdir()] == ["07-cgroups-and-limits.ipynb"]  # only those asked
+    assert booted["read_write"] == {"lab": tmp_path / "copies"} and booted["forward"] == (port, guest_lab.GUEST_PORT)
+    assert booted["files"] == {"base-busybox.tar": b"tar"} and booted["timeout_s"] == 600.0
+    script = booted["script"]
+    assert script.startswith(guest.MARK_FUNCTION + "mark bases\n")  # the shares and bases of `guest run` first
+    assert f"mount -t 9p -o {guest.NINE_P_OPTIONS} lab {tmp_path / 'copies'}" in script  # no ro: saves come back
+    assert guest.NETWORK_UP in script and f"--ip={guest.GUEST_ADDRESS}" in script and "--port=8888" in script
+    assert f"mark {guest_lab.READY}\nwait $server" in script
+    assert reached == [port]  # the host checks the forwarded port once, when the guest says its server answers
+    out = capsys.readouterr().out
+    assert f"ready after 62 s:\n  http://127.0.0.1:{port}/lab?token=" in out and "the lab machine is off" in out
+
+
+def test_a_server_that_never_answered_is_an_error_with_the_guests_last_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guest_run, "prepare", lambda selection, timeout_s: _setting(tmp_path))
+    monkeypatch.setattr(guest_lab, "copies_dir", lambda: tmp_path / "copies")
+    lines = ("LABKIT mark docker-ready 30.1", "ModuleNotFoundError: No module named 'jupyterlab'",
+             "JupyterLab did not answer", "LABKIT mark job-done 41.0")
+    monkeypatch.setattr(guest, "run_job", lambda *args, **options: _boot({"job-done": 44.0}, lines))
+    with pytest.raises(LabkitError, match=r"did not start in the lab machine[\s\S]*No module named 'jupyterlab'"):
+        guest_lab.serve([], _free_port(), 600.0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# ---------------------------------------------------------------- live: the lab machine serving JupyterLab
+
+
+class _Launcher:
+    """`labkit guest lab` as a reader starts it, its output read line by line."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process = subprocess.Popen([sys.executable, "-m", "labkit", "guest", "lab", "07", "--port", str(port)],
+                                        cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                assert self.process.poll() is None, "\n".join(self.seen)
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no {text!r} after {timeout_s} s:\n" + "\n".join(self.seen))
+
+    def stop(self, signum: int) -> int:
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=120)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code
+
+
+def _qemu_forwarding(port: int) -> list[int]:
+    """The processes whose command line forwards 127.0.0.1:`port` (the lab machine's QEMU)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"hostfwd=tcp:127.0.0.1:{port}-".encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def _api(port: int, token: str, path: str, method: str = "GET", body: object = None) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+def _left_behind(port: int) -> list[str]:
+    left = [f"QEMU pid {pid}" for pid in _qemu_forwarding(port)]
+    if guest.runs_parent().is_dir():
+        left += [str(p) for p in guest.runs_parent().iterdir()]
+    if not ports.port_free(port):
+        left.append(f"a listener on 127.0.0.1:{port}")
+    return left
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_a_kernel_starts_in_the_guest_through_127_0_0_1_a_saved_file_stays_and_ctrl_c_leaves_nothing(
+        docker_client: object) -> None:
+    port = _free_port()
+    probe = guest_lab.copies_dir() / "saved-in-the-guest.txt"
+    probe.unlink(missing_ok=True)
+    launcher = _Launcher(port)
+    try:
+        url = launcher.wait_for(f"http://127.0.0.1:{port}/lab?token=", 900).strip()
+        token = url.rsplit("token=", 1)[1]
+        assert len(_qemu_forwarding(port)) == 1  # the port is QEMU's: the server runs in the guest, not here
+        kernel = _api(port, token, "/api/kernels", "POST", {"name": "python3"})
+        deadline = time.monotonic() + 300
+        while _api(port, token, f"/api/kernels/{kernel['id']}")["execution_state"] != "idle":
+            assert time.monotonic() < deadline, "the guest's kernel never became idle"
+            time.sleep(1)
+        _api(port, token, f"/api/contents/{probe.name}", "PUT",
+             {"type": "file", "format": "text", "content": "written through JupyterLab in the guest\n"})
+        assert probe.read_text() == "written through JupyterLab in the guest\n"  # the writable share, on the host
+        assert launcher.stop(signal.SIGINT) == 0
+        assert any("the lab machine is off" in line for line in launcher.seen), launcher.seen
+        assert _left_behind(port) == []
+    finally:
+        if launcher.process.poll() is None:
+            launcher.process.kill()
+        probe.unlink(missing_ok=True)
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_a_sigterm_in_the_middle_of_the_boot_leaves_nothing(docker_client: object) -> None:
+    port = _free_port()
+    launcher = _Launcher(port)
+    try:
+        launcher.wait_for("booting the lab machine", 300)
+        deadline = time.monotonic() + 60
+        while not _qemu_forwarding(port):  # QEMU started: the guest is booting
+            assert time.monotonic() < deadline, launcher.seen
+            time.sleep(0.2)
+        launcher.stop(signal.SIGTERM)
+        assert _left_behind(port) == []
+    finally:
+        if launcher.process.poll() is None:
+            os.kill(launcher.process.pid, signal.SIGKILL)
