@@ -5,8 +5,8 @@ SIGTERM in the middle of the boot."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import queue
 import signal
 import socket
@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,19 @@ class _Launcher:
         code = self.process.wait(timeout=120)
         while not self.lines.empty():
             self.seen.append(self.lines.get())
+        print("\n".join(self.seen))
         return code
+
+    def __enter__(self) -> _Launcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:  # a failed test still stops it as a reader would, then for sure
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
 
 
 def _qemu_forwarding(port: int) -> list[int]:
@@ -199,10 +212,47 @@ def _api(port: int, token: str, path: str, method: str = "GET", body: object = N
         return json.loads(answer.read() or b"null")
 
 
-def _left_behind(port: int) -> list[str]:
+def _execute(port: int, token: str, kernel_id: str, code: str, timeout_s: float = 300) -> str:
+    """Run `code` in the kernel over its websocket, as JupyterLab does; what it printed."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    async def run() -> str:
+        url = f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels"
+        socket = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+        msg_id = uuid.uuid4().hex
+        socket.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": msg_id,
+                       "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True}}))
+        printed = ""
+        while True:
+            received = await socket.read_message()
+            assert received is not None, "the kernel's websocket closed before the code ran"
+            message = json.loads(received)
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream":
+                printed += content["text"]
+            elif kind == "error":
+                raise AssertionError("\n".join(content["traceback"]))
+            elif kind == "status" and content["execution_state"] == "idle":
+                socket.close()
+                return printed
+
+    return asyncio.run(asyncio.wait_for(run(), timeout_s))
+
+
+def _boots() -> set[Path]:
+    return set(guest.runs_parent().iterdir()) if guest.runs_parent().is_dir() else set()
+
+
+def _left_behind(port: int, before: set[Path]) -> list[str]:
     left = [f"QEMU pid {pid}" for pid in _qemu_forwarding(port)]
-    if guest.runs_parent().is_dir():
-        left += [str(p) for p in guest.runs_parent().iterdir()]
+    left += [str(p) for p in _boots() - before]
     if not ports.port_free(port):
         left.append(f"a listener on 127.0.0.1:{port}")
     return left
@@ -215,41 +265,34 @@ def test_a_kernel_starts_in_the_guest_through_127_0_0_1_a_saved_file_stays_and_c
     port = _free_port()
     probe = guest_lab.copies_dir() / "saved-in-the-guest.txt"
     probe.unlink(missing_ok=True)
-    launcher = _Launcher(port)
-    try:
+    before = _boots()
+    with _Launcher(port) as launcher:
         url = launcher.wait_for(f"http://127.0.0.1:{port}/lab?token=", 900).strip()
         token = url.rsplit("token=", 1)[1]
         assert len(_qemu_forwarding(port)) == 1  # the port is QEMU's: the server runs in the guest, not here
         kernel = _api(port, token, "/api/kernels", "POST", {"name": "python3"})
-        deadline = time.monotonic() + 300
-        while _api(port, token, f"/api/kernels/{kernel['id']}")["execution_state"] != "idle":
-            assert time.monotonic() < deadline, "the guest's kernel never became idle"
-            time.sleep(1)
+        said = _execute(port, token, kernel["id"], "import os, pathlib\n"
+                        "print(os.uname().release, pathlib.Path('/sys/fs/cgroup/cgroup.controllers').is_file())")
+        assert said == f"{guest.ensure_guest().kernel_release} True\n"  # the guest's kernel, on cgroup v2
         _api(port, token, f"/api/contents/{probe.name}", "PUT",
              {"type": "file", "format": "text", "content": "written through JupyterLab in the guest\n"})
         assert probe.read_text() == "written through JupyterLab in the guest\n"  # the writable share, on the host
         assert launcher.stop(signal.SIGINT) == 0
         assert any("the lab machine is off" in line for line in launcher.seen), launcher.seen
-        assert _left_behind(port) == []
-    finally:
-        if launcher.process.poll() is None:
-            launcher.process.kill()
-        probe.unlink(missing_ok=True)
+        assert _left_behind(port, before) == []
+    probe.unlink()
 
 
 @pytest.mark.docker
 @pytest.mark.root
 def test_a_sigterm_in_the_middle_of_the_boot_leaves_nothing(docker_client: object) -> None:
     port = _free_port()
-    launcher = _Launcher(port)
-    try:
+    before = _boots()
+    with _Launcher(port) as launcher:
         launcher.wait_for("booting the lab machine", 300)
         deadline = time.monotonic() + 60
         while not _qemu_forwarding(port):  # QEMU started: the guest is booting
             assert time.monotonic() < deadline, launcher.seen
             time.sleep(0.2)
         launcher.stop(signal.SIGTERM)
-        assert _left_behind(port) == []
-    finally:
-        if launcher.process.poll() is None:
-            os.kill(launcher.process.pid, signal.SIGKILL)
+        assert _left_behind(port, before) == []
