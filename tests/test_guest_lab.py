@@ -1,7 +1,7 @@
 """JupyterLab served from inside the lab machine (`labkit guest lab`): bad input refused before anything boots; the
 network that forwards one port and lets the guest reach nothing; the job's script; and, live, a kernel started in
-the guest through the host's 127.0.0.1, a file saved there kept on the host, and nothing left after Ctrl-C or a
-SIGTERM in the middle of the boot."""
+the guest through the host's 127.0.0.1, a file saved there kept on the host, and nothing left after Ctrl-C, or after
+a signal in the middle of a boot of `guest lab` or `guest run`."""
 
 from __future__ import annotations
 
@@ -144,11 +144,10 @@ def _free_port() -> int:
 
 
 class _Launcher:
-    """`labkit guest lab` as a reader starts it, its output read line by line."""
+    """`labkit guest …` as a reader starts it (`args` after `labkit guest`), its output read line by line."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.process = subprocess.Popen([sys.executable, "-m", "labkit", "guest", "lab", "07", "--port", str(port)],
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "labkit", "guest", *args],
                                         cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -192,16 +191,20 @@ class _Launcher:
                 self.process.kill()
 
 
-def _qemu_forwarding(port: int) -> list[int]:
-    """The processes whose command line forwards 127.0.0.1:`port` (the lab machine's QEMU)."""
+def _naming(text: str) -> list[int]:
+    """The processes whose command line holds `text`: a boot's folder, or ``hostfwd=tcp:127.0.0.1:PORT-``."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and f"hostfwd=tcp:127.0.0.1:{port}-".encode() in (proc / "cmdline").read_bytes():
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
                 found.append(int(proc.name))
         except OSError:
             continue
     return found
+
+
+def _forwarding(port: int) -> str:
+    return f"hostfwd=tcp:127.0.0.1:{port}-"
 
 
 def _api(port: int, token: str, path: str, method: str = "GET", body: object = None) -> Any:
@@ -250,10 +253,13 @@ def _boots() -> set[Path]:
     return set(guest.runs_parent().iterdir()) if guest.runs_parent().is_dir() else set()
 
 
-def _left_behind(port: int, before: set[Path]) -> list[str]:
-    left = [f"QEMU pid {pid}" for pid in _qemu_forwarding(port)]
+def _left_behind(before: set[Path], port: int | None = None, boots: set[Path] | None = None) -> list[str]:
+    """What a launcher left: QEMU processes naming `boots` (or forwarding `port`), boot folders beyond `before`, a
+    listener on `port`."""
+    left = [f"QEMU pid {pid}" for text in [*map(str, boots or ()), *([_forwarding(port)] if port else [])]
+            for pid in _naming(text)]
     left += [str(p) for p in _boots() - before]
-    if not ports.port_free(port):
+    if port and not ports.port_free(port):
         left.append(f"a listener on 127.0.0.1:{port}")
     return left
 
@@ -266,10 +272,10 @@ def test_a_kernel_starts_in_the_guest_through_127_0_0_1_a_saved_file_stays_and_c
     probe = guest_lab.copies_dir() / "saved-in-the-guest.txt"
     probe.unlink(missing_ok=True)
     before = _boots()
-    with _Launcher(port) as launcher:
+    with _Launcher("lab", "07", "--port", str(port)) as launcher:
         url = launcher.wait_for(f"http://127.0.0.1:{port}/lab?token=", 900).strip()
         token = url.rsplit("token=", 1)[1]
-        assert len(_qemu_forwarding(port)) == 1  # the port is QEMU's: the server runs in the guest, not here
+        assert len(_naming(_forwarding(port))) == 1  # the port is QEMU's: the server runs in the guest, not here
         kernel = _api(port, token, "/api/kernels", "POST", {"name": "python3"})
         said = _execute(port, token, kernel["id"], "import os, pathlib\n"
                         "print(os.uname().release, pathlib.Path('/sys/fs/cgroup/cgroup.controllers').is_file())")
@@ -279,20 +285,24 @@ def test_a_kernel_starts_in_the_guest_through_127_0_0_1_a_saved_file_stays_and_c
         assert probe.read_text() == "written through JupyterLab in the guest\n"  # the writable share, on the host
         assert launcher.stop(signal.SIGINT) == 0
         assert any("the lab machine is off" in line for line in launcher.seen), launcher.seen
-        assert _left_behind(port, before) == []
+        assert _left_behind(before, port) == []
     probe.unlink()
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_a_sigterm_in_the_middle_of_the_boot_leaves_nothing(docker_client: object) -> None:
+@pytest.mark.parametrize(("args", "signum", "code"), [
+    (("lab", "07"), signal.SIGTERM, 0),  # the lab's own way to stop: the guest off, and a normal end
+    (("run", "--quick", "01"), signal.SIGINT, 130),  # as every `labkit` command ends on Ctrl-C
+], ids=["guest lab, SIGTERM", "guest run, SIGINT"])
+def test_a_boot_interrupted_while_qemu_runs_leaves_nothing(docker_client: object, args: tuple[str, ...],
+                                                          signum: int, code: int) -> None:
     port = _free_port()
     before = _boots()
-    with _Launcher(port) as launcher:
-        launcher.wait_for("booting the lab machine", 300)
-        deadline = time.monotonic() + 60
-        while not _qemu_forwarding(port):  # QEMU started: the guest is booting
-            assert time.monotonic() < deadline, launcher.seen
-            time.sleep(0.2)
-        launcher.stop(signal.SIGTERM)
-        assert _left_behind(port, before) == []
+    with _Launcher(*args, *(["--port", str(port)] if args[0] == "lab" else [])) as launcher:
+        deadline = time.monotonic() + 300
+        while not (new := _boots() - before) or not any(_naming(str(boot)) for boot in new):
+            assert time.monotonic() < deadline and launcher.process.poll() is None, launcher.seen
+            time.sleep(0.2)  # until QEMU runs, naming its boot's folder
+        assert launcher.stop(signum) == code
+        assert _left_behind(before, port if args[0] == "lab" else None, new) == []

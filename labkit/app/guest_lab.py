@@ -28,7 +28,7 @@ from labkit.instruments.vm import accelerator, guest
 DEFAULT_NOTEBOOKS = ("01", "07")  # the two whose cgroup v1 and v2 answers differ, the guest's reason to exist
 GUEST_PORT = 8888  # the server's port inside the guest
 READY = "lab-ready"  # the mark the guest prints once its server answers
-GUEST_TRIES = 300  # the guest's checks of its own server, 1 s apart (JupyterLab starts in about 30 s under TCG)
+GUEST_TRIES = 300  # the guest's checks of its own server, 1 s apart (TCG: ready 62-94 s into the boot)
 HOST_TRIES = 20  # the host's checks of the forwarded port once the guest said its server answers, 1 s apart
 _LAB = """mkdir -p {copies} && mount -t 9p -o {nine_p} lab {copies}
 {network_up}cd {copies}
