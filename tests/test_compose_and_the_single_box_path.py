@@ -6,7 +6,6 @@ interrupted runs (SIGINT, SIGTERM) that leave no project, container, network or 
 from __future__ import annotations
 
 import json
-import random
 import signal
 from pathlib import Path
 
@@ -205,14 +204,6 @@ def test_live_a_port_in_use_is_refused_before_any_container_starts(docker_client
 # ---------------------------------------------------------------- live, against known answers
 
 
-def _free_port() -> int:
-    for _ in range(100):
-        port = random.randrange(20000, 60000)
-        if ports.port_free(port):
-            return port
-    raise AssertionError("no free port found")
-
-
 def _no_trace_of(client: docker.DockerClient, run_id: str) -> None:
     assert leftovers(client, run_id) == {"containers": [], "networks": [], "volumes": []}
     labelled = client.containers.list(all=True, filters={"label": compose.PROJECT_LABEL}, ignore_removed=True)
@@ -224,7 +215,7 @@ def _no_trace_of(client: docker.DockerClient, run_id: str) -> None:
 @pytest.mark.docker
 def test_live_the_app_is_started_only_after_the_db_is_healthy(docker_client: docker.DockerClient,
                                                                live: LabSession) -> None:
-    result = stack_lab.run_bringup(live, _free_port(), 1, 1.0)
+    result = stack_lab.run_bringup(live, ports.free_port(), 1, 1.0)
     healthy = result.runs[result.runs["condition"] == HEALTHY]
     # The engine's own instants: the app's start event after the db's healthy event, in every run.
     assert (healthy["app_started_s"] > healthy["db_healthy_s"]).all()
@@ -239,7 +230,7 @@ def test_live_the_app_is_started_only_after_the_db_is_healthy(docker_client: doc
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_the_counter_survives_down_and_not_down_v(docker_client: docker.DockerClient, live: LabSession) -> None:
-    result = stack_lab.run_state(live, _free_port(), 4, 1.0)
+    result = stack_lab.run_state(live, ports.free_port(), 4, 1.0)
     assert result.count(state.FIRST_UP) == 4
     assert (result.count(state.AFTER_DOWN), result.source(state.AFTER_DOWN)) == (4, "postgres")
     assert result.count(state.AFTER_DOWN_V) == 0
@@ -259,7 +250,7 @@ def test_live_a_failure_with_the_stack_up_leaves_nothing(docker_client: docker.D
 
     monkeypatch.setattr(state, "_neighbour_probe", failing)
     with pytest.raises(RuntimeError, match="in the middle"):
-        stack_lab.run_state(live, _free_port(), 1, 1.0)
+        stack_lab.run_state(live, ports.free_port(), 1, 1.0)
     _no_trace_of(docker_client, live.run_id)
 
 
@@ -267,7 +258,7 @@ def test_live_a_failure_with_the_stack_up_leaves_nothing(docker_client: docker.D
 @pytest.mark.root
 def test_live_restart_policy_unhealthy_left_in_place_and_the_scale_clash(docker_client: docker.DockerClient,
                                                                            live: LabSession) -> None:
-    port = _free_port()
+    port = ports.free_port()
     result = stack_lab.run_failures(live, port, 1.0, 2.0)
     assert result.restarted and result.stayed_down
     assert result.left_in_place
@@ -294,7 +285,7 @@ def _project_containers(client: docker.DockerClient, run_id: str) -> list[str]:
 ])
 def test_live_interrupted_run_leaves_nothing_behind(docker_client: docker.DockerClient, tmp_path: Path,
                                                     signum: int, moment: str) -> None:
-    port = _free_port()
+    port = ports.free_port()
     reached = {
         "the project's containers exist": lambda run_id: bool(_project_containers(docker_client, run_id)),
         "the app answers": lambda run_id: not stack.get(f"http://127.0.0.1:{port}/healthz", 0.5).error,
@@ -316,7 +307,7 @@ def test_live_interrupted_run_leaves_nothing_behind(docker_client: docker.Docker
 def test_live_interrupted_deploy_leaves_nothing_behind(docker_client: docker.DockerClient, tmp_path: Path,
                                                        signum: int, moment: str) -> None:
     """Section 7 holds a client thread and a second project (three replicas with update_config)."""
-    port = _free_port()
+    port = ports.free_port()
 
     def rolling(run_id: str) -> bool:
         found = docker_client.api.containers(all=True, filters={"label": f"{engine.LABEL_RUN}={run_id}"})

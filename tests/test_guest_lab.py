@@ -65,7 +65,7 @@ def test_the_lab_machine_itself_is_refused_before_anything_boots(monkeypatch: py
     monkeypatch.setattr(guest, "ensure_guest", _never)
     monkeypatch.setattr(guest, "run_job", _never)
     with pytest.raises(BadParameter, match="15-the-lab-machine does not run in the lab machine"):
-        guest_lab.serve(["15"], _free_port(), 60.0)
+        guest_lab.serve(["15"], ports.free_port(), 60.0)
 
 
 # ---------------------------------------------------------------- the network and the job, without booting
@@ -107,7 +107,7 @@ def test_the_job_mounts_the_copies_writable_brings_the_network_up_and_serves_on_
         raise KeyboardInterrupt  # the reader's Ctrl-C, while the guest serves
 
     monkeypatch.setattr(guest, "run_job", boot)
-    port = _free_port()
+    port = ports.free_port()
     assert guest_lab.serve(["07"], port, 600.0) == 0
 
     assert [p.name for p in (tmp_path / "copies").iterdir()] == ["07-cgroups-and-limits.ipynb"]  # only those asked
@@ -131,13 +131,7 @@ def test_a_server_that_never_answered_is_an_error_with_the_guests_last_lines(
              "JupyterLab did not answer", "LABKIT mark job-done 41.0")
     monkeypatch.setattr(guest, "run_job", lambda *args, **options: _boot({"job-done": 44.0}, lines))
     with pytest.raises(LabkitError, match=r"did not start in the lab machine[\s\S]*No module named 'jupyterlab'"):
-        guest_lab.serve([], _free_port(), 600.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+        guest_lab.serve([], ports.free_port(), 600.0)
 
 
 # ---------------------------------------------------------------- live: the lab machine serving JupyterLab
@@ -222,9 +216,9 @@ def _execute(port: int, token: str, kernel_id: str, code: str, timeout_s: float 
 
     async def run() -> str:
         url = f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels"
-        socket = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
+        channel = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
         msg_id = uuid.uuid4().hex
-        socket.write_message(json.dumps({
+        channel.write_message(json.dumps({
             "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test", "session": msg_id,
                        "version": "5.3", "date": ""},
             "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
@@ -232,7 +226,7 @@ def _execute(port: int, token: str, kernel_id: str, code: str, timeout_s: float 
                         "allow_stdin": False, "stop_on_error": True}}))
         printed = ""
         while True:
-            received = await socket.read_message()
+            received = await channel.read_message()
             assert received is not None, "the kernel's websocket closed before the code ran"
             message = json.loads(received)
             if message.get("parent_header", {}).get("msg_id") != msg_id:
@@ -243,7 +237,7 @@ def _execute(port: int, token: str, kernel_id: str, code: str, timeout_s: float 
             elif kind == "error":
                 raise AssertionError("\n".join(content["traceback"]))
             elif kind == "status" and content["execution_state"] == "idle":
-                socket.close()
+                channel.close()
                 return printed
 
     return asyncio.run(asyncio.wait_for(run(), timeout_s))
@@ -268,7 +262,7 @@ def _left_behind(before: set[Path], port: int | None = None, boots: set[Path] | 
 @pytest.mark.root
 def test_a_kernel_starts_in_the_guest_through_127_0_0_1_a_saved_file_stays_and_ctrl_c_leaves_nothing(
         docker_client: object) -> None:
-    port = _free_port()
+    port = ports.free_port()
     probe = guest_lab.copies_dir() / "saved-in-the-guest.txt"
     probe.unlink(missing_ok=True)
     before = _boots()
@@ -297,7 +291,7 @@ def test_a_kernel_starts_in_the_guest_through_127_0_0_1_a_saved_file_stays_and_c
 ], ids=["guest lab, SIGTERM", "guest run, SIGINT"])
 def test_a_boot_interrupted_while_qemu_runs_leaves_nothing(docker_client: object, args: tuple[str, ...],
                                                           signum: int, code: int) -> None:
-    port = _free_port()
+    port = ports.free_port()
     before = _boots()
     with _Launcher(*args, *(["--port", str(port)] if args[0] == "lab" else [])) as launcher:
         deadline = time.monotonic() + 300

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from labkit import paths
 from labkit.app import guest_run, jupyter
-from labkit.errors import BadParameter, LabkitError
+from labkit.errors import LabkitError
 from labkit.instruments import engine, ports
 from labkit.instruments.vm import accelerator, guest
 
@@ -51,16 +51,6 @@ def copies_dir() -> Path:
     return paths.build_dir() / "guest" / "lab"
 
 
-def check_port(port: object) -> int:
-    """`port` when it is an unprivileged TCP port nothing on this host listens on at 127.0.0.1; else BadParameter."""
-    if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
-        raise BadParameter(f"--port {port!r}: need a whole number from 1024 to 65535.", "E.g. --port 8890.")
-    if not ports.port_free(port):
-        raise BadParameter(f"--port {port}: something on this host already listens on 127.0.0.1:{port}.",
-                           "Choose another, e.g. --port 8890 (`ss -ltn` lists the ones in use).")
-    return port
-
-
 def status_url(port: int, token: str, host: str = ports.LOOPBACK) -> str:
     return f"http://{host}:{port}/api/status?token={token}"
 
@@ -82,7 +72,7 @@ def serve(selection: list[str], port: int, timeout_s: float) -> int:
     """`labkit guest lab`: boot the lab machine with the notebooks `selection` names (default 01 and 07) and
     their bases, serve JupyterLab from it on 127.0.0.1:`port`, print its URL, and power it off on Ctrl-C or
     after `timeout_s` seconds."""
-    check_port(port)
+    ports.check_port(port, "--port ", 8890)
     setting = guest_run.prepare(selection or list(DEFAULT_NOTEBOOKS), timeout_s)
     copies = copies_dir()
     made, stale = jupyter.reader_copies(paths.notebooks_dir(), copies, {nb.stem for nb in setting.notebooks})

@@ -34,7 +34,7 @@ import docker
 import pandas as pd
 
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import arch, containers, images, shell
+from labkit.instruments import arch, containers, images, ports, shell
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import require_program, run, spawn
@@ -136,13 +136,6 @@ def port_in_use(port: int) -> bool:
         return probe.connect_ex((HOST, port)) == 0
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on now (the kernel's choice)."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def validate_port(port: int | None) -> None:
     """BadParameter for a port outside 1024–65535 or one already in use, with the fix."""
     if port is None:
@@ -186,7 +179,7 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S,
     :func:`htpasswd_entry`) it answers only requests with those credentials."""
     validate_port(port)
     program = require_program(PROGRAM)
-    chosen = port if port is not None else free_port()
+    chosen = port if port is not None else ports.free_port()
     storage = Path(tempfile.mkdtemp(prefix="labkit-registry-"))
     process: shell.Process[str] | None = None
     config, log_path = storage / "config.yml", storage / "registry.log"

@@ -23,10 +23,9 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError
-from labkit.instruments import compose
+from labkit.instruments import compose, ports
 from labkit.instruments.containers import host_pid
 from labkit.instruments.engine import Scope
-from labkit.instruments.ports import port_free
 from labkit.labs.compose_and_the_single_box_path import service_images
 from labkit.labs.compose_and_the_single_box_path.declaration import (
     PROBE_TIMEOUT_S,
@@ -44,12 +43,7 @@ POLL_S = 0.1  # how often a wait looks again at the engine or the app
 
 def check_port(port: object, *, live: bool = True) -> int:
     """`port` when it is an unprivileged TCP port and (when `live`) free on 127.0.0.1; else BadParameter."""
-    if not isinstance(port, int) or isinstance(port, bool) or not 1024 <= port <= 65535:
-        raise BadParameter(f"port={port!r}: need a whole number from 1024 to 65535.", "E.g. port=18120.")
-    if live and not port_free(port):
-        raise BadParameter(f"port={port}: something on this host already listens on 127.0.0.1:{port}.",
-                           "Choose another port, e.g. port=18121 (`ss -ltn` lists the ones in use).")
-    return port
+    return ports.check_port(port, "port=", 18120, live=live)
 
 
 def check_count(name: str, value: object, low: int = 1, high: int = 10_000) -> int:
