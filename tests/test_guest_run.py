@@ -19,7 +19,7 @@ from labkit import paths
 from labkit.app import guest_run
 from labkit.core import session
 from labkit.errors import BadParameter, NotPrepared
-from labkit.instruments import cgroups, slices
+from labkit.instruments import cgroups, shell, slices
 from labkit.instruments.limits import MIB, Limits
 from labkit.instruments.vm import guest
 
@@ -50,6 +50,28 @@ def test_bad_input_is_refused_before_anything_boots(nothing_starts: None, select
     with pytest.raises(BadParameter, match=message) as refused:
         guest_run.run(selection, quick=True, timeout_s=timeout_s)
     assert refused.value.hint
+
+
+def test_no_qemu_is_refused_before_anything_boots_with_the_package_to_install(
+        nothing_starts: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shell.shutil, "which", lambda name: None)
+    with pytest.raises(shell.MissingProgram, match="qemu-system-x86_64: not found") as refused:
+        guest_run.run(["01"], quick=True)
+    assert "apt-get install qemu-system-x86" in refused.value.hint
+
+
+@pytest.mark.parametrize("short", ["memory", "disk"])
+def test_too_little_memory_or_disk_for_the_guest_is_refused_before_anything_boots(
+        nothing_starts: None, monkeypatch: pytest.MonkeyPatch, short: str) -> None:
+    monkeypatch.setattr(guest, "is_made", lambda: True)
+    monkeypatch.setattr(guest, "ensure_guest", lambda: _image(f"{sys.version_info.major}.{sys.version_info.minor}.2"))
+    monkeypatch.setattr(guest_run, "interpreter_share", lambda made: None)
+    if short == "memory":
+        monkeypatch.setattr(guest_run, "MEMORY_MIB", 1 << 30)  # a TiB of guest memory: more than any host here
+    else:
+        monkeypatch.setattr(guest, "BOOT_MIB", 1 << 40)
+    with pytest.raises(BadParameter, match="the lab machine's memory" if short == "memory" else "one boot's snapshot"):
+        guest_run.run(["01"], quick=True)
 
 
 def test_a_guest_not_yet_made_is_refused_with_the_command_that_makes_it(

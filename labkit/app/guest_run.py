@@ -24,8 +24,9 @@ from labkit import paths
 from labkit.app import catalog, runner
 from labkit.core import session
 from labkit.errors import BadParameter, NotPrepared
-from labkit.instruments import engine, images, space
+from labkit.instruments import engine, images, shell, space
 from labkit.instruments.vm import accelerator, guest
+from labkit.instruments.vm.kvm import QEMU
 
 MEMORY_MIB = 3072
 """The guest's memory (MiB) for a notebook run: systemd, dockerd, Jupyter's kernel and the notebook's containers."""
@@ -131,6 +132,7 @@ def prepare(selection: list[str], timeout_s: float, *, record: bool = False) -> 
     notebooks' bases for one boot; refuses before anything starts."""
     notebooks = runner.discover(selection)
     check(notebooks, timeout_s)
+    shell.require_program(QEMU)  # the KVM probe asks for it only where /dev/kvm exists
     if record:
         session.require_committed()
     if not guest.is_made():
