@@ -35,7 +35,7 @@ def test_cold_phases_use_a_fresh_engine_and_cache_and_leave_the_readers_alone(
     bench.cold_phases(measured, ("busybox",), lab_machine=False)
     rows = measured.frame().set_index(["group", "item", "condition"])["value"]
     assert rows[("make lab", "engine", "cold")] > 0
-    assert 0 < rows[("cold bases", "busybox", "cold")] == rows[("make lab", "bases", "cold")]
+    assert 0 < rows[("cold bases", "busybox", "cold")] <= rows[("make lab", "bases", "cold")]  # the base, then all
     assert {name: os.environ.get(name) for name in environment} == environment
     assert sorted(paths.cache_dir().iterdir()) == cache_entries  # nothing made in the reader's cache
     assert images.require_base(docker_client, "busybox").image_id == before  # the reader's engine untouched

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -60,18 +61,18 @@ def _make_bases_and_assets(client: docker.DockerClient | None, labs: list[Lab]) 
     from labkit.instruments import images
 
     for lab in labs:
-        print(f"{lab.stem}:")
-        for name in lab.bases:
-            if client is None:
-                raise LabkitError(f"{lab.stem} uses base {name!r} but declares no engine requirement.",
-                                  "Add labkit.core.lab.ENGINE to its LAB.requirements.")
-            if images.find(client, name) is None:  # making one takes minutes: say so before it starts
-                print(f"  base {name}: making it — {images.recipe(name).description} …", flush=True)
-            base = images.ensure_base(client, name)
-            how = f"made in {base.made_s:.1f} s" if base.made_s else "reused"
-            print(f"  base {name}: {base.tag} ({base.size_bytes / 1e6:.1f} MB, {how})")
-        for line in lab.prepare(client):
-            print(f"  {line}")
+        if lab.bases and client is None:
+            raise LabkitError(f"{lab.stem} uses bases {list(lab.bases)} but declares no engine requirement.",
+                              "Add labkit.core.lab.ENGINE to its LAB.requirements.")
+    bases = tuple(dict.fromkeys(name for lab in labs for name in lab.bases))
+    if client is not None and bases:
+        started = time.perf_counter()
+        images.make_bases(client, bases, lambda line: print(f"  {line}", flush=True))
+        print(f"bases: {len(bases)} ready in {time.perf_counter() - started:.1f} s")
+    for lab in labs:
+        lines = lab.prepare(client)
+        if lines:
+            print(f"{lab.stem}:\n" + "".join(f"  {line}\n" for line in lines), end="")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ rootfs tarball under the cache folder is never made twice.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -14,9 +15,11 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -338,12 +341,29 @@ def _find(client: docker.DockerClient, wanted: Recipe) -> BaseImage | None:
     return BaseImage(wanted.name, wanted.tag, image.id, wanted.digest, int(image.attrs.get("Size", 0)), 0.0)
 
 
+@contextmanager
+def _made_alone(kind: str, name: str) -> Iterator[None]:
+    """Held while this thread makes the `kind` ("image", "rootfs", "tarball") of base `name`: another worker of
+    :func:`make_bases`, or another `labkit setup`, waits here and then finds it made. Locks are taken in the order
+    a base depends on another (image, then tarball, then rootfs), never twice for one name and kind."""
+    folder = paths.cache_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{kind}-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def ensure_base(client: docker.DockerClient, name: str) -> BaseImage:
     """Return base `name`, making it offline if the engine does not hold one from the same recipe."""
     wanted = recipe(name)  # validates the name before anything happens
     existing = _find(client, wanted)
     if existing is not None:
         return existing
+    with _made_alone("image", name):
+        return _find(client, wanted) or _make_base(client, name, wanted)
+
+
+def _make_base(client: docker.DockerClient, name: str, wanted: Recipe) -> BaseImage:
     started = time.perf_counter_ns()
     if name == "busybox":
         _build_busybox(wanted)
@@ -366,6 +386,108 @@ def ensure_base(client: docker.DockerClient, name: str) -> BaseImage:
         raise RuntimeError(f"made {wanted.tag} but the engine does not list it with label {wanted.digest}")
     log.info("made base %s in %.1f s", wanted.tag, made_s)
     return replace(made, made_s=made_s)
+
+
+def _made_from(name: str) -> tuple[str, ...]:
+    """The bases whose rootfs (a distroless base's source) or image (a static base's builder) `name` is made from."""
+    if name in DISTROLESS_BASES:
+        return (DISTROLESS_BASES[name].source,)
+    if name in STATIC_BASES:
+        return (STATIC_BASES[name].builder,)
+    return ()
+
+
+def debootstraps_needed(client: docker.DockerClient, names: Sequence[str]) -> list[str]:
+    """The Debian bases that making `names` will debootstrap: those missing from the engine, and the sources and
+    builders they are made from, whose rootfs is not cached yet. In the order first needed."""
+    needed: list[str] = []
+
+    def visit(name: str, rootfs_wanted: bool) -> None:
+        if not rootfs_wanted and find(client, name) is not None:
+            return
+        if name in DEBIAN_BASES and not (_rootfs_target(name) / ".labkit-complete").exists() and name not in needed:
+            needed.append(name)
+        for source in _made_from(name):
+            visit(source, rootfs_wanted=name in DISTROLESS_BASES)
+
+    for name in names:
+        visit(name, rootfs_wanted=False)
+    return needed
+
+
+def fetch_packages(name: str) -> float:
+    """Download every package Debian base `name` needs into the shared .deb cache (``debootstrap
+    --download-only``), so that bases made side by side never download one file at once; seconds it took."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="labkit-fetch-") as target:
+        run(_debootstrap_argv(DEBIAN_BASES[name], Path(target), download_only=True), 1800, hint=MIRROR_HINT)
+    return time.perf_counter() - started
+
+
+BASE_WORKERS = 2  # bases made side by side: dpkg and the engine's import each keep about one core busy
+
+
+@dataclass(frozen=True)
+class BasesMade:
+    """What :func:`make_bases` did: each base by name (its `made_s` 0.0 when it was reused), and the seconds each
+    debootstrap's packages took to download, by base name (`fetched_s`)."""
+
+    bases: dict[str, BaseImage]
+    fetched_s: dict[str, float]
+
+
+def make_bases(client: docker.DockerClient, names: Sequence[str], report: Callable[[str], None],
+               workers: int = BASE_WORKERS) -> BasesMade:
+    """Every base in `names`, made where the engine lacks it: first each debootstrap's packages downloaded, one
+    base after another, then the bases made `workers` at a time (a base made from another waits for it). `report`
+    gets a line as each starts and ends. The first failure stops new work and is raised once the running ones
+    end; an interrupt is raised at once (each worker's programs die with this process)."""
+    for name in names:
+        validate_base(name)
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with lock:  # one line at a time, whichever worker says it
+            report(line)
+
+    fetched_s = {}
+    for name in debootstraps_needed(client, names):
+        say(f"base {name}: downloading its packages …")
+        fetched_s[name] = fetch_packages(name)
+        say(f"base {name}: packages in the cache ({fetched_s[name]:.1f} s)")
+    waiting = list(dict.fromkeys(names))
+    made: dict[str, BaseImage] = {}
+    failures: list[Exception] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not waiting or failures:
+                    return
+                name = waiting.pop(0)
+            try:
+                if find(client, name) is None:  # making one takes minutes: say so before it starts
+                    say(f"base {name}: making it — {recipe(name).description} …")
+                base = ensure_base(client, name)
+            except Exception as exc:  # handed to the caller's thread below
+                with lock:
+                    failures.append(exc)
+                return
+            how = f"made in {base.made_s:.1f} s" if base.made_s else "reused"
+            say(f"base {name}: {base.tag} ({base.size_bytes / 1e6:.1f} MB, {how})")
+            with lock:
+                made[name] = base
+
+    # Daemon threads: an interrupt ends this process without waiting for them, and their programs die with it.
+    threads = [threading.Thread(target=worker, name=f"labkit-base-{i}", daemon=True) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)  # short waits: the main thread stays ready for Ctrl-C
+    if failures:
+        raise failures[0]
+    return BasesMade({name: made[name] for name in dict.fromkeys(names)}, fetched_s)
 
 
 def require_base(client: docker.DockerClient, name: str) -> BaseImage:
@@ -430,10 +552,20 @@ def rootfs_dir(name: str = "debian-minbase") -> Path:
 
     `busybox`: the same static binary as the image, with its applet links; the others: debootstrap.
     """
-    wanted = recipe(name)
-    target = paths.cache_dir() / "rootfs" / f"{name}-{wanted.digest}"
+    target = _rootfs_target(name)
     if (target / ".labkit-complete").exists():
         return target
+    with _made_alone("rootfs", name):
+        if not (target / ".labkit-complete").exists():
+            _make_rootfs(name, target)
+    return target
+
+
+def _rootfs_target(name: str) -> Path:
+    return paths.cache_dir() / "rootfs" / f"{name}-{recipe(name).digest}"
+
+
+def _make_rootfs(name: str, target: Path) -> None:
     staging = target.with_name(target.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
@@ -450,11 +582,10 @@ def rootfs_dir(name: str = "debian-minbase") -> Path:
         raise BadParameter(f"base {name!r} is built into an image directly: it has no root filesystem tree.",
                            "Ask for one of "
                            f"{sorted(['busybox', *DEBIAN_BASES, *DEBIAN_PACKAGE_BASES, *UNPACKED_PACKAGE_BASES])}.")
-    (staging / ".labkit-complete").write_text(wanted.digest + "\n")
+    (staging / ".labkit-complete").write_text(recipe(name).digest + "\n")
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    return target
 
 
 BUSYBOX_APPLETS = ("sh", "true", "false", "sleep", "cat", "hostname", "uname", "mount", "umount", "ls", "ps", "head")
@@ -485,13 +616,18 @@ def deb_cache(debian_arch: str) -> Path:
     return folder
 
 
-def _debootstrap(staging: Path, base: DebianBase) -> None:
+def _debootstrap_argv(base: DebianBase, target: Path, *, download_only: bool = False) -> list[str]:
     include = [f"--include={','.join(base.packages)}"] if base.packages else []
+    variant = [] if base.variant == "default" else [f"--variant={base.variant}"]
+    stage = ["--download-only"] if download_only else ["--foreign"] if _foreign(base.arch) else []
+    return ["debootstrap", *variant, f"--arch={base.arch}", *stage, *include,
+            f"--cache-dir={deb_cache(base.arch)}", DEBIAN_SUITE, str(target), mirror()]
+
+
+def _debootstrap(staging: Path, base: DebianBase) -> None:
     debian_arch = base.arch
     foreign = _foreign(debian_arch)
-    variant = [] if base.variant == "default" else [f"--variant={base.variant}"]
-    run(["debootstrap", *variant, f"--arch={debian_arch}", *(["--foreign"] if foreign else []), *include,
-         f"--cache-dir={deb_cache(debian_arch)}", DEBIAN_SUITE, str(staging), mirror()], 1800, hint=MIRROR_HINT)
+    run(_debootstrap_argv(base, staging), 1800, hint=MIRROR_HINT)
     if foreign:
         # The second stage runs the target's own dpkg and maintainer scripts: under qemu, through binfmt_misc.
         arch.enable_emulation(_platform_of_debian_arch(debian_arch))
@@ -664,16 +800,18 @@ def _unpack_debian_package(staging: Path, base: DebianPackageBase | UnpackedPack
 
 def rootfs_tarball(name: str = "debian-minbase") -> Path:
     """A tar of :func:`rootfs_dir` (numeric owners kept), cached beside it."""
-    folder = rootfs_dir(name)
-    tarball = folder.with_suffix(".tar")
+    tarball = _rootfs_target(name).with_suffix(".tar")
     if tarball.exists():
         return tarball
-    partial = tarball.with_suffix(".tar.partial")
-    with tarfile.open(partial, "w") as archive:
-        for entry in sorted(folder.iterdir()):
-            if entry.name != ".labkit-complete":
-                archive.add(entry, arcname=entry.name)
-    partial.rename(tarball)
+    with _made_alone("tarball", name):
+        folder = rootfs_dir(name)
+        if not tarball.exists():
+            partial = tarball.with_suffix(".tar.partial")
+            with tarfile.open(partial, "w") as archive:
+                for entry in sorted(folder.iterdir()):
+                    if entry.name != ".labkit-complete":
+                        archive.add(entry, arcname=entry.name)
+            partial.rename(tarball)
     return tarball
 
 

@@ -1,0 +1,174 @@
+"""How `labkit setup` makes many bases (images.make_bases), engine-free: which bases need a debootstrap, packages
+fetched before any base is made, bases made side by side, a base made once however many ask, the first failure
+raised, and an interrupt raised at once while workers are busy."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit.instruments import images
+
+WAIT_S = 10.0  # the longest any test waits for another thread; every wait here ends well before
+
+
+def _base(name: str) -> images.BaseImage:
+    return images.BaseImage(name, f"labkit/{name}:x", "sha256:x", "x", 1_000_000, 1.5)
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def _engine_holds(monkeypatch: pytest.MonkeyPatch, held: set[str]) -> None:
+    monkeypatch.setattr(images, "find", lambda client, name: _base(name) if name in held else None)
+
+
+def _rootfs_made(name: str) -> None:
+    target = images._rootfs_target(name)
+    target.mkdir(parents=True)
+    (target / ".labkit-complete").write_text(images.recipe(name).digest + "\n")
+
+
+@pytest.mark.parametrize(("held", "cached", "asked", "needed"), [
+    (set(), set(), ["busybox", "python-runtime"], ["python-runtime"]),  # busybox is no debootstrap
+    ({"python-runtime"}, set(), ["python-runtime"], []),  # in the engine: nothing to make
+    (set(), {"python-runtime"}, ["python-runtime"], []),  # its rootfs cached: imported, not debootstrapped
+    # A distroless base needs its source's rootfs even when the source's image is in the engine.
+    ({"python-slim"}, set(), ["python-distroless"], ["python-slim"]),
+    ({"python-slim"}, {"python-slim"}, ["python-distroless"], []),
+    # A static base needs its builder's image; a builder in the engine needs nothing.
+    (set(), set(), ["scratch-static"], ["go-builder"]),
+    ({"go-builder"}, set(), ["scratch-static"], []),
+    (set(), set(), ["node-distroless", "node-slim"], ["node-slim"]),  # asked twice, fetched once
+])
+def test_the_debootstraps_a_setup_needs(cache: Path, monkeypatch: pytest.MonkeyPatch, held: set[str],
+                                        cached: set[str], asked: list[str], needed: list[str]) -> None:
+    _engine_holds(monkeypatch, held)
+    for name in cached:
+        _rootfs_made(name)
+    assert images.debootstraps_needed(None, asked) == needed
+
+
+def test_fetching_downloads_only_and_never_starts_a_foreign_second_stage(cache: Path) -> None:
+    argv = images._debootstrap_argv(images.DEBIAN_BASES["c-builder-arm64"], cache / "t", download_only=True)
+    assert "--download-only" in argv and "--foreign" not in argv
+    assert f"--cache-dir={images.deb_cache('arm64')}" in argv
+    assert "--foreign" in images._debootstrap_argv(images.DEBIAN_BASES["c-builder-arm64"], cache / "t")
+
+
+def test_packages_are_fetched_one_base_after_another_before_any_base_is_made(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _engine_holds(monkeypatch, set())
+    events: list[str] = []
+
+    def fetch(name: str) -> float:
+        events.append(f"fetch {name}")
+        return 2.0
+
+    def make(client: object, name: str) -> images.BaseImage:
+        events.append(f"make {name}")
+        return _base(name)
+
+    monkeypatch.setattr(images, "fetch_packages", fetch)
+    monkeypatch.setattr(images, "ensure_base", make)
+    made = images.make_bases(None, ["python-runtime", "c-builder", "busybox"], lambda line: None)
+    assert events[:2] == ["fetch python-runtime", "fetch c-builder"]
+    assert sorted(events[2:]) == ["make busybox", "make c-builder", "make python-runtime"]
+    assert list(made.bases) == ["python-runtime", "c-builder", "busybox"]  # in the order asked
+    assert made.fetched_s == {"python-runtime": 2.0, "c-builder": 2.0}
+
+
+def test_two_bases_are_made_at_the_same_time(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _engine_holds(monkeypatch, set())
+    monkeypatch.setattr(images, "fetch_packages", lambda name: 0.0)
+    both_started = threading.Barrier(2, timeout=WAIT_S)  # broken (an error) unless two makers wait here at once
+
+    def make(client: object, name: str) -> images.BaseImage:
+        both_started.wait()
+        return _base(name)
+
+    monkeypatch.setattr(images, "ensure_base", make)
+    lines: list[str] = []
+    images.make_bases(None, ["busybox", "busybox-amd64"], lines.append, workers=2)
+    assert any(line.startswith("base busybox: making it") for line in lines)
+    assert "base busybox-amd64: labkit/busybox-amd64:x (1.0 MB, made in 1.5 s)" in lines
+
+
+def test_a_base_asked_for_by_two_workers_is_made_once(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    together = threading.Barrier(2, timeout=WAIT_S)
+
+    def make(name: str, target: Path) -> None:
+        calls.append(name)
+        time.sleep(0.2)  # a slow maker: the second worker must find the lock held, then the rootfs made
+        target.mkdir(parents=True)
+        (target / ".labkit-complete").write_text("x\n")
+
+    monkeypatch.setattr(images, "_make_rootfs", make)
+    found: list[Path] = []
+
+    def ask() -> None:
+        together.wait()
+        found.append(images.rootfs_dir("debian-minbase"))
+
+    workers = [threading.Thread(target=ask) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(WAIT_S)
+    assert calls == ["debian-minbase"] and len(found) == 2 and found[0] == found[1]
+
+
+def test_the_first_failure_stops_new_work_and_is_raised(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _engine_holds(monkeypatch, set())
+    monkeypatch.setattr(images, "fetch_packages", lambda name: 0.0)
+    started: list[str] = []
+
+    def make(client: object, name: str) -> images.BaseImage:
+        started.append(name)
+        raise RuntimeError(f"debootstrap of {name} failed")
+
+    monkeypatch.setattr(images, "ensure_base", make)
+    with pytest.raises(RuntimeError, match="debootstrap of busybox failed"):
+        images.make_bases(None, ["busybox", "busybox-amd64", "busybox-arm64"], lambda line: None,
+                          workers=1)
+    assert started == ["busybox"]
+
+
+def test_an_unknown_base_is_refused_before_anything_is_fetched(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "fetch_packages", lambda name: pytest.fail("fetched"))
+    with pytest.raises(ValueError, match="alpine"):
+        images.make_bases(None, ["busybox", "alpine"], lambda line: None)
+
+
+def test_an_interrupt_is_raised_at_once_while_the_workers_are_busy(cache: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _engine_holds(monkeypatch, set())
+    monkeypatch.setattr(images, "fetch_packages", lambda name: 0.0)
+    busy, release = threading.Event(), threading.Event()
+
+    def make(client: object, name: str) -> images.BaseImage:
+        busy.set()
+        release.wait(WAIT_S)
+        return _base(name)
+
+    monkeypatch.setattr(images, "ensure_base", make)
+    def interrupt_once_busy() -> None:
+        if busy.wait(WAIT_S):
+            _thread.interrupt_main()  # as Ctrl-C does: KeyboardInterrupt in the main thread
+
+    threading.Thread(target=interrupt_once_busy, daemon=True).start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            images.make_bases(None, ["busybox", "busybox-amd64"], lambda line: None)
+        assert time.perf_counter() - started < WAIT_S / 2  # not after the workers' release
+    finally:
+        release.set()
