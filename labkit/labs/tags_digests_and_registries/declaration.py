@@ -4,6 +4,9 @@ the sections share (a tag's digest in the registry, building, running and forget
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -11,7 +14,8 @@ import docker.errors
 
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
-from labkit.instruments import arch, builds, containers, hadolint, registry
+from labkit.core.session import LabSession
+from labkit.instruments import arch, builds, containers, hadolint, images, registry
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import run
@@ -63,6 +67,26 @@ LAB = Lab(
     },
     prepare=prepare,
 )
+
+
+@dataclass(frozen=True)
+class AppRegistry:
+    """Where an experiment pushes the app: the running registry `reg`, the experiment's `scope`, the tag of the
+    app's `base` and the scope's own `repository` in the registry (``labkit/<scope id>/app``)."""
+
+    reg: registry.Registry
+    scope: Scope
+    base: str
+    repository: str
+
+
+@contextmanager
+def app_registry(lab: LabSession, port: int | None, htpasswd: str = "") -> Iterator[AppRegistry]:
+    """A registry on `port` (a free one when None; answering only `htpasswd`'s user when given) and a scope, both
+    ended with the block, whatever ends it."""
+    base = images.require_base(lab.engine, BASE).tag
+    with registry.running(port, htpasswd=htpasswd) as reg, lab.scope() as scope:
+        yield AppRegistry(reg, scope, base, f"labkit/{scope.scope_id}/app")
 
 
 def digest_of(reg: registry.Registry, repository: str, tag: str) -> str:

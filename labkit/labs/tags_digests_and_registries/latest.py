@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import images, registry
+from labkit.instruments import registry
 from labkit.instruments.engine import docker_cli
 from labkit.instruments.shell import run
-from labkit.labs.tags_digests_and_registries.declaration import BASE, build_app, digest_of, forget
+from labkit.labs.tags_digests_and_registries.declaration import app_registry, build_app, digest_of, forget
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,9 @@ def run_latest(lab: LabSession, port: int | None = None) -> LatestResult:
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
-        base = images.require_base(client, BASE).tag
         rows: list[dict[str, str]] = []
-        with registry.running(port) as reg, lab.scope() as scope:
-            repository = f"labkit/{scope.scope_id}/app"
+        with app_registry(lab, port) as at:
+            reg, scope, base, repository = at.reg, at.scope, at.base, at.repository
             pushed: dict[str, str] = {}
             references: list[str] = []
             built = {version: build_app(scope, base, f"app {version}", f"{scope.name('app')}:{version[-1]}").image_id

@@ -13,14 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import images, registry
+from labkit.instruments import registry
 from labkit.instruments.engine import docker_cli
 from labkit.instruments.shell import Completed, run
-from labkit.labs.tags_digests_and_registries.declaration import (
-    BASE,
-    build_app,
-    forget,
-)
+from labkit.labs.tags_digests_and_registries.declaration import app_registry, build_app, forget
 
 USER = "ci"
 HTTP, EXIT, FILE = "HTTP status", "exit code", "1 = found"  # what a row's code is
@@ -103,7 +99,6 @@ def run_login(lab: LabSession, port: int | None = None) -> LoginResult:
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
-        base = images.require_base(client, BASE).tag
         password = secrets.token_urlsafe(18)
         entry = registry.htpasswd_entry(USER, password)
         rows: list[dict[str, object]] = []
@@ -112,10 +107,10 @@ def run_login(lab: LabSession, port: int | None = None) -> LoginResult:
             rows.append({"step": step, "kind": kind, "code": code, "detail": detail.replace(password, "<password>")})
 
         with (tempfile.TemporaryDirectory(prefix="labkit-docker-config-") as folder,
-              registry.running(port, htpasswd=entry) as reg, lab.scope() as scope):
+              app_registry(lab, port, htpasswd=entry) as at):
+            reg, scope, base, repository = at.reg, at.scope, at.base, at.repository
             config = Path(folder)
             env = {**os.environ, "DOCKER_CONFIG": str(config)}
-            repository = f"labkit/{scope.scope_id}/app"
             reference = reg.reference(repository, "1.0")
             try:
                 build_app(scope, base, "app 1.0", reference)

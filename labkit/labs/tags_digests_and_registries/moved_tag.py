@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import images, registry
+from labkit.instruments import registry
 from labkit.instruments.engine import docker_cli
 from labkit.instruments.shell import run
-from labkit.labs.tags_digests_and_registries.declaration import BASE, build_app, digest_of, forget, say
+from labkit.labs.tags_digests_and_registries.declaration import app_registry, build_app, digest_of, forget, say
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,9 @@ def run_moved_tag(lab: LabSession, port: int | None = None) -> MovedTagResult:
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
-        base = images.require_base(client, BASE).tag
         rows = []
-        with registry.running(port) as reg, lab.scope() as scope:
-            repository = f"labkit/{scope.scope_id}/app"
+        with app_registry(lab, port) as at:
+            reg, scope, base, repository = at.reg, at.scope, at.base, at.repository
             reference = reg.reference(repository, "1.0")
             try:
                 for step, message in (("push 1.0 (first build)", "app 1.0, first build"),

@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import containers, images, registry
+from labkit.instruments import containers, registry
 from labkit.instruments.engine import docker_cli
 from labkit.instruments.shell import run
 from labkit.labs.tags_digests_and_registries.declaration import (
-    BASE,
     LIMITS,
     REVISION_LABEL,
     SLEEP_ARGV,
+    app_registry,
     build_app,
     digest_of,
     forget,
@@ -86,12 +86,10 @@ def run_release(lab: LabSession, port: int | None = None) -> ReleaseResult:
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
-        base = images.require_base(client, BASE).tag
-        with (tempfile.TemporaryDirectory(prefix="labkit-release-") as folder, registry.running(port) as reg,
-              lab.scope() as scope):
+        with tempfile.TemporaryDirectory(prefix="labkit-release-") as folder, app_registry(lab, port) as at:
+            reg, scope, base, repository = at.reg, at.scope, at.base, at.repository
             source = Path(folder)
             _git(source, "init", "--quiet")
-            repository = f"labkit/{scope.scope_id}/app"
             references: list[str] = []
             try:
                 write_app(source, f"app {VERSION}")
@@ -201,10 +199,9 @@ def run_rollback(lab: LabSession, port: int | None = None) -> RollbackResult:
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
-        base = images.require_base(client, BASE).tag
         rows = []
-        with registry.running(port) as reg, lab.scope() as scope:
-            repository = f"labkit/{scope.scope_id}/app"
+        with app_registry(lab, port) as at:
+            reg, scope, base, repository = at.reg, at.scope, at.base, at.repository
             latest = reg.reference(repository, "latest")
             references = [latest]
             try:
