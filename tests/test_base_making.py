@@ -1,6 +1,6 @@
-"""How `labkit setup` makes many bases (images.make_bases), engine-free: which bases need a debootstrap, packages
-fetched before any base is made, bases made side by side, a base made once however many ask, the first failure
-raised, and an interrupt raised at once while workers are busy."""
+"""How `labkit setup` makes many bases (images.make_bases), engine-free: which bases need a debootstrap, their
+packages fetched before any base is made (once for each architecture and variant), bases made side by side, a base
+made once however many ask, the first failure raised, and an interrupt raised at once while workers are busy."""
 
 from __future__ import annotations
 
@@ -56,6 +56,16 @@ def test_the_debootstraps_a_setup_needs(cache: Path, monkeypatch: pytest.MonkeyP
     assert images.debootstraps_needed(None, asked) == needed
 
 
+def test_one_download_serves_every_base_of_an_architecture_and_variant() -> None:
+    sets = images.package_sets(["python-runtime", "c-builder", "node-full", "python-slim", "c-builder-arm64",
+                                "node-full-npm"])
+    assert {group: union.packages for group, union in sets.items()} == {
+        "amd64 minbase": ("python3", "python3-venv", "build-essential"),  # python-slim's python3 once
+        "amd64 default": ("nodejs",),  # node-full-npm's npm comes from apt in the finished root, not debootstrap
+        "arm64 minbase": ("build-essential",)}
+    assert sets["arm64 minbase"].arch == "arm64" and sets["amd64 default"].variant == "default"
+
+
 def test_fetching_downloads_only_and_never_starts_a_foreign_second_stage(cache: Path) -> None:
     argv = images._debootstrap_argv(images.DEBIAN_BASES["c-builder-arm64"], cache / "t", download_only=True)
     assert "--download-only" in argv and "--foreign" not in argv
@@ -68,8 +78,8 @@ def test_packages_are_fetched_one_base_after_another_before_any_base_is_made(
     _engine_holds(monkeypatch, set())
     events: list[str] = []
 
-    def fetch(name: str) -> float:
-        events.append(f"fetch {name}")
+    def fetch(union: images.DebianBase) -> float:
+        events.append(f"fetch {union.arch} {union.variant} {','.join(union.packages)}")
         return 2.0
 
     def make(client: object, name: str) -> images.BaseImage:
@@ -79,15 +89,15 @@ def test_packages_are_fetched_one_base_after_another_before_any_base_is_made(
     monkeypatch.setattr(images, "fetch_packages", fetch)
     monkeypatch.setattr(images, "ensure_base", make)
     made = images.make_bases(None, ["python-runtime", "c-builder", "busybox"], lambda line: None)
-    assert events[:2] == ["fetch python-runtime", "fetch c-builder"]
-    assert sorted(events[2:]) == ["make busybox", "make c-builder", "make python-runtime"]
+    assert events[0] == "fetch amd64 minbase python3,python3-venv,build-essential"  # one download for both
+    assert sorted(events[1:]) == ["make busybox", "make c-builder", "make python-runtime"]
     assert list(made.bases) == ["python-runtime", "c-builder", "busybox"]  # in the order asked
-    assert made.fetched_s == {"python-runtime": 2.0, "c-builder": 2.0}
+    assert made.fetched_s == {"amd64 minbase": 2.0}
 
 
 def test_two_bases_are_made_at_the_same_time(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _engine_holds(monkeypatch, set())
-    monkeypatch.setattr(images, "fetch_packages", lambda name: 0.0)
+    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
     both_started = threading.Barrier(2, timeout=WAIT_S)  # broken (an error) unless two makers wait here at once
 
     def make(client: object, name: str) -> images.BaseImage:
@@ -128,7 +138,7 @@ def test_a_base_asked_for_by_two_workers_is_made_once(cache: Path, monkeypatch: 
 
 def test_the_first_failure_stops_new_work_and_is_raised(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _engine_holds(monkeypatch, set())
-    monkeypatch.setattr(images, "fetch_packages", lambda name: 0.0)
+    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
     started: list[str] = []
 
     def make(client: object, name: str) -> images.BaseImage:
@@ -143,7 +153,7 @@ def test_the_first_failure_stops_new_work_and_is_raised(cache: Path, monkeypatch
 
 
 def test_an_unknown_base_is_refused_before_anything_is_fetched(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "fetch_packages", lambda name: pytest.fail("fetched"))
+    monkeypatch.setattr(images, "fetch_packages", lambda union: pytest.fail("fetched"))
     with pytest.raises(ValueError, match="alpine"):
         images.make_bases(None, ["busybox", "alpine"], lambda line: None)
 
@@ -151,7 +161,7 @@ def test_an_unknown_base_is_refused_before_anything_is_fetched(cache: Path, monk
 def test_an_interrupt_is_raised_at_once_while_the_workers_are_busy(cache: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     _engine_holds(monkeypatch, set())
-    monkeypatch.setattr(images, "fetch_packages", lambda name: 0.0)
+    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
     busy, release = threading.Event(), threading.Event()
 
     def make(client: object, name: str) -> images.BaseImage:

@@ -105,14 +105,14 @@ def cold_phases(bench: Bench, bases: Sequence[str], lab_machine: bool) -> None:
         made.enter_context(shell.environment(DOCKER_HOST=f"unix://{node.socket}", LABKIT_CACHE=cache))
         client = made.enter_context(closing(docker.DockerClient(base_url=f"unix://{node.socket}")))
         seconds, made = _timed(partial(images.make_bases, client, bases, lambda line: print(f"  {line}", flush=True)))
-        for name, fetched_s in made.fetched_s.items():
-            bench.add("cold bases", f"{name} packages", "cold", fetched_s,
-                      note="debootstrap --download-only into the empty cache, one base after another")
+        for group, fetched_s in made.fetched_s.items():
+            bench.add("cold bases", f"packages, {group}", "cold", fetched_s,
+                      note="one debootstrap --download-only of every base's packages into the empty cache")
         for name, base in made.bases.items():
             bench.add("cold bases", name, "cold", base.made_s,
                       note=f"made from the filled cache into a fresh engine, {images.BASE_WORKERS} bases at a time")
         bench.add("make lab", "bases", "cold", seconds,
-                  note=f"{len(bases)} bases as `labkit setup` makes them (packages first, then "
+                  note=f"{len(bases)} bases as `labkit setup` makes them (packages downloaded first, then "
                        f"{images.BASE_WORKERS} at a time), from an empty cache folder, into a fresh engine")
         if lab_machine:
             _lab_machine(bench)

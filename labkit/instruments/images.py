@@ -415,12 +415,29 @@ def debootstraps_needed(client: docker.DockerClient, names: Sequence[str]) -> li
     return needed
 
 
-def fetch_packages(name: str) -> float:
-    """Download every package Debian base `name` needs into the shared .deb cache (``debootstrap
-    --download-only``), so that bases made side by side never download one file at once; seconds it took."""
+def package_sets(names: Sequence[str]) -> dict[str, DebianBase]:
+    """For Debian bases `names`, one download for each architecture and debootstrap variant: a base holding the
+    union of their packages, keyed "<arch> <variant>" (e.g. "amd64 minbase"), in the order first needed."""
+    sets: dict[str, list[str]] = {}
+    for name in names:
+        packages = sets.setdefault(_package_set(name), [])
+        packages += [package for package in DEBIAN_BASES[name].packages if package not in packages]
+    return {group: DebianBase(tuple(packages), f"the packages of every {group} base", arch=group.split()[0],
+                              variant=group.split()[1])
+            for group, packages in sets.items()}
+
+
+def _package_set(name: str) -> str:
+    return f"{DEBIAN_BASES[name].arch} {DEBIAN_BASES[name].variant}"
+
+
+def fetch_packages(union: DebianBase) -> float:
+    """Download every package `union` (see :func:`package_sets`) needs into the shared .deb cache (``debootstrap
+    --download-only``: one resolution and one package index for many bases), so that bases made side by side never
+    download one file at once; seconds it took."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="labkit-fetch-") as target:
-        run(_debootstrap_argv(DEBIAN_BASES[name], Path(target), download_only=True), 1800, hint=MIRROR_HINT)
+        run(_debootstrap_argv(union, Path(target), download_only=True), 1800, hint=MIRROR_HINT)
     return time.perf_counter() - started
 
 
@@ -430,7 +447,7 @@ BASE_WORKERS = 2  # bases made side by side: dpkg and the engine's import each k
 @dataclass(frozen=True)
 class BasesMade:
     """What :func:`make_bases` did: each base by name (its `made_s` 0.0 when it was reused), and the seconds each
-    debootstrap's packages took to download, by base name (`fetched_s`)."""
+    download of packages took, by "<arch> <variant>" (`fetched_s`, see :func:`package_sets`)."""
 
     bases: dict[str, BaseImage]
     fetched_s: dict[str, float]
@@ -438,10 +455,11 @@ class BasesMade:
 
 def make_bases(client: docker.DockerClient, names: Sequence[str], report: Callable[[str], None],
                workers: int = BASE_WORKERS) -> BasesMade:
-    """Every base in `names`, made where the engine lacks it: first each debootstrap's packages downloaded, one
-    base after another, then the bases made `workers` at a time (a base made from another waits for it). `report`
-    gets a line as each starts and ends. The first failure stops new work and is raised once the running ones
-    end; an interrupt is raised at once (each worker's programs die with this process)."""
+    """Every base in `names`, made where the engine lacks it: first the packages of every debootstrap downloaded
+    (once for each architecture and variant), then the bases made `workers` at a time (a base made from another
+    waits for it). `report` gets a line as each step starts and ends. The first failure stops new work and is
+    raised once the running ones end; an interrupt is raised at once (each worker's programs die with this
+    process)."""
     for name in names:
         validate_base(name)
     lock = threading.Lock()
@@ -451,10 +469,11 @@ def make_bases(client: docker.DockerClient, names: Sequence[str], report: Callab
             report(line)
 
     fetched_s = {}
-    for name in debootstraps_needed(client, names):
-        say(f"base {name}: downloading its packages …")
-        fetched_s[name] = fetch_packages(name)
-        say(f"base {name}: packages in the cache ({fetched_s[name]:.1f} s)")
+    needed = debootstraps_needed(client, names)
+    for group, union in package_sets(needed).items():
+        say(f"packages for {group} ({', '.join(n for n in needed if _package_set(n) == group)}): downloading …")
+        fetched_s[group] = fetch_packages(union)
+        say(f"packages for {group}: in the cache ({fetched_s[group]:.1f} s)")
     waiting = list(dict.fromkeys(names))
     made: dict[str, BaseImage] = {}
     failures: list[Exception] = []
