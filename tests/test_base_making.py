@@ -136,6 +136,21 @@ def test_a_base_asked_for_by_two_workers_is_made_once(cache: Path, monkeypatch: 
     assert calls == ["debian-minbase"] and len(found) == 2 and found[0] == found[1]
 
 
+def test_the_slowest_bases_are_handed_out_first(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _engine_holds(monkeypatch, set())
+    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
+    order: list[str] = []
+
+    def make(client: object, name: str) -> images.BaseImage:
+        order.append(name)
+        return _base(name)
+
+    monkeypatch.setattr(images, "ensure_base", make)
+    images.make_bases(None, ["busybox", "node-slim-npm", "python-runtime", "c-builder-arm64"], lambda line: None,
+                      workers=1)
+    assert order == ["c-builder-arm64", "node-slim-npm", "busybox", "python-runtime"]
+
+
 def test_the_first_failure_stops_new_work_and_is_raised(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _engine_holds(monkeypatch, set())
     monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
