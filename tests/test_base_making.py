@@ -5,6 +5,7 @@ made once however many ask, the first failure raised, and an interrupt raised at
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from pathlib import Path
@@ -185,10 +186,14 @@ def test_an_interrupt_is_raised_at_once_while_the_workers_are_busy(cache: Path,
         return _base(name)
 
     monkeypatch.setattr(images, "ensure_base", make)
+
     def interrupt_once_busy() -> None:
         if busy.wait(WAIT_S):
             _thread.interrupt_main()  # as Ctrl-C does: KeyboardInterrupt in the main thread
 
+    # A background job (`nohup make test &`, a CI step) starts with SIGINT ignored, and interrupt_main() then does
+    # nothing: Python's own handler is put back for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_once_busy, daemon=True).start()
     started = time.perf_counter()
     try:
@@ -197,3 +202,4 @@ def test_an_interrupt_is_raised_at_once_while_the_workers_are_busy(cache: Path,
         assert time.perf_counter() - started < WAIT_S / 2  # not after the workers' release
     finally:
         release.set()
+        signal.signal(signal.SIGINT, previous)
