@@ -104,11 +104,11 @@ def cold_phases(bench: Bench, bases: Sequence[str], lab_machine: bool) -> None:
         cache = made.enter_context(tempfile.TemporaryDirectory(prefix="labkit-bench-cache-"))
         made.enter_context(shell.environment(DOCKER_HOST=f"unix://{node.socket}", LABKIT_CACHE=cache))
         client = made.enter_context(closing(docker.DockerClient(base_url=f"unix://{node.socket}")))
-        seconds, made = _timed(partial(images.make_bases, client, bases, lambda line: print(f"  {line}", flush=True)))
-        for group, fetched_s in made.fetched_s.items():
+        seconds, done = _timed(partial(images.make_bases, client, bases, lambda line: print(f"  {line}", flush=True)))
+        for group, fetched_s in done.fetched_s.items():
             bench.add("cold bases", f"packages, {group}", "cold", fetched_s,
                       note="one debootstrap --download-only of every base's packages into the empty cache")
-        for name, base in made.bases.items():
+        for name, base in done.bases.items():
             bench.add("cold bases", name, "cold", base.made_s,
                       note=f"made from the filled cache into a fresh engine, {images.BASE_WORKERS} bases at a time")
         bench.add("make lab", "bases", "cold", seconds,
