@@ -8,6 +8,7 @@ import _thread
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,23 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _engine_holds(monkeypatch: pytest.MonkeyPatch, held: set[str]) -> None:
     monkeypatch.setattr(images, "find", lambda client, name: _base(name) if name in held else None)
+
+
+@pytest.fixture()
+def making(cache: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[str], object]], None]:
+    """No base in the engine and packages fetched at once; the function returned sets what making a base does
+    (`act` gets its name, then the base is made)."""
+    _engine_holds(monkeypatch, set())
+    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
+
+    def install(act: Callable[[str], object]) -> None:
+        def make(client: object, name: str) -> images.BaseImage:
+            act(name)
+            return _base(name)
+
+        monkeypatch.setattr(images, "ensure_base", make)
+
+    return install
 
 
 def _rootfs_made(name: str) -> None:
@@ -74,21 +92,16 @@ def test_fetching_downloads_only_and_never_starts_a_foreign_second_stage(cache: 
     assert "--foreign" in images._debootstrap_argv(images.DEBIAN_BASES["c-builder-arm64"], cache / "t")
 
 
-def test_packages_are_fetched_one_base_after_another_before_any_base_is_made(
-        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _engine_holds(monkeypatch, set())
+def test_packages_are_fetched_once_before_any_base_is_made(making: Callable[[Callable[[str], object]], None],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
 
     def fetch(union: images.DebianBase) -> float:
         events.append(f"fetch {union.arch} {union.variant} {','.join(union.packages)}")
         return 2.0
 
-    def make(client: object, name: str) -> images.BaseImage:
-        events.append(f"make {name}")
-        return _base(name)
-
     monkeypatch.setattr(images, "fetch_packages", fetch)
-    monkeypatch.setattr(images, "ensure_base", make)
+    making(lambda name: events.append(f"make {name}"))
     made = images.make_bases(None, ["python-runtime", "c-builder", "busybox"], lambda line: None)
     assert events[0] == "fetch amd64 minbase python3,python3-venv,build-essential"  # one download for both
     assert sorted(events[1:]) == ["make busybox", "make c-builder", "make python-runtime"]
@@ -96,16 +109,9 @@ def test_packages_are_fetched_one_base_after_another_before_any_base_is_made(
     assert made.fetched_s == {"amd64 minbase": 2.0}
 
 
-def test_two_bases_are_made_at_the_same_time(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _engine_holds(monkeypatch, set())
-    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
+def test_two_bases_are_made_at_the_same_time(making: Callable[[Callable[[str], object]], None]) -> None:
     both_started = threading.Barrier(2, timeout=WAIT_S)  # broken (an error) unless two makers wait here at once
-
-    def make(client: object, name: str) -> images.BaseImage:
-        both_started.wait()
-        return _base(name)
-
-    monkeypatch.setattr(images, "ensure_base", make)
+    making(lambda name: both_started.wait())
     lines: list[str] = []
     images.make_bases(None, ["busybox", "busybox-amd64"], lines.append, workers=2)
     assert any(line.startswith("base busybox: making it") for line in lines)
@@ -137,31 +143,22 @@ def test_a_base_asked_for_by_two_workers_is_made_once(cache: Path, monkeypatch: 
     assert calls == ["debian-minbase"] and len(found) == 2 and found[0] == found[1]
 
 
-def test_the_slowest_bases_are_handed_out_first(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _engine_holds(monkeypatch, set())
-    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
+def test_the_slowest_bases_are_handed_out_first(making: Callable[[Callable[[str], object]], None]) -> None:
     order: list[str] = []
-
-    def make(client: object, name: str) -> images.BaseImage:
-        order.append(name)
-        return _base(name)
-
-    monkeypatch.setattr(images, "ensure_base", make)
+    making(order.append)
     images.make_bases(None, ["busybox", "node-slim-npm", "python-runtime", "c-builder-arm64"], lambda line: None,
                       workers=1)
     assert order == ["c-builder-arm64", "node-slim-npm", "busybox", "python-runtime"]
 
 
-def test_the_first_failure_stops_new_work_and_is_raised(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _engine_holds(monkeypatch, set())
-    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
+def test_the_first_failure_stops_new_work_and_is_raised(making: Callable[[Callable[[str], object]], None]) -> None:
     started: list[str] = []
 
-    def make(client: object, name: str) -> images.BaseImage:
+    def fail(name: str) -> None:
         started.append(name)
         raise RuntimeError(f"debootstrap of {name} failed")
 
-    monkeypatch.setattr(images, "ensure_base", make)
+    making(fail)
     with pytest.raises(RuntimeError, match="debootstrap of busybox failed"):
         images.make_bases(None, ["busybox", "busybox-amd64", "busybox-arm64"], lambda line: None,
                           workers=1)
@@ -174,21 +171,21 @@ def test_an_unknown_base_is_refused_before_anything_is_fetched(cache: Path, monk
         images.make_bases(None, ["busybox", "alpine"], lambda line: None)
 
 
-def test_an_interrupt_is_raised_at_once_while_the_workers_are_busy(cache: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    _engine_holds(monkeypatch, set())
-    monkeypatch.setattr(images, "fetch_packages", lambda union: 0.0)
+def test_an_interrupt_is_raised_at_once_while_the_workers_are_busy(
+        making: Callable[[Callable[[str], object]], None]) -> None:
     busy, release = threading.Event(), threading.Event()
 
-    def make(client: object, name: str) -> images.BaseImage:
+    def hold(name: str) -> None:
         busy.set()
         release.wait(WAIT_S)
-        return _base(name)
 
-    monkeypatch.setattr(images, "ensure_base", make)
+    making(hold)
 
     def interrupt_once_busy() -> None:
         if busy.wait(WAIT_S):
+            # By 1 s after a worker is busy the main thread waits for the workers: an interrupt raised before
+            # that would not show whether the wait itself can be interrupted.
+            time.sleep(1.0)
             _thread.interrupt_main()  # as Ctrl-C does: KeyboardInterrupt in the main thread
 
     # A background job (`nohup make test &`, a CI step) starts with SIGINT ignored, and interrupt_main() then does
