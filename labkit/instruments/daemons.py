@@ -10,7 +10,7 @@ them too). The daemons keep ``--iptables`` on: their rules are written in their 
 with them, so they never touch the host engine's rules. Notebook 09 moves a volume to one (another host);
 notebook 13 makes a swarm of several (:mod:`labkit.instruments.swarm`); the host's own engine joins nothing.
 
-Images reach the nodes by ``docker save`` on the host engine and ``docker load`` on each node (:func:`load_image`;
+Images reach the nodes by ``docker save`` on the host engine and ``docker load`` on each node (:func:`load_images`;
 no registry is reachable from a namespace without a host-wide port forward).
 
 Made and removed by :func:`engines`: the daemons stop (SIGTERM, then SIGKILL after a bound; found by the folders in
@@ -75,9 +75,14 @@ class Node:
     def pidfile(self) -> Path:
         return Path(self.runtime) / "dockerd.pid"
 
+    @property
+    def cli(self) -> list[str]:
+        """The docker CLI's command line up to its arguments, speaking to this node's daemon."""
+        return [docker_cli(), "-H", f"unix://{self.socket}"]
+
     def docker(self, args: Sequence[str], timeout: float = CLI_TIMEOUT_S, *, check: bool = True) -> Completed:
         """Run the docker CLI against this node's daemon."""
-        return run([docker_cli(), "-H", f"unix://{self.socket}", *args], timeout, check=check)
+        return run([*self.cli, *args], timeout, check=check)
 
     def pid(self) -> int | None:
         """The node's dockerd pid while it runs, else None."""
@@ -125,14 +130,25 @@ def _daemon_pid(runtime: str) -> int | None:
         return None
 
 
-def load_image(reference: str, nodes: Sequence[Node]) -> None:
-    """Copy an image of the host engine to `nodes`: ``docker save`` here, ``docker load`` there."""
-    tarball = Path(nodes[0].root).parent / f"image-{uuid.uuid4().hex[:8]}.tar"
+def load_images(references: Sequence[str], nodes: Sequence[Node]) -> None:
+    """Copy images of the host engine to `nodes`: one ``docker save`` here (a layer the images share is written
+    once), then ``docker load`` on every node at once."""
+    tarball = Path(nodes[0].root).parent / f"images-{uuid.uuid4().hex[:8]}.tar"
+    loads: list[tuple[list[str], shell.Process[str]]] = []
     try:
-        run([docker_cli(), "save", "-o", str(tarball), reference], 300)
+        run([docker_cli(), "save", "-o", str(tarball), *references], 300)
         for node in nodes:
-            node.docker(["load", "-i", str(tarball)], 300)
+            argv = [*node.cli, "load", "-q", "-i", str(tarball)]
+            loads.append((argv, shell.spawn(argv, stdout=shell.PIPE, stderr=shell.PIPE, stdin=shell.DEVNULL)))
+        for argv, process in loads:
+            out, err = process.communicate(timeout=300)
+            if process.returncode != 0:
+                raise CommandError(argv, process.returncode, out, err, hint="a node could not load the images")
     finally:
+        for _, process in loads:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         tarball.unlink(missing_ok=True)
 
 
@@ -233,7 +249,7 @@ def _wait_answers(node: Node, process: shell.Process[str], deadline: float) -> N
 
 
 # A swarm worker tries to pull a task's image before every start, even one it holds, and carries on when the pull
-# fails. The nodes hold their images (Cluster.load_image) and reach no registry: each try was a DNS query to the
+# fails. The nodes hold their images (Cluster.load_images) and reach no registry: each try was a DNS query to the
 # host's resolver, which a node cannot reach, and its timeout delayed each task's start by about 8 s.
 PREFER_OFFLINE_IMAGE = {"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
 

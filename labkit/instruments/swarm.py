@@ -2,7 +2,7 @@
 its own network namespace on one LAN, made into one swarm (the first node manages, the others work). The host's own
 engine never joins it.
 
-Images reach the nodes by ``docker save``/``docker load`` (:meth:`Cluster.load_image`), and the stack is deployed
+Images reach the nodes by ``docker save``/``docker load`` (:meth:`Cluster.load_images`), and the stack is deployed
 with ``docker stack deploy --resolve-image never``. Made and removed by :func:`cluster`: nodes leave the swarm, then
 the daemons go as :func:`labkit.instruments.daemons.engines` removes them — also on an error, Ctrl-C or SIGTERM,
 and after a SIGKILL by the next labkit command. Bad input is refused before anything starts.
@@ -22,8 +22,9 @@ from labkit.instruments.shell import Completed, run
 
 SWARM_PORT = 2377
 DEFAULT_HEARTBEAT_S = 5.0  # swarmkit's dispatcher heartbeat period
-# swarmkit's dispatcher (manager/dispatcher): each node's heartbeat period is the configured one plus up to
-# HEARTBEAT_EPSILON_S of jitter, and a node is marked down GRACE_PERIODS of its period after its last heartbeat.
+# swarmkit's dispatcher (manager/dispatcher): at each heartbeat it draws the node's next period within
+# HEARTBEAT_EPSILON_S either side of the configured one, and marks the node down GRACE_PERIODS of that period after
+# the heartbeat unless another one comes.
 HEARTBEAT_EPSILON_S = 0.5
 GRACE_PERIODS = 3
 HEARTBEAT_RPC_S = 0.5  # allowance for one heartbeat's round trip to the manager on this machine
@@ -114,9 +115,9 @@ class Cluster:
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
-    def load_image(self, reference: str, nodes: Sequence[Node] = ()) -> None:
-        """Copy an image of the host engine to `nodes` (every node when empty)."""
-        daemons.load_image(reference, nodes or self.nodes)
+    def load_images(self, references: Sequence[str], nodes: Sequence[Node] = ()) -> None:
+        """Copy images of the host engine to `nodes` (every node when empty)."""
+        daemons.load_images(references, nodes or self.nodes)
 
     def heartbeat_period_s(self) -> float:
         """The dispatcher heartbeat period the manager holds now, s."""
@@ -142,8 +143,9 @@ class Cluster:
 
 def down_window_s(heartbeat_s: float) -> tuple[float, float]:
     """When a node killed under `heartbeat_s` should be marked down, in s after the kill: its last heartbeat came
-    less than one period (plus jitter) before the kill, and the manager waits GRACE_PERIODS periods after it."""
-    return ((GRACE_PERIODS - 1) * heartbeat_s,
+    less than one period before the kill, and the manager waits GRACE_PERIODS of that period after it; the period
+    is within HEARTBEAT_EPSILON_S of `heartbeat_s` either way."""
+    return ((GRACE_PERIODS - 1) * (heartbeat_s - HEARTBEAT_EPSILON_S),
             GRACE_PERIODS * (heartbeat_s + HEARTBEAT_EPSILON_S) + HEARTBEAT_RPC_S)
 
 

@@ -127,7 +127,7 @@ def run_moved(lab: LabSession, size_mib: int = 16, bind_parent: str = "/tmp") ->
             with daemons.engines(lab.run_id, 1) as other:
                 node = other.nodes[0]
                 log.info("second engine %s answers", node.socket)
-                daemons.load_image(image, [node])
+                daemons.load_images([image], [node])
                 labels = [f"--label={key}={value}" for key, value in rig_.scope.labels.items()]
                 node.docker(["volume", "create", *labels, volume])
                 there_root = node.docker(["info", "--format", "{{.DockerRootDir}}"]).stdout.strip()

@@ -2,7 +2,8 @@
 
 The cluster is :mod:`labkit.instruments.swarm` (three extra daemons in network namespaces on one bridge); the load
 is :mod:`labkit.instruments.loadclient`. :mod:`.declaration` holds the tables and bounds, :mod:`.orchestrator` the
-swarm's live experiments, :mod:`.stateful` a replica's volume moved, :mod:`.portability` the image under other
+swarm's live experiments, :mod:`.single_box` the same app under Compose on one engine, :mod:`.under_load` the load
+client beside an update, :mod:`.stateful` a replica's volume moved, :mod:`.portability` the image under other
 runtimes, :mod:`.result` what they mean (computed from the tables) and :mod:`.claims` the ledger rows.
 """
 

@@ -1,14 +1,14 @@
 """Notebook 13's live experiments on a real three-node swarm (:mod:`labkit.instruments.swarm`): the stack
 deployed, a task killed, a task turned unhealthy, rolling updates under load, a broken release rolled back, and a
-node killed. One cluster serves every experiment (it takes seconds to make); each table is recorded by
-:func:`run_orchestrator` in one experiment."""
+node killed; beside them, the same app as a single box under Compose (:mod:`.single_box`), deployed with
+``compose up -d`` under the same load in each round and turned unhealthy. One cluster serves every experiment (it
+takes seconds to make); each table is recorded by :func:`run_orchestrator` in one experiment."""
 
 from __future__ import annotations
 
 import json
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,30 +20,22 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, containers, daemons, images, loadclient, shell, swarm
-from labkit.instruments.engine import Scope, docker_cli
+from labkit.instruments import builds, daemons, images, swarm
+from labkit.instruments.engine import Scope
 from labkit.labs.when_to_graduate.declaration import (
     APP_BASE,
     APP_LIMITS,
-    APP_PORT,
     CLIENT_BASE,
-    CLIENT_LIMITS,
     LAB,
-    LOAD_CONCURRENCY,
-    LOADCLIENT,
     MAX_REPLICAS,
-    MAX_REQUESTS_PER_LOAD,
     NETWORK,
     ORDERS,
-    REQUEST_TIMEOUT_S,
     SERVICE,
     STACK,
 )
-from labkit.labs.when_to_graduate.result import OrchestratorResult, gaps_and_failures
-
-POLL_S = 0.25  # between polls of the manager (each poll is two or three CLI calls)
-CONVERGE_TIMEOUT_S = 90.0
-UNHEALTHY_WATCH_S = 6.0  # how long the plain engine's unhealthy container is watched after it turned unhealthy
+from labkit.labs.when_to_graduate.result import OrchestratorResult
+from labkit.labs.when_to_graduate.single_box import compose_update, left_unhealthy, single_box, turn_unhealthy
+from labkit.labs.when_to_graduate.under_load import Update, rollout_rows, updated_under_load, wait_until
 
 
 @dataclass(frozen=True)
@@ -136,16 +128,6 @@ def _running(cluster: swarm.Cluster, replicas: int, unless: Callable[[dict[str, 
     return len(up) >= replicas and not any(unless(t) for t in up)
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = CONVERGE_TIMEOUT_S) -> float:
-    """Poll `condition` until it holds; return the seconds it took. TimeoutError naming `what` after `timeout_s`."""
-    started = time.perf_counter()
-    while not condition():
-        if time.perf_counter() - started > timeout_s:
-            raise TimeoutError(f"{what}: not reached within {timeout_s:.0f} s")
-        time.sleep(POLL_S)  # polling the manager, not standing in for work
-    return time.perf_counter() - started
-
-
 def _image_ids(cluster: swarm.Cluster, running: list[dict[str, Any]]) -> set[str]:
     """The image ids of the running tasks' containers, read on the node each runs on."""
     found = set()
@@ -199,28 +181,6 @@ def _task_unhealthy(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
             "detail": f"task {victim['task'][:12]} on {victim['node']}: its health check failed twice at 1 s"}
 
 
-def _unhealthy_on_plain_engine(lab: LabSession, image: str) -> dict[str, Any]:
-    """The same image and health check on the host's engine alone (what Compose runs on): the container turns
-    unhealthy and is left running."""
-    with lab.scope() as scope, containers.running(lab.engine, scope, image, [], stem="13-unhealthy",
-                                                  limits=APP_LIMITS, restart_policy={"Name": "unless-stopped"}) as c:
-        wait_until(lambda: _health(c) == "healthy", "the plain container healthy", 30)
-        c.exec_run(["touch", "/tmp/sick"])
-        turned = wait_until(lambda: _health(c) == "unhealthy", "the plain container unhealthy", 30)
-        time.sleep(UNHEALTHY_WATCH_S)  # watching for a replacement that never comes: the observation window
-        c.reload()
-        still = c.status == "running" and _health(c) == "unhealthy"
-        return {"event": "container unhealthy (one engine, as Compose)", "heartbeat_s": float("nan"),
-                "detected_s": turned, "replaced_s": float("nan"), "replaced": not still,
-                "detail": f"after {turned + UNHEALTHY_WATCH_S:.1f} s: status {c.status}, health {_health(c)}, "
-                          f"restarts {c.attrs['RestartCount']}"}
-
-
-def _health(container: Any) -> str:
-    container.reload()
-    return str(container.attrs["State"].get("Health", {}).get("Status", ""))
-
-
 def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> dict[str, Any]:
     """SIGKILL the live worker that runs the most tasks, with the dispatcher heartbeat set to `heartbeat_s` (and in
     force on every node); time until the manager marks it down and until its tasks run on the other nodes."""
@@ -242,15 +202,6 @@ def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> di
                 if adoption_s else "the heartbeat was already in force")}
 
 
-def _client_argv(cluster: swarm.Cluster, client_image: str, window_s: float, name: str) -> list[str]:
-    node = cluster.manager
-    return [docker_cli(), "-H", f"unix://{node.socket}", "run", "--rm", "--name", name, "--network", NETWORK,
-            *CLIENT_LIMITS.cli_args(), "-v", f"{LOADCLIENT}:/loadclient.py:ro", "--entrypoint", "python3",
-            client_image, "/loadclient.py", f"http://web:{APP_PORT}/", "--count", str(MAX_REQUESTS_PER_LOAD),
-            "--concurrency", str(LOAD_CONCURRENCY), "--time-limit", str(window_s),
-            "--request-timeout", str(REQUEST_TIMEOUT_S)]
-
-
 def _update_state(cluster: swarm.Cluster) -> str:
     state = cluster.docker(["service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
                             SERVICE]).stdout.strip()
@@ -259,18 +210,12 @@ def _update_state(cluster: swarm.Cluster) -> str:
 
 def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, round_index: int,
              image: str, knobs: Knobs) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Update the service to `image` with `order` while the load client runs; the update's duration is from its
-    start until the manager reports it completed (or rolled back). The load is ended (SIGTERM: the client stops
-    starting requests and prints what it did) once the service has converged; `load_covered` says whether it was
-    still running then (else its window, the cap, ended first)."""
+    """Update the service to `image` with `order` while the load client runs on the manager; the update's duration
+    is from its start until the manager reports it completed (or rolled back), and the load ends once the service
+    has converged."""
     before = tasks(cluster)[0]["image"]
-    name = f"labkit-13-load-{uuid.uuid4().hex[:8]}"
-    argv = _client_argv(cluster, client_image, knobs.load_window_s, name)
-    client = shell.spawn(argv, stdout=shell.PIPE,
-                         stderr=shell.PIPE, stdin=shell.DEVNULL)
-    try:
-        wait_until(lambda: bool(cluster.manager.docker(["ps", "-q", "--filter", f"name={name}"]).stdout.strip()),
-              "the load client running", 30)
+
+    def update() -> Update:
         started = time.perf_counter()
         # --no-resolve-image: the manager would ask a registry for the tag's digest first (20 s to a DNS timeout)
         cluster.docker(["service", "update", "--detach", "--no-resolve-image", "--image", image,
@@ -283,28 +228,14 @@ def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, r
         duration = time.perf_counter() - started
         state = _update_state(cluster)
         wait_until(lambda: _running(cluster, knobs.replicas, lambda t: False), "the service converged")
-        covered = client.poll() is None
-        cluster.manager.docker(["kill", "--signal", "TERM", name], check=False)
-        out, err = client.communicate(timeout=knobs.load_window_s + 60)
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-    if client.returncode != 0:
-        raise shell.CommandError(argv, client.returncode, out, err, hint="the load client failed")
-    load = loadclient.parse_output(out)
-    up = [t for t in tasks(cluster) if t["state"] == "running"]
-    final = up[0]["image"] if up else ""
-    expected = image if state == "completed" else before
-    ids = _image_ids(cluster, up)
-    wanted = set(_local_id(cluster, expected).split())
-    requests = [{"case": case, "round": round_index, "index": r.index, "started_s": r.started_s,
-                 "latency_s": r.latency_s, "status": r.status, "error": r.error} for r in load.requests]
-    failed, gap = gaps_and_failures(pd.DataFrame(requests))
-    return ({"case": case, "order": order, "round": round_index, "from_image": before, "to_image": image,
-             "final_image": final, "state": state, "duration_s": duration, "requests": len(requests),
-             "failed": failed, "longest_gap_s": gap, "images_match": ids == wanted and bool(ids),
-             "load_covered": covered}), requests
+        up = [t for t in tasks(cluster) if t["state"] == "running"]
+        ids = _image_ids(cluster, up)
+        wanted = set(_local_id(cluster, image if state == "completed" else before).split())
+        return Update(state, duration, up[0]["image"] if up else "", ids == wanted and bool(ids))
+
+    done, covered, load = updated_under_load(cluster.manager.cli, NETWORK, (), client_image, knobs.load_window_s,
+                                             update)
+    return rollout_rows(case, order, round_index, before, image, done, covered, load)
 
 
 def _local_id(cluster: swarm.Cluster, reference: str) -> str:
@@ -318,16 +249,19 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
         client_image = images.require_base(lab.engine, CLIENT_BASE).tag
         versions = [build_app(scope, base, f"v{i + 1}", healthy=True).tag for i in range(1 + 2 * knobs.rounds)]
         broken = build_app(scope, base, "broken", healthy=False).tag
-        healing = [_unhealthy_on_plain_engine(lab, versions[0])]
+        box = stack.enter_context(single_box(lab, scope, versions[0]))
         cluster = stack.enter_context(swarm.cluster(lab.run_id, knobs.nodes))
-        for image in (*versions, broken):
-            cluster.load_image(image)
-        cluster.load_image(client_image, (cluster.manager,))  # the load client runs on the manager only
+        cluster.load_images([*versions, broken])
+        cluster.load_images([client_image], (cluster.manager,))  # the load client runs on the manager only
         placement = _deploy(cluster, versions[0], knobs)
-        healing += [_task_killed(cluster, knobs), _task_unhealthy(cluster, knobs)]
+        healing = [_task_killed(cluster, knobs), _task_unhealthy(cluster, knobs)]
         rollout, requests = [], []
         upcoming = iter(versions[1:])
-        for round_index in range(knobs.rounds):
+        for round_index in range(knobs.rounds):  # each round: the single box's deploy, then the swarm's updates
+            row, rows = compose_update(lab, scope, box, client_image, round_index, versions[round_index],
+                                       versions[round_index + 1], knobs.load_window_s)
+            rollout.append(row)
+            requests += rows
             for order in ORDERS:
                 row, rows = _rollout(cluster, client_image, f"update, {order}", order, round_index,
                                      next(upcoming), knobs)
@@ -337,7 +271,9 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
                                  knobs.broken_order, round_index, broken, knobs)
             rollout.append(row)
             requests += rows
+        fault = turn_unhealthy(lab, box)  # watched while the nodes are killed: nothing should replace it
         healing += [_node_killed(cluster, heartbeat, knobs) for heartbeat in knobs.heartbeats_s]
+        healing.append(left_unhealthy(lab, box, fault))
         return {"placement": placement, "healing": pd.DataFrame(healing), "rollout": pd.DataFrame(rollout),
                 "requests": pd.DataFrame(requests, columns=list(LAB.tables["requests"]))}
 

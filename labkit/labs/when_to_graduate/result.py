@@ -99,7 +99,7 @@ class OrchestratorResult:
         for row in self.healing.itertuples():
             if row.event.startswith("container unhealthy"):
                 fate = "replaced" if row.replaced else "left running"
-                parts.append(f"on one engine, the unhealthy container was {fate} ({row.detail})")
+                parts.append(f"under Compose on one engine, the unhealthy container was {fate} ({row.detail})")
             elif row.event.startswith("node"):
                 parts.append(f"{row.event} with a {row.heartbeat_s:g} s heartbeat: seen down after "
                              f"{row.detected_s:.1f} s, its tasks running elsewhere after {row.replaced_s:.1f} s")

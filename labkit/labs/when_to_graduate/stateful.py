@@ -12,7 +12,8 @@ import pandas as pd
 from labkit.core.session import LabSession
 from labkit.instruments import images, swarm
 from labkit.labs.when_to_graduate.declaration import APP_BASE
-from labkit.labs.when_to_graduate.orchestrator import CONVERGE_TIMEOUT_S, build_app, wait_until
+from labkit.labs.when_to_graduate.orchestrator import build_app
+from labkit.labs.when_to_graduate.under_load import CONVERGE_TIMEOUT_S, wait_until
 
 TABLE = "stateful"
 SERVICE = "lk13state"
@@ -91,7 +92,7 @@ def run_stateful(lab: LabSession) -> StatefulResult:
         with lab.scope() as scope:
             image = build_app(scope, images.require_base(lab.engine, APP_BASE).tag, "state", healthy=True).tag
             with swarm.cluster(lab.run_id, NODES) as cluster:
-                cluster.load_image(image)
+                cluster.load_images([image])
                 first, second = cluster.nodes
                 cluster.docker(["service", "create", "--detach", "--no-resolve-image", "--name", SERVICE,
                                 "--replicas", "1", "--init",
