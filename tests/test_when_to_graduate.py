@@ -6,6 +6,7 @@ cgroup behind."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import shutil
@@ -22,7 +23,7 @@ from labkit.app import runner
 from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import cgroups, daemons, firewall, netns, procfs, runtimes, shell, swarm, undo
+from labkit.instruments import cgroups, daemons, firewall, images, netns, procfs, registry, runtimes, shell, swarm, undo
 from labkit.labs import when_to_graduate as graduate
 from labkit.labs.when_to_graduate import orchestrator, single_box, stateful
 from tests.conftest import default_sigint, interrupted_run, killed_if_running, lab_objects, missing
@@ -260,19 +261,26 @@ def _no_trace(run_id: str) -> None:
     assert not [h for h in layout.hierarchies() if (h.path / "labkit" / run_id).exists()]
 
 
+@pytest.mark.docker
 @pytest.mark.root
-def test_live_cluster_forms_and_leaves_nothing_behind() -> None:
+def test_live_cluster_forms_and_leaves_nothing_behind(docker_client: docker.DockerClient) -> None:
     run_id = f"t13-{os.getpid()}"
     with swarm.cluster(run_id, 2, heartbeat_s=1.0) as cluster:
         listed = cluster.docker(["node", "ls", "--format", "{{.ID}} {{.Status}}"]).stdout.split("\n")
         assert sorted(line.split()[0] for line in listed if line) == sorted(n.node_id for n in cluster.nodes)
         assert all(line.endswith("Ready") for line in listed if line)
         assert cluster.nodes[1].docker(["info", "--format", "{{.Swarm.ControlAvailable}}"]).stdout.strip() == "false"
-        for node in cluster.nodes:  # no pull before each task start: its DNS query would wait for a timeout
-            pid = node.pid()
-            assert pid is not None
-            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            assert b"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1" in environment
+        for node in cluster.nodes:  # plain HTTP to a registry on the nodes' own LAN, as to 127.0.0.1, and no other
+            trusted = node.docker(["info", "--format", "{{json .RegistryConfig.InsecureRegistryCIDRs}}"]).stdout
+            assert sorted(json.loads(trusted)) == sorted([cluster.lan.subnet, "127.0.0.0/8"])
+        # A registry in the manager's namespace, on the LAN: the manager pushes, a worker pulls the same image.
+        base = images.require_base(docker_client, "busybox").tag
+        with registry.running(inside=cluster.manager_namespace) as lan_registry:
+            assert ipaddress.ip_address(lan_registry.host) in ipaddress.ip_network(cluster.lan.subnet)
+            named = cluster.push_images(lan_registry, [base])[base]
+            cluster.nodes[1].docker(["pull", "--quiet", named])
+            pulled = cluster.nodes[1].docker(["image", "inspect", "--format", "{{.Id}}", named]).stdout.strip()
+            assert pulled == docker_client.images.get(base).id
         assert cluster.heartbeat_period_s() == 1.0
         # A new heartbeat is in force once each node has heartbeated under it: one old period, its jitter and
         # the round trip after the update.
@@ -412,6 +420,9 @@ def executed(quick_series: Path) -> Path:
 
 @pytest.mark.docker
 def test_the_quick_run_recorded_the_known_answers(executed: Path) -> None:
+    placement = pd.read_csv(executed / "placement.csv", keep_default_na=False)
+    # Every task runs the app's tag from the LAN's registry, pinned by the manager to its digest.
+    assert placement["image"].str.fullmatch(r"198\.1[89]\.\d+\.\d+:5000/labkit-13-app:v1-\w+@sha256:[0-9a-f]{64}").all()
     healing = pd.read_csv(executed / "healing.csv", keep_default_na=False)
     by_event = {event.split(" (")[0]: rows for event, rows in healing.groupby("event")}
     assert by_event["task killed"]["replaced"].all()  # a killed task is replaced

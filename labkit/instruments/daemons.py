@@ -11,7 +11,9 @@ with them, so they never touch the host engine's rules. Notebook 09 moves a volu
 notebook 13 makes a swarm of several (:mod:`labkit.instruments.swarm`); the host's own engine joins nothing.
 
 Images reach the nodes by ``docker save`` on the host engine and ``docker load`` on each node (:func:`load_images`;
-no registry is reachable from a namespace without a host-wide port forward).
+the host's registries on 127.0.0.1 are not reachable from a namespace without a host-wide port forward), or from a
+registry on the nodes' own LAN (:func:`labkit.instruments.registry.running` inside a node's namespace): each daemon
+speaks plain HTTP to registries on its LAN's subnet, and to no other.
 
 Made and removed by :func:`engines`: the daemons stop (SIGTERM, then SIGKILL after a bound; found by the folders in
 their arguments, so one whose start was interrupted is found too), whatever still runs in their cgroups is killed,
@@ -248,16 +250,10 @@ def _wait_answers(node: Node, process: shell.Process[str], deadline: float) -> N
         time.sleep(POLL_S)  # polling for the daemon to come up, not standing in for work
 
 
-# A swarm worker tries to pull a task's image before every start, even one it holds, and carries on when the pull
-# fails. The nodes hold their images (Cluster.load_images) and reach no registry: each try was a DNS query to the
-# host's resolver, which a node cannot reach, and its timeout delayed each task's start by about 8 s.
-PREFER_OFFLINE_IMAGE = {"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
-
-
-def _dockerd_argv(node: Node, cgroup_parent: str) -> list[str]:
+def _dockerd_argv(node: Node, cgroup_parent: str, lan_subnet: str) -> list[str]:
     return [require_program(NSENTER), f"--net=/run/netns/{node.namespace}", require_program(DOCKERD),
             "--data-root", str(Path(node.root) / "data"), "--exec-root", str(Path(node.runtime) / "exec"),
-            "--pidfile", str(node.pidfile),
+            "--pidfile", str(node.pidfile), "--insecure-registry", lan_subnet,
             "--host", f"unix://{node.socket}", "--cgroup-parent", f"/{cgroup_parent}", "--log-level", "warn"]
 
 
@@ -287,9 +283,8 @@ def engines(run_id: str, count: int = 1) -> Iterator[Engines]:
                 Path(node.root).mkdir(parents=True)
                 Path(node.runtime).mkdir(parents=True)
                 logs.append((Path(node.root) / "dockerd.log").open("w"))
-                processes.append(shell.spawn(_dockerd_argv(node, f"{cgroup}/node{i + 1}"), stdout=logs[-1],
-                                             stderr=shell.STDOUT, stdin=shell.DEVNULL,
-                                             env={**os.environ, **PREFER_OFFLINE_IMAGE}))
+                argv = _dockerd_argv(node, f"{cgroup}/node{i + 1}", lan.subnet)
+                processes.append(shell.spawn(argv, stdout=logs[-1], stderr=shell.STDOUT, stdin=shell.DEVNULL))
             for node, process in zip(nodes, processes, strict=True):
                 _wait_answers(node, process, deadline)
         finally:

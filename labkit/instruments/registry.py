@@ -6,7 +6,9 @@ on an exception or Ctrl-C — stops it and removes its storage. The registry pro
 process that started it (``PR_SET_PDEATHSIG``), so even a killed notebook kernel leaves no registry running.
 
 The engine treats ``127.0.0.0/8`` as an insecure registry by default, so pushing to and pulling from
-``127.0.0.1:<port>`` needs no daemon change. Used by notebooks 05, 06 and 11. Nothing happens at import.
+``127.0.0.1:<port>`` needs no daemon change. Used by notebooks 05, 06 and 11; notebook 13 runs one inside its swarm
+manager's namespace, on the nodes' LAN (whose daemons treat that LAN as the host's engine treats 127.0.0.1).
+Nothing happens at import.
 
 :func:`busybox_under_one_tag` pushes one busybox per platform, joins them under one tag with a manifest list
 and pulls that tag once per platform (notebooks 06 and 11).
@@ -34,7 +36,7 @@ import docker
 import pandas as pd
 
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import arch, containers, images, ports, shell
+from labkit.instruments import arch, containers, images, netns, ports, shell
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import require_program, run, spawn
@@ -42,6 +44,7 @@ from labkit.instruments.shell import require_program, run, spawn
 log = logging.getLogger("labkit.registry")
 
 HOST = "127.0.0.1"
+NAMESPACE_PORT = 5000  # the registry's usual port, free in a namespace of ours
 PROGRAM = "docker-registry"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -78,15 +81,17 @@ HTPASSWD = "htpasswd"  # apache2-utils: writes the bcrypt entry the registry rea
 
 @dataclass(frozen=True)
 class Registry:
-    """A running local registry: `address` is ``127.0.0.1:<port>``; its blobs live under `storage`."""
+    """A running local registry: `address` is ``<host>:<port>`` (``127.0.0.1`` unless it runs in a namespace of
+    ours); its blobs live under `storage`."""
 
     port: int
     storage: Path
     pid: int
+    host: str = HOST
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def reference(self, repository: str, tag: str) -> str:
         """The image reference of `repository`:`tag` in this registry, e.g. ``127.0.0.1:41234/lab/app:1.0``."""
@@ -154,10 +159,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _answers(port: int) -> bool:
+def _answers(host: str, port: int) -> bool:
     """The registry is up: /v2/ answers 200, or 401 when it asks for credentials."""
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/v2/", timeout=2) as response:
+        with urllib.request.urlopen(f"http://{host}:{port}/v2/", timeout=2) as response:
             return int(response.status) == 200
     except urllib.error.HTTPError as answer:
         return int(answer.code) == 401
@@ -173,13 +178,18 @@ def htpasswd_entry(user: str, password: str) -> str:
 
 @contextmanager
 def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S,
-            htpasswd: str = "") -> Iterator[Registry]:
+            htpasswd: str = "", inside: netns.Neighbour | None = None) -> Iterator[Registry]:
     """A registry on 127.0.0.1:`port` (a free port when None) with a fresh storage folder; stopped and its
     storage removed when the block ends, whatever ends it. With `htpasswd` (the text of an htpasswd file, see
-    :func:`htpasswd_entry`) it answers only requests with those credentials."""
-    validate_port(port)
+    :func:`htpasswd_entry`) it answers only requests with those credentials. With `inside` (a namespace of ours on
+    a LAN of :func:`labkit.instruments.netns.lan`) it runs there instead, on that namespace's address (port
+    NAMESPACE_PORT when None): reachable from the LAN's members and from this host, and from nowhere else (the
+    host forwards into the LAN only what comes from the LAN)."""
+    if inside is None:
+        validate_port(port)
     program = require_program(PROGRAM)
-    chosen = port if port is not None else ports.free_port()
+    host = inside.address if inside else HOST
+    chosen = port if port is not None else NAMESPACE_PORT if inside else ports.free_port()
     storage = Path(tempfile.mkdtemp(prefix="labkit-registry-"))
     process: shell.Process[str] | None = None
     config, log_path = storage / "config.yml", storage / "registry.log"
@@ -188,22 +198,23 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S,
     if htpasswd:
         (storage / "htpasswd").write_text(htpasswd + "\n")
         auth = AUTH_CONFIG.format(htpasswd=storage / "htpasswd")
-    config.write_text(CONFIG.format(storage=storage / "blobs", host=HOST, port=chosen) + auth)
+    config.write_text(CONFIG.format(storage=storage / "blobs", host=host, port=chosen) + auth)
     log_file = log_path.open("w")
+    serve = [program, "serve", str(config)]
     try:
-        process = spawn([program, "serve", str(config)], stdout=log_file, stderr=shell.STDOUT,
+        process = spawn(inside.argv(serve) if inside else serve, stdout=log_file, stderr=shell.STDOUT,
                         stdin=shell.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout_s
-        while not _answers(chosen):
+        while not _answers(host, chosen):
             if process.poll() is not None or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-                raise HostUnsupported(f"docker-registry on {HOST}:{chosen} did not answer within {timeout_s:.0f} s "
+                raise HostUnsupported(f"docker-registry on {host}:{chosen} did not answer within {timeout_s:.0f} s "
                                       f"(exit {process.poll()}): {' / '.join(tail)}",
                                       "Check that the port is free and `docker-registry --version` works "
                                       "(`apt-get install docker-registry`).")
             time.sleep(0.05)  # polling for the server to come up, not standing in for work
-        log.info("registry %s:%d up (pid %d, storage %s)", HOST, chosen, process.pid, storage)
-        yield Registry(chosen, storage, process.pid)
+        log.info("registry %s:%d up (pid %d, storage %s)", host, chosen, process.pid, storage)
+        yield Registry(chosen, storage, process.pid, host)
     finally:
         if process is not None:
             process.terminate()
@@ -214,7 +225,7 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S,
                 process.wait()
         log_file.close()
         shutil.rmtree(storage, ignore_errors=True)
-        log.info("registry %s:%d stopped, storage removed", HOST, chosen)
+        log.info("registry %s:%d stopped, storage removed", host, chosen)
 
 
 # ---------------------------------------------------------------- one tag for several platforms

@@ -2,8 +2,9 @@
 its own network namespace on one LAN, made into one swarm (the first node manages, the others work). The host's own
 engine never joins it.
 
-Images reach the nodes by ``docker save``/``docker load`` (:meth:`Cluster.load_images`), and the stack is deployed
-with ``docker stack deploy --resolve-image never``. Made and removed by :func:`cluster`: nodes leave the swarm, then
+Images reach the nodes from a registry on their LAN (:meth:`Cluster.push_images`: the manager pushes, the workers
+pull what their tasks run, by the digest the manager resolved) or by ``docker save``/``docker load``
+(:meth:`Cluster.load_images`). Made and removed by :func:`cluster`: nodes leave the swarm, then
 the daemons go as :func:`labkit.instruments.daemons.engines` removes them — also on an error, Ctrl-C or SIGTERM,
 and after a SIGKILL by the next labkit command. Bad input is refused before anything starts.
 """
@@ -16,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.instruments import daemons, netns
+from labkit.instruments import daemons, netns, registry
 from labkit.instruments.daemons import CLI_TIMEOUT_S, Node
 from labkit.instruments.shell import Completed, run
 
@@ -118,6 +119,25 @@ class Cluster:
     def load_images(self, references: Sequence[str], nodes: Sequence[Node] = ()) -> None:
         """Copy images of the host engine to `nodes` (every node when empty)."""
         daemons.load_images(references, nodes or self.nodes)
+
+    @property
+    def manager_namespace(self) -> netns.Neighbour:
+        """The manager's namespace on the LAN (where a registry for the nodes runs)."""
+        return self.lan.members[0]
+
+    def push_images(self, lan_registry: registry.Registry, references: Sequence[str]) -> dict[str, str]:
+        """Put images of the host engine into `lan_registry` (one on the nodes' LAN) as a build machine would: the
+        manager loads them, tags each with the registry's address and pushes it. The host's engine cannot push
+        there itself (it speaks plain HTTP to 127.0.0.1 only, and its configuration is not ours to change).
+        Returns each reference's name in the registry."""
+        daemons.load_images(references, [self.manager])
+        named = {}
+        for reference in references:
+            repository, _, tag = reference.rpartition(":")
+            named[reference] = lan_registry.reference(repository, tag)
+            self.docker(["tag", reference, named[reference]])
+            self.docker(["push", "--quiet", named[reference]], 120)
+        return named
 
     def heartbeat_period_s(self) -> float:
         """The dispatcher heartbeat period the manager holds now, s."""

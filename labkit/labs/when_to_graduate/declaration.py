@@ -37,6 +37,7 @@ LAB = Lab(
         Requirement("program", "nsenter", "starting each daemon inside its node's network namespace"),
         Requirement("program", "ip", "the nodes' namespaces, their veths and the LAN bridge"),
         Requirement("program", "iptables", "one narrow FORWARD rule letting the nodes reach each other"),
+        Requirement("registry", purpose="the nodes' registry, in the manager's namespace on their LAN"),
         Requirement("program", "ctr", "the app image run by containerd without Docker (section 4)", required=False),
         Requirement("program", "podman", "the app image run by podman (section 4)", required=False),
     ),

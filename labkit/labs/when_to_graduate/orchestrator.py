@@ -20,7 +20,7 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, daemons, images, swarm
+from labkit.instruments import builds, daemons, images, registry, swarm
 from labkit.instruments.engine import Scope
 from labkit.labs.when_to_graduate.declaration import (
     APP_BASE,
@@ -156,7 +156,8 @@ def _deploy(cluster: swarm.Cluster, image: str, knobs: Knobs) -> pd.DataFrame:
     with tempfile.NamedTemporaryFile("w", suffix=".yml", prefix="labkit-13-stack-") as handle:
         handle.write(stack_file(image, knobs.replicas, cluster.support.endpoint_mode, knobs.restart_delay_s))
         handle.flush()
-        cluster.docker(["stack", "deploy", "--resolve-image", "never", "-c", handle.name, STACK])
+        # --resolve-image always (the default): the manager asks the registry for the tag's digest and pins it
+        cluster.docker(["stack", "deploy", "-c", handle.name, STACK])
     wait_until(lambda: _running(cluster, knobs.replicas, lambda t: False), "the stack's tasks running")
     return pd.DataFrame([{k: t[k] for k in ("task", "node", "state", "image")} for t in tasks(cluster)])
 
@@ -217,8 +218,7 @@ def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, r
 
     def update() -> Update:
         started = time.perf_counter()
-        # --no-resolve-image: the manager would ask a registry for the tag's digest first (20 s to a DNS timeout)
-        cluster.docker(["service", "update", "--detach", "--no-resolve-image", "--image", image,
+        cluster.docker(["service", "update", "--detach", "--image", image,
                         "--update-order", order, "--update-parallelism", "1",
                         "--update-delay", f"{knobs.update_delay_s}s", "--update-failure-action", "rollback",
                         "--update-monitor", "2s",
@@ -239,7 +239,9 @@ def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, r
 
 
 def _local_id(cluster: swarm.Cluster, reference: str) -> str:
-    return cluster.manager.docker(["image", "inspect", "--format", "{{.Id}}", reference]).stdout.strip()
+    """The image id the manager holds for `reference` (the tag it pushed; a digest pinned after it is dropped)."""
+    return cluster.manager.docker(["image", "inspect", "--format", "{{.Id}}", reference.partition("@")[0]]
+                                  ).stdout.strip()
 
 
 def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
@@ -251,9 +253,10 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
         broken = build_app(scope, base, "broken", healthy=False).tag
         box = stack.enter_context(single_box(lab, scope, versions[0]))
         cluster = stack.enter_context(swarm.cluster(lab.run_id, knobs.nodes))
-        cluster.load_images([*versions, broken])
+        lan_registry = stack.enter_context(registry.running(inside=cluster.manager_namespace))
+        named = cluster.push_images(lan_registry, [*versions, broken])  # the workers pull what they run
         cluster.load_images([client_image], (cluster.manager,))  # the load client runs on the manager only
-        placement = _deploy(cluster, versions[0], knobs)
+        placement = _deploy(cluster, named[versions[0]], knobs)
         healing = [_task_killed(cluster, knobs), _task_unhealthy(cluster, knobs)]
         rollout, requests = [], []
         upcoming = iter(versions[1:])
@@ -264,11 +267,11 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
             requests += rows
             for order in ORDERS:
                 row, rows = _rollout(cluster, client_image, f"update, {order}", order, round_index,
-                                     next(upcoming), knobs)
+                                     named[next(upcoming)], knobs)
                 rollout.append(row)
                 requests += rows
             row, rows = _rollout(cluster, client_image, f"broken release, {knobs.broken_order}",
-                                 knobs.broken_order, round_index, broken, knobs)
+                                 knobs.broken_order, round_index, named[broken], knobs)
             rollout.append(row)
             requests += rows
         fault = turn_unhealthy(lab, box)  # watched while the nodes are killed: nothing should replace it

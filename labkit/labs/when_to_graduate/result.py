@@ -89,10 +89,17 @@ class OrchestratorResult:
         counts = self.placement.groupby("node").size()
         return ", ".join(f"{node}: {n}" for node, n in counts.items())
 
+    @property
+    def pinned(self) -> int:
+        """How many tasks run an image named by its digest (``…@sha256:``)."""
+        return int(self.placement["image"].str.contains("@sha256:", regex=False).sum())
+
     def conclusion_deploy(self) -> str:
+        image = str(self.placement["image"].iloc[0])
         return (f"**What we measured.** This kernel: {self.kernel}, so the stack uses `endpoint_mode: "
                 f"{self.endpoint_mode}`. `docker stack deploy` placed {len(self.placement)} tasks on "
-                f"{self.nodes_used} nodes ({self.placement_text()}).")
+                f"{self.nodes_used} nodes ({self.placement_text()}); {self.pinned} of them run the tag pinned to a "
+                f"digest, e.g. `{image.partition('@')[0]}` as `…@{image.partition('@')[2][:19]}…`.")
 
     def conclusion_healing(self) -> str:
         parts = []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import images, swarm
+from labkit.instruments import images, registry, swarm
 from labkit.labs.when_to_graduate.declaration import APP_BASE
 from labkit.labs.when_to_graduate.orchestrator import build_app
 from labkit.labs.when_to_graduate.under_load import CONVERGE_TIMEOUT_S, wait_until
@@ -90,19 +90,19 @@ def run_stateful(lab: LabSession) -> StatefulResult:
 
     def experiment() -> pd.DataFrame:
         with lab.scope() as scope:
-            image = build_app(scope, images.require_base(lab.engine, APP_BASE).tag, "state", healthy=True).tag
-            with swarm.cluster(lab.run_id, NODES) as cluster:
-                cluster.load_images([image])
+            built = build_app(scope, images.require_base(lab.engine, APP_BASE).tag, "state", healthy=True).tag
+            with swarm.cluster(lab.run_id, NODES) as cluster, \
+                    registry.running(inside=cluster.manager_namespace) as lan_registry:
+                image = cluster.push_images(lan_registry, [built])[built]
                 first, second = cluster.nodes
-                cluster.docker(["service", "create", "--detach", "--no-resolve-image", "--name", SERVICE,
+                cluster.docker(["service", "create", "--detach", "--name", SERVICE,
                                 "--replicas", "1", "--init",
                                 "--mount", f"type=volume,source={VOLUME},target=/data",
                                 "--constraint", f"node.id=={first.node_id}", image])
                 node, container = _running_on(cluster, first)
                 node.docker(["exec", container, "sh", "-c", f"echo state > {MARKER}"])
                 written = node.docker(["exec", container, "test", "-f", MARKER], check=False).exit_code == 0
-                cluster.docker(["service", "update", "--detach", "--no-resolve-image",
-                                "--constraint-rm", f"node.id=={first.node_id}",
+                cluster.docker(["service", "update", "--detach", "--constraint-rm", f"node.id=={first.node_id}",
                                 "--constraint-add", f"node.id=={second.node_id}", SERVICE])
                 node, container = _running_on(cluster, second)
                 moved = node.docker(["exec", container, "test", "-f", MARKER], check=False).exit_code == 0
