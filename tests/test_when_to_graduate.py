@@ -19,13 +19,28 @@ import docker
 import pandas as pd
 import pytest
 
+from labkit import assets
 from labkit.app import runner
 from labkit.core.claims import ClaimLedger, Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import cgroups, daemons, firewall, images, netns, procfs, registry, runtimes, shell, swarm, undo
+from labkit.instruments import (
+    cgroups,
+    compose,
+    daemons,
+    firewall,
+    images,
+    loadclient,
+    netns,
+    procfs,
+    registry,
+    runtimes,
+    shell,
+    swarm,
+    undo,
+)
 from labkit.labs import when_to_graduate as graduate
-from labkit.labs.when_to_graduate import orchestrator, single_box, stateful
+from labkit.labs.when_to_graduate import orchestrator, single_box, stateful, under_load
 from tests.conftest import default_sigint, interrupted_run, killed_if_running, lab_objects, missing
 
 LAB = graduate.LAB
@@ -246,6 +261,27 @@ def test_the_update_table_sums_each_case() -> None:
     assert table.loc["update, start-first", "failed"] == 2 and table.loc["update, stop-first", "failed"] == 3
     assert table.loc[single_box.CASE, "failed"] == 4
     assert list(graduate.OrchestratorResult.recount(result())["failed"]) == [1]  # LOG: one error
+
+
+def test_an_update_under_load_counts_the_clients_own_errors() -> None:
+    load = loadclient.Load([loadclient.Request(0, 0.1, 200, 3, "", 0.0),
+                            loadclient.Request(1, 0.0, 0, 0, "ConnectionRefusedError", 0.2),
+                            loadclient.Request(2, 0.1, 200, 3, "", 1.3)], 0, 1.5)
+    done = under_load.Update("completed", 0.6, "app:v2", True)
+    row, requests = under_load.rollout_rows(single_box.CASE, single_box.ORDER, 1, "app:v1", "app:v2", done, True, load)
+    assert (row["requests"], row["failed"], row["state"], row["final_image"]) == (3, 1, "completed", "app:v2")
+    assert row["longest_gap_s"] == pytest.approx(1.3)  # answers ended at 0.1 and 1.4 s
+    assert [(r["case"], r["round"], r["error"]) for r in requests][1] == (single_box.CASE, 1, "ConnectionRefusedError")
+
+
+def test_the_single_box_runs_the_stacks_image_limits_and_init(tmp_path: Path) -> None:
+    (tmp_path / single_box.COMPOSE_FILE).write_text(assets.text(f"when_to_graduate/{single_box.COMPOSE_FILE}"))
+    project = compose.Project("labkit-test-box", tmp_path, (single_box.COMPOSE_FILE,), single_box.variables("app:v1"))
+    web = project.config()["services"]["web"]  # Compose's own reading of the file, no engine asked
+    assert (web["image"], web["init"], web["restart"]) == ("app:v1", True, "unless-stopped")
+    assert web["pull_policy"] == "never"  # no registry is asked for the app
+    assert web["deploy"]["resources"]["limits"] == {"cpus": 0.5, "memory": str(32 * 2**20)}  # the swarm's 0.5 and 32M
+    assert web["dns"] == ["127.0.0.1"]  # a name that is gone is not asked of the host's resolver
 
 
 # ---------------------------------------------------------------- live: made, removed, interrupted

@@ -26,6 +26,11 @@ UP_TIMEOUT_S = 60
 UNHEALTHY_WATCH_S = 6.0  # the least time the unhealthy container is watched after it turned unhealthy
 
 
+def variables(image: str) -> dict[str, str]:
+    """What compose.yaml interpolates: the app's image and the stack's limits (APP_LIMITS)."""
+    return {"APP_IMAGE": image, "APP_CPUS": f"{APP_LIMITS.cpus:g}", "APP_MEMORY": f"{APP_LIMITS.memory_bytes}b"}
+
+
 @contextmanager
 def single_box(lab: LabSession, scope: Scope, image: str) -> Iterator[compose.Project]:
     """The app at `image` brought up by Compose (``up -d --wait``: healthy) under the stack's limits, its objects
@@ -34,8 +39,7 @@ def single_box(lab: LabSession, scope: Scope, image: str) -> Iterator[compose.Pr
         root = Path(folder)
         (root / COMPOSE_FILE).write_text(assets.text(f"when_to_graduate/{COMPOSE_FILE}"))
         (root / LABELS_FILE).write_text(compose.labels_file(("web",), (), scope.labels))
-        project = compose.Project(scope.name("13-box"), root, (COMPOSE_FILE, LABELS_FILE), {
-            "APP_IMAGE": image, "APP_CPUS": f"{APP_LIMITS.cpus:g}", "APP_MEMORY": f"{APP_LIMITS.memory_bytes}b"})
+        project = compose.Project(scope.name("13-box"), root, (COMPOSE_FILE, LABELS_FILE), variables(image))
         with compose.brought_down(project):
             project.run("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout=UP_TIMEOUT_S + 60)
             yield project
