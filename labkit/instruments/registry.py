@@ -3,7 +3,8 @@
 :func:`running` starts one with its own config and storage folder on a free loopback port (or the port asked
 for, refused with the fix when something already listens there), waits until it answers, and on exit — also
 on an exception or Ctrl-C — stops it and removes its storage. The registry process also dies with the Python
-process that started it (``PR_SET_PDEATHSIG``), so even a killed notebook kernel leaves no registry running.
+process that started it (``PR_SET_PDEATHSIG``), so even a killed notebook kernel leaves no registry running, and its
+storage folder is journalled (:mod:`labkit.instruments.undo`) for the next labkit command to remove.
 
 The engine treats ``127.0.0.0/8`` as an insecure registry by default, so pushing to and pulling from
 ``127.0.0.1:<port>`` needs no daemon change. Used by notebooks 05, 06 and 11; notebook 13 runs one inside its swarm
@@ -36,7 +37,7 @@ import docker
 import pandas as pd
 
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import arch, containers, images, netns, ports, shell
+from labkit.instruments import arch, containers, images, netns, ports, shell, undo
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import require_program, run, spawn
@@ -191,6 +192,22 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S,
     host = inside.address if inside else HOST
     chosen = port if port is not None else NAMESPACE_PORT if inside else ports.free_port()
     storage = Path(tempfile.mkdtemp(prefix="labkit-registry-"))
+    with undo.recorded(f"registry storage {storage}", remove_storage, {"folder": str(storage)}), \
+            _serving(program, storage, host, chosen, timeout_s, htpasswd, inside) as serving:
+        yield serving
+    log.info("registry %s:%d stopped, storage removed", host, chosen)
+
+
+def remove_storage(detail: dict[str, Any]) -> None:
+    """Undo of a registry's storage folder (``detail['folder']``), also the next labkit command's after a SIGKILL:
+    the folder and its blobs gone (nothing when it is gone already)."""
+    shutil.rmtree(detail["folder"], ignore_errors=True)
+
+
+@contextmanager
+def _serving(program: str, storage: Path, host: str, chosen: int, timeout_s: float, htpasswd: str,
+             inside: netns.Neighbour | None) -> Iterator[Registry]:
+    """The registry process serving `storage` on `host`:`chosen` until the caller's block ends; then stopped."""
     process: shell.Process[str] | None = None
     config, log_path = storage / "config.yml", storage / "registry.log"
     (storage / "blobs").mkdir()
@@ -224,8 +241,6 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S,
                 process.kill()
                 process.wait()
         log_file.close()
-        shutil.rmtree(storage, ignore_errors=True)
-        log.info("registry %s:%d stopped, storage removed", host, chosen)
 
 
 # ---------------------------------------------------------------- one tag for several platforms

@@ -1,6 +1,7 @@
 """Notebook 13's single box, on the host's own engine: the swarm's app run by Compose
 (labkit/assets/when_to_graduate/compose.yaml), moved to the next version with the chapter's ``compose up -d`` under
-the same load client as the swarm's rolling updates, then turned unhealthy and watched (nothing replaces it)."""
+the same load client as the swarm's rolling updates, then turned unhealthy and watched while the swarm's last
+experiments run (nothing replaces it)."""
 
 from __future__ import annotations
 
