@@ -40,7 +40,7 @@ from labkit.instruments import (
     undo,
 )
 from labkit.labs import when_to_graduate as graduate
-from labkit.labs.when_to_graduate import orchestrator, single_box, stateful, under_load
+from labkit.labs.when_to_graduate import as_stack, orchestrator, single_box, stateful, under_load
 from tests.conftest import default_sigint, interrupted_run, killed_if_running, lab_objects, missing
 
 LAB = graduate.LAB
@@ -148,7 +148,8 @@ def test_one_success_has_no_gap() -> None:
 
 
 def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_completed", plain_replaced: bool = False,
-           images_match: bool = True, node_down_s: float = 3.0, compose_failed: int = 4) -> graduate.OrchestratorResult:
+           images_match: bool = True, node_down_s: float = 3.0, compose_failed: int = 4,
+           refused_as_written: bool = True, publish_mode: str = "ingress") -> graduate.OrchestratorResult:
     placement = pd.DataFrame({"task": ["t1", "t2", "t3"], "node": ["node1", "node2", "node3"],
                               "state": ["running"] * 3, "image": ["app:v1"] * 3})
     healing = pd.DataFrame([
@@ -170,7 +171,14 @@ def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_compl
         {**row, "case": "broken release, stop-first", "order": "stop-first", "state": rollback_state, "failed": 0},
         {**row, "case": single_box.CASE, "order": single_box.ORDER, "state": "completed", "failed": compose_failed},
     ])
-    return graduate.OrchestratorResult(placement, healing, rollout, LOG, "dnsrr", "CONFIG_IP_VS=unset")
+    as_stack = pd.DataFrame([
+        {"step": 0, "change": "as written", "exit_code": 1 if refused_as_written else 0,
+         "message": "unsupported Compose file version: 1.0", "published": "", "restart": ""},
+        {"step": 1, "change": "pull_policy removed", "exit_code": 0, "message": "Ignoring unsupported options: build",
+         "published": json.dumps([{"Protocol": "tcp", "TargetPort": 3000, "PublishedPort": 8080,
+                                   "PublishMode": publish_mode}]), "restart": "any"},
+    ][0 if refused_as_written else 1:])
+    return graduate.OrchestratorResult(placement, as_stack, healing, rollout, LOG, "dnsrr", "CONFIG_IP_VS=unset")
 
 
 def portable(outputs: dict[str, str] | None = None, missing: dict[str, str] | None = None,
@@ -239,6 +247,20 @@ def test_claims_follow_the_data() -> None:
     assert verdicts(result(plain_replaced=True))["graduate.orchestrator_heals"] == Verdict.FAILS
     assert verdicts(result(rollback_state="completed"))["graduate.broken_release_rolled_back"] == Verdict.FAILS
     assert verdicts(result(images_match=False))["graduate.broken_release_rolled_back"] == Verdict.FAILS
+    assert good["graduate.compose_file_is_not_a_stack"] == Verdict.HOLDS
+    assert verdicts(result(refused_as_written=False))["graduate.compose_file_is_not_a_stack"] == Verdict.FAILS
+    assert verdicts(result(publish_mode="host"))["graduate.compose_file_is_not_a_stack"] == Verdict.FAILS
+
+
+def test_each_change_to_the_chapters_file_changes_it_and_keeps_the_others() -> None:
+    versions = as_stack.versions_of(assets.text(as_stack.CHAPTER_FILE))
+    assert len(versions) == len(as_stack.CHANGES) == 4
+    assert versions[0] == assets.text(as_stack.CHAPTER_FILE)  # the first try is the file as written
+    assert versions[1].startswith('version: "3.8"\n')
+    assert "depends_on: [db, cache]" in versions[2] and "condition:" not in versions[2]
+    assert "pull_policy" not in versions[3] and "depends_on: [db, cache]" in versions[3]
+    with pytest.raises(ValueError, match="changed nothing"):
+        as_stack.versions_of("services: {}\n")
 
 
 def test_swarmkits_window_for_seeing_a_dead_node_down() -> None:
@@ -459,6 +481,11 @@ def test_the_quick_run_recorded_the_known_answers(executed: Path) -> None:
     placement = pd.read_csv(executed / "placement.csv", keep_default_na=False)
     # Every task runs the app's tag from the LAN's registry, pinned by the manager to its digest.
     assert placement["image"].str.fullmatch(r"198\.1[89]\.\d+\.\d+:5000/labkit-13-app:v1-\w+@sha256:[0-9a-f]{64}").all()
+    # The chapter's file: refused as written, taken after the changes, build and restart ignored, port on ingress.
+    tries = pd.read_csv(executed / "as_stack.csv", keep_default_na=False)
+    assert tries["exit_code"].iloc[0] != 0 and tries["exit_code"].iloc[-1] == 0
+    assert "Ignoring unsupported options: build, restart" in tries["message"].iloc[-1]
+    assert [p["PublishMode"] for p in json.loads(tries["published"].iloc[-1])] == ["ingress"]
     healing = pd.read_csv(executed / "healing.csv", keep_default_na=False)
     by_event = {event.split(" (")[0]: rows for event, rows in healing.groupby("event")}
     assert by_event["task killed"]["replaced"].all()  # a killed task is replaced

@@ -31,6 +31,20 @@ def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: Port
         verdict=verdict(result.nodes_used > 1, caveat=True),
         caveat="the nodes are daemons in network namespaces of one machine, not separate boxes",
         tables=("placement",))
+    tries, taken = result.as_stack, result.taken
+    refused_as_written = bool(len(tries) and tries["exit_code"].iloc[0] != 0)
+    ledger.check(
+        "graduate.compose_file_is_not_a_stack", source=Source.FINDING, section=SECTION,
+        claim="The chapter's compose.yaml is not a Swarm stack file: `docker stack deploy` refuses it as written, "
+              "and the stack it takes after changes publishes the app's port on every address, not 127.0.0.1",
+        value=float(len(tries) - len(taken)), unit="tries refused before Swarm took the file",
+        measured="; ".join(f"{r.change}: exit {r.exit_code} ({r.message})" for r in tries.itertuples()),
+        criterion="the file as written is refused, and the service made from the first version Swarm takes "
+                  "publishes the app's port through the ingress mesh (no address to bind); a file taken as written "
+                  "fails it, one never taken is inconclusive",
+        verdict=verdict(refused_as_written and result.published_on_every_address) if len(taken)
+        else Verdict.INCONCLUSIVE,
+        tables=("as_stack",))
     killed, sick, plain = result.healed("task killed"), result.healed("task unhealthy"), \
         result.healed("container unhealthy")
     nodes = result.healed("node killed")

@@ -22,6 +22,7 @@ from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import builds, daemons, images, registry, swarm
 from labkit.instruments.engine import Scope
+from labkit.labs.when_to_graduate import as_stack
 from labkit.labs.when_to_graduate.declaration import (
     APP_BASE,
     APP_LIMITS,
@@ -255,6 +256,7 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
         cluster = stack.enter_context(swarm.cluster(lab.run_id, knobs.nodes))
         lan_registry = stack.enter_context(registry.running(inside=cluster.manager_namespace))
         named = cluster.push_images(lan_registry, [*versions, broken])  # the workers pull what they run
+        chapter_file = as_stack.tries(cluster)
         cluster.load_images([client_image], (cluster.manager,))  # the load client runs on the manager only
         placement = _deploy(cluster, named[versions[0]], knobs)
         healing = [_task_killed(cluster, knobs), _task_unhealthy(cluster, knobs)]
@@ -277,7 +279,8 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
         fault = turn_unhealthy(lab, box)  # watched while the nodes are killed: nothing should replace it
         healing += [_node_killed(cluster, heartbeat, knobs) for heartbeat in knobs.heartbeats_s]
         healing.append(left_unhealthy(lab, box, fault))
-        return {"placement": placement, "healing": pd.DataFrame(healing), "rollout": pd.DataFrame(rollout),
+        return {"placement": placement, "as_stack": chapter_file, "healing": pd.DataFrame(healing),
+                "rollout": pd.DataFrame(rollout),
                 "requests": pd.DataFrame(requests, columns=list(LAB.tables["requests"]))}
 
 
@@ -288,8 +291,9 @@ def run_orchestrator(lab: LabSession, knobs: Knobs) -> OrchestratorResult:
         lab.require_root("a cluster of extra daemons in network namespaces")
     support = swarm.kernel_support() if lab.live else None  # a replay reads the recorded choice
     chosen = {"endpoint_mode": support.endpoint_mode, "kernel": support.evidence} if support else {}
-    tables = lab.record("orchestrator", ("placement", "healing", "rollout", "requests"),
+    tables = lab.record("orchestrator", ("placement", "as_stack", "healing", "rollout", "requests"),
                         lambda: _experiment(lab, knobs), **knobs.__dict__, **chosen)
     recorded = lab.provenance["experiments"]["placement"]["parameters"]
-    return OrchestratorResult(tables["placement"], tables["healing"], tables["rollout"], tables["requests"],
+    return OrchestratorResult(tables["placement"], tables["as_stack"], tables["healing"], tables["rollout"],
+                              tables["requests"],
                               recorded.get("endpoint_mode", ""), recorded.get("kernel", ""))

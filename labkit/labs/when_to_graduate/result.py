@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
 
@@ -26,12 +27,15 @@ def gaps_and_failures(requests: pd.DataFrame) -> tuple[int, float]:
 
 @dataclass(frozen=True)
 class OrchestratorResult:
-    """`placement`: task, node, state, image after the deploy; `healing`: event, heartbeat_s, detected_s,
+    """`placement`: task, node, state, image after the deploy; `as_stack`: notebook 12's compose file given to
+    ``docker stack deploy`` after each change (step, change, exit_code, message, and where Swarm took it, the app's
+    published ports as JSON and its restart condition); `healing`: event, heartbeat_s, detected_s,
     replaced_s, replaced, detail; `rollout`: one row per update (case, order, round, images, state, duration_s,
     requests, failed, longest_gap_s, images_match); `requests`: every request of every load; `endpoint_mode`
     chosen for this kernel and the `kernel` evidence it was chosen on."""
 
     placement: pd.DataFrame
+    as_stack: pd.DataFrame
     healing: pd.DataFrame
     rollout: pd.DataFrame
     requests: pd.DataFrame
@@ -100,6 +104,32 @@ class OrchestratorResult:
                 f"{self.endpoint_mode}`. `docker stack deploy` placed {len(self.placement)} tasks on "
                 f"{self.nodes_used} nodes ({self.placement_text()}); {self.pinned} of them run the tag pinned to a "
                 f"digest, e.g. `{image.partition('@')[0]}` as `…@{image.partition('@')[2][:19]}…`.")
+
+    @property
+    def taken(self) -> pd.DataFrame:
+        """The try Swarm took (none when it refused every one)."""
+        return self.as_stack[self.as_stack["exit_code"] == 0]
+
+    @property
+    def published_on_every_address(self) -> bool:
+        """The service Swarm made publishes the app's port through the ingress mesh: on every address of every node
+        (a Swarm port has no address to bind, so the file's 127.0.0.1 is dropped)."""
+        ports = json.loads(str(self.taken["published"].iloc[0]) or "[]") if len(self.taken) else []
+        return bool(ports) and all(p.get("PublishMode") == "ingress" for p in ports)
+
+    def conclusion_as_stack(self) -> str:
+        refused = self.as_stack[self.as_stack["exit_code"] != 0]
+        parts = [f"{r.change}: refused ({r.message})" for r in refused.itertuples()]
+        if not len(self.taken):
+            return "**What we measured.** " + "; ".join(parts) + f"; Swarm took none of the {len(parts)} tries."
+        taken = self.taken.iloc[0]
+        ports = ", ".join(f"{p['PublishedPort']}→{p['TargetPort']} ({p['PublishMode']})"
+                          for p in json.loads(str(taken["published"]) or "[]"))
+        return ("**What we measured.** " + "; ".join(parts) + f"; {taken['change']}: taken, with the warnings "
+                f"“{taken['message']}”. The app's service publishes {ports or 'no port'}"
+                + (" — on every address of every node, not on 127.0.0.1 as the file asked"
+                   if self.published_on_every_address else "")
+                + f", and restarts on `{taken['restart']}` where the file said `restart: no`.")
 
     def conclusion_healing(self) -> str:
         parts = []
