@@ -3,8 +3,9 @@ as it is, then with one change more at a time until Swarm takes it: each refusal
 service it made publishes and restarts.
 
 The nodes are drained for these tries, so Swarm schedules no task of them: no node pulls the chapter's images
-(``acme:dev``, ``postgres:16-alpine``, ``redis:7-alpine``, which no registry here holds) and no port opens. The stack
-is removed and the nodes made active again before the notebook's own stack is deployed."""
+(``acme:dev``, ``postgres:16-alpine``, ``redis:7-alpine``, which no registry here holds), and whatever the stack
+publishes stays in the nodes' own namespaces. The stack is removed and the nodes made active again before the
+notebook's own stack is deployed."""
 
 from __future__ import annotations
 
