@@ -260,22 +260,22 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
         cluster.load_images([client_image], (cluster.manager,))  # the load client runs on the manager only
         placement = _deploy(cluster, named[versions[0]], knobs)
         healing = [_task_killed(cluster, knobs), _task_unhealthy(cluster, knobs)]
-        rollout, requests = [], []
+        rollout: list[dict[str, Any]] = []
+        requests: list[dict[str, Any]] = []
+
+        def kept(update: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+            rollout.append(update[0])
+            requests.extend(update[1])
+
         upcoming = iter(versions[1:])
         for round_index in range(knobs.rounds):  # each round: the single box's deploy, then the swarm's updates
-            row, rows = compose_update(lab, scope, box, client_image, round_index, versions[round_index],
-                                       versions[round_index + 1], knobs.load_window_s)
-            rollout.append(row)
-            requests += rows
+            kept(compose_update(lab, scope, box, client_image, round_index, versions[round_index],
+                                versions[round_index + 1], knobs.load_window_s))
             for order in ORDERS:
-                row, rows = _rollout(cluster, client_image, f"update, {order}", order, round_index,
-                                     named[next(upcoming)], knobs)
-                rollout.append(row)
-                requests += rows
-            row, rows = _rollout(cluster, client_image, f"broken release, {knobs.broken_order}",
-                                 knobs.broken_order, round_index, named[broken], knobs)
-            rollout.append(row)
-            requests += rows
+                kept(_rollout(cluster, client_image, f"update, {order}", order, round_index, named[next(upcoming)],
+                              knobs))
+            kept(_rollout(cluster, client_image, f"broken release, {knobs.broken_order}", knobs.broken_order,
+                          round_index, named[broken], knobs))
         fault = turn_unhealthy(lab, box)  # watched while the nodes are killed: nothing should replace it
         healing += [_node_killed(cluster, heartbeat, knobs) for heartbeat in knobs.heartbeats_s]
         healing.append(left_unhealthy(lab, box, fault))

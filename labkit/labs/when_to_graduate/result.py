@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -111,10 +112,17 @@ class OrchestratorResult:
         return self.as_stack[self.as_stack["exit_code"] == 0]
 
     @property
+    def published_ports(self) -> list[dict[str, Any]]:
+        """The ports of the app's service Swarm made from the file it took (none when it took none)."""
+        found: list[dict[str, Any]] = json.loads(str(self.taken["published"].iloc[0]) or "[]") if len(self.taken) \
+            else []
+        return found
+
+    @property
     def published_on_every_address(self) -> bool:
         """The service Swarm made publishes the app's port through the ingress mesh: on every address of every node
         (a Swarm port has no address to bind, so the file's 127.0.0.1 is dropped)."""
-        ports = json.loads(str(self.taken["published"].iloc[0]) or "[]") if len(self.taken) else []
+        ports = self.published_ports
         return bool(ports) and all(p.get("PublishMode") == "ingress" for p in ports)
 
     def conclusion_as_stack(self) -> str:
@@ -123,8 +131,7 @@ class OrchestratorResult:
         if not len(self.taken):
             return "**What we measured.** " + "; ".join(parts) + f"; Swarm took none of the {len(parts)} tries."
         taken = self.taken.iloc[0]
-        ports = ", ".join(f"{p['PublishedPort']}→{p['TargetPort']} ({p['PublishMode']})"
-                          for p in json.loads(str(taken["published"]) or "[]"))
+        ports = ", ".join(f"{p['PublishedPort']}→{p['TargetPort']} ({p['PublishMode']})" for p in self.published_ports)
         return ("**What we measured.** " + "; ".join(parts) + f"; {taken['change']}: taken, with the warnings "
                 f"“{taken['message']}”. The app's service publishes {ports or 'no port'}"
                 + (" — on every address of every node, not on 127.0.0.1 as the file asked"

@@ -68,8 +68,11 @@ def compose_update(lab: LabSession, scope: Scope, project: compose.Project, clie
         started = time.perf_counter()
         project.run("up", "-d", timeout=UP_TIMEOUT_S + 60, APP_IMAGE=to_image)
         duration = time.perf_counter() - started
-        wait_until(lambda: _web(lab, project).image.id == wanted and _health(_web(lab, project)) == "healthy",
-                   f"the container of {to_image} healthy")
+        def new_and_healthy() -> bool:
+            web = _web(lab, project)
+            return bool(web.image.id == wanted and _health(web) == "healthy")
+
+        wait_until(new_and_healthy, f"the container of {to_image} healthy")
         web = _web(lab, project)
         return Update("completed", duration, web.attrs["Config"]["Image"], web.image.id == wanted)
 
