@@ -323,7 +323,9 @@ def _no_trace(run_id: str) -> None:
 @pytest.mark.root
 def test_live_cluster_forms_and_leaves_nothing_behind(docker_client: docker.DockerClient) -> None:
     run_id = f"t13-{os.getpid()}"
+    host_swarm = docker_client.info()["Swarm"]["LocalNodeState"]
     with swarm.cluster(run_id, 2, heartbeat_s=1.0) as cluster:
+        assert docker_client.info()["Swarm"]["LocalNodeState"] == host_swarm  # the host's engine joins nothing
         listed = cluster.docker(["node", "ls", "--format", "{{.ID}} {{.Status}}"]).stdout.split("\n")
         assert sorted(line.split()[0] for line in listed if line) == sorted(n.node_id for n in cluster.nodes)
         assert all(line.endswith("Ready") for line in listed if line)
@@ -345,6 +347,7 @@ def test_live_cluster_forms_and_leaves_nothing_behind(docker_client: docker.Dock
         assert cluster.set_heartbeat(2.0) == 2.0
         assert cluster.heartbeat_period_s() == 2.0
         assert cluster.set_heartbeat(2.0) == 0.0
+    assert docker_client.info()["Swarm"]["LocalNodeState"] == host_swarm
     _no_trace(run_id)
 
 
