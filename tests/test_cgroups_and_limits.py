@@ -609,3 +609,18 @@ def test_memory_pressure_is_told_from_the_samples_and_its_absence_on_v1() -> Non
     note = _ramp(True).pressure_note()
     assert "for **200.0 ms** in all (20.0% of the time) and all of them for 100.0 ms" in note
     assert "100% of that stall time came after the charge first stood at the limit (t = 0.50 s)" in note
+
+
+def test_an_oom_kill_the_engine_missed_is_a_disagreeing_witness() -> None:
+    # CI's guest (cgroup v2) once read exit 137 with OOMKilled false: the shim reported the OOM after the exit
+    def ramp(flag: bool, events: int) -> cgroups_and_limits.MemoryRun:
+        outcome = pd.DataFrame([{"cgroup_version": "v2", "memory_limit_bytes": 64 * MIB, "exit_code": 137,
+                                 "oom_killed": flag, "oom_events": events, "group_oom_kills": 0,
+                                 "fence_oom_kills": 1, "kernel_memcg_kills": 1, "kernel_global_kills": 0}])
+        return cgroups_and_limits.MemoryRun(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), outcome)
+
+    assert ramp(True, 1).killed and ramp(True, 1).witnesses_agree
+    for missed in (ramp(False, 1), ramp(True, 0)):
+        assert missed.killed and not missed.witnesses_agree
+    saw = ramp(False, 1).witnesses().set_index("witness")["saw_oom_kill"]
+    assert not saw["engine State.OOMKilled"] and saw["cgroup oom_kill counter"] and saw["kernel log"]

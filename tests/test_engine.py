@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import io
 import os
 import uuid
@@ -13,7 +14,7 @@ import pytest
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, EngineLost, EngineTimeout
-from labkit.instruments import containers, engine, images, layers, limits, throttle, undo
+from labkit.instruments import containers, engine, images, layers, limits, measure, throttle, undo
 from tests.conftest import leftovers
 
 
@@ -57,6 +58,20 @@ def test_scope_removes_its_objects_even_when_the_block_raises(docker_client: doc
         raise RuntimeError("boom")
     assert leftovers(docker_client, run_id) == {"containers": [], "networks": [], "volumes": []}
     assert scope.report.total == 3
+
+
+@pytest.mark.docker
+def test_health_reads_the_engines_word_on_each_check(docker_client: docker.DockerClient) -> None:
+    busybox = images.ensure_base(docker_client, "busybox")
+    checks = {"": None, "healthy": ["CMD", "true"], "unhealthy": ["CMD", "false"]}
+    with engine.Scope(docker_client, engine.new_run_id(), lab="tests") as scope:
+        started = {word: docker_client.containers.run(
+            busybox.tag, ["sleep", "60"], detach=True, labels=scope.labels, mem_limit="16m", pids_limit=8,
+            network_mode="none", healthcheck={"test": test, "interval": 100_000_000, "retries": 1} if test else None)
+            for word, test in checks.items()}
+        for word in checks:
+            reads = functools.partial(lambda w: containers.health(docker_client, started[w].id) == w, word)
+            assert measure.poll_until(reads, 30) < 30, word  # NaN (never read) fails too
 
 
 @pytest.mark.docker

@@ -6,6 +6,7 @@ a signal in the middle of a boot of `guest lab` or `guest run`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import queue
 import signal
@@ -128,10 +129,41 @@ def test_a_server_that_never_answered_is_an_error_with_the_guests_last_lines(
     monkeypatch.setattr(guest_run, "prepare", lambda selection, timeout_s: _setting(tmp_path))
     monkeypatch.setattr(guest_lab, "copies_dir", lambda: tmp_path / "copies")
     lines = ("LABKIT mark docker-ready 30.1", "ModuleNotFoundError: No module named 'jupyterlab'",
-             "JupyterLab did not answer", "LABKIT mark job-done 41.0")
-    monkeypatch.setattr(guest, "run_job", lambda *args, **options: _boot({"job-done": 44.0}, lines))
-    with pytest.raises(LabkitError, match=r"did not start in the lab machine[\s\S]*No module named 'jupyterlab'"):
+             "JupyterLab did not answer within 300 s", "LABKIT mark job-done 41.0")
+    monkeypatch.setattr(guest, "run_job", lambda *args, **options: _boot({"job-done": 44.0, "off": 45.2}, lines))
+    with pytest.raises(LabkitError, match=r"did not start in the lab machine \(the guest powered off, its job's "
+                                          r"status: 0\)[\s\S]*No module named 'jupyterlab'"):
         guest_lab.serve([], ports.free_port(), 600.0)
+
+
+def test_a_guest_that_stalls_twice_is_an_error_that_shows_its_console_and_a_short_timeout_is_no_stall(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(guest_run, "prepare", lambda selection, timeout_s: _setting(tmp_path))
+    monkeypatch.setattr(guest_lab, "copies_dir", lambda: tmp_path / "copies")
+    asked: dict[str, Any] = {}
+
+    def stalled(*args: object, **options: Any) -> guest.GuestRun:
+        asked.update(options)
+        for _ in range(guest.STALL_BOOTS if options["ready"] else 1):
+            options["on_mark"]("docker-ready", 31.0)
+            if options["ready"]:
+                options["on_mark"]("stalled", options["ready"][1])
+        return dataclasses.replace(_boot({"kernel": 1.2, "docker-ready": 31.0},
+                                         ("[  31.5] rcu: INFO: rcu_sched self-detected stall",)),
+                                   stalls=0 if options["ready"] is None else guest.STALL_BOOTS)
+
+    monkeypatch.setattr(guest, "run_job", stalled)
+    with pytest.raises(LabkitError, match=r"stalled in each of 2 boots: not serving 480 s after QEMU started"
+                                          r"[\s\S]*rcu_sched") as error:
+        guest_lab.serve([], ports.free_port(), 28800.0)
+    assert asked["ready"] == (guest_lab.READY, 480.0) and asked["console_log"] == guest_lab.console_log()
+    assert str(guest_lab.console_log()) in str(error.value) and "labkit guest lab` again" in error.value.hint
+    out = capsys.readouterr().out
+    assert "  docker-ready after 31.0 s" in out  # each mark shown as it arrives
+    assert "stalled: JupyterLab not serving 480 s after QEMU started; booting it again" in out
+    with pytest.raises(LabkitError, match=r"its time ran out, --timeout 60 s"):  # no stall, the reader's bound
+        guest_lab.serve([], ports.free_port(), 60.0)
+    assert asked["ready"] is None
 
 
 # ---------------------------------------------------------------- live: the lab machine serving JupyterLab
@@ -163,7 +195,10 @@ class _Launcher:
             self.seen.append(line)
             if text in line:
                 return line
-        raise AssertionError(f"no {text!r} after {timeout_s} s:\n" + "\n".join(self.seen))
+        console = guest_lab.console_log()
+        tail = console.read_text().splitlines()[-40:] if console.is_file() else []
+        raise AssertionError(f"no {text!r} after {timeout_s} s:\n" + "\n".join(self.seen)
+                             + f"\nthe guest's console ({console}), its last lines:\n" + "\n".join(tail))
 
     def stop(self, signum: int) -> int:
         self.process.send_signal(signum)
@@ -267,7 +302,9 @@ def test_a_kernel_starts_in_the_guest_through_127_0_0_1_a_saved_file_stays_and_c
     probe.unlink(missing_ok=True)
     before = _boots()
     with _Launcher("lab", "07", "--port", str(port)) as launcher:
-        url = launcher.wait_for(f"http://127.0.0.1:{port}/lab?token=", 900).strip()
+        # Beyond the two boots labkit allows before it calls the guest stalled, so its own error is what shows.
+        url = launcher.wait_for(f"http://127.0.0.1:{port}/lab?token=",
+                                guest_lab.READY_WITHIN_S * guest.STALL_BOOTS + 300).strip()
         token = url.rsplit("token=", 1)[1]
         assert len(_naming(_forwarding(port))) == 1  # the port is QEMU's: the server runs in the guest, not here
         kernel = _api(port, token, "/api/kernels", "POST", {"name": "python3"})

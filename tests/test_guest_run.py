@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,14 @@ def test_01_in_the_guest_gives_the_known_v2_answers(in_guest: Path) -> None:
 def test_07_in_the_guest_fences_with_slices_and_counts_the_oom_kill_in_memory_events(in_guest: Path) -> None:
     folder = in_guest / "07-cgroups-and-limits"
     ramp = _csv(folder, "ramp_outcome").iloc[0]
-    assert ramp["cgroup_version"] == "v2" and ramp["exit_code"] == 137 and ramp["oom_killed"]
+    assert ramp["cgroup_version"] == "v2" and ramp["exit_code"] == 137
+    # The engine's witnesses are racy on v2: this containerd's shim can report the OOM after the exit, or not at all
+    # once the scope is gone, and the engine then leaves OOMKilled false (CI's quick run read false once; fixed in
+    # containerd#12714, "always send oom event before exit event"). The kernel's witnesses below are not; when the
+    # engine's disagree, the lab must say so in the verdict.
+    engine_saw = bool(ramp["oom_killed"]) and int(ramp["oom_events"]) >= 1
+    exit_137 = _csv(folder, "claims").set_index("id").loc["oom.exit_137"]
+    assert exit_137["verdict"] == ("holds" if engine_saw else "holds with caveat")
     assert ramp["kernel_memcg_kills"] >= 1  # the kernel's log: a kill in a memory cgroup, not host-wide
     console = (in_guest.parent / "notebooks" / guest_run.CONSOLE).read_text()
     assert re.search(r"oom_memcg=/labkit\.slice/labkit-\w+\.slice/labkit-\w+-ramp\.slice/docker-\w+\.scope", console)
@@ -261,10 +269,10 @@ def test_a_guest_run_leaves_no_boot_behind(in_guest: Path) -> None:
     assert not guest.runs_parent().exists() or not any(guest.runs_parent().iterdir())
 
 
-def test_one_boot_mounts_the_shares_loads_the_bases_runs_labkit_and_brings_the_results_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What `labkit guest run` hands the guest and what it does with the answer, without booting: the boot is
-    stood in for by the files a guest's `labkit run` writes."""
+@pytest.fixture
+def without_booting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[..., guest.GuestRun]], None]:
+    """What `labkit guest run` needs before it boots, stood in (the guest made, one base saved, the executed copies
+    to tmp_path/nb, results to tmp_path/results); call it with what stands in for the boot."""
     class Image:
         def save(self, named: bool) -> list[bytes]:
             return [b"tar of ", b"the base"]
@@ -272,6 +280,20 @@ def test_one_boot_mounts_the_shares_loads_the_bases_runs_labkit_and_brings_the_r
     class Client:
         images = type("Images", (), {"get": staticmethod(lambda tag: Image())})()
 
+    monkeypatch.setattr(guest, "is_made", lambda: True)
+    monkeypatch.setattr(guest, "ensure_guest", lambda: _image("3.11.2-1+b1"))
+    monkeypatch.setattr(guest_run.space, "require_memory", lambda demand: None)
+    monkeypatch.setattr(guest_run.space, "require_disk", lambda *writes: None)
+    monkeypatch.setattr(guest_run.engine, "connect", lambda: Client())
+    monkeypatch.setattr(guest_run.images, "require_base", lambda client, name: type("B", (), {"tag": f"lk/{name}"}))
+    monkeypatch.setattr(guest_run, "destinations", lambda quick, record: (tmp_path / "nb", tmp_path / "results"))
+    return lambda boot: monkeypatch.setattr(guest, "run_job", boot)
+
+
+def test_one_boot_mounts_the_shares_loads_the_bases_runs_labkit_and_brings_the_results_back(
+        tmp_path: Path, without_booting: Callable[[Callable[..., guest.GuestRun]], None]) -> None:
+    """What `labkit guest run` hands the guest and what it does with the answer, without booting: the boot is
+    stood in for by the files a guest's `labkit run` writes."""
     booted: dict[str, Any] = {}
 
     def boot(made: guest.GuestImage, script: str, files: dict[str, bytes], **options: Any) -> guest.GuestRun:
@@ -283,14 +305,7 @@ def test_one_boot_mounts_the_shares_loads_the_bases_runs_labkit_and_brings_the_r
             "notebooks/07-cgroups-and-limits.ipynb": b"{}",
             "results/07-cgroups-and-limits/provenance.json": b"{}"}, ("console line",))
 
-    monkeypatch.setattr(guest, "is_made", lambda: True)
-    monkeypatch.setattr(guest, "ensure_guest", lambda: _image("3.11.2-1+b1"))
-    monkeypatch.setattr(guest_run.space, "require_memory", lambda demand: None)
-    monkeypatch.setattr(guest_run.space, "require_disk", lambda *writes: None)
-    monkeypatch.setattr(guest_run.engine, "connect", lambda: Client())
-    monkeypatch.setattr(guest_run.images, "require_base", lambda client, name: type("B", (), {"tag": f"lk/{name}"}))
-    monkeypatch.setattr(guest_run, "destinations", lambda quick, record: (tmp_path / "nb", tmp_path / "results"))
-    monkeypatch.setattr(guest, "run_job", boot)
+    without_booting(boot)
     (tmp_path / "results" / "07-cgroups-and-limits").mkdir(parents=True)
     (tmp_path / "results" / "07-cgroups-and-limits" / "stale.csv").write_text("from an earlier run")
     done = guest_run.run(["07"], quick=True, timeout_s=600)
@@ -299,11 +314,25 @@ def test_one_boot_mounts_the_shares_loads_the_bases_runs_labkit_and_brings_the_r
     assert booted["read_only"]["project"] == paths.project_root()
     assert booted["read_only"]["cache"] == paths.cache_dir()
     assert booted["timeout_s"] == guest_run.BOOT_ALLOWANCE_S + 600 and booted["memory_mib"] == guest_run.MEMORY_MIB
+    assert booted["ready"] == ("shares", guest_run.BOOT_ALLOWANCE_S)  # a guest stalled before its notebooks
     script = booted["script"]
-    assert "over project" in script and "docker load -q" in script and "--quick --timeout 600 " in script
+    assert "over project" in script and "--quick --timeout 600 " in script
+    assert f"timeout {guest_run.LOAD_TIMEOUT_S:.0f} docker load -q" in script  # a hung guest engine ends the job
     assert f"{Path(sys.prefix) / 'bin' / 'labkit'} run --fresh" in script and script.rstrip().endswith("exit $status")
     assert [r.notebook for r in done.runs] == ["07-cgroups-and-limits"] and not done.failed
     results = tmp_path / "results" / "07-cgroups-and-limits"
     assert sorted(p.name for p in results.iterdir()) == ["guest-run.json", "provenance.json"]  # replaced whole
-    assert json.loads((results / guest_run.REPORT).read_text())["marks"]["off"] == 632.5
+    report = json.loads((results / guest_run.REPORT).read_text())
+    assert report["marks"]["off"] == 632.5 and report["stalls"] == 0
     assert (tmp_path / "nb" / guest_run.CONSOLE).read_text() == "console line\n"
+
+
+def test_a_guest_stalled_before_its_notebooks_says_so(
+        tmp_path: Path, without_booting: Callable[[Callable[..., guest.GuestRun]], None]) -> None:
+    without_booting(lambda *args, **options: guest.GuestRun(
+        "tcg", {"kernel": 1.1, "docker-ready": 31.4}, {}, False, None, {}, ("[  40.2] rcu: INFO: stall",), 2))
+    done = guest_run.run(["07"], quick=True, timeout_s=600)
+    assert [r.status for r in done.runs] == ["not run"]
+    assert done.runs[0].error == ("the lab machine stalled in each of 2 boots: its shares were not mounted 300 s "
+                                  "after QEMU started")
+    assert (tmp_path / "nb" / guest_run.CONSOLE).read_text() == "[  40.2] rcu: INFO: stall\n"

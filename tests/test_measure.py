@@ -3,6 +3,7 @@ interleaved order of a comparison read back from a call log."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -67,3 +68,20 @@ def test_fingerprint_names_the_machine_and_says_whether_it_is_virtualised() -> N
     assert found["host"]["virtualised"] == (" hypervisor" in cpuinfo)
     assert found["cores"] == len([line for line in cpuinfo.splitlines() if line.startswith("processor")])
     assert found["cgroup_version"] in ("v1", "v2")
+
+
+def test_poll_until_returns_once_the_condition_holds_and_nan_when_it_never_does() -> None:
+    looks: list[int] = []
+
+    def third_look() -> bool:
+        looks.append(1)
+        return len(looks) == 3
+
+    assert measure.poll_until(third_look, 10, poll_s=0.01) < 10 and len(looks) == 3  # it stopped looking then
+    assert math.isnan(measure.poll_until(lambda: False, 0.05, poll_s=0.01))
+
+
+def test_wait_until_names_the_state_it_did_not_reach() -> None:
+    assert measure.wait_until(lambda: True, "ready", 1) >= 0
+    with pytest.raises(TimeoutError, match="the db healthy: not reached within 0 s"):
+        measure.wait_until(lambda: False, "the db healthy", 0.05, poll_s=0.01)

@@ -117,6 +117,17 @@ def test_failed_requests_are_counted_and_left_out_of_the_latencies() -> None:
     assert paths.percentiles().loc[LOOPBACK, "errors"] == 1
 
 
+def test_the_ledger_names_the_engine_it_was_measured_on(replay: LabSession) -> None:
+    recorded = (networking.run_exposure(replay, 18080), networking.run_names(replay),
+                networking.run_outbound_nat(replay), networking.run_paths(replay, 18080, 30, 60, 4, 64))
+    assert replay.engine_version == "20.10.24+dfsg1"  # the recording's engine, from its provenance
+    networking.check_claims(replay.claims, *recorded, "27.5.1")
+    claims = replay.claims.frame().set_index("id")
+    assert "how Docker 27.5.1 writes" in claims.loc["net.publish_reaches_anyone", "criterion"]
+    assert "on Docker 27.5.1: moby#45610" in claims.loc["net.loopback_publish_local_only", "caveat"]
+    assert "20.10" not in " ".join(claims["criterion"]) + " ".join(claims["caveat"])
+
+
 # ---------------------------------------------------------------- bad input, refused before anything starts
 
 

@@ -101,7 +101,7 @@ def test_registry_does_not_outlive_an_interrupted_run(needs_registry: None, sign
     assert not _alive(pid)
     if signum == signal.SIGKILL:  # no cleanup ran: the storage is the next labkit command's to remove
         assert Path(storage).is_dir()
-        assert any(f"registry storage {storage}" in done for done in undo.undo_orphans())
+        assert any(f"temporary folder {storage}" in done for done in undo.undo_orphans())
     assert not Path(storage).exists()
 
 

@@ -66,6 +66,9 @@ def test_notebook_replays_without_an_engine_under_a_banner(recorded: Path, no_en
     shown = "\n".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells if c.cell_type == "code"
                       for o in c.outputs)
     assert "REPLAYED RESULTS" in shown
+    warned = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "stream" and o.get("name") == "stderr" and "Warning" in o.get("text", "")]
+    assert not warned, f"a replay shows the reader warnings: {warned}"  # e.g. pandas' DtypeWarning on a big table
     provenance = json.loads((recorded / "provenance.json").read_text())
     assert provenance["started_utc"] in shown and provenance["run_id"] in shown
 
@@ -118,7 +121,7 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         cgroups_and_limits.run_io(lab), cgroups_and_limits.run_pids_neighbour(lab)),
     networking.STEM: lambda lab: networking.check_claims(
         lab.claims, networking.run_exposure(lab, 18080), networking.run_names(lab), networking.run_outbound_nat(lab),
-        networking.run_paths(lab, 18080, rounds=30, requests=60, concurrency=4, bulk_mib=32)),
+        networking.run_paths(lab, 18080, rounds=30, requests=60, concurrency=4, bulk_mib=32), lab.engine_version),
     pitfalls_and_security.STEM: lambda lab: pitfalls_and_security.check_claims(
         lab.claims, pitfalls_and_security.run_zombies(lab), pitfalls_and_security.run_stop(lab),
         pitfalls_and_security.run_users(lab), pitfalls_and_security.run_log_places(lab),

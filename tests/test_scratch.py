@@ -10,6 +10,8 @@ import glob
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import BadParameter
-from labkit.instruments import shell
+from labkit.instruments import shell, undo
 from labkit.instruments.cgroups import CgroupLayout, CpuMax
 from labkit.instruments.limits import MIB, Limits
 from labkit.instruments.scratch import (
@@ -290,3 +292,34 @@ def test_pid1_in_the_setup_shell_is_not_taken_for_the_command(tmp_path: Path) ->
     shutil.copytree(PROC_FIXTURES / "docker-default/6244", proc / "6244")
     (proc / "6244/cmdline").write_bytes(f"/bin/sh\0-c\0script\0{SETUP_NAME}\0".encode())
     assert find_pid1([6244], "/usr/bin/unshare", depth=2, proc_root=proc) is None
+
+
+HOLDS_A_CONTAINER = """
+import sys, time
+from labkit.instruments.scratch import ScratchContainer
+with ScratchContainer(sys.argv[1], ["sleep", "300"], run_id=sys.argv[2], name="killed") as box:
+    print(box.host_pid, flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.mark.root
+def test_a_container_whose_maker_is_sigkilled_runs_on_until_the_next_labkit_command_ends_it(
+        rootfs: Path, run_id: str) -> None:
+    child = subprocess.Popen([sys.executable, "-c", HOLDS_A_CONTAINER, str(rootfs), run_id], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None
+        pid = int(child.stdout.readline())
+    finally:
+        child.kill()  # SIGKILL: no block of the child's ends
+        child.wait(30)
+    dirs = [d for d in CgroupLayout.from_system().open(f"labkit/{run_id}/killed").dirs() if d.is_dir()]
+    # The kernel's processes outlive their maker: without the journal the container would run on.
+    assert Path(f"/proc/{pid}").exists() and dirs
+    assert any(line.startswith(f"scratch container labkit/{run_id}/killed (left by pid {child.pid})")
+               for line in undo.undo_orphans())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the killed process leaves /proc once its parent, init, reaps it
+    _assert_gone(pid, dirs, rootfs)  # and the run's own group, emptied: the fixtures check that

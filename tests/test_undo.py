@@ -4,6 +4,7 @@ the process that made it died, and only then; records from another boot or unrea
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,34 @@ def test_an_undo_outside_labkit_instruments_is_refused_before_the_change(journal
             undo.recorded("thing changed", mark_undone, {}):
         pytest.fail("the block must not run")
     assert not list(journal.glob("*.json"))
+
+
+KEEPS_A_FOLDER = """
+import sys, time
+from pathlib import Path
+from labkit.instruments import undo
+with undo.temporary_folder("labkit-test-", sys.argv[1]) as folder:
+    (Path(folder) / "half-written").write_text("x")
+    print(folder, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_temporary_folder_goes_when_its_block_ends_and_after_its_maker_is_killed(
+        journal: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(undo, "UNDO_PREFIX", "labkit.instruments.")
+    with pytest.raises(RuntimeError, match="boom"), undo.temporary_folder("labkit-test-", tmp_path) as folder:
+        (Path(folder) / "file").write_text("x")
+        raise RuntimeError("boom")
+    assert not Path(folder).exists() and not list(journal.glob("*.json"))
+    child = subprocess.Popen([sys.executable, "-c", KEEPS_A_FOLDER, str(tmp_path)], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "LABKIT_STATE": str(tmp_path)})
+    try:
+        assert child.stdout is not None
+        killed = Path(child.stdout.readline().strip())
+    finally:
+        child.kill()  # SIGKILL: no block ends, nothing of the child's cleans up
+        child.wait(30)
+    assert (killed / "half-written").exists()
+    assert undo.undo_orphans() == [f"temporary folder {killed} (left by pid {child.pid}): undone"]
+    assert not killed.exists()

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import docker
 import pandas as pd
@@ -149,14 +150,16 @@ def test_one_success_has_no_gap() -> None:
 
 def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_completed", plain_replaced: bool = False,
            images_match: bool = True, node_down_s: float = 3.0, compose_failed: int = 4,
-           refused_as_written: bool = True, publish_mode: str = "ingress") -> graduate.OrchestratorResult:
+           refused_as_written: bool = True, publish_mode: str = "ingress",
+           asked_address: str = "127.0.0.1", task_replaced: bool = True,
+           start_first_gap_s: float = 0.1) -> graduate.OrchestratorResult:
     placement = pd.DataFrame({"task": ["t1", "t2", "t3"], "node": ["node1", "node2", "node3"],
                               "state": ["running"] * 3, "image": ["app:v1"] * 3})
     healing = pd.DataFrame([
         {"event": "container unhealthy (Compose, one engine)", "heartbeat_s": math.nan, "detected_s": 2.0,
          "replaced_s": math.nan, "replaced": plain_replaced, "detail": "running"},
-        {"event": "task killed (SIGKILL)", "heartbeat_s": 5.0, "detected_s": math.nan, "replaced_s": 6.0,
-         "replaced": True, "detail": ""},
+        {"event": "task killed (SIGKILL)", "heartbeat_s": 5.0, "detected_s": math.nan,
+         "replaced_s": 6.0 if task_replaced else math.nan, "replaced": task_replaced, "detail": ""},
         {"event": "task unhealthy (swarm)", "heartbeat_s": 5.0, "detected_s": math.nan, "replaced_s": 9.0,
          "replaced": True, "detail": ""},
         {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": 1.0, "detected_s": node_down_s,
@@ -167,18 +170,23 @@ def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_compl
     rollout = pd.DataFrame([
         {**row, "case": "update, stop-first", "order": "stop-first", "state": "completed", "failed": 3},
         {**row, "case": "update, start-first", "order": "start-first", "state": "completed",
+         "longest_gap_s": start_first_gap_s,
          "failed": start_first_failed},
         {**row, "case": "broken release, stop-first", "order": "stop-first", "state": rollback_state, "failed": 0},
         {**row, "case": single_box.CASE, "order": single_box.ORDER, "state": "completed", "failed": compose_failed},
     ])
-    as_stack = pd.DataFrame([
+    asked = {"asked_ports": json.dumps([{"host_ip": asked_address, "target": 3000, "published": "8080"}]),
+             "asked_restart": "no", "cli": "20.10.24+dfsg1"}
+    tries = pd.DataFrame([
         {"step": 0, "change": "as written", "exit_code": 1 if refused_as_written else 0,
-         "message": "unsupported Compose file version: 1.0", "published": "", "restart": ""},
+         "message": "unsupported Compose file version: 1.0", **asked, "refused_text": as_stack.CHAPTER,
+         "published": "", "restart": ""},
         {"step": 1, "change": "pull_policy removed", "exit_code": 0, "message": "Ignoring unsupported options: build",
+         **asked, "refused_text": "",
          "published": json.dumps([{"Protocol": "tcp", "TargetPort": 3000, "PublishedPort": 8080,
                                    "PublishMode": publish_mode}]), "restart": "any"},
     ][0 if refused_as_written else 1:])
-    return graduate.OrchestratorResult(placement, as_stack, healing, rollout, LOG, "dnsrr", "CONFIG_IP_VS=unset")
+    return graduate.OrchestratorResult(placement, tries, healing, rollout, LOG, "dnsrr", "CONFIG_IP_VS=unset")
 
 
 def portable(outputs: dict[str, str] | None = None, missing: dict[str, str] | None = None,
@@ -218,6 +226,9 @@ def test_the_state_claim_holds_only_when_the_file_stayed_behind() -> None:
     assert verdict(_stateful(moved_found_it=False, left_behind=False)) == Verdict.FAILS
     assert verdict(graduate.StatefulResult(pd.DataFrame(columns=list(graduate.LAB.tables["stateful"])))) is None
     assert "did **not** find" in _stateful(moved_found_it=False).conclusion()
+    # The conclusion says what happened, not what should have: shared storage would carry the file along.
+    assert "a new one, made empty" not in _stateful(moved_found_it=True).conclusion()
+    assert "its state went with it" in _stateful(moved_found_it=True).conclusion()
 
 
 def test_the_runtime_claim_follows_the_outputs_and_digests() -> None:
@@ -238,7 +249,9 @@ def test_the_runtime_claim_follows_the_outputs_and_digests() -> None:
 def test_claims_follow_the_data() -> None:
     good = verdicts(result())
     assert good["graduate.more_than_one_box"] == Verdict.CAVEAT  # nodes share one machine
-    assert good["graduate.orchestrator_heals"] == Verdict.HOLDS
+    assert good["graduate.orchestrator_heals"] == Verdict.CAVEAT  # nodes share one machine
+    # A killed task not replaced within the wait is recorded, not raised: the claim can fail on it.
+    assert verdicts(result(task_replaced=False))["graduate.orchestrator_heals"] == Verdict.FAILS
     assert good["graduate.rolling_update_without_loss"] == Verdict.CAVEAT
     assert good["graduate.broken_release_rolled_back"] == Verdict.HOLDS
     assert verdicts(result(start_first_failed=1))["graduate.rolling_update_without_loss"] == Verdict.FAILS
@@ -247,9 +260,39 @@ def test_claims_follow_the_data() -> None:
     assert verdicts(result(plain_replaced=True))["graduate.orchestrator_heals"] == Verdict.FAILS
     assert verdicts(result(rollback_state="completed"))["graduate.broken_release_rolled_back"] == Verdict.FAILS
     assert verdicts(result(images_match=False))["graduate.broken_release_rolled_back"] == Verdict.FAILS
-    assert good["graduate.compose_file_is_not_a_stack"] == Verdict.HOLDS
+    assert good["graduate.compose_file_is_not_a_stack"] == Verdict.CAVEAT  # one CLI version's reading
     assert verdicts(result(refused_as_written=False))["graduate.compose_file_is_not_a_stack"] == Verdict.FAILS
     assert verdicts(result(publish_mode="host"))["graduate.compose_file_is_not_a_stack"] == Verdict.FAILS
+    # A file that asked for every address loses nothing on ingress: the claim's "not 127.0.0.1" would be untrue.
+    assert verdicts(result(asked_address=""))["graduate.compose_file_is_not_a_stack"] == Verdict.FAILS
+
+
+def ledger_of(found: graduate.OrchestratorResult) -> dict[str, Any]:
+    ledger = ClaimLedger(graduate.STEM)
+    graduate.check_claims(ledger, found, portable())
+    return {claim.id: claim for claim in ledger}
+
+
+def test_only_refusals_of_the_chapters_own_text_are_counted_and_the_cli_is_named() -> None:
+    claim = ledger_of(result())["graduate.compose_file_is_not_a_stack"]
+    assert claim.value == 1.0 and "about the chapter's file" in claim.measured
+    assert "20.10.24+dfsg1" in claim.caveat
+    found = result()
+    found.as_stack.loc[0, "refused_text"] = as_stack.LABKIT  # a refusal of what labkit added to the file
+    assert ledger_of(found)["graduate.compose_file_is_not_a_stack"].value == 0.0
+
+
+def test_a_start_first_stall_at_the_clients_limit_is_named_in_the_caveat() -> None:
+    quick = ledger_of(result(start_first_gap_s=0.1))["graduate.rolling_update_without_loss"].caveat
+    stalled = ledger_of(result(start_first_gap_s=2.004))["graduate.rolling_update_without_loss"].caveat
+    assert "was 0.10 s" in quick and "zero failures is not zero delay" not in quick
+    assert "was 2.00 s" in stalled and "zero failures is not zero delay" in stalled
+
+
+def test_the_as_stack_conclusion_names_what_the_file_asked_from_the_data() -> None:
+    text = result(asked_address="10.1.2.3").conclusion_as_stack()
+    assert "not on `10.1.2.3` as the file asked" in text and "127.0.0.1" not in text
+    assert "restarts on `any` where Compose reads the file's restart as `no`" in text
 
 
 def test_each_change_to_the_chapters_file_changes_it_and_keeps_the_others() -> None:
@@ -489,6 +532,12 @@ def test_the_quick_run_recorded_the_known_answers(executed: Path) -> None:
     assert tries["exit_code"].iloc[0] != 0 and tries["exit_code"].iloc[-1] == 0
     assert "Ignoring unsupported options: build, restart" in tries["message"].iloc[-1]
     assert [p["PublishMode"] for p in json.loads(tries["published"].iloc[-1])] == ["ingress"]
+    # What the chapter's file asks, as Compose reads it: the app on 127.0.0.1:8080 only, and no restart.
+    asked = json.loads(tries["asked_ports"].iloc[-1])
+    assert [(p["host_ip"], p["published"]) for p in asked] == [("127.0.0.1", "8080")]
+    assert set(tries["asked_restart"]) == {"no"}
+    # Format 3's refusals: the chapter's missing version and depends_on conditions, then labkit's pull_policy.
+    assert list(tries["refused_text"]) == [as_stack.CHAPTER, as_stack.CHAPTER, as_stack.LABKIT, ""]
     healing = pd.read_csv(executed / "healing.csv", keep_default_na=False)
     by_event = {event.split(" (")[0]: rows for event, rows in healing.groupby("event")}
     assert by_event["task killed"]["replaced"].all()  # a killed task is replaced

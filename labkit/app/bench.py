@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
@@ -25,9 +24,9 @@ import pandas as pd
 
 from labkit import paths
 from labkit.app import book, catalog, runner
-from labkit.core.results import utc_now
+from labkit.core.results import read_recorded, utc_now
 from labkit.core.session import git_commit
-from labkit.instruments import measure, shell
+from labkit.instruments import measure, shell, undo
 from labkit.labs import the_lab_machine
 from labkit.paths import atomic_write
 
@@ -64,7 +63,7 @@ def python_env(bench: Bench, cold: bool) -> None:
     seconds, _ = _timed(lambda: shell.run([sys.executable, *install], PIP_TIMEOUT_S, cwd=root))
     bench.add("make lab", "Python env", "warm", seconds, note="pip install -e .[dev] into the existing .venv")
     if cold:
-        with tempfile.TemporaryDirectory(prefix="labkit-bench-venv-") as folder:
+        with undo.temporary_folder("labkit-bench-venv-") as folder:
             def fresh() -> None:
                 shell.run(["sh", "tools/bootstrap-python.sh", "python3", folder], PIP_TIMEOUT_S, cwd=root)
                 shell.run([f"{folder}/bin/python", *install], PIP_TIMEOUT_S, cwd=root)
@@ -101,7 +100,7 @@ def cold_phases(bench: Bench, bases: Sequence[str], lab_machine: bool) -> None:
         node = fresh.nodes[0]
         bench.add("make lab", "engine", "cold", seconds,
                   note="a second dockerd on an empty data-root, in a network namespace of its own, until it answers")
-        cache = made.enter_context(tempfile.TemporaryDirectory(prefix="labkit-bench-cache-"))
+        cache = made.enter_context(undo.temporary_folder("labkit-bench-cache-"))
         made.enter_context(shell.environment(DOCKER_HOST=f"unix://{node.socket}", LABKIT_CACHE=cache))
         client = made.enter_context(closing(docker.DockerClient(base_url=f"unix://{node.socket}")))
         seconds, done = _timed(partial(images.make_bases, client, bases, lambda line: print(f"  {line}", flush=True)))
@@ -189,7 +188,7 @@ def sampler(bench: Bench, roots: dict[str, Path]) -> None:
     a notebook table that records them (columns sampler_hz and sampler_cpu_s beside wall_s)."""
     for origin, root in roots.items():
         for table in sorted(root.glob("[0-9][0-9]-*/*.csv")):
-            frame = pd.read_csv(table)
+            frame = read_recorded(table)
             if not {"sampler_hz", "sampler_cpu_s", "wall_s"} <= set(frame.columns):
                 continue
             for row in frame.itertuples():
@@ -212,7 +211,7 @@ def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -
     if cold:
         cold_phases(bench, tuple(dict.fromkeys(name for lab in labs for name in lab.bases)),
                     lab_machine=any(lab.stem == the_lab_machine.STEM for lab in labs))
-    with tempfile.TemporaryDirectory(prefix="labkit-bench-") as work:
+    with undo.temporary_folder("labkit-bench-") as work:
         executed = notebooks(bench, chosen, Path(work), full)
         if executed is not None:
             book_phase(bench, executed)

@@ -32,7 +32,11 @@ MEMORY_MIB = 3072
 """The guest's memory (MiB) for a notebook run: systemd, dockerd, Jupyter's kernel and the notebook's containers."""
 CPUS = 2
 BOOT_ALLOWANCE_S = 300.0
-"""Seconds allowed beside the notebooks' own timeouts: boot, mounts and loading the bases (about 40 s under TCG)."""
+"""Seconds allowed beside the notebooks' own timeouts: boot, mounts and loading the bases (about 40 s under TCG).
+A guest that has not even mounted its shares by then has stalled: it is booted again, once."""
+LOAD_TIMEOUT_S = 600.0
+"""Seconds one base's `docker load` may take in the guest (a few seconds each under TCG); past it the job ends, so
+a guest engine that hangs does not hold the boot until its timeout."""
 UNSUPPORTED = {"15-the-lab-machine": "it boots the lab machine itself: run it on the host (`labkit run 15`)"}
 REPORT = "guest-run.json"  # in each notebook's results: the boot's timeline, the guest, how each notebook went
 CONSOLE = "console.log"  # beside the executed notebooks: every line the guest printed
@@ -47,7 +51,7 @@ over cache {cache}
 {venv}
 {python}
 mark shares
-for base in /labkit/base-*.tar; do [ ! -e "$base" ] || docker load -q -i "$base"; done
+for base in /labkit/base-*.tar; do [ ! -e "$base" ] || timeout {load_s} docker load -q -i "$base"; done
 mark bases
 """
 _RUN = """cd {project}
@@ -154,7 +158,7 @@ def prepare(selection: list[str], timeout_s: float, *, record: bool = False) -> 
         nine_p=guest.NINE_P_OPTIONS, project=shlex.quote(str(paths.project_root())),
         cache=shlex.quote(str(paths.cache_dir())),
         venv=f"ro venv {shlex.quote(str(venv))}" if own_venv else "",
-        python=f"ro python {shlex.quote(str(python))}" if python else "")
+        python=f"ro python {shlex.quote(str(python))}" if python else "", load_s=f"{LOAD_TIMEOUT_S:.0f}")
     return GuestSetting(notebooks, made, list(tags.values()), archives, read_only, script)
 
 
@@ -170,7 +174,8 @@ def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: f
         timeout=f"{timeout_s:g}", notebooks=" ".join(nb.stem[:2] for nb in notebooks))
     boot = guest.run_job(setting.made, script, setting.archives, run_id=run_id or engine.new_run_id(),
                          accel=accelerator(), memory_mib=MEMORY_MIB, cpus=CPUS,
-                         timeout_s=BOOT_ALLOWANCE_S + timeout_s * len(notebooks), read_only=setting.read_only)
+                         timeout_s=BOOT_ALLOWANCE_S + timeout_s * len(notebooks), read_only=setting.read_only,
+                         ready=("shares", BOOT_ALLOWANCE_S))
     notebooks_dir, results_dir = destinations(quick, record)
     notebooks_dir.mkdir(parents=True, exist_ok=True)
     finished = {name.split("/")[1] for name in boot.outputs if name.startswith("results/")} - {""}
@@ -181,14 +186,17 @@ def run(selection: list[str], *, quick: bool, record: bool = False, timeout_s: f
         paths.atomic_write((notebooks_dir if kind == "notebooks" else results_dir) / rest, content)
     (notebooks_dir / CONSOLE).write_text("\n".join(boot.console) + "\n")
     reported = boot.outputs.get(f"notebooks/{runner.REPORT}")
+    why = ("the guest's run left no report" if not boot.stalls or "shares" in boot.marks else
+           f"the lab machine stalled in each of {boot.stalls} boots: its shares were not mounted "
+           f"{BOOT_ALLOWANCE_S:.0f} s after QEMU started")
     runs = ([runner.NotebookRun(**entry) for entry in json.loads(reported)["notebooks"]] if reported else
-            [runner.NotebookRun(nb.stem, "not run", 0.0, "", error="the guest's run left no report")
-             for nb in notebooks])
+            [runner.NotebookRun(nb.stem, "not run", 0.0, "", error=why) for nb in notebooks])
     result = GuestNotebooks(runs, boot.marks, boot.status, boot.completed, notebooks_dir, results_dir)
     report = json.dumps({
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "accelerator": boot.accelerator,
         "guest": setting.made.manifest, "quick": quick, "recorded": record, "marks": boot.marks,
-        "uptimes": boot.uptimes, "status": boot.status, "completed": boot.completed, "bases": setting.bases,
+        "uptimes": boot.uptimes, "status": boot.status, "completed": boot.completed, "stalls": boot.stalls,
+        "bases": setting.bases,
         "notebooks": [vars(r) for r in runs]}, indent=1, default=str) + "\n"
     for folder in finished:  # each notebook's results say which boot made them, beside its provenance
         paths.atomic_write(results_dir / folder / REPORT, report)

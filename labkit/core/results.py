@@ -26,6 +26,13 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def read_recorded(path: Path) -> pd.DataFrame:
+    """A recorded table. Its column types are inferred from the whole file, not chunk by chunk: 13's 150,000-row
+    requests table, whose error column is empty in most rows, otherwise reads as mixed types with a DtypeWarning
+    that a replayed notebook would show the reader."""
+    return pd.read_csv(path, low_memory=False)
+
+
 class ResultStore:
     """One topic's result folder: tables by name (``<name>.csv``) and one provenance.json."""
 
@@ -46,7 +53,7 @@ class ResultStore:
         if not path.exists():
             raise NotPrepared(f"no recorded table {name!r} in {self.folder}.",
                               "Record it with a live run (`labkit run --record`).")
-        return pd.read_csv(path)
+        return read_recorded(path)
 
     def tables(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("*.csv"))

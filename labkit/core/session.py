@@ -66,6 +66,11 @@ class LabSession:
         return self.replay is None
 
     @property
+    def engine_version(self) -> str:
+        """The Docker Engine's version the numbers come from (this run's, or the recording's when replaying)."""
+        return str(self.provenance.get("fingerprint", {}).get("engine_version", "?"))
+
+    @property
     def engine(self) -> docker.DockerClient:
         if self.client is None:
             raise NotPrepared("this session replays recorded results: there is no engine to use.",

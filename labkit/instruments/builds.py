@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import BadParameter, EngineError
-from labkit.instruments import buildlog
+from labkit.instruments import buildlog, undo
 from labkit.instruments.buildlog import BUILDERS, BUILDKIT, BuildLog
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.shell import run
@@ -57,7 +56,7 @@ def build(context: Path, tag: str, scope: Scope, *, builder: str = BUILDKIT, doc
     """
     validate_builder(builder)
     env = {**os.environ, "DOCKER_BUILDKIT": "1" if builder == BUILDKIT else "0"}
-    with tempfile.TemporaryDirectory(prefix="labkit-build-") as scratch:
+    with undo.temporary_folder("labkit-build-") as scratch:
         iidfile = Path(scratch) / "iid"
         argv = [docker_cli(), "build", "--pull=false", "--network", network, "-f", str(context / dockerfile),
                 "-t", tag, "--iidfile", str(iidfile), *([] if inherit_labels else scope.label_args())]

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from labkit.errors import BadParameter, HostUnsupported, LabkitError
 from labkit.instruments import procfs
@@ -737,6 +737,15 @@ def sweep(layout: CgroupLayout, prefix: str = "labkit", timeout_s: float = 5.0) 
         group.remove(prune_parents=False)
         removed.append(relpath)
     return removed
+
+
+def swept(detail: dict[str, Any]) -> None:
+    """Undo of a group labkit made (``detail['relpath']``), also the next labkit command's after its maker was
+    killed: every process in it and below killed, the groups removed from every hierarchy (nothing when they are
+    gone already), and its parents up to ``labkit`` when nothing else is in them."""
+    layout = CgroupLayout.from_system()
+    sweep(layout, prefix=detail["relpath"])
+    layout.everywhere(detail["relpath"]).remove()  # the group is gone: this prunes its empty parents
 
 
 def _split_relpath(relpath: str) -> list[str]:

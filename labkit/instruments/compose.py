@@ -53,6 +53,12 @@ def require_binary() -> str:
     return found
 
 
+def version(program: str) -> str:
+    """What `program` (a Compose binary, v2 or Debian's v1) says its version is (``version --short``), '' when it
+    says nothing."""
+    return run([program, "version", "--short"], 60, check=False).stdout.strip()
+
+
 def labels_file(services: Sequence[str], volumes: Sequence[str], labels: Mapping[str, str]) -> str:
     """An override file that puts `labels` on every service's containers, the default network and each named
     volume of a project (JSON, which is YAML too)."""

@@ -81,6 +81,13 @@ def host_pid(client: docker.DockerClient, container_id: str) -> int:
     return pid
 
 
+def health(client: docker.DockerClient, container_id: str) -> str:
+    """The engine's word on a container's health check now: "starting", "healthy", "unhealthy", or "" when the
+    container has no check."""
+    state: Mapping[str, Any] = client.api.inspect_container(container_id)["State"]
+    return str(state.get("Health", {}).get("Status", ""))
+
+
 def exec_text(container: Any, argv: Sequence[str]) -> str:
     """Run `argv` inside a running container and return its stripped output; LabkitError on a non-zero exit."""
     exit_code, output = container.exec_run(list(argv))

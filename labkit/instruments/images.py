@@ -14,7 +14,6 @@ import os
 import posixpath
 import shutil
 import tarfile
-import tempfile
 import threading
 import time
 import urllib.request
@@ -27,9 +26,9 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 
-from labkit import paths
+from labkit import assets, paths
 from labkit.errors import BadParameter, HostUnsupported, LabkitError, NotPrepared
-from labkit.instruments import arch
+from labkit.instruments import arch, undo
 from labkit.instruments.engine import LABEL_BASE, LABEL_RECIPE, docker_cli, sdk_errors
 from labkit.instruments.shell import run
 
@@ -288,20 +287,11 @@ RECIPES: dict[str, Callable[[], Recipe]] = {"busybox": _busybox_recipe,
                                                for name in DISTROLESS_BASES},
                                             **{name: partial(STATIC_BASES[name].recipe, name) for name in STATIC_BASES}}
 
-BUSYBOX_DOCKERFILE = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-CMD ["/bin/sh"]
-"""
+BUSYBOX_DOCKERFILE = assets.text("bases/Dockerfile.busybox")
 
 # A root filesystem tree (the build context's rootfs/) or tarball as an image for one platform: BuildKit records
 # the platform passed with --platform, where `docker import --platform` records the host's on engine 20.10.
-ROOTFS_DOCKERFILE = """\
-FROM scratch
-ADD {source} /
-CMD ["{command}"]
-"""
+ROOTFS_DOCKERFILE = assets.text("bases/Dockerfile.rootfs")  # {source}: the tree or tarball; {command}: its CMD
 
 # Distroless-style and static bases are imported from a tarball rather than built: a layer BuildKit made stays in
 # its build cache after the image is removed, so a later pull of it would not fetch it (notebook 05 times cold pulls).
@@ -436,7 +426,7 @@ def fetch_packages(union: DebianBase) -> float:
     --download-only``: one resolution and one package index for many bases), so that bases made side by side never
     download one file at once; seconds it took."""
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="labkit-fetch-") as target:
+    with undo.temporary_folder("labkit-fetch-") as target:
         run(_debootstrap_argv(union, Path(target), download_only=True), 1800, hint=MIRROR_HINT)
     return time.perf_counter() - started
 
@@ -530,7 +520,7 @@ def _label_args(wanted: Recipe) -> list[str]:
 
 
 def _build_busybox(wanted: Recipe) -> None:
-    with tempfile.TemporaryDirectory(prefix="labkit-busybox-") as context:
+    with undo.temporary_folder("labkit-busybox-") as context:
         shutil.copy2(BUSYBOX_BINARY, Path(context) / "busybox")
         (Path(context) / "Dockerfile").write_text(BUSYBOX_DOCKERFILE)
         # BuildKit, and no `# syntax=` line: FROM scratch needs no registry at all.
@@ -540,7 +530,7 @@ def _build_busybox(wanted: Recipe) -> None:
 
 def _build_rootfs_image(wanted: Recipe, source: Path, platform: str, command: str) -> None:
     """Build `source` (a rootfs folder or tarball) into an image for `platform` with BuildKit, no RUN steps."""
-    with tempfile.TemporaryDirectory(prefix="labkit-rootfs-image-") as context:
+    with undo.temporary_folder("labkit-rootfs-image-") as context:
         name = "rootfs.tar" if source.is_file() else "rootfs/"
         target = Path(context) / name.rstrip("/")
         if source.is_file():
@@ -694,7 +684,7 @@ def _slim(root: Path) -> None:
 def _build_distroless(wanted: Recipe, base: DistrolessBase) -> None:
     """Copy the runtime, its trees and their ldd closure out of the source rootfs and import them as an image."""
     source = rootfs_dir(base.source)
-    with tempfile.TemporaryDirectory(prefix="labkit-distroless-") as context:
+    with undo.temporary_folder("labkit-distroless-") as context:
         root = Path(context) / "rootfs"
         root.mkdir()
         wanted_paths = ["/" + p for p in (*base.programs, *base.trees)]
@@ -768,7 +758,7 @@ def _place(source: Path, target: Path, path: str, hops: int = 0) -> None:
 def _build_static(client: docker.DockerClient, wanted: Recipe, base: StaticBinaryBase) -> None:
     """Build the program in a container of the builder base (no network), then import it alone as an image."""
     builder = ensure_base(client, base.builder)
-    with tempfile.TemporaryDirectory(prefix="labkit-static-") as folder:
+    with undo.temporary_folder("labkit-static-") as folder:
         source, root = Path(folder) / "src", Path(folder) / "rootfs"
         source.mkdir()
         root.mkdir()
@@ -811,7 +801,7 @@ def debian_package_file(package: str, debian_arch: str, folder: Path) -> Path:
 def _unpack_debian_package(staging: Path, base: DebianPackageBase | UnpackedPackagesBase) -> None:
     """The packages' files (dpkg-deb -x) with an applet link per command the binary lists for itself."""
     packages = base.packages if isinstance(base, UnpackedPackagesBase) else (base.package,)
-    with tempfile.TemporaryDirectory(prefix="labkit-deb-") as folder:
+    with undo.temporary_folder("labkit-deb-") as folder:
         for package in packages:
             run(["dpkg-deb", "-x", str(debian_package_file(package, base.arch, Path(folder))), str(staging)], 120)
     binary = staging / base.binary

@@ -18,7 +18,6 @@ import posixpath
 import shutil
 import sys
 import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,6 +27,7 @@ from typing import IO, Any
 import docker
 import pandas as pd
 
+from labkit.instruments import undo
 from labkit.instruments.shell import CommandError, run
 
 WHITEOUT_PREFIX = ".wh."
@@ -256,7 +256,7 @@ def dive(program: str, tarball: Path) -> DiveReport:
     """Run dive (`program`) in CI mode on a ``docker save`` tarball, offline (``--source docker-archive``), and read
     its JSON report. Its CI verdict (exit status 1 when the image breaks its default efficiency rules) is not ours
     to take, so only a missing report is an error."""
-    with tempfile.TemporaryDirectory(prefix="labkit-dive-") as scratch:
+    with undo.temporary_folder("labkit-dive-") as scratch:
         report = Path(scratch) / "dive.json"
         done = run([program, "--ci", "--source", "docker-archive", str(tarball), "--json", str(report)],
                    DIVE_TIMEOUT_S, check=False)

@@ -43,6 +43,25 @@ def _timed(action: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - started) / 1e9
 
 
+def poll_until(condition: Callable[[], bool], limit_s: float, poll_s: float = 0.1) -> float:
+    """Look at `condition` every `poll_s` s until it holds; the seconds that took (a wait's resolution is one
+    `poll_s` plus one look), NaN when it did not hold within `limit_s`."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if condition():
+            return time.perf_counter() - started
+        time.sleep(poll_s)  # polling an engine or a program, bounded by limit_s
+    return float("nan")
+
+
+def wait_until(condition: Callable[[], bool], what: str, limit_s: float, poll_s: float = 0.1) -> float:
+    """:func:`poll_until` for a state the run needs: TimeoutError naming `what` when it is not reached."""
+    took = poll_until(condition, limit_s, poll_s)
+    if math.isnan(took):
+        raise TimeoutError(f"{what}: not reached within {limit_s:.0f} s")
+    return took
+
+
 def compare(methods: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> pd.DataFrame:
     """Time several ways of doing the same thing, interleaved so that drift on the machine hits all alike.
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import shutil
 import signal
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -191,17 +189,10 @@ def running(port: int | None = None, timeout_s: float = START_TIMEOUT_S,
     program = require_program(PROGRAM)
     host = inside.address if inside else HOST
     chosen = port if port is not None else NAMESPACE_PORT if inside else ports.free_port()
-    storage = Path(tempfile.mkdtemp(prefix="labkit-registry-"))
-    with undo.recorded(f"registry storage {storage}", remove_storage, {"folder": str(storage)}), \
-            _serving(program, storage, host, chosen, timeout_s, htpasswd, inside) as serving:
+    with undo.temporary_folder("labkit-registry-") as storage, \
+            _serving(program, Path(storage), host, chosen, timeout_s, htpasswd, inside) as serving:
         yield serving
     log.info("registry %s:%d stopped, storage removed", host, chosen)
-
-
-def remove_storage(detail: dict[str, Any]) -> None:
-    """Undo of a registry's storage folder (``detail['folder']``), also the next labkit command's after a SIGKILL:
-    the folder and its blobs gone (nothing when it is gone already)."""
-    shutil.rmtree(detail["folder"], ignore_errors=True)
 
 
 @contextmanager

@@ -19,6 +19,8 @@ import importlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -87,6 +89,21 @@ def recorded(what: str, undo: Callable[[dict[str, Any]], None], detail: dict[str
         with shell.interrupts_held():  # an interrupt arriving now is raised after the record is gone
             undo(detail)
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def temporary_folder(prefix: str, folder: str | Path | None = None) -> Iterator[str]:
+    """A new folder (its path, as :class:`tempfile.TemporaryDirectory` gives it) under `folder` (the system's
+    temporary folder by default), removed with all it holds when the block ends — and, being journalled, by the
+    next labkit command when the process was killed first."""
+    made = tempfile.mkdtemp(prefix=prefix, dir=folder)
+    with recorded(f"temporary folder {made}", remove_folder, {"folder": made}):
+        yield made
+
+
+def remove_folder(detail: dict[str, Any]) -> None:
+    """Undo of :func:`temporary_folder`: ``detail['folder']`` and all it holds gone (nothing when it is gone)."""
+    shutil.rmtree(detail["folder"], ignore_errors=True)
 
 
 def pending() -> list[Change]:

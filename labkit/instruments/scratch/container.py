@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from labkit.errors import BadParameter
-from labkit.instruments import shell
+from labkit.instruments import cgroups, shell, undo
 from labkit.instruments.cgroups import Cgroup, CgroupLayout
 from labkit.instruments.limits import Limits
 from labkit.instruments.scratch import argv as launch
@@ -60,6 +60,7 @@ class ScratchContainer:
         self._cgroup: Cgroup | None = None
         self._proc: shell.Process[str] | None = None
         self._old_root: Path | None = None
+        self._journal: contextlib.ExitStack | None = None
         self._stdout: IO[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._host_pid: int | None = None
@@ -99,8 +100,13 @@ class ScratchContainer:
         self._status = None
         self._unshare = programs.unshare
         try:
-            self._cgroup = layout.create(self.spec.relpath, self.spec.limits)
             self._old_root = Path(tempfile.mkdtemp(prefix=".labkit-oldroot-", dir=self.spec.rootfs))
+            # Journalled before the group is made: a maker killed with SIGKILL leaves a container that runs on
+            # (its processes are the kernel's, not this process's children) for the next labkit command to end.
+            self._journal = contextlib.ExitStack()
+            self._journal.enter_context(undo.recorded(f"scratch container {self.spec.relpath}", remove_left, {
+                "relpath": self.spec.relpath, "old_root": str(self._old_root)}))
+            self._cgroup = layout.create(self.spec.relpath, self.spec.limits)
             self._stdout = tempfile.TemporaryFile()
             self._stderr = tempfile.TemporaryFile()
             self._launch = launch.build(self.spec, programs, self._cgroup.procs_files, self._old_root.name)
@@ -255,12 +261,22 @@ class ScratchContainer:
         for f in (self._stdout, self._stderr):
             if f is not None:
                 attempt(f.close)
+        if self._journal is not None:
+            attempt(self._journal.close)  # the record goes; its undo finds nothing left
         self._cgroup = None
         self._proc = None
         self._old_root = None
+        self._journal = None
         self._stdout = self._stderr = None
         if errors:
             raise errors[0]
+
+
+def remove_left(detail: dict[str, Any]) -> None:
+    """Undo of a scratch container (``detail``: its cgroup's `relpath`, its `old_root` folder in the rootfs): its
+    processes killed and its groups removed, the folder gone (nothing when both are gone already)."""
+    cgroups.swept(detail)
+    _rmdir_if_exists(Path(detail["old_root"]))
 
 
 def run_scratch_once(

@@ -106,7 +106,8 @@ def read_console(proc: shell.Process[str], deadline_ns: int,
                  on_line: Callable[[int, str, str], int | None]) -> bool:
     """Read QEMU's stdout (the serial console) and stderr line by line until both close or `deadline_ns`
     (perf_counter_ns). ``on_line(arrived_ns, stream, line)`` gets each line (`stream` "out" or "err", the line
-    without its end) and may return an earlier deadline. True when both streams closed (QEMU is exiting)."""
+    without its end) and may return a new deadline, sooner or later. True when both streams closed (QEMU is
+    exiting)."""
     assert proc.stdout is not None and proc.stderr is not None
     streams = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err"}
     decoders = {fd: codecs.getincrementaldecoder("utf-8")(errors="replace") for fd in streams}
@@ -115,9 +116,9 @@ def read_console(proc: shell.Process[str], deadline_ns: int,
     def take(fd: int, lines: Sequence[str], now: int) -> None:
         nonlocal deadline_ns
         for raw in lines:
-            sooner = on_line(now, streams[fd], raw.rstrip("\r"))
-            if sooner is not None:
-                deadline_ns = min(deadline_ns, sooner)
+            moved = on_line(now, streams[fd], raw.rstrip("\r"))
+            if moved is not None:
+                deadline_ns = moved
 
     with selectors.DefaultSelector() as selector:
         for fd in streams:
@@ -160,7 +161,7 @@ def _watch(proc: shell.Process[str], deadline_ns: int) -> _Console:
         if console.marker_ns is None and (match or MARKER in line):
             console.marker_ns = now
             console.release = match.group(1) if match else None
-            return now + int(_POWEROFF_GRACE_S * 1e9)
+            return min(deadline_ns, now + int(_POWEROFF_GRACE_S * 1e9))
         return None
 
     console.closed = read_console(proc, deadline_ns, on_line)

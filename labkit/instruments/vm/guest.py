@@ -12,6 +12,8 @@ run folder a SIGKILL left behind.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from labkit import paths
 from labkit.errors import BadParameter
@@ -239,7 +242,8 @@ class GuestRun:
     exited). `uptimes`: the guest's own uptime (s) at the marks the job printed. `completed`: the job ended and the
     guest powered off before the timeout. `status`: the job's exit status (None when it did not end).
     `outputs`: the files the job wrote below /labkit/out, by their path there (``sys/fs/cgroup/...``).
-    `console`: every console line, for the record.
+    `console`: every console line of this boot, for the record. `stalls`: boots before it that stalled (see
+    :func:`run_job`'s `ready`), or every boot, the last one included, when none reached the mark.
     """
 
     accelerator: str
@@ -249,6 +253,7 @@ class GuestRun:
     status: int | None
     outputs: dict[str, bytes]
     console: tuple[str, ...]
+    stalls: int = 0
 
     def job_lines(self) -> list[str]:
         """The console lines between the engine answering and the job's end: what the job printed (systemd's own
@@ -307,11 +312,16 @@ def runs_parent() -> Path:
     return paths.state_dir() / RUN_PARENT
 
 
+STALL_BOOTS = 2
+"""Boots :func:`run_job` makes at most when the guest stalls before its `ready` mark (TCG on a virtualised host
+has stalled a boot, rarely, with the console silent); `GuestRun.stalls` counts the stalled ones."""
+
+
 def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_id: str, accel: str,
             memory_mib: int = 2048, cpus: int = 2, timeout_s: float = 900,
             read_only: Mapping[str, Path] | None = None, read_write: Mapping[str, Path] | None = None,
-            forward: tuple[int, int] | None = None,
-            on_mark: Callable[[str, float], None] | None = None) -> GuestRun:
+            forward: tuple[int, int] | None = None, ready: tuple[str, float] | None = None,
+            on_mark: Callable[[str, float], None] | None = None, console_log: Path | None = None) -> GuestRun:
     """Boot `guest` and run `script` (sh) in it once its default target is reached and its engine answers, with
     `files` beside it in /labkit; return the timeline and what the script wrote to /labkit/out.
 
@@ -319,11 +329,43 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
     runs past the timeout is data (``completed=False``), not an error. `read_only`: host folders the job may
     mount read-only (``mount -t 9p -o trans=virtio,ro TAG DIR``), by their 9p tag (at most 31 characters);
     `read_write`: the same, writable. `forward`: (host port, guest port) over a user-mode network (see
-    :func:`qemu_argv`; the job brings the guest's interface up with :data:`NETWORK_UP`). `on_mark(name, s)`: called
-    as each mark arrives, with its seconds from QEMU's start; what it raises ends the boot. QEMU never outlives the
-    call, and the run's folder (share, snapshot file) is removed when it returns or raises.
+    :func:`qemu_argv`; the job brings the guest's interface up with :data:`NETWORK_UP`). `ready` (mark, seconds):
+    a boot whose mark has not arrived so many seconds after QEMU's start has stalled: it is ended and the guest
+    booted again, :data:`STALL_BOOTS` boots at most (the last one stalled: ``completed=False``, the mark
+    missing). `on_mark(name, s)`: called as each mark arrives, with its seconds from QEMU's start, and with
+    ``stalled`` before a boot again; what it raises ends the boot. `console_log`: a file that gets each console
+    line as it arrives, after its seconds from QEMU's start (replaced at the start; every boot's lines), for a
+    reader to follow a boot or find where one stalled. QEMU never outlives the call, and each boot's folder
+    (share, snapshot file) is removed when it ends.
     """
     validate_run(accel, memory_mib, cpus, timeout_s)
+    if ready is not None and not 0 < ready[1] <= timeout_s:
+        raise BadParameter(f"ready: {ready[1]} s for mark {ready[0]!r} must be > 0 and within timeout_s "
+                           f"({timeout_s} s)")
+    with contextlib.ExitStack() as closing:
+        log = None if console_log is None else closing.enter_context(console_log.open("w", encoding="utf-8",
+                                                                                     buffering=1))
+        stalls = 0
+        while True:
+            run = _boot(lambda share: qemu_argv(guest, share, accel, memory_mib, cpus, read_only, read_write,
+                                                forward), script, files, run_id=run_id, accel=accel,
+                        timeout_s=timeout_s, ready=ready, on_mark=on_mark, log=log)
+            if ready is None or ready[0] in run.marks or "off" in run.marks:
+                return dataclasses.replace(run, stalls=stalls)
+            stalls += 1
+            if stalls == STALL_BOOTS:
+                return dataclasses.replace(run, stalls=stalls)
+            if log is not None:
+                log.write(f"-- stalled: no {ready[0]} {ready[1]:g} s after QEMU started; the guest is booted again\n")
+            if on_mark is not None:
+                on_mark("stalled", ready[1])
+
+
+def _boot(argv_for: Callable[[Path], list[str]], script: str, files: Mapping[str, bytes], *, run_id: str,
+          accel: str, timeout_s: float, ready: tuple[str, float] | None,
+          on_mark: Callable[[str, float], None] | None, log: TextIO | None) -> GuestRun:
+    """One boot of :func:`run_job` in its own folder, QEMU started as `argv_for(share)`; ended at `ready`'s bound
+    when its mark has not come."""
     folder = runs_parent() / f"{run_id}-{secrets.token_hex(4)}"
     share, scratch = folder / "share", folder / "tmp"
     marks: dict[str, float] = {}
@@ -335,13 +377,16 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
         for name, content in files.items():
             (share / name).write_bytes(content)
         (share / "job.sh").write_text(_JOB_HEAD + f"timeout {timeout_s:.0f} sh -c {shlex.quote(script)}" + _JOB_TAIL)
-        argv = qemu_argv(guest, share, accel, memory_mib, cpus, read_only, read_write, forward)
+        argv = argv_for(share)
         started_ns = time.perf_counter_ns()
         proc = shell.spawn(argv, stdin=shell.DEVNULL, stdout=shell.PIPE, stderr=shell.PIPE,
                            env={**os.environ, "TMPDIR": str(scratch)}, preexec_fn=shell.dies_with_parent())
+        deadline_ns = started_ns + int(timeout_s * 1e9)
 
-        def on_line(now: int, stream: str, line: str) -> None:
+        def on_line(now: int, stream: str, line: str) -> int | None:
             lines.append(line)
+            if log is not None:
+                log.write(f"{(now - started_ns) / 1e9:8.2f} {line}\n")
             match = MARK_RE.search(line) if stream == "out" else None
             if match and match.group(1) not in marks:
                 marks[match.group(1)] = (now - started_ns) / 1e9
@@ -351,9 +396,10 @@ def run_job(guest: GuestImage, script: str, files: Mapping[str, bytes], *, run_i
             for name, pattern in CONSOLE_MARKS.items():
                 if name not in marks and pattern.search(line):
                     marks[name] = (now - started_ns) / 1e9
+            return deadline_ns if ready is not None and ready[0] in marks else None
 
         try:
-            closed = read_console(proc, started_ns + int(timeout_s * 1e9), on_line)
+            closed = read_console(proc, started_ns + int(ready[1] * 1e9) if ready else deadline_ns, on_line)
         finally:
             _end(proc)
         if closed:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import NotPrepared
+from labkit.instruments import undo
 from labkit.instruments.shell import require_program, run
 from labkit.paths import atomic_write
 
@@ -89,7 +89,7 @@ def _download_kernel(cache_dir: Path) -> dict[str, object]:
     require_program("dpkg")
     depends = run(["apt-cache", "depends", KERNEL_METAPACKAGE], _APT_TIMEOUT_S).stdout
     package = kernel_package_from_depends(depends)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="download-") as tmp_name:
+    with undo.temporary_folder("download-", cache_dir) as tmp_name:
         tmp = Path(tmp_name)
         started = time.perf_counter_ns()
         # apt-get download writes into the working directory; `env -C` sets it without a shell.

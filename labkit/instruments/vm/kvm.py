@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 import os
 import struct
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from labkit.errors import BadParameter
+from labkit.instruments import undo
 from labkit.instruments.shell import CommandError, require_program, run
 
 QEMU = "qemu-system-x86_64"
@@ -151,7 +151,7 @@ def probe_kvm() -> KvmProbe:
     if device_error is not None:
         return kvm_verdict(device_error, ())
     require_program(QEMU)
-    with tempfile.TemporaryDirectory(prefix="labkit-kvm-probe-") as tmp:
+    with undo.temporary_folder("labkit-kvm-probe-") as tmp:
         firmware = Path(tmp) / "probe.bin"
         firmware.write_bytes(kvm_probe_firmware())
         return kvm_verdict(None, (_run_probe(cpu, firmware) for cpu in KVM_CPU_MODELS))

@@ -4,7 +4,6 @@ emulated, against a cross build; and what `docker build` records without `--plat
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +13,7 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import containers, images, measure
+from labkit.instruments import containers, images, measure, undo
 from labkit.instruments.arch import require_emulation
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.shell import run
@@ -151,7 +150,7 @@ def run_builds(lab: LabSession, functions: int = 500, repeats: int = 3) -> Build
         client = lab.engine
         bases = {p: images.require_base(client, builder_base(p)).tag for p in (native, foreign)}
         rows, defaults = [], []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-builds-") as folder:
+        with lab.scope() as scope, undo.temporary_folder("labkit-builds-") as folder:
             in_image, cross = Path(folder) / "in-image", Path(folder) / "cross"
             for context, dockerfile in ((in_image, BUILD_DOCKERFILE), (cross, CROSS_DOCKERFILE)):
                 context.mkdir()

@@ -16,7 +16,7 @@ import pandas as pd
 from labkit.core.claims import Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import images, measure, space
+from labkit.instruments import images, measure, space, undo
 from labkit.instruments.arch import require_emulation
 from labkit.instruments.images import busybox_base
 from labkit.instruments.shell import run
@@ -167,7 +167,7 @@ def run_emulation_cost(lab: LabSession, sizes: dict[str, int] | None = None, rep
         native, foreign = platforms()
         binaries = {p: images.rootfs_dir(busybox_base(p)) / "bin" / "busybox" for p in (native, foreign)}
         frames = []
-        with tempfile.TemporaryDirectory(prefix="labkit-emulation-") as folder:
+        with undo.temporary_folder("labkit-emulation-") as folder:
             (Path(folder) / "buffer.bin").write_bytes(random.Random(7).randbytes(sizes.get(HASH, 1)))
             (Path(folder) / "text.txt").write_bytes(_compressible(sizes.get(GZIP, 1)))
             outputs: dict[tuple[str, str], str] = {}

@@ -13,7 +13,7 @@ import pandas as pd
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, layers, measure, space
+from labkit.instruments import builds, layers, measure, space, undo
 from labkit.instruments.buildlog import BUILDERS, BUILDKIT, LEGACY
 from labkit.labs.build_cache.declaration import (
     APP_FILES,
@@ -113,7 +113,7 @@ def run_context(lab: LabSession, local_data_mib: int = 32, repeats: int = 3,
         secret = f"API_TOKEN=labkit-fake-{secrets.token_hex(8)}\n"
         data = secrets.token_bytes(local_data_mib * 2**20)  # random bytes: nothing compresses them away
         rows = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-03-ctx-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-03-ctx-") as scratch:
             base = isolated_base(client, scope, Path(scratch) / "base", start=EMPTY_BASE)
             for repeat in range(repeats):
                 for builder in builders:

@@ -45,6 +45,7 @@ EMPTY_BASE = "scratch"  # what the context is copied onto: the image then holds 
 IGNORE_FILE = ".env\nlocal-data/\n.git/\n__pycache__/\n"
 SECRET_FILE = ".env"
 BOUNDARY_FILE = "labkit-cache-boundary"  # what sets each experiment's base apart (isolated_base)
+BOUNDARY_DOCKERFILE = assets.text("build_cache/Dockerfile.boundary")  # the base plus that file
 # Section 4: the app built with its dev dependencies (`{requirements}` filled with pip's requirement arguments) and
 # without; the dev set is pinned in full (pytest and what it needs, and coverage), its wheels downloaded once.
 DEV_DOCKERFILE = assets.text("greeter/Dockerfile.venv-dev-dependencies")
@@ -223,7 +224,7 @@ def isolated_base(client: docker.DockerClient, scope: Scope, folder: Path, key: 
     folder.mkdir()
     boundary = f"{scope.scope_id}{'-' + key if key else ''}"
     (folder / BOUNDARY_FILE).write_text(f"{boundary}\n")
-    (folder / "Dockerfile").write_text(f"FROM {base}\nCOPY {BOUNDARY_FILE} /etc/{BOUNDARY_FILE}\n")
+    (folder / "Dockerfile").write_text(BOUNDARY_DOCKERFILE.format(base=base, boundary_file=BOUNDARY_FILE))
     tag = f"labkit-exp/{STEM}-base:{boundary}"
     builds.build(folder, tag, scope, builder=LEGACY)
     return tag

@@ -3,7 +3,6 @@ image size and cold build time, interleaved."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import builds, measure
+from labkit.instruments import builds, measure, undo
 from labkit.instruments.buildlog import BUILDKIT
 from labkit.labs.build_cache.declaration import (
     APP_FILES,
@@ -123,7 +122,7 @@ def run_dev_dependencies(lab: LabSession, repeats: int = 3, builders: Sequence[s
         wheels = [wheelhouse(), dev_wheelhouse()]
         files = {**APP_FILES, DEV_REQUIREMENTS_FILE: DEV_REQUIREMENTS}
         rows: list[dict[str, Any]] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-03-dev-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-03-dev-") as scratch:
             base = isolated_base(client, scope, Path(scratch) / "base", "dev",
                                  start=pip_base(client, scope, Path(scratch) / "pip"))
             for repeat in range(repeats):

@@ -5,7 +5,6 @@ what lands in the image's layer tar."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import builds, layers
+from labkit.instruments import builds, layers, undo
 from labkit.instruments.buildlog import BUILDERS
 from labkit.instruments.shell import run
 from labkit.labs.build_cache.declaration import (
@@ -112,7 +111,7 @@ def run_ignore_patterns(lab: LabSession, builders: Sequence[str] = BUILDERS) -> 
     def experiment() -> pd.DataFrame:
         client = lab.engine
         rows: list[dict[str, object]] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-03-ignore-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-03-ignore-") as scratch:
             for variant, dockerignore in VARIANTS.items():
                 for builder in builders:
                     folder = Path(scratch) / f"{builder}-{len(rows)}"

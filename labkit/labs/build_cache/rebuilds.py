@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import builds, measure
+from labkit.instruments import builds, measure, undo
 from labkit.instruments.buildlog import BUILDERS
 from labkit.labs.build_cache.declaration import (
     BASE,
@@ -213,7 +212,7 @@ def run_rebuilds(lab: LabSession, history: Sequence[Edit] = HISTORY, builders: S
         wheels = wheelhouse()
         rows: list[dict[str, Any]] = []
         step_rows: list[pd.DataFrame] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-03-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-03-") as scratch:
             pip = pip_base(client, scope, Path(scratch) / "pip")
             for repeat in range(repeats):
                 bases = {name: isolated_base(client, scope, Path(scratch) / f"base-{repeat}-{name}",

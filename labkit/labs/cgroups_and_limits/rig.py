@@ -16,7 +16,7 @@ import pandas as pd
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
-from labkit.instruments import cgroups, containers, images, kernel_log, slices, stress
+from labkit.instruments import cgroups, containers, images, kernel_log, slices, stress, undo
 from labkit.instruments.engine import Scope, info
 from labkit.instruments.limits import Limits
 from labkit.instruments.sampler import MAX_HZ, CgroupSampler
@@ -79,13 +79,15 @@ class StressRig:
                 yield fenced
             return
         relpath = f"labkit/{self.lab.run_id}/{name}"
-        group = self.layout.create(relpath, limits)
-        try:
-            yield group, "/" + relpath
-        finally:
-            everywhere = self.layout.everywhere(relpath)
-            everywhere.kill_all()
-            everywhere.remove()
+        # Journalled: after a SIGKILL the next labkit command removes the group (the engine's sweep, its containers).
+        with undo.recorded(f"cgroup {relpath}", cgroups.swept, {"relpath": relpath}):
+            group = self.layout.create(relpath, limits)
+            try:
+                yield group, "/" + relpath
+            finally:
+                everywhere = self.layout.everywhere(relpath)
+                everywhere.kill_all()
+                everywhere.remove()
 
     @contextlib.contextmanager
     def container(self, argv: Sequence[str], *, stem: str, limits: Limits, parent: str, wait: bool = True,

@@ -10,7 +10,6 @@ it installs a wheel or a prebuilt addon made on a glibc distribution.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +18,7 @@ import pandas as pd
 
 from labkit import assets
 from labkit.core.session import LabSession
-from labkit.instruments import containers, images
+from labkit.instruments import containers, images, undo
 from labkit.instruments.shell import run
 from labkit.labs.choosing_a_base_image.declaration import GREETING, LAB, LIMITS
 
@@ -172,7 +171,7 @@ def run_native_modules(lab: LabSession) -> NativeResult:
         client = lab.engine
         made = {base: images.require_base(client, base) for base in LIBC_OF_BASE}
         rows = []
-        with tempfile.TemporaryDirectory(prefix="labkit-native-") as folder, lab.scope() as scope:
+        with undo.temporary_folder("labkit-native-") as folder, lab.scope() as scope:
             needs = _build(Path(folder))
             for base, libc in LIBC_OF_BASE.items():
                 for build in BUILDS:

@@ -102,6 +102,25 @@ class BringupResult:
         first_repeat = self.timeline[self.timeline["repeat"] == self.timeline["repeat"].min()]
         return first_repeat.assign(lane=first_repeat["variant"] + " · " + first_repeat["service"])
 
+    def started_before_ready(self, condition: str) -> int:
+        """In how many bring-ups with `condition` the engine started the app before PostgreSQL logged that it takes
+        connections."""
+        rows = self.runs[self.runs["condition"] == condition]
+        return int((rows["app_started_s"] < rows["db_ready_s"]).sum())
+
+    def runs_of(self, condition: str) -> int:
+        return int((self.runs["condition"] == condition).sum())
+
+    def soonest_healthy_after_start_s(self, interval_s: float) -> float:
+        """The shortest time (s) from the db container's start to its healthy event over the service_healthy
+        bring-ups checking every `interval_s`; NaN without such a bring-up in the timeline."""
+        db = self.timeline[(self.timeline["variant"] == Variant(HEALTHY, interval_s).name)
+                           & (self.timeline["service"] == "db")]
+        at = db.pivot_table(index="repeat", columns="event", values="t_s", aggfunc="min")
+        if not {"started", "healthy"} <= set(at.columns):
+            return float("nan")
+        return float((at["healthy"] - at["started"]).min())
+
     @property
     def summary(self) -> pd.DataFrame:
         """Medians per variant (s)."""
@@ -111,6 +130,7 @@ class BringupResult:
 
     def conclusion(self) -> str:
         short, chapter = self.short_interval_s, float(CHAPTER_INTERVAL_S)
+        retried = self.failures_without_health
         parts = [
             f"With the chapter's `service_healthy` and checks every {short:g} s, PostgreSQL logged that it takes "
             f"connections **{self.median(HEALTHY, short, 'db_ready_s'):.2f} s** after `up` began, the engine "
@@ -119,18 +139,23 @@ class BringupResult:
             f"**{self.app_after_db}**) and the whole stack was healthy at "
             f"**{self.median(HEALTHY, short, 'app_healthy_s'):.2f} s**; the app's failed connections at start: "
             f"**{self.failures_with_health}**.",
-            f"With `service_started` the app started at **{self.median(STARTED, short, 'app_started_s'):.2f} s**, "
-            f"before PostgreSQL was ready, and failed to connect **{self.failures_without_health}** times in all "
-            f"(it retries every 0.1 s; an app that does not retry would have exited).",
+            f"With `service_started` the app started at **{self.median(STARTED, short, 'app_started_s'):.2f} s** "
+            f"(median), before PostgreSQL was ready in **{self.started_before_ready(STARTED)}** of "
+            f"{self.runs_of(STARTED)} runs, and failed to connect **{retried}** times in all"
+            + (" (it retries every 0.1 s; an app that does not retry would have exited)." if retried else "."),
         ]
         if chapter in set(self.runs["interval_s"]):
+            soonest = self.soonest_healthy_after_start_s(chapter)
+            first_check = "" if pd.isna(soonest) else (
+                f" The db was never healthy sooner than **{soonest:.2f} s** after its container started: "
+                + ("no check passed before one interval had gone by." if soonest >= chapter else
+                   "a check passed before one interval had gone by."))
             parts.append(
-                f"With the chapter's 5 s interval the db was healthy at "
+                f"With the chapter's {chapter:g} s interval the db was healthy at "
                 f"**{self.median(HEALTHY, chapter, 'db_healthy_s'):.2f} s** and the stack at "
                 f"**{self.median(HEALTHY, chapter, 'app_healthy_s'):.2f} s**: waiting for the check was "
                 f"**{self.interval_share(chapter):.0%}** of the time to a healthy db, against "
-                f"**{self.interval_share(short):.0%}** with {short:g} s (Engine 20.10 runs the first check one "
-                f"interval after the start; `start_interval` came with Engine 25).")
+                f"**{self.interval_share(short):.0%}** with {short:g} s.{first_check}")
         return " ".join(parts)
 
 

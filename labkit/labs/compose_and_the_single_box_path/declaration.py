@@ -10,6 +10,7 @@ from labkit.labs.compose_and_the_single_box_path.service_images import APP_BASE,
 STEM = "12-compose-and-the-single-box-path"
 SECTION = "docker compose — The Local Stack"  # the chapter's headings, as it spells them
 SECTION_SINGLE_BOX = "Running Containers in Production — The Single-Box Path"
+SECTION_NETWORKING = "Networking — How Containers Talk"
 SECTION_BRINGUP = "1 · Bring-up: healthy before started"
 SECTION_PERSISTENCE = "2 · Persistence in the named volume"
 SECTION_EXPOSURE = "3 · Exposure on 127.0.0.1"
@@ -37,7 +38,7 @@ LAB = Lab(
         ENGINE, ROOT,
         Requirement("program", "ip", "the neighbour host: a network namespace and a veth pair"),
         Requirement("program", "debootstrap", "the PostgreSQL and Redis stand-ins (Debian's packages)"),
-        Requirement("program", "docker-compose", "Compose v1 (Debian's 1.29) beside v2 for the limits in the file",
+        Requirement("program", "docker-compose", "Compose v1 (Debian's package) beside v2 for the limits in the file",
                     required=False),
         Requirement("program", "systemd-analyze", "checking the chapter's systemd unit", required=False),
     ),
@@ -52,11 +53,11 @@ LAB = Lab(
         "unhealthy": ("health", "same_container", "running", "restart_count", "unhealthy_after_s", "watched_s"),
         "scale": ("port", "exit_code", "running", "error"),
         "ci_config": ("path", "dev", "ci"),
-        "limits": ("compose", "memory_bytes", "cpus", "pids", "error"),
+        "limits": ("compose", "version", "memory_bytes", "cpus", "pids", "error"),
         "deploy_requests": ("t_s", "latency_s", "status", "version", "error"),
-        "deploy": ("up_start_s", "up_end_s", "requests", "failed", "longest_gap_s", "first_new_s"),
+        "deploy": ("up_start_s", "up_end_s", "requests", "failed", "longest_gap_s", "first_new_s", "compose_version"),
         "rollout": ("replica", "stopped_s", "started_s"),
-        "unit": ("step", "command", "exit_code", "output", "pid1"),
+        "unit": ("step", "command", "exit_code", "output", "answered_s", "pid1"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,

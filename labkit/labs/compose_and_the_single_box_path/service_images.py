@@ -9,7 +9,6 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import docker
 
 from labkit import assets
 from labkit.errors import NotPrepared
-from labkit.instruments import compose, images, wheelhouse
+from labkit.instruments import compose, images, undo, wheelhouse
 from labkit.instruments.engine import LABEL_BASE, LABEL_RECIPE, docker_cli
 from labkit.instruments.shell import run
 
@@ -82,7 +81,7 @@ def build(client: docker.DockerClient, image: ServiceImage) -> float:
         return 0.0
     base_tag, tag = _tag(client, image)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="labkit-compose-image-") as folder:
+    with undo.temporary_folder("labkit-compose-image-") as folder:
         context = Path(folder)
         for relative, body in assets.tree(image.folder).items():
             target = context / relative

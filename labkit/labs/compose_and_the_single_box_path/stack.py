@@ -9,9 +9,8 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError
-from labkit.instruments import compose, ports
+from labkit.instruments import compose, ports, undo
 from labkit.instruments.containers import host_pid
 from labkit.instruments.engine import Scope
 from labkit.labs.compose_and_the_single_box_path import service_images
@@ -36,7 +35,6 @@ from labkit.labs.compose_and_the_single_box_path.declaration import (
 
 COMPOSE_FILE, CI_FILE, LABELS_FILE = "compose.yaml", "compose.ci.yaml", "labkit-labels.yaml"
 LIMITS_FILE, ROLLING_FILE = "compose.limits.yaml", "compose.rolling.yaml"
-POLL_S = 0.1  # how often a wait looks again at the engine or the app
 
 # ---------------------------------------------------------------- parameters, checked before anything starts
 
@@ -105,7 +103,7 @@ class Stack:
 def project_folder(scope: Scope) -> Iterator[Path]:
     """A folder holding the chapter's compose file (ours: labkit/assets/compose), its CI override, the app's source
     (the dev bind mount's source) and the labels file that puts the scope's labels on every object."""
-    with tempfile.TemporaryDirectory(prefix="labkit-compose-") as folder:
+    with undo.temporary_folder("labkit-compose-") as folder:
         root = Path(folder)
         for name in (COMPOSE_FILE, CI_FILE, LIMITS_FILE, ROLLING_FILE):
             (root / name).write_text(assets.text(f"{service_images.ASSETS}/{name}"))
@@ -199,16 +197,6 @@ def get(url: str, timeout_s: float = PROBE_TIMEOUT_S) -> Answer:
         return Answer(0, {}, f"{type(exc).__name__}: {exc}")
     finally:
         connection.close()
-
-
-def wait_for(condition: Callable[[], bool], limit_s: float) -> float:
-    """Poll `condition` every POLL_S until it holds; the seconds that took, NaN when it did not within `limit_s`."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < limit_s:
-        if condition():
-            return time.perf_counter() - started
-        time.sleep(POLL_S)  # polling the engine or the app, bounded by limit_s
-    return float("nan")
 
 
 def kill_main_process(client: docker.DockerClient, container_id: str) -> None:

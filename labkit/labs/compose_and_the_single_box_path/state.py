@@ -23,6 +23,7 @@ from labkit.labs.compose_and_the_single_box_path.stack import (
 )
 
 FIRST_UP, AFTER_DOWN, AFTER_DOWN_V = "first up", "down, then up", "down -v, then up"
+POSTGRES = "postgres"  # the app's answer to /count names where it read the counter: "redis" or "postgres"
 HOST, NEIGHBOUR_HOST, NEIGHBOUR_DIRECT = "host → 127.0.0.1:PORT", "neighbour → host address:PORT", \
     "neighbour → container address:3000"
 
@@ -36,11 +37,18 @@ class StateResult:
     persistence: pd.DataFrame
     exposure: pd.DataFrame
 
+    def _step(self, step: str) -> Any:
+        return self.persistence[self.persistence["step"] == step].iloc[0]
+
     def count(self, step: str) -> int:
-        return int(self.persistence[self.persistence["step"] == step]["count"].iloc[0])
+        return int(self._step(step)["count"])
 
     def source(self, step: str) -> str:
-        return str(self.persistence[self.persistence["step"] == step]["source"].iloc[0])
+        return str(self._step(step)["source"])
+
+    def volume_kept(self, step: str) -> bool:
+        """The named volume still existed after the step's `down` (before its `up`)."""
+        return bool(self._step(step)["volume_kept"])
 
     @property
     def written(self) -> int:
@@ -48,20 +56,29 @@ class StateResult:
 
     @property
     def survives_down(self) -> bool:
-        return self.count(AFTER_DOWN) == self.written and self.written > 0
+        """After `down` + `up` the counter written before was read back from PostgreSQL (the new cache held
+        nothing), on the named volume that `down` kept."""
+        return (self.count(AFTER_DOWN) == self.written > 0 and self.source(AFTER_DOWN) == POSTGRES
+                and self.volume_kept(AFTER_DOWN))
 
     @property
     def gone_after_down_v(self) -> bool:
-        return self.count(AFTER_DOWN_V) == 0
+        """`down -v` removed the named volume, and the next `up` started the counter from 0."""
+        return self.count(AFTER_DOWN_V) == 0 and not self.volume_kept(AFTER_DOWN_V)
 
     def reached(self, target: str) -> bool:
         return bool(self.exposure[self.exposure["target"] == target]["reachable"].any())
 
     def persistence_conclusion(self) -> str:
+        def volume(step: str) -> str:
+            return "was still there" if self.volume_kept(step) else "was gone"
+
+        from_volume = (": the new cache held nothing, so the number came from the db's named volume"
+                       if self.survives_down else "")
         return (f"The app counted to **{self.written}** on the first `up`. After `down` and `up` it read "
-                f"**{self.count(AFTER_DOWN)}** (from {self.source(AFTER_DOWN)}: the cache container was new and "
-                f"empty, so the number came from the db's named volume); after `down -v` and `up` it read "
-                f"**{self.count(AFTER_DOWN_V)}** (a new volume, a new cluster).")
+                f"**{self.count(AFTER_DOWN)}** from {self.source(AFTER_DOWN)} (the named volume "
+                f"{volume(AFTER_DOWN)} after `down`){from_volume}. After `down -v` and `up` it read "
+                f"**{self.count(AFTER_DOWN_V)}** (the named volume {volume(AFTER_DOWN_V)} after `down -v`).")
 
     def exposure_conclusion(self) -> str:
         return (f"From this host on 127.0.0.1 the app answered: **{self.reached(HOST)}**. The neighbour, through "

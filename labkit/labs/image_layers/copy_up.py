@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import containers, images, measure
+from labkit.instruments import containers, images, measure, undo
 from labkit.labs.image_layers.declaration import (
     BASE,
     LAB,
@@ -65,7 +64,7 @@ def run_copy_up(lab: LabSession, repeats: int = 10, big_mib: int = 64) -> CopyUp
         client = lab.engine
         base = images.require_base(client, BASE).tag
         rows = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-02-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-02-") as scratch:
             layered = build_variant(scope, Path(scratch), "layered",
                              LAYERED.format(base=base, blob_mib=1, big_mib=big_mib))
             sizes = {"big": big_mib * MIB, "small": len("small\n")}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import builds, images, layers, space
+from labkit.instruments import builds, images, layers, space, undo
 from labkit.labs.image_layers.declaration import (
     BASE,
     LAB,
@@ -219,7 +219,7 @@ def run_layers(lab: LabSession, blob_mib: int = 32, big_mib: int = 64) -> LayerR
         client = lab.engine
         base = images.require_base(client, BASE).tag
         layered_file = LAYERED.format(base=base, blob_mib=blob_mib, big_mib=big_mib)
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-02-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-02-") as scratch:
             made, rows = {}, []
             for builder in builds.BUILDERS:
                 made[builder] = build_variant(scope, Path(scratch), f"layered-{builder}", layered_file,

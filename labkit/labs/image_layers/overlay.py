@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import containers, images
+from labkit.instruments import containers, images, undo
 from labkit.labs.image_layers.declaration import (
     BASE,
     LAB,
@@ -71,7 +70,7 @@ def run_overlay(lab: LabSession, big_mib: int = 64) -> OverlayResult:
         base = images.require_base(client, BASE).tag
         cases = {"written inside": "tmp/written-inside.txt", "only read": "app/greeting.py",
                  "appended to": "data/big.bin", "deleted inside": "app/README.md"}
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-02-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-02-") as scratch:
             layered = build_variant(scope, Path(scratch), "layered",
                              LAYERED.format(base=base, blob_mib=1, big_mib=big_mib))
             with containers.running(client, scope, layered.image_id, SLEEP_ARGV, stem="overlay",

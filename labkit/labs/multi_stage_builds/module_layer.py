@@ -25,7 +25,7 @@ import pandas as pd
 
 from labkit import assets
 from labkit.core.session import LabSession
-from labkit.instruments import builds, containers, measure
+from labkit.instruments import builds, containers, measure, undo
 from labkit.labs.multi_stage_builds.declaration import (
     GO_SERVICE,
     LIMITS,
@@ -168,7 +168,7 @@ def run_module_layer(lab: LabSession, repeats: int = 1) -> ModuleResult:
         client = lab.engine
         tags = base_tags(client)
         rows: list[dict[str, Any]] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-04-modules-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-04-modules-") as scratch:
             order = list(DOCKERFILES.items())
             for repeat in range(repeats):
                 for name, dockerfile in (order if repeat % 2 == 0 else order[::-1]):

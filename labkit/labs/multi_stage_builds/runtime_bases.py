@@ -11,7 +11,6 @@ the control, in the C builder it was compiled in.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pandas as pd
 
 from labkit import assets
 from labkit.core.session import LabSession
-from labkit.instruments import builds, containers
+from labkit.instruments import builds, containers, undo
 from labkit.instruments.shell import run
 from labkit.labs.multi_stage_builds.declaration import (
     GO_SERVICE,
@@ -149,7 +148,7 @@ def run_runtime_bases(lab: LabSession) -> RuntimeResult:
     def experiment() -> pd.DataFrame:
         client = lab.engine
         rows: list[dict[str, Any]] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-04-runtime-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-04-runtime-") as scratch:
             folder = Path(scratch)
             make_certificates(folder / "tls")
             for name, text in assets.tree(f"{GO_SERVICE}/probe").items():

@@ -8,7 +8,6 @@ build timed while syft ran beside it took 2.5× as long as its twin (seen in a q
 from __future__ import annotations
 
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import docker
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import builds, images, layers, measure, wheelhouse
+from labkit.instruments import builds, images, layers, measure, undo, wheelhouse
 from labkit.labs.multi_stage_builds.declaration import (
     BUILD_COLUMNS,
     COLD,
@@ -214,7 +213,7 @@ def run_images(lab: LabSession, services: list[str] | tuple[str, ...] = tuple(SE
         client = lab.engine
         made: list[tuple[str, Service, str, str]] = []  # the first cold builds: service, its declaration, variant, id
         build_rows: list[dict[str, Any]] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-04-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-04-") as scratch:
             for repeat in range(repeats):
                 for name in services:
                     service = SERVICES[name]

@@ -3,7 +3,6 @@ build stage (the second link reuses the first's compiled packages), each binary 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pandas as pd
 
 from labkit import assets
 from labkit.core.session import LabSession
-from labkit.instruments import builds, containers, layers
+from labkit.instruments import builds, containers, layers, undo
 from labkit.labs.multi_stage_builds.declaration import (
     GO_SERVICE,
     LIMITS,
@@ -77,7 +76,7 @@ def run_stripping(lab: LabSession) -> StrippingResult:
     def experiment() -> pd.DataFrame:
         client = lab.engine
         rows: list[dict[str, Any]] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-04-strip-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-04-strip-") as scratch:
             folder = Path(scratch)
             for name, text in SERVICES["go"].files.items():
                 (folder / name).write_text(text)

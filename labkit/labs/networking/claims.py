@@ -20,12 +20,11 @@ from labkit.labs.networking.paths import HOST_NETWORK, NGINX, PROXY, PathsResult
 
 # ---------------------------------------------------------------- claims
 
-DNAT_RULES = "how Docker 20.10 writes its NAT and FORWARD rules"
-
 
 def check_claims(ledger: ClaimLedger, exposure: ExposureResult, names: NamesResult, nat: NatResult,
-                 paths: PathsResult) -> None:
-    """The chapter's networking claims and our findings beyond them, with verdicts from this notebook's data."""
+                 paths: PathsResult, engine_version: str) -> None:
+    """The chapter's networking claims and our findings beyond them, with verdicts from this notebook's data;
+    `engine_version`: the Docker Engine that wrote the rules they were measured through."""
     every, loop = "-p PORT:80", "-p 127.0.0.1:PORT:80"
     reached_every = exposure.reached(every, "neighbour", "host address:PORT")
     ledger.check(
@@ -33,8 +32,9 @@ def check_claims(ledger: ClaimLedger, exposure: ExposureResult, names: NamesResu
         claim="Publishing with -p HOST:CONTAINER lets anyone who can reach the host connect",
         value=float(reached_every), unit="1 = the neighbour reached it",
         measured=f"listening on {exposure.sockets(every)}; the neighbour reached it through the host's address",
-        criterion=demonstration(DNAT_RULES, "a neighbour host connecting to this host's address and the published "
-                                "port gets the container's page"),
+        criterion=demonstration(f"how Docker {engine_version} writes its NAT and FORWARD rules",
+                                "a neighbour host connecting to this host's address and the published port gets "
+                                "the container's page"),
         verdict=verdict(reached_every), tables=("exposure", "listening"))
     by_host_address = exposure.reached(loop, "neighbour", "host address:PORT")
     direct = exposure.reached(loop, "neighbour", "container address:80")
@@ -48,8 +48,8 @@ def check_claims(ledger: ClaimLedger, exposure: ExposureResult, names: NamesResu
                   "to the container's address through this host (its gateway)",
         verdict=verdict(not by_host_address and not direct),
         caveat=("the socket is bound to 127.0.0.1 and the host's address refuses, but a neighbour that routes the "
-                "container subnet through this host reaches the container directly (on Docker 20.10: moby#45610); "
-                "a DOCKER-USER rule dropping the neighbour closes it") if direct else "",
+                f"container subnet through this host reaches the container directly (on Docker {engine_version}: "
+                "moby#45610); a DOCKER-USER rule dropping the neighbour closes it") if direct else "",
         tables=("exposure", "listening"))
     input_kept = exposure.reached(every, "neighbour", "host address:PORT", INPUT_RULE)
     user_closed = not exposure.reached(every, "neighbour", "host address:PORT", DOCKER_USER_RULE)

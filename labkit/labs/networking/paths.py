@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ import pandas as pd
 
 from labkit.core.claims import Verdict
 from labkit.core.session import LabSession
-from labkit.instruments import loadclient, measure, netns, shell
+from labkit.instruments import loadclient, measure, netns, shell, undo
 from labkit.instruments.engine import docker_cli
 from labkit.labs.networking.declaration import (
     CLIENT_BASE,
@@ -171,7 +170,7 @@ def _nginx(listen: int, upstream: int) -> Iterator[None]:
     """Debian's nginx on 127.0.0.1:`listen`, proxying to 127.0.0.1:`upstream`, its config and logs in a temporary
     folder, stopped when the block ends."""
     program = shell.require_program("nginx")
-    with tempfile.TemporaryDirectory(prefix="labkit-nginx-") as folder:
+    with undo.temporary_folder("labkit-nginx-") as folder:
         conf = Path(folder) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(folder=folder, listen=listen, upstream=upstream))
         server = shell.spawn([program, "-p", folder, "-e", f"{folder}/error.log", "-c", str(conf), "-g",
@@ -190,7 +189,7 @@ def _nginx(listen: int, upstream: int) -> Iterator[None]:
 @contextmanager
 def _host_httpd(port: int, bulk_mib: int) -> Iterator[None]:
     """The host's busybox httpd on 127.0.0.1:`port` serving the same two files as the containers."""
-    with tempfile.TemporaryDirectory(prefix="labkit-httpd-") as folder:
+    with undo.temporary_folder("labkit-httpd-") as folder:
         (Path(folder) / "index.html").write_text("ok\n")
         with (Path(folder) / "bulk").open("wb") as bulk:
             bulk.truncate(bulk_mib * 2**20)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -15,7 +14,7 @@ from typing import Any
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, NotPrepared
-from labkit.instruments import firewall, images, loadclient, measure, netns, procfs, shell
+from labkit.instruments import firewall, images, loadclient, measure, netns, procfs, shell, undo
 from labkit.instruments.containers import NO_DNS
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.ports import EVERY_ADDRESS, port_free
@@ -175,7 +174,7 @@ def guard_outward(stack: ExitStack, run_id: str, fixed_ports: range) -> None:
 def neighbour_server(neighbour: netns.Neighbour) -> Iterator[Path]:
     """Python's http.server on the neighbour's address, for the block; yields its log (one line per request,
     starting with the client's address as the server saw it)."""
-    with tempfile.TemporaryDirectory(prefix="labkit-neighbour-") as folder:
+    with undo.temporary_folder("labkit-neighbour-") as folder:
         root, log_path = Path(folder) / "www", Path(folder) / "server.log"
         root.mkdir()
         (root / "index.html").write_text("neighbour\n")

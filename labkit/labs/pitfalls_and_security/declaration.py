@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError
-from labkit.instruments import builds, containers, images, space
+from labkit.instruments import builds, containers, images, space, undo
 from labkit.instruments.engine import Scope
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import require_program
@@ -130,7 +129,7 @@ def probe_images(client: docker.DockerClient, scope: Scope, *, nonroot: bool = F
     base = images.require_base(client, BASE).tag
     if tini:
         require_program(Path(TINI).name)
-    with tempfile.TemporaryDirectory(prefix="labkit-10-") as folder:
+    with undo.temporary_folder("labkit-10-") as folder:
         def stage(target: str) -> str:
             return build_asset(scope, Path(folder), "Dockerfile.probe", f"probe-{target}", base, target=target).tag
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets as random_secrets
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import containers, images, layers, processes
+from labkit.instruments import containers, images, layers, processes, undo
 from labkit.labs.pitfalls_and_security.declaration import (
     BASE,
     build_asset,
@@ -81,7 +80,7 @@ def run_secrets(lab: LabSession, memory_limit_mib: int = 64) -> SecretResult:
         client = lab.engine
         token = f"labkit-token-{random_secrets.token_hex(16)}"
         rows = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-10-secrets-") as folder:
+        with lab.scope() as scope, undo.temporary_folder("labkit-10-secrets-") as folder:
             with probe_images(client, scope) as made, containers.running(
                     client, scope, made.root, probe_argv("wait"), stem="secret-env", limits=limits,
                     environment={"API_TOKEN": token}) as container:

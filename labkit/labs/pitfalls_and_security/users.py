@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import containers, procfs
+from labkit.instruments import containers, procfs, undo
 from labkit.labs.pitfalls_and_security.declaration import (
     limits_for,
     probe_argv,
@@ -55,8 +53,8 @@ def run_users(lab: LabSession, memory_limit_mib: int = 64) -> UserResult:
     def experiment() -> pd.DataFrame:
         client = lab.engine
         rows = []
-        folder = Path(tempfile.mkdtemp(prefix="labkit-10-bind-"))
-        try:
+        with undo.temporary_folder("labkit-10-bind-") as bind_source:
+            folder = Path(bind_source)
             folder.chmod(0o755)
             with lab.scope() as scope, probe_images(client, scope, nonroot=True) as made:
                 for user, image in ((ROOT_USER, made.root), (NON_ROOT, made.nonroot)):
@@ -77,8 +75,6 @@ def run_users(lab: LabSession, memory_limit_mib: int = 64) -> UserResult:
                                      "bind_write": wrote["writes"][f"{MOUNTED}/by-{name}.txt"],
                                      "host_owner_uid": os.stat(made_file).st_uid if made_file.exists() else -1,
                                      "image_write": wrote["writes"][f"/etc/by-{name}.txt"]})
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
         return pd.DataFrame(rows)
 
     return UserResult(lab.measure("users", experiment, **limits.record()))

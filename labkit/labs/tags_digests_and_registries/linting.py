@@ -20,6 +20,7 @@ PLACEHOLDER_ARCHIVE = "rootfs.tar"  # in an ADD line: the series ADDs only tar a
 PLACEHOLDER_VALUE = "1"  # any other placeholder (MiB, a boundary, …): a word where the lab puts a word
 _FROM_LINE = re.compile(r"FROM \S+( AS \w+)?")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|(?<!\$)\{[A-Za-z_][\w.()\[\]'\"]*\}")
+_LINES_PLACEHOLDER = re.compile(r"^\{[A-Za-z_]\w*\}(?=[A-Z]+ )")  # {env}COPY …: lines of their own, or none
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,11 @@ class DockerfileSource:
 
 def fill_placeholders(template: str) -> str:
     """A Dockerfile template as a lab fills it, for a linter: ``{{``/``}}`` (str.format's escapes) become braces,
-    a ``{name}`` in a FROM line :data:`PLACEHOLDER_BASE`, in an ADD line :data:`PLACEHOLDER_ARCHIVE` and elsewhere
-    :data:`PLACEHOLDER_VALUE`; the shell's ``${NAME}`` stays."""
+    a ``{name}`` that starts a line before its instruction nothing (it holds whole lines, or none: 14's optional
+    ENV line), one in a FROM line :data:`PLACEHOLDER_BASE`, in an ADD line :data:`PLACEHOLDER_ARCHIVE` and
+    elsewhere :data:`PLACEHOLDER_VALUE`; the shell's ``${NAME}`` stays."""
     def fill(line: str) -> str:
+        line = _LINES_PLACEHOLDER.sub("", line)
         keyword = line.lstrip().split(" ", 1)[0].upper()
         value = {"FROM": PLACEHOLDER_BASE, "ADD": PLACEHOLDER_ARCHIVE}.get(keyword, PLACEHOLDER_VALUE)
         return _PLACEHOLDER.sub(lambda m: {"{{": "{", "}}": "}"}.get(m.group(0), value), line)

@@ -6,14 +6,13 @@ import base64
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import registry
+from labkit.instruments import registry, undo
 from labkit.instruments.engine import docker_cli
 from labkit.instruments.shell import Completed, run
 from labkit.labs.tags_digests_and_registries.declaration import app_registry, build_app, forget
@@ -106,7 +105,7 @@ def run_login(lab: LabSession, port: int | None = None) -> LoginResult:
         def row(step: str, kind: str, code: int, detail: str) -> None:
             rows.append({"step": step, "kind": kind, "code": code, "detail": detail.replace(password, "<password>")})
 
-        with (tempfile.TemporaryDirectory(prefix="labkit-docker-config-") as folder,
+        with (undo.temporary_folder("labkit-docker-config-") as folder,
               app_registry(lab, port, htpasswd=entry) as at):
             reg, scope, base, repository = at.reg, at.scope, at.base, at.repository
             config = Path(folder)

@@ -3,7 +3,6 @@ back by re-pointing `latest` against deploying by digest, on a host whose `lates
 
 from __future__ import annotations
 
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import containers, registry
+from labkit.instruments import containers, registry, undo
 from labkit.instruments.engine import docker_cli
 from labkit.instruments.shell import run
 from labkit.labs.tags_digests_and_registries.declaration import (
@@ -86,7 +85,7 @@ def run_release(lab: LabSession, port: int | None = None) -> ReleaseResult:
 
     def experiment() -> pd.DataFrame:
         client = lab.engine
-        with tempfile.TemporaryDirectory(prefix="labkit-release-") as folder, app_registry(lab, port) as at:
+        with undo.temporary_folder("labkit-release-") as folder, app_registry(lab, port) as at:
             reg, scope, base, repository = at.reg, at.scope, at.base, at.repository
             source = Path(folder)
             _git(source, "init", "--quiet")

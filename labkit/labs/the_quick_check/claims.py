@@ -1,27 +1,44 @@
-"""Section 4: the quick check's claims and the mnemonic's, checked on the waterfall; our findings beside them."""
+"""Section 5: the quick check's claims and the mnemonic's, checked on the waterfall; our findings beside them."""
 
 from __future__ import annotations
 
 import itertools
 
-from labkit.core.claims import ClaimLedger, Source, verdict
-from labkit.labs.the_quick_check.declaration import DEV_DEPENDENCY, FULL, SECTION_IMAGE, SECTION_PITFALLS, SLIM
+from labkit.core.claims import ClaimLedger, Source, Verdict, demonstration, verdict
+from labkit.labs.the_quick_check.declaration import (
+    DEV_DEPENDENCY,
+    FULL,
+    SECTION_IMAGE,
+    SECTION_PITFALLS,
+    SLIM,
+    steps_of,
+)
 from labkit.labs.the_quick_check.lint import LintResult
 from labkit.labs.the_quick_check.node_env import NODE_ENV, VARIANTS, NodeEnvResult
 from labkit.labs.the_quick_check.waterfall import (
     CHAPTER_CODE_ONLY_S,
     CHAPTER_FIRST_BYTES,
     CHAPTER_FIRST_S,
+    CHAPTER_FULL_BASE_BYTES,
+    CHAPTER_SLIM_BASE_BYTES,
     CHAPTER_TARGET_BYTES,
     CHAPTER_TARGET_S,
     WaterfallResult,
 )
 
-ABOUT = 1.5  # "about 10 s": within a factor of 1.5 either way
+ABOUT = 1.5  # the chapter's "~10 seconds" read as at most 1.5 × 10 s: a faster rebuild does not contradict it
 SIGTERM_EXIT, SIGKILL_EXIT = 143, 137
-STAND_INS = (f"our {FULL} and {SLIM} stand in for node:20 and node:20-slim with Debian's nodejs 18 and npm 9, "
-             "made offline, much smaller than the registry's (~1 GB and ~250 MB in the chapter's table); npm installs "
-             "from a local cache, so no step waits on the network as CI does")
+SECTION_WATERFALL = "The waterfall"  # the notebook's section 2, where our reading of the priority order is checked
+
+
+def stand_ins(result: WaterfallResult) -> str:
+    """What our bases and npm are against the chapter's, with the bases' sizes where the recording has them."""
+    ours = (f", {result.base_bytes(FULL) / 1e6:.0f} MB and {result.base_bytes(SLIM) / 1e6:.0f} MB here"
+            if result.bases_recorded else "")
+    return (f"our {FULL} and {SLIM} stand in for node:20 and node:20-slim (~{CHAPTER_FULL_BASE_BYTES / 1e9:.0f} GB "
+            f"and ~{CHAPTER_SLIM_BASE_BYTES / 1e6:.0f} MB in the chapter's table{ours}): Debian bookworm with its own "
+            "nodejs and npm packages, made offline; npm installs from a local cache, so no step waits on the network "
+            "as CI does")
 
 
 def _drops(result: WaterfallResult) -> dict[str, tuple[float, float]]:
@@ -50,8 +67,8 @@ def _ratios(ledger: ClaimLedger, result: WaterfallResult) -> None:
         criterion=f"the last step's image is at most {CHAPTER_TARGET_BYTES / CHAPTER_FIRST_BYTES:.1%} of the "
                   "teammate's (200 MB of 1.6 GB)",
         verdict=verdict(size_ratio <= CHAPTER_TARGET_BYTES / CHAPTER_FIRST_BYTES, caveat=True),
-        caveat=f"{STAND_INS}: the full base is most of the teammate's image and ours is smaller, so each MB the "
-               "changes remove is a smaller share here", tables=("images",))
+        caveat=f"{stand_ins(result)}: the full base is most of the teammate's image and ours is smaller, so each MB "
+               "the changes remove is a smaller share here", tables=("images",))
     time_ratio = result.code_only(final).median / result.code_only(first).median
     ledger.check(
         "quick_check.rebuild_ratio", source=Source.CHAPTER, section=SECTION_PITFALLS,
@@ -63,76 +80,195 @@ def _ratios(ledger: ClaimLedger, result: WaterfallResult) -> None:
         criterion=f"the last step's median code-only rebuild is at most {CHAPTER_TARGET_S / CHAPTER_FIRST_S:.1%} of "
                   "the teammate's (60 s of 8 minutes)",
         verdict=verdict(time_ratio <= CHAPTER_TARGET_S / CHAPTER_FIRST_S, caveat=True),
-        caveat=f"{STAND_INS}: the teammate's rebuild here reinstalls from a local cache in seconds, where the "
-               "chapter's fetched from the registry for minutes", tables=("builds",))
+        caveat=f"{stand_ins(result)}: the teammate's rebuild here reinstalls from a local cache in "
+               f"{result.code_only(first).median:.1f} s, where the chapter's CI took 8 minutes rerunning npm install",
+        tables=("builds",))
 
 
-def check_claims(ledger: ClaimLedger, result: WaterfallResult, lint: LintResult,
-                 node_env: NodeEnvResult | None = None) -> None:
-    """The chapter's quick check (its targets, its 10 s, its priority order), the mnemonic's last two items and its
-    NODE_ENV advice (where measured: not in a recording made before that section), with verdicts from this run;
-    hadolint's reach as a finding."""
+def _under_200_mb(ledger: ClaimLedger, result: WaterfallResult) -> None:
+    """The size target, judged against the runtime base: an image holds its base, so with a base under 200 MB the
+    target is met by construction unless the app's own files push it over, and with one over it, missed."""
     first, final = result.first, result.final
     final_bytes = result.size_bytes(final)
+    if result.bases_recorded:
+        base_bytes = result.base_bytes(result.runtime_base(final))
+        if base_bytes >= CHAPTER_TARGET_BYTES:
+            reach = f"the base alone is over {CHAPTER_TARGET_BYTES / 1e6:.0f} MB: the target is missed by construction"
+        elif final_bytes < CHAPTER_TARGET_BYTES:
+            reach = (f"the base alone is under {CHAPTER_TARGET_BYTES / 1e6:.0f} MB, where the chapter's node:20-slim "
+                     f"(~{CHAPTER_SLIM_BASE_BYTES / 1e6:.0f} MB) would exceed it alone: our stand-in meets the target "
+                     "by construction")
+        else:
+            reach = (f"the base alone is under {CHAPTER_TARGET_BYTES / 1e6:.0f} MB: what the app adds takes the "
+                     "image over it")
+        # Only an app that takes a base under the target over it is a result; otherwise the base decides.
+        app_decides = base_bytes < CHAPTER_TARGET_BYTES <= final_bytes
+        share = f"{result.base_share(final)}; {reach}"
+    else:
+        app_decides = False
+        share = "this recording holds no base sizes, so how much of the image is the base is not known"
     ledger.check(
         "quick_check.under_200_mb", source=Source.CHAPTER, section=SECTION_PITFALLS,
         claim="The three changes bring a Node image under 200 MB",
         value=final_bytes / 1e6, unit="MB",
-        measured=f"{result.size_bytes(first) / 1e6:.0f} MB for the teammate's Dockerfile, {final_bytes / 1e6:.0f} "
+        measured=f"{result.size_bytes(first) / 1e6:.0f} MB for the teammate's Dockerfile, {final_bytes / 1e6:.1f} "
                  f"MB after step {final}",
-        criterion=f"the last step's image is under {CHAPTER_TARGET_BYTES / 1e6:.0f} MB",
-        verdict=verdict(final_bytes < CHAPTER_TARGET_BYTES, caveat=True),
-        caveat=f"{STAND_INS}; the teammate's image is {result.size_bytes(first) / 1e6:.0f} MB here, not 1.6 GB, so "
-               f"the ratio ({final_bytes / result.size_bytes(first):.0%} of the first) says more than the target",
-        tables=("images",))
+        criterion=f"the last step's image is under {CHAPTER_TARGET_BYTES / 1e6:.0f} MB; inconclusive unless its "
+                  "runtime base is under that and the image is not (then the app's own files decide)",
+        verdict=Verdict.FAILS if app_decides else Verdict.INCONCLUSIVE,
+        caveat=f"{share}; {stand_ins(result)}", tables=("images", "bases"))
 
-    code = result.code_only(final)
+
+def _under_60_s(ledger: ClaimLedger, result: WaterfallResult) -> None:
+    """The rebuild target; inconclusive when the teammate's Dockerfile already meets it (nothing left to show)."""
+    first, final = result.first, result.final
+    teammate, code = result.code_only(first), result.code_only(final)
+    met = code.ci_high < CHAPTER_TARGET_S
+    already = teammate.ci_high < CHAPTER_TARGET_S
+    before = (f"the teammate's Dockerfile already rebuilds in {teammate.median:.1f} s (interval up to "
+              f"{teammate.ci_high:.1f} s), under {CHAPTER_TARGET_S:.0f} s before any fix: our stand-in meets the "
+              "target by construction; " if already else "")
     ledger.check(
         "quick_check.under_60_s", source=Source.CHAPTER, section=SECTION_PITFALLS,
         claim="The three changes bring a code-only rebuild under 60 seconds",
         value=code.median, unit="s (median)",
-        measured=f"{result.code_only(first).median:.1f} s for the teammate's Dockerfile, {code.median:.1f} s "
+        measured=f"{teammate.median:.1f} s for the teammate's Dockerfile, {code.median:.1f} s "
                  f"(interval {code.ci_low:.1f}–{code.ci_high:.1f} s, n = {code.n}) after step {final}",
         criterion=f"the upper end of the last step's interval (its only rebuild when n = 1) is under "
-                  f"{CHAPTER_TARGET_S:.0f} s",
-        verdict=verdict(code.ci_high < CHAPTER_TARGET_S, caveat=True),
-        caveat=f"{STAND_INS}: the teammate's 8 minutes were mostly npm fetching from the registry",
-        tables=("builds",))
+                  f"{CHAPTER_TARGET_S:.0f} s; inconclusive when the teammate's already is",
+        verdict=Verdict.INCONCLUSIVE if met and already else verdict(met, caveat=True),
+        caveat=f"{before}{stand_ins(result)}, where the chapter's 8 minutes come from rerunning npm install on "
+               "every code change", tables=("builds",))
 
-    _ratios(ledger, result)
 
-    if "cache-deps" in result.steps:
-        cached = result.code_only("cache-deps")
-        within = CHAPTER_CODE_ONLY_S / ABOUT <= cached.median <= CHAPTER_CODE_ONLY_S * ABOUT
-        ledger.check(
-            "quick_check.code_only_about_10_s", source=Source.CHAPTER, section=SECTION_IMAGE,
-            claim="With the manifests copied and installed first, a code-only rebuild takes about 10 s and runs no "
-                  "install",
-            value=cached.median, unit="s (median)",
-            measured=f"{cached.median:.1f} s (interval {cached.ci_low:.1f}–{cached.ci_high:.1f} s, n = {cached.n}); "
-                     f"an npm install ran in {'some' if result.code_installs('cache-deps') else 'none'} of them",
-            criterion=f"no code-only rebuild after the first fix runs npm ci or npm install (from BuildKit's log), and "
-                      f"the median is within a factor {ABOUT} of {CHAPTER_CODE_ONLY_S:.0f} s "
-                      f"({CHAPTER_CODE_ONLY_S / ABOUT:.1f}–{CHAPTER_CODE_ONLY_S * ABOUT:.0f} s)",
-            verdict=verdict(not result.code_installs("cache-deps") and within),
-            caveat="" if within else f"the rebuild compiles a one-file TypeScript service: {STAND_INS}",
-            tables=("builds",))
+def _code_only_about_10_s(ledger: ClaimLedger, result: WaterfallResult) -> None:
+    """The chapter's ~10 s for a code-only rebuild after the first fix, one-sided: at most its 10 s with our
+    tolerance. The time half cannot fail when even the teammate's rebuild, install included, is that fast."""
+    cached, teammate = result.code_only("cache-deps"), result.code_only(result.first)
+    bound = CHAPTER_CODE_ONLY_S * ABOUT
+    installs = result.code_installs("cache-deps")
+    fast_anyway = teammate.median <= bound
+    ledger.check(
+        "quick_check.code_only_about_10_s", source=Source.CHAPTER, section=SECTION_PITFALLS,
+        claim="With the manifests copied and installed first, a code-only rebuild runs no install and drops to "
+              "about 10 seconds",
+        value=cached.median, unit="s (median)",
+        measured=f"{cached.median:.1f} s (interval {cached.ci_low:.1f}–{cached.ci_high:.1f} s, n = {cached.n}) "
+                 f"after the first fix, {teammate.median:.1f} s before it; an npm install ran in "
+                 f"{'some' if installs else 'none'} of the rebuilds after it",
+        criterion=f"no code-only rebuild after the first fix runs npm ci or npm install (from BuildKit's log), and "
+                  f"their median is at most {bound:.0f} s (the chapter's ~{CHAPTER_CODE_ONLY_S:.0f} s, up to "
+                  f"{ABOUT} times)",
+        verdict=verdict(not installs and cached.median <= bound, caveat=fast_anyway),
+        caveat=f"even the teammate's code-only rebuild, which reruns the install, takes {teammate.median:.1f} s here, "
+               f"within {bound:.0f} s: the time half is met by construction and the install half is the test; "
+               f"{stand_ins(result)}" if fast_anyway else "", tables=("builds",))
 
+
+def _priority_order(ledger: ClaimLedger, result: WaterfallResult) -> None:
+    """Our reading of the chapter's numbers for its first two fixes (minutes to ~10 s; a ~1 GB base to ~250 MB) as
+    a ranking of what each fix saves. The slim base's saving is the gap between the two bases: a gap smaller than
+    the chapter's can only understate it, so a miss on size is then inconclusive."""
     drops = _drops(result)
-    if set(drops) == {"cache-deps", "slim-base", "multi-stage"}:
-        time_first = max(drops, key=lambda fix: drops[fix][1]) == "cache-deps"
-        size_second = max(drops, key=lambda fix: drops[fix][0]) == "slim-base"
-        listed = "; ".join(f"{fix}: {size / 1e6:.0f} MB and {seconds:.1f} s saved" for fix, (size, seconds)
-                           in drops.items())
-        ledger.check(
-            "quick_check.priority_order", source=Source.CHAPTER, section=SECTION_PITFALLS,
-            claim="The fixes come in priority order: caching dependencies buys the rebuild time, the slim base the "
-                  "size",
-            value=float(time_first) + float(size_second), unit="of 2 orderings as the chapter ranks them",
-            measured=listed,
-            criterion="of the three fixes, the first (cache deps) saves the most code-only rebuild time and the "
-                      "second (slim base) the most image size",
-            verdict=verdict(time_first and size_second, caveat=True), caveat=STAND_INS, tables=("images", "builds"))
+    if set(drops) != {"cache-deps", "slim-base", "multi-stage"}:
+        return
+    time_first = max(drops, key=lambda fix: drops[fix][1]) == "cache-deps"
+    size_second = max(drops, key=lambda fix: drops[fix][0]) == "slim-base"
+    base_gap = drops["slim-base"][0]  # that step changes only its FROM line
+    chapter_gap = CHAPTER_FULL_BASE_BYTES - CHAPTER_SLIM_BASE_BYTES
+    if time_first and size_second:
+        outcome = Verdict.CAVEAT
+    elif time_first and base_gap < chapter_gap:
+        outcome = Verdict.INCONCLUSIVE
+    else:
+        outcome = Verdict.FAILS
+    listed = "; ".join(f"{fix}: {size / 1e6:.0f} MB and {seconds:.1f} s saved" for fix, (size, seconds)
+                       in drops.items())
+    ledger.check(
+        "quick_check.priority_order", source=Source.FINDING, section=SECTION_WATERFALL,
+        claim="Read from the chapter's numbers for its first two fixes (a rebuild from minutes to ~10 s, a base "
+              "from ~1 GB to ~250 MB), caching dependencies saves the most rebuild time and the slim base the most "
+              "size",
+        value=float(time_first) + float(size_second), unit="of the 2 rankings as we read the chapter",
+        measured=listed,
+        criterion="of the three fixes, the first (cache deps) saves the most median code-only rebuild time and the "
+                  f"second (slim base) the most image size; a miss on size is inconclusive while the slim base's "
+                  f"saving is under the chapter's ~{chapter_gap / 1e6:.0f} MB gap between node:20 and node:20-slim",
+        verdict=outcome,
+        caveat=f"the slim-base step changes only its base and saves {base_gap / 1e6:.0f} MB here, against "
+               f"~{chapter_gap / 1e6:.0f} MB in the chapter; the multi-stage step also moves to a runtime base "
+               f"without npm and leaves out the dev dependencies and the copy of node_modules that COPY . . lays "
+               f"over the installed one; {stand_ins(result)}", tables=("images", "builds"))
+
+
+def _exec_form(ledger: ClaimLedger, result: WaterfallResult) -> None:
+    first, final = result.first, result.final
+    stop_first, stop_final = result.image(first), result.image(final)
+    grace_s = int(stop_final["stop_timeout_s"])
+    prompt = int(stop_final["exit_code"]) in (0, SIGTERM_EXIT) and float(stop_final["stop_s"]) < grace_s
+    ledger.check(
+        "mnemonic.exec_form", source=Source.CHAPTER, section=SECTION_PITFALLS,
+        claim="With the exec form the service gets SIGTERM and stops at once; behind the shell form it does not",
+        value=float(stop_final["stop_s"]), unit="s (docker stop of the last step)",
+        measured=f"teammate: {float(stop_first['stop_s']):.2f} s, exit {int(stop_first['exit_code'])}, PID 1 "
+                 f"`{stop_first['pid1']}`; last step: {float(stop_final['stop_s']):.2f} s, exit "
+                 f"{int(stop_final['exit_code'])}, PID 1 `{stop_final['pid1']}`",
+        criterion=f"the last step stops before the {grace_s} s grace period with the service's own exit (0 or "
+                  f"{SIGTERM_EXIT}), and the teammate's is killed after it ({SIGKILL_EXIT})",
+        verdict=verdict(prompt and int(stop_first["exit_code"]) == SIGKILL_EXIT, caveat=True),
+        caveat="the exec form only delivers the signal: the prompt stop is the service's own SIGTERM handler (its "
+               "server.ts closes the server and exits 0). Node as PID 1 without one would not stop on SIGTERM, "
+               "which the kernel drops for a namespace's PID 1 that has no handler, and would be killed after the "
+               f"{grace_s} s grace period as well",
+        tables=("images",))
+
+
+def _dockerignore_secret(ledger: ClaimLedger, result: WaterfallResult) -> None:
+    """Judged on the steps where a .dockerignore can matter to the image: those whose image stage copies the whole
+    context. The steps with one here are multi-stage, so its measured effect is on the context sent."""
+    steps = dict(zip(result.steps, steps_of(result.steps), strict=True))
+    exposed = [name for name, step in steps.items() if step.ships_context and not step.ignores]
+    if not exposed:
+        return
+    shipped = [name for name in exposed if result.secret_shipped(name)]
+    # Steps without a .dockerignore whose image stage copies only what other stages built, and holds no .env.
+    kept_out = [name for name, step in steps.items()
+                if not step.ignores and not step.ships_context and not result.secret_shipped(name)]
+    ignoring = [name for name, step in steps.items() if step.ignores]
+    caveat = (f"without a .dockerignore, the image of {', '.join(kept_out)} holds no .env either: its image stage "
+              "copies only what the other stages built, so no step here shows a .dockerignore keeping .env out of an "
+              "image" if kept_out else "")
+    if ignoring:
+        without, with_ignore = [name for name in result.steps if not steps[name].ignores][-1], ignoring[0]
+        context = (f"the .dockerignore's measured effect is on the build context: "
+                   f"{float(result.image(without)['context_bytes']) / 1e6:.2f} MB sent for {without}, "
+                   f"{float(result.image(with_ignore)['context_bytes']) / 1e6:.2f} MB for {with_ignore} (images of "
+                   f"{result.size_bytes(without) / 1e6:.1f} and {result.size_bytes(with_ignore) / 1e6:.1f} MB)")
+        caveat = f"{caveat}; {context}" if caveat else context
+    ledger.check(
+        "dockerignore.secret", source=Source.CHAPTER, section=SECTION_IMAGE,
+        claim="Without a .dockerignore, COPY . . bakes the checkout's .env into the image",
+        value=len(shipped), unit=f"of {len(exposed)} steps whose image copies the whole context, without a "
+                                 ".dockerignore, that hold /app/.env",
+        measured=f"/app/.env in the image of: {', '.join(s for s in steps if result.secret_shipped(s)) or 'no step'}",
+        criterion=demonstration("COPY . ., which copies every file of the context a .dockerignore does not keep out",
+                                f"the image of every step whose image stage copies the whole context and which has "
+                                f"no .dockerignore ({', '.join(exposed)}) holds /app/.env (read in its container)"),
+        verdict=verdict(shipped == exposed, caveat=bool(caveat)), caveat=caveat, tables=("images",))
+
+
+def check_claims(ledger: ClaimLedger, result: WaterfallResult, lint: LintResult,
+                 node_env: NodeEnvResult | None = None) -> None:
+    """The chapter's quick check (its targets, its 10 s), our reading of its priority order, the mnemonic's last
+    two items, the .dockerignore's secret and the NODE_ENV advice (where measured: not in a recording made before
+    that section), with verdicts from this run; hadolint's reach as a finding."""
+    first, final = result.first, result.final
+    _under_200_mb(ledger, result)
+    _under_60_s(ledger, result)
+    _ratios(ledger, result)
+    if "cache-deps" in result.steps:
+        _code_only_about_10_s(ledger, result)
+    _priority_order(ledger, result)
 
     uid = int(result.image(final)["uid"])
     ledger.demonstrate(
@@ -143,40 +279,20 @@ def check_claims(ledger: ClaimLedger, result: WaterfallResult, lint: LintResult,
         fixed_by="the USER line, which the engine applies to PID 1",
         expected="PID 1 of the teammate's image (read from the host's /proc) has uid 0 and that of the last step "
                  "another uid", tables=("images",))
-
-    stop_first, stop_final = result.image(first), result.image(final)
-    prompt = int(stop_final["exit_code"]) in (0, SIGTERM_EXIT) and float(stop_final["stop_s"]) < float(
-        stop_final["stop_timeout_s"])
-    ledger.check(
-        "mnemonic.exec_form", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="With the exec form the service gets SIGTERM and stops at once; behind the shell form it does not",
-        value=float(stop_final["stop_s"]), unit="s (docker stop of the last step)",
-        measured=f"teammate: {float(stop_first['stop_s']):.2f} s, exit {int(stop_first['exit_code'])}, PID 1 "
-                 f"`{stop_first['pid1']}`; last step: {float(stop_final['stop_s']):.2f} s, exit "
-                 f"{int(stop_final['exit_code'])}, PID 1 `{stop_final['pid1']}`",
-        criterion=f"the last step stops before the {int(stop_final['stop_timeout_s'])} s grace period with the "
-                  f"service's own exit (0 or {SIGTERM_EXIT}), and the teammate's is killed after it "
-                  f"({SIGKILL_EXIT})",
-        verdict=verdict(prompt and int(stop_first["exit_code"]) == SIGKILL_EXIT), tables=("images",))
-
-    shipped = [s for s in result.steps if result.secret_shipped(s)]
-    ledger.check(
-        "dockerignore.secret", source=Source.CHAPTER, section=SECTION_IMAGE,
-        claim="Without a .dockerignore, COPY . . bakes the checkout's .env into the image",
-        value=len(shipped), unit="steps whose image holds /app/.env",
-        measured=f"in the image of: {', '.join(shipped) or 'no step'}",
-        criterion="the teammate's image holds /app/.env (read in its container) and the last step's does not",
-        verdict=verdict(result.secret_shipped(first) and not result.secret_shipped(final)), tables=("images",))
+    _exec_form(ledger, result)
+    _dockerignore_secret(ledger, result)
 
     caught = lint.codes(first)
     ledger.check(
         "lint.mnemonic_reach", source=Source.FINDING, section="hadolint on each step",
-        claim="hadolint flags the shell-form CMD of the teammate's Dockerfile but not its full base, its install "
-              "order, its missing .dockerignore or its root user",
+        claim="hadolint flags the teammate's shell-form CMD (the mnemonic's exec form) but none of its other four "
+              "items — the full base, the install order, the single stage, the root user — nor the missing "
+              ".dockerignore",
         value=len(caught), unit="rules reported on the teammate's Dockerfile",
         measured=f"teammate: {', '.join(caught) or 'none'}; last step: {', '.join(lint.codes(final)) or 'none'}",
         criterion="hadolint reports DL3025 (JSON CMD) on the teammate's Dockerfile and nothing on the last step; "
-                  "it has no rule for the other four mnemonic items, so it reports nothing else",
+                  "it has no rule for slim base, cache deps, multi-stage or non-root (nor for a .dockerignore, one "
+                  "of the answer's other additions), so it reports nothing else",
         verdict=verdict(caught == ["DL3025"] and not lint.codes(final)), tables=("lint",))
     if node_env is not None and node_env.recorded:
         check_node_env(ledger, node_env)

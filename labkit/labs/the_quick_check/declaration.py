@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import pandas as pd
 
 from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
@@ -28,6 +29,7 @@ SECTION_PITFALLS = "Container Pitfalls"  # the quick check and the mnemonic clos
 
 FULL, SLIM, RUNTIME = "node-full-npm", "node-slim-npm", "node-slim"
 BASES = (FULL, SLIM, RUNTIME)
+BASES_TABLE = "bases"  # each base's tag and size; a replay of a recording made before the table has none
 ASSETS = assets.FOLDER / "quick_check"
 APP = ASSETS / "app"  # the service's source and manifests, as the teammate's checkout holds them
 DEPENDENCY_CHANGE = ASSETS / "dependency-change"  # the same manifests with one runtime dependency added
@@ -61,6 +63,23 @@ class Step:
     @property
     def template(self) -> str:
         return (ASSETS / "steps" / self.file).read_text()
+
+    @property
+    def image_stage(self) -> list[str]:
+        """The lines of the stage the image is made of: the template from its last FROM on."""
+        lines = self.template.splitlines()
+        return lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
+
+    @property
+    def runtime_base(self) -> str:
+        """The base the image is made on: the one its last FROM names."""
+        return next(base for base in BASES if self.image_stage[0].startswith(f"FROM {{{template_field(base)}}}"))
+
+    @property
+    def ships_context(self) -> bool:
+        """Whether the image's own stage copies the whole build context (``COPY . .``), not only what other
+        stages built: then whatever the context holds is in the image."""
+        return "COPY . ." in self.image_stage
 
 
 # The chapter's three changes in its priority order, then the rest of its mnemonic.
@@ -155,6 +174,7 @@ LAB = Lab(
         "lint": ("step", "line", "code", "level", "message"),
         "node_env": ("variant", "dockerfile_env", "npm_flags", "npm_version", "dev_dependency_files",
                      "node_modules_files"),
+        BASES_TABLE: ("base", "tag", "size_bytes"),
         CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
@@ -191,13 +211,17 @@ def stamp_version(folder: Path, step: Step, run_tag: str) -> None:
         (folder / name).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def template_field(base: str) -> str:
+    """The field a step's template puts where the tag of `base` goes: ``node_slim`` (``{node_slim}``) for node-slim."""
+    return base.replace("-", "_")
+
+
 def fill(template: str, cache_image: str, tags: dict[str, str]) -> str:
     """A step's Dockerfile with its placeholders filled: the bases' tags (by base name) and the npm cache image."""
-    return template.format(node_full_npm=tags[FULL], node_slim_npm=tags[SLIM], node_slim=tags[RUNTIME],
-                           npm_cache=cache_image)
+    return template.format(npm_cache=cache_image, **{template_field(base): tags[base] for base in BASES})
 
 
-CACHE_DOCKERFILE = "FROM scratch\nCOPY cache/ /\n"
+CACHE_DOCKERFILE = assets.text("quick_check/Dockerfile.npm-cache")
 
 
 def build_cache_image(folder: Path, scope: Scope, cache: Path) -> str:
@@ -213,3 +237,9 @@ def build_cache_image(folder: Path, scope: Scope, cache: Path) -> str:
 
 def base_tags(client: docker.DockerClient) -> dict[str, str]:
     return {name: images.require_base(client, name).tag for name in BASES}
+
+
+def measure_bases(client: docker.DockerClient) -> pd.DataFrame:
+    """Each base as the engine holds it: its tag and size (what every image made on it carries)."""
+    return pd.DataFrame([{"base": name, "tag": found.tag, "size_bytes": found.size_bytes}
+                         for name, found in ((name, images.require_base(client, name)) for name in BASES)])

@@ -6,15 +6,15 @@ dependency's files counted in each image, with the npm version that decided it."
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import NotPrepared
-from labkit.instruments import builds, containers, npmcache
+from labkit.instruments import builds, containers, npmcache, undo
 from labkit.instruments.limits import Limits
 from labkit.labs.the_quick_check.declaration import (
     DEV_DEPENDENCY,
@@ -28,12 +28,7 @@ TABLE = "node_env"
 PLAIN, NODE_ENV, OMIT_DEV = "npm ci", "NODE_ENV=production, npm ci", "npm ci --omit=dev"
 # What each variant adds to the same dependencies stage: an ENV line before the install, flags after `npm ci`.
 VARIANTS = {PLAIN: ("", ""), NODE_ENV: ("ENV NODE_ENV=production\n", ""), OMIT_DEV: ("", " --omit=dev")}
-DOCKERFILE = """\
-FROM {base}
-WORKDIR /app
-{env}COPY package.json package-lock.json ./
-RUN --mount=type=bind,from={npm_cache},target=/npm-cache,rw npm ci --offline --cache /npm-cache{flags}
-"""
+DOCKERFILE = assets.text("quick_check/Dockerfile.node-env")
 LIMITS = Limits.of(memory_mib=256, pids=64, cpus=1.0)
 # Run by node in a container of each image: the files under the dev dependency and under all of node_modules.
 COUNT_ALL = (
@@ -97,7 +92,7 @@ def run_node_env(lab: LabSession) -> NodeEnvResult:
         client = lab.engine
         base = base_tags(client)[SLIM]
         rows = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-quick-check-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-quick-check-") as scratch:
             folder = Path(scratch)
             cache_image = build_cache_image(folder, scope, npmcache.folder(manifests()))
             npm_version = containers.run_once(client, scope, base, ["npm", "--version"], limits=LIMITS,

@@ -1,12 +1,11 @@
-"""Sections 1 and 2: every step built cold and its image examined, then code-only rebuilds (all steps interleaved,
-round by round) and one dependency-change rebuild per step."""
+"""Sections 1 and 2: the bases' sizes, every step built cold and its image examined, then code-only rebuilds (all
+steps interleaved, round by round) and one dependency-change rebuild per step."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +17,11 @@ import pandas as pd
 
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError, NotPrepared
-from labkit.instruments import builds, containers, measure, npmcache, procfs
+from labkit.instruments import builds, containers, measure, npmcache, procfs, undo
 from labkit.instruments.engine import Scope
 from labkit.instruments.limits import Limits
 from labkit.labs.the_quick_check.declaration import (
+    BASES_TABLE,
     DEPENDENCY_CHANGE,
     DEV_DEPENDENCY,
     EDITED_FILE,
@@ -34,6 +34,7 @@ from labkit.labs.the_quick_check.declaration import (
     build_cache_image,
     fill,
     manifests,
+    measure_bases,
     stamp_version,
     steps_of,
     write_context,
@@ -44,6 +45,7 @@ CHAPTER_TARGET_BYTES = 200e6  # the quick check's goal: an image under 200 MB
 CHAPTER_TARGET_S = 60.0  # … and a rebuild under 60 s
 CHAPTER_CODE_ONLY_S = 10.0  # the chapter's answer: about 10 s per code-only rebuild once dependencies are cached
 CHAPTER_FIRST_BYTES, CHAPTER_FIRST_S = 1.6e9, 8 * 60.0  # the teammate's image and CI time the chapter starts from
+CHAPTER_FULL_BASE_BYTES, CHAPTER_SLIM_BASE_BYTES = 1e9, 250e6  # node:20 and node:20-slim in the chapter's table
 DEFAULT_STOP_TIMEOUT_S = 10  # docker stop's default grace period
 READY_TIMEOUT_S = 30.0
 READY_LINE = b"listening on"  # what the service prints once it listens
@@ -93,14 +95,28 @@ class WaterfallResult:
     uid (of its PID 1, read from the host), secret_file (whether /app/.env is in its file system),
     dev_dependency_files (files of the dev dependency typescript under /app/node_modules), stop_timeout_s, stop_s
     (docker stop, s), exit_code and pid1 (its command line). The file system is read in the running container: a
-    file a later layer deleted would not show, and no step's Dockerfile deletes either."""
+    file a later layer deleted would not show, and no step's Dockerfile deletes either. `bases`: one row per base —
+    base, tag, size_bytes (as the engine holds it); empty in a replay of a recording made before it was measured."""
 
     builds: pd.DataFrame
     images: pd.DataFrame
+    bases: pd.DataFrame
 
     @property
     def steps(self) -> list[str]:
         return list(self.images["step"])
+
+    @property
+    def bases_recorded(self) -> bool:
+        return not self.bases.empty
+
+    def base_bytes(self, base: str) -> int:
+        return int(self.bases.set_index("base").loc[base, "size_bytes"])
+
+    @staticmethod
+    def runtime_base(step: str) -> str:
+        """The base `step`'s image is made on (its Dockerfile's last FROM)."""
+        return steps_of((step,))[0].runtime_base
 
     def image(self, step: str) -> pd.Series:
         return self.images.set_index("step").loc[step]
@@ -134,12 +150,14 @@ class WaterfallResult:
         return bool(self.image(step)["secret_file"])
 
     def table(self) -> pd.DataFrame:
-        """The waterfall, one row per step: size, code-only rebuild (median, interval), dependency rebuild, cold
-        build, context sent, stop time, PID 1's uid, the secret's layers and the dev dependency's files."""
+        """The waterfall, one row per step: size, the base it is made on (with its size where recorded), code-only
+        rebuild (median, interval), dependency rebuild, cold build, context sent, stop time, PID 1's uid, whether
+        the secret is in the image and the dev dependency's files."""
         rows = []
         for step in self.steps:
-            image, code = self.image(step), self.code_only(step)
-            rows.append({"step": step, "image (MB)": round(image["size_bytes"] / 1e6, 1),
+            image, code, base = self.image(step), self.code_only(step), self.runtime_base(step)
+            rows.append({"step": step, "image (MB)": round(image["size_bytes"] / 1e6, 1), "runtime base": base,
+                         "base (MB)": round(self.base_bytes(base) / 1e6, 1) if self.bases_recorded else None,
                          "code-only rebuild (s)": round(code.median, 2),
                          "interval (s)": f"{code.ci_low:.2f}–{code.ci_high:.2f} ({code.coverage:.0%})"
                          if code.n > 1 else "— (n = 1)",
@@ -160,10 +178,18 @@ class WaterfallResult:
                 for step in self.steps}
         return pd.DataFrame.from_dict(rows, orient="index")
 
+    def base_share(self, step: str) -> str:
+        """How much of `step`'s image is its runtime base, in words; needs the bases' sizes (`bases_recorded`)."""
+        base, size = self.runtime_base(step), self.size_bytes(step)
+        base_bytes = self.base_bytes(base)
+        return (f"{step}'s runtime base {base} alone is {base_bytes / 1e6:.1f} MB, {base_bytes / size:.0%} of its "
+                f"{size / 1e6:.1f} MB image (its Dockerfile adds {(size - base_bytes) / 1e6:.1f} MB)")
+
     def conclusion(self) -> str:
         first, final = self.first, self.final
         first_code, final_code = self.code_only(first), self.code_only(final)
         quiet = [s for s in self.steps if not self.code_installs(s)]
+        share = f" {self.base_share(final)}." if self.bases_recorded else ""
         return (f"**What we measured.** The teammate's image is **{self.size_bytes(first) / 1e6:.0f} MB**; "
                 f"a code-only rebuild of it takes {first_code.median:.1f} s and reruns the install "
                 f"({'yes' if self.code_installs(first) else 'no'}). After every fix, the image is "
@@ -173,16 +199,17 @@ class WaterfallResult:
                 f"no npm install: {', '.join(quiet) or 'none'}. The fake `.env` ships in "
                 f"{', '.join(s for s in self.steps if self.secret_shipped(s)) or 'no step'}; PID 1 runs as uid "
                 f"{int(self.image(final)['uid'])} in the last image, whose `docker stop` took "
-                f"{float(self.image(final)['stop_s']):.2f} s (the first: {float(self.image(first)['stop_s']):.2f} s).")
+                f"{float(self.image(final)['stop_s']):.2f} s (the first: {float(self.image(first)['stop_s']):.2f} s)."
+                f"{share}")
 
 
 def run_waterfall(lab: LabSession, steps: tuple[str, ...] = STEP_NAMES, code_repeats: int = 3,
                   stop_timeout_s: int = DEFAULT_STOP_TIMEOUT_S, memory_limit_mib: int = 256) -> WaterfallResult:
-    """Each of `steps` built cold (``--no-cache``) from its own copy of the teammate's checkout and its image
-    examined (size, layers, the secret, the dev dependency, PID 1's uid, ``docker stop -t stop_timeout_s``); then
-    `code_repeats` rounds of code-only rebuilds (a new edit of the greeting each), the steps in an order rotated
-    round by round; then one rebuild per step after a dependency was added. Every build runs with
-    ``--network none``, npm reading the packages from the cache image."""
+    """The bases' sizes read from the engine; each of `steps` built cold (``--no-cache``) from its own copy of the
+    teammate's checkout and its image examined (size, layers, the secret, the dev dependency, PID 1's uid,
+    ``docker stop -t stop_timeout_s``); then `code_repeats` rounds of code-only rebuilds (a new edit of the greeting
+    each), the steps in an order rotated round by round; then one rebuild per step after a dependency was added.
+    Every build runs with ``--network none``, npm reading the packages from the cache image."""
     chosen = steps_of(steps)
     measure.validate_repeats(code_repeats, names=("code_repeats", "warmup"))
     check_stop_timeout(stop_timeout_s)
@@ -197,7 +224,7 @@ def run_waterfall(lab: LabSession, steps: tuple[str, ...] = STEP_NAMES, code_rep
         cache = npmcache.folder(manifests())
         build_rows: list[dict[str, Any]] = []
         image_rows: list[dict[str, Any]] = []
-        with lab.scope() as scope, tempfile.TemporaryDirectory(prefix="labkit-quick-check-") as scratch:
+        with lab.scope() as scope, undo.temporary_folder("labkit-quick-check-") as scratch:
             folder = Path(scratch)
             cache_image = build_cache_image(folder, scope, cache)
             contexts = {}
@@ -230,9 +257,12 @@ def run_waterfall(lab: LabSession, steps: tuple[str, ...] = STEP_NAMES, code_rep
                 build_rows.append(_build_row(step, DEPENDENCY, 0, position, build(step)))
         return {"builds": pd.DataFrame(build_rows), "images": pd.DataFrame(image_rows)}
 
+    bases = lab.unrecorded(BASES_TABLE)
+    if bases is None:
+        bases = lab.measure(BASES_TABLE, lambda: measure_bases(lab.engine))
     tables = lab.record("waterfall", ("builds", "images"), experiment, steps=list(steps), code_repeats=code_repeats,
                         stop_timeout_s=stop_timeout_s, **limits.record())
-    return WaterfallResult(tables["builds"], tables["images"])
+    return WaterfallResult(tables["builds"], tables["images"], bases)
 
 
 # Run by node in the service's container: whether /app/.env exists and how many files the dev dependency holds.

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -18,11 +17,12 @@ from typing import Any
 
 import docker
 
+from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, Terminated
-from labkit.instruments import builds, images, space
+from labkit.instruments import builds, images, space, undo
 from labkit.instruments.containers import NO_DNS
 from labkit.instruments.engine import Scope
 from labkit.instruments.limits import Limits
@@ -45,11 +45,7 @@ MOUNT_POINTS = {LAYER: "/layer", NAMED: "/named", ANONYMOUS: "/anon", BIND: "/bi
 
 # The image every experiment uses: an empty folder in the writable layer's place, a big file in a lower layer (for
 # copy-up) and a VOLUME line (for the anonymous volume).
-DOCKERFILE = """\
-FROM {base}
-RUN mkdir /layer && head -c {big_mib}M /dev/urandom > /big.bin
-VOLUME /anon
-"""
+DOCKERFILE = assets.text("volumes/Dockerfile.experiment")
 BIG_FILE = "/big.bin"
 # The main process: idle until SIGTERM, which it obeys at once (a `sleep` as PID 1 would make every stop wait 10 s).
 IDLE = ["python3", "-c", "import signal; signal.signal(signal.SIGTERM, lambda *_: exit(0)); signal.pause()"]
@@ -195,7 +191,7 @@ class Rig:
 @contextmanager
 def rig(lab: LabSession, bind_parent: Path) -> Iterator[Rig]:
     """The experiment's :class:`Rig`; everything in it is removed when the block ends, also on Ctrl-C or SIGTERM."""
-    with terminable(), tempfile.TemporaryDirectory(prefix="labkit-09-", dir=bind_parent) as folder:
+    with terminable(), undo.temporary_folder("labkit-09-", bind_parent) as folder:
         log.info("bind folder %s", folder)
         anonymous: list[str] = []
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from labkit import assets
-from labkit.instruments import swarm
+from labkit.instruments import compose, swarm, undo
 from labkit.instruments.shell import run
 
 CHAPTER_FILE = "compose/compose.yaml"  # notebook 12's asset: the chapter's file with labkit's images as variables
@@ -29,13 +28,16 @@ STACK = "acme"
 CHAPTER_IMAGES = {"APP_IMAGE": "acme:dev", "DB_IMAGE": "postgres:16-alpine", "CACHE_IMAGE": "redis:7-alpine"}
 DEPENDS_ON = re.compile(r"depends_on:\n\s+db:[^\n]*\n\s+cache:[^\n]*\n")
 PULL_POLICY = re.compile(r"\n\s+pull_policy: never")
-# Each try adds one change to the last: why Swarm needs it, and the change itself.
-CHANGES: tuple[tuple[str, Callable[[str], str]], ...] = (
-    ("as written", lambda text: text),
-    ('`version: "3.8"` added (Swarm reads Compose file format 3 only)', lambda text: 'version: "3.8"\n' + text),
+CHAPTER, LABKIT = "the chapter's file", "labkit's edit"  # whose text a try's refusal is about
+# Each try adds one change to the last: why Swarm needs it, the change itself, and whose text it changes (the
+# chapter's, or what notebook 12 added to it: `pull_policy: never`, as no registry is reachable here).
+CHANGES: tuple[tuple[str, Callable[[str], str], str], ...] = (
+    ("as written", lambda text: text, CHAPTER),
+    ('`version: "3.8"` added (Swarm reads Compose file format 3 only)', lambda text: 'version: "3.8"\n' + text,
+     CHAPTER),
     ("`depends_on` as a list (format 3 has no conditions)",
-     lambda text: DEPENDS_ON.sub("depends_on: [db, cache]\n", text)),
-    ("`pull_policy` removed (not in format 3)", lambda text: PULL_POLICY.sub("", text)),
+     lambda text: DEPENDS_ON.sub("depends_on: [db, cache]\n", text), CHAPTER),
+    ("`pull_policy` removed (not in format 3)", lambda text: PULL_POLICY.sub("", text), LABKIT),
 )
 DEPLOY_TIMEOUT_S = 60
 
@@ -44,7 +46,7 @@ def versions_of(text: str) -> list[str]:
     """The file after each try's changes, in order (each a change to the one before; ValueError when a change
     finds nothing to change in this file)."""
     found: list[str] = []
-    for label, change in CHANGES:
+    for label, change, _ in CHANGES:
         changed = change(found[-1] if found else text)
         if found and changed == found[-1]:
             raise ValueError(f"the change {label!r} changed nothing in {CHAPTER_FILE}")
@@ -74,22 +76,37 @@ def _message(output: str) -> str:
     return " / ".join(m.group(1) if (m := LOGGED.search(line)) else line for line in lines)
 
 
+def _asked(folder: Path, file_name: str) -> dict[str, str]:
+    """What file `file_name` asks of the app's service, as Compose resolves it (variables filled, no engine asked):
+    its ports (JSON: host_ip, published, target …) and its restart policy."""
+    app = compose.Project(STACK, folder, (file_name,), CHAPTER_IMAGES).config()["services"]["app"]
+    return {"asked_ports": json.dumps(app.get("ports", [])), "asked_restart": str(app.get("restart", ""))}
+
+
 def tries(cluster: swarm.Cluster) -> pd.DataFrame:
     """`docker stack deploy` of the chapter's file after each change in CHANGES (the nodes drained): step, change,
-    exit_code, message, and for the try Swarm took, the app service's published ports and restart condition."""
+    whose text a refusal is about (refused_text), the CLI's version, exit_code, message, what the file asks of the
+    app (ports and restart, as Compose reads it), and for the try Swarm took, the app service's published ports
+    and restart condition."""
     rows: list[dict[str, Any]] = []
     env = {**os.environ, **CHAPTER_IMAGES}
-    with tempfile.TemporaryDirectory(prefix="labkit-13-as-stack-") as folder, _drained(cluster):
+    # `docker stack deploy` reads the file in the CLI: its refusals are this client version's.
+    client = run([*cluster.manager.cli, "version", "--format", "{{.Client.Version}}"], 30).stdout.strip()
+    with undo.temporary_folder("labkit-13-as-stack-") as folder, _drained(cluster):
         (Path(folder) / "app" / "source").mkdir(parents=True)  # the file's bind mount, relative to it
         try:
-            for step, ((label, _), text) in enumerate(zip(CHANGES, versions_of(assets.text(CHAPTER_FILE)),
-                                                          strict=True)):
+            for step, ((label, _, _), text) in enumerate(zip(CHANGES, versions_of(assets.text(CHAPTER_FILE)),
+                                                             strict=True)):
                 path = Path(folder) / f"compose.{step}.yaml"
                 path.write_text(text)
                 done = run([*cluster.manager.cli, "stack", "deploy", "--resolve-image", "never", "-c", str(path),
                             STACK], DEPLOY_TIMEOUT_S, check=False, env=env)
-                row = {"step": step, "change": label, "exit_code": done.exit_code,
-                       "message": _message(done.stdout + "\n" + done.stderr), "published": "", "restart": ""}
+                # A refusal is about the text the next try changes: the chapter's, or labkit's edit of it.
+                refused = CHANGES[step + 1][2] if done.exit_code and step + 1 < len(CHANGES) else ""
+                row = {"step": step, "change": label, "refused_text": refused, "cli": client,
+                       "exit_code": done.exit_code,
+                       "message": _message(done.stdout + "\n" + done.stderr), **_asked(Path(folder), path.name),
+                       "published": "", "restart": ""}
                 if done.exit_code == 0:
                     spec = json.loads(cluster.docker(["service", "inspect", f"{STACK}_app"]).stdout)[0]
                     row["published"] = json.dumps(spec["Endpoint"]["Spec"].get("Ports", []))

@@ -44,7 +44,8 @@ LAB = Lab(
     bases=(APP_BASE, CLIENT_BASE),
     tables={
         "placement": ("task", "node", "state", "image"),
-        "as_stack": ("step", "change", "exit_code", "message", "published", "restart"),
+        "as_stack": ("step", "change", "refused_text", "cli", "exit_code", "message", "asked_ports", "asked_restart",
+                     "published", "restart"),
         "healing": ("event", "heartbeat_s", "detected_s", "replaced_s", "replaced", "detail"),
         "rollout": ("case", "order", "round", "from_image", "to_image", "final_image", "state", "duration_s",
                     "requests", "failed", "longest_gap_s", "images_match", "load_covered"),

@@ -7,6 +7,7 @@ takes seconds to make); each table is recorded by :func:`run_orchestrator` in on
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, daemons, images, registry, swarm
+from labkit.instruments import builds, daemons, images, registry, swarm, undo
 from labkit.instruments.engine import Scope
 from labkit.labs.when_to_graduate import as_stack
 from labkit.labs.when_to_graduate.declaration import (
@@ -36,7 +37,7 @@ from labkit.labs.when_to_graduate.declaration import (
 )
 from labkit.labs.when_to_graduate.result import OrchestratorResult
 from labkit.labs.when_to_graduate.single_box import compose_update, left_unhealthy, single_box, turn_unhealthy
-from labkit.labs.when_to_graduate.under_load import Update, rollout_rows, updated_under_load, wait_until
+from labkit.labs.when_to_graduate.under_load import Update, rollout_rows, seconds_until, updated_under_load, wait_until
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def _image_ids(cluster: swarm.Cluster, running: list[dict[str, Any]]) -> set[str
 def build_app(scope: Scope, base: str, version: str, healthy: bool) -> builds.Build:
     """The app image (labkit/assets/when_to_graduate/Dockerfile) serving `version`; without /healthz when not
     `healthy`."""
-    with tempfile.TemporaryDirectory(prefix="labkit-13-") as folder:
+    with undo.temporary_folder("labkit-13-") as folder:
         (Path(folder) / "Dockerfile").write_text(assets.text("when_to_graduate/Dockerfile").replace("{base}", base))
         return builds.build(Path(folder), f"labkit-13-app:{version}-{scope.scope_id}", scope,
                             build_args={"VERSION": version, "HEALTHY": "yes" if healthy else "no"})
@@ -163,24 +164,36 @@ def _deploy(cluster: swarm.Cluster, image: str, knobs: Knobs) -> pd.DataFrame:
     return pd.DataFrame([{k: t[k] for k in ("task", "node", "state", "image")} for t in tasks(cluster)])
 
 
+def _replaced_s(cluster: swarm.Cluster, knobs: Knobs, gone: Callable[[dict[str, Any]], bool]) -> float:
+    """Seconds until the service runs all its replicas again without the tasks `gone` picks; NaN when it did not
+    (recorded as not replaced, not raised: that is the outcome the claim asks about)."""
+    return seconds_until(lambda: _running(cluster, knobs.replicas, gone))
+
+
 def _task_killed(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
     victim = next(t for t in tasks(cluster) if t["state"] == "running")
     cluster.node(victim["node"]).docker(["kill", victim["container"]])
-    replaced = wait_until(lambda: _running(cluster, knobs.replicas, lambda t: t["task"] == victim["task"]),
-                     "a killed task's replacement")
+    replaced = _replaced_s(cluster, knobs, lambda t: t["task"] == victim["task"])
     return {"event": "task killed (SIGKILL)", "heartbeat_s": cluster.heartbeat_s, "detected_s": float("nan"),
-            "replaced_s": replaced, "replaced": True,
+            "replaced_s": replaced, "replaced": not math.isnan(replaced),
             "detail": f"task {victim['task'][:12]} on {victim['node']}; restart delay {knobs.restart_delay_s} s"}
+
+
+def _health_settings(node: swarm.Node, container: str) -> str:
+    """The container's health check as its image sets it (a setting, not an observation)."""
+    check = json.loads(node.docker(["inspect", "--format", "{{json .Config.Healthcheck}}", container]).stdout)
+    return f"every {check['Interval'] / 1e9:g} s, unhealthy after {check['Retries']} failures in a row"
 
 
 def _task_unhealthy(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
     victim = next(t for t in tasks(cluster) if t["state"] == "running")
-    cluster.node(victim["node"]).docker(["exec", victim["container"], "touch", "/tmp/sick"])
-    replaced = wait_until(lambda: _running(cluster, knobs.replicas, lambda t: t["task"] == victim["task"]),
-                     "an unhealthy task's replacement")
+    node = cluster.node(victim["node"])
+    settings = _health_settings(node, victim["container"])
+    node.docker(["exec", victim["container"], "touch", "/tmp/sick"])
+    replaced = _replaced_s(cluster, knobs, lambda t: t["task"] == victim["task"])
     return {"event": "task unhealthy (swarm)", "heartbeat_s": cluster.heartbeat_s, "detected_s": float("nan"),
-            "replaced_s": replaced, "replaced": True,
-            "detail": f"task {victim['task'][:12]} on {victim['node']}: its health check failed twice at 1 s"}
+            "replaced_s": replaced, "replaced": not math.isnan(replaced),
+            "detail": f"task {victim['task'][:12]} on {victim['node']}: its health check made to fail ({settings})"}
 
 
 def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> dict[str, Any]:
@@ -193,12 +206,12 @@ def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> di
     had = [t["task"] for t in now if t["node"] == node.name]
     started = time.perf_counter()
     node.kill()
-    down = wait_until(lambda: cluster.docker(["node", "inspect", "--format", "{{.Status.State}}", node.node_id]
-                                        ).stdout.strip() == "down", f"{node.name} seen down")
-    wait_until(lambda: _running(cluster, knobs.replicas, lambda t: t["node"] == node.name),
-          f"{node.name}'s tasks running elsewhere")
+    down = seconds_until(lambda: cluster.docker(["node", "inspect", "--format", "{{.Status.State}}", node.node_id]
+                                                ).stdout.strip() == "down")  # NaN (never seen down) fails its claim
+    elsewhere = _replaced_s(cluster, knobs, lambda t: t["node"] == node.name)
     return {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": heartbeat_s, "detected_s": down,
-            "replaced_s": time.perf_counter() - started, "replaced": bool(had),
+            "replaced_s": time.perf_counter() - started if not math.isnan(elsewhere) else float("nan"),
+            "replaced": bool(had) and not math.isnan(elsewhere),
             "detail": f"{node.name} ran {len(had)} task(s); " + (
                 f"killed {adoption_s:.1f} s after the heartbeat was set, once every node had heartbeated under it"
                 if adoption_s else "the heartbeat was already in force")}

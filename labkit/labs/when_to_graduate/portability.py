@@ -5,7 +5,6 @@ digest compared, and each runtime's ``run --rm`` timed, interleaved."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.core.session import LabSession
-from labkit.instruments import images, measure, runtimes, shell
+from labkit.instruments import images, measure, runtimes, shell, undo
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.labs.when_to_graduate.declaration import APP_BASE
 from labkit.labs.when_to_graduate.orchestrator import build_app
@@ -27,7 +26,7 @@ DOCKER = runtimes.DOCKER
 
 def _experiment(lab: LabSession, repeats: int) -> pd.DataFrame:
     missing = runtimes.unavailable()
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="labkit-13-portable-") as folder:
+    with ExitStack() as stack, undo.temporary_folder("labkit-13-portable-") as folder:
         scope: Scope = stack.enter_context(lab.scope())
         image = build_app(scope, images.require_base(lab.engine, APP_BASE).tag, "v1", healthy=True).tag
         archive = Path(folder) / "app.tar"

@@ -29,8 +29,9 @@ def gaps_and_failures(requests: pd.DataFrame) -> tuple[int, float]:
 @dataclass(frozen=True)
 class OrchestratorResult:
     """`placement`: task, node, state, image after the deploy; `as_stack`: notebook 12's compose file given to
-    ``docker stack deploy`` after each change (step, change, exit_code, message, and where Swarm took it, the app's
-    published ports as JSON and its restart condition); `healing`: event, heartbeat_s, detected_s,
+    ``docker stack deploy`` after each change (step, change, exit_code, message, what the file asks of the app as
+    Compose reads it — asked_ports as JSON, asked_restart — and where Swarm took it, the app's published ports as
+    JSON and its restart condition); `healing`: event, heartbeat_s, detected_s,
     replaced_s, replaced, detail; `rollout`: one row per update (case, order, round, images, state, duration_s,
     requests, failed, longest_gap_s, images_match); `requests`: every request of every load; `endpoint_mode`
     chosen for this kernel and the `kernel` evidence it was chosen on."""
@@ -119,11 +120,19 @@ class OrchestratorResult:
         return found
 
     @property
+    def asked_addresses(self) -> list[str]:
+        """The host addresses the file Swarm took asks the app's ports to bind ('' for a port on every address)."""
+        if not len(self.taken):
+            return []
+        return [str(p.get("host_ip", "")) for p in json.loads(str(self.taken["asked_ports"].iloc[0]) or "[]")]
+
+    @property
     def published_on_every_address(self) -> bool:
-        """The service Swarm made publishes the app's port through the ingress mesh: on every address of every node
-        (a Swarm port has no address to bind, so the file's 127.0.0.1 is dropped)."""
+        """The file asks for ports on one address, and the service Swarm made publishes them through the ingress
+        mesh instead: on every address of every node (a Swarm port has no address to bind)."""
         ports = self.published_ports
-        return bool(ports) and all(p.get("PublishMode") == "ingress" for p in ports)
+        return bool(ports) and all(p.get("PublishMode") == "ingress" for p in ports) \
+            and bool(self.asked_addresses) and all(self.asked_addresses)
 
     def conclusion_as_stack(self) -> str:
         refused = self.as_stack[self.as_stack["exit_code"] != 0]
@@ -132,11 +141,13 @@ class OrchestratorResult:
             return "**What we measured.** " + "; ".join(parts) + f"; Swarm took none of the {len(parts)} tries."
         taken = self.taken.iloc[0]
         ports = ", ".join(f"{p['PublishedPort']}→{p['TargetPort']} ({p['PublishMode']})" for p in self.published_ports)
+        asked = " and ".join(f"`{address}`" for address in dict.fromkeys(self.asked_addresses))
         return ("**What we measured.** " + "; ".join(parts) + f"; {taken['change']}: taken, with the warnings "
                 f"“{taken['message']}”. The app's service publishes {ports or 'no port'}"
-                + (" — on every address of every node, not on 127.0.0.1 as the file asked"
+                + (f" — on every address of every node, not on {asked} as the file asked"
                    if self.published_on_every_address else "")
-                + f", and restarts on `{taken['restart']}` where the file said `restart: no`.")
+                + f", and restarts on `{taken['restart']}` where Compose reads the file's restart as "
+                  f"`{taken['asked_restart']}`.")
 
     def conclusion_healing(self) -> str:
         parts = []

@@ -5,7 +5,7 @@ experiments run (nothing replaces it)."""
 
 from __future__ import annotations
 
-import tempfile
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,15 +15,17 @@ from typing import Any
 
 from labkit import assets
 from labkit.core.session import LabSession
-from labkit.instruments import compose
+from labkit.instruments import compose, undo
+from labkit.instruments.containers import health
 from labkit.instruments.engine import Scope, docker_cli
 from labkit.labs.when_to_graduate.declaration import APP_LIMITS
-from labkit.labs.when_to_graduate.under_load import Update, rollout_rows, updated_under_load, wait_until
+from labkit.labs.when_to_graduate.under_load import Update, rollout_rows, seconds_until, updated_under_load, wait_until
 
 COMPOSE_FILE, LABELS_FILE = "compose.yaml", "labels.yaml"
 CASE = "compose up -d, one engine"
 ORDER = "recreate"  # Compose replaces the one container: the old one stops before the new one answers
 UP_TIMEOUT_S = 60
+NOT_HEALTHY = "the new container not healthy"  # its update state when the wait for health ran out
 UNHEALTHY_WATCH_S = 6.0  # the least time the unhealthy container is watched after it turned unhealthy
 
 
@@ -36,7 +38,7 @@ def variables(image: str) -> dict[str, str]:
 def single_box(lab: LabSession, scope: Scope, image: str) -> Iterator[compose.Project]:
     """The app at `image` brought up by Compose (``up -d --wait``: healthy) under the stack's limits, its objects
     labelled with `scope`'s labels; taken down with ``down -v`` when the block ends, whatever ends it."""
-    with tempfile.TemporaryDirectory(prefix="labkit-13-compose-") as folder:
+    with undo.temporary_folder("labkit-13-compose-") as folder:
         root = Path(folder)
         (root / COMPOSE_FILE).write_text(assets.text(f"when_to_graduate/{COMPOSE_FILE}"))
         (root / LABELS_FILE).write_text(compose.labels_file(("web",), (), scope.labels))
@@ -52,11 +54,6 @@ def _web(lab: LabSession, project: compose.Project) -> Any:
     return max(found, key=lambda c: c.attrs["Created"])
 
 
-def _health(container: Any) -> str:
-    container.reload()
-    return str(container.attrs["State"].get("Health", {}).get("Status", ""))
-
-
 def compose_update(lab: LabSession, scope: Scope, project: compose.Project, client_image: str, round_index: int,
                    from_image: str, to_image: str, window_s: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``compose up -d`` with the app's image changed from `from_image` to `to_image` while the load client runs on
@@ -70,11 +67,12 @@ def compose_update(lab: LabSession, scope: Scope, project: compose.Project, clie
         duration = time.perf_counter() - started
         def new_and_healthy() -> bool:
             web = _web(lab, project)
-            return bool(web.image.id == wanted and _health(web) == "healthy")
+            return bool(web.image.id == wanted and health(lab.engine, web.id) == "healthy")
 
-        wait_until(new_and_healthy, f"the container of {to_image} healthy")
+        healthy = not math.isnan(seconds_until(new_and_healthy))
         web = _web(lab, project)
-        return Update("completed", duration, web.attrs["Config"]["Image"], web.image.id == wanted)
+        return Update("completed" if healthy else NOT_HEALTHY, duration, web.attrs["Config"]["Image"],
+                      web.image.id == wanted)
 
     done, covered, load = updated_under_load([docker_cli()], f"{project.name}_default", scope.label_args(),
                                              client_image, window_s, update)
@@ -95,7 +93,7 @@ def turn_unhealthy(lab: LabSession, project: compose.Project) -> Unhealthy:
     """Make the container's health check fail and wait until the engine calls it unhealthy."""
     web = _web(lab, project)
     web.exec_run(["touch", "/tmp/sick"])
-    turned = wait_until(lambda: _health(web) == "unhealthy", "the Compose container unhealthy", 30)
+    turned = wait_until(lambda: health(lab.engine, web.id) == "unhealthy", "the Compose container unhealthy", 30)
     return Unhealthy(web.id, turned, time.perf_counter())
 
 
@@ -106,8 +104,9 @@ def left_unhealthy(lab: LabSession, project: compose.Project, fault: Unhealthy) 
     time.sleep(max(0.0, UNHEALTHY_WATCH_S - (time.perf_counter() - fault.since)))  # the shortest observation window
     watched = time.perf_counter() - fault.since
     now = _web(lab, project)
-    still = now.id == fault.container_id and now.status == "running" and _health(now) == "unhealthy"
+    now_health = health(lab.engine, now.id)
+    still = now.id == fault.container_id and now.status == "running" and now_health == "unhealthy"
     return {"event": "container unhealthy (Compose, one engine)", "heartbeat_s": float("nan"),
             "detected_s": fault.turned_s, "replaced_s": float("nan"), "replaced": not still,
-            "detail": f"{watched:.1f} s after it turned unhealthy: status {now.status}, health {_health(now)}, "
+            "detail": f"{watched:.1f} s after it turned unhealthy: status {now.status}, health {now_health}, "
                       f"restarts {now.attrs['RestartCount']}, the same container: {now.id == fault.container_id}"}

@@ -51,11 +51,15 @@ class StatefulResult:
             return "Not recorded: this recording was made before the section existed."
         found = "found" if self.marker(MOVED) else "did **not** find"
         kept = "still holds it" if self.marker(LEFT_BEHIND) else "no longer holds it"
+        moved = self.node(MOVED) != self.node(WRITTEN)
+        where = ("the volume of the same name there was a new one, made empty for it" if moved
+                 and not self.marker(MOVED) else "its state went with it" if moved else
+                 "it was not moved to another node, so this run shows nothing about moving state")
+        lesson = (" A local volume belongs to one node; moving state with its replica takes shared storage or a "
+                  "volume plugin." if self.state_stayed_behind else "")
         return (f"**What we measured.** The replica wrote `{MARKER}` into the named volume `{VOLUME}` on "
-                f"{self.node(WRITTEN)}. Moved to {self.node(MOVED)}, it {found} the file: the orchestrator made a new, "
-                f"empty volume of the same name there. The volume on {self.node(LEFT_BEHIND)} {kept}. A local "
-                "volume belongs to one node; moving state with its replica takes shared storage or a volume plugin "
-                "— what the chapter calls stateful complexity.")
+                f"{self.node(WRITTEN)}. Moved to {self.node(MOVED)}, it {found} the file: {where}. The volume on "
+                f"{self.node(LEFT_BEHIND)} {kept}.{lesson}")
 
 
 def _task_on(cluster: swarm.Cluster) -> tuple[swarm.Node, str] | None:

@@ -4,7 +4,6 @@ table."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from labkit.instruments import loadclient, shell
+from labkit.instruments import loadclient, measure, shell
 from labkit.instruments.containers import NO_DNS
 from labkit.labs.when_to_graduate.declaration import (
     APP_PORT,
@@ -29,14 +28,15 @@ CONVERGE_TIMEOUT_S = 90.0
 CLIENT_START_TIMEOUT_S = 30.0
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = CONVERGE_TIMEOUT_S) -> float:
-    """Poll `condition` until it holds; return the seconds it took. TimeoutError naming `what` after `timeout_s`."""
-    started = time.perf_counter()
-    while not condition():
-        if time.perf_counter() - started > timeout_s:
-            raise TimeoutError(f"{what}: not reached within {timeout_s:.0f} s")
-        time.sleep(POLL_S)  # polling the engine, not standing in for work
-    return time.perf_counter() - started
+def wait_until(condition: Callable[[], bool], what: str, limit_s: float = CONVERGE_TIMEOUT_S) -> float:
+    """:func:`measure.wait_until` at this notebook's pace: engines looked at every POLL_S."""
+    return measure.wait_until(condition, what, limit_s, POLL_S)
+
+
+def seconds_until(condition: Callable[[], bool], limit_s: float = CONVERGE_TIMEOUT_S) -> float:
+    """:func:`measure.poll_until` at this notebook's pace: NaN when `condition` did not hold within `limit_s` (for
+    an outcome a claim asks about, recorded rather than raised)."""
+    return measure.poll_until(condition, limit_s, POLL_S)
 
 
 @dataclass(frozen=True)

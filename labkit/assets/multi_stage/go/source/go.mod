@@ -1,0 +1,3 @@
+module labkit.example/server
+
+go 1.19

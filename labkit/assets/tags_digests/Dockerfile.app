@@ -1,0 +1,6 @@
+ARG BASE
+FROM ${BASE}
+ARG REVISION=""
+LABEL org.opencontainers.image.revision="${REVISION}"
+COPY message.txt /message.txt
+CMD ["cat", "/message.txt"]
