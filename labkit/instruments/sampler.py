@@ -5,7 +5,10 @@
 missed slots instead of bunching up) and time-stamped with ``perf_counter_ns`` (CLOCK_MONOTONIC on Linux);
 ``achieved_hz`` says how many samples per second were really taken and ``cpu_s`` how much CPU time the sampling
 thread itself used. Sampling ends by itself when the group disappears (the experiment's container exited and
-its runtime removed the group); any other read error is raised when the ``with`` block ends.
+its runtime removed the group) or, having been read, loses a controller a reading needs (on a systemd host a
+slice's controllers are switched off once no unit in it asks for them, which can come before the exited
+container's group is gone: its cpu.stat loses the CFS counters); any other read error is raised when the
+``with`` block ends.
 
 A rate the machine cannot reach is refused up front: the constructor times a few reads of the group and refuses
 an interval shorter than :data:`HEADROOM` times one sample's cost.
@@ -21,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from labkit.errors import BadParameter
-from labkit.instruments.cgroups import Cgroup
+from labkit.instruments.cgroups import Cgroup, CgroupUnavailable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,9 +102,10 @@ class CgroupSampler:
 
     :meth:`frame` has one row per sample: ``t_s`` (seconds since the sampler started, increasing) and the
     columns of each reading (:data:`READINGS`). ``achieved_hz`` is the rate really reached (samples per
-    second); ``group_gone`` says whether sampling ended because the group disappeared; ``sample_cost_s`` is
-    the median time one sample took when probed (seconds); ``cpu_s`` the CPU time of the sampling thread
-    (seconds, CLOCK_THREAD_CPUTIME_ID). :meth:`at` puts a CLOCK_MONOTONIC (``perf_counter_ns``) or a
+    second); ``group_gone`` says whether sampling ended because the group disappeared or lost a controller a
+    reading needs (the constructor has read every reading once, so that is the group being taken apart);
+    ``sample_cost_s`` is the median time one sample took when probed (seconds); ``cpu_s`` the CPU time of the
+    sampling thread (seconds, CLOCK_THREAD_CPUTIME_ID). :meth:`at` puts a CLOCK_MONOTONIC (``perf_counter_ns``) or a
     wall-clock (``time_ns``) instant on the ``t_s`` axis.
     """
 
@@ -204,6 +208,9 @@ class CgroupSampler:
                     self.group_gone = True  # the group was removed: the experiment is over
                 else:
                     self._error = exc
+                return
+            except CgroupUnavailable:
+                self.group_gone = True  # its controller switched off as the group is taken apart
                 return
             except BaseException as exc:
                 self._error = exc
