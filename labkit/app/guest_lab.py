@@ -100,7 +100,7 @@ def serve(selection: list[str], port: int, timeout_s: float) -> int:
     url = f"http://127.0.0.1:{port}/lab?token={token}"
     ready = (READY, READY_WITHIN_S) if timeout_s > READY_WITHIN_S else None  # else the --timeout bounds it
     print(f"booting the lab machine ({accelerator()}; about a minute under emulation, at most "
-          f"{min(READY_WITHIN_S, timeout_s):.0f} s); its console: {console_log()}", flush=True)
+          f"{min(READY_WITHIN_S, timeout_s):.0f} s a boot); its console: {console_log()}", flush=True)
 
     def on_mark(name: str, seconds: float) -> None:
         if name == "stalled":

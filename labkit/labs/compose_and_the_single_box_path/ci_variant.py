@@ -57,8 +57,8 @@ class CiResult:
 
     def conclusion(self) -> str:
         return (f"`compose config` of the two differs in **{len(self.differences)}** paths, under "
-                f"{', '.join(f'`{p}`' for p in CHAPTER_DIFFERENCES if self.changed(p))}; outside the three the "
-                f"chapter names: **{', '.join(self.outside_the_chapters) or 'none'}**.")
+                f"{', '.join(f'`{p}`' for p in CHAPTER_DIFFERENCES if self.changed(p))}; outside the "
+                f"{len(CHAPTER_DIFFERENCES)} the chapter names: **{', '.join(self.outside_the_chapters) or 'none'}**.")
 
 
 def _ci(lab: LabSession) -> dict[str, pd.DataFrame]:

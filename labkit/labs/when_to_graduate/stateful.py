@@ -57,8 +57,9 @@ class StatefulResult:
                  "it was not moved to another node, so this run shows nothing about moving state")
         lesson = (" A local volume belongs to one node; moving state with its replica takes shared storage or a "
                   "volume plugin." if self.state_stayed_behind else "")
+        restarted = f"Moved to {self.node(MOVED)}" if moved else f"Started again on {self.node(MOVED)}"
         return (f"**What we measured.** The replica wrote `{MARKER}` into the named volume `{VOLUME}` on "
-                f"{self.node(WRITTEN)}. Moved to {self.node(MOVED)}, it {found} the file: {where}. The volume on "
+                f"{self.node(WRITTEN)}. {restarted}, it {found} the file: {where}. The volume on "
                 f"{self.node(LEFT_BEHIND)} {kept}.{lesson}")
 
 
