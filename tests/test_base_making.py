@@ -1,6 +1,7 @@
-"""How `labkit setup` makes many bases (images.make_bases), engine-free: which bases need a debootstrap, their
-packages fetched before any base is made (once for each architecture and variant), bases made side by side, a base
-made once however many ask, the first failure raised, and an interrupt raised at once while workers are busy."""
+"""How `labkit setup` makes many bases (images.make_bases), engine-free: which root filesystems it makes (a base's
+root among them), their packages fetched before any base is made (once for each architecture and variant), bases
+made side by side, a base made once however many ask, the first failure raised, and an interrupt raised at once
+while workers are busy."""
 
 from __future__ import annotations
 
@@ -56,23 +57,27 @@ def _rootfs_made(name: str) -> None:
 
 
 @pytest.mark.parametrize(("held", "cached", "asked", "needed"), [
-    (set(), set(), ["busybox", "python-runtime"], ["python-runtime"]),  # busybox is no debootstrap
+    # busybox is no Debian base; python-runtime is a copy of debian-minbase's root, which is made first.
+    (set(), set(), ["busybox", "python-runtime"], ["python-runtime", "debian-minbase"]),
     ({"python-runtime"}, set(), ["python-runtime"], []),  # in the engine: nothing to make
-    (set(), {"python-runtime"}, ["python-runtime"], []),  # its rootfs cached: imported, not debootstrapped
+    (set(), {"python-runtime"}, ["python-runtime"], []),  # its rootfs cached: imported, its root not needed
+    (set(), {"debian-minbase"}, ["python-runtime"], ["python-runtime"]),  # its root cached: copied, not made
+    (set(), set(), ["node-full-npm"], ["node-full-npm", "debian-full"]),  # the default variant's root
+    (set(), set(), ["c-builder-arm64"], ["c-builder-arm64"]),  # a foreign base: debootstrapped whole
     # A distroless base needs its source's rootfs even when the source's image is in the engine.
-    ({"python-slim"}, set(), ["python-distroless"], ["python-slim"]),
+    ({"python-slim"}, set(), ["python-distroless"], ["python-slim", "debian-minbase"]),
     ({"python-slim"}, {"python-slim"}, ["python-distroless"], []),
     # A static base needs its builder's image; a builder in the engine needs nothing.
-    (set(), set(), ["scratch-static"], ["go-builder"]),
+    (set(), set(), ["scratch-static"], ["go-builder", "debian-minbase"]),
     ({"go-builder"}, set(), ["scratch-static"], []),
-    (set(), set(), ["node-distroless", "node-slim"], ["node-slim"]),  # asked twice, fetched once
+    (set(), set(), ["node-distroless", "node-slim"], ["node-slim", "debian-minbase"]),  # asked twice, made once
 ])
-def test_the_debootstraps_a_setup_needs(cache: Path, monkeypatch: pytest.MonkeyPatch, held: set[str],
-                                        cached: set[str], asked: list[str], needed: list[str]) -> None:
+def test_the_root_filesystems_a_setup_makes(cache: Path, monkeypatch: pytest.MonkeyPatch, held: set[str],
+                                            cached: set[str], asked: list[str], needed: list[str]) -> None:
     _engine_holds(monkeypatch, held)
     for name in cached:
         _rootfs_made(name)
-    assert images.debootstraps_needed(None, asked) == needed
+    assert images.roots_needed(None, asked) == needed
 
 
 def test_one_download_serves_every_base_of_an_architecture_and_variant() -> None:
@@ -146,9 +151,9 @@ def test_a_base_asked_for_by_two_workers_is_made_once(cache: Path, monkeypatch: 
 def test_the_slowest_bases_are_handed_out_first(making: Callable[[Callable[[str], object]], None]) -> None:
     order: list[str] = []
     making(order.append)
-    images.make_bases(None, ["busybox", "node-slim-npm", "python-runtime", "c-builder-arm64"], lambda line: None,
-                      workers=1)
-    assert order == ["c-builder-arm64", "node-slim-npm", "busybox", "python-runtime"]
+    images.make_bases(None, ["busybox", "node-slim-npm", "python-runtime", "c-builder-arm64", "debian-minbase"],
+                      lambda line: None, workers=1)
+    assert order == ["c-builder-arm64", "debian-minbase", "busybox", "node-slim-npm", "python-runtime"]
 
 
 def test_the_first_failure_stops_new_work_and_is_raised(making: Callable[[Callable[[str], object]], None]) -> None:

@@ -2,7 +2,8 @@
 
 A recipe says how to make a base from what this machine has (Debian packages, debootstrap). Its hash
 covers everything that changes the result, so an image labelled with the same hash is reused and a
-rootfs tarball under the cache folder is never made twice.
+rootfs tarball under the cache folder is never made twice. Packages are downloaded once into a shared
+cache; a Debian base with packages of its own starts from a copy of its variant's cached root filesystem.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def _busybox_recipe() -> Recipe:
 
 @dataclass(frozen=True)
 class DebianBase:
-    """A base made with ``debootstrap --variant=minbase`` plus `packages`, imported as one layer.
+    """A base made with ``debootstrap --variant=minbase`` plus `packages`, imported as one layer (one with packages
+    of its own starts from a copy of its variant's cached root and installs them with apt-get: see :func:`root_of`).
 
     `stands_in_for` names the registry image it replaces here (made offline, not the same bytes); `command` is the
     image's CMD.
@@ -99,7 +101,13 @@ class DebianBase:
     def platform(self) -> str:
         return _platform_of_debian_arch(self.arch)
 
-    def recipe(self, name: str) -> Recipe:
+    @property
+    def is_root(self) -> bool:
+        """Whether this base is its variant's plain root filesystem, which other bases start from."""
+        return not (self.packages or self.apt_packages or self.slim)
+
+    def recipe(self, name: str, root: Recipe | None = None) -> Recipe:
+        """The recipe; `root`, the recipe of the base whose cached root this one is a copy of, if any."""
         inputs: tuple[tuple[str, str], ...] = (("suite", DEBIAN_SUITE), ("variant", self.variant), ("arch", self.arch))
         if self.packages or self.variant != "minbase":  # debian-minbase keeps the digest it had before packages
             inputs += (("packages", ",".join(self.packages)), ("command", self.command))
@@ -107,10 +115,14 @@ class DebianBase:
             inputs += (("slim", ",".join(SLIM_EXCLUDED)),)
         if self.apt_packages:
             inputs += (("apt_packages", ",".join(self.apt_packages)),)
-        extra = f" + {', '.join((*self.packages, *self.apt_packages))}" if self.packages or self.apt_packages else ""
+        if root is not None:
+            inputs += (("root", root.digest), ("apt_leftovers", ",".join(APT_LEFTOVERS)))
+        added = (*self.packages, *self.apt_packages)
+        extra = f" + {', '.join(added)}{' by apt-get' if root else ''}" if added else ""
         how = "debootstrap's default variant" if self.variant == "default" else f"debootstrap --variant={self.variant}"
+        how = f"from a copy of {root.name}'s root ({how})" if root is not None else f"with {how}"
         slim = f", without {', '.join(SLIM_EXCLUDED)}" if self.slim else ""
-        return Recipe(name, f"Debian {DEBIAN_SUITE} made with {how}{extra}{slim}, imported "
+        return Recipe(name, f"Debian {DEBIAN_SUITE} made {how}{extra}{slim}, imported "
                             f"(stands in for {self.stands_in_for})", inputs)
 
 
@@ -120,8 +132,14 @@ SLIM_EXCLUDED = ("usr/share/doc", "usr/share/man", "usr/share/groff", "usr/share
 SLIM_DPKG_CONFIG = "".join(f"path-exclude /{folder}/*\n" for folder in SLIM_EXCLUDED[:-1]) + \
     "path-include /usr/share/doc/*/copyright\n"
 
+# What apt leaves behind that a base image does not carry (Debian's docker images clean the same): downloaded
+# packages, package lists, its binary caches (two files of about 39 MB each), its logs and its auto-installed marks.
+APT_LEFTOVERS = ("var/cache/apt/archives/*", "var/lib/apt/lists/*", "var/cache/apt/*.bin", "var/log/apt/*",
+                 "var/lib/apt/extended_states")
 
-# Every base made with debootstrap, by name. Add a base by adding a line; `labkit setup` makes what a lab declares.
+
+# Every Debian base, by name: the roots debootstrapped, the others copies of their root (root_of) with packages
+# added. Add a base by adding a line; `labkit setup` makes what a lab declares.
 DEBIAN_BASES = {
     "debian-minbase": DebianBase((), "debian:bookworm-slim"),
     "python-runtime": DebianBase(("python3", "python3-venv"), "python:3.11-slim", command="/usr/bin/python3"),
@@ -273,8 +291,21 @@ def _foreign(debian_arch: str) -> bool:
     return arch.DEBIAN_ARCH[arch.host_platform()] != debian_arch
 
 
+def root_of(name: str) -> str | None:
+    """The Debian base whose cached root filesystem base `name` starts from: the root of its architecture and
+    debootstrap variant (debian-minbase, debian-full). None for a root itself, for a base with no root of its kind,
+    and for one of another architecture than the host's (its packages configure only under emulation: it is
+    debootstrapped, second stage and all)."""
+    base = DEBIAN_BASES[name]
+    if base.is_root or _foreign(base.arch):
+        return None
+    return next((other for other, candidate in DEBIAN_BASES.items()
+                 if candidate.is_root and (candidate.arch, candidate.variant) == (base.arch, base.variant)), None)
+
+
 def _debian_recipe(name: str) -> Recipe:
-    return DEBIAN_BASES[name].recipe(name)
+    root = root_of(name)
+    return DEBIAN_BASES[name].recipe(name, None if root is None else _debian_recipe(root))
 
 
 RECIPES: dict[str, Callable[[], Recipe]] = {"busybox": _busybox_recipe,
@@ -335,7 +366,8 @@ def _find(client: docker.DockerClient, wanted: Recipe) -> BaseImage | None:
 def _made_alone(kind: str, name: str) -> Iterator[None]:
     """Held while this thread makes the `kind` ("image", "rootfs", "tarball") of base `name`: another worker of
     :func:`make_bases`, or another `labkit setup`, waits here and then finds it made. Locks are taken in the order
-    a base depends on another (image, then tarball, then rootfs), never twice for one name and kind."""
+    a base depends on another (image, then tarball, then rootfs, then the rootfs it is a copy of), never twice for
+    one name and kind."""
     folder = paths.cache_dir() / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{kind}-{name}.lock", "w") as handle:
@@ -379,26 +411,31 @@ def _make_base(client: docker.DockerClient, name: str, wanted: Recipe) -> BaseIm
 
 
 def _made_from(name: str) -> tuple[str, ...]:
-    """The bases whose rootfs (a distroless base's source) or image (a static base's builder) `name` is made from."""
+    """The bases whose rootfs (a distroless base's source, a Debian base's root) or image (a static base's
+    builder) `name` is made from."""
     if name in DISTROLESS_BASES:
         return (DISTROLESS_BASES[name].source,)
     if name in STATIC_BASES:
         return (STATIC_BASES[name].builder,)
+    if name in DEBIAN_BASES and (root := root_of(name)) is not None:
+        return (root,)
     return ()
 
 
-def debootstraps_needed(client: docker.DockerClient, names: Sequence[str]) -> list[str]:
-    """The Debian bases that making `names` will debootstrap: those missing from the engine, and the sources and
-    builders they are made from, whose rootfs is not cached yet. In the order first needed."""
+def roots_needed(client: docker.DockerClient, names: Sequence[str]) -> list[str]:
+    """The Debian bases whose root filesystem making `names` will make (a debootstrap, or a copy of a root and
+    apt-get): those missing from the engine, and the sources, roots and builders they are made from, whose rootfs
+    is not cached yet. In the order first needed."""
     needed: list[str] = []
 
     def visit(name: str, rootfs_wanted: bool) -> None:
         if not rootfs_wanted and find(client, name) is not None:
             return
-        if name in DEBIAN_BASES and not (_rootfs_target(name) / ".labkit-complete").exists() and name not in needed:
+        cached = (_rootfs_target(name) / ".labkit-complete").exists()
+        if name in DEBIAN_BASES and not cached and name not in needed:
             needed.append(name)
-        for source in _made_from(name):
-            visit(source, rootfs_wanted=name in DISTROLESS_BASES)
+        for source in _made_from(name) if not cached else ():
+            visit(source, rootfs_wanted=name in DISTROLESS_BASES or name in DEBIAN_BASES)
 
     for name in names:
         visit(name, rootfs_wanted=False)
@@ -436,10 +473,10 @@ BASE_WORKERS = 2  # bases made side by side: dpkg and the engine's import each k
 
 def _slow_first(name: str) -> int:
     """The order bases are handed to workers, so that the longest does not start last: a foreign base (its second
-    stage runs under emulation: c-builder-arm64 took 154.5 s cold), then those apt adds packages to (npm: 67-97 s),
-    then the rest (2-63 s), each group in the order asked."""
+    stage runs under emulation: c-builder-arm64 took 143.2 s cold), then the roots other bases are copies of (a
+    debootstrap each: 27-54 s), then the rest, each group in the order asked."""
     base = DEBIAN_BASES.get(name)
-    return 2 if base is None else 0 if _foreign(base.arch) else 1 if base.apt_packages else 2
+    return 2 if base is None else 0 if _foreign(base.arch) else 1 if base.is_root else 2
 
 
 @dataclass(frozen=True)
@@ -467,7 +504,7 @@ def make_bases(client: docker.DockerClient, names: Sequence[str], report: Callab
             report(line)
 
     fetched_s = {}
-    needed = debootstraps_needed(client, names)
+    needed = roots_needed(client, names)
     for group, union in package_sets(needed).items():
         say(f"packages for {group} ({', '.join(n for n in needed if _package_set(n) == group)}): downloading …")
         fetched_s[group] = fetch_packages(union)
@@ -593,6 +630,8 @@ def _make_rootfs(name: str, target: Path) -> None:
         _unpack_debian_package(staging, DEBIAN_PACKAGE_BASES[name])
     elif name in UNPACKED_PACKAGE_BASES:
         _unpack_debian_package(staging, UNPACKED_PACKAGE_BASES[name])
+    elif name in DEBIAN_BASES and (root := root_of(name)) is not None:
+        _derive(staging, rootfs_dir(root), DEBIAN_BASES[name])
     elif name in DEBIAN_BASES:
         _debootstrap(staging, DEBIAN_BASES[name])
     else:
@@ -625,9 +664,8 @@ MIRROR_HINT = "debootstrap and apt need Debian's package mirror; set LABKIT_DEBI
 
 
 def deb_cache(debian_arch: str) -> Path:
-    """The .deb files debootstrap downloaded for `debian_arch`, kept for every recipe: each base is still its own
-    debootstrap (the images stay what they are), but a package is fetched once (debootstrap checks each cached file
-    against the mirror's index before it uses it)."""
+    """The .deb files debootstrap downloaded for `debian_arch`, kept for every recipe: a package is fetched once
+    (debootstrap and apt-get check each cached file against the mirror's index before they use it)."""
     folder = paths.cache_dir() / "debs" / f"{DEBIAN_SUITE}-{debian_arch}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -643,20 +681,46 @@ def _debootstrap_argv(base: DebianBase, target: Path, *, download_only: bool = F
 
 def _debootstrap(staging: Path, base: DebianBase) -> None:
     debian_arch = base.arch
-    foreign = _foreign(debian_arch)
     run(_debootstrap_argv(base, staging), 1800, hint=MIRROR_HINT)
-    if foreign:
+    if _foreign(debian_arch):
         # The second stage runs the target's own dpkg and maintainer scripts: under qemu, through binfmt_misc.
         arch.enable_emulation(_platform_of_debian_arch(debian_arch))
         run(["chroot", str(staging), "/debootstrap/debootstrap", "--second-stage"], 3600,
             hint="The second stage runs under qemu-user: `labkit doctor 11` checks binfmt_misc.")
-    if base.apt_packages:
-        run(["chroot", str(staging), "apt-get", "update", "-q"], 600, hint=MIRROR_HINT)
-        run(["chroot", str(staging), "apt-get", "install", "-y", "-q", "--no-install-recommends", *base.apt_packages],
+    _finish_root(staging, base, base.apt_packages)
+
+
+def _derive(staging: Path, root: Path, base: DebianBase) -> None:
+    """A copy of the cached `root` (owners, modes and links kept) with `base`'s packages installed by apt-get from
+    the shared .deb cache: seconds where a debootstrap of its own unpacked and configured every package again."""
+    run(["cp", "-a", str(root), str(staging)], 600)
+    (staging / ".labkit-complete").unlink()
+    archives = staging / "var" / "cache" / "apt" / "archives"
+    for deb in deb_cache(base.arch).glob("*.deb"):
+        try:
+            os.link(deb, archives / deb.name)  # the cache and the rootfs share the cache folder's file system
+        except OSError:
+            shutil.copy2(deb, archives / deb.name)
+    _finish_root(staging, base, (*base.packages, *base.apt_packages))
+
+
+def _in_root(root: Path) -> list[str]:
+    """The argv prefix that runs a program chrooted in `root` with a /proc of its own, as debootstrap gives the
+    packages' maintainer scripts: mounted in a mount namespace of its own, so it goes when the program ends, even
+    when labkit is killed."""
+    return ["unshare", "--mount", "--pid", "--fork", "--kill-child", f"--mount-proc={root / 'proc'}", "chroot",
+            str(root)]
+
+
+def _finish_root(staging: Path, base: DebianBase, apt_packages: Sequence[str]) -> None:
+    """Install `apt_packages` with apt-get (it resolves the virtual packages that debootstrap's --include leaves
+    out), without recommends; remove :data:`APT_LEFTOVERS`; slim the root if `base` is a slim one."""
+    if apt_packages:
+        run([*_in_root(staging), "apt-get", "update", "-q"], 600, hint=MIRROR_HINT)
+        run([*_in_root(staging), "apt-get", "install", "-y", "-q", "--no-install-recommends", *apt_packages],
             1800, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, hint=MIRROR_HINT)
-    # Package caches are not part of the image.
-    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        for entry in (staging / cache).glob("*"):
+    for pattern in APT_LEFTOVERS:
+        for entry in staging.glob(pattern):
             if entry.is_file():
                 entry.unlink()
     if base.slim:
