@@ -179,7 +179,7 @@ def test_nothing_is_left_behind(executed: Path, docker_client: docker.DockerClie
     assert not list((Path.home() / ".docker" / "manifests").glob("127.0.0.1*"))  # no local manifest list kept
 
 
-def test_the_arm64_and_amd64_recipes_differ_only_in_their_architecture() -> None:
+def test_the_arm64_and_amd64_recipes_differ_only_in_their_architecture_and_how_made() -> None:
     from labkit.instruments import images
 
     arm64, amd64 = images.recipe("busybox-arm64"), images.recipe("busybox-amd64")

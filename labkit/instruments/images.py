@@ -132,8 +132,9 @@ SLIM_EXCLUDED = ("usr/share/doc", "usr/share/man", "usr/share/groff", "usr/share
 SLIM_DPKG_CONFIG = "".join(f"path-exclude /{folder}/*\n" for folder in SLIM_EXCLUDED[:-1]) + \
     "path-include /usr/share/doc/*/copyright\n"
 
-# What apt leaves behind that a base image does not carry (Debian's docker images clean the same): downloaded
-# packages, package lists, its binary caches (two files of about 39 MB each), its logs and its auto-installed marks.
+# What apt leaves behind that our bases do not carry: downloaded packages, package lists, its binary caches (two
+# files of about 39 MB each; Debian's docker images delete these and the packages after every apt run, with
+# apt.conf.d/docker-clean, and ship without lists), its logs and its auto-installed marks.
 APT_LEFTOVERS = ("var/cache/apt/archives/*", "var/lib/apt/lists/*", "var/cache/apt/*.bin", "var/log/apt/*",
                  "var/lib/apt/extended_states")
 
