@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from labkit.instruments import images
+from labkit.instruments import images, shell
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bases"
 DERIVED = sorted(path.stem for path in FIXTURES.glob("*.packages"))
@@ -34,6 +34,20 @@ def test_a_copy_is_made_again_when_its_root_changes() -> None:
     assert "a copy of debian-minbase's root" in before.description and "by apt-get" in before.description
     another_root = images.Recipe("debian-minbase", "another root", (("suite", "trixie"),))
     assert images.DEBIAN_BASES["python-runtime"].recipe("python-runtime", another_root).digest != before.digest
+
+
+@pytest.mark.root
+def test_the_package_lists_cross_the_network_once(tmp_path: Path) -> None:
+    """An update in a fresh copy of the root, after one in another copy, fetches none of the lists again: apt's
+    ``Get:`` lines name what it downloaded, at most the mirror's signed Release file (InRelease, about 150 kB)."""
+    copies = [tmp_path / "first", tmp_path / "second"]
+    for copy in copies:
+        shell.run(["cp", "-a", str(images.rootfs_dir("debian-minbase")), str(copy)], 600)
+    images.apt_update(copies[0], "amd64")
+    fetched = [line for line in images.apt_update(copies[1], "amd64").splitlines() if line.startswith("Get:")]
+    assert [line for line in fetched if " InRelease " not in line] == []
+    lists = [sorted(path.name for path in (copy / "var/lib/apt/lists").glob("*_Packages")) for copy in copies]
+    assert lists[0] == lists[1] and lists[0]  # the second copy holds the lists it did not fetch
 
 
 def _installed(client: docker.DockerClient, name: str, *command: str) -> str:

@@ -368,7 +368,7 @@ def _made_alone(kind: str, name: str) -> Iterator[None]:
     """Held while this thread makes the `kind` ("image", "rootfs", "tarball") of base `name`: another worker of
     :func:`make_bases`, or another `labkit setup`, waits here and then finds it made. Locks are taken in the order
     a base depends on another (image, then tarball, then rootfs, then the rootfs it is a copy of), never twice for
-    one name and kind."""
+    one name and kind; the package lists' lock ("apt-lists") is taken last: no other is taken while it is held."""
     folder = paths.cache_dir() / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{kind}-{name}.lock", "w") as handle:
@@ -717,7 +717,7 @@ def _finish_root(staging: Path, base: DebianBase, apt_packages: Sequence[str]) -
     """Install `apt_packages` with apt-get (it resolves the virtual packages that debootstrap's --include leaves
     out), without recommends; remove :data:`APT_LEFTOVERS`; slim the root if `base` is a slim one."""
     if apt_packages:
-        run([*_in_root(staging), "apt-get", "update", "-q"], 600, hint=MIRROR_HINT)
+        apt_update(staging, base.arch)
         run([*_in_root(staging), "apt-get", "install", "-y", "-q", "--no-install-recommends", *apt_packages],
             1800, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, hint=MIRROR_HINT)
     for pattern in APT_LEFTOVERS:
@@ -726,6 +726,34 @@ def _finish_root(staging: Path, base: DebianBase, apt_packages: Sequence[str]) -
                 entry.unlink()
     if base.slim:
         _slim(staging)
+
+
+def apt_update(root: Path, debian_arch: str) -> str:
+    """``apt-get update`` in `root`, starting from the package lists that the last update for the same architecture
+    and sources left in the cache: apt still asks the mirror for its signed Release file, but fetches only the lists
+    that changed since (most times none), so the lists (about 15 MB) cross the network once, not once per base.
+    The lists are kept again after the update, one root at a time (a lock per architecture and sources). Returns
+    apt's output: a ``Get:`` line for each file fetched, ``Hit:`` for each found unchanged."""
+    sources = hashlib.sha256((root / "etc" / "apt" / "sources.list").read_bytes()).hexdigest()[:16]
+    key = f"{DEBIAN_SUITE}-{debian_arch}-{sources}"
+    kept, lists = paths.cache_dir() / "apt-lists" / key, root / "var" / "lib" / "apt" / "lists"
+    with _made_alone("apt-lists", key):
+        _copy_lists(kept, lists)
+        done = run([*_in_root(root), "apt-get", "update", "-q"], 600, hint=MIRROR_HINT)
+        staging = kept.with_name(kept.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        _copy_lists(lists, staging)
+        shutil.rmtree(kept, ignore_errors=True)
+        staging.rename(kept)
+    return done.stdout
+
+
+def _copy_lists(source: Path, target: Path) -> None:
+    """The package lists in `source` (the files directly in it; not apt's lock) copied into `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.glob("*") if source.is_dir() else ():
+        if entry.is_file() and entry.name != "lock":
+            shutil.copy2(entry, target / entry.name)
 
 
 def _slim(root: Path) -> None:
