@@ -733,7 +733,7 @@ def apt_update(root: Path, debian_arch: str) -> str:
     and sources left in the cache: apt still asks the mirror for its signed Release file, but fetches only the lists
     that changed since (most times none), so the lists (about 15 MB) cross the network once, not once per base.
     The lists are kept again after the update, one root at a time (a lock per architecture and sources). Returns
-    apt's output: a ``Get:`` line for each file fetched, ``Hit:`` for each found unchanged."""
+    apt's output, with a ``Get:`` line for each file it fetched."""
     sources = hashlib.sha256((root / "etc" / "apt" / "sources.list").read_bytes()).hexdigest()[:16]
     key = f"{DEBIAN_SUITE}-{debian_arch}-{sources}"
     kept, lists = paths.cache_dir() / "apt-lists" / key, root / "var" / "lib" / "apt" / "lists"
