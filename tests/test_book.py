@@ -113,12 +113,12 @@ def _failed(folder: Path) -> Path:
 def _recorded_claims(root: Path) -> None:
     """The ledger recorded for STEM in data/results/ (what a failed run can still name, but not measure): a claim of
     the chapter and a finding of ours."""
-    ledger = claims.ClaimLedger(STEM)
-    for claim_id, source, section, claim in (
-            ("a.first", claims.Source.CHAPTER, "What a Container Actually Is", "First"),
-            ("b.second", claims.Source.FINDING, "Start-up", "Second")):
-        ledger.check(claim_id, source=source, section=section, claim=claim, value=42.0, unit="ms", measured="42 ms",
-                     criterion="under 100 ms", verdict=claims.verdict(True), tables=("startup",))
+    ledger = claims.ClaimLedger(STEM, {
+        "a.first": claims.ClaimText(claims.Source.CHAPTER, "What a Container Actually Is", "First", "ms",
+                                    "under 100 ms", ("startup",)),
+        "b.second": claims.ClaimText(claims.Source.FINDING, "Start-up", "Second", "ms", "under 100 ms", ("startup",))})
+    for claim_id in ("a.first", "b.second"):
+        ledger.check(claim_id, value=42.0, measured="42 ms", verdict=claims.verdict(True))
     folder = root / "data" / "results" / STEM
     folder.mkdir(parents=True)
     ledger.frame().to_csv(folder / "claims.csv", index=False)

@@ -9,16 +9,24 @@ import pandas as pd
 import pytest
 
 from labkit.core import claims
-from labkit.core.claims import ClaimLedger, Source, Verdict
+from labkit.core.claims import ClaimLedger, ClaimText, Source, Verdict
 from labkit.errors import BadParameter
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+TEXT_FIELDS = {"source", "section", "claim", "unit", "criterion", "tables", "fixed_by"}
+
+
 def _check(ledger: ClaimLedger, claim_id: str, verdict: Verdict = Verdict.HOLDS, **overrides: object) -> None:
-    fields: dict[str, object] = {"source": Source.CHAPTER, "section": "Container Pitfalls", "claim": "c",
-                                 "value": 1.0, "unit": "ms", "measured": "1 ms", "criterion": "below 100 ms",
-                                 "verdict": verdict, **overrides}
+    """Word `claim_id` in `ledger` (a chapter claim under Container Pitfalls unless `overrides` say otherwise) and
+    check it."""
+    words: dict[str, object] = {"source": Source.CHAPTER, "section": "Container Pitfalls", "claim": "c", "unit": "ms",
+                                "criterion": "below 100 ms"}
+    words.update({k: v for k, v in overrides.items() if k in TEXT_FIELDS})
+    ledger.texts[claim_id] = ClaimText(**words)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"value": 1.0, "measured": "1 ms", "verdict": verdict,
+                                 **{k: v for k, v in overrides.items() if k not in TEXT_FIELDS}}
     ledger.check(claim_id, **fields)  # type: ignore[arg-type]
 
 
@@ -47,12 +55,42 @@ def test_a_finding_names_the_notebook_s_own_section() -> None:
 @pytest.mark.parametrize(("shown", "value", "verdict"), [(True, 1.0, "holds"), (False, 0.0, "does not hold")])
 def test_a_demonstration_is_worth_1_when_shown_and_says_what_fixes_its_outcome(shown: bool, value: float,
                                                                             verdict: str) -> None:
-    ledger = ClaimLedger("99-x")
-    ledger.demonstrate("tags.mutable", source=Source.CHAPTER, section="Container Pitfalls", claim="c", shown=shown,
-                       unit="1 = moved", measured="m", fixed_by="the registry", expected="the tag moves")
+    ledger = ClaimLedger("99-x", {"tags.mutable": ClaimText(Source.CHAPTER, "Container Pitfalls", "c", "1 = moved",
+                                                           "the tag moves", fixed_by="the registry")})
+    ledger.demonstrate("tags.mutable", shown=shown, measured="m")
     row = ledger.frame().iloc[0]
     assert (row["value"], row["verdict"]) == (value, verdict)
     assert row["criterion"] == "a demonstration (the outcome is fixed by the registry): the tag moves"
+
+
+def test_a_claim_without_words_is_refused_naming_its_file() -> None:
+    with pytest.raises(BadParameter, match=r"no words in .*99-x\.toml"):
+        ClaimLedger("99-x").check("startup.ms", value=1.0, measured="1 ms", verdict=Verdict.HOLDS)
+
+
+def test_the_lab_fills_the_fields_of_its_words_with_their_format() -> None:
+    ledger = ClaimLedger("99-x", {"startup.ms": ClaimText(Source.FINDING, "Start time", "starts in {bound_ms:g} ms",
+                                                          "ms (median of {n})", "the median under {bound_ms:.1f} ms")})
+    ledger.check("startup.ms", value=1.0, measured="1 ms", verdict=Verdict.HOLDS, bound_ms=100, n=5)
+    row = ledger.frame().iloc[0]
+    assert (row["claim"], row["unit"], row["criterion"]) == ("starts in 100 ms", "ms (median of 5)",
+                                                             "the median under 100.0 ms")
+
+
+@pytest.mark.parametrize("fill", [{}, {"bound_ms": 100, "typo": 1}])
+def test_a_field_left_empty_or_a_value_no_words_use_is_refused(fill: dict[str, object]) -> None:
+    ledger = ClaimLedger("99-x", {"startup.ms": ClaimText(Source.FINDING, "Start time", "c", "ms",
+                                                          "under {bound_ms} ms")})
+    with pytest.raises(BadParameter, match=r"need \['bound_ms'\]"):
+        ledger.check("startup.ms", value=1.0, measured="1 ms", verdict=Verdict.HOLDS, **fill)  # type: ignore[arg-type]
+
+
+def test_a_claims_file_with_an_unknown_or_missing_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "99-x.toml"
+    path.write_text('["startup.ms"]\nsource = "finding"\nsection = "s"\nclaim = "c"\nunit = "ms"\ncriteria = "x"\n')
+    with pytest.raises(BadParameter, match=r"unknown keys \['criteria'\] or lacks \['criterion'\]"):
+        claims.read_texts(path)
+    assert claims.read_texts(tmp_path / "none.toml") == {}
 
 
 def test_a_repeated_id_is_refused() -> None:

@@ -30,7 +30,7 @@ from labkit.labs.compose_and_the_single_box_path import (
 )
 from labkit.labs.compose_and_the_single_box_path.bringup import BringupResult, Variant
 from labkit.labs.compose_and_the_single_box_path.claims import check_single_box_claims, check_stack_claims
-from labkit.labs.compose_and_the_single_box_path.declaration import HEALTHY, SECTION_NETWORKING, STARTED
+from labkit.labs.compose_and_the_single_box_path.declaration import HEALTHY, STARTED
 from tests.conftest import interrupt_experiment, leftovers, open_live
 
 LAB = stack_lab.LAB
@@ -163,7 +163,7 @@ def test_the_loopback_claim_is_the_chapter_s_networking_claim() -> None:
     ledger = ClaimLedger(stack_lab.STEM)
     check_stack_claims(ledger, BRINGUPS, _state(3, 0, direct=True), _failures("running", 0, CLASH))
     row = ledger.frame().set_index("id").loc["compose.loopback_port"]
-    assert row["section"] == SECTION_NETWORKING and "DOCKER-USER" in row["caveat"]
+    assert row["section"] == "Networking — How Containers Talk" and "DOCKER-USER" in row["caveat"]
 
 
 @pytest.mark.parametrize(("source", "kept", "kept_after_down_v"), [

@@ -4,8 +4,11 @@ tables as each notebook computes them (tests/test_replay.py's CHAPTERS); every c
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import re
+import string
 from functools import cache
 from pathlib import Path
 
@@ -25,6 +28,8 @@ CHAPTER_FILE = Path("shared") / "chapter" / "containers-and-docker.txt"
 CHAPTER = Path(os.environ.get("LABKIT_CHAPTER") or next(
     (folder / CHAPTER_FILE for folder in ROOT.parents if (folder / CHAPTER_FILE).exists()), ROOT.parent / CHAPTER_FILE))
 LABS = {lab.stem: lab for lab in catalog.all_labs()}
+CLAIMS_CODE = sorted((ROOT / "labkit" / "labs").glob("*/claims.py"))
+CHECKED_BY_THE_LAB = {"value", "measured", "verdict", "caveat", "shown"}  # what a check passes besides the words
 
 
 @cache
@@ -100,6 +105,30 @@ def test_every_claim_shows_its_criterion_in_the_notebook_and_in_the_book(stem: s
     for row in ledger.itertuples():
         assert f"| **{row.verdict}** |" in page and row.criterion.replace("|", "\\|") in page, row.id
     assert all(f"## {title}" in page for title in claims.SOURCE_TITLES.values())
+
+
+def _checks(code: Path) -> dict[str, set[str]]:
+    """Each claim id a lab's claims module checks, with the names it fills the claim's words with."""
+    calls = [node for node in ast.walk(ast.parse(code.read_text())) if isinstance(node, ast.Call)
+             and isinstance(node.func, ast.Attribute) and node.func.attr in ("check", "demonstrate")]
+    return {str(node.args[0].value): {str(k.arg) for k in node.keywords if k.arg not in CHECKED_BY_THE_LAB}
+            for node in calls if node.args and isinstance(node.args[0], ast.Constant)}
+
+
+@pytest.mark.parametrize("code", CLAIMS_CODE, ids=lambda path: path.parent.name)
+def test_every_claim_a_lab_checks_has_its_words_and_fills_every_field_of_them(code: Path,
+                                                                            headings: set[str]) -> None:
+    # Read from the code, not from a replay: a claim on a branch the recording did not take is held to it too.
+    stem = importlib.import_module(f"labkit.labs.{code.parent.name}").STEM
+    texts = claims.read_texts(claims.claims_file(stem))
+    checked = _checks(code)
+    assert sorted(checked) == sorted(texts), f"{stem}: ids checked in {code.name} and worded in its claims file"
+    for claim_id, filled in checked.items():
+        words = texts[claim_id]
+        fields = {name for text in (words.claim, words.unit, words.criterion, words.fixed_by)
+                  for _, name, _, _ in string.Formatter().parse(text) if name}
+        assert filled == fields, claim_id
+        assert words.source == claims.Source.FINDING or words.section in headings, claim_id
 
 
 def test_every_declared_headline_is_a_chapter_claim_of_its_lab() -> None:

@@ -6,18 +6,28 @@ words) or a finding of ours beyond the chapter (`source` ``finding``). Each has 
 verdict follows from (in words and numbers, shown to the reader beside the verdict) and the tables it rests on.
 A verdict is computed by the lab from its data; where the outcome is fixed by how the thing works (a
 demonstration) or by how a stand-in was made, the criterion or the caveat says so.
+
+A claim's fixed words (source, section, the claim, unit, criterion, tables, and for a demonstration what fixes its
+outcome) are data: one file per notebook, ``labkit/assets/claims/<stem>.toml``, read by :class:`ClaimLedger`, so
+that the ledger's wording can be read against the chapter in one place. ``{name}`` in them is filled by the lab
+with a knob or a measured value when it checks the claim; the lab supplies what only the data can say: the value,
+what was measured, the verdict and its caveat.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+import string
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from labkit import assets
 from labkit.errors import BadParameter
 from labkit.paths import atomic_write
 
@@ -110,19 +120,78 @@ class Claim:
                 "tables": ";".join(self.tables)}
 
 
-class ClaimLedger:
-    """The claims one notebook checks, in the order it checks them."""
+@dataclass(frozen=True)
+class ClaimText:
+    """The fixed words of one claim, as its notebook's claims file gives them. `claim`, `unit`, `criterion` and
+    `fixed_by` may hold ``{name}`` fields (with a format spec: ``{ratio:.1f}``) that the lab fills when it checks
+    the claim. A claim with `fixed_by` is a demonstration: its criterion says what fixes the outcome."""
 
-    def __init__(self, notebook: str) -> None:
+    source: str
+    section: str
+    claim: str
+    unit: str
+    criterion: str
+    tables: tuple[str, ...] = ()
+    fixed_by: str = ""
+
+    def filled(self, claim_id: str, fill: Mapping[str, Any]) -> dict[str, str]:
+        """claim, unit and criterion with `fill` put in; BadParameter for a field the text needs and `fill` lacks,
+        or a value in `fill` that no text uses (a typo would otherwise go unseen)."""
+        texts = {"claim": self.claim, "unit": self.unit, "criterion": self.criterion, "fixed_by": self.fixed_by}
+        wanted = {name for text in texts.values() for _, name, _, _ in string.Formatter().parse(text) if name}
+        if set(fill) != wanted:
+            raise BadParameter(f"claim {claim_id!r}: its words need {sorted(wanted)}, the lab gave {sorted(fill)}.",
+                               f"Make the fields of its table in {CLAIMS_FOLDER} and the lab's check agree.")
+        done = {name: text.format(**fill) for name, text in texts.items()}
+        if self.fixed_by:
+            done["criterion"] = demonstration(done["fixed_by"], done["criterion"])
+        return done
+
+
+CLAIMS_FOLDER = assets.FOLDER / "claims"
+_TEXT_FIELDS = {f.name for f in fields(ClaimText)}
+
+
+def claims_file(notebook: str) -> Path:
+    """The file that holds the fixed words of `notebook`'s claims."""
+    return CLAIMS_FOLDER / f"{notebook}.toml"
+
+
+def read_texts(path: Path) -> dict[str, ClaimText]:
+    """Each claim's fixed words from a claims file (a table per claim id); {} when there is no such file.
+    BadParameter for a table with unknown or missing keys."""
+    if not path.exists():
+        return {}
+    texts = {}
+    for claim_id, table in tomllib.loads(path.read_text()).items():
+        unknown, missing = set(table) - _TEXT_FIELDS, {"source", "section", "claim", "unit", "criterion"} - set(table)
+        if unknown or missing:
+            raise BadParameter(f"{path}: claim {claim_id!r} has unknown keys {sorted(unknown)} or lacks "
+                               f"{sorted(missing)}.", f"A claim's table holds {sorted(_TEXT_FIELDS)}.")
+        texts[claim_id] = ClaimText(**{**table, "tables": tuple(table.get("tables", ()))})
+    return texts
+
+
+class ClaimLedger:
+    """The claims one notebook checks, in the order it checks them, worded by `texts` (default: the notebook's
+    claims file, :func:`claims_file`)."""
+
+    def __init__(self, notebook: str, texts: Mapping[str, ClaimText] | None = None) -> None:
         self.notebook = notebook
+        self.texts = read_texts(claims_file(notebook)) if texts is None else dict(texts)
         self._claims: list[Claim] = []
 
-    def check(self, claim_id: str, *, source: Source, section: str, claim: str, value: float, unit: str,
-              measured: str, criterion: str, verdict: Verdict, caveat: str = "", tables: Sequence[str] = ()) -> Claim:
-        """Record a claim. Refused: a malformed or repeated id, a source that is not chapter or finding, a chapter
-        claim whose section is not one of the chapter's headings, an empty criterion, a 'holds with caveat' or
-        'inconclusive' verdict without the caveat that says which or why."""
-        problem = _attribution_problem(str(source), section)
+    def check(self, claim_id: str, *, value: float, measured: str, verdict: Verdict, caveat: str = "",
+              **fill: Any) -> Claim:
+        """Record a claim, worded by its text with `fill` put in. Refused: a claim without text, a malformed or
+        repeated id, a source that is not chapter or finding, a chapter claim whose section is not one of the
+        chapter's headings, an empty criterion, a 'holds with caveat' or 'inconclusive' verdict without the caveat
+        that says which or why."""
+        text = self.texts.get(claim_id)
+        if text is None:
+            raise BadParameter(f"claim {claim_id!r} has no words in {claims_file(self.notebook)}.",
+                               f"Add a table [\"{claim_id}\"] with its source, section, claim, unit and criterion.")
+        problem = _attribution_problem(text.source, text.section)
         if problem:
             raise BadParameter(f"claim {claim_id!r}: {problem}.", _ATTRIBUTION_HINT)
         if not _ID.match(claim_id):
@@ -131,24 +200,22 @@ class ClaimLedger:
         if any(c.id == claim_id for c in self._claims):
             raise BadParameter(f"claim id {claim_id!r} is checked twice in {self.notebook}.",
                                "Give each claim its own id.")
-        if not criterion.strip():
+        words = text.filled(claim_id, fill)
+        if not words["criterion"].strip():
             raise BadParameter(f"claim {claim_id!r} has no criterion.",
                                "Say in words and numbers what would make it hold or not.")
         if verdict in (Verdict.CAVEAT, Verdict.INCONCLUSIVE) and not caveat:
             raise BadParameter(f"claim {claim_id!r}: a {verdict.value!r} verdict needs its caveat.",
                                "Say which caveat, or why the data cannot decide.")
-        entry = Claim(claim_id, Source(source), section, self.notebook, claim, float(value), unit, measured,
-                      criterion, verdict, caveat, tuple(tables))
+        entry = Claim(claim_id, Source(text.source), text.section, self.notebook, words["claim"], float(value),
+                      words["unit"], measured, words["criterion"], verdict, caveat, text.tables)
         self._claims.append(entry)
         return entry
 
-    def demonstrate(self, claim_id: str, *, source: Source, section: str, claim: str, shown: bool, unit: str,
-                    measured: str, fixed_by: str, expected: str, tables: Sequence[str] = ()) -> Claim:
-        """Record a demonstration: a behaviour whose outcome is fixed by `fixed_by` (how the thing works). Its
-        value is 1 when `expected` was `shown` and 0 otherwise (`unit` says what 1 means); it holds when shown."""
-        return self.check(claim_id, source=source, section=section, claim=claim, value=float(shown), unit=unit,
-                          measured=measured, criterion=demonstration(fixed_by, expected), verdict=verdict(shown),
-                          tables=tables)
+    def demonstrate(self, claim_id: str, *, shown: bool, measured: str, **fill: Any) -> Claim:
+        """Record a demonstration (its text says what fixes the outcome): its value is 1 when the expected
+        behaviour was `shown` and 0 otherwise (its unit says what 1 means); it holds when shown."""
+        return self.check(claim_id, value=float(shown), measured=measured, verdict=verdict(shown), **fill)
 
     def __len__(self) -> int:
         return len(self._claims)

@@ -32,10 +32,3 @@ from labkit.labs.arm64_vs_amd64.declaration import (
 from labkit.labs.arm64_vs_amd64.emulation import FULL_SIZES, QUICK_SIZES, EmulationResult, run_emulation_cost
 from labkit.labs.arm64_vs_amd64.exec_format import ExecFormatResult, run_exec_format
 from labkit.labs.arm64_vs_amd64.manifest import run_manifest_list
-
-__all__ = [
-    "BUILD_METHODS", "CPU_BOUND", "CROSS_BUILD", "DEFAULT_PLATFORM", "EMULATED_BUILD", "FULL_SIZES", "GZIP", "HASH",
-    "LAB", "LOOP", "NATIVE_BUILD", "QUICK_SIZES", "START", "STEM", "WORKLOADS", "BuildResult", "EmulationResult",
-    "ExecFormatResult", "builder_base", "check_claims", "cross_compiler", "program_source", "run_builds",
-    "run_emulation_cost", "run_exec_format", "run_manifest_list",
-]

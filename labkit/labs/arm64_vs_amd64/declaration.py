@@ -14,11 +14,6 @@ from labkit.instruments.images import busybox_base
 from labkit.instruments.limits import Limits
 
 STEM = "11-arm64-vs-amd64"
-# The chapter's section these claims come from ("Build for the right architecture" sits in it), as it spells it,
-# and the notebook's sections of our findings.
-SECTION = "Registries — Where Images Live Between Build and Run"
-SECTION_COST = "The cost of emulation"
-SECTION_BUILD = "Building for the other architecture"
 MUCH_SLOWER = 2.0  # "much slower": at least twice the native time
 
 EXEC_FORMAT_ERROR = "exec format error"

@@ -34,10 +34,3 @@ from labkit.labs.build_cache.declaration import (
 from labkit.labs.build_cache.dev_dependencies import DevResult, run_dev_dependencies
 from labkit.labs.build_cache.ignore_patterns import ANY_DEPTH, IGNORED, SAME, IgnoreResult, run_ignore_patterns
 from labkit.labs.build_cache.rebuilds import RebuildResult, build_order, run_rebuilds
-
-__all__ = [
-    "ANY_DEPTH", "CHAPTER_RATIO", "DOCKERFILES", "DOCKERFILE_MEANING", "EDIT_KINDS", "HISTORY", "IGNORED", "LAB",
-    "PIP_BASE_DOCKERFILE", "SAME", "STEM", "ContextResult", "DevResult", "Edit", "IgnoreResult", "RebuildResult",
-    "build_order", "check_claims", "dev_wheelhouse", "dockerfiles_markdown", "history_table", "packages_installed",
-    "run_context", "run_dev_dependencies", "run_ignore_patterns", "run_rebuilds", "validate_history",
-]

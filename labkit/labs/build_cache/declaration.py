@@ -23,7 +23,6 @@ from labkit.instruments.engine import Scope
 
 STEM = "03-build-cache"
 BASE = "python-runtime"
-SECTION = "The Image — Layered, Cacheable, Reproducible"  # the chapter's section these claims come from
 
 # The app (labkit/assets/greeter/): its sources, every dependency pinned in requirements.txt, and the pins the
 # dependency edit adds. Its wheels are downloaded once on the host and copied into the build context.

@@ -23,7 +23,6 @@ from labkit.labs.build_cache.declaration import (
     validate_builders,
 )
 
-SECTION = "5 · .dockerignore is not .gitignore"
 # Each pattern a Python or Node project's .gitignore holds, with a file it should keep out at the context's root
 # and one in the app's folder.
 IGNORED = {

@@ -32,34 +32,3 @@ from labkit.labs.cgroups_and_limits.memory import MemoryRun, run_memory_ramp, ru
 from labkit.labs.cgroups_and_limits.memory_neighbour import MemoryNeighbourResult, run_memory_neighbour
 from labkit.labs.cgroups_and_limits.page_cache import PageCacheResult, run_page_cache
 from labkit.labs.cgroups_and_limits.pids import PidsNeighbourResult, PidsResult, run_pids, run_pids_neighbour
-
-__all__ = [
-    "CPU_TOLERANCE",
-    "DRIVERS",
-    "LAB",
-    "NEIGHBOUR_TOLERANCE",
-    "STEM",
-    "ChildOomResult",
-    "CpuQuotaResult",
-    "IoResult",
-    "MemoryNeighbourResult",
-    "MemoryRun",
-    "NeighbourResult",
-    "PageCacheResult",
-    "PidsNeighbourResult",
-    "PidsResult",
-    "SharesResult",
-    "check_claims",
-    "run_child_oom",
-    "run_cpu_quota",
-    "run_cpu_shares",
-    "run_io",
-    "run_memory_neighbour",
-    "run_memory_ramp",
-    "run_memory_swap",
-    "run_memory_unlimited",
-    "run_noisy_neighbour",
-    "run_page_cache",
-    "run_pids",
-    "run_pids_neighbour",
-]

@@ -10,11 +10,6 @@ from labkit.instruments import stress
 
 STEM = "07-cgroups-and-limits"
 BASE = "busybox"
-SECTION = "Container Pitfalls"  # the chapter's section these claims come from ("Resource limits unset")
-SECTION_WHAT = "What a Container Actually Is"  # the chapter's section that says cgroups limit IO bandwidth
-SECTION_OOM = "Memory climbs to the limit"  # the notebook's sections of our findings
-SECTION_NEIGHBOUR = "A noisy neighbour"
-SECTION_PIDS = "pids: a fork loop"
 PIDS_LIMIT = 64  # every stress container's pids limit unless the experiment is about pids
 CPUS = 1.0  # every memory experiment's CPU limit: one core
 EXIT_SIGKILL = 128 + 9  # what a shell and the engine report for a process ended by SIGKILL

@@ -26,8 +26,3 @@ from labkit.labs.choosing_a_base_image.declaration import (
 from labkit.labs.choosing_a_base_image.native import NativeResult, run_native_modules
 from labkit.labs.choosing_a_base_image.pulls import PullFit, fit_pulls
 from labkit.labs.choosing_a_base_image.startup import StartResult, run_startup
-
-__all__ = [
-    "BASES", "GREETING", "LAB", "QUICK_BASES", "STEM", "BaseTable", "NativeResult", "PullFit", "StartResult",
-    "check_claims", "fit_pulls", "run_bases", "run_native_modules", "run_startup", "validate_extra_images",
-]

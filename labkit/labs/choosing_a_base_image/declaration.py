@@ -15,8 +15,6 @@ from labkit.errors import BadParameter, NotPrepared
 from labkit.instruments.limits import Limits
 
 STEM = "05-choosing-a-base-image"
-SECTION = "Multi-Stage Builds — Small Images for Compiled Apps"  # the chapter's section (its base image table)
-SECTION_START = "Start time"  # the notebook's section of our finding
 
 LIMITS = Limits.of(memory_mib=256, pids=64, cpus=1.0)  # every container of this notebook runs under these
 MB = 1e6  # sizes are quoted in MB (10^6 bytes), as `docker images` and registries quote them

@@ -18,7 +18,3 @@ from labkit.labs.compose_and_the_single_box_path.deploy import DeployResult, Uni
 from labkit.labs.compose_and_the_single_box_path.failures import FailuresResult, run_failures
 from labkit.labs.compose_and_the_single_box_path.limits import LimitsResult, run_limits
 from labkit.labs.compose_and_the_single_box_path.state import StateResult, run_state
-
-__all__ = ["LAB", "STEM", "BringupResult", "CiResult", "DeployResult", "FailuresResult", "LimitsResult",
-           "StateResult", "UnitResult", "check_claims", "run_bringup", "run_ci_variant", "run_deploy",
-           "run_failures", "run_limits", "run_state", "run_unit"]

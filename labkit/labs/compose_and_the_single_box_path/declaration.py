@@ -8,17 +8,6 @@ from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.labs.compose_and_the_single_box_path.service_images import APP_BASE, CACHE_BASE, DB_BASE, prepare
 
 STEM = "12-compose-and-the-single-box-path"
-SECTION = "docker compose — The Local Stack"  # the chapter's headings, as it spells them
-SECTION_SINGLE_BOX = "Running Containers in Production — The Single-Box Path"
-SECTION_NETWORKING = "Networking — How Containers Talk"
-SECTION_BRINGUP = "1 · Bring-up: healthy before started"
-SECTION_PERSISTENCE = "2 · Persistence in the named volume"
-SECTION_EXPOSURE = "3 · Exposure on 127.0.0.1"
-SECTION_FAILURES = "4 · What Compose does when things fail"
-SECTION_VOLUMES = "Volumes and Persistence"
-SECTION_PITFALLS = "Container Pitfalls"
-SECTION_LIMITS = "5 · Limits in the file"
-SECTION_DEPLOY = "7 · The single-box deploy"
 
 SERVICES = ("app", "db", "cache")
 VOLUMES = ("db_data",)

@@ -17,9 +17,3 @@ from labkit.labs.image_layers.declaration import LAB, LAYERED, REPRODUCIBLE, STE
 from labkit.labs.image_layers.layers import LayerResult, history_matches_contents, run_layers
 from labkit.labs.image_layers.overlay import OverlayResult, run_overlay
 from labkit.labs.image_layers.reproducible import ReproducibleResult, run_reproducible
-
-__all__ = [
-    "LAB", "LAYERED", "REPRODUCIBLE", "STEM", "CopyUpResult", "LayerResult", "OverlayResult", "ReproducibleResult",
-    "check_claims", "history_matches_contents", "instruction", "run_copy_up", "run_layers", "run_overlay",
-    "run_reproducible",
-]

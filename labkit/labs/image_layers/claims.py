@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from labkit.core.claims import ClaimLedger, Source, demonstration, verdict
+from labkit.core.claims import ClaimLedger, verdict
 from labkit.labs.image_layers.copy_up import CopyUpResult
 from labkit.labs.image_layers.declaration import (
     MIB,
-    SECTION_CONTAINER,
-    SECTION_COPY_UP,
-    SECTION_DELETE,
-    SECTION_IMAGE,
-    SECTION_REPRO,
 )
 from labkit.labs.image_layers.layers import LayerResult
 from labkit.labs.image_layers.overlay import OverlayResult
@@ -24,9 +19,7 @@ def check_claims(ledger: ClaimLedger, layered: LayerResult, overlay: OverlayResu
     made = int((~layered.layers["empty_layer"]).sum())
     config_layers = layered.config_layers
     ledger.check(
-        "layers.per_instruction", source=Source.CHAPTER, section=SECTION_IMAGE,
-        claim="An image is a stack of read-only layers, each made by one Dockerfile instruction",
-        value=made, unit="layers (BuildKit)",
+        "layers.per_instruction", value=made,
         measured=f"BuildKit: {made} layers for {len(layered.layers)} history entries (the imported base and each "
                  f"instruction); per builder, layers made by " + "; ".join(
                      f"{b}: " + ", ".join(k for k in ("RUN", "COPY", "ENV", "WORKDIR", "CMD")
@@ -34,28 +27,19 @@ def check_claims(ledger: ClaimLedger, layered: LayerResult, overlay: OverlayResu
                      for b in sorted(layered.instructions["builder"].unique()))
                  + f"; history size = files + symlinks in the tar on {int(layered.layers['agree'].sum())} of "
                    f"{len(layered.layers)} entries",
-        criterion="with both builders every RUN and COPY makes a layer, and each layer's history size equals the "
-                  "bytes of its files plus its symlinks' targets (the tar is larger by its headers); a "
-                  "config-only instruction (ENV, WORKDIR, CMD) that makes a layer anyway is a caveat",
         verdict=verdict(layered.file_system_layers and layered.all_agree, caveat=bool(config_layers)),
         caveat=(f"config-only instructions made a layer anyway: {', '.join(config_layers)} — an empty one, "
                 "the folder already existed; so an image's layer count depends on the builder")
-        if config_layers else "", tables=("layers", "instructions"))
+        if config_layers else "")
 
     written, read = overlay.row("written inside"), overlay.row("only read")
     union = bool(written["in_upper"] and not written["in_lower"] and written["in_merged"]
                  and read["in_lower"] and not read["in_upper"] and read["in_merged"])
     ledger.demonstrate(
-        "overlay.union", source=Source.CHAPTER, section=SECTION_CONTAINER,
-        claim="A container adds a thin writable layer over the image's read-only layers",
-        shown=union, unit="1 = as described",
+        "overlay.union", shown=union,
         measured=f"written inside: upper {bool(written['in_upper'])}, lower {bool(written['in_lower'])}, merged "
                  f"{bool(written['in_merged'])}; only read: upper {bool(read['in_upper'])}, lower "
-                 f"{bool(read['in_lower'])}, merged {bool(read['in_merged'])}",
-        fixed_by="how overlayfs stacks directories",
-        expected="a file written inside appears in UpperDir "
-                 "only, a file only read stays in a LowerDir only, and the merged directory shows both",
-        tables=("overlay",))
+                 f"{bool(read['in_lower'])}, merged {bool(read['in_merged'])}")
 
     first, second = copy_up.median_ms("big", "first"), copy_up.median_ms("big", "second")
     small_first = copy_up.median_ms("small", "first")
@@ -63,38 +47,26 @@ def check_claims(ledger: ClaimLedger, layered: LayerResult, overlay: OverlayResu
     full_copy = int(appended["upper_bytes"]) == int(appended["lower_bytes"]) + 1
     costly = first > 2 * second and first > 2 * small_first
     ledger.check(
-        "overlay.copy_up", source=Source.FINDING, section=SECTION_COPY_UP,
-        claim="The first write to a file from the image copies the whole file into the container's layer",
-        value=first / second, unit="× (first write over second, median)",
+        "overlay.copy_up", value=first / second,
         measured=f"after a one-byte append UpperDir holds {int(appended['upper_bytes']):,} bytes of a "
                  f"{int(appended['lower_bytes']):,}-byte file; first append {first:.1f} ms, second {second:.2f} ms, "
                  f"first append to a small file {small_first:.2f} ms ({copy_up.big_bytes / MIB:.0f} MiB file)",
-        criterion="UpperDir holds the whole file plus the byte, and the first append's median is more than twice "
-                  "both the second append's and the first append to a small file's",
-        verdict=verdict(full_copy and costly), tables=("overlay", "copy_up"))
+        verdict=verdict(full_copy and costly))
 
     kept = layered.image_bytes("deleted in a later layer") - layered.image_bytes("deleted in the same RUN")
     ledger.check(
-        "layers.delete_does_not_shrink", source=Source.FINDING, section=SECTION_DELETE,
-        claim="Deleting a file in a later layer does not make the image smaller",
-        value=kept / MIB, unit="MiB kept",
+        "layers.delete_does_not_shrink", value=kept / MIB,
         measured=f"the image is {kept / MIB:.1f} MiB larger than the one-RUN variant; the whiteout hides "
                  f"{layered.wasted_bytes / MIB:.1f} MiB of a {layered.blob_bytes / MIB:.0f} MiB blob",
-        criterion=demonstration("read-only layers: a later layer can only hide a file", "the image with the "
-                                "later-layer delete is larger than the one-RUN variant by ≥ 90 % of the blob"),
-        verdict=verdict(kept >= 0.9 * layered.blob_bytes), tables=("images", "layers"))
+        verdict=verdict(kept >= 0.9 * layered.blob_bytes))
 
     as_is, normalised = repro.differing("as is"), repro.differing("normalised")
     ledger.check(
-        "repro.timestamps", source=Source.FINDING, section=SECTION_REPRO,
-        claim="The same Dockerfile built twice gives the same layers only once its timestamps are pinned",
-        value=len(normalised), unit="layers that differed (normalised)",
+        "repro.timestamps", value=len(normalised),
         measured=f"as is: {len(as_is)} of {repro.layers_made('as is')} layers differed; with SOURCE_DATE_EPOCH, "
                  f"mtimes pinned, the source as a stamped tar and an /etc/hosts of its own: {len(normalised)} of "
                  f"{repro.layers_made('normalised')}; image ids "
                  f"{'equal' if repro.same_image('normalised') else 'still differ'}",
-        criterion="the as-is builds differ in a layer (certain by construction: they write the build's date into "
-                  "one) and the normalised builds in none; different image ids are a caveat",
         verdict=verdict(bool(as_is) and not normalised, caveat=not repro.same_image("normalised")),
         caveat="the layers match but the image ids do not; the image configs, which hold creation times, were not "
-               "compared" if not repro.same_image("normalised") else "", tables=("reproducible",))
+               "compared" if not repro.same_image("normalised") else "")

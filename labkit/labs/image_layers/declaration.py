@@ -22,12 +22,6 @@ from labkit.instruments.shell import run
 
 STEM = "02-image-layers"
 BASE = "debian-minbase"
-# The chapter's sections these claims come from, as it spells them, and the notebook's sections of our findings.
-SECTION_IMAGE = "The Image — Layered, Cacheable, Reproducible"
-SECTION_CONTAINER = "What a Container Actually Is"
-SECTION_COPY_UP = "Copy-up"
-SECTION_DELETE = "Deleting in a later layer"
-SECTION_REPRO = "Reproducibility"
 MIB = 2**20
 LIMITS = Limits.of(memory_mib=256, pids=64, cpus=1.0)
 SLEEP_ARGV = ["sleep", "300"]

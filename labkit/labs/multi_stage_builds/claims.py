@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from labkit.core.claims import ClaimLedger, Source, verdict
-from labkit.labs.multi_stage_builds.declaration import MB, MULTI, SECTION, SINGLE
+from labkit.core.claims import ClaimLedger, verdict
+from labkit.labs.multi_stage_builds.declaration import MB, MULTI, SINGLE
 from labkit.labs.multi_stage_builds.module_layer import EDITED, ModuleResult
 from labkit.labs.multi_stage_builds.runtime_bases import BUILDER, RUNS, SCRATCH, STATIC, TIMEZONE, TLS, RuntimeResult
 from labkit.labs.multi_stage_builds.stages import MultiStageResult
@@ -22,50 +22,36 @@ def check_claims(ledger: ClaimLedger, result: MultiStageResult, modules: ModuleR
         single, multi = result.row("go", SINGLE)["image_bytes"], result.row("go", MULTI)["image_bytes"]
         near = 0.5 * CHAPTER_GO[0] <= single <= 1.5 * CHAPTER_GO[0] and multi <= 2 * CHAPTER_GO[1]
         ledger.check(
-            "multistage.go_700mb_to_10mb", source=Source.CHAPTER, section=SECTION,
-            claim="A multi-stage build takes a Go service's image from ~700 MB to ~10 MB",
-            value=single / multi, unit="× (single-stage over multi-stage)",
+            "multistage.go_700mb_to_10mb", value=single / multi,
             measured=f"{single / MB:.0f} MB single-stage (builder: Debian's golang-go) → {multi / MB:.1f} MB "
                      "multi-stage (static binary on scratch)",
-            criterion="single-stage within 350–1050 MB and multi-stage at most 20 MB; the sizes' order of magnitude "
-                      "is the claim",
-            verdict=verdict(near), tables=("images",))
+            verdict=verdict(near))
     compiled = [s for s in result.services if s in COMPILED]
     smaller = {s: result.ratio(s) for s in compiled}
     others = "; ".join(f"{s} (not compiled; both stages on the same base): {result.ratio(s):.2f}×"
                        for s in result.services if s not in COMPILED)
     if smaller:
         ledger.check(
-            "multistage.smaller", source=Source.CHAPTER, section=SECTION,
-            claim="Building a compiled app in one stage and copying only its binary into the next gives a far "
-                  "smaller image",
-            value=min(smaller.values()), unit="× (smallest single/multi ratio of a compiled service)",
+            "multistage.smaller", value=min(smaller.values()),
             measured="; ".join([*(f"{s}: {r:.0f}×" for s, r in smaller.items()), *([others] if others else [])]),
-            criterion=f"each compiled service's multi-stage image is at least {MUCH_SMALLER:.0f}× smaller than its "
-                      "single-stage twin (the chapter's Go example is ~70×)",
             verdict=verdict(all(r >= MUCH_SMALLER for r in smaller.values()), caveat=True),
             caveat="by construction: the final stage is FROM scratch and the one binary copied from the builder, "
                    "so it holds a sliver of the builder; a registry runtime base (distroless, alpine) would add its "
-                   "own files to the final image", tables=("images",))
+                   "own files to the final image",
+            much_smaller=MUCH_SMALLER)
     no_tools = all(not result.row(s, MULTI)["has_shell"] and not result.row(s, MULTI)["has_package_manager"]
                    for s in compiled)
     ledger.check(
-        "multistage.attack_surface", source=Source.CHAPTER, section=SECTION,
-        claim="A multi-stage image leaves the build tools behind: a smaller attack surface",
-        value=float(sum(int(result.row(s, MULTI)["sbom_packages"]) for s in compiled)),
-        unit="SBOM packages in the compiled services' multi-stage images",
+        "multistage.attack_surface", value=float(sum(int(result.row(s, MULTI)["sbom_packages"]) for s in compiled)),
         measured="; ".join(f"{s}: {int(result.row(s, SINGLE)['sbom_packages'])} → "
                            f"{int(result.row(s, MULTI)['sbom_packages'])} packages, shell "
                            f"{bool(result.row(s, MULTI)['has_shell'])}, package manager "
                            f"{bool(result.row(s, MULTI)['has_package_manager'])}" for s in compiled),
-        criterion="the compiled services' multi-stage images hold no shell and no package manager, and fewer SBOM "
-                  "packages than their single-stage twins",
         verdict=verdict(bool(compiled) and no_tools and all(
             result.row(s, MULTI)["sbom_packages"] < result.row(s, SINGLE)["sbom_packages"] for s in compiled),
             caveat=True),
         caveat="by construction: an image of one static binary on FROM scratch has nothing else in it; a registry "
-               "runtime base brings its own files (alpine a shell and apk, distroless neither)",
-        tables=("images",))
+               "runtime base brings its own files (alpine a shell and apk, distroless neither)")
     if modules is not None and modules.recorded:
         _check_module_layer(ledger, modules)
     if stripping is not None and stripping.recorded:
@@ -80,58 +66,38 @@ STRIPPED_AT_LEAST = 0.10  # "-s -w" earns its place if it takes at least a tenth
 def _check_module_layer(ledger: ClaimLedger, modules: ModuleResult) -> None:
     first, everything = modules.download("download first", EDITED), modules.download("everything first", EDITED)
     ledger.check(
-        "multistage.go_mod_download_cached", source=Source.CHAPTER, section=SECTION,
-        claim="Copying go.mod and go.sum and running go mod download before the rest of the source gives the "
-              "module download its own layer, which a change to the source alone does not invalidate",
-        value=float(first.count("cached")), unit="rebuilds after a source edit whose go mod download was cached",
+        "multistage.go_mod_download_cached", value=float(first.count("cached")),
         measured=f"download first: go mod download {', '.join(first)} after the edit; everything first (the "
                  f"control): {', '.join(everything)}",
-        criterion="after every one-line edit of main.go the chapter's order takes go mod download from the cache "
-                  "and the order that copies everything first runs it again",
         verdict=verdict(modules.kept, caveat=True),
         caveat="the one dependency comes from a file:// module proxy made on this host (no proxy is reachable): "
-               "the layer is cached the same way, but a real download's seconds saved are not measured here",
-        tables=("module_builds",))
+               "the layer is cached the same way, but a real download's seconds saved are not measured here")
 
 
 def _check_stripping(ledger: ClaimLedger, stripping: StrippingResult) -> None:
     ledger.check(
-        "multistage.ldflags_strip", source=Source.CHAPTER, section=SECTION,
-        claim='The chapter links its Go binary with -ldflags="-s -w", leaving out the symbol table and debug '
-              "information on the way to its ~10 MB final image",
-        value=100 * stripping.saving, unit="% of the binary left out",
+        "multistage.ldflags_strip", value=100 * stripping.saving,
         measured=f"{stripping.bytes('unstripped') / MB:.2f} MB → {stripping.bytes('stripped') / MB:.2f} MB binary; "
                  f"image {stripping.bytes('unstripped', 'image_bytes') / MB:.2f} MB → "
                  f"{stripping.bytes('stripped', 'image_bytes') / MB:.2f} MB",
-        criterion=f"the stripped binary is at least {STRIPPED_AT_LEAST:.0%} smaller and still runs its self-check",
         verdict=verdict(stripping.saving >= STRIPPED_AT_LEAST and set(stripping.sizes["output"]) == {"ok"}),
-        tables=("stripping",))
+        stripped_at_least=STRIPPED_AT_LEAST)
 
 
 def _check_runtime(ledger: ClaimLedger, runtime: RuntimeResult) -> None:
     dynamic = runtime.row(SCRATCH, RUNS)
     ledger.check(
-        "multistage.scratch_static_only", source=Source.CHAPTER, section=SECTION,
-        claim="scratch holds static binaries only: a program that needs a shared library loader cannot start there",
-        value=float(dynamic["exit_code"]), unit="exit code of the dynamic binary on scratch (-1: not started)",
+        "multistage.scratch_static_only", value=float(dynamic["exit_code"]),
         measured=f"dynamic C binary on scratch: {dynamic['detail']}; in {BUILDER}: "
                  f"{'ran' if runtime.works(BUILDER, RUNS) else 'failed'}",
-        criterion="the dynamically linked binary fails on scratch with 'no such file or directory' while the same "
-                  "binary runs in the image it was built in",
-        verdict=verdict(runtime.dynamic_enoent), tables=("runtime_bases",))
+        verdict=verdict(runtime.dynamic_enoent))
     ledger.check(
-        "multistage.scratch_lacks_certs_and_zones", source=Source.FINDING, section="5 · Scratch against a "
-        "distroless-style static base",
-        claim="A static binary on scratch has no CA bundle and no time-zone database: its HTTPS call and time-zone "
-              "lookup fail there and work on a distroless-style static base",
+        "multistage.scratch_lacks_certs_and_zones",
         value=float(sum(runtime.works(STATIC, c) for c in (TLS, TIMEZONE))
                     - sum(runtime.works(SCRATCH, c) for c in (TLS, TIMEZONE))),
-        unit="checks that work on the static base and not on scratch (of 2)",
         measured="; ".join(f"{c}: scratch {'ok' if runtime.works(SCRATCH, c) else 'failed'} "
                            f"({runtime.row(SCRATCH, c)['detail']}), static base "
                            f"{'ok' if runtime.works(STATIC, c) else 'failed'}" for c in (TLS, TIMEZONE)),
-        criterion="both checks fail on scratch and both work on the distroless-style base",
         verdict=verdict(runtime.scratch_lacks, caveat=True),
         caveat="the server's CA is a local one, added to Debian's bundle in the static base as an organisation "
-               "adds its own; a public server's chain would need only Debian's bundle, which scratch lacks as well",
-        tables=("runtime_bases",))
+               "adds its own; a public server's chain would need only Debian's bundle, which scratch lacks as well")

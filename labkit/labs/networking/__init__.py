@@ -42,11 +42,3 @@ from labkit.labs.networking.paths import (
     run_paths,
 )
 from labkit.labs.networking.rig import check_port, free_port_above
-
-__all__ = [
-    "BRIDGE_ADDRESS", "BRIDGE_NAME", "BY_NAME", "BY_NAME_PATH", "DNAT", "DOCKER_USER_RULE", "HOST_NETWORK",
-    "INPUT_RULE", "INTERNAL_OUT", "LAB", "LOOPBACK", "NGINX", "NONE", "NO_RULE", "OTHER_NETWORK", "PATHS",
-    "PORTS_USED", "PROXY", "RESOLVER", "STEM", "USER_OUT", "ExposureResult", "NamesResult", "NatResult",
-    "PathsResult", "check_claims", "check_port", "free_port_above", "run_exposure", "run_names",
-    "run_outbound_nat", "run_paths",
-]

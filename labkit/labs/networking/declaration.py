@@ -10,10 +10,6 @@ from labkit.instruments import loadclient
 from labkit.instruments.limits import Limits
 
 STEM = "08-networking"
-SECTION = "Networking — How Containers Talk"  # the chapter's heading, as it spells it
-SECTION_EXPOSURE = "1 · Who can reach a published port"
-SECTION_NAMES = "2 · Names and isolation"
-SECTION_PATHS = "4 · Latency and throughput by path"
 SERVER_BASE, CLIENT_BASE = "busybox", "python-slim"
 LIMITS = Limits.of(memory_mib=128, pids=64, cpus=1.0)
 CONTAINER_PORT = 80

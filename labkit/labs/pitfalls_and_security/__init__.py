@@ -20,9 +20,3 @@ from labkit.labs.pitfalls_and_security.secrets import SecretResult, run_secrets
 from labkit.labs.pitfalls_and_security.stopping import FORMS, StopResult, run_stop
 from labkit.labs.pitfalls_and_security.users import UserResult, run_users
 from labkit.labs.pitfalls_and_security.zombies import VARIANTS, ZombieResult, run_zombies
-
-__all__ = [
-    "FORMS", "LAB", "STEM", "VARIANTS", "ClockResult", "DefaultsResult", "LogGrowthResult", "LogPlacesResult",
-    "SecretResult", "StopResult", "UserResult", "ZombieResult", "check_claims", "run_clock", "run_defaults",
-    "run_log_growth", "run_log_places", "run_secrets", "run_stop", "run_users", "run_zombies",
-]

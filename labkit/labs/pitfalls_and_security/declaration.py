@@ -33,16 +33,6 @@ PROBE = "/opt/probe.py"
 READY_TIMEOUT_S = 60.0  # a probe that has not said it is ready by then has failed to start
 POLL_S = 0.05
 
-# The chapter's sections these claims come from, as it spells them.
-SECTION_PITFALLS = "Container Pitfalls"
-SECTION_WHAT = "What a Container Actually Is"
-# Our own findings, under this notebook's sections.
-SECTION_SIGNALS = "2 · SIGTERM and the CMD form"
-SECTION_LOGS = "4 · Logs"
-SECTION_TIME = "5 · Time"
-SECTION_DEFAULTS = "6 · Security defaults"
-SECTION_SECRETS = "7 · Secrets"
-
 
 LAB = Lab(
     stem=STEM,

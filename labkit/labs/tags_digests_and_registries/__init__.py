@@ -30,10 +30,3 @@ from labkit.labs.tags_digests_and_registries.linting import (
 from labkit.labs.tags_digests_and_registries.login import LoginResult, run_login
 from labkit.labs.tags_digests_and_registries.moved_tag import MovedTagResult, run_moved_tag
 from labkit.labs.tags_digests_and_registries.release import ReleaseResult, RollbackResult, run_release, run_rollback
-
-__all__ = [
-    "BLIND_SPOT", "BLIND_SPOTS", "LAB", "MISTAKE", "PIP_BY_PATH", "PLANTED_MISTAKES", "STEM", "LatestResult",
-    "LintResult", "LoginResult", "MovedTagResult", "ReleaseResult", "RollbackResult", "check_claims",
-    "dockerfile_sources", "fill_placeholders", "lint", "run_latest", "run_lint", "run_login", "run_manifest_list",
-    "run_moved_tag", "run_release", "run_rollback", "series_dockerfiles",
-]

@@ -21,15 +21,6 @@ from labkit.instruments.limits import Limits
 from labkit.instruments.shell import run
 
 STEM = "06-tags-digests-and-registries"
-# The chapter's section these claims come from, as it spells it, and the notebook's section of our finding.
-SECTION_TAGS = "Image Tags — Don't Use latest in Production"
-SECTION_REGISTRIES = "Registries — Where Images Live Between Build and Run"
-SECTION_PITFALLS = "Container Pitfalls"
-SECTION_LINT = "Lint, scan, sign"
-SECTION_LOGIN = "Logging in to a registry"
-# What fixes the outcome of each demonstration here.
-REGISTRY_RULES = "how a registry stores manifests: by digest, with tags as names that point at one"
-
 BASE = "busybox"
 LIMITS = Limits.of(memory_mib=64, pids=32, cpus=0.5)
 SLEEP_ARGV = ["/bin/sleep", "300"]  # a deployed container that stays up while tags move around it

@@ -8,5 +8,3 @@ probe on both machines) and :mod:`.claims` (5). The names the notebook and the t
 from labkit.labs.the_lab_machine.claims import check_claims
 from labkit.labs.the_lab_machine.declaration import GUEST, HOST, LAB, MARKS, STEM
 from labkit.labs.the_lab_machine.machine import MachineResult, run_machine
-
-__all__ = ["GUEST", "HOST", "LAB", "MARKS", "STEM", "MachineResult", "check_claims", "run_machine"]

@@ -10,10 +10,6 @@ from labkit.instruments.vm import guest
 
 STEM = "15-the-lab-machine"
 BASE = "busybox"  # the host's probe image; the guest makes the same one from the same busybox-static package
-SECTION_WHAT = "What a Container Actually Is"  # the chapter's section: VMs boot in minutes; cgroups limit memory, IO
-SECTION_DEFAULTS = "Defaults that differ"  # the notebook's sections of our findings
-SECTION_OOM = "Out of memory on v2"
-SECTION_IO = "Writes under an IO limit"
 HOST, GUEST = "host", "guest"  # the two machines the probe runs on
 MEMORY_MIB = 2048  # the guest's memory
 CPUS = 2  # the guest's virtual CPUs

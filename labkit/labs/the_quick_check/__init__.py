@@ -28,9 +28,3 @@ from labkit.labs.the_quick_check.waterfall import (
     WaterfallResult,
     run_waterfall,
 )
-
-__all__ = [
-    "CHAPTER_TARGET_BYTES", "CHAPTER_TARGET_S", "LAB", "QUICK_STEPS", "STEM", "STEPS", "STEP_NAMES", "LintResult",
-    "NodeEnvResult", "WaterfallResult", "check_claims", "fix_diff", "run_lint", "run_node_env", "run_waterfall",
-    "steps_markdown", "steps_of",
-]

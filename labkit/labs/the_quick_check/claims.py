@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-from labkit.core.claims import ClaimLedger, Source, Verdict, demonstration, verdict
+from labkit.core.claims import ClaimLedger, Verdict, verdict
 from labkit.labs.the_quick_check.declaration import (
     DEV_DEPENDENCY,
     FULL,
-    SECTION_IMAGE,
-    SECTION_PITFALLS,
     SLIM,
     steps_of,
 )
@@ -28,7 +26,6 @@ from labkit.labs.the_quick_check.waterfall import (
 
 ABOUT = 1.5  # the chapter's "~10 seconds" read as at most 1.5 × 10 s: a faster rebuild does not contradict it
 SIGTERM_EXIT, SIGKILL_EXIT = 143, 137
-SECTION_WATERFALL = "The waterfall"  # the notebook's section 2, where our reading of the priority order is checked
 
 
 def stand_ins(result: WaterfallResult) -> str:
@@ -59,31 +56,24 @@ def _ratios(ledger: ClaimLedger, result: WaterfallResult) -> None:
     first, final = result.first, result.final
     size_ratio = result.size_bytes(final) / result.size_bytes(first)
     ledger.check(
-        "quick_check.size_ratio", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="The three changes take the teammate's 1.6 GB image under 200 MB: to an eighth of its size or less",
-        value=size_ratio, unit="of the teammate's image",
+        "quick_check.size_ratio", value=size_ratio,
         measured=f"{result.size_bytes(final) / 1e6:.0f} MB after step {final} of {result.size_bytes(first) / 1e6:.0f}"
                  f" MB: {size_ratio:.1%}",
-        criterion=f"the last step's image is at most {CHAPTER_TARGET_BYTES / CHAPTER_FIRST_BYTES:.1%} of the "
-                  "teammate's (200 MB of 1.6 GB)",
         verdict=verdict(size_ratio <= CHAPTER_TARGET_BYTES / CHAPTER_FIRST_BYTES, caveat=True),
         caveat=f"{stand_ins(result)}: the full base is most of the teammate's image and ours is smaller, so each MB "
-               "the changes remove is a smaller share here", tables=("images",))
+               "the changes remove is a smaller share here",
+        chapter_size_ratio=CHAPTER_TARGET_BYTES / CHAPTER_FIRST_BYTES)
     time_ratio = result.code_only(final).median / result.code_only(first).median
     ledger.check(
-        "quick_check.rebuild_ratio", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="The three changes take an 8-minute code-only CI build under 60 seconds: to an eighth of its time or "
-              "less",
-        value=time_ratio, unit="of the teammate's code-only rebuild (medians)",
+        "quick_check.rebuild_ratio", value=time_ratio,
         measured=f"{result.code_only(final).median:.2f} s after step {final} against "
                  f"{result.code_only(first).median:.2f} s: {time_ratio:.1%}",
-        criterion=f"the last step's median code-only rebuild is at most {CHAPTER_TARGET_S / CHAPTER_FIRST_S:.1%} of "
-                  f"the teammate's ({CHAPTER_TARGET_S:.0f} s of {CHAPTER_FIRST_S / 60:.0f} minutes)",
         verdict=verdict(time_ratio <= CHAPTER_TARGET_S / CHAPTER_FIRST_S, caveat=True),
         caveat=f"{stand_ins(result)}: the teammate's rebuild here reinstalls from a local cache in "
                f"{result.code_only(first).median:.1f} s, where the chapter's CI took {CHAPTER_FIRST_S / 60:.0f} "
                "minutes rerunning npm install",
-        tables=("builds",))
+        chapter_rebuild_ratio=CHAPTER_TARGET_S / CHAPTER_FIRST_S, chapter_target_s=CHAPTER_TARGET_S,
+        chapter_first_min=CHAPTER_FIRST_S / 60)
 
 
 def _under_200_mb(ledger: ClaimLedger, result: WaterfallResult) -> None:
@@ -109,15 +99,11 @@ def _under_200_mb(ledger: ClaimLedger, result: WaterfallResult) -> None:
         app_decides = False
         share = "this recording holds no base sizes, so how much of the image is the base is not known"
     ledger.check(
-        "quick_check.under_200_mb", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="The three changes bring a Node image under 200 MB",
-        value=final_bytes / 1e6, unit="MB",
+        "quick_check.under_200_mb", value=final_bytes / 1e6,
         measured=f"{result.size_bytes(first) / 1e6:.0f} MB for the teammate's Dockerfile, {final_bytes / 1e6:.1f} "
                  f"MB after step {final}",
-        criterion=f"the last step's image is under {CHAPTER_TARGET_BYTES / 1e6:.0f} MB; inconclusive unless its "
-                  "runtime base is under that and the image is not (then the app's own files decide)",
-        verdict=Verdict.FAILS if app_decides else Verdict.INCONCLUSIVE,
-        caveat=f"{share}; {stand_ins(result)}", tables=("images", "bases"))
+        verdict=Verdict.FAILS if app_decides else Verdict.INCONCLUSIVE, caveat=f"{share}; {stand_ins(result)}",
+        chapter_target_mb=CHAPTER_TARGET_BYTES / 1e6)
 
 
 def _under_60_s(ledger: ClaimLedger, result: WaterfallResult) -> None:
@@ -130,16 +116,13 @@ def _under_60_s(ledger: ClaimLedger, result: WaterfallResult) -> None:
               f"{teammate.ci_high:.1f} s), under {CHAPTER_TARGET_S:.0f} s before any fix: our stand-in meets the "
               "target by construction; " if met and already else "")
     ledger.check(
-        "quick_check.under_60_s", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="The three changes bring a code-only rebuild under 60 seconds",
-        value=code.median, unit="s (median)",
+        "quick_check.under_60_s", value=code.median,
         measured=f"{teammate.median:.1f} s for the teammate's Dockerfile, {code.median:.1f} s "
                  f"(interval {code.ci_low:.1f}–{code.ci_high:.1f} s, n = {code.n}) after step {final}",
-        criterion=f"the upper end of the last step's interval (its only rebuild when n = 1) is under "
-                  f"{CHAPTER_TARGET_S:.0f} s; inconclusive when the teammate's already is",
         verdict=Verdict.INCONCLUSIVE if met and already else verdict(met, caveat=True),
         caveat=f"{before}{stand_ins(result)}, where the chapter's {CHAPTER_FIRST_S / 60:.0f} minutes come from "
-               "rerunning npm install on every code change", tables=("builds",))
+               "rerunning npm install on every code change",
+        chapter_target_s=CHAPTER_TARGET_S)
 
 
 def _code_only_about_10_s(ledger: ClaimLedger, result: WaterfallResult) -> None:
@@ -150,20 +133,15 @@ def _code_only_about_10_s(ledger: ClaimLedger, result: WaterfallResult) -> None:
     installs = result.code_installs("cache-deps")
     fast_anyway = teammate.median <= bound
     ledger.check(
-        "quick_check.code_only_about_10_s", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="With the manifests copied and installed first, a code-only rebuild runs no install and drops to "
-              "about 10 seconds",
-        value=cached.median, unit="s (median)",
+        "quick_check.code_only_about_10_s", value=cached.median,
         measured=f"{cached.median:.1f} s (interval {cached.ci_low:.1f}–{cached.ci_high:.1f} s, n = {cached.n}) "
                  f"after the first fix, {teammate.median:.1f} s before it; an npm install ran in "
                  f"{'some' if installs else 'none'} of the rebuilds after it",
-        criterion=f"no code-only rebuild after the first fix runs npm ci or npm install (from BuildKit's log), and "
-                  f"their median is at most {bound:.0f} s (the chapter's ~{CHAPTER_CODE_ONLY_S:.0f} s, up to "
-                  f"{ABOUT} times)",
         verdict=verdict(not installs and cached.median <= bound, caveat=fast_anyway),
         caveat=f"even the teammate's code-only rebuild, which reruns the install, takes {teammate.median:.1f} s here, "
                f"within {bound:.0f} s: the time half is met by construction and the install half is the test; "
-               f"{stand_ins(result)}" if fast_anyway else "", tables=("builds",))
+               f"{stand_ins(result)}" if fast_anyway else "",
+        bound=bound, chapter_code_only_s=CHAPTER_CODE_ONLY_S, about=ABOUT)
 
 
 def _priority_order(ledger: ClaimLedger, result: WaterfallResult) -> None:
@@ -186,20 +164,12 @@ def _priority_order(ledger: ClaimLedger, result: WaterfallResult) -> None:
     listed = "; ".join(f"{fix}: {size / 1e6:.0f} MB and {seconds:.1f} s saved" for fix, (size, seconds)
                        in drops.items())
     ledger.check(
-        "quick_check.priority_order", source=Source.FINDING, section=SECTION_WATERFALL,
-        claim="Read from the chapter's numbers for its first two fixes (a rebuild from minutes to ~10 s, a base "
-              "from ~1 GB to ~250 MB), caching dependencies saves the most rebuild time and the slim base the most "
-              "size",
-        value=float(time_first) + float(size_second), unit="of the 2 rankings as we read the chapter",
-        measured=listed,
-        criterion="of the three fixes, the first (cache deps) saves the most median code-only rebuild time and the "
-                  f"second (slim base) the most image size; a miss on size is inconclusive while the slim base's "
-                  f"saving is under the chapter's ~{chapter_gap / 1e6:.0f} MB gap between node:20 and node:20-slim",
-        verdict=outcome,
+        "quick_check.priority_order", value=float(time_first) + float(size_second), measured=listed, verdict=outcome,
         caveat=f"the slim-base step changes only its base and saves {base_gap / 1e6:.0f} MB here, against "
                f"~{chapter_gap / 1e6:.0f} MB in the chapter; the multi-stage step also moves to a runtime base "
                f"without npm and leaves out the dev dependencies and the copy of node_modules that COPY . . lays "
-               f"over the installed one; {stand_ins(result)}", tables=("images", "builds"))
+               f"over the installed one; {stand_ins(result)}",
+        chapter_gap_mb=chapter_gap / 1e6)
 
 
 def _exec_form(ledger: ClaimLedger, result: WaterfallResult) -> None:
@@ -208,20 +178,16 @@ def _exec_form(ledger: ClaimLedger, result: WaterfallResult) -> None:
     grace_s = int(stop_final["stop_timeout_s"])
     prompt = int(stop_final["exit_code"]) in (0, SIGTERM_EXIT) and float(stop_final["stop_s"]) < grace_s
     ledger.check(
-        "mnemonic.exec_form", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="With the exec form the service gets SIGTERM and stops at once; behind the shell form it does not",
-        value=float(stop_final["stop_s"]), unit="s (docker stop of the last step)",
+        "mnemonic.exec_form", value=float(stop_final["stop_s"]),
         measured=f"teammate: {float(stop_first['stop_s']):.2f} s, exit {int(stop_first['exit_code'])}, PID 1 "
                  f"`{stop_first['pid1']}`; last step: {float(stop_final['stop_s']):.2f} s, exit "
                  f"{int(stop_final['exit_code'])}, PID 1 `{stop_final['pid1']}`",
-        criterion=f"the last step stops before the {grace_s} s grace period with the service's own exit (0 or "
-                  f"{SIGTERM_EXIT}), and the teammate's is killed after it ({SIGKILL_EXIT})",
         verdict=verdict(prompt and int(stop_first["exit_code"]) == SIGKILL_EXIT, caveat=True),
         caveat="the exec form only delivers the signal: the prompt stop is the service's own SIGTERM handler (its "
                "server.ts closes the server and exits 0). Node as PID 1 without one would not stop on SIGTERM, "
                "which the kernel drops for a namespace's PID 1 that has no handler, and would be killed after the "
                f"{grace_s} s grace period as well",
-        tables=("images",))
+        grace_s=grace_s, sigterm_exit=SIGTERM_EXIT, sigkill_exit=SIGKILL_EXIT)
 
 
 def _dockerignore_secret(ledger: ClaimLedger, result: WaterfallResult) -> None:
@@ -247,15 +213,10 @@ def _dockerignore_secret(ledger: ClaimLedger, result: WaterfallResult) -> None:
                    f"{result.size_bytes(without) / 1e6:.1f} and {result.size_bytes(with_ignore) / 1e6:.1f} MB)")
         caveat = f"{caveat}; {context}" if caveat else context
     ledger.check(
-        "dockerignore.secret", source=Source.CHAPTER, section=SECTION_IMAGE,
-        claim="Without a .dockerignore, COPY . . bakes the checkout's .env into the image",
-        value=len(shipped), unit=f"of {len(exposed)} steps whose image copies the whole context, without a "
-                                 ".dockerignore, that hold /app/.env",
+        "dockerignore.secret", value=len(shipped),
         measured=f"/app/.env in the image of: {', '.join(s for s in steps if result.secret_shipped(s)) or 'no step'}",
-        criterion=demonstration("COPY . ., which copies every file of the context a .dockerignore does not keep out",
-                                f"the image of every step whose image stage copies the whole context and which has "
-                                f"no .dockerignore ({', '.join(exposed)}) holds /app/.env (read in its container)"),
-        verdict=verdict(shipped == exposed, caveat=bool(caveat)), caveat=caveat, tables=("images",))
+        verdict=verdict(shipped == exposed, caveat=bool(caveat)), caveat=caveat, len_exposed=len(exposed),
+        exposed_steps=', '.join(exposed))
 
 
 def check_claims(ledger: ClaimLedger, result: WaterfallResult, lint: LintResult,
@@ -273,39 +234,23 @@ def check_claims(ledger: ClaimLedger, result: WaterfallResult, lint: LintResult,
 
     uid = int(result.image(final)["uid"])
     ledger.demonstrate(
-        "mnemonic.non_root", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="Setting USER makes the service run as a non-root user; without it, it runs as root",
-        shown=uid != 0 and int(result.image(first)["uid"]) == 0, unit="1 = root before, non-root after",
-        measured=", ".join(f"{s}: uid {int(result.image(s)['uid'])}" for s in result.steps),
-        fixed_by="the USER line, which the engine applies to PID 1",
-        expected="PID 1 of the teammate's image (read from the host's /proc) has uid 0 and that of the last step "
-                 "another uid", tables=("images",))
+        "mnemonic.non_root", shown=uid != 0 and int(result.image(first)["uid"]) == 0,
+        measured=", ".join(f"{s}: uid {int(result.image(s)['uid'])}" for s in result.steps))
     _exec_form(ledger, result)
     _dockerignore_secret(ledger, result)
 
     caught = lint.codes(first)
     ledger.check(
-        "lint.mnemonic_reach", source=Source.FINDING, section="hadolint on each step",
-        claim="hadolint flags the teammate's shell-form CMD (the mnemonic's exec form) but none of its other four "
-              "items — the full base, the install order, the single stage, the root user — nor the missing "
-              ".dockerignore",
-        value=len(caught), unit="rules reported on the teammate's Dockerfile",
+        "lint.mnemonic_reach", value=len(caught),
         measured=f"teammate: {', '.join(caught) or 'none'}; last step: {', '.join(lint.codes(final)) or 'none'}",
-        criterion="hadolint reports DL3025 (JSON CMD) on the teammate's Dockerfile and nothing on the last step; "
-                  "it has no rule for slim base, cache deps, multi-stage or non-root (nor for a .dockerignore, one "
-                  "of the answer's other additions), so it reports nothing else",
-        verdict=verdict(caught == ["DL3025"] and not lint.codes(final)), tables=("lint",))
+        verdict=verdict(caught == ["DL3025"] and not lint.codes(final)))
     if node_env is not None and node_env.recorded:
         check_node_env(ledger, node_env)
 
 
 def check_node_env(ledger: ClaimLedger, node_env: NodeEnvResult) -> None:
     ledger.check(
-        "quick_check.node_env_prunes_dev", source=Source.CHAPTER, section=SECTION_PITFALLS,
-        claim="Setting NODE_ENV=production makes npm leave the dev dependencies out by itself",
-        value=float(node_env.dev_files(NODE_ENV)), unit="files of the dev dependency installed under NODE_ENV",
+        "quick_check.node_env_prunes_dev", value=float(node_env.dev_files(NODE_ENV)),
         measured=f"npm {node_env.npm_version}: " + "; ".join(
             f"{variant}: {node_env.dev_files(variant)} files of {DEV_DEPENDENCY}" for variant in VARIANTS),
-        criterion=f"plain `npm ci` installs {DEV_DEPENDENCY} and the same `npm ci` under NODE_ENV=production "
-                  "installs none of its files",
-        verdict=verdict(node_env.prunes()), tables=("node_env",))
+        verdict=verdict(node_env.prunes()), dev_dependency=DEV_DEPENDENCY)

@@ -24,8 +24,6 @@ from labkit.instruments.limits import Limits
 from labkit.instruments.shell import run
 
 STEM = "14-the-quick-check"
-SECTION_IMAGE = "The Image — Layered, Cacheable, Reproducible"
-SECTION_PITFALLS = "Container Pitfalls"  # the quick check and the mnemonic close this section of the chapter
 
 FULL, SLIM, RUNTIME = "node-full-npm", "node-slim-npm", "node-slim"
 BASES = (FULL, SLIM, RUNTIME)

@@ -21,9 +21,3 @@ from labkit.labs.volumes_and_persistence.survival import (
     run_bind_edits,
     run_survival,
 )
-
-__all__ = [
-    "DOCKERFILE", "HOST", "LAB", "STEM", "BackupResult", "BindEditResult", "CopyUpResult", "CostResult",
-    "MovedResult", "OwnershipResult", "SurvivalResult", "check_claims", "run_backup", "run_bind_edits",
-    "run_copy_up", "run_costs", "run_moved", "run_ownership", "run_survival",
-]

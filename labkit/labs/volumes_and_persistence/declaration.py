@@ -51,13 +51,6 @@ BIG_FILE = "/big.bin"
 IDLE = ["python3", "-c", "import signal; signal.signal(signal.SIGTERM, lambda *_: exit(0)); signal.pause()"]
 STOP_TIMEOUT_S = 10
 
-# The chapter's sections these claims come from, as it spells them, and this notebook's own sections.
-SECTION_VOLUMES = "Volumes and Persistence"
-SECTION_PITFALLS = "Container Pitfalls"
-SECTION_SURVIVAL = "What survives what"
-SECTION_COSTS = "What each path costs"
-SECTION_OWNERSHIP = "Ownership on bind mounts"
-
 
 LAB = Lab(
     stem=STEM,

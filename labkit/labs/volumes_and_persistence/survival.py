@@ -17,7 +17,6 @@ from labkit.core.session import LabSession
 from labkit.instruments import measure
 from labkit.labs.volumes_and_persistence.declaration import (
     ANONYMOUS,
-    BIND,
     LAB,
     LAYER,
     MOUNT_POINTS,
@@ -40,7 +39,6 @@ STOP_START = "stop + start"
 RM_NEW = "rm + new container"
 RM_V_NEW = "rm -v + new container"
 EVENTS = (RESTART, STOP_START, RM_NEW, RM_V_NEW)
-STORAGE = (LAYER, NAMED, ANONYMOUS, BIND, TMPFS)
 MARKER = "marker.txt"
 IN_MEMORY = "n/a (memory)"
 TMPFS_MIB = 8

@@ -31,10 +31,3 @@ from labkit.labs.what_a_container_is.privileges import (
 )
 from labkit.labs.what_a_container_is.startup import StartupResult, run_startup
 from labkit.labs.what_a_container_is.vm_boot import VmBootResult, run_vm_boot
-
-__all__ = [
-    "DEFAULT", "DOCKER_SDK", "HOST", "HOST_NETWORK", "LAB", "NET_RAW", "STARTUP_METHODS", "STEM", "ClockResult",
-    "ConfinementResult", "NamespaceResult", "PrivilegeResult", "ScratchResult", "StartupResult", "VmBootResult",
-    "check_claims", "run_clock", "run_confinement", "run_from_scratch", "run_namespaces", "run_privileges",
-    "run_startup", "run_vm_boot",
-]

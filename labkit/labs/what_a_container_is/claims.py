@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit.core.claims import ClaimLedger, Source, Verdict, at_least_verdict, verdict
+from labkit.core.claims import ClaimLedger, Verdict, at_least_verdict, verdict
 from labkit.labs.what_a_container_is.declaration import (
     CAP_DROP_ALL,
     CHAPTER_KINDS,
@@ -14,9 +14,6 @@ from labkit.labs.what_a_container_is.declaration import (
     MINUTE_S,
     NET_RAW,
     SCRATCH_START,
-    SECTION_NAMESPACES,
-    SECTION_NETWORKING,
-    SECTION_WHAT,
     SLEEP_ARGV,
     listed,
     short_caps,
@@ -36,105 +33,77 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
     pid = ns.fact("its PID")
     ordinary = str(pid["inside"]) == "1" and str(pid["host"]) != "1" and "shim" in ns.parent_name
     ledger.check(
-        "process.ordinary", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="A container is an ordinary process on the host",
-        value=float(pid["host"]), unit="host PID",
+        "process.ordinary", value=float(pid["host"]),
         measured=f"host PID {pid['host']}, PID {pid['inside']} in its own pid namespace; parent chain "
                  f"{ns.parent_chain}",
-        criterion="PID 1 inside its pid namespace, another PID on the host, and its parent on the host is the "
-                  "container runtime's shim (not a VM monitor)",
-        verdict=verdict(ordinary), tables=("inside", "ancestry"))
+        verdict=verdict(ordinary))
 
     boot_id = ns.fact("kernel boot id")
     ledger.check(
-        "kernel.shared", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="Every container runs on the host's own kernel",
-        value=float(ns.same_kernel), unit="1 = same kernel",
+        "kernel.shared", value=float(ns.same_kernel),
         measured=f"boot id {boot_id['inside']} inside and {boot_id['host']} on the host; uname -r "
                  f"{ns.fact('kernel release (uname -r)')['inside']} both",
-        criterion="the same /proc/sys/kernel/random/boot_id (drawn once per boot) and the same uname -r inside "
-                  "and outside",
-        verdict=verdict(ns.same_kernel), tables=("inside",))
+        verdict=verdict(ns.same_kernel))
 
     new, shared = ns.new_kinds(DEFAULT), ns.shared_kinds(DEFAULT)
     ledger.check(
-        "namespaces.own", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="A container sees its own processes, network, mounts, hostname and IPC objects",
-        value=len(set(ISOLATED_KINDS) & set(new)), unit=f"of {len(ISOLATED_KINDS)} namespaces new",
+        "namespaces.own", value=len(set(ISOLATED_KINDS) & set(new)),
         measured=f"new: {listed(new)}; shared with the host: {listed(shared)}",
-        criterion=f"a default container's {', '.join(ISOLATED_KINDS)} namespaces are all new (not the host's)",
-        verdict=verdict(set(ISOLATED_KINDS) <= set(new)), tables=("namespaces",))
+        verdict=verdict(set(ISOLATED_KINDS) <= set(new)), len_isolated_kinds=len(ISOLATED_KINDS),
+        isolated_kinds=", ".join(ISOLATED_KINDS))
 
     own_kinds = [k for k in CHAPTER_KINDS if k in new]
     hosts_kinds = [k for k in CHAPTER_KINDS if k not in new]
     ledger.check(
-        "namespaces.six_kinds", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="Six kinds of namespace isolate a container, its user ids among them",
-        value=len(own_kinds), unit=f"of the {len(CHAPTER_KINDS)} kinds new in a default container",
-        measured=f"its own: {listed(own_kinds)}; the host's: {listed(hosts_kinds)}",
-        criterion=f"a default container has a namespace of its own of each kind: {', '.join(CHAPTER_KINDS)}; one "
-                  "it shares with the host fails it",
-        verdict=verdict(not hosts_kinds),
+        "namespaces.six_kinds", value=len(own_kinds),
+        measured=f"its own: {listed(own_kinds)}; the host's: {listed(hosts_kinds)}", verdict=verdict(not hosts_kinds),
         caveat=f"the host's {listed(hosts_kinds)} namespace: uid 0 inside is uid 0 on the host; Docker makes a user "
                "namespace only when its daemon runs with userns-remap (not measured)" if "user" in hosts_kinds
-        else "", tables=("namespaces",))
+        else "",
+        len_chapter_kinds=len(CHAPTER_KINDS), chapter_kinds=", ".join(CHAPTER_KINDS))
 
     beyond_default = sorted(set(ns.shared_kinds(HOST_NETWORK)) - set(shared))
     kept_own = ns.new_kinds(HOST_NETWORK)
     ledger.check(
-        "namespaces.host_network", source=Source.CHAPTER, section=SECTION_NETWORKING,
-        claim="A container on the host's network (--network host) is left out of namespaces altogether",
-        value=len(kept_own), unit="namespaces of its own",
+        "namespaces.host_network", value=len(kept_own),
         measured=f"{HOST_NETWORK} shares {listed(beyond_default)} with the host beyond what a default container "
                  f"shares ({listed(shared)}); its own: {listed(kept_own)}",
-        criterion=f"a container run with {HOST_NETWORK} shares every namespace with the host",
         verdict=verdict(not kept_own),
         caveat=f"only the network is the host's: the flag leaves it its own {listed(kept_own)}" if kept_own
-        and beyond_default == ["net"] else "", tables=("namespaces",))
+        and beyond_default == ["net"] else "",
+        host_network=HOST_NETWORK)
 
     scratch_caps = int(from_scratch.record["effective_capabilities"])
     scratch_seccomp = int(from_scratch.record["seccomp_mode"])
     same_isolation = set(ISOLATED_KINDS) <= set(from_scratch.new_kinds) and from_scratch.limit_enforced
     keeps_privileges = scratch_caps > len(privileges.effective(DEFAULT)) or scratch_seccomp != 2
     ledger.check(
-        "scratch.same_isolation", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="Docker adds no magic: unshare, pivot_root and a cgroup set up by hand isolate and limit a process "
-              "the same way",
-        value=len(from_scratch.new_kinds), unit="new namespaces",
+        "scratch.same_isolation", value=len(from_scratch.new_kinds),
         measured=f"new {listed(from_scratch.new_kinds)}; a memory hog under its "
                  f"{from_scratch.record['memory_limit_read_bytes'] / 2**20:.0f} MiB limit ended "
                  f"{from_scratch.record['hog_raw_exit']} after {from_scratch.record['hog_oom_kills']} OOM kill(s)",
-        criterion=f"new {', '.join(ISOLATED_KINDS)} namespaces, its PID 1 in the cgroup, and ≥ 1 OOM kill of a hog "
-                  "under the limit; privileges kept beyond a default container's are a caveat",
         verdict=verdict(same_isolation, caveat=keeps_privileges),
         caveat=f"its PID 1 keeps {scratch_caps} capabilities and seccomp mode {scratch_seccomp}: Docker also drops "
                "capabilities and applies a seccomp filter, which this box does not" if keeps_privileges else "",
-        tables=("scratch_namespaces", "scratch_cgroup"))
+        isolated_kinds=", ".join(ISOLATED_KINDS))
 
     default_caps, host_caps = privileges.effective(DEFAULT), privileges.effective(HOST)
     weaker = default_caps < host_caps and privileges.seccomp_mode(DEFAULT) == 2
     ledger.check(
-        "privileges.less_than_host_root", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="Root in a container holds fewer privileges than root on the host",
-        value=len(default_caps), unit="effective capabilities",
+        "privileges.less_than_host_root", value=len(default_caps),
         measured=f"{len(default_caps)} effective capabilities against {len(host_caps)} for host root, lacking "
                  f"{short_caps(privileges.dangerous_lacking)}; seccomp mode {privileges.seccomp_mode(DEFAULT)}",
-        criterion="the container's effective set is a strict subset of host root's, and seccomp is in filter mode (2)",
-        verdict=verdict(weaker), tables=("capabilities",))
+        verdict=verdict(weaker))
 
     keeps_net_raw = NET_RAW in default_caps
     ledger.check(
-        "capabilities.net_raw", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="A container is not given capabilities it does not need, CAP_NET_RAW for one",
-        value=float(keeps_net_raw), unit="1 = a default container holds CAP_NET_RAW",
+        "capabilities.net_raw", value=float(keeps_net_raw),
         measured=f"a default container running `{' '.join(SLEEP_ARGV)}` (no raw sockets) holds "
                  f"{'CAP_NET_RAW' if keeps_net_raw else 'no CAP_NET_RAW'}; with {CAP_DROP_ALL} it holds "
                  f"{'CAP_NET_RAW' if NET_RAW in privileges.effective(CAP_DROP_ALL) else 'none'}",
-        criterion="a default container whose program opens no raw socket lacks CAP_NET_RAW in its effective set",
         verdict=verdict(not keeps_net_raw),
         caveat="Docker's default set keeps CAP_NET_RAW whatever the program needs (ping uses it); it goes only "
-               "when the run drops it (--cap-drop NET_RAW or ALL)" if keeps_net_raw else "",
-        tables=("capabilities",))
+               "when the run drops it (--cap-drop NET_RAW or ALL)" if keeps_net_raw else "")
 
     if clock.recorded:
         check_clock(ledger, clock, privileges)
@@ -142,42 +111,31 @@ def check_claims(ledger: ClaimLedger, ns: NamespaceResult, privileges: Privilege
     docker_ms = startup.ms(DOCKER_SDK)
     fast, bearable = docker_ms < 100, docker_ms < 1000
     ledger.check(
-        "startup.milliseconds", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="Starting a container takes milliseconds, not seconds",
-        value=docker_ms, unit="ms (median, docker run through the SDK)",
+        "startup.milliseconds", value=docker_ms,
         measured=f"docker run median {docker_ms:.0f} ms ({startup.ratio(DOCKER_SDK):.0f}× fork/exec); from "
                  f"scratch {startup.ms(SCRATCH_START):.1f} ms",
-        criterion="holds below 100 ms; holds with caveat below 1000 ms; does not hold above",
         verdict=verdict(bearable, caveat=not fast),
         caveat="hundreds of milliseconds through the engine; the kernel's part (from scratch) costs "
-               f"{startup.ms(SCRATCH_START):.0f} ms" if bearable and not fast else "",
-        tables=("startup",))
+               f"{startup.ms(SCRATCH_START):.0f} ms" if bearable and not fast else "")
 
     ratio = boot.median_s / startup.median_s(DOCKER_SDK)
     ledger.check(
-        "vm.slower_than_container", source=Source.CHAPTER, section=SECTION_WHAT,
-        claim="A VM takes far longer to start than a container",
-        value=ratio, unit="× docker run (lower bound)",
+        "vm.slower_than_container", value=ratio,
         measured=f"a VM reached /init in at least {boot.median_s:.1f} s ({boot.accelerator}) against "
                  f"{startup.ms(DOCKER_SDK):.0f} ms for docker run",
-        criterion="the VM's lower-bound boot is ≥ 10× docker run's median; booted under emulation it is a caveat "
-                  "(KVM would narrow the gap)",
         verdict=verdict(ratio >= 10, caveat=boot.emulated),
         caveat="booted under software emulation (TCG): with KVM the VM would start faster" if boot.emulated
-        and ratio >= 10 else "", tables=("vm_boot", "startup"))
+        and ratio >= 10 else "")
 
     vm_verdict = at_least_verdict(boot.median_s >= MINUTE_S, boot.emulated)
     vm_caveat = {Verdict.INCONCLUSIVE: "it took minutes under emulation, which KVM would shorten", Verdict.HOLDS: "",
                  Verdict.FAILS: "a minimal kernel + initramfs, no init system: a full distribution adds its services' "
                                 "start-up (measured in notebook 15)"}[vm_verdict]
     ledger.check(
-        "vm.minutes", source=Source.CHAPTER, section=SECTION_WHAT, claim="A VM takes minutes to boot",
-        value=boot.median_s, unit="s (median, lower bound)",
+        "vm.minutes", value=boot.median_s,
         measured=f"{boot.reached} of {boot.tried} boot(s) reached /init; median at least {boot.median_s:.1f} s "
                  f"with {boot.accelerator}",
-        criterion="holds if even the lower bound is ≥ 60 s with KVM; ≥ 60 s only under emulation is inconclusive; "
-                  "below 60 s it does not hold for this minimal VM (emulation only makes it slower)",
-        verdict=vm_verdict, caveat=vm_caveat, tables=("vm_boot",))
+        verdict=vm_verdict, caveat=vm_caveat)
 
 
 def check_clock(ledger: ClaimLedger, clock: ClockResult, privileges: PrivilegeResult) -> None:
@@ -186,16 +144,10 @@ def check_clock(ledger: ClaimLedger, clock: ClockResult, privileges: PrivilegeRe
     wall, boot = clock.row(REALTIME), clock.row(BOOTTIME)
     can_set = "CAP_SYS_TIME" in privileges.effective(DEFAULT)
     ledger.check(
-        "namespaces.time_is_the_host_s", source=Source.FINDING, section=SECTION_NAMESPACES,
-        claim="Docker gives a container no time namespace (a seventh kind, beyond the chapter's six): every clock "
-              "it reads, since boot included, is the host's",
-        value=float(clock.shares_time_namespace and clock.clocks_agree), unit="1 = the host's namespace and clocks",
+        "namespaces.time_is_the_host_s", value=float(clock.shares_time_namespace and clock.clocks_agree),
         measured=f"time namespace {'the host' if clock.shares_time_namespace else 'its own'}'s (its children's "
                  f"too); date +%s inside {wall['inside']:.0f} against the host's {wall['host_low']:.0f}–"
                  f"{wall['host_high']:.2f}; uptime {boot['inside']:.2f} s against {boot['host_low']:.2f}–"
                  f"{boot['host_high']:.2f} s; {'holds' if can_set else 'lacks'} CAP_SYS_TIME",
-        criterion="its ns/time and ns/time_for_children are the host's, and its wall clock and time since boot read "
-                  "inside lie between the host's readings just before and after",
         verdict=verdict(clock.shares_time_namespace and clock.clocks_agree),
-        caveat="" if clock.kernel_has_time_namespaces else "this kernel has no time namespaces (before 5.6)",
-        tables=("clock", "capabilities"))
+        caveat="" if clock.kernel_has_time_namespaces else "this kernel has no time namespaces (before 5.6)")

@@ -61,11 +61,6 @@ BUSYBOX_TRUE = ["/bin/busybox", "true"]
 MEMORY_HOG_ARGV = ["/bin/sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"]
 MINUTE_S = 60.0
 
-# The chapter's sections these claims come from, as it spells them.
-SECTION_WHAT = "What a Container Actually Is"
-SECTION_NETWORKING = "Networking — How Containers Talk"
-SECTION_NAMESPACES = "Namespaces, read from /proc"  # the notebook's section 1, for its finding
-
 
 def prepare(client: docker.DockerClient) -> list[str]:
     """The from-scratch root filesystems and the VM's kernel and initramfs (bases are made by setup)."""

@@ -13,6 +13,3 @@ from labkit.labs.when_to_graduate.orchestrator import Knobs, check, run_orchestr
 from labkit.labs.when_to_graduate.portability import PortabilityResult, run_portability
 from labkit.labs.when_to_graduate.result import OrchestratorResult, gaps_and_failures
 from labkit.labs.when_to_graduate.stateful import StatefulResult, run_stateful
-
-__all__ = ["LAB", "STEM", "Knobs", "OrchestratorResult", "PortabilityResult", "StatefulResult", "check",
-           "check_claims", "gaps_and_failures", "run_orchestrator", "run_portability", "run_stateful", "stack_file"]

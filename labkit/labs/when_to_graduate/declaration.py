@@ -10,10 +10,6 @@ from labkit.instruments import loadclient
 from labkit.instruments.limits import Limits
 
 STEM = "13-when-to-graduate"
-SECTION = "When to Graduate"  # the chapter's heading, as it spells it
-SECTION_SINGLE_BOX = "Running Containers in Production — The Single-Box Path"
-SECTION_HEALING = "2 · Self-healing"
-SECTION_ROLLOUT = "3 · Rolling updates under load"
 APP_BASE, CLIENT_BASE = "busybox", "python-distroless"
 APP_PORT = 8080
 STACK = "lk13"  # the stack's name: its service is lk13_web, its overlay network lk13_default
