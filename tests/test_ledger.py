@@ -54,10 +54,15 @@ def chapter_headings(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def headings() -> set[str]:
+def chapter_text() -> str:
     if not CHAPTER.exists():
         missing(f"the chapter's text at {CHAPTER} (../shared/chapter/ beside the checkout, or set LABKIT_CHAPTER)")
-    return chapter_headings(CHAPTER.read_text())
+    return CHAPTER.read_text()
+
+
+@pytest.fixture(scope="module")
+def headings(chapter_text: str) -> set[str]:
+    return chapter_headings(chapter_text)
 
 
 def _misattributed(ledger: pd.DataFrame, headings: set[str]) -> list[str]:
@@ -129,6 +134,44 @@ def test_every_claim_a_lab_checks_has_its_words_and_fills_every_field_of_them(co
                   for _, name, _, _ in string.Formatter().parse(text) if name}
         assert filled == fields, claim_id
         assert words.source == claims.Source.FINDING or words.section in headings, claim_id
+
+
+COPIED_WORDS = 8  # a run of this many of the chapter's words in a row is its sentence, not our words
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def longest_shared_run(text: str, source_words: list[str]) -> list[str]:
+    """The longest run of `text`'s words that stands, in the same order, in `source_words` (case and punctuation
+    aside)."""
+    source = " " + " ".join(source_words) + " "
+    words = _words(text)
+    best: list[str] = []
+    for start in range(len(words)):
+        end = start + len(best) + 1
+        while end <= len(words) and f" {' '.join(words[start:end])} " in source:
+            best, end = words[start:end], end + 1
+    return best
+
+
+def test_the_shared_run_is_found_word_by_word() -> None:
+    source = _words("A Docker image is a stack of read-only layers, each the result of one instruction.")
+    assert longest_shared_run("Our image: a stack of read-only layers, each one", source) == [
+        "a", "stack", "of", "read", "only", "layers", "each"]
+    assert longest_shared_run("layers stack", source) == ["layers"]
+
+
+@pytest.mark.parametrize("code", CLAIMS_CODE, ids=lambda path: path.parent.name)
+def test_no_claim_copies_a_sentence_of_the_chapter(code: Path, chapter_text: str) -> None:
+    # The chapter's claims are stated in our words, never its sentences (a number it gives may be quoted).
+    stem = importlib.import_module(f"labkit.labs.{code.parent.name}").STEM
+    chapter = _words(chapter_text)
+    copied = {claim_id: " ".join(run) for claim_id, words in claims.read_texts(claims.claims_file(stem)).items()
+              for text in (words.claim, words.unit, words.criterion)
+              if len(run := longest_shared_run(text, chapter)) >= COPIED_WORDS}
+    assert copied == {}
 
 
 def test_every_declared_headline_is_a_chapter_claim_of_its_lab() -> None:
