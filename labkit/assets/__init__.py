@@ -1,4 +1,5 @@
-"""Files the labs build from, kept as files so that hadolint, a reader and ``git diff`` see them as they are.
+"""Files the labs build from, and the words of their claims, kept as files so that hadolint, a reader and ``git diff``
+see them as they are.
 
 ``image_layers/``: notebook 02's Dockerfiles (the layered image, its one-RUN variant, the two builds
 compared for reproducibility).
@@ -9,7 +10,8 @@ compared for reproducibility).
 program (one action per pitfall) and its Dockerfiles (the probe image, a secret as a build ARG and as a BuildKit
 secret mount). ``quick_check/``: notebook 14's Node service (``app/``: an Express app in TypeScript with
 its package.json and package-lock.json; ``dependency-change/``: the same manifests with one dependency added)
-and its steps (``steps/``: one Dockerfile per fix and the .dockerignore). ``{base}`` and ``{runtime}`` in a
+and its steps (``steps/``: one Dockerfile per fix and the .dockerignore). ``claims/``: each notebook's claims in
+words (``<stem>.toml``, read by :mod:`labkit.core.claims`). ``{base}`` and ``{runtime}`` in a
 Dockerfile are filled by the lab with the image it builds on. This module only reads them: it imports nothing of labkit.
 """
 
