@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.errors import BadParameter
 from labkit.instruments.shell import DEBIAN_PACKAGE
 
@@ -68,7 +69,8 @@ class Lab:
 
     `stem`: the notebook's file stem (``01-what-a-container-is``), also its results folder; `topic`: its title;
     `requirements`: what a live run needs from the host; `bases`: labkit base images it uses (made by setup);
-    `tables`: each recorded table's name and the columns it must carry; `prepare(client)`: makes the other
+    `tables`: each recorded table's name and the columns it must carry (the claims table, which every notebook
+    records, is added here); `prepare(client)`: makes the other
     assets (rootfs trees, kernels…) and returns one line per asset for the setup log; `headline`: the id of the
     chapter claim (``source = chapter``) whose measurement the book's landing page shows for this notebook.
     """
@@ -80,6 +82,9 @@ class Lab:
     tables: Mapping[str, tuple[str, ...]]
     prepare: Callable[[Any], list[str]] = field(default=_nothing_to_prepare)
     headline: str = ""  # the chapter claim the book's landing page quotes (default: its first chapter claim)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tables", {**self.tables, CLAIMS_TABLE: CLAIM_COLUMNS})
 
     @property
     def number(self) -> str:

@@ -7,7 +7,6 @@ import os
 
 import docker
 
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.instruments import arch, images, registry
 from labkit.instruments.images import busybox_base
@@ -78,7 +77,6 @@ LAB = Lab(
                    "functions"),
         "default_platform": ("platform_flag", "binary_platform", "image_architecture"),
         "manifest": registry.MANIFEST_COLUMNS,
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
     headline="run.exec_format_error",

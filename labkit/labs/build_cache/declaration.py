@@ -13,7 +13,6 @@ import docker
 import pandas as pd
 
 from labkit import assets
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.errors import BadParameter
 from labkit.instruments import builds, images
@@ -174,7 +173,6 @@ LAB = Lab(
                     "secret_found", "secret_layer", "secret_path"),
         "dev": ("repeat", "order", "builder", "dev", "wall_s", "install_s", "packages_installed", "image_bytes"),
         "ignore": ("builder", "variant", "pattern", "path", "git_ignored", "in_layer"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
     headline="cache.thirty_seconds_to_five_minutes",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import docker
 
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.instruments import stress
 
@@ -103,7 +102,6 @@ LAB = Lab(
         "pids_neighbour": PIDS_NEIGHBOUR_COLUMNS,
         "pids": ("pids_limit", "attempts", "forked", "eagain", "other", "pids_current", "pids_limit_hits",
                  "host_processes_before", "host_processes_during", "host_processes_after", "stop_s", "exit_code"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
     headline="limits.memory",

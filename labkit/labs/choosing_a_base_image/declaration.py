@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.errors import BadParameter, NotPrepared
 from labkit.instruments.limits import Limits
@@ -94,7 +93,6 @@ LAB = Lab(
         "startup": ("method", "repeat", "position", "wall_s"),
         "native_modules": ("base", "base_libc", "loader_libc", "module", "module_libc", "hardened", "libc_symbols",
                            "exit_code", "loaded", "output"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
     headline="size.chapter_sizes",

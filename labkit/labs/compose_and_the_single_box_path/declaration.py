@@ -3,7 +3,6 @@ knobs every experiment shares."""
 
 from __future__ import annotations
 
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.labs.compose_and_the_single_box_path.service_images import APP_BASE, CACHE_BASE, DB_BASE, prepare
 
@@ -47,7 +46,6 @@ LAB = Lab(
         "deploy": ("up_start_s", "up_end_s", "requests", "failed", "longest_gap_s", "first_new_s", "compose_version"),
         "rollout": ("replica", "stopped_s", "started_s"),
         "unit": ("step", "command", "exit_code", "output", "answered_s", "pid1"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
 )

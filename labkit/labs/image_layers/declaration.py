@@ -11,7 +11,6 @@ from pathlib import Path
 import docker
 
 from labkit import assets
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
@@ -96,7 +95,6 @@ LAB = Lab(
         "copy_up": ("repeat", "file", "file_bytes", "write", "seconds"),
         "reproducible": ("variant", "build", "step", "created_by", "diff_id", "image_id", "other_mtimes",
                          "example_paths", "cached_steps"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
 )

@@ -23,7 +23,6 @@ from pathlib import Path
 import docker
 
 from labkit import assets
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.errors import BadParameter
 from labkit.instruments import images, undo, wheelhouse
@@ -137,7 +136,6 @@ LAB = Lab(
         "module_builds": MODULE_COLUMNS,
         "stripping": STRIPPING_COLUMNS,
         "runtime_bases": RUNTIME_COLUMNS,
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
 )

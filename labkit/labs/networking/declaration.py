@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.instruments import loadclient
 from labkit.instruments.limits import Limits
@@ -48,7 +47,6 @@ LAB = Lab(
         "nat": ("network", "container_address", "seen_source", "host_address"),
         "latency": ("path", "round", "index", "latency_s", "status", "bytes", "error"),
         "throughput": ("path", "round", "bytes", "seconds", "bytes_per_s", "error"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
 )
 

@@ -15,7 +15,6 @@ from typing import Any
 import docker
 
 from labkit import assets
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError
@@ -53,7 +52,6 @@ LAB = Lab(
         "defaults": ("check", "variant", "outcome", "uid", "euid"),
         "lsm": ("what", "value"),
         "secrets": ("way", "place", "found", "detail"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     headline="pitfalls.sigterm_shell_form",
 )

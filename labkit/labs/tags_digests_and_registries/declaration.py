@@ -12,7 +12,6 @@ import docker
 import docker.errors
 
 from labkit import assets
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.instruments import arch, builds, containers, hadolint, images, registry, undo
@@ -55,7 +54,6 @@ LAB = Lab(
         "release": ("version", "commit", "tag", "pushed_digest", "pulled_digest", "label", "git_object_type"),
         "rollback": ("step", "registry_latest", "cached_run", "pulled_run", "running_container", "by_digest_run"),
         "login": ("step", "kind", "code", "detail"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.instruments.vm import guest
 
@@ -55,7 +54,6 @@ LAB = Lab(
         "cgroupns": ("machine", "boot", "mode", "namespace", "shared_with_host", "sees_path", "cgroup_lines"),
         "oom": OOM_COLUMNS,
         "writes": ("machine", "boot", "kind", "limit_bps", "bytes", "seconds", "rate_bps"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
     headline="machine.vm_minutes",

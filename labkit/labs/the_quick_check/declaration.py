@@ -15,7 +15,6 @@ import docker
 import pandas as pd
 
 from labkit import assets
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.errors import BadParameter
 from labkit.instruments import builds, engine, hadolint, images, npmcache
@@ -173,7 +172,6 @@ LAB = Lab(
         "node_env": ("variant", "dockerfile_env", "npm_flags", "npm_version", "dev_dependency_files",
                      "node_modules_files"),
         BASES_TABLE: ("base", "tag", "size_bytes"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
 )

@@ -18,7 +18,6 @@ from typing import Any
 import docker
 
 from labkit import assets
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, Terminated
@@ -72,7 +71,6 @@ LAB = Lab(
         "backup": ("size_bytes", "repeat", "step", "seconds", "tar_bytes", "files", "checksums_equal"),
         "moved": ("step", "engine", "data_root", "mountpoint", "entries", "listing_equal", "seconds", "listing"),
         "ownership": ("case", "user", "directory_mode", "errno", "file_uid", "file_gid"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     headline="volumes.removed_with_container",
 )

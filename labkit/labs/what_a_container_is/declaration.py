@@ -6,7 +6,6 @@ from typing import Any
 
 import docker
 
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.core.session import LabSession
 from labkit.instruments import images, space, vm
@@ -103,7 +102,6 @@ LAB = Lab(
                     "static_binary"),
         "vm_boot": ("repeat", "wall_s", "marker_seen", "timed_out", "timeout_s", "accelerator", "kernel_release",
                     "kvm_probe"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
     prepare=prepare,
     headline="startup.milliseconds",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
 from labkit.instruments import loadclient
 from labkit.instruments.limits import Limits
@@ -48,6 +47,5 @@ LAB = Lab(
         "requests": ("case", "round", "index", "started_s", "latency_s", "status", "error"),
         "portability": ("runtime", "version", "config_digest", "output", "repeat", "position", "wall_s", "missing"),
         "stateful": ("step", "node", "marker", "detail"),
-        CLAIMS_TABLE: CLAIM_COLUMNS,
     },
 )
