@@ -75,7 +75,7 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
         verdict=verdict(neighbour.worst_miss <= NEIGHBOUR_TOLERANCE),
         caveat="" if int(neighbour.summary["rounds"].min()) > 1 else "one round per condition: no interval",
         threads=threads, victim_threads=VICTIM_THREADS, neighbour_tolerance=NEIGHBOUR_TOLERANCE,
-        victim_share=VICTIM_THREADS / (VICTIM_THREADS + threads))
+        per_thread_share=VICTIM_THREADS / (VICTIM_THREADS + threads))
 
     check_memory_neighbour(ledger, memory_neighbour)
     check_io(ledger, io)
