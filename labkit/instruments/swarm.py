@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +204,12 @@ def _form_swarm(nodes: list[Node], heartbeat_s: float | None) -> list[Node]:
 
 
 def _leave(nodes: Sequence[Node]) -> None:
-    """Each node leaves the swarm, workers first (bounded; a node already dead is skipped)."""
-    for node in reversed(nodes):
+    """Each node leaves the swarm: the workers together (each leave takes about a second), then the manager
+    (bounded; a node already dead is skipped). A daemon still in a swarm takes seconds more to end on SIGTERM."""
+    def leave(node: Node) -> None:
         if node.pid() is not None:
             node.docker(["swarm", "leave", "--force"], 30, check=False)
+
+    with ThreadPoolExecutor(max(1, len(nodes) - 1)) as pool:
+        list(pool.map(leave, nodes[1:]))
+    leave(nodes[0])
