@@ -83,9 +83,9 @@ def _check_dev(ledger: ClaimLedger, dev: DevResult) -> None:
                            f"{dev.wall(b, False).median:.1f} s against {dev.wall(b, True).median:.1f} s "
                            f"({dev.wall(b, False).n} each)" for b in dev.builders),
         verdict=verdict(all(smaller.values()), caveat=bool(slow)),
-        caveat="the size part is certain by construction (the dev set's files are added, nothing removed)"
-               + (f"; the build was not faster beyond doubt with {', '.join(slow)} (times overlap, or one build "
-                  "each)" if slow else ""))
+        caveat=("the size part is certain by construction (the dev set's files are added, nothing removed)"
+                + (f"; the build was not faster beyond doubt with {', '.join(slow)} (times overlap, or one build "
+                   "each)" if slow else "")))
 
 
 def _check_ignore(ledger: ClaimLedger, ignore: IgnoreResult) -> None:

