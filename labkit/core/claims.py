@@ -135,7 +135,8 @@ class ClaimText:
     fixed_by: str = ""
 
     def filled(self, claim_id: str, fill: Mapping[str, Any]) -> dict[str, str]:
-        """claim, unit and criterion with `fill` put in; BadParameter for a field the text needs and `fill` lacks,
+        """claim, unit, criterion and fixed_by with `fill` put in (a demonstration's criterion says what fixes its
+        outcome); BadParameter for a field the text needs and `fill` lacks,
         or a value in `fill` that no text uses (a typo would otherwise go unseen)."""
         texts = {"claim": self.claim, "unit": self.unit, "criterion": self.criterion, "fixed_by": self.fixed_by}
         wanted = {name for text in texts.values() for _, name, _, _ in string.Formatter().parse(text) if name}
@@ -183,10 +184,13 @@ class ClaimLedger:
 
     def check(self, claim_id: str, *, value: float, measured: str, verdict: Verdict, caveat: str = "",
               **fill: Any) -> Claim:
-        """Record a claim, worded by its text with `fill` put in. Refused: a claim without text, a malformed or
+        """Record a claim, worded by its text with `fill` put in. Refused: a malformed id, a claim without text, a
         repeated id, a source that is not chapter or finding, a chapter claim whose section is not one of the
         chapter's headings, an empty criterion, a 'holds with caveat' or 'inconclusive' verdict without the caveat
         that says which or why."""
+        if not _ID.match(claim_id):
+            raise BadParameter(f"claim id {claim_id!r} is not stable-id shaped.",
+                               "Use dotted lowercase words, e.g. 'startup.milliseconds'.")
         text = self.texts.get(claim_id)
         if text is None:
             raise BadParameter(f"claim {claim_id!r} has no words in {claims_file(self.notebook)}.",
@@ -194,9 +198,6 @@ class ClaimLedger:
         problem = _attribution_problem(text.source, text.section)
         if problem:
             raise BadParameter(f"claim {claim_id!r}: {problem}.", _ATTRIBUTION_HINT)
-        if not _ID.match(claim_id):
-            raise BadParameter(f"claim id {claim_id!r} is not stable-id shaped.",
-                               "Use dotted lowercase words, e.g. 'startup.milliseconds'.")
         if any(c.id == claim_id for c in self._claims):
             raise BadParameter(f"claim id {claim_id!r} is checked twice in {self.notebook}.",
                                "Give each claim its own id.")

@@ -70,9 +70,9 @@ class Lab:
     `stem`: the notebook's file stem (``01-what-a-container-is``), also its results folder; `topic`: its title;
     `requirements`: what a live run needs from the host; `bases`: labkit base images it uses (made by setup);
     `tables`: each recorded table's name and the columns it must carry (the claims table, which every notebook
-    records, is added here); `prepare(client)`: makes the other
-    assets (rootfs trees, kernels…) and returns one line per asset for the setup log; `headline`: the id of the
-    chapter claim (``source = chapter``) whose measurement the book's landing page shows for this notebook.
+    records, is added here); `prepare(client)`: makes the other assets (rootfs trees, kernels…) and returns one
+    line per asset for the setup log; `headline`: the id of the chapter claim (``source = chapter``) whose
+    measurement the book's landing page shows for this notebook.
     """
 
     stem: str
