@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,7 +18,7 @@ import pandas as pd
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.instruments import compose, procfs
-from labkit.instruments.measure import poll_until
+from labkit.instruments.measure import poll_until, run_together
 from labkit.instruments.shell import run
 from labkit.labs.compose_and_the_single_box_path import service_images
 from labkit.labs.compose_and_the_single_box_path.declaration import LAB, WAIT_TIMEOUT_S
@@ -33,6 +32,7 @@ from labkit.labs.compose_and_the_single_box_path.stack import (
     check_seconds,
     events,
     get,
+    health_intervals,
     image_variables,
     project_folder,
     stack,
@@ -184,42 +184,47 @@ def _paced_client(url: str, rate_hz: float, duration_s: float, began: float, row
 def _deploy(lab: LabSession, port: int, interval_s: float, rate_hz: float, duration_s: float) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     new_image = service_images.require(lab.engine, service_images.APP_NEXT)
-    with lab.scope() as scope, project_folder(scope) as folder:
-        with stack(lab, scope, folder, "deploy", port, interval_s) as up:
-            up.up()
-            stop = threading.Event()
-            began = time.perf_counter()
-            client = threading.Thread(target=_paced_client, args=(up.url("/count"), rate_hz, duration_s, began,
-                                                                  rows, stop), daemon=True)
-            client.start()
-            try:
-                time.sleep(min(1.0, duration_s / 4))  # a steady second of answers before the deploy
-                up_start = time.perf_counter() - began
-                up.project.run("up", "-d", timeout=WAIT_TIMEOUT_S + 60, APP_IMAGE=new_image)
-                up_end = time.perf_counter() - began
-                client.join(duration_s + 10)
-            finally:
-                stop.set()
-                client.join(10)
-        requests = pd.DataFrame(rows, columns=LAB.tables["deploy_requests"])
-        new = requests[(requests["version"] == service_images.APP_NEXT.version) & ~failed(requests)]
-        summary = pd.DataFrame([{"up_start_s": up_start, "up_end_s": up_end, "requests": len(requests),
-                                 "failed": int(failed(requests).sum()), "longest_gap_s": longest_gap(requests),
-                                 "first_new_s": float(new["t_s"].min()) if len(new) else float("nan"),
-                                 "compose_version": compose.version(compose.require_binary())}],
-                               columns=LAB.tables["deploy"])
-        rollout = _rollout(lab, folder, scope.scope_id, interval_s, new_image)
+    with lab.scope() as scope, project_folder(scope) as folder, \
+            stack(lab, scope, folder, "deploy", port, interval_s) as up:
+        rolling = compose.Project(f"labkit-{scope.scope_id}-rolling", folder,
+                                  (COMPOSE_FILE, ROLLING_FILE, LABELS_FILE),
+                                  {**image_variables(lab.engine), **health_intervals(interval_s)})
+        with compose.brought_down(rolling):
+            # Both come up at once (nothing is timed); the rollout, the order of its replicas' stops and starts,
+            # happens with the first stack idle, and is taken down before the client's timed run.
+            run_together(up.up, lambda: rolling.run("up", "-d", "--wait", "--wait-timeout", str(WAIT_TIMEOUT_S),
+                                                    timeout=WAIT_TIMEOUT_S + 60))
+            rollout = _rollout(lab, rolling, new_image)
+        stop = threading.Event()
+        began = time.perf_counter()
+        client = threading.Thread(target=_paced_client, args=(up.url("/count"), rate_hz, duration_s, began,
+                                                              rows, stop), daemon=True)
+        client.start()
+        try:
+            time.sleep(min(1.0, duration_s / 4))  # a steady second of answers before the deploy
+            up_start = time.perf_counter() - began
+            up.project.run("up", "-d", timeout=WAIT_TIMEOUT_S + 60, APP_IMAGE=new_image)
+            up_end = time.perf_counter() - began
+            client.join(duration_s + 10)
+        finally:
+            stop.set()
+            client.join(10)
+    requests = pd.DataFrame(rows, columns=LAB.tables["deploy_requests"])
+    new = requests[(requests["version"] == service_images.APP_NEXT.version) & ~failed(requests)]
+    summary = pd.DataFrame([{"up_start_s": up_start, "up_end_s": up_end, "requests": len(requests),
+                             "failed": int(failed(requests).sum()), "longest_gap_s": longest_gap(requests),
+                             "first_new_s": float(new["t_s"].min()) if len(new) else float("nan"),
+                             "compose_version": compose.version(compose.require_binary())}],
+                           columns=LAB.tables["deploy"])
     return {"deploy_requests": requests, "deploy": summary, "rollout": rollout}
 
 
-def _rollout(lab: LabSession, folder: Path, scope_id: str, interval_s: float, new_image: str) -> pd.DataFrame:
-    project = compose.Project(f"labkit-{scope_id}-rolling", folder, (COMPOSE_FILE, ROLLING_FILE, LABELS_FILE), {
-        **image_variables(lab.engine), "HEALTH_INTERVAL": f"{interval_s:g}s"})
-    with compose.brought_down(project):
-        project.run("up", "-d", "--wait", "--wait-timeout", str(WAIT_TIMEOUT_S), timeout=WAIT_TIMEOUT_S + 60)
-        since = time.time_ns()
-        project.run("up", "-d", timeout=WAIT_TIMEOUT_S + 60, APP_IMAGE=new_image)
-        seen = events(lab.engine, project.name, since)
+def _rollout(lab: LabSession, project: compose.Project, new_image: str) -> pd.DataFrame:
+    """`project` (three replicas with update_config, up and healthy) moved to `new_image` with ``up -d``: when each
+    replica stopped and each new one started, s after the command began, from the engine's events."""
+    since = time.time_ns()
+    project.run("up", "-d", timeout=WAIT_TIMEOUT_S + 60, APP_IMAGE=new_image)
+    seen = events(lab.engine, project.name, since)
     app = seen[seen["service"] == "app"]
     stopped = sorted(app[app["event"] == "die"]["t_s"])
     started = sorted(app[app["event"] == "start"]["t_s"])
@@ -229,8 +234,9 @@ def _rollout(lab: LabSession, folder: Path, scope_id: str, interval_s: float, ne
 
 
 def run_deploy(lab: LabSession, port: int, interval_s: float, rate_hz: float, duration_s: float) -> DeployResult:
-    """The stack at version 1 on `port`; a client GETs /count `rate_hz` times a second for `duration_s` while
-    ``up -d`` moves the app to version 2; then three replicas with update_config moved the same way."""
+    """The stack at version 1 on `port`; a client GETs /count `rate_hz` times a second for `duration_s` s while
+    ``up -d`` moves the app to version 2. Before that, in a second stack brought up beside it, three replicas with
+    update_config moved the same way."""
     check_port(port, live=False)
     check_seconds("interval_s", interval_s, 0.5, 30)
     check_count("rate_hz", rate_hz, 1, 200)
@@ -363,7 +369,7 @@ def _unit(lab: LabSession, port: int, interval_s: float) -> pd.DataFrame:
         # by default beside compose.yaml), the variables in .env (EnvironmentFile=, and Compose reads it too).
         name = f"labkit-{scope.scope_id}-unit"
         (folder / "compose.override.yaml").write_text((folder / LABELS_FILE).read_text())
-        variables = {**image_variables(lab.engine), "APP_PORT": str(port), "HEALTH_INTERVAL": f"{interval_s:g}s",
+        variables = {**image_variables(lab.engine), "APP_PORT": str(port), **health_intervals(interval_s),
                      "COMPOSE_PROJECT_NAME": name}
         (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in variables.items()))
         plugins = folder / "docker-config" / "cli-plugins"

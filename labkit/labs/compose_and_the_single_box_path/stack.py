@@ -120,14 +120,22 @@ def image_variables(client: docker.DockerClient) -> dict[str, str]:
             "CI_APP_IMAGE": service_images.require(client, service_images.APP_NEXT)}
 
 
+def health_intervals(interval_s: float, db_interval_s: float | None = None) -> dict[str, str]:
+    """The compose file's variables for healthchecks every `interval_s` s (the db's every `db_interval_s` s, when
+    given)."""
+    return {"HEALTH_INTERVAL": f"{interval_s:g}s",
+            "DB_HEALTH_INTERVAL": f"{interval_s if db_interval_s is None else db_interval_s:g}s"}
+
+
 @contextmanager
 def stack(lab: LabSession, scope: Scope, folder: Path, name: str, port: int, interval_s: float,
-          **variables: str) -> Iterator[Stack]:
+          db_interval_s: float | None = None, **variables: str) -> Iterator[Stack]:
     """A project named after the scope and `name`, on `port` (0: no fixed host port), healthchecks every
-    `interval_s`; ``down -v`` when the block ends, whatever happened. Not started: the caller runs ``up``."""
+    `interval_s` s (the db's every `db_interval_s` s, when given); ``down -v`` when the block ends, whatever
+    happened. Not started: the caller runs ``up``."""
     project = compose.Project(f"labkit-{scope.scope_id}-{name}", folder, (COMPOSE_FILE, LABELS_FILE), {
         **image_variables(lab.engine), "APP_PORT": str(port) if port else "",
-        "HEALTH_INTERVAL": f"{interval_s:g}s", **variables})
+        **health_intervals(interval_s, db_interval_s), **variables})
     with compose.brought_down(project):
         yield Stack(project, port)
 

@@ -8,17 +8,22 @@ At start it connects to PostgreSQL, retrying every 0.1 s for up to CONNECT_TRIES
 attempt as a line starting with "connect failed" (notebook 12 counts them); SIGTERM ends it at once.
 """
 
-import json
-import os
 import signal
 import sys
-import time
-import urllib.parse
-from contextlib import closing
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import psycopg2
-import redis
+# First of all: as PID 1 it would ignore SIGTERM until it handles it, and a `down` that came during the imports
+# below waited out its timeout for a SIGKILL.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+import urllib.parse  # noqa: E402
+from contextlib import closing  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+
+import psycopg2  # noqa: E402
+import redis  # noqa: E402
 
 CONNECT_TRIES = 600
 RETRY_S = 0.1
@@ -87,7 +92,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # PID 1 ignores SIGTERM unless it handles it
     connection = connect_db()
     connection.autocommit = True
     with connection.cursor() as cursor:
