@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labkit.core.results import ResultStore
+from labkit.core.results import ResultStore, rows_where
 from labkit.errors import NotPrepared
 
 
@@ -38,3 +38,12 @@ def test_publish_replaces_the_previous_results_whole(tmp_path: Path) -> None:
 def test_missing_table_says_how_to_record_it(tmp_path: Path) -> None:
     with pytest.raises(NotPrepared, match="labkit run --record"):
         ResultStore(tmp_path).read_table("nothing")
+
+
+def test_rows_where_keeps_the_rows_that_hold_every_value() -> None:
+    table = pd.DataFrame({"way": ["env", "env", "secret"], "place": ["history", "layer", "history"],
+                          "found": [True, False, False]}, index=[4, 7, 9])
+    pd.testing.assert_frame_equal(rows_where(table, way="env", place="history"), table.loc[[4]])
+    pd.testing.assert_frame_equal(rows_where(table, place="history"), table.loc[[4, 9]])
+    assert rows_where(table, way="env", place="nowhere").empty
+    assert rows_where(pd.DataFrame(columns=["way", "place"]), way="env").empty

@@ -33,6 +33,15 @@ def read_recorded(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, low_memory=False)
 
 
+def rows_where(table: pd.DataFrame, /, **values: object) -> pd.DataFrame:
+    """The rows of `table` whose columns hold all the given values, by column name:
+    ``rows_where(places, way=ENV, place=HISTORY)``. No rows when none does."""
+    matches = pd.Series(True, index=table.index)
+    for column, value in values.items():
+        matches &= table[column] == value
+    return table[matches]
+
+
 class ResultStore:
     """One topic's result folder: tables by name (``<name>.csv``) and one provenance.json."""
 

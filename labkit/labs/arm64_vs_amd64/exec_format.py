@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import arch, containers, images
 from labkit.instruments.arch import require_emulation
@@ -22,7 +23,7 @@ class ExecFormatResult:
     runs: pd.DataFrame
 
     def row(self, entry_state: str, native: bool) -> pd.Series:
-        rows = self.runs[(self.runs["entry_state"] == entry_state) & (self.runs["native"] == native)]
+        rows = rows_where(self.runs, entry_state=entry_state, native=native)
         return rows.iloc[0]
 
     @property

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import builds, layers, measure, space, undo
@@ -39,7 +40,7 @@ class ContextResult:
     context: pd.DataFrame
 
     def median(self, column: str, builder: str, ignored: bool) -> float:
-        rows = self.context[(self.context["builder"] == builder) & (self.context["dockerignore"] == ignored)]
+        rows = rows_where(self.context, builder=builder, dockerignore=ignored)
         return float(rows[column].median())
 
     def secret_found(self, ignored: bool) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import builds, measure, undo
 from labkit.instruments.buildlog import BUILDERS
@@ -71,7 +72,7 @@ class RebuildResult:
         return bool((instructions.str.contains(INSTALL_MARK) & instructions.str.contains("-m venv")).any())
 
     def _of(self, builder: str, dockerfile: str, kind: str | None = None) -> pd.DataFrame:
-        rows = self.rebuilds[(self.rebuilds["builder"] == builder) & (self.rebuilds["dockerfile"] == dockerfile)]
+        rows = rows_where(self.rebuilds, builder=builder, dockerfile=dockerfile)
         return rows[rows["edit_index"] > 0] if kind is None else rows[rows["kind"] == kind]
 
     def total_s(self, builder: str, dockerfile: str) -> float:
@@ -100,7 +101,7 @@ class RebuildResult:
     def source_ratios(self, builder: str) -> pd.Series:
         """B's wall time over A's for each source-only edit of each pass (A and B built one after the other),
         indexed by (repeat, edit_index)."""
-        rows = self.edits[(self.edits["builder"] == builder) & (self.edits["kind"] == SOURCE)]
+        rows = rows_where(self.edits, builder=builder, kind=SOURCE)
         wall = rows.pivot_table(index=["repeat", "edit_index"], columns="dockerfile", values="wall_s")
         return wall["B"] / wall["A"]
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import stress
@@ -86,7 +87,7 @@ class CpuQuotaResult:
         rows = []
         for (round_, condition), samples in self.samples.groupby(["round", "condition"], sort=False):
             cpus, rate, last = samples["cpus"].iloc[0], _cpu_rate(samples), samples.iloc[-1]
-            work = self.work[(self.work["round"] == round_) & (self.work["condition"] == condition)]
+            work = rows_where(self.work, round=round_, condition=condition)
             rows.append({"round": round_, "condition": condition, "quota_cores": cpus, "cpu_cores": rate,
                          "rate_over_quota": rate / cpus if not pd.isna(cpus) else np.nan,
                          "work_per_s": _work_rate(work),
@@ -212,7 +213,7 @@ class SharesResult:
         rows = []
         for (round_, name), work in self.work.groupby(["round", "container"], sort=False):
             start, end = self.window(int(round_))
-            samples = self.samples[(self.samples["round"] == round_) & (self.samples["container"] == name)]
+            samples = rows_where(self.samples, round=round_, container=name)
             t, cpu = samples["t_s"].to_numpy(float), samples["cpu_s"].to_numpy(float)
             rows.append({"round": int(round_), "container": name, "shares": int(work["shares"].iloc[0]),
                          "overlap_s": end - start, "work_per_s": _work_rate(work, start, end),
@@ -345,7 +346,7 @@ class NeighbourResult:
         rate (cores) and the part :func:`expected_share` gives the victim."""
         rows = []
         for (r, c), w in self.work.groupby(["round", "condition"], sort=False):
-            share, pair_cores = _victim_cpu_share(self.cpu[(self.cpu["round"] == r) & (self.cpu["condition"] == c)])
+            share, pair_cores = _victim_cpu_share(rows_where(self.cpu, round=r, condition=c))
             first = w.iloc[0]
             rows.append({"round": r, "condition": c, "work_per_s": _work_rate(w), "cpu_share": share,
                          "pair_cores": pair_cores,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit import assets
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import containers, images, undo
 from labkit.instruments.shell import run
@@ -92,8 +93,7 @@ class NativeResult:
         return self.modules.pivot(index="base", columns="module", values="loaded")
 
     def row(self, base: str, module: str) -> pd.Series:
-        m = self.modules
-        return m[(m["base"] == base) & (m["module"] == module)].iloc[0]
+        return rows_where(self.modules, base=base, module=module).iloc[0]
 
     @property
     def musl_base(self) -> str:

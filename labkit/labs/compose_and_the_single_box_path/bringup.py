@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import measure
 from labkit.labs.compose_and_the_single_box_path.declaration import (
@@ -57,7 +58,7 @@ class BringupResult:
     timeline: pd.DataFrame
 
     def median(self, condition: str, interval_s: float, column: str) -> float:
-        rows = self.runs[(self.runs["condition"] == condition) & (self.runs["interval_s"] == interval_s)]
+        rows = rows_where(self.runs, condition=condition, interval_s=interval_s)
         return float(rows[column].median()) if len(rows) else float("nan")
 
     @property
@@ -114,8 +115,7 @@ class BringupResult:
     def soonest_healthy_after_start_s(self, interval_s: float) -> float:
         """The shortest time (s) from the db container's start to its healthy event over the service_healthy
         bring-ups checking every `interval_s`; NaN without such a bring-up in the timeline."""
-        db = self.timeline[(self.timeline["variant"] == Variant(HEALTHY, interval_s).name)
-                           & (self.timeline["service"] == "db")]
+        db = rows_where(self.timeline, variant=Variant(HEALTHY, interval_s).name, service="db")
         at = db.pivot_table(index="repeat", columns="event", values="t_s", aggfunc="min")
         if not {"started", "healthy"} <= set(at.columns):
             return float("nan")

@@ -20,6 +20,7 @@ import docker
 import pandas as pd
 
 from labkit import assets
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError
 from labkit.instruments import compose, ports, undo
@@ -165,7 +166,7 @@ def leftovers(client: docker.DockerClient, project: str) -> int:
 
 def first(frame: pd.DataFrame, service: str, event: str) -> float:
     """The first instant (s) of `event` for `service` in an events frame, NaN when there is none."""
-    found = frame[(frame["service"] == service) & (frame["event"] == event)]["t_s"]
+    found = rows_where(frame, service=service, event=event)["t_s"]
     return float(found.min()) if len(found) else float("nan")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import containers, images, measure, undo
 from labkit.labs.image_layers.declaration import (
@@ -29,7 +30,7 @@ class CopyUpResult:
     copy_up: pd.DataFrame
 
     def median_ms(self, file: str, write: str) -> float:
-        rows = self.copy_up[(self.copy_up["file"] == file) & (self.copy_up["write"] == write)]
+        rows = rows_where(self.copy_up, file=file, write=write)
         return float(rows["seconds"].median() * 1e3)
 
     @property

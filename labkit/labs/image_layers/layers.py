@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import builds, images, layers, space, undo
 from labkit.labs.image_layers.declaration import (
@@ -71,8 +72,7 @@ class LayerResult:
 
     def made_layer(self, keyword: str, builder: str) -> list[bool]:
         """Whether each `keyword` instruction of the Dockerfile made a layer with `builder`."""
-        rows = self.instructions[(self.instructions["builder"] == builder)
-                                 & (self.instructions["instruction"] == keyword)]
+        rows = rows_where(self.instructions, builder=builder, instruction=keyword)
         return [not bool(e) for e in rows["empty_layer"]]
 
     @property
@@ -110,7 +110,7 @@ class LayerResult:
 
     def cold(self, builder: str) -> bool:
         """The layered image's build with `builder` took no instruction from the cache (read from its log)."""
-        row = self.builds[(self.builds["variant"] == "layered") & (self.builds["builder"] == builder)].iloc[0]
+        row = rows_where(self.builds, variant="layered", builder=builder).iloc[0]
         return int(row["cached"]) == 0
 
     def dive_conclusion(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import builds, images, layers, undo
 from labkit.labs.image_layers.declaration import (
@@ -43,10 +44,12 @@ class ReproducibleResult:
                               "other_mtimes": second["other_mtimes"], "example_paths": second["example_paths"]})
         return table.reset_index()
 
+    def _differing_layers(self, variant: str) -> pd.DataFrame:
+        """`variant`'s rows of :meth:`comparison` whose layer differed between the two builds."""
+        return rows_where(self.comparison(), variant=variant, layer="differs")
+
     def differing(self, variant: str) -> list[str]:
-        table = self.comparison()
-        rows = table[(table["variant"] == variant) & (table["layer"] == "differs")]
-        return [str(c) for c in rows["created_by"]]
+        return [str(c) for c in self._differing_layers(variant)["created_by"]]
 
     def layers_made(self, variant: str) -> int:
         table = self.comparison()
@@ -58,8 +61,7 @@ class ReproducibleResult:
 
     def reasons(self, variant: str) -> list[str]:
         """Paths whose recorded mtime differed between the two builds, over the layers that differed."""
-        table = self.comparison()
-        rows = table[(table["variant"] == variant) & (table["layer"] == "differs")]
+        rows = self._differing_layers(variant)
         return sorted({path for paths in rows["example_paths"] for path in str(paths).split()})
 
     @property

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from labkit import assets
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import builds, containers, measure, undo
 from labkit.labs.multi_stage_builds.declaration import (
@@ -100,7 +101,7 @@ class ModuleResult:
         return not self.builds.empty
 
     def download(self, dockerfile: str, build: str) -> list[str]:
-        rows = self.builds[(self.builds["dockerfile"] == dockerfile) & (self.builds["build"] == build)]
+        rows = rows_where(self.builds, dockerfile=dockerfile, build=build)
         return rows["download"].tolist()
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 import docker
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import builds, images, layers, measure, undo, wheelhouse
 from labkit.labs.multi_stage_builds.declaration import (
@@ -91,8 +92,7 @@ class MultiStageResult:
         return pd.DataFrame(rows).set_index(["service", "variant", "build"])
 
     def median_s(self, service: str, variant: str, build: str) -> float:
-        rows = self.builds[(self.builds["service"] == service) & (self.builds["variant"] == variant)
-                           & (self.builds["build"] == build)]
+        rows = rows_where(self.builds, service=service, variant=variant, build=build)
         return float(rows["wall_s"].median())
 
     def unexpected(self) -> list[str]:

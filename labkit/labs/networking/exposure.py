@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import firewall, netns, procfs
 from labkit.labs.networking.declaration import CONTAINER_PORT, LAB, SERVER_BASE, httpd_script
@@ -47,8 +48,7 @@ class ExposureResult:
     listening: pd.DataFrame
 
     def reached(self, mode: str, client: str, target: str, rule: str = NO_RULE) -> bool:
-        rows = self.probes[(self.probes["mode"] == mode) & (self.probes["client"] == client)
-                           & (self.probes["target"] == target) & (self.probes["firewall"] == rule)]
+        rows = rows_where(self.probes, mode=mode, client=client, target=target, firewall=rule)
         return bool(rows["reachable"].any())
 
     @property

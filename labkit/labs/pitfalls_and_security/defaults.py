@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import containers, engine, procfs
 from labkit.instruments import lsm as host_lsm
@@ -62,7 +63,7 @@ class DefaultsResult:
     lsm: pd.DataFrame
 
     def outcome(self, check: str, variant: str) -> str:
-        rows = self.defaults[(self.defaults["check"] == check) & (self.defaults["variant"] == variant)]
+        rows = rows_where(self.defaults, check=check, variant=variant)
         return str(rows["outcome"].iloc[0])
 
     def euid(self, variant: str) -> int:

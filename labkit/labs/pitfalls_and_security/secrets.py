@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import containers, images, layers, processes, undo
 from labkit.labs.pitfalls_and_security.declaration import (
@@ -38,7 +39,7 @@ class SecretResult:
     places: pd.DataFrame
 
     def found(self, way: str, place: str) -> bool:
-        rows = self.places[(self.places["way"] == way) & (self.places["place"] == place)]
+        rows = rows_where(self.places, way=way, place=place)
         return bool(rows["found"].iloc[0])
 
     def found_anywhere(self, way: str) -> list[str]:
@@ -46,7 +47,7 @@ class SecretResult:
         return list(rows["place"])
 
     def detail(self, way: str, place: str) -> str:
-        rows = self.places[(self.places["way"] == way) & (self.places["place"] == place)]
+        rows = rows_where(self.places, way=way, place=place)
         return str(rows["detail"].iloc[0])
 
     def matrix(self) -> pd.DataFrame:

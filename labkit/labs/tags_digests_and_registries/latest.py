@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import registry
 from labkit.instruments.engine import docker_cli
@@ -21,7 +22,7 @@ class LatestResult:
     steps: pd.DataFrame
 
     def names(self, step: str, tag: str = "latest") -> str:
-        rows = self.steps[(self.steps["step"] == step) & (self.steps["tag"] == tag)]
+        rows = rows_where(self.steps, step=step, tag=tag)
         return str(rows["names"].iloc[0])
 
     @property

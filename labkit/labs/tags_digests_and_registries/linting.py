@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import hadolint
@@ -142,19 +143,20 @@ class LintResult:
         """Findings in the series' own Dockerfiles."""
         return self.findings[~self.findings["dockerfile"].str.startswith((MISTAKE, BLIND_SPOT))]
 
+    def _reported(self, dockerfile: str, code: str) -> bool:
+        """Whether hadolint reported rule `code` in the Dockerfile named `dockerfile`."""
+        return not rows_where(self.findings, dockerfile=dockerfile, code=code).empty
+
     @property
     def caught(self) -> dict[str, bool]:
         """Per planted mistake: whether hadolint reported the rule that names it."""
-        f = self.findings
-        return {name: bool(((f["dockerfile"] == name) & (f["code"] == code)).any())
-                for name, (_, code) in PLANTED_MISTAKES.items()}
+        return {name: self._reported(name, code) for name, (_, code) in PLANTED_MISTAKES.items()}
 
     @property
     def missed_blind_spots(self) -> list[str]:
         """The blind spots whose rule hadolint did not report."""
-        f = self.findings
         return [name.removeprefix(BLIND_SPOT) for name, (_, code) in BLIND_SPOTS.items()
-                if not ((f["dockerfile"] == name) & (f["code"] == code)).any()]
+                if not self._reported(name, code)]
 
     @property
     def by_rule(self) -> pd.DataFrame:

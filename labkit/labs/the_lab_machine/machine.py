@@ -15,6 +15,7 @@ import pandas as pd
 
 from labkit import assets
 from labkit.assets.lab_machine import probe as probe_program
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import images, measure, shell, space, undo
 from labkit.instruments.host import HostFacts
@@ -133,7 +134,7 @@ class MachineResult:
         return float(low), float(high)
 
     def fact(self, machine: str, key: str) -> str:
-        rows = self.facts[(self.facts["machine"] == machine) & (self.facts["key"] == key)]
+        rows = rows_where(self.facts, machine=machine, key=key)
         values = rows["value"].astype(str).unique()
         return values[0] if len(values) == 1 else " / ".join(values)
 

@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError, NotPrepared
 from labkit.instruments import builds, containers, measure, npmcache, procfs, undo
@@ -125,7 +126,7 @@ class WaterfallResult:
         return int(self.image(step)["size_bytes"])
 
     def of(self, kind: str, step: str) -> pd.DataFrame:
-        return self.builds[(self.builds["kind"] == kind) & (self.builds["step"] == step)]
+        return rows_where(self.builds, kind=kind, step=step)
 
     def code_only(self, step: str) -> measure.Summary:
         """Code-only rebuild time of `step` (s): median and its order-statistic interval."""

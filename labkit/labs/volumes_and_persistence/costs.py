@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import measure, space, storage
 from labkit.instruments.shell import run
@@ -64,11 +65,11 @@ class CostResult:
         return pd.concat(parts, ignore_index=True)[columns]
 
     def ratio(self, metric: str, path: str) -> float:
-        row = self.summary[(self.summary["metric"] == metric) & (self.summary["path"] == path)]
+        row = rows_where(self.summary, metric=metric, path=path)
         return float(row["ratio_to_floor"].iloc[0])
 
     def median_s(self, metric: str, path: str) -> float:
-        row = self.summary[(self.summary["metric"] == metric) & (self.summary["path"] == path)]
+        row = rows_where(self.summary, metric=metric, path=path)
         return float(row["median"].iloc[0])
 
     def ratios(self) -> pd.DataFrame:
@@ -98,7 +99,7 @@ class CostResult:
 
     def resident(self, path: str, phase: str) -> float:
         """The largest resident fraction seen before a `phase` read (cold or warm) on `path`."""
-        rows = self.costs[(self.costs["path"] == path) & (self.costs["metric"] == phase)]
+        rows = rows_where(self.costs, path=path, metric=phase)
         return float(rows["resident_fraction"].max())
 
     @property

@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import measure
 from labkit.labs.volumes_and_persistence.declaration import (
@@ -63,11 +64,11 @@ class SurvivalResult:
         return table.map(lambda kept: "✓" if kept else "✗")
 
     def survived(self, storage: str, event: str) -> bool:
-        rows = self.survival[(self.survival["storage"] == storage) & (self.survival["event"] == event)]
+        rows = rows_where(self.survival, storage=storage, event=event)
         return bool(rows["survived"].iloc[0])
 
     def left_on_host(self, storage: str, event: str) -> str:
-        rows = self.survival[(self.survival["storage"] == storage) & (self.survival["event"] == event)]
+        rows = rows_where(self.survival, storage=storage, event=event)
         return str(rows["left_on_host"].iloc[0])
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.core.results import rows_where
 from labkit.core.session import LabSession
 from labkit.instruments import containers, images, procfs
 from labkit.labs.what_a_container_is.declaration import (
@@ -61,7 +62,7 @@ class NamespaceResult:
         return list(rows["kind"])
 
     def fact(self, check: str, subject: str = DEFAULT) -> pd.Series:
-        rows = self.inside[(self.inside["subject"] == subject) & (self.inside["check"] == check)]
+        rows = rows_where(self.inside, subject=subject, check=check)
         if rows.empty:
             raise KeyError(f"no check {check!r} for {subject!r}")
         return rows.iloc[0]
