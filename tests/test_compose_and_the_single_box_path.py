@@ -377,7 +377,8 @@ def test_live_interrupted_run_leaves_nothing_behind(docker_client: docker.Docker
 ])
 def test_live_interrupted_deploy_leaves_nothing_behind(docker_client: docker.DockerClient, tmp_path: Path,
                                                        signum: int, moment: str) -> None:
-    """Section 7 holds a client thread and a second project (three replicas with update_config)."""
+    """Section 7 holds a client thread and a second project (three replicas with update_config), brought up beside
+    the first."""
     port = ports.free_port()
 
     def rolling(run_id: str) -> bool:
@@ -391,6 +392,45 @@ def test_live_interrupted_deploy_leaves_nothing_behind(docker_client: docker.Doc
     run_id, child = interrupt_experiment("compose_and_the_single_box_path", f"run_deploy(lab, {port}, 1.0, 20, 8.0)",
                                          tmp_path, signum, reached[moment], moment)
     assert child.returncode != 0, "interrupted mid-experiment (both moments come seconds before it ends)"
+    _no_trace_of(docker_client, run_id)
+    assert not [c for c in undo.pending() if c.pid == child.pid]
+
+
+def _projects(client: docker.DockerClient, run_id: str) -> set[str]:
+    """The Compose projects of the run's containers."""
+    found = client.api.containers(all=True, filters={"label": f"{engine.LABEL_RUN}={run_id}"})
+    return {c["Labels"].get(compose.PROJECT_LABEL, "") for c in found}
+
+
+@pytest.mark.docker
+@pytest.mark.root
+@pytest.mark.parametrize(("call", "signum", "moment"), [
+    ("run_failures(lab, {port}, 0.5, 3.0)", signal.SIGINT, "both stacks are coming up at once"),
+    ("run_failures(lab, {port}, 0.5, 3.0)", signal.SIGTERM, "the two watches run side by side"),
+    ("run_limits(lab)", signal.SIGINT, "the three Composes' projects exist at once"),
+])
+def test_live_interrupted_side_by_side_leaves_nothing_behind(docker_client: docker.DockerClient, tmp_path: Path,
+                                                             call: str, signum: int, moment: str) -> None:
+    """Where the lab runs things at once (measure.run_together), an interrupt still leaves nothing behind: every
+    call ends before the scope sweeps."""
+    port = ports.free_port()
+
+    def watching(run_id: str) -> bool:
+        # The no-restart stack's app exits only when it is killed for its watch (beside the unhealthy one).
+        exited = docker_client.api.containers(all=True, filters={"label": f"{engine.LABEL_RUN}={run_id}",
+                                                                  "status": "exited"})
+        return any(c["Labels"].get(compose.PROJECT_LABEL, "").endswith("-norestart") for c in exited)
+
+    reached = {
+        "both stacks are coming up at once": lambda run_id: {"restart", "norestart"} <= {
+            p.rsplit("-", 1)[-1] for p in _projects(docker_client, run_id)},
+        "the two watches run side by side": watching,
+        "the three Composes' projects exist at once": lambda run_id: len(
+            [p for p in _projects(docker_client, run_id) if "-limits" in p]) >= 2,
+    }
+    run_id, child = interrupt_experiment("compose_and_the_single_box_path", call.format(port=port), tmp_path,
+                                         signum, reached[moment], moment)
+    assert child.returncode != 0, "interrupted mid-experiment"
     _no_trace_of(docker_client, run_id)
     assert not [c for c in undo.pending() if c.pid == child.pid]
 
