@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 MEMORY_LIMIT = 64 * 1024 * 1024  # bytes: the OOM container's memory limit (swap limit the same: no swap)
 WRITE_LIMIT_BPS = 1024 * 1024  # bytes/s: --device-write-bps for the write rows
@@ -29,6 +30,7 @@ WRITE_KINDS = (("buffered, then sync", "", " && sync"), ("buffered + fsync", "co
 """Each kind of write: its name, dd's flags, and what runs after dd."""
 OOM_WAIT_S = 60.0  # longest wait for the OOM kill
 STEP_TIMEOUT_S = 120.0  # longest any one docker command may take
+CGROUPNS_MODES = ("default", "host", "private")  # --cgroupns modes, the engine's default (no flag) first
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -70,17 +72,20 @@ def facts() -> dict[str, object]:
 
 def cgroupns(image: str, label: list[str]) -> list[dict[str, object]]:
     """One row per --cgroupns mode (the engine's default first): the container's cgroup namespace and the path
-    it sees for itself in /proc/self/cgroup."""
+    it sees for itself in /proc/self/cgroup. The three containers run side by side: nothing here is timed, and
+    under TCG a `docker run` costs seconds."""
     own = os.readlink("/proc/self/ns/cgroup")
-    rows: list[dict[str, object]] = []
-    for mode in ("default", "host", "private"):
+
+    def seen(mode: str) -> dict[str, object]:
         flag = [] if mode == "default" else ["--cgroupns", mode]
         out = docker("run", "--rm", *label, "--network", "none", *flag, image,
                      "sh", "-c", "readlink /proc/self/ns/cgroup; cat /proc/self/cgroup").split("\n")
         paths = [line.split(":", 2)[2] for line in out[1:] if line.count(":") >= 2]
-        rows.append({"mode": mode, "namespace": out[0], "shared_with_host": out[0] == own,
-                     "sees_path": paths[0] if paths else "", "cgroup_lines": len(paths)})
-    return rows
+        return {"mode": mode, "namespace": out[0], "shared_with_host": out[0] == own,
+                "sees_path": paths[0] if paths else "", "cgroup_lines": len(paths)}
+
+    with ThreadPoolExecutor(max_workers=len(CGROUPNS_MODES)) as pool:  # waits for all three, also on an error
+        return list(pool.map(seen, CGROUPNS_MODES))
 
 
 def _cgroup_dir(pid: int, version: str) -> str:
