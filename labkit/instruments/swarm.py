@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from labkit.instruments import daemons, netns, registry
 from labkit.instruments.daemons import CLI_TIMEOUT_S, Node
+from labkit.instruments.measure import run_together
 from labkit.instruments.shell import Completed, run
 
 SWARM_PORT = 2377
@@ -210,6 +211,5 @@ def _leave(nodes: Sequence[Node]) -> None:
         if node.pid() is not None:
             node.docker(["swarm", "leave", "--force"], 30, check=False)
 
-    with ThreadPoolExecutor(max(1, len(nodes) - 1)) as pool:
-        list(pool.map(leave, nodes[1:]))
+    run_together(*(partial(leave, node) for node in nodes[1:]))
     leave(nodes[0])
