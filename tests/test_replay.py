@@ -147,8 +147,7 @@ CHAPTERS: dict[str, Callable[[LabSession], None]] = {
         the_quick_check.run_node_env(lab)),
     when_to_graduate.STEM: lambda lab: when_to_graduate.check_claims(
         lab.claims, when_to_graduate.run_orchestrator(lab, when_to_graduate.Knobs(
-            3, 3, 3, 1.0, 5.0, 300.0, (1.0, 5.0), "stop-first")), when_to_graduate.run_portability(lab, 5),
-        when_to_graduate.run_stateful(lab)),
+            3, 3, 3, 1.0, 5.0, 300.0, (1.0, 5.0), "stop-first")), when_to_graduate.run_portability(lab, 5)),
     the_lab_machine.STEM: lambda lab: the_lab_machine.check_claims(
         lab.claims, the_lab_machine.run_machine(lab, boots=3)),
 }

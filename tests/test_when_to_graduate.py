@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from labkit.instruments import (
 )
 from labkit.labs import when_to_graduate as graduate
 from labkit.labs.when_to_graduate import as_stack, orchestrator, single_box, stateful, under_load
+from labkit.labs.when_to_graduate.declaration import APP_BASE, LEFT_BEHIND, MOVED, WRITTEN
 from tests.conftest import default_sigint, interrupted_run, killed_if_running, lab_objects, missing
 
 LAB = graduate.LAB
@@ -186,7 +188,8 @@ def result(*, start_first_failed: int = 0, rollback_state: str = "rollback_compl
          "published": json.dumps([{"Protocol": "tcp", "TargetPort": 3000, "PublishedPort": 8080,
                                    "PublishMode": publish_mode}]), "restart": "any"},
     ][0 if refused_as_written else 1:])
-    return graduate.OrchestratorResult(placement, tries, healing, rollout, LOG, "dnsrr", "CONFIG_IP_VS=unset")
+    return graduate.OrchestratorResult(placement, tries, healing, rollout, LOG, _stateful(moved_found_it=False),
+                                       "dnsrr", "CONFIG_IP_VS=unset")
 
 
 def portable(outputs: dict[str, str] | None = None, missing: dict[str, str] | None = None,
@@ -210,21 +213,20 @@ def verdicts(found: graduate.OrchestratorResult,
 
 def _stateful(moved_found_it: bool, left_behind: bool = True) -> graduate.StatefulResult:
     return graduate.StatefulResult(pd.DataFrame([
-        {"step": stateful.WRITTEN, "node": "node1", "marker": True, "detail": ""},
-        {"step": stateful.MOVED, "node": "node2", "marker": moved_found_it, "detail": ""},
-        {"step": stateful.LEFT_BEHIND, "node": "node1", "marker": left_behind, "detail": ""}]))
+        {"step": WRITTEN, "node": "node1", "marker": True, "detail": ""},
+        {"step": MOVED, "node": "node2", "marker": moved_found_it, "detail": ""},
+        {"step": LEFT_BEHIND, "node": "node1", "marker": left_behind, "detail": ""}]))
 
 
 def test_the_state_claim_holds_only_when_the_file_stayed_behind() -> None:
-    def verdict(found: graduate.StatefulResult) -> Verdict | None:
+    def verdict(found: graduate.StatefulResult) -> Verdict:
         ledger = ClaimLedger(graduate.STEM)
-        graduate.check_claims(ledger, result(), portable(), found)
-        return {claim.id: claim.verdict for claim in ledger}.get("graduate.state_stays_on_its_node")
+        graduate.check_claims(ledger, replace(result(), stateful=found), portable())
+        return {claim.id: claim.verdict for claim in ledger}["graduate.state_stays_on_its_node"]
 
     assert verdict(_stateful(moved_found_it=False)) == Verdict.HOLDS
     assert verdict(_stateful(moved_found_it=True)) == Verdict.FAILS  # shared storage would do this
     assert verdict(_stateful(moved_found_it=False, left_behind=False)) == Verdict.FAILS
-    assert verdict(graduate.StatefulResult(pd.DataFrame(columns=list(graduate.LAB.tables["stateful"])))) is None
     assert "did **not** find" in _stateful(moved_found_it=False).conclusion()
     # The conclusion says what happened, not what should have: shared storage would carry the file along.
     assert "a new one, made empty" not in _stateful(moved_found_it=True).conclusion()
@@ -387,9 +389,10 @@ def test_live_cluster_forms_and_leaves_nothing_behind(docker_client: docker.Dock
         assert cluster.heartbeat_period_s() == 1.0
         # A new heartbeat is in force once each node has heartbeated under it: one old period, its jitter and
         # the round trip after the update.
-        assert cluster.set_heartbeat(2.0) == 2.0
+        change = cluster.set_heartbeat(2.0)
         assert cluster.heartbeat_period_s() == 2.0
-        assert cluster.set_heartbeat(2.0) == 0.0
+        assert 2.0 <= change.wait() < 3.0
+        assert cluster.set_heartbeat(2.0).wait() == 0.0
     assert docker_client.info()["Swarm"]["LocalNodeState"] == host_swarm
     _no_trace(run_id)
 
@@ -432,9 +435,13 @@ def test_live_interrupted_cluster_leaves_nothing_behind(signum: int) -> None:
 @pytest.mark.docker
 @pytest.mark.root
 def test_live_a_moved_replica_finds_its_volume_empty_and_nothing_stays(live: LabSession) -> None:
-    found = graduate.run_stateful(live)
-    assert found.marker(stateful.WRITTEN) and not found.marker(stateful.MOVED) and found.marker(stateful.LEFT_BEHIND)
-    assert found.node(stateful.MOVED) != found.node(stateful.WRITTEN)
+    with live.scope() as scope, swarm.cluster(live.run_id, 2) as cluster, \
+            registry.running(inside=cluster.manager_namespace) as lan_registry:
+        built = orchestrator.build_app(scope, images.require_base(live.engine, APP_BASE).tag, "state", True).tag
+        found = graduate.StatefulResult(stateful.move_state(cluster, cluster.push_images(lan_registry, [built])[built]))
+        assert cluster.docker(["service", "ls", "--quiet"]).stdout.split() == []  # the cluster runs what it ran
+    assert found.marker(WRITTEN) and not found.marker(MOVED) and found.marker(LEFT_BEHIND)
+    assert found.node(MOVED) != found.node(WRITTEN)
     _no_trace(live.run_id)
 
 

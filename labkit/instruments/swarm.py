@@ -147,20 +147,38 @@ class Cluster:
                               "{{json .Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"])
         return int(answer.stdout.strip()) / 1e9
 
-    def set_heartbeat(self, heartbeat_s: float) -> float:
-        """Make `heartbeat_s` the dispatcher heartbeat and return once every node heartbeats under it; the seconds
-        waited for that (0 when it was already in force).
+    def set_heartbeat(self, heartbeat_s: float) -> HeartbeatChange:
+        """Make `heartbeat_s` the dispatcher heartbeat; returns when the change was asked and from when every node
+        heartbeats under it (:meth:`HeartbeatChange.wait` waits for that), so that other work can run meanwhile.
 
         A node learns a new period only in the answer to its next heartbeat, which it sends after the old period;
-        until then the manager still allows it GRACE_PERIODS old periods. A node killed right after the update
-        would be seen down on the old period's clock."""
+        until then the manager still allows it GRACE_PERIODS old periods. A node killed before the change is in
+        force would be seen down on the old period's clock."""
         previous_s = self.heartbeat_period_s()
+        asked_s = time.perf_counter()
         if previous_s == heartbeat_s:
-            return 0.0
+            return HeartbeatChange(heartbeat_s, asked_s, asked_s)
         self.docker(["swarm", "update", "--dispatcher-heartbeat", f"{heartbeat_s}s"])
-        adoption_s = previous_s + HEARTBEAT_EPSILON_S + HEARTBEAT_RPC_S
-        time.sleep(adoption_s)  # the nodes' next heartbeat under the old period: a protocol's wait, not work
-        return adoption_s
+        return HeartbeatChange(heartbeat_s, asked_s,
+                               time.perf_counter() + previous_s + HEARTBEAT_EPSILON_S + HEARTBEAT_RPC_S)
+
+
+@dataclass(frozen=True)
+class HeartbeatChange:
+    """A dispatcher heartbeat `heartbeat_s` asked of the manager at `asked_s` and in force on every node from
+    `in_force_s` (both ``time.perf_counter()`` seconds; the same when it was in force already)."""
+
+    heartbeat_s: float
+    asked_s: float
+    in_force_s: float
+
+    def wait(self) -> float:
+        """Return once every node heartbeats under it: the seconds since it was asked, 0 when it had been in force
+        already."""
+        if self.in_force_s == self.asked_s:
+            return 0.0
+        time.sleep(max(0.0, self.in_force_s - time.perf_counter()))  # the nodes' next heartbeat: a protocol's wait
+        return time.perf_counter() - self.asked_s
 
 
 def down_window_s(heartbeat_s: float) -> tuple[float, float]:

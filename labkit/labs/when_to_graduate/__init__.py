@@ -11,5 +11,4 @@ from labkit.labs.when_to_graduate.claims import check_claims
 from labkit.labs.when_to_graduate.declaration import LAB, STEM
 from labkit.labs.when_to_graduate.orchestrator import Knobs, check, run_orchestrator, stack_file
 from labkit.labs.when_to_graduate.portability import PortabilityResult, run_portability
-from labkit.labs.when_to_graduate.result import OrchestratorResult, gaps_and_failures
-from labkit.labs.when_to_graduate.stateful import StatefulResult, run_stateful
+from labkit.labs.when_to_graduate.result import OrchestratorResult, StatefulResult, gaps_and_failures

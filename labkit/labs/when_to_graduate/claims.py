@@ -8,18 +8,19 @@ from labkit.core.claims import ClaimLedger, Verdict, verdict
 from labkit.instruments import swarm
 from labkit.labs.when_to_graduate import as_stack
 from labkit.labs.when_to_graduate.declaration import (
+    LEFT_BEHIND,
+    MOVED,
     REQUEST_TIMEOUT_S,
+    WRITTEN,
 )
 from labkit.labs.when_to_graduate.portability import PortabilityResult
-from labkit.labs.when_to_graduate.result import DOWN_SEEN_SLACK_S, OrchestratorResult
+from labkit.labs.when_to_graduate.result import DOWN_SEEN_SLACK_S, OrchestratorResult, StatefulResult
 from labkit.labs.when_to_graduate.single_box import CASE
-from labkit.labs.when_to_graduate.stateful import LEFT_BEHIND, MOVED, WRITTEN, StatefulResult
 
 
-def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: PortabilityResult,
-                 stateful: StatefulResult | None = None) -> None:
-    """The claims of notebook 13, with verdicts from its data (the state's and the runtimes' only where the replayed
-    recording has them)."""
+def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: PortabilityResult) -> None:
+    """The claims of notebook 13, with verdicts from its data (the runtimes' only where the replayed recording has
+    them)."""
     ledger.check(
         "graduate.more_than_one_box", value=float(result.nodes_used),
         measured=f"one `docker stack deploy` placed the tasks on {result.nodes_used} nodes "
@@ -97,8 +98,7 @@ def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: Port
                            for case, r in broken.iterrows()),
         verdict=verdict(rolled_back),
         rounds=f" (median of {int(broken['updates'].iloc[0])} rounds)" if len(broken) else "")
-    if stateful is not None and stateful.recorded:
-        check_stateful(ledger, stateful)
+    check_stateful(ledger, result.stateful)
     if portable.recorded:
         check_portability(ledger, portable)
 

@@ -22,6 +22,9 @@ MAX_REPLICAS = 12
 LOAD_CONCURRENCY = 1  # one request at a time: the client must not starve the nodes' daemons of CPU
 MAX_REQUESTS_PER_LOAD = 200_000  # the load's count bound; the end of the update (or the window) ends it first
 REQUEST_TIMEOUT_S = 2.0  # one request may take this long: an address that went silent fails instead of stalling
+VOLUME = "lk13-data"  # the stateful replica's local named volume, and the file it writes there
+MARKER = "/data/written-on-the-first-node"
+WRITTEN, MOVED, LEFT_BEHIND = "written by the replica", "read by the moved replica", "read on the first node"
 
 LAB = Lab(
     stem=STEM,

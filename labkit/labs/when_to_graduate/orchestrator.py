@@ -1,8 +1,9 @@
 """Notebook 13's live experiments on a real three-node swarm (:mod:`labkit.instruments.swarm`): the stack
-deployed, a task killed, a task turned unhealthy, rolling updates under load, a broken release rolled back, and a
-node killed; beside them, the same app as a single box under Compose (:mod:`.single_box`), deployed with
-``compose up -d`` under the same load in each round and turned unhealthy. One cluster serves every experiment (it
-takes seconds to make); each table is recorded by :func:`run_orchestrator` in one experiment."""
+deployed, a task killed, a task turned unhealthy, rolling updates under load, a broken release rolled back, a
+replica's volume left behind when it moves (:mod:`.stateful`), and a node killed; beside them, the same app as a
+single box under Compose (:mod:`.single_box`), deployed with ``compose up -d`` under the same load in each round
+and turned unhealthy. One cluster serves every experiment (it takes seconds to make); each table is recorded by
+:func:`run_orchestrator` in one experiment."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, daemons, images, registry, swarm, undo
+from labkit.instruments import builds, compose, daemons, images, registry, swarm, undo
 from labkit.instruments.engine import Scope
+from labkit.instruments.measure import run_together
 from labkit.labs.when_to_graduate import as_stack
 from labkit.labs.when_to_graduate.declaration import (
     APP_BASE,
@@ -35,8 +38,9 @@ from labkit.labs.when_to_graduate.declaration import (
     SERVICE,
     STACK,
 )
-from labkit.labs.when_to_graduate.result import OrchestratorResult
+from labkit.labs.when_to_graduate.result import OrchestratorResult, StatefulResult
 from labkit.labs.when_to_graduate.single_box import compose_update, left_unhealthy, single_box, turn_unhealthy
+from labkit.labs.when_to_graduate.stateful import move_state
 from labkit.labs.when_to_graduate.under_load import Update, rollout_rows, seconds_until, updated_under_load, wait_until
 
 
@@ -196,10 +200,10 @@ def _task_unhealthy(cluster: swarm.Cluster, knobs: Knobs) -> dict[str, Any]:
             "detail": f"task {victim['task'][:12]} on {victim['node']}: its health check made to fail ({settings})"}
 
 
-def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> dict[str, Any]:
-    """SIGKILL the live worker that runs the most tasks, with the dispatcher heartbeat set to `heartbeat_s` (and in
-    force on every node); time until the manager marks it down and until its tasks run on the other nodes."""
-    adoption_s = cluster.set_heartbeat(heartbeat_s)
+def _node_killed(cluster: swarm.Cluster, heartbeat: swarm.HeartbeatChange, knobs: Knobs) -> dict[str, Any]:
+    """SIGKILL the live worker that runs the most tasks once `heartbeat` is in force on every node; time until the
+    manager marks it down and until its tasks run on the other nodes."""
+    adoption_s = heartbeat.wait()
     now = tasks(cluster)
     alive = [n for n in cluster.nodes[1:] if n.pid() is not None]
     node = max(alive, key=lambda n: sum(t["node"] == n.name for t in now))
@@ -209,7 +213,8 @@ def _node_killed(cluster: swarm.Cluster, heartbeat_s: float, knobs: Knobs) -> di
     down = seconds_until(lambda: cluster.docker(["node", "inspect", "--format", "{{.Status.State}}", node.node_id]
                                                 ).stdout.strip() == "down")  # NaN (never seen down) fails its claim
     elsewhere = _replaced_s(cluster, knobs, lambda t: t["node"] == node.name)
-    return {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": heartbeat_s, "detected_s": down,
+    return {"event": "node killed (SIGKILL of its dockerd)", "heartbeat_s": heartbeat.heartbeat_s,
+            "detected_s": down,
             "replaced_s": time.perf_counter() - started if not math.isnan(elsewhere) else float("nan"),
             "replaced": bool(had) and not math.isnan(elsewhere),
             "detail": f"{node.name} ran {len(had)} task(s); " + (
@@ -221,6 +226,11 @@ def _update_state(cluster: swarm.Cluster) -> str:
     state = cluster.docker(["service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
                             SERVICE]).stdout.strip()
     return state
+
+
+# How long Swarm watches each new task for a failure, in an update and in its rollback (the rollback's own
+# default is 5 s: the broken release's row would then wait 3 s longer for the same outcome).
+MONITOR_S = 2
 
 
 def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, round_index: int,
@@ -235,7 +245,7 @@ def _rollout(cluster: swarm.Cluster, client_image: str, case: str, order: str, r
         cluster.docker(["service", "update", "--detach", "--image", image,
                         "--update-order", order, "--update-parallelism", "1",
                         "--update-delay", f"{knobs.update_delay_s}s", "--update-failure-action", "rollback",
-                        "--update-monitor", "2s",
+                        "--update-monitor", f"{MONITOR_S}s", "--rollback-monitor", f"{MONITOR_S}s",
                         "--rollback-order", order, "--rollback-parallelism", "1", SERVICE])
         finished = ("completed", "rollback_completed", "paused", "rollback_paused")
         wait_until(lambda: _update_state(cluster) in finished, f"the update to {image}")
@@ -265,8 +275,10 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
         client_image = images.require_base(lab.engine, CLIENT_BASE).tag
         versions = [build_app(scope, base, f"v{i + 1}", healthy=True).tag for i in range(1 + 2 * knobs.rounds)]
         broken = build_app(scope, base, "broken", healthy=False).tag
-        box = stack.enter_context(single_box(lab, scope, versions[0]))
-        cluster = stack.enter_context(swarm.cluster(lab.run_id, knobs.nodes))
+        entered = run_together(  # nothing is timed while they come up
+            partial(stack.enter_context, single_box(lab, scope, versions[0])),
+            partial(stack.enter_context, swarm.cluster(lab.run_id, knobs.nodes)))
+        box, cluster = cast(compose.Project, entered[0]), cast(swarm.Cluster, entered[1])
         lan_registry = stack.enter_context(registry.running(inside=cluster.manager_namespace))
         named = cluster.push_images(lan_registry, [*versions, broken])  # the workers pull what they run
         chapter_file = as_stack.tries(cluster)
@@ -290,11 +302,15 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
             kept(_rollout(cluster, client_image, f"broken release, {knobs.broken_order}", knobs.broken_order,
                           round_index, named[broken], knobs))
         fault = turn_unhealthy(lab, box)  # watched while the nodes are killed: nothing should replace it
-        healing += [_node_killed(cluster, heartbeat, knobs) for heartbeat in knobs.heartbeats_s]
+        first = cluster.set_heartbeat(knobs.heartbeats_s[0])  # the nodes take it up while the state is moved
+        moved = move_state(cluster, named[versions[0]])  # nothing timed
+        healing.append(_node_killed(cluster, first, knobs))
+        healing += [_node_killed(cluster, cluster.set_heartbeat(heartbeat), knobs)
+                    for heartbeat in knobs.heartbeats_s[1:]]
         healing.append(left_unhealthy(lab, box, fault))
         return {"placement": placement, "as_stack": chapter_file, "healing": pd.DataFrame(healing),
                 "rollout": pd.DataFrame(rollout),
-                "requests": pd.DataFrame(requests, columns=list(LAB.tables["requests"]))}
+                "requests": pd.DataFrame(requests, columns=list(LAB.tables["requests"])), "stateful": moved}
 
 
 def run_orchestrator(lab: LabSession, knobs: Knobs) -> OrchestratorResult:
@@ -304,9 +320,9 @@ def run_orchestrator(lab: LabSession, knobs: Knobs) -> OrchestratorResult:
         lab.require_root("a cluster of extra daemons in network namespaces")
     support = swarm.kernel_support() if lab.live else None  # a replay reads the recorded choice
     chosen = {"endpoint_mode": support.endpoint_mode, "kernel": support.evidence} if support else {}
-    tables = lab.record("orchestrator", ("placement", "as_stack", "healing", "rollout", "requests"),
+    tables = lab.record("orchestrator", ("placement", "as_stack", "healing", "rollout", "requests", "stateful"),
                         lambda: _experiment(lab, knobs), **knobs.__dict__, **chosen)
     recorded = lab.provenance["experiments"]["placement"]["parameters"]
     return OrchestratorResult(tables["placement"], tables["as_stack"], tables["healing"], tables["rollout"],
-                              tables["requests"],
+                              tables["requests"], StatefulResult(tables["stateful"]),
                               recorded.get("endpoint_mode", ""), recorded.get("kernel", ""))

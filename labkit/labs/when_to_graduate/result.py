@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from labkit.instruments import swarm
+from labkit.labs.when_to_graduate.declaration import LEFT_BEHIND, MARKER, MOVED, VOLUME, WRITTEN
 
 DOWN_SEEN_SLACK_S = 0.5  # our poll of the manager (every 0.25 s) and its CLI call, on top of swarmkit's window
 
@@ -27,13 +28,48 @@ def gaps_and_failures(requests: pd.DataFrame) -> tuple[int, float]:
 
 
 @dataclass(frozen=True)
+class StatefulResult:
+    """What :func:`.stateful.move_state` found. `steps`: step (written, moved, left behind), node, marker (the
+    file was there), detail."""
+
+    steps: pd.DataFrame
+
+    def marker(self, step: str) -> bool:
+        return bool(self.steps.set_index("step").loc[step, "marker"])
+
+    def node(self, step: str) -> str:
+        return str(self.steps.set_index("step").loc[step, "node"])
+
+    @property
+    def state_stayed_behind(self) -> bool:
+        """The replica moved to another node, found its volume empty there, and the file is still on the first."""
+        return (self.node(MOVED) != self.node(WRITTEN) and self.marker(WRITTEN) and not self.marker(MOVED)
+                and self.marker(LEFT_BEHIND))
+
+    def conclusion(self) -> str:
+        found = "found" if self.marker(MOVED) else "did **not** find"
+        kept = "still holds it" if self.marker(LEFT_BEHIND) else "no longer holds it"
+        moved = self.node(MOVED) != self.node(WRITTEN)
+        where = ("the volume of the same name there was a new one, made empty for it" if moved
+                 and not self.marker(MOVED) else "its state went with it" if moved else
+                 "it was not moved to another node, so this run shows nothing about moving state")
+        lesson = (" A local volume belongs to one node; moving state with its replica takes shared storage or a "
+                  "volume plugin." if self.state_stayed_behind else "")
+        restarted = f"Moved to {self.node(MOVED)}" if moved else f"Started again on {self.node(MOVED)}"
+        return (f"**What we measured.** The replica wrote `{MARKER}` into the named volume `{VOLUME}` on "
+                f"{self.node(WRITTEN)}. {restarted}, it {found} the file: {where}. The volume on "
+                f"{self.node(LEFT_BEHIND)} {kept}.{lesson}")
+
+
+@dataclass(frozen=True)
 class OrchestratorResult:
     """`placement`: task, node, state, image after the deploy; `as_stack`: notebook 12's compose file given to
     ``docker stack deploy`` after each change (step, change, exit_code, message, what the file asks of the app as
     Compose reads it — asked_ports as JSON, asked_restart — and where Swarm took it, the app's published ports as
     JSON and its restart condition); `healing`: event, heartbeat_s, detected_s,
     replaced_s, replaced, detail; `rollout`: one row per update (case, order, round, images, state, duration_s,
-    requests, failed, longest_gap_s, images_match); `requests`: every request of every load; `endpoint_mode`
+    requests, failed, longest_gap_s, images_match); `requests`: every request of every load; `stateful`: a
+    replica's volume moved (:class:`StatefulResult`); `endpoint_mode`
     chosen for this kernel and the `kernel` evidence it was chosen on."""
 
     placement: pd.DataFrame
@@ -41,6 +77,7 @@ class OrchestratorResult:
     healing: pd.DataFrame
     rollout: pd.DataFrame
     requests: pd.DataFrame
+    stateful: StatefulResult
     endpoint_mode: str
     kernel: str
 
