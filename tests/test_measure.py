@@ -4,6 +4,8 @@ interleaved order of a comparison read back from a call log."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -85,3 +87,23 @@ def test_wait_until_names_the_state_it_did_not_reach() -> None:
     assert measure.wait_until(lambda: True, "ready", 1) >= 0
     with pytest.raises(TimeoutError, match="the db healthy: not reached within 0 s"):
         measure.wait_until(lambda: False, "the db healthy", 0.05, poll_s=0.01)
+
+
+def test_run_together_runs_the_calls_at_once_and_waits_for_every_one_even_after_an_error() -> None:
+    started = threading.Barrier(3, timeout=10)  # each call waits until all three have started: at once, or a timeout
+    ended: list[str] = []
+
+    def call(name: str, fail: bool = False) -> str:
+        started.wait()
+        if fail:
+            raise ValueError(name)
+        time.sleep(0.2)  # the others end after the failure is known
+        ended.append(name)
+        return name
+
+    assert measure.run_together(lambda: call("a"), lambda: call("b"), lambda: call("c")) == ("a", "b", "c")
+    ended.clear()
+    started.reset()
+    with pytest.raises(ValueError, match="b"):
+        measure.run_together(lambda: call("a"), lambda: call("b", fail=True), lambda: call("c"))
+    assert sorted(ended) == ["a", "c"]  # both had ended when the error reached the caller

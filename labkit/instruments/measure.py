@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import pandas as pd
@@ -56,16 +56,25 @@ def poll_until(condition: Callable[[], bool], limit_s: float, poll_s: float = 0.
 
 
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
 
 
-def run_together(*calls: Callable[[], T]) -> list[T]:
+@overload
+def run_together(first: Callable[[], A], second: Callable[[], B], /) -> tuple[A, B]: ...
+@overload
+def run_together(first: Callable[[], A], second: Callable[[], B], third: Callable[[], C], /) -> tuple[A, B, C]: ...
+@overload
+def run_together(*calls: Callable[[], T]) -> tuple[T, ...]: ...
+def run_together(*calls: Callable[[], Any]) -> tuple[Any, ...]:
     """Call every one of `calls` at once (one thread each) and return their results in order. For waits that
     need not follow one another (stacks coming up, watches of what should not happen), never around a timing that
     another call could slow. Returns only when every call has ended, also on an error (the first is raised) or an
     interrupt, so that what they made exists before the caller's cleanup looks for it."""
     with ThreadPoolExecutor(max_workers=max(1, len(calls)), thread_name_prefix="labkit-together") as pool:
         futures = [pool.submit(call) for call in calls]
-        return [future.result() for future in futures]
+        return tuple(future.result() for future in futures)
 
 
 def wait_until(condition: Callable[[], bool], what: str, limit_s: float, poll_s: float = 0.1) -> float:

@@ -16,14 +16,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pandas as pd
 
 from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
-from labkit.instruments import builds, compose, daemons, images, registry, swarm, undo
+from labkit.instruments import builds, daemons, images, registry, swarm, undo
 from labkit.instruments.engine import Scope
 from labkit.instruments.measure import run_together
 from labkit.labs.when_to_graduate import as_stack
@@ -275,10 +275,9 @@ def _experiment(lab: LabSession, knobs: Knobs) -> dict[str, pd.DataFrame]:
         client_image = images.require_base(lab.engine, CLIENT_BASE).tag
         versions = [build_app(scope, base, f"v{i + 1}", healthy=True).tag for i in range(1 + 2 * knobs.rounds)]
         broken = build_app(scope, base, "broken", healthy=False).tag
-        entered = run_together(  # nothing is timed while they come up
+        box, cluster = run_together(  # nothing is timed while they come up
             partial(stack.enter_context, single_box(lab, scope, versions[0])),
             partial(stack.enter_context, swarm.cluster(lab.run_id, knobs.nodes)))
-        box, cluster = cast(compose.Project, entered[0]), cast(swarm.Cluster, entered[1])
         lan_registry = stack.enter_context(registry.running(inside=cluster.manager_namespace))
         named = cluster.push_images(lan_registry, [*versions, broken])  # the workers pull what they run
         chapter_file = as_stack.tries(cluster)
