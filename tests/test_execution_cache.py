@@ -167,6 +167,34 @@ def test_each_kind_of_input_change_executes_again_and_nothing_else_does(project:
     assert project.printed() == "63"  # the tripling instrument ran: 3 × 21
 
 
+def test_an_asset_is_an_input_only_where_the_code_names_its_folder(project: Project) -> None:
+    """A notebook whose lab reads assets/tiny/answer.txt: that file and its own claims' words are inputs; another
+    lab's asset folder and another notebook's claims are not, so editing them executes nothing again."""
+    files = {"labkit/assets/__init__.py": "", "labkit/assets/tiny/answer.txt": "21\n",
+             "labkit/assets/other/Dockerfile": "FROM scratch\n", f"labkit/assets/claims/{STEM}.toml": "",
+             "labkit/assets/claims/02-other.toml": "", "labkit/core/__init__.py": "",
+             "labkit/core/claims.py": "FOLDER = 'claims'  # as labkit.core.claims names its folder\n"}
+    for name, text in files.items():
+        (project.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (project.root / name).write_text(text)
+    _edit(project.root / LAB, "def answer() -> int:\n    return arithmetic.times(21)",
+          "import labkit.assets\nimport labkit.core.claims\n\nANSWER = 'tiny/answer.txt'\n\n\ndef answer() -> int:\n"
+          "    return arithmetic.times(int((Path(labkit.assets.__file__).parent / ANSWER).read_text()))")
+    first = project.run()
+    assert (first.status, project.printed()) == ("ok", "42")
+    assets = {name for name in project.provenance()["execution"]["inputs"] if name.startswith("asset ")}
+    assert assets == {"asset labkit/assets/__init__.py", "asset labkit/assets/tiny/answer.txt",
+                      f"asset labkit/assets/claims/{STEM}.toml"}
+    for name in ("labkit/assets/other/Dockerfile", "labkit/assets/claims/02-other.toml"):
+        (project.root / name).write_text("# edited\n")
+        assert project.run().status == "reused"
+    for name, text in (("labkit/assets/tiny/answer.txt", "22\n"), (f"labkit/assets/claims/{STEM}.toml", "# new\n")):
+        (project.root / name).write_text(text)
+        executed = project.run()
+        assert (executed.status, executed.reason) == ("ok", f"asset {name} changed")
+    assert project.printed() == "44"
+
+
 def test_fresh_quick_lost_results_and_a_failure_never_reuse(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     assert project.run().status == "ok"
     with monkeypatch.context() as broken:  # another lab that does not import: no base can be compared
@@ -265,3 +293,18 @@ def test_labkit_run_reuses_unless_fresh_or_recording(argv: list[str], fresh: str
 def test_make_lab_passes_fresh_on(fresh: str, expected: str) -> None:
     shown = run(["make", "-n", "-C", str(ROOT), "lab", *([fresh] if fresh else [])], 60).stdout
     assert expected in shown
+
+
+def test_every_asset_folder_is_an_input_of_a_notebook_and_each_reads_only_its_own_claims() -> None:
+    """An asset folder that no notebook's code names would be read without being an input: an edit to it would
+    leave the book showing executions made before it."""
+    host = execution_cache.Host("0", {})
+    named: set[str] = set()
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")):
+        found = execution_cache.inputs(notebook, None, host, quick=False, mode="live", root=ROOT)
+        assets = [Path(name.split(" ", 1)[1]).relative_to(execution_cache.ASSETS) for name in found
+                  if name.startswith("asset ")]
+        named |= {path.parts[0] for path in assets if len(path.parts) > 1}
+        assert [p.name for p in assets if p.parts[0] == execution_cache.CLAIMS] == [f"{notebook.stem}.toml"]
+    assert named == {path.name for path in (ROOT / execution_cache.ASSETS).iterdir()
+                     if path.is_dir() and path.name != "__pycache__"}

@@ -2,11 +2,14 @@
 
 A notebook's inputs, each with a digest: the notebook file; every labkit file its code imports, followed
 transitively through the import graph (its lab, the instruments and core modules the lab imports, the packages
-above them, and the data files of each package reached, e.g. labkit/assets/ or a C source beside an instrument);
+above them, and the data files of each package reached, e.g. a C source beside an instrument); of labkit/assets/,
+the folders that a string in that code names (``"compose/compose.yaml"``, ``ASSETS = "compose"``) and, of the
+claims' words, the notebook's own file;
 labkit's version; the recipe digest of each base its ``LAB`` declares; the host's fingerprint (with the engine's);
 and how it runs (quick or full, live or replay). The key is the digest of them all. The import graph, not a hash of
-all of labkit: an edit to one instrument then executes again only the notebooks whose code reaches it. It errs on
-the side of executing: a function's local import counts, and a folder without ``__init__.py`` counts as data.
+all of labkit: an edit to one instrument, or to one lab's asset, then executes again only the notebooks whose code
+reaches it. It errs on the side of executing: a function's local import counts, a folder without ``__init__.py``
+counts as data, and any string naming an asset folder counts (a column named "program" brings assets/program/).
 
 After a successful execution the runner writes the key, the inputs and why it executed into the executed copy's
 metadata (``labkit.execution``) and into its results' provenance.json (``execution``). A later run with the same
@@ -34,6 +37,8 @@ from labkit.core.results import PROVENANCE
 METADATA = "labkit"  # the executed copy's metadata section labkit writes (``metadata.labkit.execution``)
 FIELD = "execution"  # ... and the field it adds to provenance.json
 PACKAGE = "labkit"  # imports followed: labkit's own modules (a library's version is not an input, see the README)
+ASSETS = Path("labkit/assets")  # its sub-folders are inputs only where the code reached names them
+CLAIMS = "claims"  # the asset folder of the claims' words: only the notebook's own file (``<stem>.toml``) counts
 # The kind of each input file, by the folder it is in (the first that matches); used in the reasons.
 KINDS = (("notebooks/", "notebook"), ("labkit/labs/", "lab"), ("labkit/instruments/", "instrument"),
          ("labkit/core/", "core"), ("labkit/assets/", "asset"), ("labkit/", "labkit"))
@@ -165,7 +170,9 @@ def inputs(notebook: Path, lab: Lab | None, host: Host, *, quick: bool, mode: st
 
     root = root or paths.project_root()
     found = {f"notebook {_shown(notebook, root)}": _digest(notebook.read_bytes())}
-    for path in import_closure(notebook_code(notebook), root):
+    code = notebook_code(notebook)
+    closure = import_closure(code, root)
+    for path in _assets_named(closure, code, root, notebook.stem):
         relative = _shown(path, root)
         found[f"{_kind(relative)} {relative}"] = _digest(path.read_bytes())
     found["labkit version"] = host.labkit_version
@@ -174,6 +181,34 @@ def inputs(notebook: Path, lab: Lab | None, host: Host, *, quick: bool, mode: st
     found["host fingerprint"] = _digest(json.dumps(host.fingerprint, sort_keys=True, default=str).encode())
     found["mode"] = f"{'quick' if quick else 'full'}, {mode}"
     return found
+
+
+def _assets_named(closure: list[Path], code: list[str], root: Path, stem: str) -> list[Path]:
+    """`closure` without the files of asset folders that no string in `code` or in the closure's Python names, and
+    without the other notebooks' claims."""
+    assets = root / ASSETS
+    folders = {path.name for path in assets.iterdir() if path.is_dir()} if assets.is_dir() else set()
+    named = {folder for text in [*code, *(p.read_text() for p in closure if p.suffix == ".py")]
+             for folder in _strings_heads(text) if folder in folders}
+
+    def kept(path: Path) -> bool:
+        if not path.is_relative_to(assets) or path.parent == assets:
+            return True
+        folder = path.relative_to(assets).parts[0]
+        return folder in named and (folder != CLAIMS or path.name == f"{stem}.toml")
+
+    return [path for path in closure if kept(path)]
+
+
+@functools.lru_cache(maxsize=1024)  # by text, as _imports
+def _strings_heads(text: str) -> frozenset[str]:
+    """The first path component of every string constant in `text` (Python), f-strings' literal parts included."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return frozenset()
+    return frozenset(node.value.split("/", 1)[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.Constant) and isinstance(node.value, str))
 
 
 def _shown(path: Path, root: Path) -> str:
