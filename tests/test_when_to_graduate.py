@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -391,7 +392,8 @@ def test_live_cluster_forms_and_leaves_nothing_behind(docker_client: docker.Dock
         # the round trip after the update.
         change = cluster.set_heartbeat(2.0)
         assert cluster.heartbeat_period_s() == 2.0
-        assert 2.0 <= change.wait() < 3.0
+        assert change.in_force_s - change.asked_s >= 2.0
+        assert change.wait() >= 2.0 and time.perf_counter() >= change.in_force_s
         assert cluster.set_heartbeat(2.0).wait() == 0.0
     assert docker_client.info()["Swarm"]["LocalNodeState"] == host_swarm
     _no_trace(run_id)

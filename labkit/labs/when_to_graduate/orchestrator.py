@@ -228,8 +228,7 @@ def _update_state(cluster: swarm.Cluster) -> str:
     return state
 
 
-# How long Swarm watches each new task for a failure, in an update and in its rollback (the rollback's own
-# default is 5 s: the broken release's row would then wait 3 s longer for the same outcome).
+# How long Swarm watches each new task for a failure, in an update and in its rollback (a rollback's default: 5 s).
 MONITOR_S = 2
 
 
