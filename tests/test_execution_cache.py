@@ -7,7 +7,9 @@ re-executes it and names that input; nothing else does; --fresh, quick mode and 
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from labkit.core import session
 from labkit.core.lab import Lab
 from labkit.instruments import images
 from labkit.instruments.shell import run
+from labkit.labs import tags_digests_and_registries
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,6 +111,9 @@ class Project:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     made = Project(tmp_path)
     monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
+    # The runner's end undoes orphaned host changes: here only the tiny project's own (none), never those of a
+    # labkit command running beside the tests.
+    monkeypatch.setenv("LABKIT_STATE", str(tmp_path / "state"))
     monkeypatch.delenv("LABKIT_RESULTS_DIR", raising=False)  # the runner's own folders, as on a reader's machine
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the kernel imports the tiny project's labkit
     monkeypatch.setattr(runner, "sweep_run", lambda run_id: None)  # nothing of an engine's to sweep
@@ -193,6 +199,21 @@ def test_an_asset_is_an_input_only_where_the_code_names_its_folder(project: Proj
         executed = project.run()
         assert (executed.status, executed.reason) == ("ok", f"asset {name} changed")
     assert project.printed() == "44"
+
+
+def test_a_folder_the_lab_reads_is_an_input_beyond_its_imports(project: Project,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab that reads files its code does not import (06 lints every Dockerfile of labkit/) says so in `reads`."""
+    assert project.run().status == "ok"
+    (project.root / "labkit/instruments/unused.py").write_text("UNUSED = 2\n")
+    assert project.run().status == "reused"  # imported by nothing
+    reader = Lab(STEM, "A tiny notebook", requirements=(), bases=("tiny-base",), tables={},
+                 reads=("labkit/instruments",))
+    monkeypatch.setattr(catalog, "all_labs", lambda: [reader])
+    assert project.run().reason == "instrument labkit/instruments/unused.py added"
+    (project.root / "labkit/instruments/unused.py").write_text("UNUSED = 3\n")
+    executed = project.run()
+    assert (executed.status, executed.reason) == ("ok", "instrument labkit/instruments/unused.py changed")
 
 
 def test_fresh_quick_lost_results_and_a_failure_never_reuse(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -295,16 +316,38 @@ def test_make_lab_passes_fresh_on(fresh: str, expected: str) -> None:
     assert expected in shown
 
 
-def test_every_asset_folder_is_an_input_of_a_notebook_and_each_reads_only_its_own_claims() -> None:
-    """An asset folder that no notebook's code names would be read without being an input: an edit to it would
-    leave the book showing executions made before it."""
+def test_every_asset_folder_is_an_input_of_the_notebooks_that_read_it_and_each_only_its_own_claims() -> None:
+    """An asset folder read by a notebook whose code does not name it would not be an input: an edit to it would
+    leave the book showing executions made before it. Every folder is some notebook's input, each notebook has its
+    own claims file and no other, and a notebook whose code calls a helper of labkit.assets that names a folder
+    (``greeter_wheel_pins``) has that folder as an input: the helper's own strings do not count."""
+    folders = {path.name for path in (ROOT / execution_cache.ASSETS).iterdir()
+               if path.is_dir() and path.name != "__pycache__"}
+    helpers = {node.name: {head for head in execution_cache._strings_heads(ast.unparse(node)) if head in folders}
+               for node in ast.parse((ROOT / execution_cache.ASSETS / "__init__.py").read_text()).body
+               if isinstance(node, ast.FunctionDef)}
+    assert helpers["greeter_wheel_pins"] == {"greeter"}  # the scan sees what a helper reads
     host = execution_cache.Host("0", {})
     named: set[str] = set()
     for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")):
         found = execution_cache.inputs(notebook, None, host, quick=False, mode="live", root=ROOT)
         assets = [Path(name.split(" ", 1)[1]).relative_to(execution_cache.ASSETS) for name in found
                   if name.startswith("asset ")]
-        named |= {path.parts[0] for path in assets if len(path.parts) > 1}
+        inputs = {path.parts[0] for path in assets if len(path.parts) > 1}
+        named |= inputs
         assert [p.name for p in assets if p.parts[0] == execution_cache.CLAIMS] == [f"{notebook.stem}.toml"]
-    assert named == {path.name for path in (ROOT / execution_cache.ASSETS).iterdir()
-                     if path.is_dir() and path.name != "__pycache__"}
+        code = "\n".join(path.read_text() for path in execution_cache.import_closure(
+            execution_cache.notebook_code(notebook), ROOT) if path.suffix == ".py")
+        for helper, reads in helpers.items():
+            if re.search(rf"\b{helper}\(", code.replace(f"def {helper}(", "")):
+                assert reads <= inputs, f"{notebook.stem} calls assets.{helper}, which reads {reads}"
+    assert named == folders
+
+
+def test_every_dockerfile_notebook_06_lints_is_an_input_of_its_execution() -> None:
+    lab = next(lab for lab in catalog.all_labs() if lab.stem == tags_digests_and_registries.STEM)
+    found = execution_cache.inputs(ROOT / "notebooks" / f"{lab.stem}.ipynb", lab, execution_cache.Host("0", {}),
+                                   quick=False, mode="live", root=ROOT)
+    linted = {str(source.path.relative_to(ROOT)) for source in tags_digests_and_registries.dockerfile_sources()}
+    assert "labkit/assets/greeter/Dockerfile.dependencies-first" in linted  # another notebook's asset
+    assert linted <= {name.partition(" ")[2] for name in found}

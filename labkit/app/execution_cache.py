@@ -4,12 +4,13 @@ A notebook's inputs, each with a digest: the notebook file; every labkit file it
 transitively through the import graph (its lab, the instruments and core modules the lab imports, the packages
 above them, and the data files of each package reached, e.g. a C source beside an instrument); of labkit/assets/,
 the folders that a string in that code names (``"compose/compose.yaml"``, ``ASSETS = "compose"``) and, of the
-claims' words, the notebook's own file;
-labkit's version; the recipe digest of each base its ``LAB`` declares; the host's fingerprint (with the engine's);
-and how it runs (quick or full, live or replay). The key is the digest of them all. The import graph, not a hash of
-all of labkit: an edit to one instrument, or to one lab's asset, then executes again only the notebooks whose code
-reaches it. It errs on the side of executing: a function's local import counts, a folder without ``__init__.py``
-counts as data, and any string naming an asset folder counts (a column named "program" brings assets/program/).
+claims' words, the notebook's own file; every file below the folders its ``LAB`` says it reads (``reads``: notebook
+06 lints every Dockerfile of the series); labkit's version; the recipe digest of each base its ``LAB`` declares;
+the host's fingerprint (with the engine's); and how it runs (quick or full, live or replay). The key is the digest
+of them all. The import graph, not a hash of all of labkit: an edit to one instrument, or to one lab's asset, then
+executes again only the notebooks whose code reaches it. It errs on the side of executing: a function's local
+import counts, a folder without ``__init__.py`` counts as data, and any string naming an asset folder counts (a
+column named "compose" brings assets/compose/).
 
 After a successful execution the runner writes the key, the inputs and why it executed into the executed copy's
 metadata (``labkit.execution``) and into its results' provenance.json (``execution``). A later run with the same
@@ -172,7 +173,9 @@ def inputs(notebook: Path, lab: Lab | None, host: Host, *, quick: bool, mode: st
     found = {f"notebook {_shown(notebook, root)}": _digest(notebook.read_bytes())}
     code = notebook_code(notebook)
     closure = import_closure(code, root)
-    for path in _assets_named(closure, code, root, notebook.stem):
+    read = [path for folder in (lab.reads if lab is not None else ()) for path in sorted((root / folder).rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts]
+    for path in dict.fromkeys([*_assets_named(closure, code, root, notebook.stem), *read]):
         relative = _shown(path, root)
         found[f"{_kind(relative)} {relative}"] = _digest(path.read_bytes())
     found["labkit version"] = host.labkit_version
@@ -188,7 +191,9 @@ def _assets_named(closure: list[Path], code: list[str], root: Path, stem: str) -
     without the other notebooks' claims."""
     assets = root / ASSETS
     folders = {path.name for path in assets.iterdir() if path.is_dir()} if assets.is_dir() else set()
-    named = {folder for text in [*code, *(p.read_text() for p in closure if p.suffix == ".py")]
+    # The assets package's own helpers do not count: a folder they read is named by the code that calls them.
+    named = {folder for text in [*code, *(p.read_text() for p in closure
+                                          if p.suffix == ".py" and not p.is_relative_to(assets))]
              for folder in _strings_heads(text) if folder in folders}
 
     def kept(path: Path) -> bool:

@@ -10,7 +10,8 @@ compared for reproducibility).
 program (one action per pitfall) and its Dockerfiles (the probe image, a secret as a build ARG and as a BuildKit
 secret mount). ``quick_check/``: notebook 14's Node service (``app/``: an Express app in TypeScript with
 its package.json and package-lock.json; ``dependency-change/``: the same manifests with one dependency added)
-and its steps (``steps/``: one Dockerfile per fix and the .dockerignore). ``claims/``: each notebook's claims in
+and its steps (``steps/``: one Dockerfile per fix and the .dockerignore). ``arm64_vs_amd64/``: notebook 11's
+C program built in its image and cross-built. ``claims/``: each notebook's claims in
 words (``<stem>.toml``, read by :mod:`labkit.core.claims`). ``{base}`` and ``{runtime}`` in a
 Dockerfile are filled by the lab with the image it builds on. This module only reads them: it imports nothing of labkit.
 """

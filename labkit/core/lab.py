@@ -72,7 +72,9 @@ class Lab:
     `tables`: each recorded table's name and the columns it must carry (the claims table, which every notebook
     records, is added here); `prepare(client)`: makes the other assets (rootfs trees, kernels…) and returns one
     line per asset for the setup log; `headline`: the id of the chapter claim (``source = chapter``) whose
-    measurement the book's landing page shows for this notebook.
+    measurement the book's landing page shows for this notebook; `reads`: folders of the project (``labkit``) it
+    reads beyond what its code imports and names, each file below them an input of its execution
+    (:mod:`labkit.app.execution_cache`).
     """
 
     stem: str
@@ -82,6 +84,7 @@ class Lab:
     tables: Mapping[str, tuple[str, ...]]
     prepare: Callable[[Any], list[str]] = field(default=_nothing_to_prepare)
     headline: str = ""  # the chapter claim the book's landing page quotes (default: its first chapter claim)
+    reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tables", {**self.tables, CLAIMS_TABLE: CLAIM_COLUMNS})

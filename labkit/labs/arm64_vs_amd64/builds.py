@@ -28,9 +28,10 @@ from labkit.labs.arm64_vs_amd64.declaration import (
     platforms,
 )
 
-# The generated C program (program_source) built in its image, or cross-compiled and copied in (labkit/assets/program/).
-BUILD_DOCKERFILE = assets.text("program/Dockerfile.build-in-image")
-CROSS_DOCKERFILE = assets.text("program/Dockerfile.cross-built")
+# The generated C program (program_source) built in its image, or cross-compiled and copied in
+# (labkit/assets/arm64_vs_amd64/).
+BUILD_DOCKERFILE = assets.text("arm64_vs_amd64/Dockerfile.build-in-image")
+CROSS_DOCKERFILE = assets.text("arm64_vs_amd64/Dockerfile.cross-built")
 
 
 def program_source(functions: int) -> str:

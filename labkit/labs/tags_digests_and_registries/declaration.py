@@ -56,6 +56,7 @@ LAB = Lab(
         "login": ("step", "kind", "code", "detail"),
     },
     prepare=prepare,
+    reads=("labkit",),  # section 4 lints every Dockerfile of the series: the asset files and the labs' strings
 )
 
 
