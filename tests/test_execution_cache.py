@@ -17,7 +17,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from labkit.app import book, catalog, cli, execution_cache, runner
+from labkit.app import bench, book, catalog, cli, execution_cache, runner
 from labkit.core import session
 from labkit.core.lab import Lab
 from labkit.instruments import images
@@ -171,6 +171,20 @@ def test_each_kind_of_input_change_executes_again_and_nothing_else_does(project:
         assert project.provenance()["execution"]["reason"] == reason
         assert project.run().status == "reused"  # and once executed, reused again
     assert project.printed() == "63"  # the tripling instrument ran: 3 × 21
+
+
+def test_the_bench_times_a_second_run_and_counts_what_it_reused(project: Project) -> None:
+    """`make bench`'s warm notebook phase runs the notebooks again into the full run's folders: reused while
+    nothing changed, and said so when an input did."""
+    assert project.run().status == "ok"
+    measured = bench.Bench()
+    bench.warm_notebooks(measured, [project.notebook], project.root / "build")
+    (project.root / INSTRUMENT).write_text(TRIPLE)
+    bench.warm_notebooks(measured, [project.notebook], project.root / "build")
+    rows = measured.frame()
+    assert list(rows["note"]) == ["1 of 1 notebooks reused", f"0 of 1 notebooks reused; executed again: {STEM}"]
+    assert list(rows["condition"]) == ["warm", "warm"] and (rows["value"] > 0).all()
+    assert project.printed() == "63"
 
 
 def test_an_asset_is_an_input_only_where_the_code_names_its_folder(project: Project) -> None:

@@ -135,6 +135,22 @@ def test_stop_verdicts_on_known_exit_codes() -> None:
     assert not forwarded.waited(stopping.SHELL_COMPOUND)
 
 
+def test_how_close_staggered_stops_came_is_read_from_their_starts_and_ends() -> None:
+    # Begun 1 s apart; the 1st and 3rd wait out 10 s: the closest two moments of different stops are a prompt
+    # stop's end (1.1 s, 3.1 s) and the next stop's start (2 s, 4 s), 0.9 s apart.
+    stops = _stops(KNOWN_STOPS).stops.query("repeat == 0").reset_index(drop=True)
+    staggered = stops.assign(position=range(5), started_s=[0.0, 1.0, 2.0, 3.0, 4.0],
+                             stop_s=[10.1, 0.1, 10.1, 0.1, 0.1])
+    assert stopping.StopResult(staggered).closest_s == pytest.approx(0.9)
+    assert "began 1.0 s apart" in stopping.StopResult(staggered).conclusion()
+    assert "each prompt stop was over" in stopping.StopResult(staggered).conclusion()
+    crowded = staggered.assign(started_s=[0.0, 0.5, 1.0, 1.05, 2.0])  # the 4th began 0.05 s after the 3rd
+    assert stopping.StopResult(crowded).closest_s == pytest.approx(0.05)
+    assert "read their times with care" in stopping.StopResult(crowded).conclusion()
+    assert stopping.StopResult(stops).closest_s is None  # one stop after another: no such sentence
+    assert "apart" not in stopping.StopResult(stops).conclusion()
+
+
 def _zombies(without: list[int], with_init: list[int], built_in: list[int] | None = None) -> zombies.ZombieResult:
     """Samples of each variant (`built_in` None: a recording made before the built-in init)."""
     counts = {zombies.NO_INIT: ("python3", without), zombies.WITH_INIT: ("/sbin/docker-init", with_init),
@@ -292,6 +308,9 @@ def test_live_known_answers(live: LabSession, docker_client: docker.DockerClient
     assert {f: stop.exit_codes(f) for f in stopping.FORMS} == {
         stopping.SHELL_COMPOUND: {137}, stopping.SHELL_SINGLE: {137}, stopping.EXEC_PLAIN: {137},
         stopping.EXEC_HANDLER: {0}, stopping.INIT: {143}}
+    stagger_s = min(stopping.STAGGER_S, 3 / len(stopping.FORMS))  # each stop begins its place × this into the round
+    assert (stop.stops["started_s"] >= stop.stops["position"] * stagger_s).all()
+    assert (stop.stops.loc[stop.stops["exit_code"] == 137, "stop_s"] >= 3).all()
     who = pitfalls.run_users(live)
     assert (who.row(users.ROOT_USER)["uid"], who.row(users.ROOT_USER)["host_owner_uid"]) == (0, 0)
     assert who.row(users.NON_ROOT)["bind_write"] == "EACCES" and who.row(users.NON_ROOT)["capability_count"] == 0

@@ -4,7 +4,8 @@ One table, ``data/bench/bench.csv`` (group, item, condition, value, unit, note),
 when, with what). Measured: the README commands split by phase (Python env, engine, bases and assets,
 notebooks, book) — warm, and cold without touching the reader's state (a fresh virtual environment; a second
 engine on an empty data-root, and the bases made into it from an empty cache folder); each
-notebook's quick and full wall time; labkit's container start against the raw `docker run` CLI and the SDK
+notebook's quick and full wall time, and the notebooks of a second run with nothing changed (reused from the
+execution cache); labkit's container start against the raw `docker run` CLI and the SDK
 (one interleaved run, ratios to the CLI); and the memory sampler's rate and CPU cost from the newest results
 that record them. Speed is reported here and on the book's environment page, never asserted in tests.
 """
@@ -154,6 +155,17 @@ def notebooks(bench: Bench, chosen: list[Path], work: Path, full: bool) -> Path 
     return last
 
 
+def warm_notebooks(bench: Bench, chosen: list[Path], executed: Path) -> None:
+    """The notebook phase of a second `make lab` with nothing changed: `labkit run` into the folders the full
+    run just filled, where every notebook should be reused from the execution cache (the note counts them)."""
+    seconds, runs = _timed(lambda: runner.execute(chosen, quick=False, mode="live", output_dir=executed / "notebooks",
+                                                  results_dir=executed / "results", fresh=""))
+    executed_again = [run.notebook for run in runs if run.status != "reused"]
+    bench.add("make lab", "notebooks", "warm", seconds,
+              note=f"{len(runs) - len(executed_again)} of {len(runs)} notebooks reused"
+              + (f"; executed again: {', '.join(executed_again)}" if executed_again else ""))
+
+
 def book_phase(bench: Bench, executed: Path) -> None:
     seconds, _ = _timed(lambda: book.build(executed / "notebooks", executed / "book", executed / "results"))
     bench.add("make lab", "book", "warm", seconds, note="jupyter-book build -W -n")
@@ -214,6 +226,8 @@ def measure_all(selection: list[str] | None = None, *, cold: bool, full: bool) -
     with undo.temporary_folder("labkit-bench-") as work:
         executed = notebooks(bench, chosen, Path(work), full)
         if executed is not None:
+            if full:
+                warm_notebooks(bench, chosen, executed)
             book_phase(bench, executed)
         else:
             bench.add("make lab", "book", "warm", float("nan"), note="not built: a notebook failed")

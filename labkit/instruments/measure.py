@@ -70,8 +70,9 @@ def run_together(*calls: Callable[[], T]) -> tuple[T, ...]: ...
 def run_together(*calls: Callable[[], Any]) -> tuple[Any, ...]:
     """Call every one of `calls` at once (one thread each) and return their results in order. For waits that
     need not follow one another (stacks coming up, watches of what should not happen), never around a timing that
-    another call could slow. Returns only when every call has ended, also on an error (the first is raised) or an
-    interrupt, so that what they made exists before the caller's cleanup looks for it."""
+    another call could slow (timed calls that mostly wait are staggered, and the caller shows how near they came).
+    Returns only when every call has ended, also on an error (the first is raised) or an interrupt, so that what
+    they made exists before the caller's cleanup looks for it."""
     with ThreadPoolExecutor(max_workers=max(1, len(calls)), thread_name_prefix="labkit-together") as pool:
         futures = [pool.submit(call) for call in calls]
         return tuple(future.result() for future in futures)

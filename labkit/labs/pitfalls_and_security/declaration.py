@@ -41,7 +41,8 @@ LAB = Lab(
     tables={
         "zombies": ("variant", "repeat", "t_s", "zombies", "processes", "pid1", "orphans", "memory_limit_bytes",
                     "pids_limit", "cpus"),
-        "stop": ("form", "repeat", "position", "dockerfile_cmd", "pid1", "stop_timeout_s", "stop_s", "exit_code"),
+        "stop": ("form", "repeat", "position", "dockerfile_cmd", "pid1", "stop_timeout_s", "started_s", "stop_s",
+                 "exit_code"),
         "users": ("user", "uid", "euid", "effective_capabilities", "capability_count", "bind_write", "host_owner_uid",
                   "image_write"),
         "log_places": ("check", "outcome"),

@@ -4,6 +4,7 @@ with an init built into the image (tini as its ENTRYPOINT)."""
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pandas as pd
@@ -80,8 +81,8 @@ class ZombieResult:
 def run_zombies(lab: LabSession, orphans: int = 10, interval_s: float = 0.2, settle_s: float = 1.0,
                 repeats: int = 1, memory_limit_mib: int = 64) -> ZombieResult:
     """A program that orphans `orphans` grandchildren (one every `interval_s` s) run without an init, with
-    ``--init`` and with tini built into its image (interleaved, `repeats` rounds); zombies counted from /proc every
-    0.1 s until `settle_s` s after the last."""
+    ``--init`` and with tini built into its image, the three side by side in each of `repeats` rounds (started in
+    an order reversed round by round); zombies counted from /proc every 0.1 s until `settle_s` s after the last."""
     if isinstance(orphans, bool) or not isinstance(orphans, int) or not 1 <= orphans <= PIDS_LIMIT - HEADROOM_PIDS:
         raise BadParameter(f"orphans={orphans!r} is out of range.",
                            f"Give 1 to {PIDS_LIMIT - HEADROOM_PIDS}: each zombie holds one of the container's "
@@ -95,25 +96,32 @@ def run_zombies(lab: LabSession, orphans: int = 10, interval_s: float = 0.2, set
     def experiment() -> pd.DataFrame:
         client = lab.engine
         rows: list[dict[str, object]] = []
+        duration = orphans * interval_s + settle_s
+        argv = probe_argv("orphans", str(orphans), str(interval_s))
         with lab.scope() as scope, probe_images(client, scope, tini=True) as made:
             for repeat in range(repeats):
                 order = list(VARIANTS) if repeat % 2 == 0 else list(reversed(VARIANTS))
-                for variant in order:
-                    argv = probe_argv("orphans", str(orphans), str(interval_s))
-                    stage, options = VARIANTS[variant]
-                    with containers.running(client, scope, getattr(made, stage), argv,
-                                            stem=f"zombies-{repeat}-{len(rows)}", limits=limits,
-                                            **options) as container:
+                # The round's variants run side by side (their counts do not depend on each other's), each
+                # sampled from its own start: one round takes one program's time, not three.
+                with ExitStack() as round_:
+                    watched: list[tuple[str, int, str, float]] = []  # variant, main pid, PID 1, start
+                    for variant in order:
+                        stage, options = VARIANTS[variant]
+                        container = round_.enter_context(containers.running(
+                            client, scope, getattr(made, stage), argv, stem=f"zombies-{repeat}-{len(watched)}",
+                            limits=limits, **options))
                         init = containers.host_pid(client, container.id)
-                        pid1 = " ".join(procfs.cmdline(init)[:1])
-                        started = time.monotonic()
-                        duration = orphans * interval_s + settle_s
-                        while (t_s := time.monotonic() - started) < duration:
-                            below = processes.descendants(processes.process_table(), init)
-                            rows.append({"variant": variant, "repeat": repeat, "t_s": t_s,
-                                         "zombies": sum(p.state == "Z" for p in below), "processes": 1 + len(below),
-                                         "pid1": pid1, "orphans": orphans, **limits.record()})
-                            time.sleep(SAMPLE_S)
+                        watched.append((variant, init, " ".join(procfs.cmdline(init)[:1]), time.monotonic()))
+                    while any(time.monotonic() - started < duration for *_, started in watched):
+                        table = processes.process_table()
+                        for variant, init, pid1, started in watched:
+                            if (t_s := time.monotonic() - started) < duration:
+                                below = processes.descendants(table, init)
+                                rows.append({"variant": variant, "repeat": repeat, "t_s": t_s,
+                                             "zombies": sum(p.state == "Z" for p in below),
+                                             "processes": 1 + len(below), "pid1": pid1, "orphans": orphans,
+                                             **limits.record()})
+                        time.sleep(SAMPLE_S)
         return pd.DataFrame(rows)
 
     return ZombieResult(lab.measure("zombies", experiment, orphans=orphans, interval_s=interval_s,
