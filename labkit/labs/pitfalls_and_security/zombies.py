@@ -101,8 +101,9 @@ def run_zombies(lab: LabSession, orphans: int = 10, interval_s: float = 0.2, set
         with lab.scope() as scope, probe_images(client, scope, tini=True) as made:
             for repeat in range(repeats):
                 order = list(VARIANTS) if repeat % 2 == 0 else list(reversed(VARIANTS))
-                # The round's variants run side by side (their counts do not depend on each other's), each
-                # sampled from its own start: one round takes one program's time, not three.
+                # The round's variants run side by side (their counts do not depend on each other's), each timed
+                # from its own start: one round takes one program's time, not three. Readings begin once the last
+                # has started, so the first started is first read about 0.5 s in (its final count is unaffected).
                 with ExitStack() as round_:
                     watched: list[tuple[str, int, str, float]] = []  # variant, main pid, PID 1, start
                     for variant in order:
