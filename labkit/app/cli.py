@@ -189,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(quick runs: build/quick/notebooks)")
     run.add_argument("notebooks", nargs="*", help="01, a notebook stem or path (default: all)")
     run.add_argument("--quick", action="store_true",
-                     help="fewer repeats, every experiment still real: about 15-60 s per notebook on two cores; 12 "
-                          "and 15 about 65 s, 13 about 80 s (make bench measures each)")
+                     help="fewer repeats, every experiment still real: about 15-60 s per notebook on two cores; 12, "
+                          "13 and 15 about 70-90 s (make bench measures each)")
     run.add_argument("--mode", choices=["live", "replay", "auto"], default="live",
                      help="live (default) needs an engine; replay shows the committed results")
     run.add_argument("--record", action="store_true",
