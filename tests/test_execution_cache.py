@@ -333,8 +333,9 @@ def test_make_lab_passes_fresh_on(fresh: str, expected: str) -> None:
 def test_every_asset_folder_is_an_input_of_the_notebooks_that_read_it_and_each_only_its_own_claims() -> None:
     """An asset folder read by a notebook whose code does not name it would not be an input: an edit to it would
     leave the book showing executions made before it. Every folder is some notebook's input, each notebook has its
-    own claims file and no other, and a notebook whose code calls a helper of labkit.assets that names a folder
-    (``greeter_wheel_pins``) has that folder as an input: the helper's own strings do not count."""
+    own claims file and requirements file and no other's, and a notebook whose code calls a helper of
+    labkit.assets that names a folder (``greeter_wheel_pins``) has that folder as an input: the helper's own
+    strings do not count."""
     folders = {path.name for path in (ROOT / execution_cache.ASSETS).iterdir()
                if path.is_dir() and path.name != "__pycache__"}
     helpers = {node.name: {head for head in execution_cache._strings_heads(ast.unparse(node)) if head in folders}
@@ -349,7 +350,8 @@ def test_every_asset_folder_is_an_input_of_the_notebooks_that_read_it_and_each_o
                   if name.startswith("asset ")]
         inputs = {path.parts[0] for path in assets if len(path.parts) > 1}
         named |= inputs
-        assert [p.name for p in assets if p.parts[0] == execution_cache.CLAIMS] == [f"{notebook.stem}.toml"]
+        for folder in execution_cache.PER_NOTEBOOK:
+            assert [p.name for p in assets if p.parts[0] == folder] == [f"{notebook.stem}.toml"], folder
         code = "\n".join(path.read_text() for path in execution_cache.import_closure(
             execution_cache.notebook_code(notebook), ROOT) if path.suffix == ".py")
         for helper, reads in helpers.items():

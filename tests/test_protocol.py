@@ -11,7 +11,9 @@ import pytest
 
 import labkit.labs
 from labkit.app import catalog
-from labkit.core.lab import ENGINE, Requirement
+from labkit.core.lab import ENGINE, Requirement, read_requirements, requirements_file
+from labkit.core.lab import ROOT as ROOT_USER
+from labkit.errors import BadParameter
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
@@ -76,3 +78,28 @@ def test_requirements_name_the_debian_package_that_provides_them() -> None:
     assert ENGINE.packages == ("docker.io",)
     with pytest.raises(ValueError, match="kind='gpu'"):
         Requirement("gpu")
+
+
+def test_a_requirements_file_is_read_in_order_with_engine_and_root_shared(tmp_path: Path) -> None:
+    listed = tmp_path / "99-listed.toml"
+    listed.write_text('requirements = [\n  {kind = "engine"},\n  {kind = "root"},\n'
+                      '  {kind = "program", name = "ip", purpose = "a veth pair"},\n'
+                      '  {kind = "kvm", purpose = "speed", required = false},\n]\n')
+    assert read_requirements(listed) == (ENGINE, ROOT_USER, Requirement("program", "ip", "a veth pair"),
+                                         Requirement("kvm", purpose="speed", required=False))
+    assert read_requirements(tmp_path / "missing.toml") == ()
+    listed.write_text('requirements = [{kind = "program", name = "ip", why = "a veth pair"}]\n')
+    with pytest.raises(BadParameter, match=r"99-listed\.toml.*'why'"):
+        read_requirements(listed)
+
+
+def test_every_lab_lists_its_requirements_in_a_file_and_engine_labs_need_the_engine_first() -> None:
+    """Each notebook's requirements file exists, names no program twice, and where the lab needs the engine it
+    comes first (doctor checks it before the rest)."""
+    for stem, lab in LABS.items():
+        listed = read_requirements(requirements_file(stem))
+        assert listed and lab.requirements[:len(listed)] == listed, stem
+        programs = [r.name for r in lab.requirements if r.kind == "program"]
+        assert len(programs) == len(set(programs)), stem
+        assert lab.requirements[0] == ENGINE, stem
+    assert sorted(p.stem for p in requirements_file(NOTEBOOKS[0]).parent.glob("*.toml")) == NOTEBOOKS

@@ -39,7 +39,9 @@ METADATA = "labkit"  # the executed copy's metadata section labkit writes (``met
 FIELD = "execution"  # ... and the field it adds to provenance.json
 PACKAGE = "labkit"  # imports followed: labkit's own modules (a library's version is not an input, see the README)
 ASSETS = Path("labkit/assets")  # its sub-folders are inputs only where the code reached names them
-CLAIMS = "claims"  # the asset folder of the claims' words: only the notebook's own file (``<stem>.toml``) counts
+# The asset folders of one file per notebook (``<stem>.toml``): the claims' words and the host requirements. Of
+# these, only the notebook's own file counts.
+PER_NOTEBOOK = ("claims", "requirements")
 # The kind of each input file, by the folder it is in (the first that matches); used in the reasons.
 KINDS = (("notebooks/", "notebook"), ("labkit/labs/", "lab"), ("labkit/instruments/", "instrument"),
          ("labkit/core/", "core"), ("labkit/assets/", "asset"), ("labkit/", "labkit"))
@@ -188,7 +190,7 @@ def inputs(notebook: Path, lab: Lab | None, host: Host, *, quick: bool, mode: st
 
 def _assets_named(closure: list[Path], code: list[str], root: Path, stem: str) -> list[Path]:
     """`closure` without the files of asset folders that no string in `code` or in the closure's Python names, and
-    without the other notebooks' claims."""
+    without the other notebooks' claims and requirements."""
     assets = root / ASSETS
     folders = {path.name for path in assets.iterdir() if path.is_dir()} if assets.is_dir() else set()
     # The assets package's own helpers do not count: a folder they read is named by the code that calls them.
@@ -200,7 +202,7 @@ def _assets_named(closure: list[Path], code: list[str], root: Path, stem: str) -
         if not path.is_relative_to(assets) or path.parent == assets:
             return True
         folder = path.relative_to(assets).parts[0]
-        return folder in named and (folder != CLAIMS or path.name == f"{stem}.toml")
+        return folder in named and (folder not in PER_NOTEBOOK or path.name == f"{stem}.toml")
 
     return [path for path in closure if kept(path)]
 

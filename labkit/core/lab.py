@@ -1,7 +1,8 @@
 """A lab's declaration: what each notebook needs and makes, declared once in its lab module.
 
 Every lab (``labkit/labs/<topic>``, a module or a package) defines ``LAB = Lab(...)``: the notebook stem, its host
-requirements, the base images it uses, the tables it records (with their columns) and a ``prepare(client)`` that
+requirements (listed in ``labkit/assets/requirements/<stem>.toml``, beside those the code computes), the base images
+it uses, the tables it records (with their columns) and a ``prepare(client)`` that
 makes its other assets.
 The notebook opens its session with its lab's ``LAB``; only the application (:mod:`labkit.app.catalog`) finds
 every lab.
@@ -9,10 +10,13 @@ every lab.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from labkit import assets
 from labkit.core.claims import CLAIM_COLUMNS, CLAIMS_TABLE
 from labkit.errors import BadParameter
 from labkit.instruments.shell import DEBIAN_PACKAGE
@@ -57,6 +61,33 @@ class Requirement:
 
 ENGINE = Requirement("engine", purpose="every docker experiment")
 ROOT = Requirement("root", purpose="reading other processes' /proc, cgroup writes, unshare")
+_SHARED = {"engine": ENGINE, "root": ROOT}  # what a requirements file's bare {kind = "engine"} or "root" means
+
+REQUIREMENTS_FOLDER = assets.FOLDER / "requirements"
+
+
+def requirements_file(stem: str) -> Path:
+    """The file that lists what notebook `stem` needs from the host."""
+    return REQUIREMENTS_FOLDER / f"{stem}.toml"
+
+
+def read_requirements(path: Path) -> tuple[Requirement, ...]:
+    """The requirements a file lists, in order (() when there is no such file): each an inline table of
+    :class:`Requirement`'s fields; a bare ``{kind = "engine"}`` or ``{kind = "root"}`` is :data:`ENGINE` or
+    :data:`ROOT`. BadParameter naming the file for an entry with unknown fields."""
+    if not path.exists():
+        return ()
+    found = []
+    for entry in tomllib.loads(path.read_text()).get("requirements", []):
+        if entry.keys() == {"kind"} and entry["kind"] in _SHARED:
+            found.append(_SHARED[entry["kind"]])
+            continue
+        try:
+            found.append(Requirement(**entry))
+        except TypeError as exc:
+            raise BadParameter(f"{path}: the requirement {entry} has a field Requirement does not know ({exc}).",
+                               "Use kind, name, purpose and required.") from exc
+    return tuple(found)
 
 
 def _nothing_to_prepare(client: Any) -> list[str]:
@@ -68,7 +99,9 @@ class Lab:
     """What one notebook needs and makes.
 
     `stem`: the notebook's file stem (``01-what-a-container-is``), also its results folder; `topic`: its title;
-    `requirements`: what a live run needs from the host; `bases`: labkit base images it uses (made by setup);
+    `requirements`: what a live run needs from the host that the code computes (named by the host's architecture,
+    or by constants the lab uses too), after those its requirements file lists (:func:`requirements_file`);
+    `bases`: labkit base images it uses (made by setup);
     `tables`: each recorded table's name and the columns it must carry (the claims table, which every notebook
     records, is added here); `prepare(client)`: makes the other assets (rootfs trees, kernels…) and returns one
     line per asset for the setup log; `headline`: the id of the chapter claim (``source = chapter``) whose
@@ -79,15 +112,17 @@ class Lab:
 
     stem: str
     topic: str
-    requirements: tuple[Requirement, ...]
     bases: tuple[str, ...]
     tables: Mapping[str, tuple[str, ...]]
+    requirements: tuple[Requirement, ...] = ()
     prepare: Callable[[Any], list[str]] = field(default=_nothing_to_prepare)
     headline: str = ""  # the chapter claim the book's landing page quotes (default: its first chapter claim)
     reads: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tables", {**self.tables, CLAIMS_TABLE: CLAIM_COLUMNS})
+        object.__setattr__(self, "requirements", (*read_requirements(requirements_file(self.stem)),
+                                                  *self.requirements))
 
     @property
     def number(self) -> str:

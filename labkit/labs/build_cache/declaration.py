@@ -13,7 +13,7 @@ import docker
 import pandas as pd
 
 from labkit import assets
-from labkit.core.lab import ENGINE, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.errors import BadParameter
 from labkit.instruments import builds, images
 from labkit.instruments import wheelhouse as wheelhouse_cache
@@ -160,8 +160,6 @@ def prepare(client: docker.DockerClient) -> list[str]:
 LAB = Lab(
     stem=STEM,
     topic="The build cache and COPY order",
-    requirements=(ENGINE, Requirement("program", "debootstrap", "the python-runtime base"),
-                  Requirement("program", "git", "what git check-ignore leaves out of a commit (section 5)")),
     bases=(BASE,),
     tables={
         "rebuilds": ("repeat", "order", "builder", "dockerfile", "edit_index", "edit", "kind", "wall_s", "cached",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import docker
 
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab, Requirement
 from labkit.instruments import stress
 
 STEM = "07-cgroups-and-limits"
@@ -68,17 +68,7 @@ def prepare(client: docker.DockerClient) -> list[str]:
 LAB = Lab(
     stem=STEM,
     topic="Kernel resources: memory, CPU and pids limits",
-    requirements=(
-        ENGINE, ROOT, DRIVERS,
-        Requirement("cgroup", "memory", "memory limits, the sampler, the fences"),
-        Requirement("cgroup", "cpu", "CPU quotas and shares"),
-        Requirement("cgroup", "cpuacct", "CPU time per container"),
-        Requirement("cgroup", "pids", "the fork-loop experiment"),
-        Requirement("program", "gcc", "building the static stress program"),
-        Requirement("program", "dmesg", "telling a cgroup OOM kill from a host-wide one"),
-        Requirement("program", "losetup", "a loop device for the IO limits"),
-        Requirement("program", "fincore", "how much of a file the page cache holds (the memory neighbour)"),
-    ),
+    requirements=(DRIVERS,),  # the rest are in labkit/assets/requirements/
     bases=(BASE,),
     tables={
         **{name: cols for prefix in MEMORY_PREFIXES for name, cols in memory_tables(prefix).items()},

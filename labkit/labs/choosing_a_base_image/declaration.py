@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from labkit.core.lab import ENGINE, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.errors import BadParameter, NotPrepared
 from labkit.instruments.limits import Limits
 
@@ -73,16 +73,6 @@ def prepare(client: docker.DockerClient) -> list[str]:
 LAB = Lab(
     stem=STEM,
     topic="Choosing a base image",
-    requirements=(
-        ENGINE,
-        Requirement("program", "debootstrap", "the Debian, python and node bases"),
-        Requirement("program", "busybox", "the busybox base"),
-        Requirement("program", "musl-gcc", "the native module and its loader built against musl"),
-        Requirement("program", "gcc", "the native module and its loader built against glibc"),
-        Requirement("program", "dpkg-buildflags", "Debian's hardening flags for one glibc build of the module"),
-        Requirement("program", "nm", "the C-library symbols each module build needs"),
-        Requirement("registry", purpose="push and pull times on a registry at 127.0.0.1"),
-    ),
     bases=BASES,
     tables={
         "bases": ("base", "image", "stands_in_for", "size_bytes", "compressed_bytes", "layers", "files",

@@ -3,7 +3,7 @@ knobs every experiment shares."""
 
 from __future__ import annotations
 
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.labs.compose_and_the_single_box_path.service_images import APP_BASE, CACHE_BASE, DB_BASE, prepare
 
 STEM = "12-compose-and-the-single-box-path"
@@ -22,14 +22,6 @@ HEALTHY, STARTED = "service_healthy", "service_started"
 LAB = Lab(
     stem=STEM,
     topic="The local stack with Compose, and the single-box path",
-    requirements=(
-        ENGINE, ROOT,
-        Requirement("program", "ip", "the neighbour host: a network namespace and a veth pair"),
-        Requirement("program", "debootstrap", "the PostgreSQL and Redis stand-ins (Debian's packages)"),
-        Requirement("program", "docker-compose", "Compose v1 (Debian's package) beside v2 for the limits in the file",
-                    required=False),
-        Requirement("program", "systemd-analyze", "checking the chapter's systemd unit", required=False),
-    ),
     bases=(DB_BASE, CACHE_BASE, APP_BASE),
     tables={
         "bringup": ("variant", "condition", "interval_s", "repeat", "up_s", "db_ready_s", "db_healthy_s",

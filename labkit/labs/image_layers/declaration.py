@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 
 from labkit import assets
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, HostUnsupported
 from labkit.instruments import builds, layers, space
@@ -82,7 +82,6 @@ def require_dive() -> str:
 LAB = Lab(
     stem=STEM,
     topic="The image: layered, cacheable, reproducible",
-    requirements=(ENGINE, ROOT, Requirement("program", "debootstrap", "the debian-minbase base")),
     bases=(BASE,),
     tables={
         "layers": ("step", "created_by", "empty_layer", "layer", "history_bytes", "content_bytes", "symlink_bytes",

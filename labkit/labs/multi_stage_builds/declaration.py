@@ -23,7 +23,7 @@ from pathlib import Path
 import docker
 
 from labkit import assets
-from labkit.core.lab import ENGINE, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.errors import BadParameter
 from labkit.instruments import images, undo, wheelhouse
 from labkit.instruments.limits import Limits
@@ -127,8 +127,6 @@ def prepare(client: docker.DockerClient) -> list[str]:
 LAB = Lab(
     stem=STEM,
     topic="Multi-stage builds",
-    requirements=(ENGINE, Requirement("program", "debootstrap", "the go-builder, c-builder and python-runtime bases"),
-                  Requirement("program", "openssl", "section 5's local certificate authority and server certificate")),
     bases=("go-builder", "c-builder", "python-runtime"),
     tables={
         "images": COLUMNS,

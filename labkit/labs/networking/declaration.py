@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.instruments import loadclient
 from labkit.instruments.limits import Limits
 
@@ -31,13 +31,6 @@ def httpd_script(bulk_mib: int, port: int = CONTAINER_PORT) -> str:
 LAB = Lab(
     stem=STEM,
     topic="Networking",
-    requirements=(
-        ENGINE, ROOT,
-        Requirement("program", "ip", "the neighbour host: a network namespace and a veth pair"),
-        Requirement("program", "iptables", "reading and adding narrow, journalled firewall rules"),
-        Requirement("program", "nginx", "the chapter's shape, NGINX in front of the container, as one more path"),
-        Requirement("program", "busybox", "the host-loopback floor: the same httpd as in the containers"),
-    ),
     bases=(SERVER_BASE, CLIENT_BASE),
     tables={
         "exposure": ("mode", "firewall", "client", "target", "reachable", "status", "error"),

@@ -15,7 +15,7 @@ from typing import Any
 import docker
 
 from labkit import assets
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, LabkitError
 from labkit.instruments import builds, containers, images, space, undo
@@ -36,7 +36,6 @@ POLL_S = 0.05
 LAB = Lab(
     stem=STEM,
     topic="Pitfalls and the security defaults",
-    requirements=(ENGINE, ROOT, Requirement("program", "tini-static", "an init built into an image (section 1)")),
     bases=(BASE,),
     tables={
         "zombies": ("variant", "repeat", "t_s", "zombies", "processes", "pid1", "orphans", "memory_limit_bytes",

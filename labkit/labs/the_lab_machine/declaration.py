@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.instruments.vm import guest
 
 STEM = "15-the-lab-machine"
@@ -36,14 +36,6 @@ def prepare(client: Any) -> list[str]:
 LAB = Lab(
     stem=STEM,
     topic="The lab machine: cgroup v2 and the systemd driver, live in a guest",
-    requirements=(
-        ENGINE, ROOT,
-        Requirement("program", "qemu-system-x86_64", "booting the lab machine"),
-        Requirement("program", "debootstrap", "making the lab machine's disk (once; cached)"),
-        Requirement("program", "mke2fs", "writing the lab machine's disk without mounting it"),
-        Requirement("program", "busybox", "the busybox base the host's probe runs in"),
-        Requirement("kvm", purpose="the lab machine at hardware speed", required=False),
-    ),
     bases=(BASE,),
     tables={
         "guest_image": ("recipe", "kernel_package", "kernel_release", "made_utc", "debootstrap_s", "kernel_s",

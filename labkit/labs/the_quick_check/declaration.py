@@ -15,7 +15,7 @@ import docker
 import pandas as pd
 
 from labkit import assets
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.errors import BadParameter
 from labkit.instruments import builds, engine, hadolint, images, npmcache
 from labkit.instruments.engine import Scope
@@ -157,11 +157,6 @@ def prepare(client: docker.DockerClient) -> list[str]:
 LAB = Lab(
     stem=STEM,
     topic="The quick check: a bad Node Dockerfile fixed step by step",
-    requirements=(
-        ENGINE, ROOT,
-        Requirement("program", "debootstrap", "the node bases"),
-        Requirement("program", "git", "the teammate's checkout (its .git/ is part of the build context)"),
-    ),
     bases=BASES,
     tables={
         "builds": ("step", "kind", "repeat", "position", "wall_s", "executed", "cached", "installs",

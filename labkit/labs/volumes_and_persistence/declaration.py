@@ -18,7 +18,7 @@ from typing import Any
 import docker
 
 from labkit import assets
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, Terminated
 from labkit.instruments import builds, images, space, undo
@@ -54,11 +54,6 @@ STOP_TIMEOUT_S = 10
 LAB = Lab(
     stem=STEM,
     topic="Volumes and persistence",
-    requirements=(ENGINE, ROOT, Requirement("program", "debootstrap", "the python-slim base"),
-                  Requirement("program", "dockerd", "the second engine a volume is moved to (section 4)"),
-                  Requirement("program", "nsenter", "starting that engine in a network namespace of its own"),
-                  Requirement("program", "ip", "that engine's network namespace"),
-                  Requirement("program", "iptables", "one narrow FORWARD rule on that engine's bridge")),
     bases=(PYTHON_BASE, TAR_BASE),
     tables={
         "survival": ("storage", "event", "survived", "left_on_host", "host_path"),

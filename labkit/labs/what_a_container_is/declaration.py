@@ -6,7 +6,7 @@ from typing import Any
 
 import docker
 
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.core.session import LabSession
 from labkit.instruments import images, space, vm
 from labkit.instruments.limits import Limits
@@ -72,18 +72,6 @@ def prepare(client: docker.DockerClient) -> list[str]:
 LAB = Lab(
     stem=STEM,
     topic="What a container actually is",
-    requirements=(
-        ENGINE, ROOT,
-        Requirement("cgroup", "memory", "the from-scratch container's memory limit"),
-        Requirement("cgroup", "pids", "the from-scratch container's pids limit"),
-        Requirement("cgroup", "cpu", "the from-scratch container's CPU limit"),
-        Requirement("program", "unshare", "the from-scratch container"),
-        Requirement("program", "nsenter", "reading inside the from-scratch container"),
-        Requirement("program", "debootstrap", "the Debian minbase root filesystem"),
-        Requirement("program", "busybox", "the busybox base, rootfs and initramfs"),
-        Requirement("program", "qemu-system-x86_64", "the VM boot comparison"),
-        Requirement("kvm", purpose="VM boots at hardware speed", required=False),
-    ),
     bases=("busybox",),
     tables={
         "namespaces": ("subject", "kind", "inode", "host_inode", "shared"),

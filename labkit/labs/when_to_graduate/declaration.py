@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labkit.core.lab import ENGINE, ROOT, Lab, Requirement
+from labkit.core.lab import Lab
 from labkit.instruments import loadclient
 from labkit.instruments.limits import Limits
 
@@ -29,16 +29,6 @@ WRITTEN, MOVED, LEFT_BEHIND = "written by the replica", "read by the moved repli
 LAB = Lab(
     stem=STEM,
     topic="When to graduate",
-    requirements=(
-        ENGINE, ROOT,
-        Requirement("program", "dockerd", "the cluster's three extra daemons"),
-        Requirement("program", "nsenter", "starting each daemon inside its node's network namespace"),
-        Requirement("program", "ip", "the nodes' namespaces, their veths and the LAN bridge"),
-        Requirement("program", "iptables", "one narrow FORWARD rule letting the nodes reach each other"),
-        Requirement("registry", purpose="the nodes' registry, in the manager's namespace on their LAN"),
-        Requirement("program", "ctr", "the app image run by containerd without Docker (section 4)", required=False),
-        Requirement("program", "podman", "the app image run by podman (section 4)", required=False),
-    ),
     bases=(APP_BASE, CLIENT_BASE),
     tables={
         "placement": ("task", "node", "state", "image"),
