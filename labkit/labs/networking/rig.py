@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labkit import assets
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter, NotPrepared
 from labkit.instruments import firewall, images, loadclient, measure, netns, procfs, shell, undo
@@ -29,6 +30,8 @@ from labkit.labs.networking.declaration import (
     PROBE_TIMEOUT_S,
     READY_TIMEOUT_S,
 )
+
+NEIGHBOUR_SERVER = "networking/neighbour_server.py"  # http.server without its reverse lookup of the address
 
 # ---------------------------------------------------------------- parameters, checked before anything starts
 
@@ -172,15 +175,15 @@ def guard_outward(stack: ExitStack, run_id: str, fixed_ports: range) -> None:
 
 @contextmanager
 def neighbour_server(neighbour: netns.Neighbour) -> Iterator[Path]:
-    """Python's http.server on the neighbour's address, for the block; yields its log (one line per request,
-    starting with the client's address as the server saw it)."""
+    """Python's http.server on the neighbour's address (:data:`NEIGHBOUR_SERVER`), for the block; yields its log
+    (one line per request, starting with the client's address as the server saw it)."""
     with undo.temporary_folder("labkit-neighbour-") as folder:
         root, log_path = Path(folder) / "www", Path(folder) / "server.log"
         root.mkdir()
         (root / "index.html").write_text("neighbour\n")
         with log_path.open("w") as log_file:
-            server = neighbour.spawn([sys.executable, "-m", "http.server", "--bind", neighbour.address,
-                                      "--directory", str(root), str(NEIGHBOUR_PORT)],
+            server = neighbour.spawn([sys.executable, str(assets.FOLDER / NEIGHBOUR_SERVER), neighbour.address,
+                                      str(NEIGHBOUR_PORT), str(root)],
                                      stdout=log_file, stderr=log_file, stdin=shell.DEVNULL)
             try:
                 wait_ready(f"http://{neighbour.address}:{NEIGHBOUR_PORT}/", neighbour_client(neighbour))
