@@ -4,10 +4,14 @@ bad input refused before anything starts, the live experiments against known ans
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import random
 import signal
 import socket
 import subprocess
+import threading
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,12 +19,13 @@ import docker
 import pandas as pd
 import pytest
 
+from labkit import assets
 from labkit.core.claims import Verdict
 from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import engine, firewall, netns, procfs, undo
 from labkit.labs import networking
-from labkit.labs.networking import DNAT, HOST_NETWORK, LOOPBACK, NGINX, PROXY, ExposureResult, PathsResult
+from labkit.labs.networking import DNAT, HOST_NETWORK, LOOPBACK, NGINX, PROXY, ExposureResult, PathsResult, rig
 from labkit.labs.networking import exposure as exposure_module
 from tests.conftest import interrupt_experiment, leftovers
 
@@ -126,6 +131,38 @@ def test_the_ledger_names_the_engine_it_was_measured_on(replay: LabSession) -> N
     assert "how Docker 27.5.1 writes" in claims.loc["net.publish_reaches_anyone", "criterion"]
     assert "on Docker 27.5.1: moby#45610" in claims.loc["net.loopback_publish_local_only", "caveat"]
     assert "20.10" not in " ".join(claims["criterion"]) + " ".join(claims["caveat"])
+
+
+# ---------------------------------------------------------------- the neighbour's server, without a name lookup
+
+
+def test_the_neighbour_server_binds_and_serves_without_looking_its_address_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """http.server's own bind looks its address up (socket.getfqdn): from the neighbour that reverse lookup timed out
+    after 10 s. The neighbour's server must bind and answer with every lookup refused, and log the client's
+    address first on each request's line (what section 3 reads)."""
+    spec = importlib.util.spec_from_file_location("neighbour_server", assets.FOLDER / rig.NEIGHBOUR_SERVER)
+    assert spec is not None and spec.loader is not None
+    server_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server_module)
+
+    def no_lookup(*args: object) -> str:
+        raise AssertionError(f"a name lookup: {args}")
+
+    monkeypatch.setattr(socket, "getfqdn", no_lookup)
+    monkeypatch.setattr(socket, "gethostbyaddr", no_lookup)
+    (tmp_path / "index.html").write_text("neighbour\n")
+    server = server_module.Server(("127.0.0.1", 0), functools.partial(
+        server_module.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    with server:
+        thread = threading.Thread(target=server.handle_request)
+        thread.start()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/?from-test", timeout=10) as answer:
+            assert (answer.status, answer.read()) == (200, b"neighbour\n")
+        thread.join(10)
+    assert server.server_name == "127.0.0.1"
+    logged = [line for line in capfd.readouterr().err.splitlines() if "GET /?from-test " in line]
+    assert len(logged) == 1 and logged[0].split()[0] == "127.0.0.1"
 
 
 # ---------------------------------------------------------------- bad input, refused before anything starts
