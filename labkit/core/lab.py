@@ -1,9 +1,8 @@
-"""A lab's declaration: what each notebook needs and makes, declared once in its lab module.
+"""A lab's declaration: what each notebook needs and makes, declared once, in its lab module and its requirements file.
 
-Every lab (``labkit/labs/<topic>``, a module or a package) defines ``LAB = Lab(...)``: the notebook stem, its host
-requirements (listed in ``labkit/assets/requirements/<stem>.toml``, beside those the code computes), the base images
-it uses, the tables it records (with their columns) and a ``prepare(client)`` that
-makes its other assets.
+Every lab (``labkit/labs/<topic>``, a module or a package) defines ``LAB = Lab(...)``: the notebook stem, the base
+images it uses, the tables it records (with their columns), a ``prepare(client)`` that makes its other assets, and
+its host requirements: those listed in ``labkit/assets/requirements/<stem>.toml`` and those its code computes.
 The notebook opens its session with its lab's ``LAB``; only the application (:mod:`labkit.app.catalog`) finds
 every lab.
 """
