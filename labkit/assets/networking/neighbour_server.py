@@ -1,7 +1,7 @@
 """Notebook 08's server on the neighbour: Python's http.server without its one name lookup.
 
 ``python3 -m http.server --bind ADDRESS`` makes HTTPServer.server_bind look ADDRESS up (``socket.getfqdn``). On the
-neighbour, whose only way out is this host, that reverse lookup went towards the host's resolver, was dropped, and
+neighbour, whose only way out is this host, that reverse lookup went towards the host's resolver, got no answer, and
 timed out after 10 s each time the server started. This server binds without it and logs as http.server does: one
 line per request on stderr, starting with the client's address as the server saw it.
 
