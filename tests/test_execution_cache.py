@@ -330,7 +330,7 @@ def test_make_lab_passes_fresh_on(fresh: str, expected: str) -> None:
     assert expected in shown
 
 
-def test_every_asset_folder_is_an_input_of_the_notebooks_that_read_it_and_each_only_its_own_claims() -> None:
+def test_every_asset_folder_is_an_input_of_the_notebooks_that_read_it_and_each_only_its_own_stem_files() -> None:
     """An asset folder read by a notebook whose code does not name it would not be an input: an edit to it would
     leave the book showing executions made before it. Every folder is some notebook's input, each notebook has its
     own claims file and requirements file and no other's, and a notebook whose code calls a helper of
