@@ -33,6 +33,7 @@ from labkit.instruments.scratch import (
 )
 from labkit.instruments.scratch.argv import SETUP_NAME
 from labkit.instruments.scratch.pid1 import find_pid1
+from labkit.instruments.scratch.status import why_code
 
 NAMESPACES = ("pid", "net", "mnt", "uts", "ipc")
 APPLETS = ("sh", "sleep", "mount", "umount", "hostname", "cat", "true", "false", "tail", "rmdir", "ls")
@@ -277,6 +278,19 @@ def test_exit_status_keeps_the_raw_status_beside_the_shell_code(
 ) -> None:
     status = ExitStatus.of(returncode, stderr)
     assert (status.code, status.raw) == (code, raw)
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stderr", "words"),
+    [
+        (1, "unshare: sigprocmask unblock failed: Invalid argument\n", "when its PID 1 dies of SIGKILL"),
+        (-9, "", "reported as 137 (128 + the signal's number)"),
+        (1, "", "exit code 1"),
+    ],
+)
+def test_the_reader_is_told_why_a_raw_status_is_reported_as_its_code(returncode: int, stderr: str, words: str) -> None:
+    status = ExitStatus.of(returncode, stderr)
+    assert words in why_code(status.raw, status.code)
 
 
 def test_pid1_is_found_by_nspid_in_a_recorded_proc() -> None:

@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass
 
 UNSHARE_SIGKILL_MESSAGE = "unshare: sigprocmask unblock failed: Invalid argument"
+SIGKILLED_RAW = f"unshare exited 1: {UNSHARE_SIGKILL_MESSAGE.removeprefix('unshare: ')}"  # ExitStatus.raw for it
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,17 @@ class ExitStatus:
         """What unshare really ended with: ``"exited 0"``, ``"killed by signal 15"``, or for the SIGKILL case
         ``"unshare exited 1: sigprocmask unblock failed: Invalid argument"``."""
         if self.pid1_sigkilled:
-            return f"unshare exited 1: {UNSHARE_SIGKILL_MESSAGE.removeprefix('unshare: ')}"
+            return SIGKILLED_RAW
         if self.returncode < 0:
             return f"killed by signal {-self.returncode}"
         return f"exited {self.returncode}"
+
+
+def why_code(raw: str, code: int) -> str:
+    """In words, for a reader: why a process that ended as `raw` (:attr:`ExitStatus.raw`) is reported as `code`."""
+    if raw == SIGKILLED_RAW:
+        return (f"util-linux's unshare ends so when its PID 1 dies of SIGKILL (it cannot pass SIGKILL on by "
+                f"raising it on itself), so labkit reports it as {code}, like Docker's 128 + SIGKILL")
+    if raw.startswith("killed by signal"):
+        return f"reported as {code} (128 + the signal's number), as Docker reports it"
+    return f"exit code {code}"

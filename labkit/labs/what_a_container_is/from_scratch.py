@@ -10,6 +10,7 @@ import pandas as pd
 
 from labkit.core.session import LabSession
 from labkit.instruments import images, procfs, scratch
+from labkit.instruments.scratch.status import why_code
 from labkit.instruments.shell import run
 from labkit.labs.what_a_container_is.declaration import (
     DEFAULT,
@@ -73,12 +74,13 @@ class ScratchResult:
                 f"still says {self.fact('kernel release (uname -r)')}. Its cgroup `{r['cgroup']}` (cgroup "
                 f"{r['cgroup_version']}) read back a limit of {r['memory_limit_read_bytes'] / 2**20:.0f} MiB, with "
                 f"{r['pids_limit']} pids and {r['cpus']:g} CPU; after it stopped, its processes and cgroup were "
-                f"{gone}. The memory hog under the same limits ended as `{r['hog_raw_exit']}` — reported as "
-                f"{r['hog_exit_code']}, like Docker's 128 + SIGKILL — and the cgroup counted {r['hog_oom_kills']} "
-                f"OOM kill(s): {enforced} **What it lacks:** its PID 1 keeps {r['effective_capabilities']} effective "
-                f"capabilities (a default container: {len(privileges.effective(DEFAULT))}) and seccomp mode "
-                f"{r['seccomp_mode']} (a default container: {privileges.seccomp_mode(DEFAULT)}): namespaces and a "
-                "cgroup isolate and limit it, but they do not take root's privileges away.")
+                f"{gone}. The memory hog under the same limits ended as `{r['hog_raw_exit']}`: "
+                f"{why_code(r['hog_raw_exit'], int(r['hog_exit_code']))} — and the cgroup counted "
+                f"{r['hog_oom_kills']} OOM kill(s): {enforced} **What it lacks:** its PID 1 keeps "
+                f"{r['effective_capabilities']} effective capabilities (a default container: "
+                f"{len(privileges.effective(DEFAULT))}) and seccomp mode {r['seccomp_mode']} (a default container: "
+                f"{privileges.seccomp_mode(DEFAULT)}): namespaces and a cgroup isolate and limit it, but they do "
+                "not take root's privileges away.")
 
 
 def _nsenter(pid: int) -> Callable[[list[str]], str]:
