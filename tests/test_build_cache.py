@@ -22,6 +22,7 @@ from labkit.errors import BadParameter
 from labkit.instruments import engine
 from labkit.labs import build_cache
 from labkit.labs.build_cache import Edit
+from labkit.labs.build_cache import claims as build_cache_claims
 from tests.conftest import leftovers, open_live
 
 LAB = build_cache.LAB  # what the `replay` fixture (conftest.py) replays
@@ -144,6 +145,7 @@ def test_rebuild_summaries_of_a_hand_made_table() -> None:
     # The plot's table: the median over the passes per edit, e.g. edit 1 of B: {12, 24} → 18.
     assert result.per_edit("buildkit").loc["1 source", "B: everything first"] == pytest.approx(18.0)
     assert result.executed("buildkit", "A", "source") == [2, 2, 2, 2]
+    assert result.fewer_steps("buildkit") == (4, 4)  # B executes 3 on each
 
 
 CONTEXT = pd.DataFrame([{"builder": "buildkit", "dockerignore": ignored, "repeat": 0, "context_bytes": 1,
@@ -174,6 +176,10 @@ def test_the_chapter_s_ten_times_on_a_hand_made_table(legacy_b: tuple[float, flo
     assert claim.value == pytest.approx(min(10.0, legacy_b[0] / 1.0))  # the lowest builder's median
     # A executes 2 steps against B's 3 on every source edit, and spends less time: holds.
     assert ledger.verdict("cache.least_changing_first") == Verdict.HOLDS
+    first = next(c for c in ledger if c.id == "cache.least_changing_first")
+    assert first.measured.startswith("buildkit: on the 4 source edits A executed 2 steps, B 3; A fewer on 4 of 4, ")
+    assert "against 33.3 s per pass of the history; legacy: on the 4 source edits" in first.measured  # 4.05 s for A
+    assert build_cache_claims._steps([2, 3, 2]) == "2–3"  # the steps of edits that did not all execute as many
     assert ledger.verdict("cache.copy_all_invalidates") == Verdict.HOLDS  # B: 6 of 6 with each builder
     # The hand-made table has no steps: the caveat speaks of the pip base's venv.
     assert "into the venv of the base" in claim.caveat

@@ -19,7 +19,7 @@ from labkit.core.session import LabSession
 from labkit.errors import BadParameter
 from labkit.instruments import engine
 from labkit.labs import multi_stage_builds
-from labkit.labs.multi_stage_builds import module_layer, runtime_bases
+from labkit.labs.multi_stage_builds import module_layer, runtime_bases, stages
 from tests.conftest import leftovers, open_live
 
 MB = 10**6
@@ -110,6 +110,16 @@ def test_build_times_of_a_hand_made_table() -> None:
     assert "98× smaller" in text  # 640 / 6.5 = 98.46
     assert "`WORKDIR /src` cached in 1 of 4" in text  # the single-stage cold build, of 4 cold builds
     assert "multi-stage after an edit 20.0 s" in text
+
+
+@pytest.mark.parametrize(("single_mb", "multi_mb", "words"), [
+    (640.0, 6.5, "98× smaller"),  # 98.46
+    (12.5, 5.0, "2.50× smaller"),
+    (197.4, 195.7, "0.9% smaller"),  # a factor of 1.01 would read as a misprint
+])
+def test_how_much_smaller_reads_as_a_factor_or_below_2_as_a_percentage(single_mb: float, multi_mb: float,
+                                                                         words: str) -> None:
+    assert stages._smaller(single_mb / multi_mb) == words
 
 
 def test_builds_that_are_not_what_they_are_called_are_named() -> None:

@@ -92,6 +92,11 @@ class RebuildResult:
     def executed(self, builder: str, dockerfile: str, kind: str) -> list[int]:
         return [int(n) for n in self._of(builder, dockerfile, kind)["executed"]]
 
+    def fewer_steps(self, builder: str) -> tuple[int, int]:
+        """(source edits on which A executed fewer steps than B, source edits), pairing each pass's edits."""
+        a, b = self.executed(builder, "A", SOURCE), self.executed(builder, "B", SOURCE)
+        return sum(x < y for x, y in zip(a, b, strict=True)), len(a)
+
     def install_reran(self, builder: str, dockerfile: str, kinds: Sequence[str] = CHANGING) -> tuple[int, int]:
         """(rebuilds that re-ran the dependency install, rebuilds) among the edits of `kinds`, over every pass."""
         rows = self._of(builder, dockerfile)

@@ -121,7 +121,7 @@ class MultiStageResult:
                 for variant in (SINGLE, MULTI) for build in dict.fromkeys(self.builds["build"]))
             parts.append(
                 f"**{service}**: {single['image_bytes'] / MB:.1f} MB → **{multi['image_bytes'] / MB:.1f} MB** "
-                f"({_times(self.ratio(service))} smaller), {int(single['files']):,} → {int(multi['files']):,} files, "
+                f"({_smaller(self.ratio(service))}), {int(single['files']):,} → {int(multi['files']):,} files, "
                 f"{int(single['sbom_packages'])} → {int(multi['sbom_packages'])} packages in the SBOM; a shell "
                 f"{'stays' if multi['has_shell'] else 'is gone'}, a package manager "
                 f"{'stays' if multi['has_package_manager'] else 'is gone'}; median build times: {timed}")
@@ -142,8 +142,12 @@ class MultiStageResult:
         return "**What we measured.** " + "; ".join(parts) + f". {checked}."
 
 
-def _times(ratio: float) -> str:
-    return f"{ratio:.0f}×" if ratio >= 10 else f"{ratio:.2f}×"
+def _smaller(ratio: float) -> str:
+    """How much smaller the multi-stage image is, given single-stage size / multi-stage size: as a factor from 2×
+    on, below that as a percentage (1.01× smaller reads as a misprint; 0.9% smaller does not)."""
+    if ratio >= 10:
+        return f"{ratio:.0f}× smaller"
+    return f"{ratio:.2f}× smaller" if ratio >= 2 else f"{1 - 1 / ratio:.1%} smaller"
 
 
 def _copies(instruction: str, service: Service) -> bool:
