@@ -201,7 +201,7 @@ class BaseTable:
         without_shell = [b for b, r in s.iterrows() if not r["shell"]]
         with_setuid = {b: int(r.setuid_files) for b, r in s.iterrows() if r.setuid_files}
         setuid = ", ".join(f"{b} {n}" for b, n in with_setuid.items()) or "none"
-        return (f"**What we measured.** Files: from {int(s['files'].max())} ({s['files'].idxmax()}) down to "
+        return (f"**What we measured.** Files: from {int(s['files'].max()):,} ({s['files'].idxmax()}) down to "
                 f"{int(s['files'].min())} ({s['files'].idxmin()}); installed packages from "
                 f"{int(s['packages'].max())} down to {int(s['packages'].min())}. Setuid/setgid programs — the "
                 f"ones a local attacker tries first — per base: {setuid}. No shell at all in: "

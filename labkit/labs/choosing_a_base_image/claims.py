@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from labkit.core.claims import ClaimLedger, Verdict, verdict
 from labkit.labs.choosing_a_base_image.bases import BaseTable
 from labkit.labs.choosing_a_base_image.declaration import SIZE_TOLERANCE
@@ -68,11 +70,8 @@ def check_claims(ledger: ClaimLedger, table: BaseTable, fit: PullFit, start: Sta
         ledger.check(
             "surface.distroless_smaller",
             value=float(sum(surface.loc[slim, "files"] - surface.loc[lean, "files"] for slim, lean in pairs)),
-            measured="; ".join(f"{lean}: {int(surface.loc[lean, 'files'])} files, "
-                               f"{int(surface.loc[lean, 'setuid_files'])} setuid, shell "
-                               f"{surface.loc[lean, 'shell'] or 'none'} against {slim}: "
-                               f"{int(surface.loc[slim, 'files'])} files, {int(surface.loc[slim, 'setuid_files'])} "
-                               f"setuid, shell {surface.loc[slim, 'shell'] or 'none'}" for slim, lean in pairs),
+            measured="; ".join(f"{lean}: {_surface(surface.loc[lean])} against {slim}: {_surface(surface.loc[slim])}"
+                               for slim, lean in pairs),
             verdict=verdict(smaller, caveat=True),
             caveat="by construction: the stand-in is the runtime and the libraries it loads, copied onto FROM "
                    "scratch, so nothing else is there to count; its libraries carry no package metadata, so a "
@@ -110,3 +109,9 @@ def _check_native(ledger: ClaimLedger, native: NativeResult) -> None:
                 Verdict.INCONCLUSIVE: f"a glibc build failed on {native.glibc_base} too, so the module, not "
                                       "musl, is at fault"}.get(native_verdict, ""),
         len_glibc_builds=len(native.glibc_builds), musl_base=native.musl_base, glibc_base=native.glibc_base)
+
+
+def _surface(base: pd.Series) -> str:
+    """One base's attack surface in brief: files, setuid programs and its shells (``bin/sh, bin/bash``)."""
+    shells = str(base["shell"] or "").replace(";", ", ") or "none"
+    return f"{int(base['files']):,} files, {int(base['setuid_files'])} setuid, shell {shells}"
