@@ -270,12 +270,13 @@ class ManifestResult:
                     and (p["uname_m"] == p["platform"].map(arch.UNAME_MACHINE)).all())
 
     def conclusion(self) -> str:
-        picks = "; ".join(f"`pull --platform {r.platform}` gave a **{r.pulled_architecture}** image "
+        picks = "; ".join(f"`pull --platform {r.platform}` gave an image for **{r.pulled_architecture}** "
                           f"({r.manifest_digest[:19]}…) whose `uname -m` printed {r.uname_m}"
                           for r in self.pulls.itertuples())
         verdict_text = "Each pull picked the image for its platform." if self.resolves else \
             "A PULL PICKED THE WRONG IMAGE."
-        return (f"**What we measured.** The registry served one tag as a `{self.pulls['list_media_type'].iloc[0]}`. "
+        return (f"**What we measured.** The registry served one tag with the media type "
+                f"`{self.pulls['list_media_type'].iloc[0]}`. "
                 f"{picks}. {verdict_text}")
 
 
