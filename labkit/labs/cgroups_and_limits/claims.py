@@ -111,7 +111,7 @@ def check_io(ledger: ClaimLedger, io: IoResult) -> None:
     ledger.check(
         "limits.io_bandwidth", value=float(direct["write_mib_per_s"] / direct["limit_mib_per_s"]),
         measured=f"O_DIRECT {direct['write_mib_per_s']:.2f} MiB/s and page-cache writes "
-                 f"{buffered['write_mib_per_s']:.0f} MiB/s (fsync {buffered['fsync_s']:.2f} s) under "
+                 f"{buffered['write_mib_per_s']:,.0f} MiB/s (fsync {buffered['fsync_s']:.2f} s) under "
                  f"--device-write-bps {direct['limit_mib_per_s']:.0f}mb on a loop device",
         verdict=verdict(bool(held), caveat=bool(escaped)),
         caveat=(f"writes through the page cache ran at {buffered['write_mib_per_s'] / buffered['limit_mib_per_s']:.0f}"

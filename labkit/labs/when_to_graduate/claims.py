@@ -74,7 +74,7 @@ def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: Port
     ledger.check(
         "graduate.rolling_update_without_loss",
         value=float(start_first["failed"].sum()) if len(start_first) else float("nan"),
-        measured="; ".join(f"{case}: {int(r.failed)} of {int(r.requests)} failed, longest gap "
+        measured="; ".join(f"{case}: {int(r.failed):,} of {int(r.requests):,} failed, longest gap "
                            f"{r.longest_gap_s:.2f} s, " + (f"`up -d` returned after {r.median_duration_s:.1f} s"
                                                           if case == CASE else f"done after {r.median_duration_s:.1f}"
                                                           " s by the manager's report") + " (median)"
@@ -94,7 +94,7 @@ def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: Port
         "graduate.broken_release_rolled_back",
         value=float(broken["median_duration_s"].iloc[0]) if len(broken) else float("nan"),
         measured="; ".join(f"{case}: {r.final_state}, {r.median_duration_s:.1f} s, {int(r.failed)} of "
-                           f"{int(r.requests)} requests failed; running image as before: {r.images_match}"
+                           f"{int(r.requests):,} requests failed; running image as before: {r.images_match}"
                            for case, r in broken.iterrows()),
         verdict=verdict(rolled_back),
         rounds=f" (median of {int(broken['updates'].iloc[0])} rounds)" if len(broken) else "")

@@ -201,7 +201,7 @@ class OrchestratorResult:
 
     def conclusion_rollout(self) -> str:
         parts = [f"`{case}`: {row.updates} update(s), {row.final_state}, median {row.median_duration_s:.1f} s, "
-                 f"{int(row.failed)} of {int(row.requests)} requests failed, longest gap without an answer "
+                 f"{int(row.failed):,} of {int(row.requests):,} requests failed, longest gap without an answer "
                  f"{row.longest_gap_s:.2f} s, running image as expected: {row.images_match}"
                  for case, row in self.table.iterrows()]
         return "**What we measured.** " + "; ".join(parts) + "."
