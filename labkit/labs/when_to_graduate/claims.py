@@ -93,7 +93,7 @@ def check_claims(ledger: ClaimLedger, result: OrchestratorResult, portable: Port
     ledger.check(
         "graduate.broken_release_rolled_back",
         value=float(broken["median_duration_s"].iloc[0]) if len(broken) else float("nan"),
-        measured="; ".join(f"{case}: {r.final_state}, {r.median_duration_s:.1f} s, {int(r.failed)} of "
+        measured="; ".join(f"{case}: {r.final_state}, {r.median_duration_s:.1f} s, {int(r.failed):,} of "
                            f"{int(r.requests):,} requests failed; running image as before: {r.images_match}"
                            for case, r in broken.iterrows()),
         verdict=verdict(rolled_back),
