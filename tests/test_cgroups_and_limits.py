@@ -3,6 +3,7 @@ each experiment live against known answers (exit 137, the pids limit, the CPU qu
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -416,6 +417,15 @@ def test_pids_neighbour_verdict_on_known_tables() -> None:
 def test_the_recorded_ramp_was_killed_and_all_five_witnesses_saw_it(replay: LabSession) -> None:
     ramp = cgroups_and_limits.run_memory_ramp(replay)
     assert ramp.killed and ramp.witnesses_agree
+
+
+def test_a_replay_names_the_recording_host_s_cores_not_its_own(replay: LabSession,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # a reader's machine with more cores than ours
+    quota = cgroups_and_limits.run_cpu_quota(replay)
+    cores = replay.parameters("cpu_samples")["cores"]
+    assert quota.host_cores == cores != 64
+    assert f"cores of this host's {cores}, throttled" in quota.conclusion()
 
 
 # ---------------------------------------------------------------- live, against known answers

@@ -140,6 +140,11 @@ class LabSession:
         self.store.write_provenance(self.provenance)
         return {name: frames[name] for name in tables}
 
+    def parameters(self, table: str) -> dict[str, Any]:
+        """The parameters the experiment that made `table` ran with: this run's, or the recording's in a replay
+        (where they describe the host it was measured on, not this one)."""
+        return dict(self.provenance["experiments"][table]["parameters"])
+
     def _check_declared(self, name: str, frame: pd.DataFrame) -> None:
         """A table the lab did not declare, or with other columns, is a bug in the lab: refuse to record it."""
         if self.tables is None:

@@ -75,10 +75,12 @@ NO_QUOTA = "no --cpus"
 class CpuQuotaResult:
     """`samples` (round, condition, cpus, t_s, cpu_s, nr_periods, nr_throttled, throttled_s: the container's
     group) and `work` (round, condition, t_s, work_units: the program's own cumulative count). ``cpus`` is NaN
-    without a quota; each round runs every condition once."""
+    without a quota; each round runs every condition once. `host_cores`: the cores of the host it was measured on
+    (the recording's, in a replay), all of which the condition without a quota may use."""
 
     samples: pd.DataFrame
     work: pd.DataFrame
+    host_cores: int
 
     @cached_property
     def per_round(self) -> pd.DataFrame:
@@ -128,9 +130,9 @@ class CpuQuotaResult:
         free = rows[rows["quota_cores"].isna()].iloc[0]
         return (f"**What we measured.** Medians of {int(rows['rounds'].min())} round(s), the conditions rotated "
                 "from round to round, with their intervals: " + "; ".join(parts) + ". Without `--cpus` the same "
-                f"program used {free['cpu_cores']:.2f} cores of this host's {host_cores()}, throttled in "
+                f"program used {free['cpu_cores']:.2f} cores of this host's {self.host_cores}, throttled in "
                 f"{free['throttled_periods']:.0%} of its periods. Work done "
-                "followed the CPU: " + ", ".join(f"{r.work_per_s:.0f}" for r in rows.itertuples())
+                "followed the CPU: " + ", ".join(f"{r.work_per_s:,.0f}" for r in rows.itertuples())
                 + " work units per second in that order. The quota is a ceiling enforced every 100 ms period: "
                 "the container runs until it has used its share of the period, then waits for the next one.")
 
@@ -181,7 +183,7 @@ def run_cpu_quota(lab: LabSession, cpus: Sequence[float] = (0.5, 1.5), seconds: 
 
     tables = lab.record("cpu_quota", ("cpu_samples", "cpu_work"), experiment, cpus=list(quotas), seconds=seconds,
                         threads=threads, sample_hz=sample_hz, cores=cores, repeats=repeats)
-    return CpuQuotaResult(tables["cpu_samples"], tables["cpu_work"])
+    return CpuQuotaResult(tables["cpu_samples"], tables["cpu_work"], int(lab.parameters("cpu_samples")["cores"]))
 
 
 @dataclass(frozen=True)
@@ -266,9 +268,9 @@ class SharesResult:
                   "alternated)") if rounds > 1 else " (one round: no interval)"
         overlap = self.by_round["overlap_s"]
         return (f"**What we measured.** Both containers on CPU 0, {overlap.min():.2f}–{overlap.max():.2f} s of "
-                f"overlap per round: median work rates {self.summary['work_per_s'].iloc[0]:.0f} and "
-                f"{self.summary['work_per_s'].iloc[1]:.0f} units/s, a ratio of {self.work_ratio:.2f}{spread} (CPU time "
-                f"ratio {self.cpu_ratio:.2f}) for shares in the ratio {self.shares_ratio:.2f} — "
+                f"overlap per round: median work rates {self.summary['work_per_s'].iloc[0]:,.0f} and "
+                f"{self.summary['work_per_s'].iloc[1]:,.0f} units/s, a ratio of {self.work_ratio:.2f}{spread} "
+                f"(CPU time ratio {self.cpu_ratio:.2f}) for shares in the ratio {self.shares_ratio:.2f} — "
                 f"{abs(self.work_ratio / self.shares_ratio - 1):.1%} off, "
                 + ("within" if self.within_tolerance else "outside")
                 + f" the {SHARES_TOLERANCE:.0%} tolerance. Shares are a weight that matters only under contention: "

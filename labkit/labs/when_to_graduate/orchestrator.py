@@ -320,7 +320,7 @@ def run_orchestrator(lab: LabSession, knobs: Knobs) -> OrchestratorResult:
     chosen = {"endpoint_mode": support.endpoint_mode, "kernel": support.evidence} if support else {}
     tables = lab.record("orchestrator", ("placement", "as_stack", "healing", "rollout", "requests", "stateful"),
                         lambda: _experiment(lab, knobs), **knobs.__dict__, **chosen)
-    recorded = lab.provenance["experiments"]["placement"]["parameters"]
+    recorded = lab.parameters("placement")
     return OrchestratorResult(tables["placement"], tables["as_stack"], tables["healing"], tables["rollout"],
                               tables["requests"], StatefulResult(tables["stateful"]),
                               recorded.get("endpoint_mode", ""), recorded.get("kernel", ""))
