@@ -154,7 +154,7 @@ class PathsResult:
         parts = [f"{path}: **{r.ratio_to_loopback:.2f}×** [{r.low:.2f}, {r.high:.2f}]"
                  for path, r in ratios.iterrows() if path != LOOPBACK]
         host, proxy, ratio = self.median_ms(HOST_NETWORK), self.median_ms(PROXY), self.host_vs_published
-        bulk = ", ".join(f"{path} {row['median']:.0f} MiB/s" for path, row in thr.iterrows())
+        bulk = ", ".join(f"{path} {row['median']:,.0f} MiB/s" for path, row in thr.iterrows())
         return (f"Median latency per round over the host-loopback floor (interval over "
                 f"{int(ratios['rounds'].max())} rounds, coverage {ratios['coverage'].min():.0%}): "
                 + "; ".join(parts) + f". A `--network host` container's median latency: **{host[0]:.2f} ms** "
