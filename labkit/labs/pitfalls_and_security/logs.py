@@ -121,8 +121,9 @@ class LogGrowthResult:
                 f"`--log-opt max-size={self.row(ROTATED)['max_size_bytes'] / MIB:g}m "
                 f"--log-opt max-file={self.row(ROTATED)['max_files']}` it peaked at "
                 f"**{self.peak_bytes(ROTATED) / MIB:.2f} MiB** (bound {self.bound_bytes / MIB:g} MiB), and "
-                f"`docker logs` then returned {self.row(ROTATED)['logs_lines']} of the "
-                f"{self.row(UNBOUNDED)['logs_lines']} lines: rotation bounds the disk by forgetting the oldest lines.")
+                f"`docker logs` then returned {int(self.row(ROTATED)['logs_lines']):,} of the "
+                f"{int(self.row(UNBOUNDED)['logs_lines']):,} lines: rotation bounds the disk by forgetting the "
+                "oldest lines.")
 
 
 def _log_files(path: Path) -> dict[Path, int]:

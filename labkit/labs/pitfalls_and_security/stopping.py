@@ -116,7 +116,7 @@ class StopResult:
             "stayed PID 1 and ran it as its child"
         quick = (f" (quick mode: `docker stop -t {self.timeout_s}` instead of the default {DEFAULT_TIMEOUT_S} s)"
                  if self.timeout_s != DEFAULT_TIMEOUT_S else "")
-        return (f"**What we measured**{quick}. With the shell form, `/bin/sh` stays PID 1 for a compound command "
+        return (f"**What we measured{quick}.** With the shell form, `/bin/sh` stays PID 1 for a compound command "
                 f"and, for a single command, {shell} on this image (dash). Shell form, compound: median "
                 f"{self.median_s(SHELL_COMPOUND):.2f} s, exit {sorted(self.exit_codes(SHELL_COMPOUND))}; one "
                 f"command: {self.median_s(SHELL_SINGLE):.2f} s, exit {sorted(self.exit_codes(SHELL_SINGLE))}. "

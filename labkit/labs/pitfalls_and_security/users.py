@@ -36,9 +36,10 @@ class UserResult:
 
     def conclusion(self) -> str:
         root, other = self.row(ROOT_USER), self.row(NON_ROOT)
+        held = str(root["effective_capabilities"]).replace(",", ", ")
         return (f"**What we measured.** Without `USER` the program runs as uid {root['uid']} and holds "
-                f"{root['capability_count']} capabilities ({root['effective_capabilities']}). Into the bind-mounted "
-                f"host folder it wrote a file that the host sees owned by uid **{root['host_owner_uid']}**; it could "
+                f"{root['capability_count']} capabilities ({held}). Into the bind-mounted host folder it wrote a "
+                f"file that the host sees owned by uid **{root['host_owner_uid']}**; it could "
                 f"also write the image's /etc ({root['image_write']}). As `USER 10001` it runs as uid {other['uid']} "
                 f"with **{other['capability_count']}** effective capabilities; the bind-mounted write ended "
                 f"**{other['bind_write']}** and /etc {other['image_write']}.")
