@@ -205,6 +205,11 @@ def portable(outputs: dict[str, str] | None = None, missing: dict[str, str] | No
     return graduate.PortabilityResult(pd.DataFrame(rows))
 
 
+def test_the_portability_conclusion_names_the_limits_podman_ran_under() -> None:
+    assert "podman ran with `--ulimit nofile=1024:4096 --ulimit nproc=4096:4096`" in portable().conclusion()
+    assert "--ulimit" not in portable({"docker": "v1", "containerd (ctr)": "v1"}, {"podman": "x"}).conclusion()
+
+
 def verdicts(found: graduate.OrchestratorResult,
              runtimes: graduate.PortabilityResult | None = None) -> dict[str, Verdict]:
     ledger = ClaimLedger(graduate.STEM)
@@ -463,7 +468,10 @@ def test_live_the_image_runs_unchanged_under_containerd_and_nothing_stays(live: 
     assert table.loc[runtimes.CONTAINERD, "config_digest"] == table.loc[runtimes.DOCKER, "config_digest"]
     assert (found.ran.groupby("runtime").size() == 2).all()
     assert _labkit_namespaces() == []
-    if runtimes.PODMAN not in found.missing:
+    if shutil.which("podman") is not None:  # installed: it runs the image too (under PODMAN_LIMITS)
+        assert runtimes.PODMAN not in found.missing, found.missing[runtimes.PODMAN]
+        assert set(table.loc[runtimes.PODMAN, "outputs"].split(" / ")) == {"v1"}
+        assert table.loc[runtimes.PODMAN, "config_digest"] == table.loc[runtimes.DOCKER, "config_digest"]
         assert shell.run(["podman", "images", "--quiet", "--filter", f"label=labkit.run={live.run_id}"],
                          30).stdout.split() == []
 

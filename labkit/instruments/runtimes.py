@@ -24,6 +24,10 @@ RUN_TIMEOUT_S = 120.0
 CLEANUP_TIMEOUT_S = 60.0
 # podman sends its events to journald by default, which needs systemd as PID 1; a file works everywhere.
 PODMAN_BASE = ("--events-backend", "file")
+# Rootful podman asks runc for 1048576 open files and more processes than the host's pid_max, which a root
+# without CAP_SYS_RESOURCE (ours) may not grant: runc fails with EPERM. Linux's classic defaults, which lowering
+# always allows, bound only what the command run here could open or start.
+PODMAN_LIMITS = ("--ulimit", "nofile=1024:4096", "--ulimit", "nproc=4096:4096")
 
 
 @dataclass(frozen=True)
@@ -116,8 +120,9 @@ def _remove_namespace(namespace: str) -> None:
 
 @contextmanager
 def podman(archive: Path, command: Sequence[str]) -> Iterator[Runtime]:
-    """`archive` loaded into podman's store; `command` run with ``podman run --rm --network none`` (without the
-    image's health check, which podman runs from systemd timers). CannotRun if podman cannot run it here."""
+    """`archive` loaded into podman's store; `command` run with ``podman run --rm --network none`` under
+    :data:`PODMAN_LIMITS` (without the image's health check, which podman runs from systemd timers). CannotRun if
+    podman cannot run it here."""
     base = [shell.require_program("podman"), *PODMAN_BASE]
     loaded = _text([*base, "load", "--input", str(archive)])
     image = loaded.rsplit("Loaded image:", 1)[-1].strip().split(",")[0].strip()
@@ -125,8 +130,8 @@ def podman(archive: Path, command: Sequence[str]) -> Iterator[Runtime]:
         digest = _text([*base, "image", "inspect", "--format", "{{.Id}}", image])
         version = _text([*base, "version", "--format", "{{.Version}}"])
         yield _probed(Runtime(PODMAN, f"podman {version}", f"sha256:{digest.removeprefix('sha256:')}",
-                              lambda: _text([*base, "run", "--rm", "--network", "none", "--no-healthcheck", image,
-                                             *command])))
+                              lambda: _text([*base, "run", "--rm", "--network", "none", "--no-healthcheck",
+                                             *PODMAN_LIMITS, image, *command])))
     finally:
         shell.run([*base, "rmi", "--force", image], CLEANUP_TIMEOUT_S, check=False)
 

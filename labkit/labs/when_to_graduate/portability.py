@@ -21,7 +21,7 @@ from labkit.labs.when_to_graduate.orchestrator import build_app
 TABLE = "portability"
 COMMAND = ("cat", "/www/index.html")  # what each runtime runs: the version the image serves
 WARMUP = 1  # an untimed round first: the first run of an image on a runtime prepares its snapshot
-DOCKER = runtimes.DOCKER
+DOCKER, PODMAN = runtimes.DOCKER, runtimes.PODMAN
 
 
 def _experiment(lab: LabSession, repeats: int) -> pd.DataFrame:
@@ -105,6 +105,10 @@ class PortabilityResult:
                  f"`run --rm` {r['median']:.2f} s (interval {r.ci_low:.2f}–{r.ci_high:.2f} s, "
                  f"{r.coverage:.0%}; {r.ratio_to_floor:.2f}× Docker's)" for name, r in table.iterrows()]
         lines += [f"- **{name}**: not run here — {why}" for name, why in self.missing.items()]
+        if PODMAN in table.index:
+            lines.append(f"\npodman ran with `{' '.join(runtimes.PODMAN_LIMITS)}`: as root it asks for more open "
+                         "files and processes than a root without CAP_SYS_RESOURCE (as on the host measured here) may "
+                         "grant, and fails without them.")
         verdict = ("the same image ran unchanged under each runtime that could run a container here, with the same "
                    "output and the same config digest" if self.same_everywhere() else
                    "the runtimes did not all agree" if self.others() else "no other runtime could run here")
