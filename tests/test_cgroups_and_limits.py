@@ -423,7 +423,7 @@ def test_a_replay_names_the_recording_host_s_cores_not_its_own(replay: LabSessio
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 64)  # a reader's machine with more cores than ours
     quota = cgroups_and_limits.run_cpu_quota(replay)
-    cores = replay.parameters("cpu_samples")["cores"]
+    cores = replay.provenance["fingerprint"]["cores"]  # the recording host's, as its banner gives them
     assert quota.host_cores == cores != 64
     assert f"cores of this host's {cores}, throttled" in quota.conclusion()
 

@@ -25,8 +25,8 @@ CLEANUP_TIMEOUT_S = 60.0
 # podman sends its events to journald by default, which needs systemd as PID 1; a file works everywhere.
 PODMAN_BASE = ("--events-backend", "file")
 # Rootful podman asks runc for 1048576 open files and more processes than the host's pid_max, which a root
-# without CAP_SYS_RESOURCE (ours) may not grant: runc fails with EPERM. Linux's classic defaults, which lowering
-# always allows, bound only what the command run here could open or start.
+# without CAP_SYS_RESOURCE (ours) may not grant: runc fails with EPERM. Linux's classic defaults sit below the
+# hard limits hosts set, so lowering to them needs no privilege; they bound only what the command run here opens.
 PODMAN_LIMITS = ("--ulimit", "nofile=1024:4096", "--ulimit", "nproc=4096:4096")
 
 
