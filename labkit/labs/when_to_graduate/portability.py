@@ -33,7 +33,7 @@ def _experiment(lab: LabSession, repeats: int) -> pd.DataFrame:
         shell.run([docker_cli(), "save", "--output", str(archive), image], runtimes.RUN_TIMEOUT_S)
         ran = [stack.enter_context(runtimes.docker(image, COMMAND))]
         others = {runtimes.CONTAINERD: lambda: runtimes.containerd(archive, lab.run_id, scope.scope_id, COMMAND),
-                  runtimes.PODMAN: lambda: runtimes.podman(archive, COMMAND)}
+                  PODMAN: lambda: runtimes.podman(archive, COMMAND)}
         for name, loaded in others.items():
             if name not in missing:
                 try:
