@@ -153,3 +153,33 @@ def test_an_untracked_file_where_code_lives_or_any_changed_file_makes_the_tree_d
     assert session.git_commit(committed).endswith("-dirty")
     with pytest.raises(NotPrepared, match=rf"(?s)only from a committed tree; not committed: {change}\..*Commit first"):
         session.require_committed(committed)
+
+
+def _bench(root: Path, rows: list[tuple[str, str, str, float, str]]) -> None:
+    """A data/bench/ under `root`: rows of (group, item, condition, seconds, note) and its provenance."""
+    folder = root / "data" / "bench"
+    folder.mkdir(parents=True)
+    pd.DataFrame([{"group": g, "item": i, "condition": c, "value": v, "unit": "s", "note": n}
+                  for g, i, c, v, n in rows]).to_csv(folder / "bench.csv", index=False)
+    (folder / "provenance.json").write_text(json.dumps(
+        {"started_utc": "2026-12-08T03:20:00+00:00", "fingerprint": {"cores": 2, "cgroup_version": "v1"}}))
+
+
+def test_the_banner_says_how_long_the_newest_bench_took_to_run_the_notebook(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
+    _bench(tmp_path, [("notebook", "99-topic", "quick", 23.4, "ok"), ("notebook", "99-topic", "full", 1271.6, "ok"),
+                      ("notebook", "98-other", "quick", 5.0, "ok"), ("make lab", "99-topic", "cold", 7.0, "ok")])
+    lab = LabSession("99-topic", quick=True, results_root=tmp_path / "results", client=None, replay=None)
+    assert lab.banner().endswith(" The newest `make bench` (2026-12-08, on 2 cores, cgroup v1) executed this "
+                                 "notebook in 23 s quick and 1,272 s full.")
+
+
+def test_a_notebook_the_bench_did_not_time_or_that_failed_there_gets_no_bench_sentence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
+    assert session.bench_times("99-topic") == "", "no data/bench/ at all"
+    _bench(tmp_path, [("notebook", "99-topic", "quick", 23.4, "failed (exit 1)"),
+                      ("notebook", "99-topic", "full", 61.0, "ok"), ("notebook", "98-other", "quick", 5.0, "ok")])
+    assert session.bench_times("99-topic").endswith("executed this notebook in 61 s full.")
+    assert session.bench_times("97-untimed") == ""

@@ -7,6 +7,7 @@ times, or reads the recorded tables back (replay). Live tables must carry the co
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -175,12 +176,30 @@ class LabSession:
         machine = f" The host is {HostFacts(**fp['host']).describe()}." if "host" in fp else ""
         if self.replay is None:
             return (f"**Live run** `{self.run_id}` — every number below is measured now, on {where}"
-                    f"{' (quick mode: fewer repeats)' if self.quick else ''}.{machine}")
+                    f"{' (quick mode: fewer repeats)' if self.quick else ''}.{machine}{bench_times(self.stem)}")
         return (f"> ⚠️ **REPLAYED RESULTS — nothing below was measured in this execution.** No Docker Engine "
                 f"answers here, so the tables and plots come from `{self.replay.folder.name}/` in "
                 f"`data/results/`, measured on {where}, from {p.get('started_utc')} to {p.get('ended_utc')} "
                 f"(run `{p.get('run_id')}`, quick={p.get('quick')}, commit `{str(p.get('git_commit'))[:12]}`)."
-                f"{machine}")
+                f"{machine}{bench_times(self.stem)}")
+
+
+def bench_times(stem: str) -> str:
+    """A sentence saying how long the newest `make bench` took to execute notebook `stem` in quick and in full
+    mode (s, rounded), and on how many cores: what a reader can expect of a run. "" when no bench timed it."""
+    table, provenance = paths.bench_dir() / "bench.csv", paths.bench_dir() / "provenance.json"
+    if not (table.exists() and provenance.exists()):
+        return ""
+    bench = pd.read_csv(table)
+    timed = bench[(bench["group"] == "notebook") & (bench["item"] == stem) & (bench["note"] == "ok")]
+    seconds = dict(zip(timed["condition"], timed["value"], strict=True))
+    took = " and ".join(f"{seconds[mode]:,.0f} s {mode}" for mode in ("quick", "full") if mode in seconds)
+    if not took:
+        return ""
+    made = json.loads(provenance.read_text())
+    machine = made["fingerprint"]
+    return (f" The newest `make bench` ({str(made['started_utc'])[:10]}, on {machine['cores']} cores, cgroup "
+            f"{machine['cgroup_version']}) executed this notebook in {took}.")
 
 
 def results_root() -> Path:
