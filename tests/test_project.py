@@ -35,6 +35,15 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject() -> None:
     assert _conda_names(ROOT / "environment.yml") == wanted
 
 
+def test_every_environment_variable_labkit_reads_is_in_the_readme() -> None:
+    """A setting a reader cannot find is one they cannot use: each LABKIT_* name in the code, and DOCKER_HOST, is
+    in the README's settings (those labkit sets for its own processes are named there too)."""
+    code = "\n".join(path.read_text() for path in (ROOT / "labkit").rglob("*.py"))
+    names = set(re.findall(r"\bLABKIT_[A-Z_]+\b", code)) | {"DOCKER_HOST"}
+    settings = (ROOT / "README.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    assert sorted(name for name in names if f"`{name}`" not in settings) == []
+
+
 def test_binder_has_every_runtime_dependency_but_the_book() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = _names(project["dependencies"]) - {"jupyter-book"}
