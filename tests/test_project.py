@@ -11,6 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from labkit.app import catalog
+from labkit.core.lab import Lab, Requirement
+
 ROOT = Path(__file__).resolve().parent.parent
 CONDA_NAMES = {"docker-py": "docker"}  # conda-forge names that differ from PyPI's
 
@@ -42,6 +45,30 @@ def test_every_environment_variable_labkit_reads_is_in_the_readme() -> None:
     names = set(re.findall(r"\bLABKIT_[A-Z_]+\b", code)) | {"DOCKER_HOST"}
     settings = (ROOT / "README.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
     assert sorted(name for name in names if f"`{name}`" not in settings) == []
+
+
+# How a notebook's "What you need" table may name a requirement of each kind (a program: by its name or a package).
+NAMED_AS = {"engine": ["Docker Engine"], "root": ["root"], "kvm": ["KVM"], "registry": ["registry"],
+            "binfmt": ["binfmt_misc"]}
+
+
+def _ways_to_name(requirement: Requirement) -> list[str]:
+    if requirement.kind == "program":
+        return [requirement.name, *requirement.packages]
+    if requirement.kind == "cgroup":
+        return [requirement.name]
+    return NAMED_AS[requirement.kind] + requirement.name.split()  # an engine's cgroup drivers: each by name
+
+
+@pytest.mark.parametrize("lab", catalog.all_labs(), ids=lambda lab: lab.stem)
+def test_what_you_need_names_every_requirement_of_its_lab(lab: Lab) -> None:
+    """The table a reader reads first is written by hand; `labkit doctor` checks the lab's declared requirements.
+    Each of those must be in the table (a program by its name or its Debian package), so the two cannot drift."""
+    cells = nbformat.read(ROOT / "notebooks" / f"{lab.stem}.ipynb", as_version=4).cells
+    table = next(cell.source for cell in cells if cell.cell_type == "markdown" and "## What you need" in cell.source)
+    unnamed = [f"{r.kind} {r.name}".strip() for r in lab.requirements
+               if not any(re.search(rf"(?<![\w-]){re.escape(way)}(?![\w-])", table) for way in _ways_to_name(r))]
+    assert unnamed == []
 
 
 def test_binder_has_every_runtime_dependency_but_the_book() -> None:
