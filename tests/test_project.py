@@ -71,6 +71,15 @@ def test_what_you_need_names_every_requirement_of_its_lab(lab: Lab) -> None:
     assert unnamed == []
 
 
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_the_overview_lists_every_numbered_section_in_order(notebook: Path) -> None:
+    """The overview's numbered list is the notebook's table of contents: one item per `## N · ` section."""
+    markdown = [cell.source for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "markdown"]
+    sections = [int(m.group(1)) for text in markdown if (m := re.match(r"## (\d+) · ", text))]
+    items = [int(n) for n in re.findall(r"^(\d+)\. \*\*", markdown[0].split("## Overview", 1)[1], re.M)]
+    assert sections == items == list(range(1, len(sections) + 1))
+
+
 def test_binder_has_every_runtime_dependency_but_the_book() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = _names(project["dependencies"]) - {"jupyter-book"}
