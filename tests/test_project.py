@@ -80,6 +80,19 @@ def test_the_overview_lists_every_numbered_section_in_order(notebook: Path) -> N
     assert sections == items == list(range(1, len(sections) + 1))
 
 
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS[:-1], ids=lambda p: p.stem)
+def test_what_s_next_links_the_following_notebook(notebook: Path) -> None:
+    """A reader who finishes a notebook is sent to the one after it (07 once pointed at 11, and 11 called itself
+    the last, from before 08-10 and 12-15 existed)."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    following = NOTEBOOKS[NOTEBOOKS.index(notebook) + 1].name
+    whats_next = [c.source for c in cells if c.cell_type == "markdown" and c.source.startswith("## What's next")]
+    assert len(whats_next) == 1 and f"]({following})" in whats_next[0]
+
+
 def test_binder_has_every_runtime_dependency_but_the_book() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = _names(project["dependencies"]) - {"jupyter-book"}
