@@ -93,6 +93,17 @@ def test_what_s_next_links_the_following_notebook(notebook: Path) -> None:
     assert len(whats_next) == 1 and f"]({following})" in whats_next[0]
 
 
+@pytest.mark.parametrize("floor", ["instruments", "core", "app"])
+def test_the_readme_s_layout_names_every_module_of_a_floor(floor: str) -> None:
+    """The README's layout is a reader's map of the package: each module and subpackage of a floor is on it."""
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1]
+    entry = layout.split(f"- `labkit/{floor}/`", 1)[1].split("\n- ", 1)[0]
+    folder = ROOT / "labkit" / floor
+    modules = [p.stem for p in folder.glob("*.py") if p.stem != "__init__"]
+    packages = [f"{p.parent.name}/" for p in folder.glob("*/__init__.py")]
+    assert sorted(name for name in modules + packages if f"`{name}`" not in entry) == []
+
+
 def test_binder_has_every_runtime_dependency_but_the_book() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = _names(project["dependencies"]) - {"jupyter-book"}
