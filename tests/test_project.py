@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import subprocess
 import sys
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -36,6 +39,27 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = _names(project["dependencies"]) | _names(project["optional-dependencies"]["dev"])
     assert _conda_names(ROOT / "environment.yml") == wanted
+
+
+def _recorded_full_run_s(stem: str) -> float:
+    provenance = json.loads((ROOT / "data" / "results" / stem / "provenance.json").read_text())
+    started, ended = (datetime.fromisoformat(provenance[key]) for key in ("started_utc", "ended_utc"))
+    return (ended - started).total_seconds()
+
+
+def test_the_readme_quotes_the_notebook_times_the_data_holds() -> None:
+    """The README's quick times come from data/bench/ and its full ones from the recorded run's provenance: a new
+    bench or recording that moves one by a second or more must bring the README along."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    quoted = re.search(r"notebook 01 took (\d+) s quick in `data/bench/` and (\d+) s in its recorded full run, "
+                       r"notebook 07 (\d+) s and (\d+) s", text)
+    assert quoted, "the README no longer quotes 01's and 07's times: update this test with it"
+    with (ROOT / "data" / "bench" / "bench.csv").open() as rows:
+        quick = {row["item"]: float(row["value"]) for row in csv.DictReader(rows)
+                 if row["group"] == "notebook" and row["condition"] == "quick"}
+    measured = [quick["01-what-a-container-is"], _recorded_full_run_s("01-what-a-container-is"),
+                quick["07-cgroups-and-limits"], _recorded_full_run_s("07-cgroups-and-limits")]
+    assert [int(n) for n in quoted.groups()] == [round(s) for s in measured]
 
 
 def test_every_environment_variable_labkit_reads_is_in_the_readme() -> None:
