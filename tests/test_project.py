@@ -18,6 +18,7 @@ from labkit.app import catalog
 from labkit.core.lab import Lab, Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CONDA_NAMES = {"docker-py": "docker"}  # conda-forge names that differ from PyPI's
 
 
@@ -95,16 +96,13 @@ def test_what_you_need_names_every_requirement_of_its_lab(lab: Lab) -> None:
     assert unnamed == []
 
 
-@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_overview_lists_every_numbered_section_in_order(notebook: Path) -> None:
     """The overview's numbered list is the notebook's table of contents: one item per `## N · ` section."""
     markdown = [cell.source for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "markdown"]
     sections = [int(m.group(1)) for text in markdown if (m := re.match(r"## (\d+) · ", text))]
     items = [int(n) for n in re.findall(r"^(\d+)\. \*\*", markdown[0].split("## Overview", 1)[1], re.M)]
     assert sections == items == list(range(1, len(sections) + 1))
-
-
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS[:-1], ids=lambda p: p.stem)
@@ -134,7 +132,7 @@ def test_binder_has_every_runtime_dependency_but_the_book() -> None:
     assert runtime <= _conda_names(ROOT / "binder" / "environment.yml")
 
 
-@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebooks_are_stored_without_outputs(notebook: Path) -> None:
     nb = nbformat.read(notebook, as_version=4)
     dirty = [i for i, cell in enumerate(nb.cells)
@@ -142,7 +140,7 @@ def test_notebooks_are_stored_without_outputs(notebook: Path) -> None:
     assert dirty == [], f"{notebook.name}: cells {dirty} have outputs; clear them before committing"
 
 
-@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebooks_have_a_typed_parameters_cell(notebook: Path) -> None:
     nb = nbformat.read(notebook, as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]

@@ -171,8 +171,8 @@ def test_the_banner_says_how_long_the_newest_bench_took_to_run_the_notebook(tmp_
     _bench(tmp_path, [("notebook", "99-topic", "quick", 23.4, "ok"), ("notebook", "99-topic", "full", 1271.6, "ok"),
                       ("notebook", "98-other", "quick", 5.0, "ok"), ("make lab", "99-topic", "cold", 7.0, "ok")])
     lab = LabSession("99-topic", quick=True, results_root=tmp_path / "results", client=None, replay=None)
-    assert lab.banner().endswith(" The newest `make bench` (2026-12-08, on 2 cores, cgroup v1) executed this "
-                                 "notebook in 23 s quick and 1,272 s full.")
+    assert lab.banner().endswith(" `make bench` on 2026-12-08 (2 cores, cgroup v1) executed this notebook in 23 s "
+                                 "quick and 1,272 s full.")
 
 
 def test_a_notebook_the_bench_did_not_time_or_that_failed_there_gets_no_bench_sentence(

@@ -185,8 +185,9 @@ class LabSession:
 
 
 def bench_times(stem: str) -> str:
-    """A sentence saying how long the newest `make bench` took to execute notebook `stem` in quick and in full
-    mode (s, rounded), and on how many cores: what a reader can expect of a run. "" when no bench timed it."""
+    """A sentence saying how long the `make bench` in data/bench/ took to execute notebook `stem` in quick and in
+    full mode (s, rounded), when, and on how many cores and which cgroup version: what a reader can expect of a
+    run. "" when that bench did not time it. Dated, not called the newest: a reused execution keeps its banner."""
     table, provenance = paths.bench_dir() / "bench.csv", paths.bench_dir() / "provenance.json"
     if not (table.exists() and provenance.exists()):
         return ""
@@ -198,7 +199,7 @@ def bench_times(stem: str) -> str:
         return ""
     made = json.loads(provenance.read_text())
     machine = made["fingerprint"]
-    return (f" The newest `make bench` ({str(made['started_utc'])[:10]}, on {machine['cores']} cores, cgroup "
+    return (f" `make bench` on {str(made['started_utc'])[:10]} ({machine['cores']} cores, cgroup "
             f"{machine['cgroup_version']}) executed this notebook in {took}.")
 
 
