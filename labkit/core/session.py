@@ -175,13 +175,15 @@ class LabSession:
                  f"Docker Engine {fp.get('engine_version', '?')} ({fp.get('storage_driver', '?')})")
         machine = f" The host is {HostFacts(**fp['host']).describe()}." if "host" in fp else ""
         if self.replay is None:
-            return (f"**Live run** `{self.run_id}` — every number below is measured now, on {where}"
-                    f"{' (quick mode: fewer repeats)' if self.quick else ''}.{machine}{bench_times(self.stem)}")
-        return (f"> ⚠️ **REPLAYED RESULTS — nothing below was measured in this execution.** No Docker Engine "
-                f"answers here, so the tables and plots come from `{self.replay.folder.name}/` in "
-                f"`data/results/`, measured on {where}, from {p.get('started_utc')} to {p.get('ended_utc')} "
-                f"(run `{p.get('run_id')}`, quick={p.get('quick')}, commit `{str(p.get('git_commit'))[:12]}`)."
-                f"{machine}{bench_times(self.stem)}")
+            source = (f"**Live run** `{self.run_id}` — every number below is measured now, on {where}"
+                      f"{' (quick mode: fewer repeats)' if self.quick else ''}.")
+        else:
+            source = (f"> ⚠️ **REPLAYED RESULTS — nothing below was measured in this execution.** No Docker Engine "
+                      f"answers here, so the tables and plots come from `{self.replay.folder.name}/` in "
+                      f"`data/results/`, measured on {where}, from {p.get('started_utc')} to {p.get('ended_utc')} "
+                      f"(run `{p.get('run_id')}`, quick={p.get('quick')}, commit "
+                      f"`{str(p.get('git_commit'))[:12]}`).")
+        return source + machine + bench_times(self.stem)
 
 
 def bench_times(stem: str) -> str:
