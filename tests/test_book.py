@@ -237,3 +237,14 @@ def test_the_lab_machines_recorded_claims_stand_beside_this_runs_with_the_differ
     assert len(rows) == len(ours) and rows[0].startswith(f"| `{flipped}`") and rows[0].endswith("| yes |")
     assert all(row.endswith("| no |") for row in rows[1:])
     assert "## On the lab machine" not in book.claims_page(ours, [], guest_results=tmp_path / "none")
+
+
+def test_links_between_notebooks_point_at_the_page_each_has_in_this_book() -> None:
+    said = ("Next: **[08 · Networking](08-networking.ipynb)**; back to [01 · What a container is]"
+            "(01-what-a-container-is.ipynb); see [the ledger](claims.md).")
+    assert book.relink(said, {"08-networking": "08-networking.ipynb", "01-what-a-container-is":
+                              "01-what-a-container-is.md"}) == (
+        "Next: **[08 · Networking](08-networking.ipynb)**; back to [01 · What a container is]"
+        "(01-what-a-container-is.md); see [the ledger](claims.md).")  # 01 failed: its failure page
+    assert book.relink(said, {}) == ("Next: **08 · Networking**; back to 01 · What a container is; "
+                                     "see [the ledger](claims.md).")  # a book without them: the text, unlinked

@@ -68,6 +68,8 @@ def _cell(text: object) -> str:
 
 # The banner a live session shows first (labkit.core.session.LabSession.banner), with its run id.
 LIVE_BANNER = re.compile(r"\*\*Live run\*\* `([^`]+)`")
+# A Markdown link from one notebook to another ("[08 · Networking](08-networking.ipynb)").
+NOTEBOOK_LINK = re.compile(r"\[([^\]]+)\]\(([0-9][0-9]-[a-z0-9-]+)\.ipynb\)")
 
 
 def _instant(text: str) -> datetime:
@@ -581,6 +583,16 @@ def _value(row: pd.Series) -> str:
     return "—" if pd.isna(row["value"]) else f"{row['value']:g} {_cell(row['unit'])}".strip()
 
 
+def relink(markdown: str, pages: dict[str, str]) -> str:
+    """`markdown` with each link to another notebook pointed at the page `pages` gives that notebook's stem in this
+    book (its notebook, or its failure page); a notebook the book does not hold keeps the link's text, unlinked, so
+    that a book of some notebooks, or one with a failed chapter, still builds with warnings as errors."""
+    def pointed(link: re.Match[str]) -> str:
+        page = pages.get(link.group(2))
+        return f"[{link.group(1)}]({page})" if page else link.group(1)
+    return NOTEBOOK_LINK.sub(pointed, markdown)
+
+
 def build(executed_dir: Path | None = None, out_dir: Path | None = None, results_dir: Path | None = None) -> Book:
     """Build the book from executed notebooks and the results behind them (`results_dir`, default
     build/results, where the ledger is also merged into claims.csv).
@@ -616,8 +628,12 @@ def build(executed_dir: Path | None = None, out_dir: Path | None = None, results
     source = out_dir / "source"
     data = source / "data"
     data.mkdir(parents=True)
+    pages = {chapter.path.stem: chapter.path.name for chapter in chapters} | {f.stem: f.page for f in failed}
     for chapter in chapters:
         notebook = nbformat.read(chapter.path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "markdown":
+                cell.source = relink(cell.source, pages)
         notebook.cells.append(nbformat.v4.new_markdown_cell(_downloads(chapter, data)))
         if chapter.reused:  # below the title, above the banner
             notebook.cells.insert(1, nbformat.v4.new_markdown_cell(reused_note(chapter)))
